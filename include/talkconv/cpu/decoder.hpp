@@ -1,0 +1,99 @@
+// Incremental decoding on the CPU: one token at a time, equal to the causal forward, O((L + 2) C) state.
+#pragma once
+
+#include "talkconv/cpu/offsets.hpp"
+#include "talkconv/cpu/window.hpp"
+
+#include <algorithm>
+#include <vector>
+
+namespace talkconv {
+namespace cpu {
+
+// Decoding state for B sequences that advance together. step(x_t) gives row t of the causal forward
+// (inference: no dropout) for every sequence. The state is a ring of the last L + 2 prefix sums per
+// channel; every L + 2 steps they are re-based on the newest, so their size, and the error, stays
+// window-sized however long the decode runs.
+template <class T>
+class decoder {
+ public:
+  using acc_type = acc_t<T>;
+
+  decoder(const window_params& w, index_t channels, index_t batch) : w_(w), C_(channels), B_(batch) {
+    if (!w.causal) talkconv::detail::fail(status::invalid_window, "causal", "incremental decoding needs causal mode");
+    talkconv::detail::validate_shape(seq_shape{1, batch, channels, layout::tbc});
+    talkconv::detail::validate_window(w);
+    talkconv::detail::validate_heads(seq_shape{1, batch, channels, layout::tbc}, w);
+    ring_rows_ = w.max_left + 2;
+    ring_.assign(static_cast<size_t>(talkconv::detail::checked_mul(
+                     talkconv::detail::checked_mul(ring_rows_, batch, "(L+2)*B"), channels, "(L+2)*B*C")),
+                 acc_type(0));
+    z_.resize(static_cast<size_t>(batch * w.num_offsets()));
+    zero_.assign(static_cast<size_t>(channels), acc_type(0));
+    base_.resize(static_cast<size_t>(channels));
+  }
+
+  // Tokens consumed so far (the index t of the next step).
+  index_t position() const { return t_; }
+  // Bytes of state per sequence: (L + 2) * C accumulators.
+  index_t state_bytes_per_sequence() const { return ring_rows_ * C_ * index_t(sizeof(acc_type)); }
+  void reset() {
+    t_ = 0;
+    std::fill(ring_.begin(), ring_.end(), acc_type(0));
+  }
+
+  // x_t, y_t: [B, C] row-major (token t of every sequence). weight [P, C], bias [P] or null.
+  void step(const T* x_t, const T* weight, const T* bias, T* y_t) {
+    using A = acc_type;
+    talkconv::detail::require_pointer(x_t, "x_t");
+    talkconv::detail::require_pointer(weight, "weight");
+    talkconv::detail::require_pointer(y_t, "y_t");
+    const index_t P = w_.num_offsets(), t = t_;
+    const A inv_k = A(1) / A(w_.window_len());
+    if (t >= ring_rows_ && t % ring_rows_ == 0) rebase(t - 1);
+    const detail::acc_params<T> prm(weight, bias, P, C_);
+    detail::project_rows(x_t, C_, B_, C_, prm, P, z_.data(), P, tmp_);
+    const talkconv::detail::head_map hm{w_.heads, C_ / w_.heads};
+    for (index_t b = 0; b < B_; ++b) {
+      A* z = z_.data() + b * P;
+      detail::activate_offsets(z, P, t, b, dropout_params{}, static_cast<A*>(nullptr), z);
+      // S[t] = S[t - 1] + x_t / K
+      detail::scan_rows(x_t + b * C_, C_, 1, C_, inv_k, row(t, b), C_);
+      if (t > 0) {
+        const A* prev = row(t - 1, b);
+        A* cur = row(t, b);
+        for (index_t c = 0; c < C_; ++c) cur[c] += prev[c];
+      }
+      for (index_t h = 0; h < w_.heads; ++h) {
+        const auto k = detail::token_taps<A>(w_, t + 1, t, z, h);
+        const A *s0 = row(k.i0, b), *s1 = row(k.i1, b), *s2 = row(k.i2, b), *s3 = row(k.i3, b);
+        for (index_t c = hm.first_channel(h); c < hm.first_channel(h + 1); ++c)
+          y_t[b * C_ + c] = from_acc<T>(talkconv::detail::window_value<A>(k, s0[c], s1[c], s2[c], s3[c]));
+      }
+    }
+    ++t_;
+  }
+
+ private:
+  // Row of S[i] for sequence b; i = -1 is the zero row (only read while t <= L, before any re-base).
+  acc_type* row(index_t i, index_t b) {
+    if (i < 0) return zero_.data();
+    return ring_.data() + ((i % ring_rows_) * B_ + b) * C_;
+  }
+  void rebase(index_t newest) {
+    for (index_t b = 0; b < B_; ++b) {
+      std::copy(row(newest, b), row(newest, b) + C_, base_.begin());
+      for (index_t r = 0; r < ring_rows_; ++r) {
+        acc_type* s = ring_.data() + (r * B_ + b) * C_;
+        for (index_t c = 0; c < C_; ++c) s[c] -= base_[static_cast<size_t>(c)];
+      }
+    }
+  }
+
+  window_params w_;
+  index_t C_, B_, ring_rows_ = 0, t_ = 0;
+  std::vector<acc_type> ring_, z_, tmp_, zero_, base_;
+};
+
+}  // namespace cpu
+}  // namespace talkconv

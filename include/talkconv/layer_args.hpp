@@ -1,0 +1,60 @@
+// The layer's configuration and the flat argument structs of its forward and backward calls.
+#pragma once
+
+#include "talkconv/params.hpp"
+#include "talkconv/traits.hpp"
+
+namespace talkconv {
+
+// Head count chosen at run time: talk_conv<T, dynamic_heads> takes it from talk_config::heads.
+inline constexpr int dynamic_heads = -1;
+
+// The layer: C channels, H heads, window reach L left and M right (M = 0 when causal).
+struct talk_config {
+  index_t channels = 0;   // C
+  index_t heads = 0;      // H (0 with a compile-time Heads: take Heads)
+  index_t max_left = 0;   // L
+  index_t max_right = 0;  // M
+  bool causal = false;
+};
+
+// One forward call. Pointers are the caller's memory; nothing is copied whole.
+//   x, y           [T, B, C] or [B, T, C] (shape.lay), storage type T
+//   weight, bias   [P, C] row-major and [P] (bias may be null), P = 2H (bidirectional) or H (causal)
+//   saved_offsets  optional output: sigmoid(W x + bias) before dropout, layout of x with width P,
+//                  in acc_t<T> (what backward needs; pass it back to skip recomputing the projection)
+//   lengths        optional, B valid lengths in host memory; y rows t >= n_b are zero
+//   dropout        offset dropout, applied only when dropout.training
+template <class T>
+struct forward_args {
+  seq_shape shape;
+  const T* x = nullptr;
+  const T* weight = nullptr;
+  const T* bias = nullptr;
+  T* y = nullptr;
+  acc_t<T>* saved_offsets = nullptr;
+  const index_t* lengths = nullptr;
+  dropout_params dropout;
+};
+
+// One backward call with the same shape, parameters, lengths and dropout (seed) as its forward.
+//   dy             gradient of the loss with respect to y (layout of x)
+//   saved_offsets  forward's saved_offsets, or null to recompute them from x, weight and bias
+//   dx             output, overwritten (layout of x)
+//   dweight, dbias outputs, overwritten ([P, C] and [P]; dbias may be null)
+template <class T>
+struct backward_args {
+  seq_shape shape;
+  const T* x = nullptr;
+  const T* weight = nullptr;
+  const T* bias = nullptr;
+  const T* dy = nullptr;
+  const acc_t<T>* saved_offsets = nullptr;
+  T* dx = nullptr;
+  T* dweight = nullptr;
+  T* dbias = nullptr;
+  const index_t* lengths = nullptr;
+  dropout_params dropout;
+};
+
+}  // namespace talkconv

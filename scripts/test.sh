@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: warnings as errors, every test, example and benchmark built (CUDA ones with
+# nvcc when it is present; GPU cases report themselves skipped without a GPU), then the suite again
+# under AddressSanitizer + UndefinedBehaviorSanitizer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-deps.sh
+jobs=$(nproc)
+cmake --preset ci
+cmake --build --preset ci -j "$jobs"
+ctest --preset ci
+if [ "${TALKCONV_SKIP_SANITIZE:-0}" != 1 ]; then
+  cmake --preset sanitize
+  cmake --build --preset sanitize -j "$jobs"
+  ctest --preset sanitize
+fi
