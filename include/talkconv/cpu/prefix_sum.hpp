@@ -12,31 +12,39 @@ namespace talkconv {
 namespace cpu {
 namespace detail {
 
-// The recurrence every CPU prefix sum runs: for k in [0, n), channels j in [0, cw):
-//   out[k * ld_out + j] = out[(k - 1) * ld_out + j] + scale * x[k * ld_x + j],   out[-1] = 0.
+// The recurrence every CPU prefix sum runs, one row of cw channels:
+//   cur[j] = prev[j] + scale * x[j]   (prev == nullptr stands for a zero row).
 template <class T, class A>
-void scan_rows(const T* x, index_t ld_x, index_t n, index_t cw, A scale, A* out, index_t ld_out) {
-  for (index_t k = 0; k < n; ++k) {
-    const T* xr = x + k * ld_x;
-    A* cur = out + k * ld_out;
-    if (k == 0) {
-      for (index_t j = 0; j < cw; ++j) cur[j] = scale * to_acc<T>(xr[j]);
-    } else {
-      const A* prev = cur - ld_out;
-      for (index_t j = 0; j < cw; ++j) cur[j] = prev[j] + scale * to_acc<T>(xr[j]);
-    }
+inline void scan_step(const A* prev, const T* x, index_t cw, A scale, A* cur) {
+  if (prev == nullptr) {
+    for (index_t j = 0; j < cw; ++j) cur[j] = scale * to_acc<T>(x[j]);
+  } else {
+    for (index_t j = 0; j < cw; ++j) cur[j] = prev[j] + scale * to_acc<T>(x[j]);
   }
 }
 
-// Local prefix sums of one sequence over tokens [t_begin, t_end) and channels [c0, c0 + cw) into a
-// dense buffer: row 0 is zero and stands for index t_begin - 1, row k + 1 holds the sum up to
-// t_begin + k. `x` points at token 0 of the sequence. Differences of these rows equal differences of
-// the global sums, and their size is set by t_end - t_begin, not by t_begin (SPEC Numerics).
+// Asks for the cache lines of a row a few steps ahead: rows of a [T, B, C] tensor are far apart, so
+// hardware prefetchers do not follow them, and a load or store that misses stalls the loop.
+template <class T>
+inline void prefetch_row(const T* p, index_t count, bool for_write = false) {
+  constexpr index_t line = 64 / sizeof(T) > 0 ? 64 / sizeof(T) : 1;
+  if (for_write) {
+    for (index_t j = 0; j < count; j += line) __builtin_prefetch(p + j, 1);
+  } else {
+    for (index_t j = 0; j < count; j += line) __builtin_prefetch(p + j, 0);
+  }
+}
+
+constexpr index_t prefetch_rows_ahead = 6;
+
+// scan_step over n rows, `ld_x` and `ld_out` elements apart: out[k] = out[k - 1] + scale * x[k].
 template <class T, class A>
-void local_prefix(const T* x, index_t stride_t, index_t t_begin, index_t t_end, index_t c0, index_t cw, A scale,
-                  A* out, index_t ld) {
-  for (index_t j = 0; j < cw; ++j) out[j] = A(0);
-  scan_rows(x + t_begin * stride_t + c0, stride_t, t_end - t_begin, cw, scale, out + ld, ld);
+void scan_rows(const T* x, index_t ld_x, index_t n, index_t cw, A scale, A* out, index_t ld_out) {
+  for (index_t k = 0; k < n; ++k) {
+    if (k + prefetch_rows_ahead < n) prefetch_row(x + (k + prefetch_rows_ahead) * ld_x, cw);
+    scan_step(k == 0 ? static_cast<const A*>(nullptr) : out + (k - 1) * ld_out, x + k * ld_x, cw, scale,
+              out + k * ld_out);
+  }
 }
 
 }  // namespace detail

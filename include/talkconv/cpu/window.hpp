@@ -10,6 +10,7 @@
 #include "talkconv/traits.hpp"
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 namespace talkconv {
@@ -26,9 +27,12 @@ struct window_reach {
   index_t right = 0;
 };
 
-// Channels processed together: the local prefix buffer (rows x width) stays near 128 KiB of A.
+// Channels processed together: a ring of `rows` rows of that width stays near 256 KiB, inside L2.
+// Full rows when they fit, so every row of x, y, dy, dx is read or written in one contiguous run.
+template <class A>
 inline index_t chunk_width(index_t rows, index_t C) {
-  index_t w = (index_t(32768) / (rows > 0 ? rows : 1)) / 16 * 16;
+  const index_t budget = index_t(256 * 1024) / index_t(sizeof(A));
+  index_t w = (budget / (rows > 0 ? rows : 1)) / 16 * 16;
   if (w < 16) w = 16;
   return w < C ? w : C;
 }
@@ -47,30 +51,81 @@ window_taps<A> token_taps(const window_params& w, index_t n, index_t t, const Ro
 template <class A, class RowFn>
 void make_tile_taps(const window_params& w, index_t n, index_t t_begin, index_t t_end, RowFn&& offsets_row,
                     window_taps<A>* taps) {
+  constexpr index_t ahead = 32;
   for (index_t t = t_begin; t < t_end; ++t) {
     const auto row = offsets_row(t);
+    if constexpr (std::is_pointer<std::decay_t<decltype(row)>>::value) {
+      // Offsets rows of one sequence are B * P apart: fetch ahead, as for x.
+      if (t + ahead < t_end) prefetch_row(offsets_row(t + ahead), w.num_offsets());
+    }
     for (index_t h = 0; h < w.heads; ++h) taps[(t - t_begin) * w.heads + h] = token_taps<A>(w, n, t, row, h);
   }
 }
 
-// Span [lo, hi] of S indices read by `count` tap sets.
+// How far the windows of tokens [t_begin, t_end) reach, from their taps: every tap of token t lies
+// in [t - left, t + right].
 template <class A>
-void taps_span(const window_taps<A>* taps, index_t count, index_t& lo, index_t& hi) {
-  for (index_t i = 0; i < count; ++i) {
-    lo = std::min(lo, talkconv::detail::taps_min(taps[i]));
-    hi = std::max(hi, talkconv::detail::taps_max(taps[i]));
-  }
+window_reach tile_reach(const window_taps<A>* taps, index_t t_begin, index_t t_end, index_t H) {
+  window_reach r;
+  for (index_t t = t_begin; t < t_end; ++t)
+    for (index_t h = 0; h < H; ++h) {
+      const window_taps<A>& k = taps[(t - t_begin) * H + h];
+      r.left = std::max(r.left, t - talkconv::detail::taps_min(k));
+      r.right = std::max(r.right, talkconv::detail::taps_max(k) - t);
+    }
+  return r;
+}
+
+// `rows` rows of `width` accumulators holding a sliding range of row indices (index i in slot
+// (i - first) mod rows): the tile-local prefix sums of the forward, or the scattered tap weights of
+// the backward. Only a window's height of rows is ever live, so full rows of C channels fit in L2.
+// The row count is a power of two, so finding a slot is a mask, not a division.
+template <class A>
+struct ring_rows {
+  A* data;
+  index_t mask, width, first;
+  A* row(index_t i) const { return data + ((i - first) & mask) * width; }
+};
+
+inline index_t ring_size(index_t rows) {
+  index_t r = 1;
+  while (r < rows) r <<= 1;
+  return r;
 }
 
 template <class A>
 struct window_scratch {
-  std::vector<A> prefix;       // local prefix sums, (hi - lo + 1) x chunk
-  std::vector<A> grad;         // backward: scattered tap weights, tile x chunk
-  std::vector<A> run;          // backward: running suffix sum, chunk
-  std::vector<A> row;          // backward: one dx row in A, chunk
-  std::vector<A> d_off;        // backward: offset gradients of the tile, tile x P
+  std::vector<A> ring;   // ring_rows storage
+  std::vector<A> run;    // backward: running suffix sum, one chunk
+  std::vector<A> row;    // backward: one dx row in A, one chunk
+  std::vector<A> d_off;  // backward: offset gradients of the tile, tile x P
   std::vector<window_taps<A>> taps;
 };
+
+// Streams the tile-local prefix sums of channels [c0, c0 + cn) past tokens [t0, tv1) (all < n), whose
+// taps reach `r`: visit(t, S) is called in token order with S.row(i) = scale * sum_{tau = first + 1}^{i}
+// x[tau] for every index i that token t's taps name (first = the lowest such index of the tile, whose
+// row is zero). Sums restart per tile, so their size, and the rounding, is set by the tile and the
+// window, never by t (SPEC Numerics); x is read once per tile plus the window's halo.
+template <class T, class A, class Visit>
+void stream_prefix(const T* xb, index_t stride_t, index_t c0, index_t cn, A scale, index_t t0, index_t tv1,
+                   index_t n, window_reach r, std::vector<A>& storage, Visit&& visit) {
+  const index_t first = std::max<index_t>(-1, t0 - r.left);
+  const index_t last = std::min(n - 1, tv1 - 1 + r.right);
+  const index_t rows = ring_size(r.left + r.right + 1);
+  storage.resize(static_cast<size_t>(rows * cn));
+  const ring_rows<A> S{storage.data(), rows - 1, cn, first};
+  std::fill(S.row(first), S.row(first) + cn, A(0));
+  index_t next = first;  // highest index whose sum is in the ring
+  for (index_t t = t0; t < tv1; ++t) {
+    for (const index_t need = std::min(last, t + r.right); next < need; ++next) {
+      const T* xr = xb + (next + 1) * stride_t + c0;
+      if (next + 1 + prefetch_rows_ahead <= last) prefetch_row(xr + prefetch_rows_ahead * stride_t, cn);
+      scan_step(S.row(next), xr, cn, scale, S.row(next + 1));
+    }
+    visit(t, S);
+  }
+}
 
 // Forward of one tile: y for tokens [t0, t1) of one sequence of valid length n, channels [0, C).
 // xb / yb point at token 0 of the sequence; taps hold tokens [t0, min(t1, n)). Rows t >= n are zeroed.
@@ -79,28 +134,22 @@ void forward_tile(const T* xb, T* yb, index_t stride_t, index_t C, const head_ma
                   index_t t1, index_t n, const window_taps<A>* taps, window_scratch<A>& s) {
   const index_t tv1 = std::min(t1, n);
   if (tv1 > t0) {
-    index_t lo = t0, hi = t0;
-    taps_span(taps, (tv1 - t0) * hm.heads, lo, hi);
-    const index_t rows = hi - lo + 1;
-    const index_t cw = chunk_width(rows, C);
-    s.prefix.resize(static_cast<size_t>(rows * cw));
+    const window_reach r = tile_reach(taps, t0, tv1, hm.heads);
+    const index_t cw = chunk_width<A>(ring_size(r.left + r.right + 1), C);
     for (index_t c0 = 0; c0 < C; c0 += cw) {
       const index_t cn = std::min(cw, C - c0);
-      local_prefix(xb, stride_t, lo + 1, hi + 1, c0, cn, inv_k, s.prefix.data(), cn);
       const index_t h_first = hm.head_of(c0), h_last = hm.head_of(c0 + cn - 1);
-      for (index_t t = t0; t < tv1; ++t) {
+      stream_prefix(xb, stride_t, c0, cn, inv_k, t0, tv1, n, r, s.ring, [&](index_t t, const ring_rows<A>& S) {
         T* yr = yb + t * stride_t;
+        if (t + prefetch_rows_ahead < tv1) prefetch_row(yr + prefetch_rows_ahead * stride_t + c0, cn, true);
         for (index_t h = h_first; h <= h_last; ++h) {
           const window_taps<A>& k = taps[(t - t0) * hm.heads + h];
           const index_t ca = std::max(c0, hm.first_channel(h)), cb = std::min(c0 + cn, hm.first_channel(h + 1));
-          const A* s0 = s.prefix.data() + (k.i0 - lo) * cn - c0;
-          const A* s1 = s.prefix.data() + (k.i1 - lo) * cn - c0;
-          const A* s2 = s.prefix.data() + (k.i2 - lo) * cn - c0;
-          const A* s3 = s.prefix.data() + (k.i3 - lo) * cn - c0;
+          const A *s0 = S.row(k.i0) - c0, *s1 = S.row(k.i1) - c0, *s2 = S.row(k.i2) - c0, *s3 = S.row(k.i3) - c0;
           for (index_t c = ca; c < cb; ++c)
             yr[c] = from_acc<T>(talkconv::detail::window_value<A>(k, s0[c], s1[c], s2[c], s3[c]));
         }
-      }
+      });
     }
   }
   for (index_t t = std::max(t0, tv1); t < t1; ++t)
@@ -117,36 +166,31 @@ void offsets_grad_tile(const T* xb, const T* dyb, index_t stride_t, index_t C, c
   std::fill(d_off, d_off + (t1 - t0) * P, A(0));
   const index_t tv1 = std::min(t1, n);
   if (tv1 <= t0) return;
-  index_t lo = t0, hi = t0;
-  taps_span(taps, (tv1 - t0) * H, lo, hi);
-  const index_t rows = hi - lo + 1;
-  const index_t cw = chunk_width(rows, C);
-  s.prefix.resize(static_cast<size_t>(rows * cw));
+  const window_reach r = tile_reach(taps, t0, tv1, H);
+  const index_t cw = chunk_width<A>(ring_size(r.left + r.right + 1), C);
   for (index_t c0 = 0; c0 < C; c0 += cw) {
     const index_t cn = std::min(cw, C - c0);
-    local_prefix(xb, stride_t, lo + 1, hi + 1, c0, cn, inv_k, s.prefix.data(), cn);
     const index_t h_first = hm.head_of(c0), h_last = hm.head_of(c0 + cn - 1);
-    for (index_t t = t0; t < tv1; ++t) {
+    stream_prefix(xb, stride_t, c0, cn, inv_k, t0, tv1, n, r, s.ring, [&](index_t t, const ring_rows<A>& S) {
       const T* dyr = dyb + t * stride_t;
       A* dr = d_off + (t - t0) * P;
       for (index_t h = h_first; h <= h_last; ++h) {
         const window_taps<A>& k = taps[(t - t0) * H + h];
         const index_t ca = std::max(c0, hm.first_channel(h)), cb = std::min(c0 + cn, hm.first_channel(h + 1));
-        const A* s2 = s.prefix.data() + (k.i2 - lo) * cn - c0 + ca;
-        const A* s3 = s.prefix.data() + (k.i3 - lo) * cn - c0 + ca;
-        if (k.i2 != k.i3)
+        if (k.i2 != k.i3) {
+          const A *s2 = S.row(k.i2) - c0 + ca, *s3 = S.row(k.i3) - c0 + ca;
           dr[hm.left_row(h)] += lane_dot<T, A>(dyr + ca, cb - ca, [&](index_t j) {
             return talkconv::detail::left_slope<A>(s2[j], s3[j]);
           });
+        }
         if (!w.causal && k.i0 != k.i1) {
-          const A* s0 = s.prefix.data() + (k.i0 - lo) * cn - c0 + ca;
-          const A* s1 = s.prefix.data() + (k.i1 - lo) * cn - c0 + ca;
+          const A *s0 = S.row(k.i0) - c0 + ca, *s1 = S.row(k.i1) - c0 + ca;
           dr[hm.right_row(h)] += lane_dot<T, A>(dyr + ca, cb - ca, [&](index_t j) {
             return talkconv::detail::right_slope<A>(s0[j], s1[j]);
           });
         }
       }
-    }
+    });
   }
   for (index_t t = t0; t < tv1; ++t)
     for (index_t h = 0; h < H; ++h) {
@@ -158,25 +202,45 @@ void offsets_grad_tile(const T* xb, const T* dyb, index_t stride_t, index_t C, c
 // Backward to the input of one tile: dx for tokens [t0, t1) of one sequence.
 //   dx[tau] = (1/K) sum_t dy[t] sum_{taps j of t with i_j >= tau} w_j  (+ extra, see below)
 // Tokens [h0, h1) (all < n) are every token whose window can touch the tile; their taps are in
-// `taps` from h0. Each tap is scattered into a tile-local buffer (clipped to the tile's last row,
-// dropped left of it) in token order, then summed from the right: no atomics, no global sum, and
+// `taps` from h0. Tokens are taken from the last down: each scatters its tap weights (clipped to the
+// tile's last row, dropped left of the tile) into a ring of rows, and a row is summed into the running
+// suffix sum and stored as soon as no token left to do can reach it. No atomics, no global sum, and
 // the partial sums stay window-sized. extra(tau, c0, cn, row) may add to a row (in A) before it is
 // stored: the layer adds the offset path W^T dz there, so dx is rounded once.
 template <class T, class A, class Extra>
 void input_grad_tile(const T* dyb, T* dxb, index_t stride_t, index_t C, const head_map& hm, A inv_k, index_t t0,
                      index_t t1, index_t h0, index_t h1, const window_taps<A>* taps, Extra&& extra,
                      window_scratch<A>& s) {
-  const index_t rows = t1 - t0;
-  const index_t cw = chunk_width(rows, C);
-  s.grad.resize(static_cast<size_t>(rows * cw));
+  const window_reach r = tile_reach(taps, h0, h1, hm.heads);
+  const index_t rows = ring_size(r.left + r.right + 1);
+  const index_t cw = chunk_width<A>(rows, C);
   s.run.resize(static_cast<size_t>(cw));
   s.row.resize(static_cast<size_t>(cw));
   for (index_t c0 = 0; c0 < C; c0 += cw) {
     const index_t cn = std::min(cw, C - c0);
-    std::fill(s.grad.begin(), s.grad.begin() + rows * cn, A(0));
+    s.ring.assign(static_cast<size_t>(rows * cn), A(0));
+    const ring_rows<A> G{s.ring.data(), rows - 1, cn, t0};  // every index used is >= t0
+    std::fill(s.run.begin(), s.run.begin() + cn, A(0));
+    index_t pending = t1 - 1;  // highest row not yet stored
+    auto store_rows_above = [&](index_t bound) {
+      for (; pending >= t0 && pending > bound; --pending) {
+        A* g = G.row(pending);
+        for (index_t j = 0; j < cn; ++j) {
+          s.run[static_cast<size_t>(j)] += g[j];
+          s.row[static_cast<size_t>(j)] = s.run[static_cast<size_t>(j)] * inv_k;
+          g[j] = A(0);
+        }
+        extra(pending, c0, cn, s.row.data());
+        T* dxr = dxb + pending * stride_t + c0;
+        if (pending - prefetch_rows_ahead >= t0) prefetch_row(dxr - prefetch_rows_ahead * stride_t, cn, true);
+        for (index_t j = 0; j < cn; ++j) dxr[j] = from_acc<T>(s.row[static_cast<size_t>(j)]);
+      }
+    };
     const index_t h_first = hm.head_of(c0), h_last = hm.head_of(c0 + cn - 1);
-    for (index_t t = h0; t < h1; ++t) {
+    for (index_t t = h1 - 1; t >= h0; --t) {
+      store_rows_above(t + r.right);  // no token <= t has a tap above t + right
       const T* dyr = dyb + t * stride_t;
+      if (t - prefetch_rows_ahead >= h0) prefetch_row(dyr - prefetch_rows_ahead * stride_t + c0, cn);
       for (index_t h = h_first; h <= h_last; ++h) {
         const window_taps<A>& k = taps[(t - h0) * hm.heads + h];
         if (talkconv::detail::taps_max(k) < t0 || talkconv::detail::taps_min(k) >= t1 - 1) continue;
@@ -186,23 +250,13 @@ void input_grad_tile(const T* dyb, T* dxb, index_t stride_t, index_t C, const he
         const index_t ca = std::max(c0, hm.first_channel(h)), cb = std::min(c0 + cn, hm.first_channel(h + 1));
         for (int j = 0; j < 4; ++j) {
           if (idx[j] < t0 || wv[j] == A(0)) continue;
-          A* g = s.grad.data() + (std::min(idx[j], t1 - 1) - t0) * cn - c0;
+          A* g = G.row(std::min(idx[j], t1 - 1)) - c0;
           const A wj = wv[j];
           for (index_t c = ca; c < cb; ++c) g[c] += wj * to_acc<T>(dyr[c]);
         }
       }
     }
-    std::fill(s.run.begin(), s.run.begin() + cn, A(0));
-    for (index_t tau = t1 - 1; tau >= t0; --tau) {
-      const A* g = s.grad.data() + (tau - t0) * cn;
-      for (index_t j = 0; j < cn; ++j) {
-        s.run[j] += g[j];
-        s.row[j] = s.run[j] * inv_k;
-      }
-      extra(tau, c0, cn, s.row.data());
-      T* dxr = dxb + tau * stride_t + c0;
-      for (index_t j = 0; j < cn; ++j) dxr[j] = from_acc<T>(s.row[j]);
-    }
+    store_rows_above(t0 - 1);
   }
 }
 

@@ -112,10 +112,18 @@ TALKCONV_HOST_DEVICE inline index_t taps_max(const window_taps<A>& k) {
   return m > k.i1 ? m : k.i1;
 }
 
+// Forward, one channel, from the three differences of sums the taps name: the whole-token part
+// d_main = S[i0] - S[i2], and the edge parts d_right = S[i1] - S[i0], d_left = S[i3] - S[i2]. Paths that
+// sum x directly instead of reading S (the CUDA fallback for windows beyond the loaded halo) use it.
+template <class A>
+TALKCONV_HOST_DEVICE inline A window_value_diff(const window_taps<A>& k, A d_main, A d_right, A d_left) {
+  return d_main + k.fr * d_right - k.fl * d_left;
+}
+
 // Forward, one channel: the normalized window sum from the four sums the taps name.
 template <class A>
 TALKCONV_HOST_DEVICE inline A window_value(const window_taps<A>& k, A s0, A s1, A s2, A s3) {
-  return (s0 - s2) + k.fr * (s1 - s0) - k.fl * (s3 - s2);
+  return window_value_diff<A>(k, s0 - s2, s1 - s0, s3 - s2);
 }
 
 // Backward to the prefix sums: y depends on S[i_j] with these weights (they sum to zero).

@@ -1,0 +1,119 @@
+// Runtime-to-compile-time switches (index type x causal x offsets per projection pass) and launch helpers.
+#pragma once
+
+#include "talkconv/cuda/error.hpp"
+#include "talkconv/cuda/kernel_traits.cuh"
+
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <type_traits>
+
+namespace talkconv {
+namespace cuda {
+namespace detail {
+
+template <class I>
+struct index_tag {
+  using type = I;
+};
+
+// f(index_tag<int32 or int64>{}, std::bool_constant<causal>{}): the window kernels' instantiations.
+template <class F>
+void dispatch_window(bool use32, bool causal, F&& f) {
+  if (use32) {
+    if (causal) f(index_tag<std::int32_t>{}, std::true_type{});
+    else f(index_tag<std::int32_t>{}, std::false_type{});
+  } else {
+    if (causal) f(index_tag<std::int64_t>{}, std::true_type{});
+    else f(index_tag<std::int64_t>{}, std::false_type{});
+  }
+}
+
+template <class F>
+void dispatch_index(bool use32, F&& f) {
+  if (use32) f(index_tag<std::int32_t>{});
+  else f(index_tag<std::int64_t>{});
+}
+
+// The head count decides P = H or 2H, the projection's accumulators per pass: 2, 4 or 8 (then looped).
+template <class F>
+void dispatch_heads(index_t P, F&& f) {
+  if (P <= 2) f(std::integral_constant<int, 2>{});
+  else if (P <= 4) f(std::integral_constant<int, 4>{});
+  else f(std::integral_constant<int, proj_chunk>{});
+}
+
+inline int current_device() {
+  int dev = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  return dev;
+}
+
+// Dynamic shared memory a block may opt into on the current device.
+inline std::size_t smem_optin() {
+  int v = 0;
+  check(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, current_device()),
+        "cudaDeviceGetAttribute(MaxSharedMemoryPerBlockOptin)");
+  return static_cast<std::size_t>(v);
+}
+
+template <class Kernel>
+void allow_smem(Kernel* kernel, std::size_t bytes, const char* name) {
+  if (bytes > 48 * 1024)
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)), name);
+}
+
+// Blocks for a grid-stride kernel over n items.
+inline unsigned grid_for(index_t n, int threads) {
+  const index_t blocks = (n + threads - 1) / threads;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65536 ? 65536 : blocks));
+}
+
+// Tiling of a window kernel launch: tile, shared rows, halo preference and dynamic smem bytes.
+struct window_launch {
+  int tile = 0;
+  int cap_rows = 0;
+  index_t tiles = 0;
+  index_t halo_left = 0;
+  std::size_t smem = 0;
+};
+
+// Forward / offset gradients: the tile keeps tile + halo rows of prefix sums, the halo sized for
+// offsets up to max_offset (1 for sigmoid offsets, 1 / (1 - p) with dropout); capped by what a block
+// can hold (tokens beyond take the direct path, so the cap only costs speed, never correctness).
+template <class A>
+window_launch plan_window(const seq_shape& s, const window_params& w, double max_offset, bool offsets_grad) {
+  if (!(max_offset >= 0.0) || !std::isfinite(max_offset)) max_offset = 1.0;
+  window_launch p;
+  p.tile = window_traits::fwd_tile;
+  const double hl = std::ceil(double(w.max_left) * max_offset) + 1.0;
+  const double hr = w.causal ? 0.0 : std::ceil(double(w.max_right) * max_offset) + 1.0;
+  const std::size_t fixed = offsets_grad ? window_smem<A>::offsets_grad(0) : window_smem<A>::forward(0);
+  const std::size_t optin = smem_optin();
+  const std::size_t row_bytes = sizeof(A) * window_traits::lanes;
+  const std::size_t reserve = 2048;  // static shared memory of the block reductions
+  const double max_rows = optin > fixed + reserve ? double((optin - fixed - reserve) / row_bytes) : 0.0;
+  const double need = double(p.tile) + hl + hr + 2.0;
+  const double cap = need < max_rows ? need : max_rows;
+  if (cap < 2.0) talkconv::detail::fail(status::cuda_error, "shared memory", "the device's shared memory is too small");
+  p.cap_rows = static_cast<int>(cap);
+  p.halo_left = static_cast<index_t>(hl < cap ? hl : cap);
+  p.tiles = (s.T + p.tile - 1) / p.tile;
+  p.smem = offsets_grad ? window_smem<A>::offsets_grad(p.cap_rows) : window_smem<A>::forward(p.cap_rows);
+  return p;
+}
+
+// Grid of a window kernel: x = B * tiles (64-bit checked), y = channel blocks.
+inline dim3 window_grid(const seq_shape& s, index_t tiles, const window_geom& wg) {
+  const index_t x = s.B * tiles;
+  if (x > std::numeric_limits<std::int32_t>::max() || wg.blocks > 65535)
+    talkconv::detail::fail(status::size_overflow, "T*B", "B * tiles = ", x, " or channel blocks = ", wg.blocks,
+                           " exceed the CUDA grid");
+  return dim3(static_cast<unsigned>(x), static_cast<unsigned>(wg.blocks));
+}
+
+}  // namespace detail
+}  // namespace cuda
+}  // namespace talkconv

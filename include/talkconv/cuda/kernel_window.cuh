@@ -1,0 +1,36 @@
+// The window kernels: thin __global__ entry points (internal linkage) over agent_window.cuh.
+#pragma once
+
+#include "talkconv/cuda/agent_window.cuh"
+
+namespace talkconv {
+namespace cuda {
+namespace detail {
+
+// grid (B * tiles, channel blocks), window_traits::threads threads, dynamic smem window_smem::forward.
+template <class T, class Idx, bool Causal>
+static __global__ void __launch_bounds__(window_traits::threads) window_forward_kernel(window_args<T> a) {
+  window_forward_tile<Causal, Idx>(a);
+}
+
+// Same grid; dynamic smem window_smem::offsets_grad. Writes a.partial.
+template <class T, class Idx, bool Causal>
+static __global__ void __launch_bounds__(window_traits::threads) window_offsets_grad_kernel(window_args<T> a) {
+  window_offsets_grad_tile<Causal, Idx>(a);
+}
+
+// grid (B * tiles of dx_tile, channel blocks); dynamic smem window_smem::input_grad. Needs a.reach.
+template <class T, class Idx, bool Causal>
+static __global__ void __launch_bounds__(window_traits::threads) window_input_grad_kernel(window_args<T> a) {
+  window_input_grad_tile<Causal, Idx>(a);
+}
+
+// Grid-stride over tokens; reach must be zeroed first.
+template <class T, class Idx, bool Causal>
+static __global__ void __launch_bounds__(row_threads) window_reach_kernel(window_args<T> a, unsigned long long* reach) {
+  window_reach_rows<Causal, Idx>(a, reach);
+}
+
+}  // namespace detail
+}  // namespace cuda
+}  // namespace talkconv
