@@ -30,7 +30,7 @@ void layer_forward(const window_params& w, const forward_args<T>& a) {
   const head_map hm{w.heads, shape.C / w.heads};
   const acc_params<T> prm(a.weight, a.bias, P, shape.C);
   const seq_strides sx = shape.strides(shape.C), so = shape.strides(P);
-  const index_t tile = talkconv::detail::tile_length(w.window_len());
+  const index_t tile = talkconv::detail::cpu_tile_length(w.window_len(), shape.T, shape.B);
   const index_t tiles = talkconv::detail::ceil_div(shape.T, tile);
   const A inv_k = A(1) / A(w.window_len());
   parallel_tasks(
@@ -92,7 +92,7 @@ void layer_backward(const window_params& w, const backward_args<T>& a) {
     return token_taps<A>(w, length_of(a.lengths, b, shape.T), t, row_of(b, t), h);
   });
 
-  const index_t tile = talkconv::detail::tile_length(w.window_len());
+  const index_t tile = talkconv::detail::cpu_tile_length(w.window_len(), shape.T, shape.B);
   const index_t tiles = talkconv::detail::ceil_div(shape.T, tile);
   const A inv_k = A(1) / A(w.window_len());
   std::vector<A> dz_all(static_cast<size_t>(shape.rows() * P), A(0));

@@ -159,7 +159,7 @@ void offsets_forward(const seq_shape& shape, const window_params& w, const T* x,
   const index_t P = w.num_offsets();
   const detail::acc_params<T> prm(weight, bias, P, shape.C);
   const seq_strides sx = shape.strides(shape.C), so = shape.strides(P);
-  const index_t tile = talkconv::detail::tile_length(w.window_len());
+  const index_t tile = talkconv::detail::cpu_tile_length(w.window_len(), shape.T, shape.B);
   const index_t tiles = talkconv::detail::ceil_div(shape.T, tile);
   struct scratch {
     std::vector<A> tmp, z;

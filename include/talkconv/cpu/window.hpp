@@ -103,10 +103,11 @@ struct window_scratch {
 };
 
 // Streams the tile-local prefix sums of channels [c0, c0 + cn) past tokens [t0, tv1) (all < n), whose
-// taps reach `r`: visit(t, S) is called in token order with S.row(i) = scale * sum_{tau = first + 1}^{i}
-// x[tau] for every index i that token t's taps name (first = the lowest such index of the tile, whose
-// row is zero). Sums restart per tile, so their size, and the rounding, is set by the tile and the
-// window, never by t (SPEC Numerics); x is read once per tile plus the window's halo.
+// taps reach `r`: visit(t, S) is called in token order, and S.row(i) - S.row(j) = scale * sum_{tau = j +
+// 1}^{i} x[tau] for any two indices i, j that token t's taps name. The sums start from zero at the
+// tile's first index and are re-based on the oldest live row each time the ring turns over, so
+// their size, and the rounding, is set by the window and never by t or the tile (SPEC Numerics).
+// x is read once per tile plus the window's halo.
 template <class T, class A, class Visit>
 void stream_prefix(const T* xb, index_t stride_t, index_t c0, index_t cn, A scale, index_t t0, index_t tv1,
                    index_t n, window_reach r, std::vector<A>& storage, Visit&& visit) {
@@ -117,7 +118,18 @@ void stream_prefix(const T* xb, index_t stride_t, index_t c0, index_t cn, A scal
   const ring_rows<A> S{storage.data(), rows - 1, cn, first};
   std::fill(S.row(first), S.row(first) + cn, A(0));
   index_t next = first;  // highest index whose sum is in the ring
+  index_t based = first;  // index of the row the sums were last re-based on
   for (index_t t = t0; t < tv1; ++t) {
+    const index_t oldest = std::max(first, t - r.left);  // lowest index still needed
+    if (next - based >= rows && oldest > based) {
+      const A* base = S.row(oldest);
+      for (index_t i = oldest + 1; i <= next; ++i) {
+        A* q = S.row(i);
+        for (index_t j = 0; j < cn; ++j) q[j] -= base[j];
+      }
+      std::fill(S.row(oldest), S.row(oldest) + cn, A(0));
+      based = oldest;
+    }
     for (const index_t need = std::min(last, t + r.right); next < need; ++next) {
       const T* xr = xb + (next + 1) * stride_t + c0;
       if (next + 1 + prefetch_rows_ahead <= last) prefetch_row(xr + prefetch_rows_ahead * stride_t, cn);
@@ -307,7 +319,7 @@ void window_forward(const seq_shape& shape, const window_params& w, const T* x, 
   talkconv::detail::require_pointer(y, "y");
   const detail::head_map hm{w.heads, shape.C / w.heads};
   const seq_strides sx = shape.strides(shape.C), so = shape.strides(w.num_offsets());
-  const index_t tile = talkconv::detail::tile_length(w.window_len());
+  const index_t tile = talkconv::detail::cpu_tile_length(w.window_len(), shape.T, shape.B);
   const index_t tiles = talkconv::detail::ceil_div(shape.T, tile);
   const A inv_k = A(1) / A(w.window_len());
   detail::parallel_tasks(
@@ -338,7 +350,7 @@ void window_backward(const seq_shape& shape, const window_params& w, const T* x,
   const detail::head_map hm{w.heads, shape.C / w.heads};
   const index_t P = w.num_offsets();
   const seq_strides sx = shape.strides(shape.C), so = shape.strides(P);
-  const index_t tile = talkconv::detail::tile_length(w.window_len());
+  const index_t tile = talkconv::detail::cpu_tile_length(w.window_len(), shape.T, shape.B);
   const index_t tiles = talkconv::detail::ceil_div(shape.T, tile);
   const A inv_k = A(1) / A(w.window_len());
   auto row_of = [&](index_t b) { return [&, b](index_t t) { return offsets + t * so.t + b * so.b; }; };

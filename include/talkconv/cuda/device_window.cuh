@@ -1,0 +1,181 @@
+// Building block 4 on CUDA: window aggregation forward (fused local prefix sums) and backward.
+#pragma once
+
+#include "talkconv/cuda/dispatch.cuh"
+#include "talkconv/cuda/kernel_offsets.cuh"
+#include "talkconv/cuda/kernel_window.cuh"
+
+namespace talkconv {
+namespace cuda {
+namespace detail {
+
+// Validates what SPEC lists (lengths live on the device: they are clamped to [0, T] in the kernels
+// instead). Returns true for an empty problem (T == 0 or B == 0): nothing to launch, success.
+inline bool validate_or_empty(const seq_shape& s, const window_params& w) {
+  seq_shape v = s;
+  const bool empty = (s.T == 0 || s.B == 0) && s.T >= 0 && s.B >= 0;
+  if (empty) {
+    v.T = s.T == 0 ? 1 : s.T;
+    v.B = s.B == 0 ? 1 : s.B;
+  }
+  talkconv::detail::validate_problem(v, w, nullptr);
+  return empty;
+}
+
+// The two-phase workspace protocol: returns true when this call was only a size query.
+inline bool workspace_query(void* workspace, std::size_t& bytes, std::size_t need) {
+  if (workspace == nullptr) {
+    bytes = need;
+    return true;
+  }
+  if (bytes < need)
+    talkconv::detail::fail(status::workspace_too_small, "workspace_bytes", "workspace_bytes = ", bytes,
+                           " is smaller than the ", need, " bytes this call needs");
+  return false;
+}
+
+template <class T>
+window_args<T> make_window_args(const seq_shape& s, const window_params& w, const index_t* lengths) {
+  window_args<T> a;
+  a.g = make_geom(s, w.num_offsets(), lengths);
+  a.w = window_geom::make(w, s.C);
+  return a;
+}
+
+// y from x and a.offsets, no global prefix tensor.
+template <class T>
+void launch_window_forward(window_args<T> a, const seq_shape& s, const window_params& w, double max_offset,
+                           cudaStream_t stream) {
+  const window_launch p = plan_window<acc_t<T>>(s, w, max_offset, false);
+  a.tile = p.tile;
+  a.tiles = p.tiles;
+  a.cap_rows = p.cap_rows;
+  a.halo_left = p.halo_left;
+  const dim3 grid = window_grid(s, p.tiles, a.w);
+  dispatch_window(fits_int32(s, w.num_offsets()), w.causal, [&](auto I, auto causal) {
+    using Idx = typename decltype(I)::type;
+    auto* kernel = &window_forward_kernel<T, Idx, decltype(causal)::value>;
+    allow_smem(kernel, p.smem, "cudaFuncSetAttribute(window_forward_kernel)");
+    kernel<<<grid, window_traits::threads, p.smem, stream>>>(a);
+    check_launch("window_forward_kernel");
+  });
+}
+
+// Reach of all windows into reach[0..1] (zeroed here), then, when a.partial is set, the offsets'
+// partial head sums, then dx (with the offset path when a.dz is set).
+// `between()` runs after the offset gradients and before dx (the layer turns them into dz there).
+template <class T, class Between>
+void launch_window_backward(window_args<T> a, const seq_shape& s, const window_params& w, double max_offset,
+                            unsigned long long* reach, cudaStream_t stream, Between&& between) {
+  using A = acc_t<T>;
+  const bool use32 = fits_int32(s, w.num_offsets());
+  check(cudaMemsetAsync(reach, 0, 2 * sizeof(unsigned long long), stream), "cudaMemsetAsync(reach)");
+  a.reach = reach;
+  dispatch_window(use32, w.causal, [&](auto I, auto causal) {
+    using Idx = typename decltype(I)::type;
+    constexpr bool Causal = decltype(causal)::value;
+    window_reach_kernel<T, Idx, Causal><<<grid_for(s.T * s.B, row_threads), row_threads, 0, stream>>>(a, reach);
+    check_launch("window_reach_kernel");
+    if (a.partial != nullptr) {
+      const window_launch p = plan_window<A>(s, w, max_offset, true);
+      window_args<T> b = a;
+      b.tile = p.tile;
+      b.tiles = p.tiles;
+      b.cap_rows = p.cap_rows;
+      b.halo_left = p.halo_left;
+      auto* kernel = &window_offsets_grad_kernel<T, Idx, Causal>;
+      allow_smem(kernel, p.smem, "cudaFuncSetAttribute(window_offsets_grad_kernel)");
+      kernel<<<window_grid(s, p.tiles, b.w), window_traits::threads, p.smem, stream>>>(b);
+      check_launch("window_offsets_grad_kernel");
+    }
+    between();
+    window_args<T> c = a;
+    c.tile = dx_tile<A>::value;
+    c.tiles = (s.T + c.tile - 1) / c.tile;
+    const std::size_t smem = window_smem<A>::input_grad(c.tile);
+    auto* kernel = &window_input_grad_kernel<T, Idx, Causal>;
+    allow_smem(kernel, smem, "cudaFuncSetAttribute(window_input_grad_kernel)");
+    kernel<<<window_grid(s, c.tiles, c.w), window_traits::threads, smem, stream>>>(c);
+    check_launch("window_input_grad_kernel");
+  });
+}
+
+// dL/do (or dz when a.o_pre is set) from the partial head sums, into out.
+template <class T>
+void launch_combine_offsets_grad(const offsets_args<T>& a, acc_t<T>* out, cudaStream_t stream) {
+  combine_offsets_grad_kernel<T><<<grid_for(a.g.T * a.g.B * a.g.P, row_threads), row_threads, 0, stream>>>(a, out);
+  check_launch("combine_offsets_grad_kernel");
+}
+
+}  // namespace detail
+
+// Forward of the window aggregation on the device (SPEC steps 2-4), the CUDA twin of
+// cpu::window_forward:  y[t, b, c] = I(a_r) - I(a_l - 1), zero for t >= n_b.
+//   x, y      device, [T, B, C] or [B, T, C] (shape.lay), storage type T
+//   offsets   device, layout of x with width P, after dropout, acc_t<T>
+//   lengths   device array of B valid lengths (int64), or null for T; values are clamped to [0, T]
+//   max_offset  the largest offset expected (1 for sigmoid offsets, 1 / (1 - p) after dropout): sizes the
+//             halo kept in shared memory. Larger offsets are still handled exactly (a slower path).
+// Fused: each block prefix-sums its time tile plus halo in shared memory; no prefix tensor is written,
+// and the error does not grow with T. Needs no workspace. Asynchronous on `stream`: no allocation, no
+// synchronization. Throws talkconv::error on invalid input before launching anything; an empty problem
+// (T == 0 or B == 0) launches nothing.
+template <class T>
+void window_forward(const seq_shape& shape, const window_params& w, const T* x, const acc_t<T>* offsets, T* y,
+                    const index_t* lengths, cudaStream_t stream, float max_offset = 1.0f) {
+  if (detail::validate_or_empty(shape, w)) return;
+  talkconv::detail::require_pointer(x, "x");
+  talkconv::detail::require_pointer(offsets, "offsets");
+  talkconv::detail::require_pointer(y, "y");
+  detail::window_args<T> a = detail::make_window_args<T>(shape, w, lengths);
+  a.x = x;
+  a.offsets = offsets;
+  a.y = y;
+  detail::launch_window_forward(a, shape, w, max_offset, stream);
+}
+
+// Backward of the window aggregation on the device, the CUDA twin of cpu::window_backward:
+//   dx        the window's gradient to x (overwritten, layout of x)
+//   d_offsets dL/d(offset) per head (overwritten, layout of offsets, acc_t<T>); null to skip
+// Two-phase workspace (CUB): with workspace == nullptr only sets workspace_bytes; a smaller workspace
+// fails with status::workspace_too_small. Deterministic: no floating-point atomics; per-head channel
+// sums in a fixed order, across blocks combined in a fixed order. Asynchronous on `stream`.
+template <class T>
+void window_backward(void* workspace, std::size_t& workspace_bytes, const seq_shape& shape, const window_params& w,
+                     const T* x, const acc_t<T>* offsets, const T* dy, T* dx, acc_t<T>* d_offsets,
+                     const index_t* lengths, cudaStream_t stream, float max_offset = 1.0f) {
+  using A = acc_t<T>;
+  const bool empty = detail::validate_or_empty(shape, w);
+  const detail::window_geom wg = detail::window_geom::make(w, shape.C);
+  const index_t NP = shape.T * shape.B * w.num_offsets();
+  detail::workspace_plan plan;
+  const std::size_t at_reach = plan.add(2 * sizeof(unsigned long long));
+  const std::size_t at_partial = plan.add(d_offsets && wg.subs > 1 ? sizeof(A) * std::size_t(wg.subs * NP) : 0);
+  if (detail::workspace_query(workspace, workspace_bytes, empty ? 0 : plan.bytes) || empty) return;
+  talkconv::detail::require_pointer(x, "x");
+  talkconv::detail::require_pointer(offsets, "offsets");
+  talkconv::detail::require_pointer(dy, "dy");
+  talkconv::detail::require_pointer(dx, "dx");
+  char* ws = static_cast<char*>(workspace);
+  detail::window_args<T> a = detail::make_window_args<T>(shape, w, lengths);
+  a.x = x;
+  a.offsets = offsets;
+  a.dy = dy;
+  a.dx = dx;
+  if (d_offsets) a.partial = wg.subs > 1 ? reinterpret_cast<A*>(ws + at_partial) : d_offsets;
+  detail::launch_window_backward(a, shape, w, max_offset, reinterpret_cast<unsigned long long*>(ws + at_reach),
+                                 stream, [&] {
+                                   if (!d_offsets) return;
+                                   detail::offsets_args<T> c;
+                                   c.g = a.g;
+                                   c.partial = a.partial;
+                                   c.subs = wg.subs;
+                                   c.L = w.max_left;
+                                   c.M = w.max_right;
+                                   c.H = w.heads;
+                                   detail::launch_combine_offsets_grad(c, d_offsets, stream);
+                                 });
+}
+
+}  // namespace cuda
+}  // namespace talkconv
