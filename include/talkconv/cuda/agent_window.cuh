@@ -9,6 +9,8 @@
 
 #include <cub/block/block_reduce.cuh>
 
+#include <climits>
+
 namespace talkconv {
 namespace cuda {
 namespace detail {
@@ -97,7 +99,7 @@ __device__ void tile_span(const window_args<T>& a, const tile_ctx& c, index_t& l
   using reduce = cub::BlockReduce<long long, window_traits::threads>;
   __shared__ typename reduce::TempStorage tmp;
   __shared__ long long res[2];
-  long long mn = (std::numeric_limits<long long>::max)(), mx = (std::numeric_limits<long long>::min)();
+  long long mn = LLONG_MAX, mx = LLONG_MIN;
   const index_t pairs = (c.tv1 - c.t0) * c.nh;
   for (index_t i = threadIdx.x; i < pairs; i += window_traits::threads) {
     const index_t t = c.t0 + i / c.nh, h = c.h_first + i % c.nh;
@@ -194,18 +196,6 @@ __device__ void direct_diffs(const T* xc, index_t xt, const window_taps<acc_t<T>
   d_right = k.i1 > k.i0 ? inv_k * to_acc<T>(xc[Idx(k.i1) * Idx(xt)]) : A(0);
   d_left = k.i3 > k.i2 ? inv_k * to_acc<T>(xc[Idx(k.i3) * Idx(xt)]) : A(0);
 }
-
-// Dynamic shared memory of the window kernels, in accumulators.
-template <class A>
-struct window_smem {
-  static constexpr int lanes = window_traits::lanes;
-  static constexpr int pad_batch = window_traits::grad_batch + 1;  // odd stride: no bank conflicts
-  static std::size_t forward(int cap_rows) {
-    return sizeof(A) * (std::size_t(cap_rows) * lanes + window_traits::segs * lanes);
-  }
-  static std::size_t offsets_grad(int cap_rows) { return forward(cap_rows) + sizeof(A) * 2 * lanes * pad_batch; }
-  static std::size_t input_grad(int tile) { return sizeof(A) * (std::size_t(tile) * lanes + window_traits::segs * lanes); }
-};
 
 template <class A>
 __device__ __forceinline__ A* dynamic_smem() {

@@ -99,7 +99,7 @@ void offsets_forward(const seq_shape& shape, const window_params& w, const T* x,
   a.weight = weight;
   a.bias = bias;
   a.o = offsets;
-  a.o_pre = offsets_pre;
+  a.o_pre = const_cast<acc_t<T>*>(offsets_pre);  // read only by the combine
   detail::launch_project(a, shape, stream);
 }
 
@@ -131,7 +131,7 @@ void offsets_backward(void* workspace, std::size_t& workspace_bytes, const seq_s
   detail::offsets_args<T> a = detail::make_offsets_args<T>(shape, w, lengths, dropout);
   a.x = x;
   a.weight = weight;
-  a.o_pre = offsets_pre;
+  a.o_pre = const_cast<acc_t<T>*>(offsets_pre);  // read only by the combine
   a.partial = d_offsets;
   a.subs = 1;
   a.L = a.M = 1;  // d_offsets are already dL/do: no window factor

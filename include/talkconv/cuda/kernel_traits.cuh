@@ -35,6 +35,18 @@ struct dx_tile {
   static_assert(value % window_traits::segs == 0, "tile rows split evenly into segments");
 };
 
+// Dynamic shared memory of the window kernels, in accumulators.
+template <class A>
+struct window_smem {
+  static constexpr int lanes = window_traits::lanes;
+  static constexpr int pad_batch = window_traits::grad_batch + 1;  // odd stride: no bank conflicts
+  static std::size_t forward(int cap_rows) {
+    return sizeof(A) * (std::size_t(cap_rows) * lanes + window_traits::segs * lanes);
+  }
+  static std::size_t offsets_grad(int cap_rows) { return forward(cap_rows) + sizeof(A) * 2 * lanes * pad_batch; }
+  static std::size_t input_grad(int tile) { return sizeof(A) * (std::size_t(tile) * lanes + window_traits::segs * lanes); }
+};
+
 // Threads of the row kernels (projection: one warp per token; elementwise kernels).
 constexpr int row_threads = 256;
 // Offsets whose projections one warp accumulates in registers at once.
