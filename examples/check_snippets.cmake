@@ -52,7 +52,10 @@ function(snippet_region name out_var)
     # Drop the closing marker's own indentation (the body ends with "\n<indent>").
     string(REGEX REPLACE "\n[ ]*$" "\n" body "${body}")
     if(NOT indent STREQUAL "")
-      string(REGEX REPLACE "(^|\n)${indent}" "\\1" body "${body}")
+      # Every line of the body starts after a newline once one is put in front (no "^": CMake's
+      # REGEX REPLACE matches it again at each position where the previous match ended).
+      string(REPLACE "\n${indent}" "\n" body "\n${body}")
+      string(SUBSTRING "${body}" 1 -1 body)
     endif()
     set(region "${body}")
   endforeach()
