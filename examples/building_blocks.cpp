@@ -78,15 +78,19 @@ int main() {
   std::printf("window_forward vs the original's prefix-sum algorithm: max |diff| %.2e\n", worst);
 
   // The same numbers from the whole layer, which computes the offsets itself from weight and bias.
-  const talkconv::talk_conv<float, H> layer({C, H, L, M});
+  // [snippet:port-layer]
+  // TaLKConv(hid_dim = C, num_heads = H, min_len_left = L, min_len_right = M) with decode = False,
+  // in eval mode, is one talk_conv; its `offsets` nn.Linear is weight and bias exactly as stored.
+  const talkconv::talk_conv<float> layer({/*channels*/ C, /*heads*/ H, /*max_left*/ L, /*max_right*/ M});
   std::vector<float> y_layer(x.size());
   talkconv::forward_args<float> a;
-  a.shape = shape;
+  a.shape = {T, B, C, talkconv::layout::tbc};  // x as fairseq passes it to the module: [T, B, C]
   a.x = x.data();
-  a.weight = weight.data();
-  a.bias = bias.data();
+  a.weight = weight.data();  // state_dict()["<layer>.conv.offsets.weight"]: [2H, C], row-major
+  a.bias = bias.data();      // state_dict()["<layer>.conv.offsets.bias"]: [2H]
   a.y = y_layer.data();
-  layer.forward(a);
+  layer.forward(a);          // = TaLKConv.forward(x) in eval mode (no offset dropout)
+  // [/snippet:port-layer]
   double layer_diff = 0.0;
   for (size_t i = 0; i < y.size(); ++i) layer_diff = std::max(layer_diff, double(std::abs(y[i] - y_layer[i])));
   std::printf("window_forward on outside offsets vs talk_conv: max |diff| %.2e\n", layer_diff);
