@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# CPU benchmarks end to end: configure the release preset, build talkconv_bench_cpu, run it with JSON out,
+# then bench/report.py writes bench/plots/*.png and bench/RESULTS.md. Extra arguments go to the benchmark
+# program (e.g. --benchmark_filter='^window_fwd/'). Environment:
+#   TALKCONV_BENCH_BUILD_DIR  build directory (default build/release, the preset's)
+#   TALKCONV_BENCH_JOBS       build jobs (default: nproc)
+#   TALKCONV_BENCH_QUIET      wait up to this many seconds for the 1-minute load average to drop below
+#                             TALKCONV_BENCH_MAX_LOAD (default 0.5) before running (default 0: no wait)
+#   TALKCONV_BENCH_NO_REPORT  1: run and keep the JSON, skip report.py
+#   TALKCONV_BENCH_PYTHON     the interpreter for report.py (default /usr/bin/python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${TALKCONV_BENCH_BUILD_DIR:-build/release}
+jobs=${TALKCONV_BENCH_JOBS:-$(nproc)}
+json="$build/bench-cpu.json"
+
+scripts/setup-deps.sh
+# Debian's python3 (python3-matplotlib is a Debian package), not whatever python3 is first on PATH.
+py=${TALKCONV_BENCH_PYTHON:-/usr/bin/python3}
+[ -x "$py" ] || py=python3
+if ! "$py" -c "import matplotlib" 2>/dev/null; then
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  echo "bench.sh: installing python3-matplotlib"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq python3-matplotlib >/dev/null
+fi
+
+cmake --preset release -B "$build" -DTALKCONV_ENABLE_CUDA=OFF -DTALKCONV_BUILD_TESTS=OFF \
+  -DTALKCONV_BUILD_EXAMPLES=OFF -DTALKCONV_BUILD_BENCH=ON
+cmake --build "$build" -j "$jobs" --target talkconv_bench_cpu
+
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+quiet=${TALKCONV_BENCH_QUIET:-0}
+max_load=${TALKCONV_BENCH_MAX_LOAD:-0.5}
+waited=0
+while ((waited < quiet)) && awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v m="$max_load" 'BEGIN { exit !(l >= m) }'; do
+  echo "bench.sh: load $(load), waiting for < $max_load ($waited s of $quiet)"
+  sleep 15
+  waited=$((waited + 15))
+done
+
+load_before="$(load) ($(date -u +%H:%M:%S) UTC)"
+"$build/bench/cpu/talkconv_bench_cpu" --benchmark_out="$json" --benchmark_out_format=json "$@"
+load_after="$(load) ($(date -u +%H:%M:%S) UTC)"
+echo "bench.sh: load average before $load_before, after $load_after"
+
+if [ "${TALKCONV_BENCH_NO_REPORT:-0}" != 1 ]; then
+  mkdir -p bench/plots
+  cp "$json" bench/plots/bench_cpu.json
+  "$py" bench/report.py bench/plots/bench_cpu.json --load-before "$load_before" --load-after "$load_after"
+fi
