@@ -89,7 +89,7 @@ int main() {
   a.weight = weight.data();  // state_dict()["<layer>.conv.offsets.weight"]: [2H, C], row-major
   a.bias = bias.data();      // state_dict()["<layer>.conv.offsets.bias"]: [2H]
   a.y = y_layer.data();
-  layer.forward(a);          // = TaLKConv.forward(x) in eval mode (no offset dropout)
+  layer.forward(a);  // = TaLKConv.forward(x) in eval mode (no offset dropout)
   // [/snippet:port-layer]
   double layer_diff = 0.0;
   for (size_t i = 0; i < y.size(); ++i) layer_diff = std::max(layer_diff, double(std::abs(y[i] - y_layer[i])));

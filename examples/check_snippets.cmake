@@ -99,8 +99,8 @@ if(stale)
     file(WRITE "${README}" "${updated}")
     message(STATUS "rewrote snippets in ${README}: ${stale}")
   else()
-    message(FATAL_ERROR "${README} quotes stale code for snippets: ${stale}\n"
-                        "Run: cmake -DREADME=${README} -DSNIPPET_DIRS=${SNIPPET_DIRS} -DUPDATE=ON -P ${CMAKE_CURRENT_LIST_FILE}")
+    message(FATAL_ERROR "${README} quotes stale code for snippets: ${stale}\nRewrite them with: cmake "
+                        "-DREADME=${README} -DSNIPPET_DIRS=${SNIPPET_DIRS} -DUPDATE=ON -P ${CMAKE_CURRENT_LIST_FILE}")
   endif()
 else()
   list(LENGTH markers n)

@@ -97,7 +97,8 @@ int main() {
   ok &= compare<4>("talk_conv<my_bf16, 4>", 4, gen);
   ok &= compare<16>("talk_conv<my_bf16, 16>", 16, gen);
   // Run-time head counts: one instantiation serves every H that divides C.
-  for (index_t h : {2, 3, 6, 8, 24, 48}) ok &= compare<talkconv::dynamic_heads>("talk_conv<my_bf16, dynamic_heads>", h, gen);
+  for (index_t h : {2, 3, 6, 8, 24, 48})
+    ok &= compare<talkconv::dynamic_heads>("talk_conv<my_bf16, dynamic_heads>", h, gen);
 
   // A compile-time head count must agree with the configuration's, if it names one.
   try {

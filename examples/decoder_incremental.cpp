@@ -49,8 +49,8 @@ int main() {
     for (index_t i = 0; i < B * C; ++i) diff = std::max(diff, double(std::abs(y_t[i] - y_full[t * B * C + i])));
     worst = std::max(worst, diff);
     if (t < 3 || t % 16 == 15)
-      std::printf("token %2lld: y[t, 0, 0] incremental %+.6f  full %+.6f  max |diff| over [B, C] %.1e\n",
-                  (long long)t, y_t[0], y_full[t * B * C], diff);
+      std::printf("token %2lld: y[t, 0, 0] incremental %+.6f  full %+.6f  max |diff| over [B, C] %.1e\n", (long long)t,
+                  y_t[0], y_full[t * B * C], diff);
   }
   std::printf("decoder state: %lld bytes per sequence, independent of the tokens decoded (%lld so far)\n",
               (long long)state.state_bytes_per_sequence(), (long long)state.position());

@@ -62,7 +62,7 @@ int main() {
     fwd.weight = weight.data();
     fwd.bias = bias.data();
     fwd.y = y.data();
-    fwd.saved_offsets = saved.data();                // sigmoid(W x + bias), before dropout
+    fwd.saved_offsets = saved.data();  // sigmoid(W x + bias), before dropout
     fwd.dropout = {/*p*/ 0.05f, /*seed*/ std::uint64_t(step), /*training*/ true};
     layer.forward(fwd);
 
@@ -85,7 +85,7 @@ int main() {
     bwd.dx = dx.data();
     bwd.dweight = dweight.data();
     bwd.dbias = dbias.data();
-    bwd.dropout = fwd.dropout;         // the same seed redraws the same mask
+    bwd.dropout = fwd.dropout;  // the same seed redraws the same mask
     layer.backward(bwd);
 
     for (size_t i = 0; i < weight.size(); ++i) weight[i] -= lr * dweight[i];
@@ -100,12 +100,13 @@ int main() {
       for (index_t i = 0; i < T * B; ++i)
         for (index_t j = 0; j < 2 * H; ++j)
           reach[j] += saved[size_t(i * 2 * H + j)] * double(j < H ? L : M) / double(T * B);
-      std::printf("step %3d  loss %.3e   head 0 reaches %4.1f left %4.1f right   head 1 %4.1f left %4.1f right\n",
-                  step, loss, reach[0], reach[H], reach[1], reach[H + 1]);
+      std::printf("step %3d  loss %.3e   head 0 reaches %4.1f left %4.1f right   head 1 %4.1f left %4.1f right\n", step,
+                  loss, reach[0], reach[H], reach[1], reach[H + 1]);
     }
   }
-  std::printf("targets: head 0 reaches 8 left 8 right, head 1 12 left 0 right (dropout p = 0.05 scales kept\n"
-              "offsets by 1 / 0.95 in training, so the learned pre-dropout reach settles slightly short)\n");
+  std::printf(
+      "targets: head 0 reaches 8 left 8 right, head 1 12 left 0 right (dropout p = 0.05 scales kept\n"
+      "offsets by 1 / 0.95 in training, so the learned pre-dropout reach settles slightly short)\n");
   const bool learned = last_loss < 0.2 * first_loss;
   std::printf("loss %.3e -> %.3e: %s\n", first_loss, last_loss, learned ? "learned" : "DID NOT LEARN");
   return learned ? 0 : 1;
