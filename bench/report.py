@@ -361,6 +361,7 @@ def main():
     ap.add_argument("--results", default=os.path.join(os.path.dirname(__file__), "RESULTS.md"))
     ap.add_argument("--load-before", default="")
     ap.add_argument("--load-after", default="")
+    ap.add_argument("--source", default="", help="the talkconv revision measured (git commit)")
     ap.add_argument("--notes", default=os.path.join(os.path.dirname(__file__), "cpu", "profile_notes.md"))
     args = ap.parse_args()
 
@@ -387,6 +388,7 @@ def main():
             ["machine", f"{mach['model']} ({mach.get('hypervisor', 'bare metal') and 'VM, ' + mach.get('hypervisor', '') if mach.get('hypervisor') else 'bare metal'}), "
                         f"{mach['cores']} cores, L3 {mach.get('l3', '?')}"],
             ["date", ctx.get("date", "?")],
+            ["talkconv revision", args.source or "?"],
             ["compiler / flags", f"{ctx.get('talkconv_compiler', '?')} / `{ctx.get('talkconv_flags', '?')}` "
                                  f"({ctx.get('talkconv_build_type', '?')}; no -march=native: SSE2 code)"],
             ["threads", ctx.get("talkconv_threads", "?")],

@@ -40,6 +40,9 @@ while ((waited < quiet)) && awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v m="$max
   waited=$((waited + 15))
 done
 
+# Which talkconv the numbers belong to: the commit, and whether the headers differ from it.
+source_rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git diff --quiet HEAD -- include 2>/dev/null || source_rev="$source_rev + uncommitted changes in include/"
 load_before="$(load) ($(date -u +%H:%M:%S) UTC)"
 "$build/bench/cpu/talkconv_bench_cpu" --benchmark_out="$json" --benchmark_out_format=json "$@"
 load_after="$(load) ($(date -u +%H:%M:%S) UTC)"
@@ -48,5 +51,6 @@ echo "bench.sh: load average before $load_before, after $load_after"
 if [ "${TALKCONV_BENCH_NO_REPORT:-0}" != 1 ]; then
   mkdir -p bench/plots
   cp "$json" bench/plots/bench_cpu.json
-  "$py" bench/report.py bench/plots/bench_cpu.json --load-before "$load_before" --load-after "$load_after"
+  "$py" bench/report.py bench/plots/bench_cpu.json --load-before "$load_before" --load-after "$load_after" \
+    --source "$source_rev"
 fi

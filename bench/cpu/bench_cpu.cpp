@@ -9,6 +9,8 @@
 //                     bytes (half read, half written), measured once per byte count in this process,
 // and the per-iteration counters bytes, tokens, T, B, C, H, L, K. Times are wall-clock (UseRealTime).
 // TALKCONV_BENCH_SMOKE=1: every family once on tiny sizes (for ctest; asserts no timing).
+// TALKCONV_BENCH_MIN_TIME=<seconds>: minimum time per benchmark (default 0.2; it overrides
+// --benchmark_min_time, which the registrations' own MinTime would otherwise win over).
 #include "../baselines/light_dynamic_conv.hpp"
 #include "../baselines/naive_window.hpp"
 #include "../baselines/original_talk.hpp"
@@ -192,7 +194,12 @@ double memcpy_bandwidth(index_t traffic) {
   if (it != cache.end()) return it->second;
   const size_t n = static_cast<size_t>(std::max<index_t>(traffic / 2, 64));
   buffer<char> src = make_buffer<char>(static_cast<index_t>(n)), dst = make_buffer<char>(static_cast<index_t>(n));
-  tb::parallel_for(static_cast<index_t>(n), [&](index_t i) { src.data()[i] = char(i), dst.data()[i] = 0; });
+  const index_t pages = static_cast<index_t>((n + 4095) / 4096);  // first touch by the copying threads
+  tb::parallel_for(pages, [&](index_t pg) {
+    const size_t b = static_cast<size_t>(pg) * 4096, e = std::min(n, b + 4096);
+    std::memset(src.data() + b, int(pg & 0x7f) + 1, e - b);
+    std::memset(dst.data() + b, 0, e - b);
+  });
   parallel_copy(src.data(), dst.data(), n);  // warm-up
   std::vector<double> secs;
   const auto start = std::chrono::steady_clock::now();
@@ -493,6 +500,7 @@ int main(int argc, char** argv) {
   registry r;
   const char* smoke = std::getenv("TALKCONV_BENCH_SMOKE");
   r.smoke = smoke != nullptr && std::string(smoke) != "" && std::string(smoke) != "0";
+  if (const char* mt = std::getenv("TALKCONV_BENCH_MIN_TIME")) r.min_time = std::atof(mt);
   register_all(r);
   benchmark::AddCustomContext("talkconv_compiler", TALKCONV_BENCH_COMPILER);
   benchmark::AddCustomContext("talkconv_flags", TALKCONV_BENCH_FLAGS);
