@@ -35,7 +35,6 @@ struct window_args {
   int tile = 0;             // tokens per tile
   index_t tiles = 0;        // tiles per sequence (grid x = B * tiles)
   int cap_rows = 0;         // prefix-sum rows the shared buffer holds
-  index_t halo_left = 0;    // tokens left of a tile to keep when a tile's span does not fit
 };
 
 struct min_op {
@@ -118,16 +117,20 @@ __device__ void tile_span(const window_args<T>& a, const tile_ctx& c, index_t& l
   hi = res[1];
 }
 
-// The S rows [wlo, whi] a tile keeps in shared memory: its whole span when it fits, else the part
-// nearest the tile (tokens reaching past it take the direct path).
-__device__ __forceinline__ void choose_rows(index_t lo, index_t hi, index_t t0, index_t halo_left, int cap,
-                                            index_t& wlo, index_t& whi) {
+// The S rows [wlo, whi] a tile keeps in shared memory: its whole span when it fits, else the tile
+// itself and as much halo as fits, the right side getting at most half (tokens reaching past the kept
+// rows take the direct path: only speed depends on this choice, never the result).
+__device__ __forceinline__ void choose_rows(index_t lo, index_t hi, index_t t0, index_t t1, int cap, index_t& wlo,
+                                            index_t& whi) {
   if (hi - lo + 1 <= cap) {
     wlo = lo;
     whi = hi;
     return;
   }
-  wlo = t0 - 1 - halo_left > lo ? t0 - 1 - halo_left : lo;
+  const index_t spare = cap - (t1 - t0) - 1 > 0 ? cap - (t1 - t0) - 1 : 0;
+  const index_t right_need = hi - (t1 - 1) > 0 ? hi - (t1 - 1) : 0;
+  index_t left = spare - (right_need < spare / 2 ? right_need : spare / 2);
+  wlo = t0 - 1 - left > lo ? t0 - 1 - left : lo;
   whi = wlo + cap - 1 < hi ? wlo + cap - 1 : hi;
 }
 
@@ -209,7 +212,7 @@ __device__ void prepare_tile(const window_args<T>& a, const tile_ctx& c, acc_t<T
                              acc_t<T>* tot, index_t& wlo, index_t& whi) {
   index_t lo = 0, hi = -1;
   tile_span<Causal, Idx>(a, c, lo, hi);
-  choose_rows(lo, hi, c.t0, a.halo_left, a.cap_rows, wlo, whi);
+  choose_rows(lo, hi, c.t0, c.t1, a.cap_rows, wlo, whi);
   const T* xs = a.x + (Idx(c.b) * Idx(a.g.xb) + Idx(c.c0));
   load_prefix<Idx>(xs, a.g.xt, wlo, static_cast<int>(whi - wlo + 1), c, inv_k, sm, tot);
 }

@@ -50,7 +50,6 @@ void launch_window_forward(window_args<T> a, const seq_shape& s, const window_pa
   a.tile = p.tile;
   a.tiles = p.tiles;
   a.cap_rows = p.cap_rows;
-  a.halo_left = p.halo_left;
   const dim3 grid = window_grid(s, p.tiles, a.w);
   dispatch_window(fits_int32(s, w.num_offsets()), w.causal, [&](auto I, auto causal) {
     using Idx = typename decltype(I)::type;
@@ -82,7 +81,6 @@ void launch_window_backward(window_args<T> a, const seq_shape& s, const window_p
       b.tile = p.tile;
       b.tiles = p.tiles;
       b.cap_rows = p.cap_rows;
-      b.halo_left = p.halo_left;
       auto* kernel = &window_offsets_grad_kernel<T, Idx, Causal>;
       allow_smem(kernel, p.smem, "cudaFuncSetAttribute(window_offsets_grad_kernel)");
       kernel<<<window_grid(s, p.tiles, b.w), window_traits::threads, p.smem, stream>>>(b);

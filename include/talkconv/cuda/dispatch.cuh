@@ -71,12 +71,11 @@ inline unsigned grid_for(index_t n, int threads) {
   return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > 65536 ? 65536 : blocks));
 }
 
-// Tiling of a window kernel launch: tile, shared rows, halo preference and dynamic smem bytes.
+// Tiling of a window kernel launch: tile, shared rows and dynamic smem bytes.
 struct window_launch {
   int tile = 0;
   int cap_rows = 0;
   index_t tiles = 0;
-  index_t halo_left = 0;
   std::size_t smem = 0;
 };
 
@@ -99,7 +98,6 @@ window_launch plan_window(const seq_shape& s, const window_params& w, double max
   const double cap = need < max_rows ? need : max_rows;
   if (cap < 2.0) talkconv::detail::fail(status::cuda_error, "shared memory", "the device's shared memory is too small");
   p.cap_rows = static_cast<int>(cap);
-  p.halo_left = static_cast<index_t>(hl < cap ? hl : cap);
   p.tiles = (s.T + p.tile - 1) / p.tile;
   p.smem = offsets_grad ? window_smem<A>::offsets_grad(p.cap_rows) : window_smem<A>::forward(p.cap_rows);
   return p;
