@@ -42,7 +42,7 @@ done
 
 # Which talkconv the numbers belong to: the commit, and whether the headers differ from it.
 source_rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-git diff --quiet HEAD -- include 2>/dev/null || source_rev="$source_rev + uncommitted changes in include/"
+git diff --quiet HEAD -- include ':!include/talkconv/cuda' 2>/dev/null || source_rev="$source_rev + uncommitted changes in include/"
 load_before="$(load) ($(date -u +%H:%M:%S) UTC)"
 "$build/bench/cpu/talkconv_bench_cpu" --benchmark_out="$json" --benchmark_out_format=json "$@"
 load_after="$(load) ($(date -u +%H:%M:%S) UTC)"

@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -130,11 +131,14 @@ struct pool {
   A* OFF() {
     return off.empty() ? (off = random_buffer<A>(N() * P(), 3, cfg.full ? 0.97f : 0.0f, 1.0f)).data() : off.data();
   }
+  // W ~ U(-a, a) with a = 5 / sqrt(C) gives z = W x + bias a standard deviation near 1.7, where
+  // sigmoid(z) is close to uniform on (0, 1): the layer's windows are then distributed like the
+  // U(0, 1) offsets the window benchmarks read, and talk_fwd / window_fwd compares like with like.
   T* W() {
-    const float s = 2.0f / static_cast<float>(cfg.C);  // z = W x + bias spreads the offsets over (0, 1)
-    return weight.empty() ? (weight = random_buffer<T>(P() * cfg.C, 4, -s * 8, s * 8)).data() : weight.data();
+    const float a = 5.0f / std::sqrt(static_cast<float>(cfg.C));
+    return weight.empty() ? (weight = random_buffer<T>(P() * cfg.C, 4, -a, a)).data() : weight.data();
   }
-  T* BIAS() { return bias.empty() ? (bias = random_buffer<T>(P(), 5, -1.0f, 1.0f)).data() : bias.data(); }
+  T* BIAS() { return bias.empty() ? (bias = random_buffer<T>(P(), 5, -0.1f, 0.1f)).data() : bias.data(); }
   template <class E>
   static E* out(buffer<E>& b, index_t n) {
     if (b.empty()) b = zero_buffer<E>(n);
