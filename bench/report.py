@@ -158,7 +158,7 @@ def finish(fig, ax, ctx, mach, path):
 
 
 def plot_vs_T(res, ctx, mach, path):
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.6), sharey=True)
     groups = [("forward", ["memcpy", "prefix_sum", "offsets_fwd", "window_fwd", "talk_fwd", "naive_fwd", "orig_fwd",
                            "lightconv_fwd"]),
               ("backward", ["memcpy", "window_bwd", "talk_bwd", "naive_bwd", "orig_bwd"])]
@@ -182,13 +182,13 @@ def plot_vs_T(res, ctx, mach, path):
         ax.set_xlabel("sequence length T (tokens, B = 1)")
         ax.set_title(f"{title}: C = 256, H = 8, L = M = 31, float32 (bf16 dashed)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", ncol=2)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
     axes[0].set_ylabel("wall time per token (ns)")
     finish(fig, axes, ctx, mach, path)
 
 
 def plot_vs_window(res, ctx, mach, path):
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.4), sharey=True)
     groups = [("forward", ["memcpy", "window_fwd", "talk_fwd", "naive_fwd", "orig_fwd", "lightconv_fwd", "dynconv_fwd"]),
               ("backward", ["memcpy", "window_bwd", "talk_bwd", "naive_bwd", "orig_bwd"])]
     for ax, (title, fams) in zip(axes, groups):
@@ -206,7 +206,7 @@ def plot_vs_window(res, ctx, mach, path):
         ax.set_xlabel("largest window K = L + M + 1 (L = M)")
         ax.set_title(f"{title}: T = 65536, C = 256, H = 8, float32, offsets ~ U(0, 1)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
     axes[0].set_ylabel("wall time per token (ns)")
     finish(fig, axes, ctx, mach, path)
 
@@ -225,15 +225,16 @@ def plot_copy_fraction(res, ctx, mach, path):
         ax.axhline(1.0, color="black", lw=0.8)
         ax.set_xticks(range(len(fams)))
         ax.set_xticklabels(fams, rotation=45, ha="right", fontsize=8)
-        ax.set_title(f"{dtype}: fraction of memcpy bandwidth (minimum bytes), T = 65536, H = 8, L = M = 31")
+        ax.set_title({"f32": "float32", "bf16": "bfloat16"}[dtype])
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize=7)
-    axes[0].set_ylabel("bytes/s / memcpy bytes/s (same run)")
+    axes[0].set_ylabel("bytes/s / memcpy bytes/s (same configuration, same run)")
+    fig.suptitle("fraction of memcpy bandwidth (minimum bytes moved), T = 65536, B = 1, H = 8, L = M = 31")
     finish(fig, axes, ctx, mach, path)
 
 
 def plot_vs_heads(res, ctx, mach, path):
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(7.5, 6))
     for fam in ["memcpy", "window_fwd", "window_bwd", "talk_fwd", "talk_bwd", "naive_fwd", "lightconv_fwd"]:
         pts = res.values(fam, "f32", "H", T=65536, C=512, L=31)
         if pts:
@@ -247,7 +248,7 @@ def plot_vs_heads(res, ctx, mach, path):
     ax.set_ylabel("wall time per token (ns)")
     ax.set_title("heads: T = 65536, C = 512, L = M = 31, float32")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
     finish(fig, ax, ctx, mach, path)
 
 
