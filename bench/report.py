@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import statistics
 import subprocess
 import sys
 from collections import defaultdict
@@ -34,25 +33,19 @@ def load(path):
     with open(path) as f:
         data = json.load(f)
     runs = defaultdict(list)
-    medians = {}
     for b in data["benchmarks"]:
         m = NAME_RE.match(b.get("run_name", b["name"]))
         if not m:
             continue
         key = (m["fam"], m["dtype"], int(m["T"]), int(m["B"]), int(m["C"]), int(m["H"]), int(m["L"]), bool(m["full"]))
         if b.get("run_type") == "aggregate":
-            if b.get("aggregate_name") == "median":
-                medians[key] = b
             continue
         runs[key].append(b)
     rows = {}
     for key, bs in runs.items():
-        if key in medians:
-            b = medians[key]
-            t_ns = b["real_time"] * UNIT_NS[b["time_unit"]]
-        else:
-            b = bs[0]
-            t_ns = statistics.median(x["real_time"] * UNIT_NS[x["time_unit"]] for x in bs)
+        b = bs[0]
+        # Best of repetitions (--benchmark_repetitions): other processes only ever slow a run down.
+        t_ns = min(x["real_time"] * UNIT_NS[x["time_unit"]] for x in bs)
         rows[key] = {
             "time_ns": t_ns,
             "bytes": b["bytes"],
@@ -362,6 +355,7 @@ def main():
     ap.add_argument("--results", default=os.path.join(os.path.dirname(__file__), "RESULTS.md"))
     ap.add_argument("--load-before", default="")
     ap.add_argument("--load-after", default="")
+    ap.add_argument("--load-during", default="")
     ap.add_argument("--source", default="", help="the talkconv revision measured (git commit)")
     ap.add_argument("--notes", default=os.path.join(os.path.dirname(__file__), "cpu", "profile_notes.md"))
     args = ap.parse_args()
@@ -396,7 +390,8 @@ def main():
             ["Eigen / Google Benchmark", f"{ctx.get('talkconv_eigen', '?')} / Debian 1.7.1 "
                                          f"(library_build_type {ctx.get('library_build_type', '?')})"],
             ["load average at start (1/5/15 min)", ", ".join(f"{v:.2f}" for v in la) if la else "?"],
-            ["load (uptime) before / after the run", f"{args.load_before or '?'} / {args.load_after or '?'}"],
+            ["load average (1/5/15 min) before / after the run", f"{args.load_before or '?'} / {args.load_after or '?'}"],
+            ["1-min load during the run (includes the benchmark's own 2 threads)", args.load_during or "?"],
         ]),
         "",
         "## Targets",

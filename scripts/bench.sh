@@ -26,10 +26,6 @@ if ! "$py" -c "import matplotlib" 2>/dev/null; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq python3-matplotlib >/dev/null
 fi
 
-cmake --preset release -B "$build" -DTALKCONV_ENABLE_CUDA=OFF -DTALKCONV_BUILD_TESTS=OFF \
-  -DTALKCONV_BUILD_EXAMPLES=OFF -DTALKCONV_BUILD_BENCH=ON
-cmake --build "$build" -j "$jobs" --target talkconv_bench_cpu
-
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 quiet=${TALKCONV_BENCH_QUIET:-0}
 max_load=${TALKCONV_BENCH_MAX_LOAD:-0.5}
@@ -39,18 +35,30 @@ while ((waited < quiet)) && awk -v l="$(cut -d' ' -f1 /proc/loadavg)" -v m="$max
   sleep 15
   waited=$((waited + 15))
 done
+load_quiet="$(load) ($(date -u +%H:%M:%S) UTC, before the build)"
+
+# Built after the wait, so the numbers belong to the sources as they are when the run starts.
+cmake --preset release -B "$build" -DTALKCONV_ENABLE_CUDA=OFF -DTALKCONV_BUILD_TESTS=OFF \
+  -DTALKCONV_BUILD_EXAMPLES=OFF -DTALKCONV_BUILD_BENCH=ON
+cmake --build "$build" -j "$jobs" --target talkconv_bench_cpu
 
 # Which talkconv the numbers belong to: the commit, and whether the headers differ from it.
 source_rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 git diff --quiet HEAD -- include ':!include/talkconv/cuda' 2>/dev/null || source_rev="$source_rev + uncommitted changes in include/"
 load_before="$(load) ($(date -u +%H:%M:%S) UTC)"
+# 1-minute load average every 10 s during the run (it includes the benchmark's own threads).
+samples="$build/bench-cpu-load.txt"
+(while :; do cut -d' ' -f1 /proc/loadavg; sleep 10; done) >"$samples" &
+sampler=$!
 "$build/bench/cpu/talkconv_bench_cpu" --benchmark_out="$json" --benchmark_out_format=json "$@"
+kill "$sampler"
 load_after="$(load) ($(date -u +%H:%M:%S) UTC)"
-echo "bench.sh: load average before $load_before, after $load_after"
+load_during=$(awk '{ s += $1; if ($1 > m) m = $1; n++ } END { if (n) printf "mean %.2f, max %.2f over %d samples", s / n, m, n }' "$samples")
+echo "bench.sh: load average $load_quiet; at the start $load_before; during the run $load_during; at the end $load_after"
 
 if [ "${TALKCONV_BENCH_NO_REPORT:-0}" != 1 ]; then
   mkdir -p bench/plots
   cp "$json" bench/plots/bench_cpu.json
-  "$py" bench/report.py bench/plots/bench_cpu.json --load-before "$load_before" --load-after "$load_after" \
-    --source "$source_rev"
+  "$py" bench/report.py bench/plots/bench_cpu.json --load-before "$load_quiet; $load_before" --load-after "$load_after" \
+    --load-during "$load_during" --source "$source_rev"
 fi
