@@ -105,8 +105,9 @@ struct window_scratch {
 // Streams the tile-local prefix sums of channels [c0, c0 + cn) past tokens [t0, tv1) (all < n), whose
 // taps reach `r`: visit(t, S) is called in token order, and S.row(i) - S.row(j) = scale * sum_{tau = j +
 // 1}^{i} x[tau] for any two indices i, j that token t's taps name. The sums start from zero at the
-// tile's first index and are re-based on the oldest live row each time the ring turns over, so
-// their size, and the rounding, is set by the window and never by t or the tile (SPEC Numerics).
+// tile's first index and are re-based on the oldest live row once per ring's worth of new rows (so
+// the re-base costs O(1) per row and channel), which keeps their size, and the rounding, set by the
+// window and never by t or the tile (SPEC Numerics).
 // x is read once per tile plus the window's halo.
 template <class T, class A, class Visit>
 void stream_prefix(const T* xb, index_t stride_t, index_t c0, index_t cn, A scale, index_t t0, index_t tv1,
@@ -118,17 +119,17 @@ void stream_prefix(const T* xb, index_t stride_t, index_t c0, index_t cn, A scal
   const ring_rows<A> S{storage.data(), rows - 1, cn, first};
   std::fill(S.row(first), S.row(first) + cn, A(0));
   index_t next = first;  // highest index whose sum is in the ring
-  index_t based = first;  // index of the row the sums were last re-based on
+  index_t based = first;  // `next` when the sums were last re-based
   for (index_t t = t0; t < tv1; ++t) {
     const index_t oldest = std::max(first, t - r.left);  // lowest index still needed
-    if (next - based >= rows && oldest > based) {
+    if (next - based >= rows) {
       const A* base = S.row(oldest);
       for (index_t i = oldest + 1; i <= next; ++i) {
         A* q = S.row(i);
         for (index_t j = 0; j < cn; ++j) q[j] -= base[j];
       }
       std::fill(S.row(oldest), S.row(oldest) + cn, A(0));
-      based = oldest;
+      based = next;
     }
     for (const index_t need = std::min(last, t + r.right); next < need; ++next) {
       const T* xr = xb + (next + 1) * stride_t + c0;
