@@ -6,6 +6,7 @@
 #include "talkconv/layer_args.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 namespace talkconv {
@@ -20,11 +21,20 @@ struct layer_scratch {
   std::vector<A> dz;   // backward: dz of the tile
 };
 
-// Forward: per (sequence, time tile), project the tile's tokens, activate, build taps and aggregate.
-// x is read once for the projection and once (with the window halo) for the local sums.
+// The most a layer's window can reach: offsets are sigmoids (<= 1) scaled by at most 1 / (1 - p), plus
+// one token for rounding; clipped to the sequence by the caller.
+inline window_reach layer_reach(const window_params& w, const dropout_params& d) {
+  const double scale = d.active() ? 1.0 / (1.0 - double(d.p)) : 1.0;
+  return window_reach{static_cast<index_t>(std::ceil(double(w.max_left) * scale)) + 2,
+                      w.causal ? 0 : static_cast<index_t>(std::ceil(double(w.max_right) * scale)) + 1};
+}
+
+// Forward: per (sequence, time tile), stream the tile's tokens; offsets and taps are made just in time,
+// a block of tokens at a time, so the projection reads rows of x that the window pass reads next.
 template <class T>
 void layer_forward(const window_params& w, const forward_args<T>& a) {
   using A = acc_t<T>;
+  constexpr index_t block = 64;
   const seq_shape& shape = a.shape;
   const index_t P = w.num_offsets();
   const head_map hm{w.heads, shape.C / w.heads};
@@ -33,6 +43,7 @@ void layer_forward(const window_params& w, const forward_args<T>& a) {
   const index_t tile = talkconv::detail::cpu_tile_length(w.window_len(), shape.T, shape.B);
   const index_t tiles = talkconv::detail::ceil_div(shape.T, tile);
   const A inv_k = A(1) / A(w.window_len());
+  const window_reach most = layer_reach(w, a.dropout);
   parallel_tasks(
       shape.B * tiles, shape.rows() * shape.C, [] { return layer_scratch<A>{}; },
       [&](index_t task, layer_scratch<A>& s) {
@@ -40,18 +51,28 @@ void layer_forward(const window_params& w, const forward_args<T>& a) {
         const index_t n = length_of(a.lengths, b, shape.T), tv1 = std::max(t0, std::min(t1, n));
         s.z.resize(static_cast<size_t>(tile * P));
         s.win.taps.resize(static_cast<size_t>(tile * w.heads));
-        if (tv1 > t0) project_rows(a.x + b * sx.b + t0 * sx.t, sx.t, tv1 - t0, shape.C, prm, P, s.z.data(), P, s.tmp);
-        for (index_t t = t0; t < t1; ++t) {
-          A* saved = a.saved_offsets ? a.saved_offsets + t * so.t + b * so.b : nullptr;
-          if (t < tv1) {
-            A* z = s.z.data() + (t - t0) * P;
-            activate_offsets(z, P, t, b, a.dropout, saved, z);  // z now holds the offsets
-          } else if (saved) {
+        index_t ready = t0;  // tokens [t0, ready) have their offsets and taps
+        auto taps_of = [&](index_t t) {
+          for (; ready <= t; ready = std::min(tv1, ready + block)) {
+            const index_t e = std::min(tv1, ready + block);
+            A* z = s.z.data() + (ready - t0) * P;
+            project_rows(a.x + b * sx.b + ready * sx.t, sx.t, e - ready, shape.C, prm, P, z, P, s.tmp);
+            for (index_t u = ready; u < e; ++u) {
+              A* saved = a.saved_offsets ? a.saved_offsets + u * so.t + b * so.b : nullptr;
+              activate_offsets(z + (u - ready) * P, P, u, b, a.dropout, saved, z + (u - ready) * P);
+            }
+            make_tile_taps<A>(w, n, ready, e, [&](index_t u) { return s.z.data() + (u - t0) * P; },
+                              s.win.taps.data() + (ready - t0) * w.heads);
+          }
+          return s.win.taps.data() + (t - t0) * w.heads;
+        };
+        const window_reach r{std::min(most.left, tv1), std::min(most.right, std::max<index_t>(0, n - 1 - t0))};
+        forward_tile(a.x + b * sx.b, a.y + b * sx.b, sx.t, shape.C, hm, inv_k, t0, t1, n, r, taps_of, s.win);
+        if (a.saved_offsets)
+          for (index_t t = tv1; t < t1; ++t) {
+            A* saved = a.saved_offsets + t * so.t + b * so.b;
             std::fill(saved, saved + P, A(0));
           }
-        }
-        make_tile_taps<A>(w, n, t0, tv1, [&](index_t t) { return s.z.data() + (t - t0) * P; }, s.win.taps.data());
-        forward_tile(a.x + b * sx.b, a.y + b * sx.b, sx.t, shape.C, hm, inv_k, t0, t1, n, s.win.taps.data(), s.win);
       });
 }
 

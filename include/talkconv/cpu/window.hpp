@@ -141,13 +141,14 @@ void stream_prefix(const T* xb, index_t stride_t, index_t c0, index_t cn, A scal
 }
 
 // Forward of one tile: y for tokens [t0, t1) of one sequence of valid length n, channels [0, C).
-// xb / yb point at token 0 of the sequence; taps hold tokens [t0, min(t1, n)). Rows t >= n are zeroed.
-template <class T, class A>
+// xb / yb point at token 0 of the sequence. taps_of(t) gives the H taps of token t < n; it is called
+// in token order (once per channel chunk), so a caller may make them just in time. Every tap lies
+// within `r` of its token. Rows t >= n are zeroed.
+template <class T, class A, class TapsOf>
 void forward_tile(const T* xb, T* yb, index_t stride_t, index_t C, const head_map& hm, A inv_k, index_t t0,
-                  index_t t1, index_t n, const window_taps<A>* taps, window_scratch<A>& s) {
+                  index_t t1, index_t n, window_reach r, TapsOf&& taps_of, window_scratch<A>& s) {
   const index_t tv1 = std::min(t1, n);
   if (tv1 > t0) {
-    const window_reach r = tile_reach(taps, t0, tv1, hm.heads);
     const index_t cw = chunk_width<A>(ring_size(r.left + r.right + 1), C);
     for (index_t c0 = 0; c0 < C; c0 += cw) {
       const index_t cn = std::min(cw, C - c0);
@@ -155,8 +156,9 @@ void forward_tile(const T* xb, T* yb, index_t stride_t, index_t C, const head_ma
       stream_prefix(xb, stride_t, c0, cn, inv_k, t0, tv1, n, r, s.ring, [&](index_t t, const ring_rows<A>& S) {
         T* yr = yb + t * stride_t;
         if (t + prefetch_rows_ahead < tv1) prefetch_row(yr + prefetch_rows_ahead * stride_t + c0, cn, true);
+        const window_taps<A>* taps = taps_of(t);
         for (index_t h = h_first; h <= h_last; ++h) {
-          const window_taps<A>& k = taps[(t - t0) * hm.heads + h];
+          const window_taps<A>& k = taps[h];
           const index_t ca = std::max(c0, hm.first_channel(h)), cb = std::min(c0 + cn, hm.first_channel(h + 1));
           const A *s0 = S.row(k.i0) - c0, *s1 = S.row(k.i1) - c0, *s2 = S.row(k.i2) - c0, *s3 = S.row(k.i3) - c0;
           for (index_t c = ca; c < cb; ++c)
@@ -331,7 +333,10 @@ void window_forward(const seq_shape& shape, const window_params& w, const T* x, 
         s.taps.resize(static_cast<size_t>(tile * w.heads));
         detail::make_tile_taps<A>(w, n, t0, std::max(t0, tv1),
                                   [&](index_t t) { return offsets + t * so.t + b * so.b; }, s.taps.data());
-        detail::forward_tile(x + b * sx.b, y + b * sx.b, sx.t, shape.C, hm, inv_k, t0, t1, n, s.taps.data(), s);
+        const detail::window_taps<A>* taps = s.taps.data();
+        detail::forward_tile(x + b * sx.b, y + b * sx.b, sx.t, shape.C, hm, inv_k, t0, t1, n,
+                             detail::tile_reach(taps, t0, std::max(t0, tv1), w.heads),
+                             [&](index_t t) { return taps + (t - t0) * w.heads; }, s);
       });
 }
 
