@@ -40,7 +40,8 @@ __host__ __device__ inline float hash_unit(unsigned long long i, unsigned long l
 
 template <class X>
 __global__ void fill_kernel(X* p, std::size_t n, unsigned long long seed, float lo, float hi) {
-  for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += std::size_t(gridDim.x) * blockDim.x)
+  for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += std::size_t(gridDim.x) * blockDim.x)
     p[i] = talkconv::from_acc<X>(static_cast<acc_t<X>>(lo + (hi - lo) * hash_unit(i, seed)));
 }
 
@@ -112,7 +113,8 @@ void set_counters(benchmark::State& st, double bytes_moved, std::size_t copy_byt
 struct problem {
   index_t T = 4096, B = 16, C = 1024, H = 16, L = 16, M = 16;
   bool causal = false;
-  explicit problem(const benchmark::State& st) : L(st.range(0)), M(st.range(1) ? 0 : st.range(0)), causal(st.range(1) != 0) {}
+  explicit problem(const benchmark::State& st)
+      : L(st.range(0)), M(st.range(1) ? 0 : st.range(0)), causal(st.range(1) != 0) {}
   talkconv::seq_shape shape() const { return talkconv::seq_shape{T, B, C, talkconv::layout::tbc}; }
   talkconv::window_params window() const { return talkconv::window_params{H, L, M, causal}; }
   std::size_t n() const { return std::size_t(T * B * C); }
@@ -136,8 +138,8 @@ __global__ void original_prefix_kernel(const T* x, float* S, index_t T_, index_t
 
 // y = I(a_r) - I(a_l - 1) read from the global S (the original gather), one thread per element.
 template <class T>
-__global__ void original_gather_kernel(const float* S, const float* o, T* y, index_t T_, index_t B, index_t C, index_t H,
-                                       index_t L, index_t M, bool causal) {
+__global__ void original_gather_kernel(const float* S, const float* o, T* y, index_t T_, index_t B, index_t C,
+                                       index_t H, index_t L, index_t M, bool causal) {
   const index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= T_ * B * C) return;
   const index_t c = i % C, tb = i / C, b = tb % B, t = tb / B, P = causal ? H : 2 * H, h = c / (C / H);
@@ -202,8 +204,8 @@ void BM_original_forward(benchmark::State& st) {
   cudaStream_t s = nullptr;
   time_loop(st, s, [&] {
     original_prefix_kernel<T><<<blocks_for(pb.B * pb.C, 256), 256, 0, s>>>(x.p, S.p, pb.T, pb.B, pb.C, inv_k);
-    original_gather_kernel<T><<<blocks_for(pb.n(), 256), 256, 0, s>>>(S.p, o.p, y.p, pb.T, pb.B, pb.C, pb.H, pb.L, pb.M,
-                                                                       pb.causal);
+    original_gather_kernel<T>
+        <<<blocks_for(pb.n(), 256), 256, 0, s>>>(S.p, o.p, y.p, pb.T, pb.B, pb.C, pb.H, pb.L, pb.M, pb.causal);
   });
   set_counters(st, double(2 * pb.n() * sizeof(T) + pb.np() * sizeof(float)), pb.n() * sizeof(T));
 }
@@ -221,7 +223,8 @@ template <class T>
 void BM_layer_forward(benchmark::State& st) {
   const problem pb(st);
   const index_t P = pb.window().num_offsets();
-  dev<T> x(pb.n(), 1, -1.0f, 3.0f), y(pb.n()), W(std::size_t(P * pb.C), 3, -0.05f, 0.05f), b(std::size_t(P), 4, -0.5f, 0.5f);
+  dev<T> x(pb.n(), 1, -1.0f, 3.0f), y(pb.n()), W(std::size_t(P * pb.C), 3, -0.05f, 0.05f),
+      b(std::size_t(P), 4, -0.5f, 0.5f);
   dev<float> saved(pb.np());
   const tcu::talk_conv<T> layer(pb.config());
   talkconv::forward_args<T> a;
@@ -280,7 +283,7 @@ void BM_original_backward(benchmark::State& st) {
     BENCH_CUDA(cudaMemsetAsync(dS.p, 0, pb.n() * sizeof(float), s));
     BENCH_CUDA(cudaMemsetAsync(d_o.p, 0, pb.np() * sizeof(float), s));
     original_scatter_kernel<T><<<blocks_for(pb.n(), 256), 256, 0, s>>>(S.p, o.p, dy.p, dS.p, d_o.p, pb.T, pb.B, pb.C,
-                                                                        pb.H, pb.L, pb.M, pb.causal);
+                                                                       pb.H, pb.L, pb.M, pb.causal);
     original_suffix_kernel<T><<<blocks_for(pb.B * pb.C, 256), 256, 0, s>>>(dS.p, dx.p, pb.T, pb.B, pb.C, inv_k);
   });
   set_counters(st, double(4 * pb.n() * sizeof(T)), pb.n() * sizeof(T));
@@ -288,7 +291,12 @@ void BM_original_backward(benchmark::State& st) {
 
 // range(0) = L (= M when bidirectional), range(1) = causal.
 void window_args(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"L", "causal"})->Args({16, 0})->Args({64, 0})->Args({16, 1})->UseManualTime()->Unit(benchmark::kMicrosecond);
+  b->ArgNames({"L", "causal"})
+      ->Args({16, 0})
+      ->Args({64, 0})
+      ->Args({16, 1})
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond);
 }
 
 BENCHMARK(BM_memcpy<float>)->Apply(window_args);

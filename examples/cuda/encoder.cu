@@ -20,13 +20,13 @@ using talkconv::index_t;
 constexpr index_t T = 256, B = 8, C = 16, H = 2, R = C / H, L = 16, M = 16, K = L + M + 1;
 constexpr index_t target_left[H] = {8, 12}, target_right[H] = {8, 0};
 
-#define CHECK_CUDA(expr)                                                                       \
-  do {                                                                                         \
-    const cudaError_t e_ = (expr);                                                             \
-    if (e_ != cudaSuccess) {                                                                   \
-      std::fprintf(stderr, "%s failed: %s\n", #expr, cudaGetErrorString(e_));                  \
-      std::exit(1);                                                                            \
-    }                                                                                          \
+#define CHECK_CUDA(expr)                                                      \
+  do {                                                                        \
+    const cudaError_t e_ = (expr);                                            \
+    if (e_ != cudaSuccess) {                                                  \
+      std::fprintf(stderr, "%s failed: %s\n", #expr, cudaGetErrorString(e_)); \
+      std::exit(1);                                                           \
+    }                                                                         \
   } while (0)
 
 std::vector<float> make_target(const std::vector<float>& x) {
@@ -66,7 +66,8 @@ int main() {
   std::mt19937 gen(2020);
   std::normal_distribution<float> normal(0.0f, 1.0f);
 
-  const talkconv::cuda::talk_conv<float, /*Heads*/ 2> layer({/*channels*/ C, /*heads*/ H, /*max_left*/ L, /*max_right*/ M});
+  const talkconv::cuda::talk_conv<float, /*Heads*/ 2> layer(
+      {/*channels*/ C, /*heads*/ H, /*max_left*/ L, /*max_right*/ M});
   const talkconv::seq_shape shape{T, B, C, talkconv::layout::tbc};
   cudaStream_t stream = nullptr;
   CHECK_CUDA(cudaStreamCreate(&stream));
@@ -78,7 +79,8 @@ int main() {
 
   float *d_x = device_floats(x.size()), *d_y = device_floats(x.size()), *d_dy = device_floats(x.size()),
         *d_dx = device_floats(x.size()), *d_w = device_floats(weight.size()), *d_b = device_floats(bias.size()),
-        *d_dw = device_floats(weight.size()), *d_db = device_floats(bias.size()), *d_saved = device_floats(saved.size());
+        *d_dw = device_floats(weight.size()), *d_db = device_floats(bias.size()),
+        *d_saved = device_floats(saved.size());
   upload(d_w, weight);
   upload(d_b, bias);
 

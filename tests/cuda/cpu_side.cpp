@@ -6,8 +6,8 @@
 namespace cpu_side {
 
 template <class T>
-void window_forward(const talkconv::seq_shape& s, const talkconv::window_params& w, const T* x, const acc_t<T>* o,
-                    T* y, const index_t* lengths) {
+void window_forward(const talkconv::seq_shape& s, const talkconv::window_params& w, const T* x, const acc_t<T>* o, T* y,
+                    const index_t* lengths) {
   talkconv::cpu::window_forward<T>(s, w, x, o, y, lengths);
 }
 template <class T>
@@ -49,20 +49,19 @@ void head_sum(const talkconv::seq_shape& s, const talkconv::window_params& w, co
   talkconv::cpu::head_sum<A>(s, w, in, out);
 }
 
-#define TALKCONV_CPU_SIDE(T)                                                                                      \
-  template void window_forward<T>(const talkconv::seq_shape&, const talkconv::window_params&, const T*,            \
-                                  const acc_t<T>*, T*, const index_t*);                                           \
-  template void window_backward<T>(const talkconv::seq_shape&, const talkconv::window_params&, const T*,           \
-                                   const acc_t<T>*, const T*, T*, acc_t<T>*, const index_t*);                     \
-  template void offsets_forward<T>(const talkconv::seq_shape&, const talkconv::window_params&, const T*, const T*, \
-                                   const T*, const talkconv::dropout_params&, acc_t<T>*, acc_t<T>*,               \
-                                   const index_t*);                                                                \
-  template void offsets_backward<T>(const talkconv::seq_shape&, const talkconv::window_params&, const T*,          \
-                                    const T*, const acc_t<T>*, const acc_t<T>*, const talkconv::dropout_params&,  \
-                                    T*, T*, T*, const index_t*);                                                   \
-  template void layer_forward<T>(const talkconv::talk_config&, const talkconv::forward_args<T>&);                 \
-  template void layer_backward<T>(const talkconv::talk_config&, const talkconv::backward_args<T>&);               \
-  template void decode<T>(const talkconv::talk_config&, index_t, index_t, const T*, const T*, const T*, T*);      \
+#define TALKCONV_CPU_SIDE(T)                                                                                         \
+  template void window_forward<T>(const talkconv::seq_shape&, const talkconv::window_params&, const T*,              \
+                                  const acc_t<T>*, T*, const index_t*);                                              \
+  template void window_backward<T>(const talkconv::seq_shape&, const talkconv::window_params&, const T*,             \
+                                   const acc_t<T>*, const T*, T*, acc_t<T>*, const index_t*);                        \
+  template void offsets_forward<T>(const talkconv::seq_shape&, const talkconv::window_params&, const T*, const T*,   \
+                                   const T*, const talkconv::dropout_params&, acc_t<T>*, acc_t<T>*, const index_t*); \
+  template void offsets_backward<T>(const talkconv::seq_shape&, const talkconv::window_params&, const T*, const T*,  \
+                                    const acc_t<T>*, const acc_t<T>*, const talkconv::dropout_params&, T*, T*, T*,   \
+                                    const index_t*);                                                                 \
+  template void layer_forward<T>(const talkconv::talk_config&, const talkconv::forward_args<T>&);                    \
+  template void layer_backward<T>(const talkconv::talk_config&, const talkconv::backward_args<T>&);                  \
+  template void decode<T>(const talkconv::talk_config&, index_t, index_t, const T*, const T*, const T*, T*);         \
   template void prefix_sum<T>(const talkconv::seq_shape&, const T*, acc_t<T>*, acc_t<T>, index_t);
 
 TALKCONV_CPU_SIDE(float)

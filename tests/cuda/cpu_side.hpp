@@ -15,8 +15,8 @@ using talkconv::acc_t;
 using talkconv::index_t;
 
 template <class T>
-void window_forward(const talkconv::seq_shape& s, const talkconv::window_params& w, const T* x, const acc_t<T>* o,
-                    T* y, const index_t* lengths);
+void window_forward(const talkconv::seq_shape& s, const talkconv::window_params& w, const T* x, const acc_t<T>* o, T* y,
+                    const index_t* lengths);
 template <class T>
 void window_backward(const talkconv::seq_shape& s, const talkconv::window_params& w, const T* x, const acc_t<T>* o,
                      const T* dy, T* dx, acc_t<T>* d_o, const index_t* lengths);

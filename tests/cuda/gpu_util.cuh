@@ -83,8 +83,7 @@ std::vector<X> to_layout(const std::vector<X>& tbc, long T, long B, long W, talk
   if (lay == talkconv::layout::tbc) return tbc;
   std::vector<X> r(tbc.size());
   for (long t = 0; t < T; ++t)
-    for (long b = 0; b < B; ++b)
-      std::copy_n(tbc.begin() + (t * B + b) * W, W, r.begin() + (b * T + t) * W);
+    for (long b = 0; b < B; ++b) std::copy_n(tbc.begin() + (t * B + b) * W, W, r.begin() + (b * T + t) * W);
   return r;
 }
 template <class X>
@@ -92,8 +91,7 @@ std::vector<X> from_layout(const std::vector<X>& v, long T, long B, long W, talk
   if (lay == talkconv::layout::tbc) return v;
   std::vector<X> r(v.size());
   for (long t = 0; t < T; ++t)
-    for (long b = 0; b < B; ++b)
-      std::copy_n(v.begin() + (b * T + t) * W, W, r.begin() + (t * B + b) * W);
+    for (long b = 0; b < B; ++b) std::copy_n(v.begin() + (b * T + t) * W, W, r.begin() + (t * B + b) * W);
   return r;
 }
 

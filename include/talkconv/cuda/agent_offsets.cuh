@@ -23,10 +23,10 @@ struct offsets_args {
   const A* partial = nullptr;  // combine: [subs][T * B * P] head sums
   int subs = 1;
   index_t L = 0, M = 0, H = 1;  // combine: scale of left rows (j < H) and right rows
-  const A* dz = nullptr;       // offset path / parameter gradients
-  T* dx = nullptr;             // offset path output (accumulated)
-  A* dw_part = nullptr;        // [chunks][P][C]
-  A* db_part = nullptr;        // [chunks][P]
+  const A* dz = nullptr;        // offset path / parameter gradients
+  T* dx = nullptr;              // offset path output (accumulated)
+  A* dw_part = nullptr;         // [chunks][P][C]
+  A* db_part = nullptr;         // [chunks][P]
   T* dweight = nullptr;
   T* dbias = nullptr;
   index_t rows_per_chunk = 0;
@@ -100,8 +100,7 @@ __device__ void apply_dropout_element(const offsets_args<T>& a, index_t i) {
   using A = acc_t<T>;
   index_t t, b, j;
   offset_element(a.g, i, t, b, j);
-  a.o[i] = t < a.g.length(b) ? a.o_pre[i] * talkconv::detail::dropout_scale<A>(a.dropout, a.seed, t, b, j, a.p)
-                             : A(0);
+  a.o[i] = t < a.g.length(b) ? a.o_pre[i] * talkconv::detail::dropout_scale<A>(a.dropout, a.seed, t, b, j, a.p) : A(0);
 }
 
 // dL/do of element i = (L or M) * the head's partial sums in split order; then, when o_pre is given,

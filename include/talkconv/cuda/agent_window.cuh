@@ -22,19 +22,19 @@ template <class T>
 struct window_args {
   using A = acc_t<T>;
   const T* x = nullptr;
-  const A* offsets = nullptr;  // after dropout, layout of x with width P
-  T* y = nullptr;              // forward output
-  const T* dy = nullptr;       // backward input
-  T* dx = nullptr;             // backward output
-  A* partial = nullptr;        // offset gradients: per-split head sums [subs][T * B * P], unscaled
-  const A* dz = nullptr;       // dx: the offset path W^T dz is added when dz is not null
-  const T* weight = nullptr;   // [P, C], with dz
+  const A* offsets = nullptr;                 // after dropout, layout of x with width P
+  T* y = nullptr;                             // forward output
+  const T* dy = nullptr;                      // backward input
+  T* dx = nullptr;                            // backward output
+  A* partial = nullptr;                       // offset gradients: per-split head sums [subs][T * B * P], unscaled
+  const A* dz = nullptr;                      // dx: the offset path W^T dz is added when dz is not null
+  const T* weight = nullptr;                  // [P, C], with dz
   const unsigned long long* reach = nullptr;  // dx: {left, right} reach of every valid window (device)
   seq_geom g;
   window_geom w;
-  int tile = 0;             // tokens per tile
-  index_t tiles = 0;        // tiles per sequence (grid x = B * tiles)
-  int cap_rows = 0;         // prefix-sum rows the shared buffer holds
+  int tile = 0;       // tokens per tile
+  index_t tiles = 0;  // tiles per sequence (grid x = B * tiles)
+  int cap_rows = 0;   // prefix-sum rows the shared buffer holds
 };
 
 struct min_op {
@@ -57,7 +57,7 @@ struct tile_ctx {
   int cn, sub;                // sub: which split of a head wider than a block
   index_t h_first;            // heads [h_first, h_first + nh) meet the block's channels
   int nh;
-  int lane, seg;              // this thread: channel c0 + lane, row segment seg
+  int lane, seg;  // this thread: channel c0 + lane, row segment seg
 };
 
 template <class T>
@@ -92,8 +92,10 @@ __device__ __forceinline__ window_taps<A> head_taps(const A* off, index_t t, ind
 }
 
 // Lowest and highest S index read by the tile's valid tokens over the block's heads (block-wide).
+// Also fills `cache` (when not null) with the taps of every (token, head) pair of the tile.
 template <bool Causal, class Idx, class T>
-__device__ void tile_span(const window_args<T>& a, const tile_ctx& c, index_t& lo, index_t& hi) {
+__device__ void tile_span(const window_args<T>& a, const tile_ctx& c, tap_entry<acc_t<T>>* cache, index_t& lo,
+                          index_t& hi) {
   using A = acc_t<T>;
   using reduce = cub::BlockReduce<long long, window_traits::threads>;
   __shared__ typename reduce::TempStorage tmp;
@@ -103,6 +105,13 @@ __device__ void tile_span(const window_args<T>& a, const tile_ctx& c, index_t& l
   for (index_t i = threadIdx.x; i < pairs; i += window_traits::threads) {
     const index_t t = c.t0 + i / c.nh, h = c.h_first + i % c.nh;
     const window_taps<A> k = head_taps<Causal>(offset_row<Idx>(a, t, c.b), t, h, a.w, c.n);
+    if (cache)
+      cache[i] = tap_entry<A>{static_cast<int>(k.i0 - c.t0),
+                              static_cast<int>(k.i1 - c.t0),
+                              static_cast<int>(k.i2 - c.t0),
+                              static_cast<int>(k.i3 - c.t0),
+                              k.fr,
+                              k.fl};
     const long long kmin = talkconv::detail::taps_min(k), kmax = talkconv::detail::taps_max(k);
     mn = kmin < mn ? kmin : mn;
     mx = kmax > mx ? kmax : mx;
@@ -146,8 +155,8 @@ __device__ void load_prefix(const T* xs, index_t xt, index_t wlo, int rows, cons
   for (int i = threadIdx.x; i < lanes; i += threads) sm[i] = A(0);
   const int data_rows = rows - 1;
   const T* first = xs + Idx(wlo + 1) * Idx(xt);
-  const bool vectorized = vec > 1 && c.cn % vec == 0 && xt % vec == 0 &&
-                          reinterpret_cast<std::uintptr_t>(first) % 16 == 0;
+  const bool vectorized =
+      vec > 1 && c.cn % vec == 0 && xt % vec == 0 && reinterpret_cast<std::uintptr_t>(first) % 16 == 0;
   if (vectorized) {
     const int per_row = c.cn / vec;
     const int items = data_rows * per_row;
@@ -190,8 +199,8 @@ __device__ void load_prefix(const T* xs, index_t xt, index_t wlo, int rows, cons
 // Differences of S for a window beyond the loaded rows, summed from x (one channel, `xc` at token 0):
 // d_main = S[i0] - S[i2], d_right = S[i1] - S[i0], d_left = S[i3] - S[i2]. Window-sized error.
 template <class Idx, class T>
-__device__ void direct_diffs(const T* xc, index_t xt, const window_taps<acc_t<T>>& k, acc_t<T> inv_k,
-                             acc_t<T>& d_main, acc_t<T>& d_right, acc_t<T>& d_left) {
+__device__ void direct_diffs(const T* xc, index_t xt, const window_taps<acc_t<T>>& k, acc_t<T> inv_k, acc_t<T>& d_main,
+                             acc_t<T>& d_right, acc_t<T>& d_left) {
   using A = acc_t<T>;
   A s = A(0);
   for (index_t tau = k.i2 + 1; tau <= k.i0; ++tau) s += to_acc<T>(xc[Idx(tau) * Idx(xt)]);
@@ -206,12 +215,30 @@ __device__ __forceinline__ A* dynamic_smem() {
   return reinterpret_cast<A*>(talkconv_smem);
 }
 
+// The tap cache of a tile, or null when too many heads meet the block (or T is too long for its
+// 32-bit relative indices).
+template <class A>
+__device__ __forceinline__ tap_entry<A>* tap_cache(A* smem_end, const tile_ctx& c, index_t T) {
+  return c.nh <= tap_cache_heads && T < INT_MAX / 2 ? reinterpret_cast<tap_entry<A>*>(smem_end) : nullptr;
+}
+
+// Taps of head h of valid token t: from the cache when there is one.
+template <bool Causal, class Idx, class T>
+__device__ __forceinline__ window_taps<acc_t<T>> tile_taps(const window_args<T>& a, const tile_ctx& c,
+                                                           const tap_entry<acc_t<T>>* cache, index_t t, index_t h) {
+  if (cache) {
+    const tap_entry<acc_t<T>> e = cache[(t - c.t0) * c.nh + (h - c.h_first)];
+    return window_taps<acc_t<T>>{c.t0 + e.d0, c.t0 + e.d1, c.t0 + e.d2, c.t0 + e.d3, e.fr, e.fl};
+  }
+  return head_taps<Causal>(offset_row<Idx>(a, t, c.b), t, h, a.w, c.n);
+}
+
 // Loads and scans the tile's rows; returns [wlo, whi] through the references. Block-uniform.
 template <bool Causal, class Idx, class T>
-__device__ void prepare_tile(const window_args<T>& a, const tile_ctx& c, acc_t<T> inv_k, acc_t<T>* sm,
-                             acc_t<T>* tot, index_t& wlo, index_t& whi) {
+__device__ void prepare_tile(const window_args<T>& a, const tile_ctx& c, acc_t<T> inv_k, acc_t<T>* sm, acc_t<T>* tot,
+                             tap_entry<acc_t<T>>* cache, index_t& wlo, index_t& whi) {
   index_t lo = 0, hi = -1;
-  tile_span<Causal, Idx>(a, c, lo, hi);
+  tile_span<Causal, Idx>(a, c, cache, lo, hi);
   choose_rows(lo, hi, c.t0, c.t1, a.cap_rows, wlo, whi);
   const T* xs = a.x + (Idx(c.b) * Idx(a.g.xb) + Idx(c.c0));
   load_prefix<Idx>(xs, a.g.xt, wlo, static_cast<int>(whi - wlo + 1), c, inv_k, sm, tot);
@@ -227,8 +254,9 @@ __device__ void window_forward_tile(const window_args<T>& a) {
   const A inv_k = A(1) / A(a.w.L + a.w.M + 1);
   A* sm = dynamic_smem<A>();
   A* tot = sm + std::size_t(a.cap_rows) * lanes;
+  tap_entry<A>* cache = tap_cache(sm + window_smem<A>::accumulators(a.cap_rows, false), c, a.g.T);
   index_t wlo = 0, whi = -1;
-  if (c.tv1 > c.t0) prepare_tile<Causal, Idx>(a, c, inv_k, sm, tot, wlo, whi);
+  if (c.tv1 > c.t0) prepare_tile<Causal, Idx>(a, c, inv_k, sm, tot, cache, wlo, whi);
   if (c.lane >= c.cn) return;
   const index_t ch = c.c0 + c.lane, h = ch / a.w.R;
   const T* xc = a.x + (Idx(c.b) * Idx(a.g.xb) + Idx(ch));
@@ -236,7 +264,7 @@ __device__ void window_forward_tile(const window_args<T>& a) {
   for (index_t t = c.t0 + c.seg; t < c.t1; t += segs) {
     A v = A(0);
     if (t < c.n) {
-      const window_taps<A> k = head_taps<Causal>(offset_row<Idx>(a, t, c.b), t, h, a.w, c.n);
+      const window_taps<A> k = tile_taps<Causal, Idx>(a, c, cache, t, h);
       if (talkconv::detail::taps_min(k) >= wlo && talkconv::detail::taps_max(k) <= whi) {
         const A* s = sm + c.lane;
         v = talkconv::detail::window_value<A>(k, s[(k.i0 - wlo) * lanes], s[(k.i1 - wlo) * lanes],
@@ -265,8 +293,9 @@ __device__ void window_offsets_grad_tile(const window_args<T>& a) {
   A* sm = dynamic_smem<A>();
   A* tot = sm + std::size_t(a.cap_rows) * lanes;
   A* pbuf = tot + segs * lanes;  // [side][lane][token in batch], stride pad
+  tap_entry<A>* cache = tap_cache(sm + window_smem<A>::accumulators(a.cap_rows, true), c, a.g.T);
   index_t wlo = 0, whi = -1;
-  if (c.tv1 > c.t0) prepare_tile<Causal, Idx>(a, c, inv_k, sm, tot, wlo, whi);
+  if (c.tv1 > c.t0) prepare_tile<Causal, Idx>(a, c, inv_k, sm, tot, cache, wlo, whi);
   const index_t ch = c.c0 + c.lane, h = ch / a.w.R;
   const T* xc = a.x + (Idx(c.b) * Idx(a.g.xb) + Idx(ch));
   const T* dyc = a.dy + (Idx(c.b) * Idx(a.g.xb) + Idx(ch));
@@ -278,7 +307,7 @@ __device__ void window_offsets_grad_tile(const window_args<T>& a) {
       const index_t t = tb + tl;
       A vl = A(0), vr = A(0);
       if (c.lane < c.cn && t < c.tv1) {
-        const window_taps<A> k = head_taps<Causal>(offset_row<Idx>(a, t, c.b), t, h, a.w, c.n);
+        const window_taps<A> k = tile_taps<Causal, Idx>(a, c, cache, t, h);
         const A d = to_acc<T>(dyc[Idx(t) * Idx(a.g.xt)]);
         A sl, sr;
         if (talkconv::detail::taps_min(k) >= wlo && talkconv::detail::taps_max(k) <= whi) {
@@ -328,6 +357,27 @@ __device__ void window_input_grad_tile(const window_args<T>& a) {
   A* grad = dynamic_smem<A>();
   A* tot = grad + std::size_t(a.tile) * lanes;
   const index_t rl = static_cast<index_t>(a.reach[0]), rr = static_cast<index_t>(a.reach[1]);
+  // Taps of every token that can reach the tile, [h0, h1), cached once per (token, head) when they fit.
+  const index_t h0 = c.t0 - rr > 0 ? c.t0 - rr : 0;
+  index_t h1 = c.t1 + rl < c.n ? c.t1 + rl : c.n;
+  h1 = h1 > h0 ? h1 : h0;
+  tap_entry<A>* cache = c.nh <= tap_cache_heads && (h1 - h0) <= dx_cache_tokens<A>(a.tile) && a.g.T < INT_MAX / 2
+                            ? reinterpret_cast<tap_entry<A>*>(tot + segs * lanes)
+                            : nullptr;
+  if (cache) {
+    const index_t pairs = (h1 - h0) * c.nh;
+    for (index_t i = threadIdx.x; i < pairs; i += window_traits::threads) {
+      const index_t t = h0 + i / c.nh, hh = c.h_first + i % c.nh;
+      const window_taps<A> k = head_taps<Causal>(offset_row<Idx>(a, t, c.b), t, hh, a.w, c.n);
+      cache[i] = tap_entry<A>{static_cast<int>(k.i0 - h0),
+                              static_cast<int>(k.i1 - h0),
+                              static_cast<int>(k.i2 - h0),
+                              static_cast<int>(k.i3 - h0),
+                              k.fr,
+                              k.fl};
+    }
+    __syncthreads();
+  }
   const int rows = static_cast<int>(c.t1 - c.t0), per_seg = a.tile / segs;
   const int r0 = c.seg * per_seg, r1 = r0 + per_seg < rows ? r0 + per_seg : rows;
   const bool mine = c.lane < c.cn && r0 < r1;
@@ -342,7 +392,13 @@ __device__ void window_input_grad_tile(const window_args<T>& a) {
     index_t tb = last ? c.t1 + rl : s_hi + rl + 1;
     tb = tb < c.n ? tb : c.n;
     for (index_t t = ta; t < tb; ++t) {
-      const window_taps<A> k = head_taps<Causal>(offset_row<Idx>(a, t, c.b), t, h, a.w, c.n);
+      window_taps<A> k;
+      if (cache) {
+        const tap_entry<A> e = cache[(t - h0) * c.nh + (h - c.h_first)];
+        k = window_taps<A>{h0 + e.d0, h0 + e.d1, h0 + e.d2, h0 + e.d3, e.fr, e.fl};
+      } else {
+        k = head_taps<Causal>(offset_row<Idx>(a, t, c.b), t, h, a.w, c.n);
+      }
       if (talkconv::detail::taps_max(k) < c.t0 || talkconv::detail::taps_min(k) >= c.t1 - 1) continue;
       const auto wt = talkconv::detail::make_tap_weights<A>(k);
       const index_t idx[4] = {k.i0, k.i1, k.i2, k.i3};

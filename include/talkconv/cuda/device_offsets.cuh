@@ -67,8 +67,8 @@ void launch_param_grads(offsets_args<T> a, const seq_shape& s, const param_plan&
   a.rows_per_chunk = pp.rows_per_chunk;
   a.chunks = pp.chunks;
   if (pp.chunks > 65535) talkconv::detail::fail(status::size_overflow, "T*B", "too many rows for dW");
-  const dim3 grid(static_cast<unsigned>((a.g.C + param_threads - 1) / param_threads),
-                  static_cast<unsigned>(pp.chunks), static_cast<unsigned>((a.g.P + proj_chunk - 1) / proj_chunk));
+  const dim3 grid(static_cast<unsigned>((a.g.C + param_threads - 1) / param_threads), static_cast<unsigned>(pp.chunks),
+                  static_cast<unsigned>((a.g.P + proj_chunk - 1) / proj_chunk));
   dispatch_index(fits_int32(s, a.g.P), [&](auto I) {
     using Idx = typename decltype(I)::type;
     param_grads_partial_kernel<T, Idx><<<grid, param_threads, 0, stream>>>(a);
@@ -142,8 +142,8 @@ void offsets_backward(void* workspace, std::size_t& workspace_bytes, const seq_s
     a.dx = dx;
     detail::dispatch_index(detail::fits_int32(shape, P), [&](auto I) {
       using Idx = typename decltype(I)::type;
-      detail::offset_path_kernel<T, Idx><<<detail::grid_for(N * shape.C, detail::row_threads), detail::row_threads, 0,
-                                           stream>>>(a);
+      detail::offset_path_kernel<T, Idx>
+          <<<detail::grid_for(N * shape.C, detail::row_threads), detail::row_threads, 0, stream>>>(a);
       detail::check_launch("offset_path_kernel");
     });
   }

@@ -22,9 +22,11 @@ void prefix_sum(const seq_shape& shape, const T* x, A* S, A scale, index_t segme
   const index_t segs = (shape.T + seg - 1) / seg;
   const detail::seq_geom g = detail::make_geom(shape, 1, nullptr);
   const index_t gx = shape.B * segs;
-  if (gx > std::numeric_limits<std::int32_t>::max() || (shape.C + detail::row_threads - 1) / detail::row_threads > 65535)
+  if (gx > std::numeric_limits<std::int32_t>::max() ||
+      (shape.C + detail::row_threads - 1) / detail::row_threads > 65535)
     talkconv::detail::fail(status::size_overflow, "T*B", "B * segments = ", gx, " exceeds the CUDA grid");
-  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>((shape.C + detail::row_threads - 1) / detail::row_threads));
+  const dim3 grid(static_cast<unsigned>(gx),
+                  static_cast<unsigned>((shape.C + detail::row_threads - 1) / detail::row_threads));
   detail::dispatch_index(detail::fits_int32(shape, 1), [&](auto I) {
     using Idx = typename decltype(I)::type;
     detail::prefix_sum_kernel<T, A, Idx><<<grid, detail::row_threads, 0, stream>>>(g, x, S, scale, seg, segs);
@@ -42,8 +44,9 @@ void head_sum(const seq_shape& shape, const window_params& w, const A* in, A* ou
   const index_t rows = shape.T * shape.B;
   detail::dispatch_index(detail::fits_int32(shape, w.heads), [&](auto I) {
     using Idx = typename decltype(I)::type;
-    detail::head_sum_kernel<A, Idx><<<detail::grid_for(rows * w.heads, detail::row_threads / 32), detail::row_threads, 0,
-                                      stream>>>(rows, shape.C, w.heads, in, out);
+    detail::head_sum_kernel<A, Idx>
+        <<<detail::grid_for(rows * w.heads, detail::row_threads / 32), detail::row_threads, 0, stream>>>(
+            rows, shape.C, w.heads, in, out);
     detail::check_launch("head_sum_kernel");
   });
 }

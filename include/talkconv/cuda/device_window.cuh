@@ -161,8 +161,8 @@ void window_backward(void* workspace, std::size_t& workspace_bytes, const seq_sh
   a.dy = dy;
   a.dx = dx;
   if (d_offsets) a.partial = wg.subs > 1 ? reinterpret_cast<A*>(ws + at_partial) : d_offsets;
-  detail::launch_window_backward(a, shape, w, max_offset, reinterpret_cast<unsigned long long*>(ws + at_reach),
-                                 stream, [&] {
+  detail::launch_window_backward(a, shape, w, max_offset, reinterpret_cast<unsigned long long*>(ws + at_reach), stream,
+                                 [&] {
                                    if (!d_offsets) return;
                                    detail::offsets_args<T> c;
                                    c.g = a.g;

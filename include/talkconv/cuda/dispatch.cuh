@@ -23,26 +23,35 @@ struct index_tag {
 template <class F>
 void dispatch_window(bool use32, bool causal, F&& f) {
   if (use32) {
-    if (causal) f(index_tag<std::int32_t>{}, std::true_type{});
-    else f(index_tag<std::int32_t>{}, std::false_type{});
+    if (causal)
+      f(index_tag<std::int32_t>{}, std::true_type{});
+    else
+      f(index_tag<std::int32_t>{}, std::false_type{});
   } else {
-    if (causal) f(index_tag<std::int64_t>{}, std::true_type{});
-    else f(index_tag<std::int64_t>{}, std::false_type{});
+    if (causal)
+      f(index_tag<std::int64_t>{}, std::true_type{});
+    else
+      f(index_tag<std::int64_t>{}, std::false_type{});
   }
 }
 
 template <class F>
 void dispatch_index(bool use32, F&& f) {
-  if (use32) f(index_tag<std::int32_t>{});
-  else f(index_tag<std::int64_t>{});
+  if (use32)
+    f(index_tag<std::int32_t>{});
+  else
+    f(index_tag<std::int64_t>{});
 }
 
 // The head count decides P = H or 2H, the projection's accumulators per pass: 2, 4 or 8 (then looped).
 template <class F>
 void dispatch_heads(index_t P, F&& f) {
-  if (P <= 2) f(std::integral_constant<int, 2>{});
-  else if (P <= 4) f(std::integral_constant<int, 4>{});
-  else f(std::integral_constant<int, proj_chunk>{});
+  if (P <= 2)
+    f(std::integral_constant<int, 2>{});
+  else if (P <= 4)
+    f(std::integral_constant<int, 4>{});
+  else
+    f(std::integral_constant<int, proj_chunk>{});
 }
 
 inline int current_device() {

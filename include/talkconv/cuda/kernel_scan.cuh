@@ -30,8 +30,8 @@ static __global__ void __launch_bounds__(row_threads)
 // One warp per (row, head): out[r, h] = sum of the head's channels, lanes striding them, then a
 // cub::WarpReduce (fixed order: deterministic).
 template <class A, class Idx>
-static __global__ void __launch_bounds__(row_threads) head_sum_kernel(index_t rows, index_t C, index_t H, const A* in,
-                                                                      A* out) {
+static __global__ void __launch_bounds__(row_threads)
+    head_sum_kernel(index_t rows, index_t C, index_t H, const A* in, A* out) {
   using warp_reduce = cub::WarpReduce<A>;
   constexpr int warps = row_threads / 32;
   __shared__ typename warp_reduce::TempStorage tmp[warps];

@@ -35,16 +35,38 @@ struct dx_tile {
   static_assert(value % window_traits::segs == 0, "tile rows split evenly into segments");
 };
 
-// Dynamic shared memory of the window kernels, in accumulators.
+// A token's taps for one head, cached in shared memory by the forward and offset-gradient tiles
+// (indices relative to the tile's first token): computed once per (token, head) instead of once per
+// channel. Used when at most tap_cache_heads heads meet a block (R >= 16 channels per head).
+template <class A>
+struct tap_entry {
+  int d0, d1, d2, d3;
+  A fr, fl;
+};
+constexpr int tap_cache_heads = 4;
+
+// Tokens whose taps the dx tile caches: the tile and up to half a tile of halo on both sides together.
+template <class A>
+TALKCONV_HOST_DEVICE constexpr int dx_cache_tokens(int tile) {
+  return tile + tile / 2;
+}
+
+// Dynamic shared memory of the window kernels: prefix rows [cap_rows][lanes], segment totals
+// [segs][lanes], (offset gradients) per-batch products [2][lanes][grad_batch + 1], then the tap cache.
 template <class A>
 struct window_smem {
   static constexpr int lanes = window_traits::lanes;
   static constexpr int pad_batch = window_traits::grad_batch + 1;  // odd stride: no bank conflicts
-  static std::size_t forward(int cap_rows) {
-    return sizeof(A) * (std::size_t(cap_rows) * lanes + window_traits::segs * lanes);
+  static constexpr std::size_t taps_bytes = sizeof(tap_entry<A>) * window_traits::fwd_tile * tap_cache_heads;
+  TALKCONV_HOST_DEVICE static std::size_t accumulators(int cap_rows, bool offsets_grad) {
+    return std::size_t(cap_rows) * lanes + window_traits::segs * lanes + (offsets_grad ? 2 * lanes * pad_batch : 0);
   }
-  static std::size_t offsets_grad(int cap_rows) { return forward(cap_rows) + sizeof(A) * 2 * lanes * pad_batch; }
-  static std::size_t input_grad(int tile) { return sizeof(A) * (std::size_t(tile) * lanes + window_traits::segs * lanes); }
+  static std::size_t forward(int cap_rows) { return sizeof(A) * accumulators(cap_rows, false) + taps_bytes; }
+  static std::size_t offsets_grad(int cap_rows) { return sizeof(A) * accumulators(cap_rows, true) + taps_bytes; }
+  static std::size_t input_grad(int tile) {
+    return sizeof(A) * (std::size_t(tile) * lanes + window_traits::segs * lanes) +
+           sizeof(tap_entry<A>) * std::size_t(dx_cache_tokens<A>(tile)) * tap_cache_heads;
+  }
 };
 
 // Threads of the row kernels (projection: one warp per token; elementwise kernels).
@@ -55,8 +77,8 @@ constexpr int proj_chunk = 8;
 // Sequence geometry: sizes, element strides of x (width C) and of the offsets (width P), lengths.
 struct seq_geom {
   index_t T = 0, B = 0, C = 0, P = 0;
-  index_t xt = 0, xb = 0;  // x, y, dx, dy
-  index_t ot = 0, ob = 0;  // offsets and their gradients
+  index_t xt = 0, xb = 0;            // x, y, dx, dy
+  index_t ot = 0, ob = 0;            // offsets and their gradients
   const index_t* lengths = nullptr;  // device memory, B entries, or null: every length is T
   int lay = 0;                       // layout::tbc = 0, btc = 1
 

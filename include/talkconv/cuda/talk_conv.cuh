@@ -24,8 +24,9 @@ class decoder {
   static std::size_t state_bytes(const window_params& w, index_t channels, index_t batch) {
     validate(w, channels, batch);
     detail::workspace_plan p;
-    p.add(sizeof(acc_type) * std::size_t(talkconv::detail::checked_mul(
-                                 talkconv::detail::checked_mul(w.max_left + 2, batch, "(L+2)*B"), channels, "(L+2)*B*C")));
+    p.add(sizeof(acc_type) *
+          std::size_t(talkconv::detail::checked_mul(talkconv::detail::checked_mul(w.max_left + 2, batch, "(L+2)*B"),
+                                                    channels, "(L+2)*B*C")));
     p.add(sizeof(acc_type) * std::size_t(batch * w.num_offsets()));
     return p.bytes;
   }
@@ -96,7 +97,8 @@ class decoder {
     a.H = w_.heads;
     a.L = w_.max_left;
     a.t = t_;
-    const dim3 grid(static_cast<unsigned>((C_ + detail::row_threads - 1) / detail::row_threads), static_cast<unsigned>(B_));
+    const dim3 grid(static_cast<unsigned>((C_ + detail::row_threads - 1) / detail::row_threads),
+                    static_cast<unsigned>(B_));
     detail::decoder_step_kernel<T><<<grid, detail::row_threads, 0, stream>>>(a);
     detail::check_launch("decoder_step_kernel");
     ++t_;
@@ -155,7 +157,8 @@ class talk_conv {
     if constexpr (Heads != dynamic_heads) {
       if (cfg_.heads == 0) cfg_.heads = Heads;
       if (cfg_.heads != Heads)
-        talkconv::detail::fail(status::invalid_shape, "H", "H = ", cfg_.heads, " differs from the compile-time Heads = ", Heads);
+        talkconv::detail::fail(status::invalid_shape, "H", "H = ", cfg_.heads,
+                               " differs from the compile-time Heads = ", Heads);
     }
     talkconv::detail::validate_window(window());
     talkconv::detail::validate_shape(seq_shape{1, 1, cfg_.channels, layout::tbc});
@@ -273,13 +276,16 @@ class talk_conv {
   }
 
   // A decoder for `batch` sequences with its state allocated on `stream` (causal layers only).
-  decoder<T> make_decoder(index_t batch, cudaStream_t stream) const { return decoder<T>(window(), cfg_.channels, batch, stream); }
+  decoder<T> make_decoder(index_t batch, cudaStream_t stream) const {
+    return decoder<T>(window(), cfg_.channels, batch, stream);
+  }
 
  private:
   bool check(const seq_shape& s, const dropout_params& d) const {
     const bool empty = detail::validate_or_empty(s, window());
     if (s.C != cfg_.channels)
-      talkconv::detail::fail(status::invalid_shape, "C", "C = ", s.C, " differs from the layer's channels = ", cfg_.channels);
+      talkconv::detail::fail(status::invalid_shape, "C", "C = ", s.C,
+                             " differs from the layer's channels = ", cfg_.channels);
     talkconv::detail::validate_dropout(d);
     return empty;
   }

@@ -1,0 +1,15 @@
+// bfloat16: every CUDA path against the CPU and the reference.
+#include "layer_cases.cuh"
+#include "window_cases.cuh"
+
+TALKCONV_GPU_CASE("window forward and backward match the CPU and the reference: bfloat16") {
+  window_sweep<__nv_bfloat16>(4, 300);
+}
+
+TALKCONV_GPU_CASE("layer forward and backward match the CPU and the reference: bfloat16") {
+  layer_sweep<__nv_bfloat16>(3);
+}
+
+TALKCONV_GPU_CASE("incremental decoding equals the causal forward, row by row: bfloat16") {
+  for (std::uint64_t s = 1; s <= 3; ++s) decoder_case<__nv_bfloat16>(s + 30);
+}
