@@ -171,10 +171,14 @@ inline vec layer_forward(const problem& pb, const vec& x, const vec& W, const ve
 
 // SPEC Backward, offsets to parameters and input, given d_o (dL/d offsets after dropout):
 //   dz = d_o * m/(1-p) * o_pre (1 - o_pre); dW = sum dz x^T; dbias = sum dz; dx += W^T dz.
+// dW_mag / db_mag (optional): the same sums over |terms|, the scale their rounding error is relative to.
 inline void offsets_backward(const problem& pb, const vec& x, const vec& W, const vec& o_pre, const vec& d_o,
-                             const dropout& d, vec& dx, vec& dW, vec& dbias) {
+                             const dropout& d, vec& dx, vec& dW, vec& dbias, vec* dW_mag = nullptr,
+                             vec* db_mag = nullptr) {
   dW.assign(static_cast<size_t>(pb.P() * pb.C), 0.0);
   dbias.assign(static_cast<size_t>(pb.P()), 0.0);
+  if (dW_mag) dW_mag->assign(dW.size(), 0.0);
+  if (db_mag) db_mag->assign(dbias.size(), 0.0);
   if (dx.size() != pb.x_size()) dx.assign(pb.x_size(), 0.0);
   for (long b = 0; b < pb.B; ++b)
     for (long t = 0; t < pb.n(b); ++t)
@@ -182,19 +186,21 @@ inline void offsets_backward(const problem& pb, const vec& x, const vec& W, cons
         const double op = o_pre[pb.oi(t, b, j)];
         const double dz = d_o[pb.oi(t, b, j)] * d.scale(t, b, j) * op * (1.0 - op);
         dbias[static_cast<size_t>(j)] += dz;
+        if (db_mag) (*db_mag)[static_cast<size_t>(j)] += std::fabs(dz);
         for (long c = 0; c < pb.C; ++c) {
           dW[static_cast<size_t>(j * pb.C + c)] += dz * x[pb.xi(t, b, c)];
+          if (dW_mag) (*dW_mag)[static_cast<size_t>(j * pb.C + c)] += std::fabs(dz * x[pb.xi(t, b, c)]);
           dx[pb.xi(t, b, c)] += W[static_cast<size_t>(j * pb.C + c)] * dz;
         }
       }
 }
 
 inline void layer_backward(const problem& pb, const vec& x, const vec& W, const vec& bias, const dropout& d,
-                           const vec& dy, vec& dx, vec& dW, vec& dbias) {
+                           const vec& dy, vec& dx, vec& dW, vec& dbias, vec* dW_mag = nullptr, vec* db_mag = nullptr) {
   vec o_pre, o, d_o;
   offsets(pb, x, W, bias, d, o_pre, o);
   window_backward(pb, x, o, dy, dx, d_o);
-  offsets_backward(pb, x, W, o_pre, d_o, d, dx, dW, dbias);
+  offsets_backward(pb, x, W, o_pre, d_o, d, dx, dW, dbias, dW_mag, db_mag);
 }
 
 // S[t] = scale * sum_{tau = start of t's segment}^{t} x[tau] (segment 0: the whole sequence).

@@ -39,8 +39,8 @@ void run_layer_case(const ref::problem& pb, layout lay, const mode& md, std::mt1
 
   vec want_pre;
   const vec want_y = ref::layer_forward(pb, x, W, bias, rd, &want_pre);
-  vec want_dx, want_dW, want_db;
-  ref::layer_backward(pb, x, W, bias, rd, dy, want_dx, want_dW, want_db);
+  vec want_dx, want_dW, want_db, dW_mag, db_mag;
+  ref::layer_backward(pb, x, W, bias, rd, dy, want_dx, want_dW, want_db, &dW_mag, &db_mag);
 
   const auto xs = to_layout<T>(x, lay, pb.T, pb.B, pb.C), dys = to_layout<T>(dy, lay, pb.T, pb.B, pb.C);
   const auto Ws = to_store_vec<T>(W), bs = to_store_vec<T>(bias);
@@ -72,10 +72,10 @@ void run_layer_case(const ref::problem& pb, layout lay, const mode& md, std::mt1
       ba.dx = dx.data(), ba.dweight = dW.data(), ba.dbias = want_dbias ? db.data() : nullptr;
       ba.lengths = fa.lengths, ba.dropout = dp;
       conv.backward(ba);
-      TT_CHECK_CLOSE("dx", from_layout(dx.data(), lay, pb.T, pb.B, pb.C), want_dx, tol<T>(), std::max(1e-6, max_abs(want_dx)));
-      TT_CHECK_CLOSE("dweight", to_dbl_vec(dW), want_dW, tol<T>(), std::max(1e-6, max_abs(want_dW)));
+      TT_CHECK_CLOSE("dx", from_layout(dx.data(), lay, pb.T, pb.B, pb.C), want_dx, tol<T>(), dx_scale(want_dx, dy));
+      TT_CHECK_CLOSE("dweight", to_dbl_vec(dW), want_dW, tol<T>(), sum_scale(dW_mag));
       if (want_dbias) {
-        TT_CHECK_CLOSE("dbias", to_dbl_vec(db), want_db, tol<T>(), std::max(1e-6, max_abs(want_db)));
+        TT_CHECK_CLOSE("dbias", to_dbl_vec(db), want_db, tol<T>(), sum_scale(db_mag));
       } else {
         bool untouched = true;  // dbias = null: nothing written there
         for (const T& v : db) untouched = untouched && to_dbl<T>(v) == to_dbl<T>(to_store<T>(-777));
@@ -113,7 +113,7 @@ TEST_CASE_TEMPLATE("layer: talk_conv<T, 4> forward/backward equal the reference"
   run_layer_suite<T, 4>(2002);
 }
 
-TEST_CASE("layer: talk_conv<float, 1> and a larger problem (several time tiles, K = 25)") {
+TEST_CASE("layer: larger problems (several time tiles, K = 25; C = 136)") {
   std::mt19937_64 rng(3003);
   for (bool causal : {false, true}) {
     ref::problem pb;
@@ -122,6 +122,12 @@ TEST_CASE("layer: talk_conv<float, 1> and a larger problem (several time tiles, 
     run_layer_case<float, 1>(pb, layout::btc, modes[3], rng, "large");
     pb.H = 6;
     run_layer_case<double, talkconv::dynamic_heads>(pb, layout::tbc, modes[2], rng, "large");
+    // C = 136: dweight is summed in column blocks of 64 (the last one partial), rows in chunks of 256.
+    ref::problem wide;
+    wide.T = 300, wide.B = 2, wide.C = 136, wide.H = 4, wide.L = 5, wide.M = causal ? 0 : 3, wide.causal = causal;
+    wide.lengths = {300, 257};
+    run_layer_case<float, 4>(wide, layout::tbc, modes[2], rng, "wide C");
+    run_layer_case<Eigen::bfloat16, talkconv::dynamic_heads>(wide, layout::btc, modes[0], rng, "wide C");
   }
 }
 

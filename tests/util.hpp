@@ -200,6 +200,18 @@ bool bitwise_equal(const std::vector<S>& a, const std::vector<S>& b) {
   return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(S)) == 0);
 }
 
+// Scales the gradient comparisons are relative to (the "window scale" of each quantity):
+//   dx:        max(max |dx_ref|, mean |dy|)  (a window spreads dy / K over up to K tokens)
+//   d_offsets: max(max |d_ref|, max(L, M) / K * R * mean |x| * mean |dy|)  (one head's typical slope sum)
+//   dweight, dbias: the largest sum of |terms| (what summation error is relative to)
+inline double dx_scale(const vec& dx_ref, const vec& dy) { return std::max({1e-300, max_abs(dx_ref), mean_abs(dy)}); }
+inline double d_offsets_scale(const ref::problem& pb, const vec& d_ref, const vec& x, const vec& dy) {
+  const double typical = static_cast<double>(std::max(pb.L, pb.M)) / static_cast<double>(pb.K()) *
+                         static_cast<double>(pb.R()) * mean_abs(x) * mean_abs(dy);
+  return std::max({1e-300, max_abs(d_ref), typical});
+}
+inline double sum_scale(const vec& mag) { return std::max(1e-300, max_abs(mag)); }
+
 // A random problem: shapes drawn from small ranges, with the corner cases mixed in by the caller.
 struct shape_opts {
   long T_max = 40, B_max = 3, C_max = 16;
@@ -262,7 +274,10 @@ inline std::vector<ref::problem> corner_problems(bool causal, long fixed_heads =
 
 namespace tt {
 
+// Every storage type the comparisons run on (a quick local build may narrow it with -DTT_DTYPES=float).
+#ifndef TT_DTYPES
 #define TT_DTYPES float, double, Eigen::half, Eigen::bfloat16, user_float, user_float_wide
+#endif
 
 inline talkconv::seq_shape shape_of(const ref::problem& pb, layout lay) {
   return talkconv::seq_shape{pb.T, pb.B, pb.C, lay};
