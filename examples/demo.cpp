@@ -17,6 +17,7 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #if defined(_OPENMP)
@@ -229,6 +230,16 @@ void check_gradients(bool causal) {
   report(what.c_str(), worst, 1e-6);
 }
 
+// The 1-minute load average (Linux; -1 elsewhere): timings taken on a busy machine say little.
+double load_average() {
+  double load = -1.0;
+  if (std::FILE* f = std::fopen("/proc/loadavg", "r")) {
+    if (std::fscanf(f, "%lf", &load) != 1) load = -1.0;
+    std::fclose(f);
+  }
+  return load;
+}
+
 struct options {
   bool quick = false;
   int threads = 0;
@@ -361,6 +372,13 @@ int main(int argc, char** argv) {
   // Timings: talkconv against the naive sum (both compute offsets and the window), median of `runs`.
   std::printf("\ntimings (median of %d runs, %d thread%s; naive = SPEC's direct form in double, one thread)\n", runs,
               threads, threads == 1 ? "" : "s");
+  const double load = load_average();
+  const unsigned cpus = std::thread::hardware_concurrency();
+  if (load >= 0.0 && cpus > 0 && load > 0.5 * double(cpus))
+    std::printf(
+        "  note: load average %.1f on %u CPUs: other work shares the machine, so these timings are rough\n"
+        "  (on a shared machine OMP_WAIT_POLICY=passive, or --threads 1, avoids threads spinning at barriers)\n",
+        load, cpus);
   std::printf("  %-34s %10s %14s %10s\n", "", "ms", "tokens/s", "speed-up");
   const double tokens = double(T * B);
   auto row = [&](const char* name, double ms, double naive_ms) {
