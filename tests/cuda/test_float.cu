@@ -16,6 +16,16 @@ TALKCONV_GPU_CASE("window tokens beyond the shared-memory halo take the exact di
     // Offsets up to 6: windows reach 240 tokens, the halo was sized for 40 (max_offset passed as 1).
     window_case<float>(c, 6.0, 1.0f);
   }
+  // A window longer than shared memory can hold at all.
+  test_case big = random_case(99, false, layout::btc, 10);
+  big.pb.T = 3000;
+  big.pb.B = 1;
+  big.pb.H = 1;
+  big.pb.C = 70;
+  big.pb.L = 1200;
+  big.pb.M = 900;
+  big.pb.lengths = {2900};
+  window_case<float>(big, 1.0);
 }
 
 // Offsets that put bounds exactly on integers (0 and 1, dropout zeros) and NaN offsets.
