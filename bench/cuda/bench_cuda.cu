@@ -59,9 +59,10 @@ struct dev {
   dev& operator=(const dev&) = delete;
 };
 
-// Times f() with CUDA events around each iteration (manual time).
+// Times f() with CUDA events around each iteration (manual time); returns the total seconds.
 template <class F>
-void time_loop(benchmark::State& st, cudaStream_t s, F&& f) {
+double time_loop(benchmark::State& st, cudaStream_t s, F&& f) {
+  double total = 0.0;
   cudaEvent_t a, b;
   BENCH_CUDA(cudaEventCreate(&a));
   BENCH_CUDA(cudaEventCreate(&b));
@@ -75,9 +76,11 @@ void time_loop(benchmark::State& st, cudaStream_t s, F&& f) {
     float ms = 0.0f;
     BENCH_CUDA(cudaEventElapsedTime(&ms, a, b));
     st.SetIterationTime(double(ms) * 1e-3);
+    total += double(ms) * 1e-3;
   }
   BENCH_CUDA(cudaEventDestroy(a));
   BENCH_CUDA(cudaEventDestroy(b));
+  return total;
 }
 
 // Device-to-device copy bandwidth (read + write bytes per second) for `bytes`, measured once per size.
@@ -101,10 +104,13 @@ double copy_rate(std::size_t bytes) {
   return last_rate;
 }
 
-void set_counters(benchmark::State& st, double bytes_moved, std::size_t copy_bytes) {
-  st.counters["bytes_per_second"] =
-      benchmark::Counter(bytes_moved * double(st.iterations()), benchmark::Counter::kIsRate);
+// bytes_per_second: the bytes a kernel must move at least, over its measured time; copy_fraction: that
+// rate over a device-to-device copy's (read + write) of the input's bytes, measured on the same device.
+void set_counters(benchmark::State& st, double seconds, double bytes_moved, std::size_t copy_bytes) {
+  const double rate = seconds > 0.0 ? bytes_moved * double(st.iterations()) / seconds : 0.0;
+  st.counters["bytes_per_second"] = rate;
   st.counters["copy_GBps"] = copy_rate(copy_bytes) * 1e-9;
+  st.counters["copy_fraction"] = rate / copy_rate(copy_bytes);
   st.SetBytesProcessed(static_cast<int64_t>(bytes_moved * double(st.iterations())));
 }
 
@@ -191,8 +197,9 @@ void BM_window_forward(benchmark::State& st) {
   dev<T> x(pb.n(), 1, -1.0f, 3.0f), y(pb.n());
   dev<float> o(pb.np(), 2, 0.0f, 1.0f);
   cudaStream_t s = nullptr;
-  time_loop(st, s, [&] { tcu::window_forward<T>(pb.shape(), pb.window(), x.p, o.p, y.p, nullptr, s); });
-  set_counters(st, double(2 * pb.n() * sizeof(T) + pb.np() * sizeof(float)), pb.n() * sizeof(T));
+  const double secs =
+      time_loop(st, s, [&] { tcu::window_forward<T>(pb.shape(), pb.window(), x.p, o.p, y.p, nullptr, s); });
+  set_counters(st, secs, double(2 * pb.n() * sizeof(T) + pb.np() * sizeof(float)), pb.n() * sizeof(T));
 }
 
 template <class T>
@@ -202,12 +209,12 @@ void BM_original_forward(benchmark::State& st) {
   dev<float> o(pb.np(), 2, 0.0f, 1.0f), S(pb.n());
   const float inv_k = 1.0f / float(pb.L + pb.M + 1);
   cudaStream_t s = nullptr;
-  time_loop(st, s, [&] {
+  const double secs = time_loop(st, s, [&] {
     original_prefix_kernel<T><<<blocks_for(pb.B * pb.C, 256), 256, 0, s>>>(x.p, S.p, pb.T, pb.B, pb.C, inv_k);
     original_gather_kernel<T>
         <<<blocks_for(pb.n(), 256), 256, 0, s>>>(S.p, o.p, y.p, pb.T, pb.B, pb.C, pb.H, pb.L, pb.M, pb.causal);
   });
-  set_counters(st, double(2 * pb.n() * sizeof(T) + pb.np() * sizeof(float)), pb.n() * sizeof(T));
+  set_counters(st, secs, double(2 * pb.n() * sizeof(T) + pb.np() * sizeof(float)), pb.n() * sizeof(T));
 }
 
 template <class T>
@@ -215,8 +222,9 @@ void BM_memcpy(benchmark::State& st) {
   const problem pb(st);
   dev<T> x(pb.n(), 1, -1.0f, 3.0f), y(pb.n());
   cudaStream_t s = nullptr;
-  time_loop(st, s, [&] { BENCH_CUDA(cudaMemcpyAsync(y.p, x.p, pb.n() * sizeof(T), cudaMemcpyDeviceToDevice, s)); });
-  set_counters(st, double(2 * pb.n() * sizeof(T)), pb.n() * sizeof(T));
+  const double secs =
+      time_loop(st, s, [&] { BENCH_CUDA(cudaMemcpyAsync(y.p, x.p, pb.n() * sizeof(T), cudaMemcpyDeviceToDevice, s)); });
+  set_counters(st, secs, double(2 * pb.n() * sizeof(T)), pb.n() * sizeof(T));
 }
 
 template <class T>
@@ -238,8 +246,8 @@ void BM_layer_forward(benchmark::State& st) {
   std::size_t bytes = 0;
   layer.forward(nullptr, bytes, a, nullptr);
   dev<char> ws(bytes);
-  time_loop(st, nullptr, [&] { layer.forward(ws.p, bytes, a, nullptr); });
-  set_counters(st, double(2 * pb.n() * sizeof(T) + pb.np() * sizeof(float)), pb.n() * sizeof(T));
+  const double secs = time_loop(st, nullptr, [&] { layer.forward(ws.p, bytes, a, nullptr); });
+  set_counters(st, secs, double(2 * pb.n() * sizeof(T) + pb.np() * sizeof(float)), pb.n() * sizeof(T));
 }
 
 template <class T>
@@ -264,9 +272,9 @@ void BM_layer_backward(benchmark::State& st) {
   std::size_t bytes = 0;
   layer.backward(nullptr, bytes, a, nullptr);
   dev<char> ws(bytes);
-  time_loop(st, nullptr, [&] { layer.backward(ws.p, bytes, a, nullptr); });
+  const double secs = time_loop(st, nullptr, [&] { layer.backward(ws.p, bytes, a, nullptr); });
   // At least: x twice (offset gradients, dW), dy, dx.
-  set_counters(st, double(4 * pb.n() * sizeof(T)), pb.n() * sizeof(T));
+  set_counters(st, secs, double(4 * pb.n() * sizeof(T)), pb.n() * sizeof(T));
 }
 
 template <class T>
@@ -278,7 +286,7 @@ void BM_original_backward(benchmark::State& st) {
   const float inv_k = 1.0f / float(pb.L + pb.M + 1);
   cudaStream_t s = nullptr;
   (void)P;
-  time_loop(st, s, [&] {
+  const double secs = time_loop(st, s, [&] {
     original_prefix_kernel<T><<<blocks_for(pb.B * pb.C, 256), 256, 0, s>>>(x.p, S.p, pb.T, pb.B, pb.C, inv_k);
     BENCH_CUDA(cudaMemsetAsync(dS.p, 0, pb.n() * sizeof(float), s));
     BENCH_CUDA(cudaMemsetAsync(d_o.p, 0, pb.np() * sizeof(float), s));
@@ -286,7 +294,7 @@ void BM_original_backward(benchmark::State& st) {
                                                                        pb.H, pb.L, pb.M, pb.causal);
     original_suffix_kernel<T><<<blocks_for(pb.B * pb.C, 256), 256, 0, s>>>(dS.p, dx.p, pb.T, pb.B, pb.C, inv_k);
   });
-  set_counters(st, double(4 * pb.n() * sizeof(T)), pb.n() * sizeof(T));
+  set_counters(st, secs, double(4 * pb.n() * sizeof(T)), pb.n() * sizeof(T));
 }
 
 // range(0) = L (= M when bidirectional), range(1) = causal.
