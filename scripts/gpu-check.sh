@@ -93,7 +93,7 @@ rc=$?
 [ $rc -ne 0 ] && [ $rc -ne 77 ] && status=1
 run ctest ctest --test-dir "$build" -L gpu --output-on-failure || status=1
 
-# ---- sanitizers on a reduced case set (no 64-bit case: it needs 33 GB) ---------------------------------
+# ---- sanitizers on a reduced case set (no 64-bit case: it needs 28 GiB) ---------------------------------
 if [ "${SKIP_SANITIZE:-0}" != 1 ]; then
   if command -v compute-sanitizer >/dev/null || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
     cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)

@@ -22,8 +22,8 @@ TALKCONV_GPU_CASE("incremental decoding equals the causal forward, row by row: h
   for (std::uint64_t s = 1; s <= 3; ++s) decoder_case<__half>(s + 20);
 }
 
-// ---- 64-bit indexing: a half problem with T * B * C = 2^32 elements (x, y, dy, dx: 8 GiB each, about 33 GB
-// of device memory in all), generated on the device from a counter hash, checked at sampled positions
+// ---- 64-bit indexing: a half problem with T * B * C = 2^32 elements (x, y (reused as dy), dx: 8 GiB each,
+// about 26 GB of device memory in all), generated on the device from a counter hash, checked at sampled positions
 // (many past element 2^31) against SPEC's direct form evaluated on the host from the same hash.
 namespace {
 
@@ -70,8 +70,9 @@ TALKCONV_GPU_CASE("64-bit indexing: half, T * B * C = 2^32, forward and backward
   REQUIRE(n > (std::uint64_t(1) << 31));
   std::size_t free_b = 0, total_b = 0;
   CUDA_OK(cudaMemGetInfo(&free_b, &total_b));
-  if (free_b < std::size_t(36) << 30) {
-    MESSAGE("needs about 36 GB of free device memory, has ", free_b >> 30, " GiB: case not run");
+  if (free_b < std::size_t(28) << 30) {
+    // Not run is not passed: exclude this case explicitly (--test-case-exclude="*64-bit*") on small GPUs.
+    FAIL_CHECK("needs about 28 GiB of free device memory, has ", free_b >> 30, " GiB");
     return;
   }
   const talkconv::seq_shape s{T_, B, C, talkconv::layout::tbc};
