@@ -41,48 +41,65 @@ struct offsets_args {
 constexpr int proj_warps = row_threads / 32;
 constexpr int param_threads = 128;
 
-// SPEC step 1 for memory row r: z = W x + bias by one warp (lanes stride the channels, WarpReduce per
-// offset, fixed order), then o_pre = sigmoid(z), o = o_pre * m / (1 - p). zbuf: this warp's P slots.
+constexpr int proj_rows = 4;  // consecutive rows per warp: each weight load serves all of them
+
+// SPEC step 1 for memory rows [r0, r0 + proj_rows) (those < N): z = W x + bias by one warp (lanes stride
+// the channels; each lane's weights are loaded once for all rows; WarpReduce per offset, fixed order,
+// so a row's z does not depend on its neighbours), then o_pre = sigmoid(z), o = o_pre * m / (1 - p).
+// zbuf: this warp's proj_rows * P slots.
 template <int PC, class Idx, class T>
-__device__ void project_row(const offsets_args<T>& a, index_t r, acc_t<T>* zbuf,
-                            typename cub::WarpReduce<acc_t<T>>::TempStorage& tmp) {
+__device__ void project_rows(const offsets_args<T>& a, index_t r0, acc_t<T>* zbuf,
+                             typename cub::WarpReduce<acc_t<T>>::TempStorage& tmp) {
   using A = acc_t<T>;
   const int lane = static_cast<int>(threadIdx.x) % 32;
-  const index_t P = a.g.P, C = a.g.C;
-  index_t t, b;
-  a.g.token_of(r, t, b);
-  A* o = a.o ? a.o + Idx(r) * Idx(P) : nullptr;
-  A* op = a.o_pre ? a.o_pre + Idx(r) * Idx(P) : nullptr;
-  if (t >= a.g.length(b)) {
-    for (index_t j = lane; j < P; j += 32) {
-      if (o) o[j] = A(0);
-      if (op) op[j] = A(0);
-    }
-    return;
-  }
-  const T* xr = a.x + Idx(r) * Idx(C);
+  const index_t P = a.g.P, C = a.g.C, N = a.g.T * a.g.B;
+  const int rows = static_cast<int>(N - r0 < proj_rows ? N - r0 : proj_rows);
+  const T* x0 = a.x + Idx(r0) * Idx(C);
   for (index_t p0 = 0; p0 < P; p0 += PC) {
-    A acc[PC];
+    A acc[proj_rows][PC];
 #pragma unroll
-    for (int i = 0; i < PC; ++i) acc[i] = A(0);
+    for (int k = 0; k < proj_rows; ++k)
+#pragma unroll
+      for (int i = 0; i < PC; ++i) acc[k][i] = A(0);
     for (index_t c = lane; c < C; c += 32) {
-      const A xv = to_acc<T>(xr[c]);
+      A w[PC];
 #pragma unroll
-      for (int i = 0; i < PC; ++i)
-        if (p0 + i < P) acc[i] += to_acc<T>(a.weight[Idx(p0 + i) * Idx(C) + Idx(c)]) * xv;
+      for (int i = 0; i < PC; ++i) w[i] = p0 + i < P ? to_acc<T>(a.weight[Idx(p0 + i) * Idx(C) + Idx(c)]) : A(0);
+#pragma unroll
+      for (int k = 0; k < proj_rows; ++k) {
+        if (k >= rows) break;
+        const A xv = to_acc<T>(x0[Idx(k) * Idx(C) + Idx(c)]);
+#pragma unroll
+        for (int i = 0; i < PC; ++i) acc[k][i] += w[i] * xv;
+      }
     }
 #pragma unroll
-    for (int i = 0; i < PC; ++i) {
-      const A s = cub::WarpReduce<A>(tmp).Sum(acc[i]);
-      if (lane == 0 && p0 + i < P) zbuf[p0 + i] = s;
-      __syncwarp();
-    }
+    for (int k = 0; k < proj_rows; ++k)
+#pragma unroll
+      for (int i = 0; i < PC; ++i) {
+        const A s = cub::WarpReduce<A>(tmp).Sum(acc[k][i]);
+        if (lane == 0 && p0 + i < P) zbuf[k * P + p0 + i] = s;
+        __syncwarp();
+      }
   }
-  for (index_t j = lane; j < P; j += 32) {
-    const A z = zbuf[j] + (a.bias ? to_acc<T>(a.bias[j]) : A(0));
-    const A s = talkconv::detail::sigmoid<A>(z);
-    if (op) op[j] = s;
-    if (o) o[j] = s * talkconv::detail::dropout_scale<A>(a.dropout, a.seed, t + a.t_base, b, j, a.p);
+  for (int k = 0; k < rows; ++k) {
+    const index_t r = r0 + k;
+    index_t t, b;
+    a.g.token_of(r, t, b);
+    const bool valid = t < a.g.length(b);
+    A* o = a.o ? a.o + Idx(r) * Idx(P) : nullptr;
+    A* op = a.o_pre ? a.o_pre + Idx(r) * Idx(P) : nullptr;
+    for (index_t j = lane; j < P; j += 32) {
+      if (!valid) {
+        if (o) o[j] = A(0);
+        if (op) op[j] = A(0);
+        continue;
+      }
+      const A z = zbuf[k * P + j] + (a.bias ? to_acc<T>(a.bias[j]) : A(0));
+      const A sg = talkconv::detail::sigmoid<A>(z);
+      if (op) op[j] = sg;
+      if (o) o[j] = sg * talkconv::detail::dropout_scale<A>(a.dropout, a.seed, t + a.t_base, b, j, a.p);
+    }
   }
   __syncwarp();
 }

@@ -26,14 +26,14 @@ offsets_args<T> make_offsets_args(const seq_shape& s, const window_params& w, co
 // Projection + sigmoid + dropout of every row of a.x into a.o / a.o_pre.
 template <class T>
 void launch_project(const offsets_args<T>& a, const seq_shape& s, cudaStream_t stream) {
-  const std::size_t smem = sizeof(acc_t<T>) * std::size_t(proj_warps) * std::size_t(a.g.P);
+  const std::size_t smem = sizeof(acc_t<T>) * std::size_t(proj_warps * proj_rows) * std::size_t(a.g.P);
   const index_t rows = a.g.T * a.g.B;
   dispatch_index(fits_int32(s, a.g.P), [&](auto I) {
     using Idx = typename decltype(I)::type;
     dispatch_heads(a.g.P, [&](auto pc) {
       auto* kernel = &project_offsets_kernel<T, Idx, decltype(pc)::value>;
       allow_smem(kernel, smem, "cudaFuncSetAttribute(project_offsets_kernel)");
-      kernel<<<grid_for(rows, proj_warps), row_threads, smem, stream>>>(a);
+      kernel<<<grid_for(rows, proj_warps * proj_rows), row_threads, smem, stream>>>(a);
       check_launch("project_offsets_kernel");
     });
   });
