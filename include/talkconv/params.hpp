@@ -62,11 +62,11 @@ struct dropout_params {
 
 namespace detail {
 
+// a * b for non-negative a and b, or a size_overflow error naming `what`.
 inline index_t checked_mul(index_t a, index_t b, const char* what) {
-  index_t r = 0;
-  if (__builtin_mul_overflow(a, b, &r))
+  if (a != 0 && b > std::numeric_limits<index_t>::max() / a)
     fail(status::size_overflow, what, what, " = ", a, " * ", b, " overflows a 64-bit index");
-  return r;
+  return a * b;
 }
 
 inline void validate_shape(const seq_shape& s) {

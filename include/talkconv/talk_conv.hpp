@@ -9,7 +9,8 @@ namespace talkconv {
 
 // The layer for storage type T (float, double, Eigen::half, Eigen::bfloat16, or a type with a
 // scalar_traits specialization) and a head count fixed at compile time (Heads > 0) or at run time
-// (Heads = dynamic_heads). The object holds only the configuration: parameters, activations and
+// (Heads = dynamic_heads; on the CPU a compile-time count is checked against the configuration and
+// otherwise costs nothing, the CUDA path specializes its kernels on it). The object holds only the configuration: parameters, activations and
 // gradients stay in the caller's memory, and calls are const and thread-compatible.
 template <class T, int Heads = dynamic_heads>
 class talk_conv {

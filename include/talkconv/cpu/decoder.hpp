@@ -42,6 +42,21 @@ class decoder {
     std::fill(ring_.begin(), ring_.end(), acc_type(0));
   }
 
+  // Beam search: sequence b continues from the state sequence new_order[b] had (B entries in
+  // [0, B), host memory; repeats allowed), as fairseq's reorder_incremental_state.
+  void reorder(const index_t* new_order) {
+    talkconv::detail::require_pointer(new_order, "new_order");
+    for (index_t b = 0; b < B_; ++b)
+      if (new_order[b] < 0 || new_order[b] >= B_)
+        talkconv::detail::fail(status::invalid_shape, talkconv::detail::concat("new_order[", b, "]"), "new_order[", b,
+                               "] = ", new_order[b], " is outside [0, B = ", B_, ")");
+    std::vector<acc_type> old(ring_);
+    for (index_t r = 0; r < ring_rows_; ++r)
+      for (index_t b = 0; b < B_; ++b)
+        std::copy(old.begin() + (r * B_ + new_order[b]) * C_, old.begin() + (r * B_ + new_order[b] + 1) * C_,
+                  ring_.begin() + (r * B_ + b) * C_);
+  }
+
   // x_t, y_t: [B, C] row-major (token t of every sequence). weight [P, C], bias [P] or null.
   void step(const T* x_t, const T* weight, const T* bias, T* y_t) {
     using A = acc_type;
