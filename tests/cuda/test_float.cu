@@ -255,3 +255,21 @@ TEST_CASE("CUDA entry points fail with the CPU's named errors before touching me
           tcu::decoder<float>(talkconv::window_params{2, 2, 0, true}, 8, 2, fake, 16);
         }) == status::workspace_too_small);
 }
+
+// 16-byte vector loads when x's address and strides allow, element loads otherwise: the same sums, so
+// the same bits, from an aligned and a misaligned copy of x.
+TALKCONV_GPU_CASE("window forward gives the same bits from aligned and misaligned x") {
+  test_case c = random_case(4242, false, layout::btc, 300);
+  c.pb.H = 2;
+  c.pb.C = 128;  // blocks of 64 channels: vectorizable when aligned
+  const ref::problem& pb = c.pb;
+  const std::vector<float> x = to_type<float>(random_vec(pb.x_size(), 1, 1.0, 1.0));
+  const std::vector<float> o = to_type<float>(random_uniform(pb.o_size(), 2, 0.0, 1.0));
+  std::vector<float> shifted(x.size() + 1, 0.0f);
+  std::copy(x.begin(), x.end(), shifted.begin() + 1);
+  dbuf<float> d_x(x), d_xs(shifted), d_o(o), d_y(pb.x_size()), d_ys(pb.x_size());
+  lengths_on_device len(c);
+  tcu::window_forward<float>(c.shape(), c.window(), d_x.p, d_o.p, d_y.p, len.d(), nullptr);
+  tcu::window_forward<float>(c.shape(), c.window(), d_xs.p + 1, d_o.p, d_ys.p, len.d(), nullptr);
+  CHECK(same_bits(d_y.download(), d_ys.download()));
+}
