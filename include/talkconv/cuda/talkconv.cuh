@@ -1,4 +1,17 @@
 // talkconv's CUDA API in one include (compile with nvcc): building blocks and the talk_conv layer.
+//
+//   talkconv::cuda::window_forward / window_backward   building block 4 (device_window.cuh)
+//   talkconv::cuda::offsets_forward / offsets_backward building block 2 (device_offsets.cuh)
+//   talkconv::cuda::prefix_sum, head_sum               building blocks 1 and 3 (device_scan.cuh)
+//   talkconv::cuda::talk_conv<T, Heads>, decoder<T>    the layer and incremental decoding (talk_conv.cuh)
+//
+// Every pointer is device memory (lengths too: B int64 values, clamped to [0, T] in the kernels); every
+// call takes a cudaStream_t, never allocates (except the documented convenience overloads, which use
+// cudaMallocAsync on the caller's stream) and never synchronizes. Calls that need scratch memory follow
+// CUB's two-phase protocol. Host-side validation throws the CPU path's named talkconv::error.
+//
+// Spell the namespace out (talkconv::cuda, or an alias): after `using namespace talkconv;` a bare
+// `cuda::` is ambiguous with libcu++'s ::cuda.
 #pragma once
 
 #include "talkconv/cuda/cuda_traits.hpp"
