@@ -130,16 +130,53 @@ struct problem {
 
 // ---- the original algorithm (baseline) ----------------------------------------------------------------
 
-// S = (1/K) cumsum(x) over the whole sequence, in float, written in full: one thread per (b, c).
-template <class T>
-__global__ void original_prefix_kernel(const T* x, float* S, index_t T_, index_t B, index_t C, float inv_k) {
-  const index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= B * C) return;
+// The global scan of the original (a cumsum along time, as torch.cumsum gives it): chunks of
+// scan_chunk tokens scanned per (b, c) thread, then every chunk adds the totals of the chunks before it
+// (after it, for the reverse scan of the backward). out[t] = scale * sum x over the chunk, then the carry.
+constexpr index_t scan_chunk = 64;
+
+template <class In, bool Reverse>
+__global__ void chunk_scan_kernel(const In* in, float* out, float* totals, index_t T_, index_t BC, float scale) {
+  const index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x, k = blockIdx.y;
+  if (i >= BC) return;
+  const index_t t0 = k * scan_chunk, t1 = t0 + scan_chunk < T_ ? t0 + scan_chunk : T_;
   float run = 0.0f;
-  for (index_t t = 0; t < T_; ++t) {
-    run += inv_k * talkconv::to_acc<T>(x[t * B * C + i]);
-    S[t * B * C + i] = run;
+  for (index_t s = 0; s < t1 - t0; ++s) {
+    const index_t t = Reverse ? t1 - 1 - s : t0 + s;
+    run += scale * talkconv::to_acc<In>(in[t * BC + i]);
+    out[t * BC + i] = run;
   }
+  totals[k * BC + i] = run;
+}
+
+// Adds the carry of the preceding chunks; writes float S in place (final == nullptr) or final = v * post.
+template <class Out, bool Reverse>
+__global__ void chunk_carry_kernel(float* out, const float* totals, Out* final_out, index_t T_, index_t BC,
+                                   index_t chunks, float post) {
+  const index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x, k = blockIdx.y;
+  if (i >= BC) return;
+  float carry = 0.0f;
+  if (Reverse)
+    for (index_t j = chunks - 1; j > k; --j) carry += totals[j * BC + i];
+  else
+    for (index_t j = 0; j < k; ++j) carry += totals[j * BC + i];
+  const index_t t0 = k * scan_chunk, t1 = t0 + scan_chunk < T_ ? t0 + scan_chunk : T_;
+  for (index_t t = t0; t < t1; ++t) {
+    const float v = out[t * BC + i] + carry;
+    if (final_out)
+      final_out[t * BC + i] = talkconv::from_acc<Out>(v * post);
+    else
+      out[t * BC + i] = v;
+  }
+}
+
+template <class In, class Out, bool Reverse>
+void global_scan(const In* in, float* out, float* totals, Out* final_out, index_t T_, index_t BC, float scale,
+                 float post, cudaStream_t s) {
+  const index_t chunks = (T_ + scan_chunk - 1) / scan_chunk;
+  const dim3 grid(static_cast<unsigned>((BC + 255) / 256), static_cast<unsigned>(chunks));
+  chunk_scan_kernel<In, Reverse><<<grid, 256, 0, s>>>(in, out, totals, T_, BC, scale);
+  chunk_carry_kernel<Out, Reverse><<<grid, 256, 0, s>>>(out, totals, final_out, T_, BC, chunks, post);
 }
 
 // y = I(a_r) - I(a_l - 1) read from the global S (the original gather), one thread per element.
@@ -176,17 +213,6 @@ __global__ void original_scatter_kernel(const float* S, const float* o, const T*
   if (!causal) atomicAdd(&d_o[tb * P + H + h], d * float(M) * (s(k.i1) - s(k.i0)));
 }
 
-template <class T>
-__global__ void original_suffix_kernel(const float* dS, T* dx, index_t T_, index_t B, index_t C, float inv_k) {
-  const index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= B * C) return;
-  float run = 0.0f;
-  for (index_t t = T_ - 1; t >= 0; --t) {
-    run += dS[t * B * C + i];
-    dx[t * B * C + i] = talkconv::from_acc<T>(run * inv_k);
-  }
-}
-
 unsigned blocks_for(std::size_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
 
 // ---- benchmarks -----------------------------------------------------------------------------------------
@@ -206,11 +232,11 @@ template <class T>
 void BM_original_forward(benchmark::State& st) {
   const problem pb(st);
   dev<T> x(pb.n(), 1, -1.0f, 3.0f), y(pb.n());
-  dev<float> o(pb.np(), 2, 0.0f, 1.0f), S(pb.n());
+  dev<float> o(pb.np(), 2, 0.0f, 1.0f), S(pb.n()), totals(pb.n() / scan_chunk + pb.B * pb.C);
   const float inv_k = 1.0f / float(pb.L + pb.M + 1);
   cudaStream_t s = nullptr;
   const double secs = time_loop(st, s, [&] {
-    original_prefix_kernel<T><<<blocks_for(pb.B * pb.C, 256), 256, 0, s>>>(x.p, S.p, pb.T, pb.B, pb.C, inv_k);
+    global_scan<T, float, false>(x.p, S.p, totals.p, static_cast<float*>(nullptr), pb.T, pb.B * pb.C, inv_k, 1.0f, s);
     original_gather_kernel<T>
         <<<blocks_for(pb.n(), 256), 256, 0, s>>>(S.p, o.p, y.p, pb.T, pb.B, pb.C, pb.H, pb.L, pb.M, pb.causal);
   });
@@ -282,17 +308,17 @@ void BM_original_backward(benchmark::State& st) {
   const problem pb(st);
   const index_t P = pb.window().num_offsets();
   dev<T> x(pb.n(), 1, -1.0f, 3.0f), dy(pb.n(), 5, -1.0f, 1.0f), dx(pb.n());
-  dev<float> o(pb.np(), 2, 0.0f, 1.0f), S(pb.n()), dS(pb.n()), d_o(pb.np());
+  dev<float> o(pb.np(), 2, 0.0f, 1.0f), S(pb.n()), dS(pb.n()), d_o(pb.np()), totals(pb.n() / scan_chunk + pb.B * pb.C);
   const float inv_k = 1.0f / float(pb.L + pb.M + 1);
   cudaStream_t s = nullptr;
   (void)P;
   const double secs = time_loop(st, s, [&] {
-    original_prefix_kernel<T><<<blocks_for(pb.B * pb.C, 256), 256, 0, s>>>(x.p, S.p, pb.T, pb.B, pb.C, inv_k);
+    global_scan<T, float, false>(x.p, S.p, totals.p, static_cast<float*>(nullptr), pb.T, pb.B * pb.C, inv_k, 1.0f, s);
     BENCH_CUDA(cudaMemsetAsync(dS.p, 0, pb.n() * sizeof(float), s));
     BENCH_CUDA(cudaMemsetAsync(d_o.p, 0, pb.np() * sizeof(float), s));
     original_scatter_kernel<T><<<blocks_for(pb.n(), 256), 256, 0, s>>>(S.p, o.p, dy.p, dS.p, d_o.p, pb.T, pb.B, pb.C,
                                                                        pb.H, pb.L, pb.M, pb.causal);
-    original_suffix_kernel<T><<<blocks_for(pb.B * pb.C, 256), 256, 0, s>>>(dS.p, dx.p, pb.T, pb.B, pb.C, inv_k);
+    global_scan<float, T, true>(dS.p, dS.p, totals.p, dx.p, pb.T, pb.B * pb.C, 1.0f, inv_k, s);
   });
   set_counters(st, secs, double(4 * pb.n() * sizeof(T)), pb.n() * sizeof(T));
 }
