@@ -113,3 +113,47 @@ TEST_CASE("decoder: needs a causal layer") {
 }
 
 }  // TEST_SUITE
+
+TEST_SUITE("decoder") {
+
+// Beam search: after reorder(order), sequence b continues as sequence order[b] did. A decoder that is
+// reordered mid-way and then fed the permuted tokens gives, bitwise, the permuted outputs of one that
+// never was.
+TEST_CASE_TEMPLATE("decoder: reorder continues each sequence from the state it names", T, float, Eigen::bfloat16) {
+  const long B = 4, C = 12, H = 3, L = 5, T_total = 40, t_switch = 17;
+  std::mt19937_64 rng(4242);
+  const vec x = normal_vec(rng, static_cast<size_t>(T_total * B * C), 1.0, 1.0);
+  const vec W = normal_vec(rng, static_cast<size_t>(H * C), 0.0, 0.3);
+  const vec bias = normal_vec(rng, static_cast<size_t>(H));
+  const auto xs = to_store_vec<T>(x), Ws = to_store_vec<T>(W), bs = to_store_vec<T>(bias);
+  const talkconv::talk_conv<T> conv(talkconv::talk_config{C, H, L, 0, true});
+  auto plain = conv.make_decoder(B), beam = conv.make_decoder(B);
+  const talkconv::index_t order[B] = {2, 2, 0, 3};
+  std::vector<T> y_plain(static_cast<size_t>(B * C)), y_beam(y_plain.size()), x_perm(y_plain.size());
+  bool same = true;
+  for (long t = 0; t < T_total; ++t) {
+    const T* xt = xs.data() + t * B * C;
+    plain.step(xt, Ws.data(), bs.data(), y_plain.data());
+    if (t == t_switch) beam.reorder(order);
+    for (long b = 0; b < B; ++b)
+      for (long c = 0; c < C; ++c) x_perm[static_cast<size_t>(b * C + c)] = xt[(t < t_switch ? b : order[b]) * C + c];
+    beam.step(x_perm.data(), Ws.data(), bs.data(), y_beam.data());
+    for (long b = 0; b < B; ++b)
+      for (long c = 0; c < C; ++c) {
+        const long src = t < t_switch ? b : order[b];
+        same = same && to_dbl<T>(y_beam[static_cast<size_t>(b * C + c)]) == to_dbl<T>(y_plain[static_cast<size_t>(src * C + c)]);
+      }
+  }
+  CHECK(same);
+
+  const talkconv::index_t bad[B] = {0, 1, 4, 2};
+  try {
+    beam.reorder(bad);
+    FAIL("reorder accepted new_order[2] = 4 with B = 4");
+  } catch (const talkconv::error& e) {
+    CHECK(e.code() == talkconv::status::invalid_shape);
+    CHECK(e.argument() == "new_order[2]");
+  }
+}
+
+}  // TEST_SUITE
