@@ -34,13 +34,19 @@ say "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown) $(git sta
 say "host: $(uname -a)"
 
 # ---- what the machine has --------------------------------------------------------------------------
+# Dependencies bundled by scripts/gpu-deps-bundle.sh (carry build/deps to a machine without network).
+deps=${DEPS_PREFIX:-$root/build/deps/usr}
+if [ -d "$deps" ]; then
+  export CMAKE_PREFIX_PATH="$deps${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+  say "using bundled dependencies in $deps"
+fi
+prefixes() { echo /usr /usr/local ${CMAKE_PREFIX_PATH:+${CMAKE_PREFIX_PATH//:/ }}; }
 missing=()
 command -v nvidia-smi >/dev/null || missing+=("nvidia-smi (NVIDIA driver)")
 command -v nvcc >/dev/null || { [ -x /usr/local/cuda/bin/nvcc ] && export PATH=/usr/local/cuda/bin:$PATH; }
 command -v nvcc >/dev/null || missing+=("nvcc (CUDA toolkit; expected in /usr/local/cuda/bin)")
-command -v cmake >/dev/null || missing+=("cmake (apt: cmake)")
 command -v g++ >/dev/null || missing+=("g++ (apt: g++)")
-have_header() { for d in /usr/include /usr/local/include /usr/include/eigen3 ${CMAKE_PREFIX_PATH:+${CMAKE_PREFIX_PATH//:/ }}; do [ -e "$d/$1" ] && return 0; done; return 1; }
+have_header() { for p in $(prefixes); do [ -e "$p/include/$1" ] || [ -e "$p/include/eigen3/$1" ] && return 0; done; return 1; }
 have_header Eigen/Core || missing+=("Eigen 3 headers (apt: libeigen3-dev)")
 have_header doctest/doctest.h || missing+=("doctest (apt: doctest-dev)")
 have_header benchmark/benchmark.h || missing+=("Google Benchmark (apt: libbenchmark-dev)")
@@ -55,7 +61,6 @@ if ((apt_missing)) && command -v apt-get >/dev/null && [ "$(id -u)" -eq 0 ]; the
   missing=()
   command -v nvidia-smi >/dev/null || missing+=("nvidia-smi (NVIDIA driver)")
   command -v nvcc >/dev/null || missing+=("nvcc (CUDA toolkit)")
-  command -v cmake >/dev/null || missing+=("cmake (apt: cmake)")
   have_header Eigen/Core || missing+=("Eigen 3 headers (apt: libeigen3-dev)")
   have_header doctest/doctest.h || missing+=("doctest (apt: doctest-dev)")
   have_header benchmark/benchmark.h || missing+=("Google Benchmark (apt: libbenchmark-dev)")
@@ -78,14 +83,43 @@ build=$root/build/gpu-check
 jobs=${JOBS:-$(nproc)}
 arch=${CUDA_ARCH:-90}
 status=0
-run configure cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DTALKCONV_WERROR=ON -DTALKCONV_BUILD_TESTS=ON \
-  -DTALKCONV_BUILD_EXAMPLES=OFF -DTALKCONV_BUILD_BENCH=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" || exit 3
+mkdir -p "$build"
 t0=$SECONDS
-run build cmake --build "$build" -j "$jobs" --target talkconv_cuda_tests talkconv_cuda_bench || exit 4
+if command -v cmake >/dev/null && [ "${DIRECT_BUILD:-0}" != 1 ]; then
+  run configure cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DTALKCONV_WERROR=ON -DTALKCONV_BUILD_TESTS=ON \
+    -DTALKCONV_BUILD_EXAMPLES=OFF -DTALKCONV_BUILD_BENCH=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" || exit 3
+  run build cmake --build "$build" -j "$jobs" --target talkconv_cuda_tests talkconv_cuda_bench || exit 4
+  tests=$build/tests/cuda/talkconv_cuda_tests
+  bench=$build/bench/cuda/talkconv_cuda_bench
+else
+  # No cmake: the same programs straight from nvcc (one object per source, in parallel, then a link).
+  say "building with nvcc directly (no cmake, or DIRECT_BUILD=1)"
+  inc=(-I"$root/include" -I"$root/tests")
+  libdirs=()
+  for p in $(prefixes); do
+    [ -d "$p/include" ] && inc+=(-I"$p/include")
+    [ -d "$p/include/eigen3" ] && inc+=(-I"$p/include/eigen3")
+    for l in "$p/lib/$(gcc -dumpmachine 2>/dev/null)" "$p/lib"; do [ -d "$l" ] && libdirs+=(-L"$l" -Xlinker -rpath="$l"); done
+  done
+  flags=(-std=c++17 -O3 -DNDEBUG -arch=sm_"$arch" --expt-relaxed-constexpr -Xptxas=-v -Xcompiler=-fopenmp "${inc[@]}")
+  direct() {
+    local objs=() pids=() src
+    for src in "$root"/tests/cuda/*.cu "$root"/tests/cuda/*.cpp; do
+      objs+=("$build/$(basename "$src").o")
+      nvcc "${flags[@]}" -c "$src" -o "$build/$(basename "$src").o" &
+      pids+=($!)
+      while (($(jobs -rp | wc -l) >= jobs)); do sleep 1; done
+    done
+    for p in "${pids[@]}"; do wait "$p" || return 1; done
+    nvcc "${flags[@]}" "${objs[@]}" -o "$build/talkconv_cuda_tests" "${libdirs[@]}" -lgomp || return 1
+    nvcc "${flags[@]}" "$root/bench/cuda/bench_cuda.cu" -o "$build/talkconv_cuda_bench" "${libdirs[@]}" -lbenchmark -lpthread
+  }
+  run build direct || exit 4
+  tests=$build/talkconv_cuda_tests
+  bench=$build/talkconv_cuda_bench
+fi
 say "build time: $((SECONDS - t0)) s"
 grep -E "ptxas info +: (Compiling entry|Used)" "$out/build.txt" >"$out/ptxas.txt" || true
-tests=$build/tests/cuda/talkconv_cuda_tests
-bench=$build/bench/cuda/talkconv_cuda_bench
 
 # ---- tests -------------------------------------------------------------------------------------------
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
