@@ -153,6 +153,13 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   run bench "$bench" --benchmark_out="$out/bench_cuda.json" --benchmark_out_format=json \
     ${BENCH_FILTER:+--benchmark_filter="$BENCH_FILTER"} || status=1
   cat "$out/bench.txt" >>"$log"
+  # Peer comparison (PyTorch SDPA and the original algorithm in PyTorch) where PyTorch with CUDA exists.
+  if command -v python3 >/dev/null && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+    python3 "$root/bench/peer_torch.py" --talkconv-json "$out/bench_cuda.json" --out "$out/peer.md" >>"$log" 2>&1 ||
+      say "peer_torch.py failed (see the log)"
+  else
+    say "peer comparison skipped: no PyTorch with CUDA here"
+  fi
 fi
 
 say "results in $out (gpu-check.log, tests.txt, memcheck.txt, racecheck.txt, bench_cuda.json, ptxas.txt)"
