@@ -385,7 +385,10 @@ def main():
             ["date", ctx.get("date", "?")],
             ["talkconv revision", args.source or "?"],
             ["compiler / flags", f"{ctx.get('talkconv_compiler', '?')} / `{ctx.get('talkconv_flags', '?')}` "
-                                 f"({ctx.get('talkconv_build_type', '?')}; no -march=native: SSE2 code)"],
+                                 f"({ctx.get('talkconv_build_type', '?')}; "
+                                 + ("code for this CPU's vector units (AVX2 + FMA here)"
+                                    if "-march=native" in ctx.get("talkconv_flags", "") else "baseline x86-64: SSE2 code")
+                                 + ")"],
             ["threads", ctx.get("talkconv_threads", "?")],
             ["Eigen / Google Benchmark", f"{ctx.get('talkconv_eigen', '?')} / Debian 1.7.1 "
                                          f"(library_build_type {ctx.get('library_build_type', '?')})"],
