@@ -356,6 +356,7 @@ def main():
     ap.add_argument("--load-before", default="")
     ap.add_argument("--load-after", default="")
     ap.add_argument("--load-during", default="")
+    ap.add_argument("--run-command", default="", help="how the JSON was produced")
     ap.add_argument("--source", default="", help="the talkconv revision measured (git commit)")
     ap.add_argument("--notes", default=os.path.join(os.path.dirname(__file__), "cpu", "profile_notes.md"))
     args = ap.parse_args()
@@ -390,6 +391,7 @@ def main():
                                     if "-march=native" in ctx.get("talkconv_flags", "") else "baseline x86-64: SSE2 code")
                                  + ")"],
             ["threads", ctx.get("talkconv_threads", "?")],
+            ["command", f"`{args.run_command}`" if args.run_command else "?"],
             ["Eigen / Google Benchmark", f"{ctx.get('talkconv_eigen', '?')} / Debian 1.7.1 "
                                          f"(library_build_type {ctx.get('library_build_type', '?')})"],
             ["load average at start (1/5/15 min)", ", ".join(f"{v:.2f}" for v in la) if la else "?"],

@@ -60,5 +60,6 @@ if [ "${TALKCONV_BENCH_NO_REPORT:-0}" != 1 ]; then
   mkdir -p bench/plots
   cp "$json" bench/plots/bench_cpu.json
   "$py" bench/report.py bench/plots/bench_cpu.json --load-before "$load_quiet; $load_before" --load-after "$load_after" \
-    --load-during "$load_during" --source "$source_rev"
+    --load-during "$load_during" --source "$source_rev" \
+    --run-command "scripts/bench.sh $*"
 fi
