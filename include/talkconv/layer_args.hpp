@@ -1,6 +1,7 @@
 // The layer's configuration and the flat argument structs of its forward and backward calls.
 #pragma once
 
+#include "talkconv/error.hpp"
 #include "talkconv/params.hpp"
 #include "talkconv/traits.hpp"
 
@@ -16,6 +17,47 @@ struct talk_config {
   index_t max_left = 0;   // L
   index_t max_right = 0;  // M
   bool causal = false;
+};
+
+// What the CPU and CUDA layers share: the validated configuration and the sizes it implies.
+// Heads > 0 fixes the head count at compile time (talk_config::heads may then be 0, or must equal it).
+template <int Heads>
+class basic_talk_conv {
+  static_assert(Heads == dynamic_heads || Heads > 0, "Heads must be positive or talkconv::dynamic_heads");
+
+ public:
+  static constexpr int static_heads = Heads;
+
+  // Validates the configuration; throws talkconv::error naming the bad field.
+  explicit basic_talk_conv(const talk_config& cfg) : cfg_(cfg) {
+    if constexpr (Heads != dynamic_heads) {
+      if (cfg_.heads == 0) cfg_.heads = Heads;
+      if (cfg_.heads != Heads)
+        detail::fail(status::invalid_shape, "H", "H = ", cfg_.heads, " differs from the compile-time Heads = ", Heads);
+    }
+    detail::validate_window(window());
+    detail::validate_shape(seq_shape{1, 1, cfg_.channels, layout::tbc});
+    detail::validate_heads(seq_shape{1, 1, cfg_.channels, layout::tbc}, window());
+  }
+
+  const talk_config& config() const { return cfg_; }
+  index_t heads() const {
+    if constexpr (Heads != dynamic_heads) return Heads;
+    return cfg_.heads;
+  }
+  window_params window() const { return window_params{heads(), cfg_.max_left, cfg_.max_right, cfg_.causal}; }
+  index_t num_offsets() const { return window().num_offsets(); }                                     // P
+  index_t weight_size() const { return num_offsets() * cfg_.channels; }                               // of weight
+  index_t saved_size(index_t tokens, index_t batch) const { return tokens * batch * num_offsets(); }  // of saved_offsets
+
+ protected:
+  // A call's shape against the layer: C must be the layer's channels. The rest is validated by callers.
+  void check_channels(const seq_shape& s) const {
+    if (s.C != cfg_.channels)
+      detail::fail(status::invalid_shape, "C", "C = ", s.C, " differs from the layer's channels = ", cfg_.channels);
+  }
+
+  talk_config cfg_;
 };
 
 // One forward call. Pointers are the caller's memory; nothing is copied whole.

@@ -27,11 +27,13 @@ struct window_reach {
   index_t right = 0;
 };
 
-// Channels processed together: a ring of `rows` rows of that width stays near 256 KiB, inside L2.
-// Full rows when they fit, so every row of x, y, dy, dx is read or written in one contiguous run.
+// Channels processed together: a ring of `rows` rows of that width stays within 4 MiB. Only its two
+// fronts are hot (the newest rows, and the oldest ones the windows' left edges read, which walk
+// through the ring in address order), so a ring larger than L2 streams from L3 well; full rows then
+// fit for windows up to K ~ 1024 at C = 512, and every row of x, y, dy, dx is one contiguous run.
 template <class A>
 inline index_t chunk_width(index_t rows, index_t C) {
-  const index_t budget = index_t(256 * 1024) / index_t(sizeof(A));
+  const index_t budget = index_t(4 * 1024 * 1024) / index_t(sizeof(A));
   index_t w = (budget / (rows > 0 ? rows : 1)) / 16 * 16;
   if (w < 16) w = 16;
   return w < C ? w : C;

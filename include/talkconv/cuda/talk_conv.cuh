@@ -145,35 +145,15 @@ class decoder {
 //       frees it there (stream-ordered; still no synchronization).
 // Results are bitwise reproducible run to run (no floating-point atomics anywhere).
 template <class T, int Heads = dynamic_heads>
-class talk_conv {
-  static_assert(Heads == dynamic_heads || Heads > 0, "Heads must be positive or talkconv::dynamic_heads");
+class talk_conv : public basic_talk_conv<Heads> {
+  using base = basic_talk_conv<Heads>;
 
  public:
   using value_type = T;
   using acc_type = acc_t<T>;
-  static constexpr int static_heads = Heads;
-
-  explicit talk_conv(const talk_config& cfg) : cfg_(cfg) {
-    if constexpr (Heads != dynamic_heads) {
-      if (cfg_.heads == 0) cfg_.heads = Heads;
-      if (cfg_.heads != Heads)
-        talkconv::detail::fail(status::invalid_shape, "H", "H = ", cfg_.heads,
-                               " differs from the compile-time Heads = ", Heads);
-    }
-    talkconv::detail::validate_window(window());
-    talkconv::detail::validate_shape(seq_shape{1, 1, cfg_.channels, layout::tbc});
-    talkconv::detail::validate_heads(seq_shape{1, 1, cfg_.channels, layout::tbc}, window());
-  }
-
-  const talk_config& config() const { return cfg_; }
-  index_t heads() const {
-    if constexpr (Heads != dynamic_heads) return Heads;
-    return cfg_.heads;
-  }
-  window_params window() const { return window_params{heads(), cfg_.max_left, cfg_.max_right, cfg_.causal}; }
-  index_t num_offsets() const { return window().num_offsets(); }
-  index_t weight_size() const { return num_offsets() * cfg_.channels; }
-  index_t saved_size(index_t tokens, index_t batch) const { return tokens * batch * num_offsets(); }
+  using base::base;
+  using base::num_offsets;
+  using base::window;
 
   // y = TaLK(x): the projection kernel (offsets after dropout into the workspace, o_pre into
   // saved_offsets when given), then the fused window kernel. Workspace: T * B * P accumulators.
@@ -207,7 +187,7 @@ class talk_conv {
   void backward(void* workspace, std::size_t& workspace_bytes, const backward_args<T>& a, cudaStream_t stream) const {
     const bool empty = check(a.shape, a.dropout);
     const window_params w = window();
-    const detail::window_geom wg = detail::window_geom::make(w, cfg_.channels);
+    const detail::window_geom wg = detail::window_geom::make(w, this->cfg_.channels);
     const index_t P = num_offsets(), N = a.shape.T * a.shape.B, NP = N * P;
     const detail::param_plan pp = detail::param_plan::make(N);
     const std::size_t bytes_np = sizeof(acc_type) * std::size_t(NP);
@@ -217,7 +197,7 @@ class talk_conv {
     const std::size_t at_reach = plan.add(2 * sizeof(unsigned long long));
     const std::size_t at_part = plan.add(wg.subs > 1 ? bytes_np * std::size_t(wg.subs) : 0);
     const std::size_t at_dz = plan.add(bytes_np);
-    const std::size_t at_dw = plan.add(sizeof(acc_type) * pp.dw_elems(P, cfg_.channels));
+    const std::size_t at_dw = plan.add(sizeof(acc_type) * pp.dw_elems(P, this->cfg_.channels));
     const std::size_t at_db = plan.add(sizeof(acc_type) * pp.db_elems(P));
     if (detail::workspace_query(workspace, workspace_bytes, empty ? 0 : plan.bytes) || empty) return;
     talkconv::detail::require_pointer(a.x, "x");
@@ -277,15 +257,13 @@ class talk_conv {
 
   // A decoder for `batch` sequences with its state allocated on `stream` (causal layers only).
   decoder<T> make_decoder(index_t batch, cudaStream_t stream) const {
-    return decoder<T>(window(), cfg_.channels, batch, stream);
+    return decoder<T>(window(), this->cfg_.channels, batch, stream);
   }
 
  private:
   bool check(const seq_shape& s, const dropout_params& d) const {
     const bool empty = detail::validate_or_empty(s, window());
-    if (s.C != cfg_.channels)
-      talkconv::detail::fail(status::invalid_shape, "C", "C = ", s.C,
-                             " differs from the layer's channels = ", cfg_.channels);
+    this->check_channels(s);
     talkconv::detail::validate_dropout(d);
     return empty;
   }
@@ -311,8 +289,6 @@ class talk_conv {
     }
     detail::check(cudaFreeAsync(ws, stream), "cudaFreeAsync(workspace)");
   }
-
-  talk_config cfg_;
 };
 
 }  // namespace cuda
