@@ -130,14 +130,9 @@ void layer_backward(const window_params& w, const backward_args<T>& a) {
         const window_taps<A>* own = s.win.taps.data() + (std::min(t0, h1) - h0) * w.heads;
         offsets_grad_tile(a.x + b * sx.b, a.dy + b * sx.b, sx.t, shape.C, hm, w, inv_k, t0, t1, n, own, s.z.data(),
                           s.win);
-        for (index_t t = t0; t < tv1; ++t) {
-          const A* pre = o_pre + t * so.t + b * so.b;
-          A* dz = dz_all.data() + t * so.t + b * so.b;
-          for (index_t j = 0; j < P; ++j)
-            dz[j] = talkconv::detail::offset_pre_grad<A>(
-                s.z[static_cast<size_t>((t - t0) * P + j)],
-                talkconv::detail::dropout_scale<A>(active, a.dropout.seed, t, b, j, a.dropout.p), pre[j]);
-        }
+        for (index_t t = t0; t < tv1; ++t)
+          offsets_pre_grad(s.z.data() + (t - t0) * P, o_pre + t * so.t + b * so.b, P, t, b, a.dropout,
+                           dz_all.data() + t * so.t + b * so.b);
         // dx = window part + W^T dz, one rounding.
         input_grad_tile(
             a.dy + b * sx.b, a.dx + b * sx.b, sx.t, shape.C, hm, inv_k, t0, t1, h0, h1, s.win.taps.data(),

@@ -87,6 +87,16 @@ void activate_offsets(const A* z, index_t P, index_t t, index_t b, const dropout
   }
 }
 
+// SPEC backward, offsets to parameters, for token (t, b): dz = d_offsets * m / (1 - p) * o_pre (1 - o_pre).
+template <class A>
+void offsets_pre_grad(const A* d_off, const A* o_pre, index_t P, index_t t, index_t b, const dropout_params& d,
+                      A* dz) {
+  const bool active = d.active();
+  for (index_t j = 0; j < P; ++j)
+    dz[j] = talkconv::detail::offset_pre_grad<A>(
+        d_off[j], talkconv::detail::dropout_scale<A>(active, d.seed, t, b, j, d.p), o_pre[j]);
+}
+
 // The offset path's share of dx for channels [c0, c0 + cn) of one token: row[c] += sum_j dz[j] W[j, c0 + c].
 template <class A>
 void add_offset_path(const A* dz, index_t P, const A* weight, index_t C, index_t c0, index_t cn, A* row) {
@@ -204,17 +214,13 @@ void offsets_backward(const seq_shape& shape, const window_params& w, const T* x
   const detail::acc_params<T> prm(weight, nullptr, P, shape.C);
   const seq_strides sx = shape.strides(shape.C), so = shape.strides(P);
   std::vector<A> dz(static_cast<size_t>(shape.rows() * P), A(0));
-  const bool active = dropout.active();
   detail::parallel_tasks(
       shape.B, shape.rows() * shape.C * P / 8, [] { return std::vector<A>{}; },
       [&](index_t b, std::vector<A>& row) {
         const index_t n = lengths ? lengths[b] : shape.T;
         for (index_t t = 0; t < n; ++t) {
           const index_t r = t * so.t + b * so.b;
-          for (index_t j = 0; j < P; ++j)
-            dz[static_cast<size_t>(r + j)] = talkconv::detail::offset_pre_grad<A>(
-                d_offsets[r + j], talkconv::detail::dropout_scale<A>(active, dropout.seed, t, b, j, dropout.p),
-                offsets_pre[r + j]);
+          detail::offsets_pre_grad(d_offsets + r, offsets_pre + r, P, t, b, dropout, dz.data() + r);
           if (dx) {
             T* dxr = dx + t * sx.t + b * sx.b;
             row.resize(static_cast<size_t>(shape.C));
