@@ -42,11 +42,13 @@ constexpr int proj_warps = row_threads / 32;
 constexpr int param_threads = 128;
 
 constexpr int proj_rows = 4;  // consecutive rows per warp: each weight load serves all of them
+static_assert(proj_rows * proj_chunk <= 32, "a warp finishes a pass's proj_rows x PC offsets, one per lane");
 
 // SPEC step 1 for memory rows [r0, r0 + proj_rows) (those < N): z = W x + bias by one warp (lanes stride
 // the channels; each lane's weights are loaded once for all rows; WarpReduce per offset, fixed order,
 // so a row's z does not depend on its neighbours), then o_pre = sigmoid(z), o = o_pre * m / (1 - p).
-// zbuf: this warp's proj_rows * P slots.
+// Offsets are done PC at a time: zbuf holds this warp's proj_rows * PC sums of the current pass (shared
+// memory independent of P), and lane k * PC + i finishes offset p0 + i of row r0 + k.
 template <int PC, class Idx, class T>
 __device__ void project_rows(const offsets_args<T>& a, index_t r0, acc_t<T>* zbuf,
                              typename cub::WarpReduce<acc_t<T>>::TempStorage& tmp) {
@@ -78,30 +80,29 @@ __device__ void project_rows(const offsets_args<T>& a, index_t r0, acc_t<T>* zbu
 #pragma unroll
       for (int i = 0; i < PC; ++i) {
         const A s = cub::WarpReduce<A>(tmp).Sum(acc[k][i]);
-        if (lane == 0 && p0 + i < P) zbuf[k * P + p0 + i] = s;
+        if (lane == 0) zbuf[k * PC + i] = s;
         __syncwarp();
       }
-  }
-  for (int k = 0; k < rows; ++k) {
-    const index_t r = r0 + k;
-    index_t t, b;
-    a.g.token_of(r, t, b);
-    const bool valid = t < a.g.length(b);
-    A* o = a.o ? a.o + Idx(r) * Idx(P) : nullptr;
-    A* op = a.o_pre ? a.o_pre + Idx(r) * Idx(P) : nullptr;
-    for (index_t j = lane; j < P; j += 32) {
-      if (!valid) {
+    const int k = lane / PC, i = lane % PC;
+    const index_t j = p0 + i;
+    if (k < rows && j < P) {
+      const index_t r = r0 + k;
+      index_t t, b;
+      a.g.token_of(r, t, b);
+      A* o = a.o ? a.o + Idx(r) * Idx(P) : nullptr;
+      A* op = a.o_pre ? a.o_pre + Idx(r) * Idx(P) : nullptr;
+      if (t < a.g.length(b)) {
+        const A z = zbuf[k * PC + i] + (a.bias ? to_acc<T>(a.bias[j]) : A(0));
+        const A sg = talkconv::detail::sigmoid<A>(z);
+        if (op) op[j] = sg;
+        if (o) o[j] = sg * talkconv::detail::dropout_scale<A>(a.dropout, a.seed, t + a.t_base, b, j, a.p);
+      } else {
         if (o) o[j] = A(0);
         if (op) op[j] = A(0);
-        continue;
       }
-      const A z = zbuf[k * P + j] + (a.bias ? to_acc<T>(a.bias[j]) : A(0));
-      const A sg = talkconv::detail::sigmoid<A>(z);
-      if (op) op[j] = sg;
-      if (o) o[j] = sg * talkconv::detail::dropout_scale<A>(a.dropout, a.seed, t + a.t_base, b, j, a.p);
     }
+    __syncwarp();  // zbuf is rewritten by the next pass
   }
-  __syncwarp();
 }
 
 // Element i of the offsets tensor: token (t, b) and offset j.

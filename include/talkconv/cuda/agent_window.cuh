@@ -128,9 +128,10 @@ __device__ void tile_span(const window_args<T>& a, const tile_ctx& c, tap_entry<
 
 // The S rows [wlo, whi] a tile keeps in shared memory: its whole span when it fits, else the tile
 // itself and as much halo as fits, the right side getting at most half (tokens reaching past the kept
-// rows take the direct path: only speed depends on this choice, never the result).
-__device__ __forceinline__ void choose_rows(index_t lo, index_t hi, index_t t0, index_t t1, int cap, index_t& wlo,
-                                            index_t& whi) {
+// rows take the direct path: only speed depends on this choice, never the result). Host-callable for
+// the planning tests.
+TALKCONV_HOST_DEVICE inline void choose_rows(index_t lo, index_t hi, index_t t0, index_t t1, int cap, index_t& wlo,
+                                             index_t& whi) {
   if (hi - lo + 1 <= cap) {
     wlo = lo;
     whi = hi;

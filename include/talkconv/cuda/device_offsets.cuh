@@ -26,13 +26,14 @@ offsets_args<T> make_offsets_args(const seq_shape& s, const window_params& w, co
 // Projection + sigmoid + dropout of every row of a.x into a.o / a.o_pre.
 template <class T>
 void launch_project(const offsets_args<T>& a, const seq_shape& s, cudaStream_t stream) {
-  const std::size_t smem = sizeof(acc_t<T>) * std::size_t(proj_warps * proj_rows) * std::size_t(a.g.P);
   const index_t rows = a.g.T * a.g.B;
   dispatch_index(fits_int32(s, a.g.P), [&](auto I) {
     using Idx = typename decltype(I)::type;
     dispatch_heads(a.g.P, [&](auto pc) {
-      auto* kernel = &project_offsets_kernel<T, Idx, decltype(pc)::value>;
-      allow_smem(kernel, smem, "cudaFuncSetAttribute(project_offsets_kernel)");
+      constexpr int PC = decltype(pc)::value;
+      // proj_rows * PC sums per warp, whatever P is (at most 2 KiB a block: no opt-in needed).
+      const std::size_t smem = sizeof(acc_t<T>) * std::size_t(proj_warps * proj_rows * PC);
+      auto* kernel = &project_offsets_kernel<T, Idx, PC>;
       kernel<<<grid_for(rows, proj_warps * proj_rows), row_threads, smem, stream>>>(a);
       check_launch("project_offsets_kernel");
     });
@@ -47,18 +48,31 @@ void launch_apply_dropout(const offsets_args<T>& a, cudaStream_t stream) {
 
 // Row chunks of the dW / dbias partial sums: a fixed function of the row count (never of the device),
 // so the summation order, and the bits, are the same on every GPU.
+// At most 256 chunks. Also checks the partial-sum grid (ceil(C / param_threads), chunks,
+// ceil(P / proj_chunk)) against CUDA's limits, so callers can refuse a problem before any launch.
 struct param_plan {
   index_t rows_per_chunk = 0, chunks = 0;
-  static param_plan make(index_t rows) {
+  static param_plan make(index_t rows, index_t P, index_t C) {
     param_plan p;
     const index_t per = (rows + 255) / 256;
     p.rows_per_chunk = per > 256 ? per : 256;
     p.chunks = (rows + p.rows_per_chunk - 1) / p.rows_per_chunk;
     if (p.chunks < 1) p.chunks = 1;
+    const index_t gx = (C + param_threads - 1) / param_threads, gz = (P + proj_chunk - 1) / proj_chunk;
+    if (gx > std::numeric_limits<std::int32_t>::max() || p.chunks > 65535 || gz > 65535)
+      talkconv::detail::fail(status::size_overflow, "P", "the dW grid (", gx, ", ", p.chunks, ", ", gz, ") for P = ", P,
+                             ", C = ", C, " exceeds the CUDA grid");
     return p;
   }
-  std::size_t dw_elems(index_t P, index_t C) const { return std::size_t(chunks * P * C); }
-  std::size_t db_elems(index_t P) const { return std::size_t(chunks * P); }
+  // Bytes of the dW and dbias partial sums ([chunks][P][C] and [chunks][P]), overflow-checked.
+  std::size_t dw_bytes(index_t P, index_t C, std::size_t elem) const {
+    return checked_bytes(
+        talkconv::detail::checked_mul(talkconv::detail::checked_mul(chunks, P, "chunks*P"), C, "chunks*P*C"), elem,
+        "dW partial sums");
+  }
+  std::size_t db_bytes(index_t P, std::size_t elem) const {
+    return checked_bytes(talkconv::detail::checked_mul(chunks, P, "chunks*P"), elem, "dbias partial sums");
+  }
 };
 
 // dW, dbias from a.dz and a.x: partial sums per row chunk, then a combine in chunk order.
@@ -66,7 +80,6 @@ template <class T>
 void launch_param_grads(offsets_args<T> a, const seq_shape& s, const param_plan& pp, cudaStream_t stream) {
   a.rows_per_chunk = pp.rows_per_chunk;
   a.chunks = pp.chunks;
-  if (pp.chunks > 65535) talkconv::detail::fail(status::size_overflow, "T*B", "too many rows for dW");
   const dim3 grid(static_cast<unsigned>((a.g.C + param_threads - 1) / param_threads), static_cast<unsigned>(pp.chunks),
                   static_cast<unsigned>((a.g.P + proj_chunk - 1) / proj_chunk));
   dispatch_index(fits_int32(s, a.g.P), [&](auto I) {
@@ -89,8 +102,9 @@ template <class T>
 void offsets_forward(const seq_shape& shape, const window_params& w, const T* x, const T* weight, const T* bias,
                      const dropout_params& dropout, acc_t<T>* offsets, acc_t<T>* offsets_pre, const index_t* lengths,
                      cudaStream_t stream) {
+  const bool empty = detail::validate_or_empty(shape, w);
   talkconv::detail::validate_dropout(dropout);
-  if (detail::validate_or_empty(shape, w)) return;
+  if (empty) return;
   talkconv::detail::require_pointer(x, "x");
   talkconv::detail::require_pointer(weight, "weight");
   if (offsets == nullptr && offsets_pre == nullptr) talkconv::detail::require_pointer(offsets, "offsets");
@@ -113,14 +127,14 @@ void offsets_backward(void* workspace, std::size_t& workspace_bytes, const seq_s
                       const dropout_params& dropout, T* dx, T* dweight, T* dbias, const index_t* lengths,
                       cudaStream_t stream) {
   using A = acc_t<T>;
-  talkconv::detail::validate_dropout(dropout);
   const bool empty = detail::validate_or_empty(shape, w);
+  talkconv::detail::validate_dropout(dropout);
   const index_t P = w.num_offsets(), N = shape.T * shape.B;
-  const detail::param_plan pp = detail::param_plan::make(N);
+  const detail::param_plan pp = detail::param_plan::make(N, P, shape.C);
   detail::workspace_plan plan;
-  const std::size_t at_dz = plan.add(sizeof(A) * std::size_t(N * P));
-  const std::size_t at_dw = plan.add(sizeof(A) * pp.dw_elems(P, shape.C));
-  const std::size_t at_db = plan.add(sizeof(A) * pp.db_elems(P));
+  const std::size_t at_dz = plan.add(detail::checked_bytes(N * P, sizeof(A), "T*B*P"));
+  const std::size_t at_dw = plan.add(pp.dw_bytes(P, shape.C, sizeof(A)));
+  const std::size_t at_db = plan.add(pp.db_bytes(P, sizeof(A)));
   if (detail::workspace_query(workspace, workspace_bytes, empty ? 0 : plan.bytes) || empty) return;
   talkconv::detail::require_pointer(x, "x");
   talkconv::detail::require_pointer(weight, "weight");

@@ -122,6 +122,7 @@ template <class T>
 void window_forward(const seq_shape& shape, const window_params& w, const T* x, const acc_t<T>* offsets, T* y,
                     const index_t* lengths, cudaStream_t stream, float max_offset = 1.0f) {
   if (detail::validate_or_empty(shape, w)) return;
+  detail::check_window_grids<acc_t<T>>(shape, w);
   talkconv::detail::require_pointer(x, "x");
   talkconv::detail::require_pointer(offsets, "offsets");
   talkconv::detail::require_pointer(y, "y");
@@ -144,11 +145,15 @@ void window_backward(void* workspace, std::size_t& workspace_bytes, const seq_sh
                      const index_t* lengths, cudaStream_t stream, float max_offset = 1.0f) {
   using A = acc_t<T>;
   const bool empty = detail::validate_or_empty(shape, w);
+  if (!empty) detail::check_window_grids<A>(shape, w);
   const detail::window_geom wg = detail::window_geom::make(w, shape.C);
   const index_t NP = shape.T * shape.B * w.num_offsets();
   detail::workspace_plan plan;
   const std::size_t at_reach = plan.add(2 * sizeof(unsigned long long));
-  const std::size_t at_partial = plan.add(d_offsets && wg.subs > 1 ? sizeof(A) * std::size_t(wg.subs * NP) : 0);
+  const std::size_t at_partial = plan.add(
+      d_offsets && wg.subs > 1
+          ? detail::checked_bytes(talkconv::detail::checked_mul(NP, wg.subs, "T*B*P*splits"), sizeof(A), "T*B*P*splits")
+          : 0);
   if (detail::workspace_query(workspace, workspace_bytes, empty ? 0 : plan.bytes) || empty) return;
   talkconv::detail::require_pointer(x, "x");
   talkconv::detail::require_pointer(offsets, "offsets");

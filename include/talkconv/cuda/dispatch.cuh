@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 namespace talkconv {
@@ -68,10 +69,21 @@ inline std::size_t smem_optin() {
   return static_cast<std::size_t>(v);
 }
 
+// Lets `kernel` launch with `bytes` of dynamic shared memory. The limit set is always the device's whole
+// opt-in less the kernel's static shared memory, never this call's own need: the attribute belongs to
+// the kernel (shared by every layer and host thread), and a smaller value set by one thread between
+// another's attribute call and its launch would make that launch fail.
 template <class Kernel>
 void allow_smem(Kernel* kernel, std::size_t bytes, const char* name) {
-  if (bytes > 48 * 1024)
-    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)), name);
+  if (bytes <= 48 * 1024) return;
+  cudaFuncAttributes attr{};
+  check(cudaFuncGetAttributes(&attr, kernel), name);
+  const std::size_t most = smem_optin() - attr.sharedSizeBytes;
+  if (bytes > most)
+    talkconv::detail::fail(status::cuda_error, "shared memory", "a block needs ", bytes,
+                           " bytes of shared memory, the device allows ", most);
+  if (static_cast<std::size_t>(attr.maxDynamicSharedSizeBytes) < most)
+    check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(most)), name);
 }
 
 // Blocks for a grid-stride kernel over n items.
@@ -91,15 +103,16 @@ struct window_launch {
 // Forward / offset gradients: the tile keeps tile + halo rows of prefix sums, the halo sized for
 // offsets up to max_offset (1 for sigmoid offsets, 1 / (1 - p) with dropout); capped by what a block
 // can hold (tokens beyond take the direct path, so the cap only costs speed, never correctness).
+// A pure function of the shape, the window and the device's opt-in shared memory (host-testable).
 template <class A>
-window_launch plan_window(const seq_shape& s, const window_params& w, double max_offset, bool offsets_grad) {
+window_launch plan_window(const seq_shape& s, const window_params& w, double max_offset, bool offsets_grad,
+                          std::size_t optin) {
   if (!(max_offset >= 0.0) || !std::isfinite(max_offset)) max_offset = 1.0;
   window_launch p;
   p.tile = window_traits::fwd_tile;
   const double hl = std::ceil(double(w.max_left) * max_offset) + 1.0;
   const double hr = w.causal ? 0.0 : std::ceil(double(w.max_right) * max_offset) + 1.0;
   const std::size_t fixed = offsets_grad ? window_smem<A>::offsets_grad(0) : window_smem<A>::forward(0);
-  const std::size_t optin = smem_optin();
   const std::size_t row_bytes = sizeof(A) * window_traits::lanes;
   const std::size_t reserve = 2048;  // static shared memory of the block reductions
   const double max_rows = optin > fixed + reserve ? double((optin - fixed - reserve) / row_bytes) : 0.0;
@@ -111,6 +124,10 @@ window_launch plan_window(const seq_shape& s, const window_params& w, double max
   p.smem = offsets_grad ? window_smem<A>::offsets_grad(p.cap_rows) : window_smem<A>::forward(p.cap_rows);
   return p;
 }
+template <class A>
+window_launch plan_window(const seq_shape& s, const window_params& w, double max_offset, bool offsets_grad) {
+  return plan_window<A>(s, w, max_offset, offsets_grad, smem_optin());
+}
 
 // Grid of a window kernel: x = B * tiles (64-bit checked), y = channel blocks.
 inline dim3 window_grid(const seq_shape& s, index_t tiles, const window_geom& wg) {
@@ -119,6 +136,16 @@ inline dim3 window_grid(const seq_shape& s, index_t tiles, const window_geom& wg
     talkconv::detail::fail(status::size_overflow, "T*B", "B * tiles = ", x, " or channel blocks = ", wg.blocks,
                            " exceed the CUDA grid");
   return dim3(static_cast<unsigned>(x), static_cast<unsigned>(wg.blocks));
+}
+
+// Every grid the window kernels of a call launch (forward / offset-gradient tiles and dx tiles) fits:
+// checked by the entry points right after validation, before any workspace query or launch, so a
+// refused call touches no memory.
+template <class A>
+void check_window_grids(const seq_shape& s, const window_params& w) {
+  const window_geom wg = window_geom::make(w, s.C);
+  window_grid(s, (s.T + window_traits::fwd_tile - 1) / window_traits::fwd_tile, wg);
+  window_grid(s, (s.T + dx_tile<A>::value - 1) / dx_tile<A>::value, wg);
 }
 
 }  // namespace detail

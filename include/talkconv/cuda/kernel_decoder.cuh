@@ -44,6 +44,28 @@ static __global__ void __launch_bounds__(row_threads) decoder_step_kernel(decode
   a.y[b * a.C + c] = from_acc<T>(talkconv::detail::window_value<A>(k, s(k.i0), s(k.i1), s(k.i2), s(k.i3)));
 }
 
+template <class A>
+struct decoder_reorder_args {
+  A* ring = nullptr;               // [L + 2][B][C], rewritten
+  const A* old = nullptr;          // a copy of the ring's first `rows` rows
+  const index_t* order = nullptr;  // [B], device
+  index_t B = 0, C = 0, rows = 0;
+  A poison = A(0);  // NaN: the state of a sequence whose order entry is outside [0, B)
+};
+
+// grid (ceil(C / row_threads), B): rows [0, rows) of sequence b's ring column from the copy's column of
+// sequence order[b]. One writer per cell; the order is checked here (device memory).
+template <class A>
+static __global__ void __launch_bounds__(row_threads) decoder_reorder_kernel(decoder_reorder_args<A> a) {
+  const index_t b = blockIdx.y, c = index_t(blockIdx.x) * row_threads + threadIdx.x;
+  if (c >= a.C) return;
+  const index_t src = a.order[b];
+  const bool ok = src >= 0 && src < a.B;
+  const index_t stride = a.B * a.C;
+  for (index_t r = 0; r < a.rows; ++r)
+    a.ring[r * stride + b * a.C + c] = ok ? a.old[r * stride + src * a.C + c] : a.poison;
+}
+
 }  // namespace detail
 }  // namespace cuda
 }  // namespace talkconv

@@ -8,7 +8,7 @@ namespace cuda {
 namespace detail {
 
 // Grid-stride over groups of proj_rows memory rows, one warp per group; dynamic smem
-// proj_warps * proj_rows * P accumulators. PC: offsets accumulated per pass, chosen from the head count.
+// proj_warps * proj_rows * PC accumulators. PC: offsets accumulated per pass, chosen from the head count.
 template <class T, class Idx, int PC>
 static __global__ void __launch_bounds__(row_threads) project_offsets_kernel(offsets_args<T> a) {
   using A = acc_t<T>;
@@ -16,7 +16,7 @@ static __global__ void __launch_bounds__(row_threads) project_offsets_kernel(off
   __shared__ typename warp_reduce::TempStorage tmp[proj_warps];
   extern __shared__ __align__(16) unsigned char talkconv_smem[];
   const int warp = static_cast<int>(threadIdx.x) / 32;
-  A* zbuf = reinterpret_cast<A*>(talkconv_smem) + warp * proj_rows * a.g.P;
+  A* zbuf = reinterpret_cast<A*>(talkconv_smem) + warp * proj_rows * PC;
   const index_t N = a.g.T * a.g.B;
   for (index_t r = (index_t(blockIdx.x) * proj_warps + warp) * proj_rows; r < N;
        r += index_t(gridDim.x) * proj_warps * proj_rows)

@@ -8,6 +8,7 @@
 
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cstdint>
 #include <limits>
 
@@ -132,14 +133,18 @@ struct window_geom {
     g.L = w.max_left;
     g.M = w.max_right;
     constexpr index_t lanes = window_traits::lanes;
+    // Counts are computed in 64 bits and saturated to INT_MAX (never truncated), so window_grid's
+    // limit check sees a huge channel plan as huge. subs * H <= C cannot overflow.
+    auto sat = [](index_t v) { return static_cast<int>(v < INT_MAX ? v : INT_MAX); };
     if (g.R <= lanes) {
       g.heads_per_block = static_cast<int>(lanes / g.R);
       g.subs = 1;
-      g.blocks = static_cast<int>((g.H + g.heads_per_block - 1) / g.heads_per_block);
+      g.blocks = sat((g.H + g.heads_per_block - 1) / g.heads_per_block);
     } else {
       g.heads_per_block = 1;
-      g.subs = static_cast<int>((g.R + lanes - 1) / lanes);
-      g.blocks = static_cast<int>(g.H * g.subs);
+      const index_t subs = (g.R + lanes - 1) / lanes;
+      g.subs = sat(subs);
+      g.blocks = sat(g.H * subs);
     }
     return g;
   }
@@ -163,10 +168,17 @@ struct window_geom {
 };
 
 // 32-bit indexing when every element offset of the problem fits, else 64-bit (the kernels are
-// templates on the index type; the dispatcher picks one).
+// templates on the index type; the dispatcher picks one). The weight [P, C] is indexed with it too
+// (projection, offset path of dx): P * C must fit as well as the activations.
 inline bool fits_int32(const seq_shape& s, index_t P) {
   constexpr index_t lim = std::numeric_limits<std::int32_t>::max() / 2;
-  return s.T * s.B * s.C < lim && s.T * s.B * P < lim && s.T < lim;
+  return s.T * s.B * s.C < lim && s.T * s.B * P < lim && s.T < lim && P <= lim / s.C;
+}
+
+// Bytes of n elements of `size` bytes, or a size_overflow error naming `what` (workspace sizes must
+// never wrap around: a wrapped query would let a caller pass a buffer too small for the kernels).
+inline std::size_t checked_bytes(index_t n, std::size_t size, const char* what) {
+  return static_cast<std::size_t>(talkconv::detail::checked_mul(n, static_cast<index_t>(size), what));
 }
 
 // Byte-aligned carving of one caller workspace into typed pieces (CUB's AliasTemporaries, simplified).
@@ -175,6 +187,9 @@ struct workspace_plan {
   std::size_t bytes = 0;
   std::size_t add(std::size_t n) {
     const std::size_t at = bytes;
+    if (n > std::numeric_limits<std::size_t>::max() - align - bytes)
+      talkconv::detail::fail(status::size_overflow, "workspace_bytes", "the workspace (", bytes, " + ", n,
+                             " bytes) overflows size_t");
     bytes += (n + align - 1) / align * align;
     return at;
   }

@@ -6,6 +6,8 @@
 #include "talkconv/cuda/kernel_decoder.cuh"
 #include "talkconv/layer_args.hpp"
 
+#include <cstdint>
+#include <limits>
 #include <utility>
 
 namespace talkconv {
@@ -24,10 +26,8 @@ class decoder {
   static std::size_t state_bytes(const window_params& w, index_t channels, index_t batch) {
     validate(w, channels, batch);
     detail::workspace_plan p;
-    p.add(sizeof(acc_type) *
-          std::size_t(talkconv::detail::checked_mul(talkconv::detail::checked_mul(w.max_left + 2, batch, "(L+2)*B"),
-                                                    channels, "(L+2)*B*C")));
-    p.add(sizeof(acc_type) * std::size_t(batch * w.num_offsets()));
+    p.add(ring_bytes(w, channels, batch));
+    p.add(detail::checked_bytes(batch * w.num_offsets(), sizeof(acc_type), "B*P"));
     return p.bytes;
   }
 
@@ -74,6 +74,55 @@ class decoder {
   void reset() { t_ = 0; }
   index_t state_bytes_per_sequence() const { return (w_.max_left + 2) * C_ * index_t(sizeof(acc_type)); }
 
+  // Workspace of reorder(): room for a copy of the ring, (L + 2) * B * C accumulators (whatever the position).
+  std::size_t reorder_workspace_bytes() const { return ring_bytes(w_, C_, B_); }
+
+  // Beam search, the CUDA twin of cpu::decoder::reorder (fairseq's reorder_incremental_state): sequence b
+  // continues from the state sequence new_order[b] had; repeats allowed. new_order: B int64 values in
+  // DEVICE memory (the order a beam search computes on the GPU). The host cannot read them without a
+  // synchronization, so they are checked in the kernel: an entry outside [0, B) sets sequence b's state
+  // to NaN (its outputs are NaN until reset()); no memory outside the state is addressed.
+  // Two-phase workspace (CUB): workspace == nullptr only sets workspace_bytes (reorder_workspace_bytes());
+  // a smaller one fails with status::workspace_too_small. Stream-ordered on `stream` (a copy of the ring
+  // into the workspace, then one gather kernel); no allocation, no synchronization. The position is kept.
+  void reorder(void* workspace, std::size_t& workspace_bytes, const index_t* new_order, cudaStream_t stream) {
+    if (detail::workspace_query(workspace, workspace_bytes, reorder_workspace_bytes())) return;
+    talkconv::detail::require_pointer(new_order, "new_order");
+    const index_t ring_rows = w_.max_left + 2;
+    const index_t live = t_ < ring_rows ? t_ : ring_rows;  // rows written so far: only those are copied
+    if (live == 0) return;
+    detail::decoder_reorder_args<acc_type> a;
+    a.ring = ring_;
+    a.old = static_cast<acc_type*>(workspace);
+    a.order = new_order;
+    a.B = B_;
+    a.C = C_;
+    a.rows = live;
+    a.poison = std::numeric_limits<acc_type>::quiet_NaN();
+    detail::check(cudaMemcpyAsync(workspace, ring_, sizeof(acc_type) * std::size_t(live * B_ * C_),
+                                  cudaMemcpyDeviceToDevice, stream),
+                  "cudaMemcpyAsync(decoder ring)");
+    const dim3 grid(static_cast<unsigned>((C_ + detail::row_threads - 1) / detail::row_threads),
+                    static_cast<unsigned>(B_));
+    detail::decoder_reorder_kernel<acc_type><<<grid, detail::row_threads, 0, stream>>>(a);
+    detail::check_launch("decoder_reorder_kernel");
+  }
+  // Convenience: the workspace comes from cudaMallocAsync on `stream` and goes back with cudaFreeAsync
+  // on it (stream-ordered, no synchronization), as talk_conv's convenience forms.
+  void reorder(const index_t* new_order, cudaStream_t stream) {
+    talkconv::detail::require_pointer(new_order, "new_order");
+    void* ws = nullptr;
+    std::size_t bytes = reorder_workspace_bytes();
+    detail::check(cudaMallocAsync(&ws, bytes, stream), "cudaMallocAsync(reorder workspace)");
+    try {
+      reorder(ws, bytes, new_order, stream);
+    } catch (...) {
+      (void)cudaFreeAsync(ws, stream);
+      throw;
+    }
+    detail::check(cudaFreeAsync(ws, stream), "cudaFreeAsync(reorder workspace)");
+  }
+
   // x_t, y_t: device [B, C] row-major (token t of every sequence); weight [P, C], bias [P] or null.
   void step(const T* x_t, const T* weight, const T* bias, T* y_t, cudaStream_t stream) {
     talkconv::detail::require_pointer(x_t, "x_t");
@@ -112,6 +161,14 @@ class decoder {
     talkconv::detail::validate_window(w);
     talkconv::detail::validate_heads(s, w);
     if (batch > 65535) talkconv::detail::fail(status::size_overflow, "B", "B = ", batch, " exceeds the CUDA grid");
+    if ((channels + detail::row_threads - 1) / detail::row_threads > std::numeric_limits<std::int32_t>::max())
+      talkconv::detail::fail(status::size_overflow, "C", "C = ", channels, " exceeds the CUDA grid");
+  }
+  static std::size_t ring_bytes(const window_params& w, index_t channels, index_t batch) {
+    return detail::checked_bytes(
+        talkconv::detail::checked_mul(talkconv::detail::checked_mul(w.max_left + 2, batch, "(L+2)*B"), channels,
+                                      "(L+2)*B*C"),
+        sizeof(acc_type), "(L+2)*B*C");
   }
   void bind(void* state) {
     char* p = static_cast<char*>(state);
@@ -160,7 +217,8 @@ class talk_conv : public basic_talk_conv<Heads> {
   void forward(void* workspace, std::size_t& workspace_bytes, const forward_args<T>& a, cudaStream_t stream) const {
     const bool empty = check(a.shape, a.dropout);
     detail::workspace_plan plan;
-    const std::size_t at_o = plan.add(sizeof(acc_type) * std::size_t(a.shape.T * a.shape.B * num_offsets()));
+    const std::size_t at_o =
+        plan.add(detail::checked_bytes(a.shape.T * a.shape.B * num_offsets(), sizeof(acc_type), "T*B*P"));
     if (detail::workspace_query(workspace, workspace_bytes, empty ? 0 : plan.bytes) || empty) return;
     talkconv::detail::require_pointer(a.x, "x");
     talkconv::detail::require_pointer(a.weight, "weight");
@@ -189,16 +247,19 @@ class talk_conv : public basic_talk_conv<Heads> {
     const window_params w = window();
     const detail::window_geom wg = detail::window_geom::make(w, this->cfg_.channels);
     const index_t P = num_offsets(), N = a.shape.T * a.shape.B, NP = N * P;
-    const detail::param_plan pp = detail::param_plan::make(N);
-    const std::size_t bytes_np = sizeof(acc_type) * std::size_t(NP);
+    const detail::param_plan pp = detail::param_plan::make(N, P, this->cfg_.channels);
+    const std::size_t bytes_np = detail::checked_bytes(NP, sizeof(acc_type), "T*B*P");
     detail::workspace_plan plan;
     const std::size_t at_o = plan.add(bytes_np);
     const std::size_t at_pre = plan.add(a.saved_offsets ? 0 : bytes_np);
     const std::size_t at_reach = plan.add(2 * sizeof(unsigned long long));
-    const std::size_t at_part = plan.add(wg.subs > 1 ? bytes_np * std::size_t(wg.subs) : 0);
+    const std::size_t at_part =
+        plan.add(wg.subs > 1 ? detail::checked_bytes(talkconv::detail::checked_mul(NP, wg.subs, "T*B*P*splits"),
+                                                     sizeof(acc_type), "T*B*P*splits")
+                             : 0);
     const std::size_t at_dz = plan.add(bytes_np);
-    const std::size_t at_dw = plan.add(sizeof(acc_type) * pp.dw_elems(P, this->cfg_.channels));
-    const std::size_t at_db = plan.add(sizeof(acc_type) * pp.db_elems(P));
+    const std::size_t at_dw = plan.add(pp.dw_bytes(P, this->cfg_.channels, sizeof(acc_type)));
+    const std::size_t at_db = plan.add(pp.db_bytes(P, sizeof(acc_type)));
     if (detail::workspace_query(workspace, workspace_bytes, empty ? 0 : plan.bytes) || empty) return;
     talkconv::detail::require_pointer(a.x, "x");
     talkconv::detail::require_pointer(a.weight, "weight");
@@ -261,10 +322,13 @@ class talk_conv : public basic_talk_conv<Heads> {
   }
 
  private:
+  // Validation, then the launch plan's CUDA limits: everything that can refuse a call does so before its
+  // workspace query returns and before any launch.
   bool check(const seq_shape& s, const dropout_params& d) const {
     const bool empty = detail::validate_or_empty(s, window());
     this->check_channels(s);
     talkconv::detail::validate_dropout(d);
+    if (!empty) detail::check_window_grids<acc_type>(s, window());
     return empty;
   }
   static double max_offset(const dropout_params& d) { return d.active() ? 1.0 / (1.0 - double(d.p)) : 1.0; }

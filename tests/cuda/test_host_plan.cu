@@ -1,0 +1,160 @@
+// The CUDA path's host-side planning, tested without a GPU (nothing here launches a kernel): channel
+// blocks of the window kernels, the shared-memory plan of a tile and the rows it keeps, the 32-bit index
+// choice, the dW grid and workspace arithmetic. These run, and must pass, on any machine.
+#include "gpu_util.cuh"
+
+#include <talkconv/cuda/agent_window.cuh>
+
+namespace {
+
+namespace d = talkconv::cuda::detail;
+using talkconv::layout;
+using talkconv::status;
+
+template <class F>
+status code_of(F&& f) {
+  try {
+    f();
+  } catch (const talkconv::error& e) {
+    return e.code();
+  }
+  return status::success;
+}
+
+// Opt-in shared memory per block of the GPUs talkconv is built for (sm_80 A100, sm_86 / sm_89, sm_90 H100).
+constexpr std::size_t optins[] = {166912, 101376, 232448};
+
+}  // namespace
+
+TEST_CASE("window kernels: every channel lies in exactly one block, and a block's heads are whole or one split") {
+  for (index_t H : {1, 2, 3, 5, 8, 16, 64, 100})
+    for (index_t R : {1, 2, 3, 7, 16, 24, 31, 32, 40, 63, 64, 65, 100, 128, 129, 300}) {
+      const index_t C = H * R;
+      const d::window_geom g = d::window_geom::make(talkconv::window_params{H, 3, 2, false}, C);
+      INFO("H=", H, " R=", R);
+      std::vector<int> owner(static_cast<size_t>(C), -1);
+      for (int k = 0; k < g.blocks; ++k) {
+        index_t c0 = 0;
+        int cn = 0, sub = 0;
+        g.block_channels(k, c0, cn, sub);
+        REQUIRE(cn >= 1);
+        REQUIRE(cn <= d::window_traits::lanes);
+        REQUIRE(c0 + cn <= C);
+        for (index_t c = c0; c < c0 + cn; ++c) {
+          CHECK(owner[static_cast<size_t>(c)] == -1);
+          owner[static_cast<size_t>(c)] = k;
+        }
+        const index_t h_first = c0 / R, nh = (c0 + cn - 1) / R - h_first + 1;
+        if (g.subs == 1) {  // whole heads only: a head's channel sum is this block's alone
+          CHECK(c0 % R == 0);
+          CHECK((cn % R == 0 || c0 + cn == C));
+          CHECK(nh <= g.heads_per_block);
+        } else {  // one split of one head
+          CHECK(nh == 1);
+          CHECK(sub == static_cast<int>((c0 - h_first * R) / d::window_traits::lanes));
+          CHECK(sub < g.subs);
+        }
+      }
+      CHECK(std::count(owner.begin(), owner.end(), -1) == 0);
+    }
+}
+
+TEST_CASE("window tile plan: shared memory within the device's opt-in, halo for the expected offsets") {
+  auto check_plan = [](auto tag, const talkconv::window_params& w, double max_offset, bool grad, std::size_t optin) {
+    using A = decltype(tag);
+    const talkconv::seq_shape s{1000, 2, 64, layout::tbc};
+    INFO("L=", w.max_left, " M=", w.max_right, " causal=", w.causal, " max_offset=", max_offset, " grad=", grad,
+         " optin=", optin, " sizeof(A)=", sizeof(A));
+    const d::window_launch p = d::plan_window<A>(s, w, max_offset, grad, optin);
+    CHECK(p.tile == d::window_traits::fwd_tile);
+    CHECK(p.tiles == (s.T + p.tile - 1) / p.tile);
+    CHECK(p.cap_rows >= 2);
+    // What the kernel carves out of its dynamic shared memory, and the static 2 KiB reserve.
+    CHECK(p.smem == (grad ? d::window_smem<A>::offsets_grad(p.cap_rows) : d::window_smem<A>::forward(p.cap_rows)));
+    CHECK(p.smem + 2048 <= optin);
+    const double mo = std::isfinite(max_offset) && max_offset >= 0 ? max_offset : 1.0;
+    // Rows a full tile's taps can touch: [t0 - ceil(L * mo) - 1, t1 - 1 + ceil(M * mo)] plus S[wlo].
+    const double span = p.tile + std::ceil(w.max_left * mo) + 1 + (w.causal ? 0 : std::ceil(w.max_right * mo));
+    const double room =
+        double(optin - 2048 - (grad ? d::window_smem<A>::offsets_grad(0) : d::window_smem<A>::forward(0))) /
+        double(sizeof(A) * d::window_traits::lanes);
+    if (span <= room - 1) CHECK(p.cap_rows >= span);  // fits: no token takes the direct path
+  };
+  for (std::size_t optin : optins)
+    for (bool grad : {false, true})
+      for (double mo : {1.0, 1.25, 5.0, 0.0, -1.0, std::nan(""), 1e300})
+        for (const talkconv::window_params& w :
+             {talkconv::window_params{1, 0, 0, false}, talkconv::window_params{2, 31, 31, false},
+              talkconv::window_params{4, 63, 0, true}, talkconv::window_params{1, 300, 200, false},
+              talkconv::window_params{1, 5000, 0, true}}) {
+          check_plan(float{}, w, mo, grad, optin);
+          check_plan(double{}, w, mo, grad, optin);
+        }
+  // Less shared memory than two rows: refused with a named error, never a launch failure.
+  CHECK(code_of([] {
+          d::plan_window<double>(talkconv::seq_shape{10, 1, 8, layout::tbc}, talkconv::window_params{1, 1, 1, false},
+                                 1.0, true, 4096);
+        }) == status::cuda_error);
+}
+
+TEST_CASE("window tile rows: within the kept capacity, inside the span, the whole span when it fits") {
+  std::mt19937_64 g(17);
+  auto pick = [&](index_t lo, index_t hi) { return std::uniform_int_distribution<index_t>(lo, hi)(g); };
+  for (int i = 0; i < 20000; ++i) {
+    const index_t t0 = pick(0, 5000), t1 = t0 + pick(1, 128);
+    const index_t lo = pick(-1, t0 - 1 < -1 ? -1 : t0 - 1) - (pick(0, 3) == 0 ? pick(0, 2000) : 0);
+    const index_t hi = t0 + pick(0, t1 - t0 - 1) + (pick(0, 1) ? pick(0, 2000) : 0);
+    const int cap = static_cast<int>(pick(2, 1200));
+    index_t wlo = 0, whi = 0;
+    d::choose_rows(lo < -1 ? -1 : lo, hi, t0, t1, cap, wlo, whi);
+    const index_t l = lo < -1 ? -1 : lo;
+    INFO("lo=", l, " hi=", hi, " t0=", t0, " t1=", t1, " cap=", cap, " -> [", wlo, ", ", whi, "]");
+    REQUIRE(wlo >= l);
+    REQUIRE(whi <= hi);
+    REQUIRE(wlo <= whi);
+    REQUIRE(whi - wlo + 1 <= cap);
+    if (hi - l + 1 <= cap) REQUIRE((wlo == l && whi == hi));
+  }
+}
+
+TEST_CASE("32-bit indexing only where every offset fits, the weight [P, C] included") {
+  CHECK(d::fits_int32(talkconv::seq_shape{1000, 8, 512, layout::tbc}, 16));
+  CHECK_FALSE(d::fits_int32(talkconv::seq_shape{index_t(1) << 22, 2, 512, layout::tbc}, 2));
+  CHECK_FALSE(d::fits_int32(talkconv::seq_shape{1, 1, 8, layout::tbc}, index_t(1) << 30));
+  // x small, the weight P x C = 65536 x 32768 = 2^31 elements: the projection and the offset path of dx
+  // index it, so 32-bit indices would overflow (this case used to pick them).
+  CHECK_FALSE(d::fits_int32(talkconv::seq_shape{1, 1, 32768, layout::tbc}, 65536));
+  CHECK(d::fits_int32(talkconv::seq_shape{1, 1, 32768, layout::tbc}, 16384));
+}
+
+TEST_CASE("dW partial sums: at most 256 row chunks covering every row, grid and bytes checked") {
+  for (index_t rows : {index_t(1), index_t(255), index_t(256), index_t(257), index_t(65536), index_t(65537),
+                       index_t(1) << 24, (index_t(1) << 33) + 5}) {
+    const d::param_plan p = d::param_plan::make(rows, 16, 512);
+    INFO("rows=", rows);
+    CHECK(p.chunks >= 1);
+    CHECK(p.chunks <= 256);
+    CHECK(p.rows_per_chunk >= 256);
+    CHECK(p.chunks * p.rows_per_chunk >= rows);
+    CHECK((p.chunks - 1) * p.rows_per_chunk < (rows > 0 ? rows : 1));
+    CHECK(p.dw_bytes(16, 512, 4) == std::size_t(p.chunks * 16 * 512 * 4));
+    CHECK(p.db_bytes(16, 8) == std::size_t(p.chunks * 16 * 8));
+  }
+  // ceil(P / 8) offset chunks on grid z (at most 65535).
+  CHECK(code_of([] { d::param_plan::make(100, 2 * 300000, 300000); }) == status::size_overflow);
+  CHECK(code_of([] { d::param_plan::make(100, 8 * 65535, 8 * 65535); }) == status::success);
+  CHECK(code_of([] {
+          d::param_plan::make(1, index_t(1) << 40, index_t(1) << 40).dw_bytes(index_t(1) << 40, index_t(1) << 40, 4);
+        }) == status::size_overflow);
+}
+
+TEST_CASE("workspace arithmetic never wraps around") {
+  d::workspace_plan p;
+  CHECK(p.add(1) == 0);
+  CHECK(p.add(0) == 256);
+  CHECK(p.add(300) == 256);
+  CHECK(p.bytes == 256 + 512);
+  CHECK(code_of([&] { p.add(std::numeric_limits<std::size_t>::max() - 100); }) == status::size_overflow);
+  CHECK(code_of([] { (void)d::checked_bytes(index_t(1) << 62, 8, "n"); }) == status::size_overflow);
+  CHECK(d::checked_bytes(index_t(1) << 40, 8, "n") == std::size_t(1) << 43);
+}
