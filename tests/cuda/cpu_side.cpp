@@ -41,6 +41,15 @@ void decode(const talkconv::talk_config& cfg, index_t B, index_t steps, const T*
   for (index_t t = 0; t < steps; ++t) dec.step(x + t * B * cfg.channels, W, bias, y + t * B * cfg.channels);
 }
 template <class T>
+void decode_reorder(const talkconv::talk_config& cfg, index_t B, index_t steps1, index_t steps2,
+                    const index_t* new_order, const T* x, const T* W, const T* bias, T* y) {
+  auto dec = talkconv::talk_conv<T>(cfg).make_decoder(B);
+  for (index_t t = 0; t < steps1 + steps2; ++t) {
+    if (t == steps1) dec.reorder(new_order);
+    dec.step(x + t * B * cfg.channels, W, bias, y + t * B * cfg.channels);
+  }
+}
+template <class T>
 void prefix_sum(const talkconv::seq_shape& s, const T* x, acc_t<T>* S, acc_t<T> scale, index_t segment) {
   talkconv::cpu::prefix_sum<T>(s, x, S, scale, segment);
 }
@@ -62,6 +71,8 @@ void head_sum(const talkconv::seq_shape& s, const talkconv::window_params& w, co
   template void layer_forward<T>(const talkconv::talk_config&, const talkconv::forward_args<T>&);                    \
   template void layer_backward<T>(const talkconv::talk_config&, const talkconv::backward_args<T>&);                  \
   template void decode<T>(const talkconv::talk_config&, index_t, index_t, const T*, const T*, const T*, T*);         \
+  template void decode_reorder<T>(const talkconv::talk_config&, index_t, index_t, index_t, const index_t*, const T*, \
+                                  const T*, const T*, T*);                                                           \
   template void prefix_sum<T>(const talkconv::seq_shape&, const T*, acc_t<T>*, acc_t<T>, index_t);
 
 TALKCONV_CPU_SIDE(float)

@@ -35,6 +35,11 @@ void layer_backward(const talkconv::talk_config& cfg, const talkconv::backward_a
 // Decodes `steps` tokens: x, y are [steps][B][C].
 template <class T>
 void decode(const talkconv::talk_config& cfg, index_t B, index_t steps, const T* x, const T* W, const T* bias, T* y);
+// Decodes steps1 tokens, then reorder(new_order) (host, B entries), then steps2 tokens: x, y are
+// [steps1 + steps2][B][C].
+template <class T>
+void decode_reorder(const talkconv::talk_config& cfg, index_t B, index_t steps1, index_t steps2,
+                    const index_t* new_order, const T* x, const T* W, const T* bias, T* y);
 template <class T>
 void prefix_sum(const talkconv::seq_shape& s, const T* x, acc_t<T>* S, acc_t<T> scale, index_t segment);
 template <class A>

@@ -189,4 +189,101 @@ void decoder_case(std::uint64_t seed) {
   check_close(to_double(y_dec), y_ref, tol<T>::value, "decoder vs reference");
 }
 
+// Beam search: decoder.reorder(new_order) continues sequence b from the state new_order[b] had. Checked
+// bitwise against a second device decoder that is fed, from the start, the inputs each sequence's state
+// was built from (the device decoder computes every sequence independently, so the bits must agree), and
+// against the CPU decoder's reorder within the dtype's tolerance (its projection sums in another order).
+// orders[k] is applied after steps[k] tokens; the last segment runs to the end.
+template <class T>
+void reorder_case(std::uint64_t seed, const std::vector<std::vector<index_t>>& orders, const std::vector<long>& at,
+                  long total) {
+  const long B = static_cast<long>(orders.front().size());
+  test_case c = random_case(seed, true, layout::tbc, 10);
+  c.pb.L = 1 + static_cast<long>(seed % 7);
+  c.pb.B = B;
+  c.pb.T = total;
+  c.pb.lengths.clear();
+  std::string when;
+  for (long t : at) when += " " + std::to_string(t);
+  INFO(c.str(), " dtype=", tol<T>::name, " reorders after tokens", when);
+  const ref::problem& pb = c.pb;
+  const long C = pb.C;
+  const layer_data<T> h = make_layer_data<T>(c);
+  cudaStream_t s = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  dbuf<T> x(h.x), W(h.W), b(h.bias), y(pb.x_size()), x_replay(pb.x_size()), y_replay(pb.x_size());
+  std::vector<index_t> all_orders;  // orders[k] at k * B on the device
+  for (const auto& o : orders) all_orders.insert(all_orders.end(), o.begin(), o.end());
+  const dbuf<index_t> d_orders(all_orders);
+  auto order_at = [&](size_t k) { return d_orders.p + k * static_cast<size_t>(B); };
+  // src[t][q]: the sequence whose token t sequence q's state holds, updated by every reorder.
+  std::vector<std::vector<index_t>> src(static_cast<size_t>(total), std::vector<index_t>(static_cast<size_t>(B)));
+  for (auto& row : src)
+    for (long q = 0; q < B; ++q) row[static_cast<size_t>(q)] = q;
+  {
+    // Caller-owned state and a two-phase workspace for the first reorder, the convenience form after.
+    const std::size_t state = tcu::decoder<T>::state_bytes(c.window(), C, B);
+    dbuf<char> st(state);
+    tcu::decoder<T> dec(c.window(), C, B, st.p, state);
+    std::size_t bytes = 0;
+    dec.reorder(nullptr, bytes, order_at(0), s);
+    CHECK(bytes == dec.reorder_workspace_bytes());
+    dbuf<char> ws(bytes);
+    size_t k = 0;
+    for (long t = 0; t < total; ++t) {
+      while (k < at.size() && at[k] == t) {
+        if (k == 0)
+          dec.reorder(ws.p, bytes, order_at(k), s);
+        else
+          dec.reorder(order_at(k), s);
+        for (long u = 0; u < t; ++u) {
+          const std::vector<index_t> old = src[static_cast<size_t>(u)];
+          for (long q = 0; q < B; ++q)
+            src[static_cast<size_t>(u)][static_cast<size_t>(q)] =
+                old[static_cast<size_t>(orders[k][static_cast<size_t>(q)])];
+        }
+        CHECK(dec.position() == t);
+        ++k;
+      }
+      dec.step(x.p + t * B * C, W.p, b.p, y.p + t * B * C, s);
+    }
+    CHECK(dec.position() == total);
+    CUDA_OK(cudaStreamSynchronize(s));
+  }
+  // The replay: a fresh decoder fed x[t][src[t][q]].
+  std::vector<T> xr(pb.x_size());
+  for (long t = 0; t < total; ++t)
+    for (long q = 0; q < B; ++q)
+      std::copy_n(h.x.begin() + (t * B + src[static_cast<size_t>(t)][static_cast<size_t>(q)]) * C, C,
+                  xr.begin() + (t * B + q) * C);
+  x_replay.upload(xr);
+  {
+    tcu::decoder<T> dec(c.window(), C, B, s);
+    for (long t = 0; t < total; ++t) dec.step(x_replay.p + t * B * C, W.p, b.p, y_replay.p + t * B * C, s);
+    CUDA_OK(cudaStreamSynchronize(s));
+  }
+  const long from = at.empty() ? 0 : at.back();  // the segment after the last reorder
+  const std::vector<T> yd = y.download(), yr = y_replay.download();
+  const std::vector<T> tail(yd.begin() + from * B * C, yd.end()), tail_r(yr.begin() + from * B * C, yr.end());
+  CHECK(same_bits(tail, tail_r));
+  if (at.size() == 1) {  // one reorder: the CPU decoder's reorder, same inputs
+    std::vector<T> y_cpu(pb.x_size());
+    cpu_side::decode_reorder<T>(c.config(), B, at[0], total - at[0], orders[0].data(), h.x.data(), h.W.data(),
+                                h.bias.data(), y_cpu.data());
+    check_close(to_double(yd), to_double(y_cpu), tol<T>::value, "reordered decoder vs CPU decoder's reorder");
+  }
+  CUDA_OK(cudaStreamDestroy(s));
+}
+
+template <class T>
+void reorder_sweep(std::uint64_t seed0) {
+  const std::vector<index_t> repeats = {2, 0, 2, 3}, reversed = {3, 2, 1, 0}, identity = {0, 1, 2, 3};
+  for (long at : {0L, 1L, 3L, 7L, 23L}) {  // before any step, inside the first ring turn, after re-bases
+    reorder_case<T>(seed0 + static_cast<std::uint64_t>(at), {repeats}, {at}, at + 19);
+    reorder_case<T>(seed0 + 100 + static_cast<std::uint64_t>(at), {reversed}, {at}, at + 11);
+  }
+  reorder_case<T>(seed0 + 200, {identity}, {9}, 20);
+  reorder_case<T>(seed0 + 300, {repeats, reversed}, {5, 17}, 40);  // two reorders compose
+}
+
 }  // namespace

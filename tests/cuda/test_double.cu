@@ -63,3 +63,7 @@ TALKCONV_GPU_CASE("layer forward and backward match the CPU and the reference: d
 TALKCONV_GPU_CASE("incremental decoding equals the causal forward, row by row: double") {
   for (std::uint64_t s = 1; s <= 3; ++s) decoder_case<double>(s + 10);
 }
+
+TALKCONV_GPU_CASE("decoder reorder continues each sequence bitwise from the state it names: double") {
+  reorder_sweep<double>(700);
+}

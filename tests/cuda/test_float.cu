@@ -2,6 +2,9 @@
 #include "layer_cases.cuh"
 #include "window_cases.cuh"
 
+#include <memory>
+#include <thread>
+
 TALKCONV_GPU_CASE("window forward and backward match the CPU and the reference: float") { window_sweep<float>(6, 300); }
 
 // Offsets above 1 (dropout's 1 / (1 - p), or a user's own) reach past the halo sized for max_offset = 1:
@@ -272,4 +275,286 @@ TALKCONV_GPU_CASE("window forward gives the same bits from aligned and misaligne
   tcu::window_forward<float>(c.shape(), c.window(), d_x.p, d_o.p, d_y.p, len.d(), nullptr);
   tcu::window_forward<float>(c.shape(), c.window(), d_xs.p + 1, d_o.p, d_ys.p, len.d(), nullptr);
   CHECK(same_bits(d_y.download(), d_ys.download()));
+}
+
+// ---- beam search: decoder.reorder ------------------------------------------------------------------
+
+TALKCONV_GPU_CASE("decoder reorder continues each sequence bitwise from the state it names: float") {
+  reorder_sweep<float>(600);
+}
+
+// An order entry outside [0, B) cannot be refused on the host (device memory): it sets that sequence's
+// state to NaN and touches nothing else (the others continue bitwise as the replay).
+TALKCONV_GPU_CASE("decoder reorder with an entry outside [0, B) poisons only that sequence") {
+  test_case c = random_case(650, true, layout::tbc, 10);
+  c.pb.L = 4;
+  c.pb.B = 3;
+  c.pb.T = 30;
+  c.pb.lengths.clear();
+  const ref::problem& pb = c.pb;
+  const long B = pb.B, C = pb.C, at = 10;
+  const layer_data<float> h = make_layer_data<float>(c);
+  const std::vector<index_t> order = {1, 7, -1}, fine = {1, 1, 1};
+  dbuf<float> x(h.x), W(h.W), b(h.bias), y(pb.x_size()), y2(pb.x_size());
+  dbuf<index_t> d_order(order), d_fine(fine);
+  for (int run = 0; run < 2; ++run) {
+    tcu::decoder<float> dec(c.window(), C, B, nullptr);
+    for (long t = 0; t < pb.T; ++t) {
+      if (t == at) dec.reorder(run == 0 ? d_order.p : d_fine.p, nullptr);
+      dec.step(x.p + t * B * C, W.p, b.p, (run == 0 ? y.p : y2.p) + t * B * C, nullptr);
+    }
+  }
+  const std::vector<float> yd = y.download(), yf = y2.download();
+  size_t bad = 0;
+  for (long t = 0; t < pb.T; ++t)
+    for (long q = 0; q < B; ++q)
+      for (long ch = 0; ch < C; ++ch) {
+        const size_t i = pb.xi(t, q, ch);
+        if (t >= at && q > 0)
+          bad += !std::isnan(yd[i]);
+        else
+          bad += std::memcmp(&yd[i], &yf[i], sizeof(float)) != 0;  // sequence 0 (order 1) as with a valid order
+      }
+  CHECK(bad == 0);
+}
+
+// ---- one layer object on several streams at once (hostile-input issue) -------------------------------
+namespace {
+
+// One forward + backward problem for a given layer, with its own device buffers and workspaces.
+struct stream_job {
+  const tcu::talk_conv<float>* layer;
+  test_case c;
+  layer_data<float> h;
+  talkconv::dropout_params d;
+  std::vector<index_t> len_h;
+  dbuf<float> x, W, b, dy, y, dx, dW, db, saved;
+  dbuf<index_t> len;
+  std::size_t fbytes = 0, bbytes = 0;
+  std::unique_ptr<dbuf<char>> wsf, wsb;
+
+  stream_job(const tcu::talk_conv<float>& l, const test_case& tc, const talkconv::dropout_params& dp)
+      : layer(&l),
+        c(tc),
+        h(make_layer_data<float>(tc)),
+        d(dp),
+        len_h(tc.lengths()),
+        x(to_layout(h.x, tc.pb.T, tc.pb.B, tc.pb.C, tc.lay)),
+        W(h.W),
+        b(h.bias),
+        dy(to_layout(h.dy, tc.pb.T, tc.pb.B, tc.pb.C, tc.lay)),
+        y(tc.pb.x_size()),
+        dx(tc.pb.x_size()),
+        dW(h.W.size()),
+        db(h.bias.size()),
+        saved(tc.pb.o_size()),
+        len(len_h) {
+    layer->forward(nullptr, fbytes, fwd(), nullptr);
+    layer->backward(nullptr, bbytes, bwd(), nullptr);
+    wsf = std::make_unique<dbuf<char>>(fbytes);
+    wsb = std::make_unique<dbuf<char>>(bbytes);
+  }
+  talkconv::forward_args<float> fwd() const {
+    talkconv::forward_args<float> f;
+    f.shape = c.shape();
+    f.x = x.p;
+    f.weight = W.p;
+    f.bias = b.p;
+    f.y = y.p;
+    f.saved_offsets = saved.p;
+    f.lengths = len_h.empty() ? nullptr : len.p;
+    f.dropout = d;
+    return f;
+  }
+  talkconv::backward_args<float> bwd() const {
+    talkconv::backward_args<float> g;
+    g.shape = c.shape();
+    g.x = x.p;
+    g.weight = W.p;
+    g.bias = b.p;
+    g.dy = dy.p;
+    g.saved_offsets = saved.p;
+    g.dx = dx.p;
+    g.dweight = dW.p;
+    g.dbias = db.p;
+    g.lengths = len_h.empty() ? nullptr : len.p;
+    g.dropout = d;
+    return g;
+  }
+  // Outputs set to NaN bytes first: a result not written by the run cannot match.
+  void clear() {
+    for (dbuf<float>* o : {&y, &dx, &dW, &db, &saved}) o->fill_bytes(0xff);
+  }
+  // Host side only (may run on another host thread): throws talkconv::error on failure.
+  void enqueue(cudaStream_t s, bool convenience) {
+    if (convenience) {
+      layer->forward(fwd(), s);
+      layer->backward(bwd(), s);
+    } else {
+      layer->forward(wsf->p, fbytes, fwd(), s);
+      layer->backward(wsb->p, bbytes, bwd(), s);
+    }
+  }
+  std::vector<std::vector<float>> results() const {
+    return {y.download(), dx.download(), dW.download(), db.download(), saved.download()};
+  }
+};
+
+void check_same_as_serial(std::vector<std::unique_ptr<stream_job>>& jobs,
+                          const std::vector<std::vector<std::vector<float>>>& serial, const char* how) {
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    INFO(how, ": job ", i, " ", jobs[i]->c.str());
+    const auto got = jobs[i]->results();
+    for (size_t k = 0; k < got.size(); ++k) {
+      INFO("output ", k, " (y, dx, dW, dbias, saved offsets)");
+      CHECK(same_bits(got[k], serial[i][k]));
+    }
+  }
+}
+
+// Runs the jobs one after the other on the legacy default stream, then concurrently on one stream each,
+// launched from this thread (two-phase workspaces) and from one host thread per job (convenience forms:
+// stream-ordered cudaMallocAsync), and requires the serial bits from both concurrent runs.
+void concurrency_case(std::vector<std::unique_ptr<stream_job>>& jobs, int rounds) {
+  std::vector<std::vector<std::vector<float>>> serial;
+  for (auto& j : jobs) {
+    j->clear();
+    j->enqueue(nullptr, false);
+    CUDA_OK(cudaDeviceSynchronize());
+    serial.push_back(j->results());
+  }
+  std::vector<cudaStream_t> streams(jobs.size());
+  for (cudaStream_t& s : streams) CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  for (int r = 0; r < rounds; ++r) {
+    for (auto& j : jobs) j->clear();
+    CUDA_OK(cudaDeviceSynchronize());
+    for (size_t i = 0; i < jobs.size(); ++i) jobs[i]->enqueue(streams[i], false);
+    CUDA_OK(cudaDeviceSynchronize());
+    check_same_as_serial(jobs, serial, "streams from one host thread");
+
+    for (auto& j : jobs) j->clear();
+    CUDA_OK(cudaDeviceSynchronize());
+    std::vector<std::string> errors(jobs.size());
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < jobs.size(); ++i)
+      threads.emplace_back([&, i] {
+        try {
+          for (int k = 0; k < 3; ++k) jobs[i]->enqueue(streams[i], k % 2 == 0);
+        } catch (const std::exception& e) {
+          errors[i] = e.what();
+        }
+      });
+    for (std::thread& t : threads) t.join();
+    CUDA_OK(cudaDeviceSynchronize());
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      INFO("host thread ", i, ": ", errors[i]);
+      CHECK(errors[i].empty());
+    }
+    check_same_as_serial(jobs, serial, "one stream per host thread");
+  }
+  for (cudaStream_t s : streams) CUDA_OK(cudaStreamDestroy(s));
+}
+
+}  // namespace
+
+TALKCONV_GPU_CASE("one talk_conv used on several streams at once gives bitwise the serial results") {
+  for (bool causal : {false, true}) {
+    test_case base = random_case(6100 + causal, causal, layout::tbc, 10);
+    base.pb.H = 2;
+    base.pb.C = 2 * 96;  // heads wider than a block: split head sums and their combine
+    base.pb.L = 20;
+    base.pb.M = causal ? 0 : 13;
+    const tcu::talk_conv<float> layer(base.config());
+    std::vector<std::unique_ptr<stream_job>> jobs;
+    for (int i = 0; i < 4; ++i) {
+      test_case c = base;
+      c.seed = 6200 + 10 * std::uint64_t(i) + causal;
+      c.lay = i % 2 ? layout::btc : layout::tbc;  // shape and layout are per call, not per layer
+      c.pb.T = 300 + 170 * i;
+      c.pb.B = 1 + i % 3;
+      c.pb.lengths.clear();
+      if (i >= 2)
+        for (long q = 0; q < c.pb.B; ++q) c.pb.lengths.push_back(c.pb.T - 37 * q);
+      const talkconv::dropout_params d{i % 2 ? 0.15f : 0.0f, 99 + std::uint64_t(i), i % 2 == 1};
+      jobs.push_back(std::make_unique<stream_job>(layer, c, d));
+    }
+    concurrency_case(jobs, 2);
+  }
+}
+
+// Kernels are shared by every layer: two layers whose tiles need different (opt-in, > 48 KiB) shared
+// memory, launched at once from several host threads, must not undo each other's launch settings.
+TALKCONV_GPU_CASE("layers with different shared-memory needs run at once from several host threads") {
+  test_case base = random_case(6300, false, layout::tbc, 10);
+  base.pb.H = 4;
+  base.pb.C = 64;
+  base.pb.lengths.clear();
+  talkconv::talk_config small = base.config(), large = base.config();
+  small.max_left = small.max_right = 100;  // about 100 KiB of shared memory per window tile
+  large.max_left = large.max_right = 300;  // about 200 KiB
+  const tcu::talk_conv<float> a(small), b(large);
+  std::vector<std::unique_ptr<stream_job>> jobs;
+  for (int i = 0; i < 4; ++i) {
+    test_case c = base;
+    c.seed = 6400 + std::uint64_t(i);
+    c.pb.L = c.pb.M = i % 2 ? 300 : 100;
+    c.pb.T = 700;
+    c.pb.B = 2;
+    jobs.push_back(std::make_unique<stream_job>(i % 2 ? b : a, c, talkconv::dropout_params{}));
+  }
+  concurrency_case(jobs, 3);
+}
+
+// ---- host-side limits (no GPU needed: nothing is launched) ---------------------------------------------
+// A call the CUDA grid cannot run is refused with size_overflow by its workspace query already, before
+// anything is launched; sizes whose byte counts overflow size_t are refused instead of wrapping around.
+TEST_CASE("CUDA calls beyond the grid or size_t are refused by the query, before any launch") {
+  using talkconv::status;
+  auto code_of = [](auto&& f) {
+    try {
+      f();
+    } catch (const talkconv::error& e) {
+      return e.code();
+    }
+    return status::success;
+  };
+  float* fake = reinterpret_cast<float*>(std::uintptr_t(256));  // never dereferenced
+  // R = 65 channels per head: two channel blocks per head, 80000 blocks in all (grid y allows 65535).
+  const tcu::talk_conv<float> wide(talkconv::talk_config{65 * 40000, 40000, 2, 2, false});
+  talkconv::forward_args<float> f;
+  f.shape = talkconv::seq_shape{4, 1, 65 * 40000, layout::tbc};
+  f.x = f.weight = f.y = fake;
+  std::size_t bytes = 0;
+  CHECK(code_of([&] { wide.forward(nullptr, bytes, f, nullptr); }) == status::size_overflow);
+  bytes = std::size_t(1) << 40;
+  CHECK(code_of([&] { wide.forward(fake, bytes, f, nullptr); }) == status::size_overflow);
+  talkconv::backward_args<float> g;
+  g.shape = f.shape;
+  CHECK(code_of([&] { wide.backward(nullptr, bytes, g, nullptr); }) == status::size_overflow);
+  CHECK(code_of([&] { tcu::window_forward<float>(f.shape, wide.window(), fake, fake, fake, nullptr, nullptr); }) ==
+        status::size_overflow);
+  CHECK(code_of([&] {
+          tcu::window_backward<float>(nullptr, bytes, f.shape, wide.window(), fake, fake, fake, fake, fake, nullptr,
+                                      nullptr);
+        }) == status::size_overflow);
+  // B * tiles beyond grid x.
+  const tcu::talk_conv<float> narrow(talkconv::talk_config{2, 1, 1, 1, false});
+  f.shape = talkconv::seq_shape{index_t(1) << 40, 1, 2, layout::tbc};
+  CHECK(code_of([&] { narrow.forward(nullptr, bytes, f, nullptr); }) == status::size_overflow);
+  // The decoder's state: (L + 2) * B * C accumulators of 8 bytes overflow size_t (it used to wrap).
+  const talkconv::window_params huge_left{1, index_t(1) << 60, 0, true};
+  CHECK(code_of([&] { (void)tcu::decoder<double>::state_bytes(huge_left, 4, 1); }) == status::size_overflow);
+  CHECK(code_of([&] { (void)tcu::decoder<float>::state_bytes(huge_left, 1, 1); }) == status::success);
+  // Workspace queries of ordinary problems are what the pieces add up to.
+  const tcu::talk_conv<float> layer(talkconv::talk_config{130, 2, 5, 3, false});  // R = 65: split heads
+  f.shape = talkconv::seq_shape{300, 2, 130, layout::btc};
+  layer.forward(nullptr, bytes, f, nullptr);
+  CHECK(bytes == (300 * 2 * 4 * sizeof(float) + 255) / 256 * 256);
+  g.shape = f.shape;
+  std::size_t with_saved = 0, without = 0;
+  g.saved_offsets = fake;
+  layer.backward(nullptr, with_saved, g, nullptr);
+  g.saved_offsets = nullptr;
+  layer.backward(nullptr, without, g, nullptr);
+  CHECK(without == with_saved + (300 * 2 * 4 * sizeof(float) + 255) / 256 * 256);
 }
