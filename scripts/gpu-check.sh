@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU: builds talkconv's CUDA tests and benchmarks for sm_90 (override with
-# CUDA_ARCH=80 ...), runs the CUDA tests, compute-sanitizer memcheck and racecheck on a reduced case set,
-# and the GPU benchmarks (JSON), and writes everything with the device, driver and date to an output
-# directory: the first argument, else $OUT, else ./gpu-check-out.
+# On a machine with an NVIDIA GPU: builds talkconv's CUDA tests and benchmarks for the GPU's own
+# architecture (from nvidia-smi; override with CUDA_ARCH=80 ...), runs the CUDA tests, compute-sanitizer
+# memcheck, racecheck, synccheck and initcheck on reduced case sets, and the GPU benchmarks (JSON), and
+# writes everything with the device, driver and date to an output directory: the first argument, else
+# $OUT, else ./gpu-check-out. summary.txt there has one line per step (OK / FAILED / SKIPPED) and the
+# verdict; each step's whole output is in <step>.txt, the tail of each in gpu-check.log.
 #
 #   scripts/gpu-check.sh [out_dir]
 #
-# Environment: JOBS (build jobs, default nproc), CUDA_ARCH (default 90), SKIP_TESTS=1, SKIP_SANITIZE=1,
-# SKIP_BENCH=1, BENCH_FILTER (a --benchmark_filter regex). The build directory (build/gpu-check) is
-# reused, so the steps can run as separate calls: SKIP_SANITIZE=1 SKIP_BENCH=1, then SKIP_TESTS=1 ...
+# Environment: JOBS (build jobs, default nproc), CUDA_ARCH (default: the GPU's compute capability, else
+# 90), SKIP_TESTS=1, SKIP_SANITIZE=1, SANITIZERS (default "memcheck racecheck synccheck initcheck"),
+# SKIP_BENCH=1, BENCH_FILTER (a --benchmark_filter regex), DIRECT_BUILD=1 (nvcc without cmake). The build
+# directory (build/gpu-check) is reused, so the steps can run as separate calls (each call rewrites
+# summary.txt with its own steps): SKIP_SANITIZE=1 SKIP_BENCH=1, then SKIP_TESTS=1 SKIP_BENCH=1 ...
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 out=${1:-${OUT:-$root/gpu-check-out}}
 mkdir -p "$out"
 log="$out/gpu-check.log"
+summary="$out/summary.txt"
 : >"$log"
+: >"$summary"
 say() { echo "$*" | tee -a "$log"; }
+note() { printf '%-10s %-8s %s\n' "$1" "$2" "${3:-}" >>"$summary"; }  # step, OK|FAILED|SKIPPED, detail
 run() {  # run a command, its output into the log and a file of its own; returns its status
   local name=$1
   shift
@@ -26,7 +33,15 @@ run() {  # run a command, its output into the log and a file of its own; returns
   local rc=$?
   tail -n 40 "$out/$name.txt" | tee -a "$log"
   say "---- $name: exit $rc after $((SECONDS - t0)) s"
+  last_secs=$((SECONDS - t0))
   return $rc
+}
+last_secs=0
+# A doctest run passes only if some test case passed: a filter that matches nothing must not read as a
+# pass. (GPU cases skipped for want of a device make the program exit 77, a failure here; doctest counts
+# the cases a filter leaves out as "skipped", so that count says nothing.)
+ran_cases() {
+  grep -Eq '\[doctest\] test cases: +[0-9]+ \| +[1-9][0-9]* passed' "$out/$1.txt"
 }
 
 say "talkconv gpu-check $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -67,6 +82,7 @@ if ((apt_missing)) && command -v apt-get >/dev/null && [ "$(id -u)" -eq 0 ]; the
   have_header Random123/philox.h || missing+=("Random123 (apt: librandom123-dev)")
 fi
 if ((${#missing[@]})); then
+  note setup FAILED "missing: ${missing[*]}"
   say "MISSING, cannot go on:"
   for m in "${missing[@]}"; do say "  - $m"; done
   say "(set CMAKE_PREFIX_PATH to where they are installed, or install them and re-run)"
@@ -81,14 +97,37 @@ say "$(nvcc --version | tail -n 2 | head -n 1)"
 # ---- build -------------------------------------------------------------------------------------------
 build=$root/build/gpu-check
 jobs=${JOBS:-$(nproc)}
-arch=${CUDA_ARCH:-90}
+# The GPU's own architecture (compute_cap "9.0" -> 90), so a kernel image exists for it.
+detected=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' .')
+[[ $detected =~ ^[0-9]+$ ]] || detected=90
+arch=${CUDA_ARCH:-$detected}
+say "CUDA architecture: sm_$arch (detected: ${detected})"
 status=0
+bench_built=1
 mkdir -p "$build"
 t0=$SECONDS
 if command -v cmake >/dev/null && [ "${DIRECT_BUILD:-0}" != 1 ]; then
-  run configure cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DTALKCONV_WERROR=ON -DTALKCONV_BUILD_TESTS=ON \
-    -DTALKCONV_BUILD_EXAMPLES=OFF -DTALKCONV_BUILD_BENCH=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" || exit 3
-  run build cmake --build "$build" -j "$jobs" --target talkconv_cuda_tests talkconv_cuda_bench || exit 4
+  # A build directory carried from another machine (another source path or compiler) cannot be reused.
+  if [ -f "$build/CMakeCache.txt" ] && ! grep -q "^CMAKE_HOME_DIRECTORY:INTERNAL=$root\$" "$build/CMakeCache.txt"; then
+    rm -rf "$build"
+    mkdir -p "$build"
+  fi
+  if ! run configure cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DTALKCONV_WERROR=ON \
+    -DTALKCONV_BUILD_TESTS=ON -DTALKCONV_BUILD_EXAMPLES=OFF -DTALKCONV_BUILD_BENCH=ON \
+    -DCMAKE_CUDA_ARCHITECTURES="$arch"; then
+    note configure FAILED "see configure.txt"
+    exit 3
+  fi
+  # The tests first: a benchmark that fails to build (e.g. a bundled library this machine cannot load)
+  # must not stop them.
+  if ! run build cmake --build "$build" -j "$jobs" --target talkconv_cuda_tests; then
+    note build FAILED "see build.txt"
+    exit 4
+  fi
+  note build OK "$last_secs s, sm_$arch"
+  if [ "${SKIP_BENCH:-0}" != 1 ]; then
+    run build_bench cmake --build "$build" -j "$jobs" --target talkconv_cuda_bench || bench_built=0
+  fi
   tests=$build/tests/cuda/talkconv_cuda_tests
   bench=$build/bench/cuda/talkconv_cuda_bench
 else
@@ -111,10 +150,17 @@ else
       while (($(jobs -rp | wc -l) >= jobs)); do sleep 1; done
     done
     for p in "${pids[@]}"; do wait "$p" || return 1; done
-    nvcc "${flags[@]}" "${objs[@]}" -o "$build/talkconv_cuda_tests" "${libdirs[@]}" -lgomp || return 1
+    nvcc "${flags[@]}" "${objs[@]}" -o "$build/talkconv_cuda_tests" "${libdirs[@]}" -lgomp -lpthread
+  }
+  direct_bench() {
     nvcc "${flags[@]}" "$root/bench/cuda/bench_cuda.cu" -o "$build/talkconv_cuda_bench" "${libdirs[@]}" -lbenchmark -lpthread
   }
-  run build direct || exit 4
+  if ! run build direct; then
+    note build FAILED "see build.txt (direct nvcc)"
+    exit 4
+  fi
+  note build OK "$last_secs s, sm_$arch, direct nvcc"
+  if [ "${SKIP_BENCH:-0}" != 1 ]; then run build_bench direct_bench || bench_built=0; fi
   tests=$build/talkconv_cuda_tests
   bench=$build/talkconv_cuda_bench
 fi
@@ -126,32 +172,90 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   # The same program ctest runs as talkconv.cuda (label gpu): exit 77 = every GPU case skipped.
   run tests "$tests" --no-version --force-colors=false --duration=true
   rc=$?
-  [ $rc -eq 77 ] && say "TESTS SKIPPED: no usable CUDA device" && status=1
-  [ $rc -ne 0 ] && [ $rc -ne 77 ] && status=1
+  if [ $rc -eq 77 ]; then
+    say "TESTS SKIPPED: no usable CUDA device"
+    note tests FAILED "exit 77: every GPU case skipped (no usable CUDA device)"
+    status=1
+  elif [ $rc -ne 0 ] || ! ran_cases tests; then
+    note tests FAILED "exit $rc, $last_secs s (see tests.txt)"
+    status=1
+  else
+    note tests OK "$last_secs s, $(grep -E '\[doctest\] test cases:' "$out/tests.txt" | tail -n 1 | tr -s ' ')"
+  fi
+else
+  note tests SKIPPED "SKIP_TESTS=1"
 fi
 
-# ---- sanitizers on a reduced case set (no 64-bit case: it needs 28 GiB) ---------------------------------
+# ---- sanitizers on reduced case sets (no 64-bit case: it needs 28 GiB) ----------------------------------
+# Case sets (doctest --test-case filters; every one must match some case, see ran_cases):
+#   memcheck / initcheck: every float building block and the layer's special paths, the decoder and its
+#     reorder, streams and host threads (out-of-bounds and misaligned accesses, leaks; reads of device
+#     memory never written: the workspace pieces, the decoder's ring before it fills, padding rows);
+#   racecheck: the window kernels (shared-memory scans, carries, tap caches) and the decoder;
+#   synccheck: every kernel with barriers (window tiles, block reductions), float and half.
+sanitize_cases() {
+  case $1 in
+  memcheck | initcheck)
+    echo '*: float,*beyond the shared-memory*: float,*integer bounds*,*offsets:*,*offsets backward*,*prefix sums*,*deterministic*,*incremental*: float,*reorder*,*several streams*,*host threads*,*misaligned*'
+    ;;
+  racecheck) echo '*window forward and backward*: float,*layer forward and backward*: float,*incremental*: float,*reorder continues*: float' ;;
+  synccheck) echo '*window forward and backward*: float,*window forward and backward*: half,*layer forward and backward*: float' ;;
+  esac
+}
 if [ "${SKIP_SANITIZE:-0}" != 1 ]; then
-  if command -v compute-sanitizer >/dev/null || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
-    cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-    subset='*float,*beyond the shared-memory*,*integer bounds*,*offsets*,*prefix sums*,*deterministic*,*incremental*'
-    run memcheck "$cs" --tool memcheck --error-exitcode 1 --leak-check full "$tests" --no-version \
-      --test-case="$subset" || status=1
-    run racecheck "$cs" --tool racecheck --error-exitcode 1 --racecheck-report all "$tests" --no-version \
-      --test-case='*window forward and backward*: float,*layer forward and backward*: float,*incremental*: float' ||
-      status=1
-    run synccheck "$cs" --tool synccheck --error-exitcode 1 "$tests" --no-version \
-      --test-case='*window forward and backward*: float' || status=1
+  cs=$(command -v compute-sanitizer || true)
+  for c in /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
+    [ -z "$cs" ] && [ -x "$c" ] && cs=$c
+  done
+  if [ -n "$cs" ]; then
+    say "$("$cs" --version 2>&1 | tail -n 1)"
+    for tool in ${SANITIZERS:-memcheck racecheck synccheck initcheck}; do
+      extra=()
+      case $tool in
+      memcheck) extra=(--leak-check full) ;;
+      racecheck) extra=(--racecheck-report all) ;;
+      synccheck | initcheck) ;;
+      *)
+        note "$tool" FAILED "unknown tool"
+        status=1
+        continue
+        ;;
+      esac
+      cases=$(sanitize_cases "$tool")
+      run "$tool" "$cs" --tool "$tool" --error-exitcode 99 "${extra[@]}" "$tests" --no-version --force-colors=false \
+        --test-case="$cases"
+      rc=$?
+      errors=$(grep -Eo 'ERROR SUMMARY: [0-9]+ error' "$out/$tool.txt" | tail -n 1)
+      if [ $rc -eq 0 ] && ran_cases "$tool"; then
+        note "$tool" OK "$last_secs s, ${errors:-no summary}"
+      else
+        note "$tool" FAILED "exit $rc, $last_secs s, ${errors:-no summary} (see $tool.txt)"
+        status=1
+      fi
+    done
   else
     say "compute-sanitizer not found: sanitizers skipped"
+    note sanitize FAILED "compute-sanitizer not found"
     status=1
   fi
+else
+  note sanitize SKIPPED "SKIP_SANITIZE=1"
 fi
 
 # ---- benchmarks ----------------------------------------------------------------------------------------
-if [ "${SKIP_BENCH:-0}" != 1 ]; then
-  run bench "$bench" --benchmark_out="$out/bench_cuda.json" --benchmark_out_format=json \
-    ${BENCH_FILTER:+--benchmark_filter="$BENCH_FILTER"} || status=1
+if [ "${SKIP_BENCH:-0}" = 1 ]; then
+  note bench SKIPPED "SKIP_BENCH=1"
+elif [ $bench_built != 1 ]; then
+  note bench FAILED "the benchmark did not build (see build_bench.txt)"
+  status=1
+else
+  if run bench "$bench" --benchmark_out="$out/bench_cuda.json" --benchmark_out_format=json \
+    ${BENCH_FILTER:+--benchmark_filter="$BENCH_FILTER"}; then
+    note bench OK "$last_secs s, bench_cuda.json"
+  else
+    note bench FAILED "see bench.txt"
+    status=1
+  fi
   cat "$out/bench.txt" >>"$log"
   # Peer comparison (PyTorch SDPA and the original algorithm in PyTorch) where PyTorch with CUDA exists.
   if command -v python3 >/dev/null && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
@@ -162,6 +266,12 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
   fi
 fi
 
-say "results in $out (gpu-check.log, tests.txt, memcheck.txt, racecheck.txt, bench_cuda.json, ptxas.txt)"
-say "gpu-check: $([ $status -eq 0 ] && echo OK || echo FAILED)"
+say "results in $out (summary.txt, gpu-check.log, tests.txt, <sanitizer>.txt, bench_cuda.json, ptxas.txt)"
+verdict=$([ $status -eq 0 ] && echo OK || echo FAILED)
+{
+  echo "gpu-check: $verdict"
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n 1)"
+} >>"$summary"
+tee -a "$log" <"$summary"
 exit $status
