@@ -43,7 +43,9 @@ class decoder {
     bind(state);
   }
 
-  // Convenience: allocates its state with cudaMallocAsync on `stream` and frees it there when destroyed.
+  // Convenience: allocates its state with cudaMallocAsync on `stream`. When destroyed it frees the state
+  // with cudaFreeAsync on the stream of its last step() or reorder() (the creating stream if none): a
+  // caller that moves the decoder between streams already orders those uses, so the free comes after all.
   decoder(const window_params& w, index_t channels, index_t batch, cudaStream_t stream)
       : w_(w), C_(channels), B_(batch), stream_(stream) {
     void* p = nullptr;
@@ -106,6 +108,7 @@ class decoder {
                     static_cast<unsigned>(B_));
     detail::decoder_reorder_kernel<acc_type><<<grid, detail::row_threads, 0, stream>>>(a);
     detail::check_launch("decoder_reorder_kernel");
+    stream_ = stream;
   }
   // Convenience: the workspace comes from cudaMallocAsync on `stream` and goes back with cudaFreeAsync
   // on it (stream-ordered, no synchronization), as talk_conv's convenience forms.
@@ -150,6 +153,7 @@ class decoder {
                     static_cast<unsigned>(B_));
     detail::decoder_step_kernel<T><<<grid, detail::row_threads, 0, stream>>>(a);
     detail::check_launch("decoder_step_kernel");
+    stream_ = stream;
     ++t_;
   }
 
@@ -186,7 +190,7 @@ class decoder {
   acc_type* ring_ = nullptr;
   acc_type* z_ = nullptr;
   void* owned_ = nullptr;
-  cudaStream_t stream_ = nullptr;
+  cudaStream_t stream_ = nullptr;  // the owned state is freed on it: the creating stream, then the last used
 };
 
 // The layer on the device for storage type T (float, double, __half, __nv_bfloat16, or a type with a
