@@ -180,7 +180,10 @@ void offsets_forward(const seq_shape& shape, const window_params& w, const T* x,
         const index_t b = task / tiles, t0 = (task % tiles) * tile, t1 = std::min(t0 + tile, shape.T);
         const index_t n = lengths ? lengths[b] : shape.T, tv1 = std::max(t0, std::min(t1, n));
         s.z.resize(static_cast<size_t>(tile * P));
-        if (tv1 > t0) detail::project_rows(x + b * sx.b + t0 * sx.t, sx.t, tv1 - t0, shape.C, prm, P, s.z.data(), P, s.tmp);
+        constexpr index_t block = 64;  // the layer's forward projects the same blocks: the same bits
+        for (index_t u = t0; u < tv1; u += block)
+          detail::project_rows(x + b * sx.b + u * sx.t, sx.t, std::min(block, tv1 - u), shape.C, prm, P,
+                               s.z.data() + (u - t0) * P, P, s.tmp);
         for (index_t t = t0; t < t1; ++t) {
           A* o = offsets + t * so.t + b * so.b;
           A* op = offsets_pre ? offsets_pre + t * so.t + b * so.b : nullptr;
