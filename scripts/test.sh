@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: warnings as errors, every test, example and benchmark built (CUDA ones with
 # nvcc when it is present; GPU cases report themselves skipped without a GPU), then the suite again
-# under AddressSanitizer + UndefinedBehaviorSanitizer.
+# under AddressSanitizer + UndefinedBehaviorSanitizer, then the fuzz target for a bounded time
+# (TALKCONV_SKIP_SANITIZE=1, TALKCONV_SKIP_FUZZ=1 skip those steps).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Idle OpenMP threads sleep instead of spinning: on a busy (shared, 2-core) machine spinning threads
@@ -16,4 +17,8 @@ if [ "${TALKCONV_SKIP_SANITIZE:-0}" != 1 ]; then
   cmake --preset sanitize
   cmake --build --preset sanitize -j "$jobs"
   ctest --preset sanitize
+fi
+# Then the fuzz target (clang-14, libFuzzer, ASan + UBSan) for FUZZ_SECONDS (default 120); see scripts/fuzz.sh.
+if [ "${TALKCONV_SKIP_FUZZ:-0}" != 1 ]; then
+  TALKCONV_SKIP_SETUP=1 scripts/fuzz.sh
 fi

@@ -38,6 +38,7 @@ class basic_talk_conv {
     detail::validate_window(window());
     detail::validate_shape(seq_shape{1, 1, cfg_.channels, layout::tbc});
     detail::validate_heads(seq_shape{1, 1, cfg_.channels, layout::tbc}, window());
+    detail::checked_mul(num_offsets(), cfg_.channels, "P*C");  // weight_size() must be an index
   }
 
   const talk_config& config() const { return cfg_; }

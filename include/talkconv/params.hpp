@@ -80,6 +80,8 @@ inline void validate_shape(const seq_shape& s) {
 
 inline void validate_window(const window_params& w) {
   if (w.heads <= 0) fail(status::invalid_shape, "H", "H = ", w.heads, " must be positive");
+  if (!w.causal && w.heads > std::numeric_limits<index_t>::max() / 2)
+    fail(status::size_overflow, "H", "P = 2H = 2 * ", w.heads, " overflows a 64-bit index");
   if (w.max_left < 0) fail(status::invalid_window, "max_left", "max_left (L) = ", w.max_left, " is negative");
   if (w.max_right < 0)
     fail(status::invalid_window, "max_right", "max_right (M) = ", w.max_right, " is negative");

@@ -38,6 +38,7 @@ void parallel_tasks(index_t tasks, index_t work, Init&& init, Body&& body) {
   }
 #else
   (void)work;
+  (void)serial_below;
 #endif
   auto scratch = init();
   for (index_t i = 0; i < tasks; ++i) body(i, scratch);
