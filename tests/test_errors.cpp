@@ -347,4 +347,180 @@ TEST_CASE("errors: sizes whose product overflows the index type") {
   }
 }
 
+TEST_CASE("errors: byte sizes, the weight's P * C and P = 2H overflow before memory is touched") {
+  const std::string two61 = std::to_string(index_t(1) << 61);
+  {  // T*B*C = 2^61 elements fit an index; 2^61 floats are 2^63 bytes, which do not
+    fixture f;
+    f.shape.T = index_t(1) << 40, f.shape.B = index_t(1) << 20, f.shape.C = 2;
+    f.win.heads = 1;
+    f.lengths_p = nullptr;
+    expect_everywhere(f, kind::shape, status::size_overflow, "T*B*C", two61 + " elements of 4 bytes");
+  }
+  {  // T*B*C = 2^60 floats fit (2^62 bytes); the offsets, T*B*P = 2^61 float accumulators, do not
+    fixture f;
+    f.shape.T = index_t(1) << 40, f.shape.B = index_t(1) << 20, f.shape.C = 1;
+    f.win.heads = 1;
+    f.lengths_p = nullptr;
+    expect_everywhere(f, kind::window, status::size_overflow, "T*B*P", two61 + " elements of 4 bytes");
+  }
+  {  // the weight: P*C = 2^32 * 2^32 elements (C = 2^32, H = 2^31); T*B*C and T*B*P fit
+    fixture f;
+    f.shape.T = 1, f.shape.B = 1, f.shape.C = index_t(1) << 32;
+    f.win.heads = index_t(1) << 31;
+    f.lengths_p = nullptr;
+    for (const char* name : {"talk_conv::forward", "talk_conv::backward", "cpu::offsets_forward", "cpu::offsets_backward"})
+      for (const entry& e : entries())
+        if (std::string(e.name) == name) expect_error(e, f, status::size_overflow, "P*C", std::to_string(index_t(1) << 32));
+    // The window blocks take no weight: their problem is fine (with these dummy sizes they would go on
+    // to read memory, so only the check itself is called here).
+    CHECK_NOTHROW(talkconv::detail::validate_bytes(f.shape, f.win, sizeof(float), sizeof(float)));
+  }
+  {  // P*C = 2^62 elements fit; as floats they are 2^64 bytes
+    fixture f;
+    f.shape.T = 1, f.shape.B = 1, f.shape.C = index_t(1) << 31;
+    f.win.heads = index_t(1) << 30;
+    f.lengths_p = nullptr;
+    for (const char* name : {"talk_conv::forward", "talk_conv::backward", "cpu::offsets_forward", "cpu::offsets_backward"})
+      for (const entry& e : entries())
+        if (std::string(e.name) == name)
+          expect_error(e, f, status::size_overflow, "P*C", std::to_string(index_t(1) << 62) + " elements of 4 bytes");
+  }
+  {  // 16-bit storage: 2^61 halves are 2^62 bytes, but the float offsets of T*B*P = 2^62 are not
+    const talkconv::seq_shape shape{index_t(1) << 42, index_t(1) << 20, 1, layout::tbc};  // T*B*C = 2^62 halves
+    const talkconv::window_params win{1, 2, 1, false};                                     // T*B*P = 2^63: elements
+    const Eigen::half* dummy = reinterpret_cast<const Eigen::half*>(&sentinel);
+    try {
+      talkconv::cpu::window_forward<Eigen::half>(shape, win, dummy, nullptr, nullptr);
+      FAIL("no throw");
+    } catch (const talkconv::error& e) {
+      CHECK(e.code() == status::size_overflow);
+      CHECK(e.argument() == "T*B*P");
+    }
+    const talkconv::seq_shape shape2{index_t(1) << 40, index_t(1) << 20, 2, layout::btc};  // 2^61 halves: 2^62 bytes
+    const talkconv::window_params win2{1, 2, 0, true};  // P = 1: T*B*P = 2^60 floats, 2^62 bytes: fits too
+    // x fits in 2^62 bytes, but a float S or widened rows of the same count (2^63 bytes) would not:
+    // refused under T*B*C, naming the accumulator's 4 bytes.
+    try {
+      talkconv::cpu::window_forward<Eigen::half>(shape2, win2, dummy, nullptr, nullptr);
+      FAIL("no throw");
+    } catch (const talkconv::error& e) {
+      CHECK(e.code() == status::size_overflow);
+      CHECK(e.argument() == "T*B*C");
+      CHECK(std::string(e.what()).find(two61 + " elements of 4 bytes") != std::string::npos);
+    }
+  }
+  {  // prefix_sum with a double accumulator for float input: 2^60 elements, 2^63 bytes of S
+    const talkconv::seq_shape shape{index_t(1) << 40, index_t(1) << 20, 1, layout::tbc};
+    std::vector<double> S(4, -1.0);
+    try {
+      talkconv::cpu::prefix_sum<float, double>(shape, &sentinel, S.data(), 0.5);
+      FAIL("no throw");
+    } catch (const talkconv::error& e) {
+      CHECK(e.code() == status::size_overflow);
+      CHECK(e.argument() == "T*B*C");
+      CHECK(std::string(e.what()).find("elements of 8 bytes") != std::string::npos);
+    }
+    for (double v : S) CHECK(v == -1.0);
+  }
+  {  // P = 2H overflows (C = H = 2^62, bidirectional); causal, P = H fits but P*C = 2^124 does not
+    fixture f;
+    f.shape.T = 1, f.shape.B = 1, f.shape.C = index_t(1) << 62;
+    f.win.heads = index_t(1) << 62;
+    f.lengths_p = nullptr;
+    expect_everywhere(f, kind::window, status::size_overflow, "H", std::to_string(index_t(1) << 62));
+    try {
+      talkconv::talk_conv<float> conv(talkconv::talk_config{index_t(1) << 62, index_t(1) << 62, 1, 1, false});
+      FAIL("no throw");
+    } catch (const talkconv::error& e) {
+      CHECK(e.code() == status::size_overflow);
+      CHECK(e.argument() == "H");
+    }
+    try {
+      talkconv::talk_conv<float> conv(talkconv::talk_config{index_t(1) << 62, index_t(1) << 62, 1, 0, true});
+      FAIL("no throw");
+    } catch (const talkconv::error& e) {
+      CHECK(e.code() == status::size_overflow);
+      CHECK(e.argument() == "P*C");
+    }
+  }
+  {  // the layer's size queries: weight_size() needs P*C to fit (checked at construction), saved_size checks
+    try {
+      talkconv::talk_conv<float> conv(talkconv::talk_config{index_t(1) << 32, index_t(1) << 31, 1, 1, false});
+      FAIL("no throw");
+    } catch (const talkconv::error& e) {
+      CHECK(e.code() == status::size_overflow);
+      CHECK(e.argument() == "P*C");
+    }
+    const talkconv::talk_conv<float> conv(talkconv::talk_config{8, 2, 3, 1, false});
+    try {
+      (void)conv.saved_size(index_t(1) << 40, index_t(1) << 30);
+      FAIL("no throw");
+    } catch (const talkconv::error& e) {
+      CHECK(e.code() == status::size_overflow);
+      CHECK(e.argument() == "T*B");
+    }
+    try {
+      (void)conv.saved_size(index_t(1) << 40, index_t(1) << 21);  // T*B = 2^61, P = 4
+      FAIL("no throw");
+    } catch (const talkconv::error& e) {
+      CHECK(e.code() == status::size_overflow);
+      CHECK(e.argument() == "T*B*P");
+    }
+    CHECK(conv.saved_size(6, 2) == 48);
+  }
+  {  // the decoder's state: (L+2)*B*C = 4 * 2^57 * 8 = 2^62 accumulators fit an index, their bytes do not
+    const talkconv::talk_conv<float> conv(talkconv::talk_config{8, 2, 2, 0, true});
+    try {
+      (void)conv.make_decoder(index_t(1) << 57);
+      FAIL("make_decoder(2^57) did not throw");
+    } catch (const talkconv::error& e) {
+      CHECK(e.code() == status::size_overflow);
+      CHECK(e.argument() == "(L+2)*B*C");
+      CHECK(std::string(e.what()).find(std::to_string(index_t(1) << 62) + " elements of 4 bytes") != std::string::npos);
+    }
+  }
+}
+
+// Sizes that are valid however large the window: scratch and reach follow the sequence, not L, and no
+// size is formed from L or 1 / (1 - p) that could overflow (these calls used to allocate by the window).
+TEST_CASE("errors: huge windows and segments on short sequences are accepted and computed") {
+  std::mt19937_64 rng(1717);
+  for (bool causal : {false, true}) {
+    ref::problem pb;
+    pb.T = 12, pb.B = 2, pb.C = 4, pb.H = 2, pb.L = index_t(1) << 60, pb.M = causal ? 0 : (index_t(1) << 59), pb.causal = causal;
+    pb.lengths = {12, 7};
+    INFO(pb.str());
+    const vec x = round_through<float>(normal_vec(rng, pb.x_size()));
+    const vec o = window_offsets<float>(rng, pb, 1.0);
+    const auto len = lengths_of(pb);
+    std::vector<float> y(x.size(), sentinel);
+    const auto os = to_store_vec<float>(o), xs = to_store_vec<float>(x);
+    cpu::window_forward<float>(shape_of(pb, layout::tbc), window_of(pb), xs.data(), os.data(), y.data(), lengths_ptr(len));
+    const vec want = ref::window_forward(pb, x, o);
+    TT_CHECK_CLOSE("window_forward, L = 2^60", to_dbl_vec(y), want, 1e-5, std::max(1e-300, max_abs(want)));
+    // The layer, training with p close to 1: its reach L / (1 - p) is far beyond any index.
+    const talkconv::talk_conv<float> conv(talkconv::talk_config{pb.C, pb.H, pb.L, pb.M, pb.causal});
+    const vec W = round_through<float>(normal_vec(rng, static_cast<size_t>(pb.P() * pb.C)));
+    const auto Ws = to_store_vec<float>(W);
+    const talkconv::dropout_params dp{0.999f, 8, true};
+    std::vector<float> y2(x.size(), sentinel);
+    talkconv::forward_args<float> fa;
+    fa.shape = shape_of(pb, layout::tbc), fa.x = xs.data(), fa.weight = Ws.data(), fa.y = y2.data();
+    fa.lengths = lengths_ptr(len), fa.dropout = dp;
+    conv.forward(fa);
+    const vec want2 = ref::layer_forward(pb, x, W, vec{}, ref::dropout{true, dp.p, dp.seed});
+    TT_CHECK_CLOSE("talk_conv forward, L = 2^60, p = 0.999", to_dbl_vec(y2), want2, 1e-5, std::max(1e-300, max_abs(want2)));
+  }
+  // prefix_sum: a segment longer than the sequence is one segment (no overflow counting segments).
+  ref::problem pb;
+  pb.T = 9, pb.B = 2, pb.C = 3;
+  const vec x = round_through<float>(normal_vec(rng, pb.x_size()));
+  const auto xs = to_store_vec<float>(x);
+  std::vector<float> S0(x.size(), sentinel), S1(x.size(), sentinel);
+  cpu::prefix_sum<float>(shape_of(pb, layout::tbc), xs.data(), S0.data(), 0.5f, 0);
+  cpu::prefix_sum<float>(shape_of(pb, layout::tbc), xs.data(), S1.data(), 0.5f, std::numeric_limits<index_t>::max());
+  CHECK(bitwise_equal(S0, S1));
+  TT_CHECK_CLOSE("S", to_dbl_vec(S0), ref::prefix_sum(pb, x, 0.5, 0), 1e-6, std::max(1.0, max_abs(x)) * double(pb.T));
+}
+
 }  // TEST_SUITE

@@ -49,7 +49,9 @@ class basic_talk_conv {
   window_params window() const { return window_params{heads(), cfg_.max_left, cfg_.max_right, cfg_.causal}; }
   index_t num_offsets() const { return window().num_offsets(); }                                     // P
   index_t weight_size() const { return num_offsets() * cfg_.channels; }                               // of weight
-  index_t saved_size(index_t tokens, index_t batch) const { return tokens * batch * num_offsets(); }  // of saved_offsets
+  index_t saved_size(index_t tokens, index_t batch) const {  // of saved_offsets
+    return detail::checked_mul(detail::checked_mul(tokens, batch, "T*B"), num_offsets(), "T*B*P");
+  }
 
  protected:
   // A call's shape against the layer: C must be the layer's channels. The rest is validated by callers.

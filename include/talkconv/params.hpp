@@ -120,5 +120,26 @@ inline void validate_problem(const seq_shape& s, const window_params& w, const i
   validate_lengths(lengths, s);
 }
 
+// `count` elements of `elem_bytes` bytes each: their byte size must be an index too (pointer arithmetic
+// and std::vector stop at PTRDIFF_MAX bytes), or a size_overflow error naming `what`.
+inline void checked_bytes(index_t count, index_t elem_bytes, const char* what) {
+  if (count > std::numeric_limits<index_t>::max() / elem_bytes)
+    fail(status::size_overflow, what, what, " = ", count, " elements of ", elem_bytes,
+         " bytes overflow a 64-bit byte count");
+}
+
+// Byte sizes of a problem that passed validate_problem, for storage of `elem_bytes` and accumulators of
+// `acc_bytes` bytes: the x-sized tensors (T*B*C, stored or accumulated) and the offsets (T*B*P
+// accumulators).
+inline void validate_bytes(const seq_shape& s, const window_params& w, index_t elem_bytes, index_t acc_bytes) {
+  checked_bytes(s.T * s.B * s.C, elem_bytes > acc_bytes ? elem_bytes : acc_bytes, "T*B*C");
+  checked_bytes(s.T * s.B * w.num_offsets(), acc_bytes, "T*B*P");
+}
+
+// The projection weight [P, C] (stored, and widened to accumulators): its elements and bytes.
+inline void validate_weight(const window_params& w, index_t C, index_t elem_bytes, index_t acc_bytes) {
+  checked_bytes(checked_mul(w.num_offsets(), C, "P*C"), elem_bytes > acc_bytes ? elem_bytes : acc_bytes, "P*C");
+}
+
 }  // namespace detail
 }  // namespace talkconv

@@ -50,6 +50,8 @@ class talk_conv : public basic_talk_conv<Heads> {
   void check(const seq_shape& s, const index_t* lengths, const dropout_params& d) const {
     detail::validate_problem(s, window(), lengths);
     this->check_channels(s);
+    detail::validate_bytes(s, window(), sizeof(T), sizeof(acc_type));
+    detail::validate_weight(window(), s.C, sizeof(T), sizeof(acc_type));
     detail::validate_dropout(d);
   }
 };

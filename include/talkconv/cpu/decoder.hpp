@@ -24,10 +24,13 @@ class decoder {
     talkconv::detail::validate_shape(seq_shape{1, batch, channels, layout::tbc});
     talkconv::detail::validate_window(w);
     talkconv::detail::validate_heads(seq_shape{1, batch, channels, layout::tbc}, w);
+    talkconv::detail::validate_bytes(seq_shape{1, batch, channels, layout::tbc}, w, sizeof(T), sizeof(acc_type));
+    talkconv::detail::validate_weight(w, channels, sizeof(T), sizeof(acc_type));
     ring_rows_ = w.max_left + 2;
-    ring_.assign(static_cast<size_t>(talkconv::detail::checked_mul(
-                     talkconv::detail::checked_mul(ring_rows_, batch, "(L+2)*B"), channels, "(L+2)*B*C")),
-                 acc_type(0));
+    const index_t ring_size = talkconv::detail::checked_mul(
+        talkconv::detail::checked_mul(ring_rows_, batch, "(L+2)*B"), channels, "(L+2)*B*C");
+    talkconv::detail::checked_bytes(ring_size, sizeof(acc_type), "(L+2)*B*C");
+    ring_.assign(static_cast<size_t>(ring_size), acc_type(0));
     z_.resize(static_cast<size_t>(batch * w.num_offsets()));
     zero_.assign(static_cast<size_t>(channels), acc_type(0));
     base_.resize(static_cast<size_t>(channels));

@@ -37,6 +37,7 @@ inline talkconv::detail::head_map make_head_map(const seq_shape& shape, const wi
 template <class A>
 void head_sum(const seq_shape& shape, const window_params& w, const A* in, A* out) {
   const talkconv::detail::head_map hm = make_head_map(shape, w);
+  talkconv::detail::validate_bytes(shape, w, sizeof(A), sizeof(A));
   talkconv::detail::require_pointer(in, "in");
   talkconv::detail::require_pointer(out, "out");
   const seq_strides si = shape.strides(shape.C), so = shape.strides(w.heads);

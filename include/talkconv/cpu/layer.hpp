@@ -25,8 +25,9 @@ struct layer_scratch {
 // one token for rounding; clipped to the sequence by the caller.
 inline window_reach layer_reach(const window_params& w, const dropout_params& d) {
   const double scale = d.active() ? 1.0 / (1.0 - double(d.p)) : 1.0;
-  return window_reach{static_cast<index_t>(std::ceil(double(w.max_left) * scale)) + 2,
-                      w.causal ? 0 : static_cast<index_t>(std::ceil(double(w.max_right) * scale)) + 1};
+  // Capped before the conversion (L / (1 - p) may exceed any index); 2^62 is beyond any sequence.
+  auto reach = [scale](index_t m) { return static_cast<index_t>(std::min(std::ceil(double(m) * scale), 0x1p62)); };
+  return window_reach{reach(w.max_left) + 2, w.causal ? 0 : reach(w.max_right) + 1};
 }
 
 // Forward: per (sequence, time tile), stream the tile's tokens; offsets and taps are made just in time,

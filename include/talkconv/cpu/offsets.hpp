@@ -144,9 +144,12 @@ void param_grads(const seq_shape& shape, index_t P, const index_t* lengths, cons
   }
 }
 
-inline void validate_offsets_call(const seq_shape& shape, const window_params& w, const dropout_params& d,
-                                  const index_t* lengths) {
+template <class T>
+void validate_offsets_call(const seq_shape& shape, const window_params& w, const dropout_params& d,
+                           const index_t* lengths) {
   talkconv::detail::validate_problem(shape, w, lengths);
+  talkconv::detail::validate_bytes(shape, w, sizeof(T), sizeof(acc_t<T>));
+  talkconv::detail::validate_weight(w, shape.C, sizeof(T), sizeof(acc_t<T>));
   talkconv::detail::validate_dropout(d);
 }
 
@@ -162,7 +165,7 @@ void offsets_forward(const seq_shape& shape, const window_params& w, const T* x,
                      const dropout_params& dropout, acc_t<T>* offsets, acc_t<T>* offsets_pre = nullptr,
                      const index_t* lengths = nullptr) {
   using A = acc_t<T>;
-  detail::validate_offsets_call(shape, w, dropout, lengths);
+  detail::validate_offsets_call<T>(shape, w, dropout, lengths);
   talkconv::detail::require_pointer(x, "x");
   talkconv::detail::require_pointer(weight, "weight");
   talkconv::detail::require_pointer(offsets, "offsets");
@@ -207,7 +210,7 @@ void offsets_backward(const seq_shape& shape, const window_params& w, const T* x
                       const acc_t<T>* offsets_pre, const acc_t<T>* d_offsets, const dropout_params& dropout, T* dx,
                       T* dweight, T* dbias, const index_t* lengths = nullptr) {
   using A = acc_t<T>;
-  detail::validate_offsets_call(shape, w, dropout, lengths);
+  detail::validate_offsets_call<T>(shape, w, dropout, lengths);
   talkconv::detail::require_pointer(x, "x");
   talkconv::detail::require_pointer(weight, "weight");
   talkconv::detail::require_pointer(offsets_pre, "offsets_pre");

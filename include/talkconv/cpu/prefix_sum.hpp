@@ -57,10 +57,11 @@ void scan_rows(const T* x, index_t ld_x, index_t n, index_t cw, A scale, A* out,
 template <class T, class A = acc_t<T>>
 void prefix_sum(const seq_shape& shape, const T* x, A* S, A scale, index_t segment = 0) {
   talkconv::detail::validate_shape(shape);
+  talkconv::detail::checked_bytes(shape.T * shape.B * shape.C, sizeof(T) > sizeof(A) ? sizeof(T) : sizeof(A), "T*B*C");
   talkconv::detail::require_pointer(x, "x");
   talkconv::detail::require_pointer(S, "S");
   if (segment < 0) talkconv::detail::fail(status::invalid_shape, "segment", "segment = ", segment, " is negative");
-  const index_t seg = segment == 0 ? shape.T : segment;
+  const index_t seg = segment == 0 || segment > shape.T ? shape.T : segment;  // no overflow in ceil_div below
   const seq_strides st = shape.strides(shape.C);
   const index_t segs = talkconv::detail::ceil_div(shape.T, seg);
   detail::parallel_tasks(

@@ -319,6 +319,7 @@ void window_forward(const seq_shape& shape, const window_params& w, const T* x, 
                     const index_t* lengths = nullptr) {
   using A = acc_t<T>;
   talkconv::detail::validate_problem(shape, w, lengths);
+  talkconv::detail::validate_bytes(shape, w, sizeof(T), sizeof(A));
   talkconv::detail::require_pointer(x, "x");
   talkconv::detail::require_pointer(offsets, "offsets");
   talkconv::detail::require_pointer(y, "y");
@@ -351,6 +352,7 @@ void window_backward(const seq_shape& shape, const window_params& w, const T* x,
                      const T* dy, T* dx, acc_t<T>* d_offsets, const index_t* lengths = nullptr) {
   using A = acc_t<T>;
   talkconv::detail::validate_problem(shape, w, lengths);
+  talkconv::detail::validate_bytes(shape, w, sizeof(T), sizeof(A));
   talkconv::detail::require_pointer(x, "x");
   talkconv::detail::require_pointer(offsets, "offsets");
   talkconv::detail::require_pointer(dy, "dy");
