@@ -224,13 +224,15 @@ void expect_bytes(expected& e, index_t a, index_t b, index_t c, index_t bytes, c
   if (a > 0 && b > 0 && c > 0 && !mul_overflows(a, b, &ab) && !mul_overflows(ab, c, &abc) && mul_overflows(abc, bytes))
     e.add(status::size_overflow, what);
 }
-// The byte sizes of a problem's tensors and weight, elements of `sv` (storage) and `sa` (accumulator) bytes.
-void expect_problem_bytes(expected& e, index_t T, index_t B, index_t C, const raw_window& w, index_t sv, index_t sa) {
+// The byte sizes of a problem's tensors (and of the weight [P, C] for entry points that take one),
+// elements of `sv` (storage) and `sa` (accumulator) bytes.
+void expect_problem_bytes(expected& e, index_t T, index_t B, index_t C, const raw_window& w, index_t sv, index_t sa,
+                          bool weight) {
   index_t P;
   expect_bytes(e, T, B, C, std::max(sv, sa), "T*B*C");
   if (offsets_per_token(w, &P)) {
     expect_bytes(e, T, B, P, sa, "T*B*P");
-    expect_bytes(e, P, C, 1, std::max(sv, sa), "P*C");
+    if (weight) expect_bytes(e, P, C, 1, std::max(sv, sa), "P*C");
   }
 }
 
@@ -722,7 +724,7 @@ void run_head_sum(problem& pb, reader& r, rng& g) {
   expect_shape(e, pb.T, pb.B, pb.C, pb.lay);
   expect_window(e, pb.w);
   expect_heads(e, pb.T, pb.B, pb.C, pb.w);
-  expect_problem_bytes(e, pb.T, pb.B, pb.C, pb.w, sizeof(A), sizeof(A));
+  expect_problem_bytes(e, pb.T, pb.B, pb.C, pb.w, sizeof(A), sizeof(A), false);
   if (pb.null_which == 1) e.add(status::null_pointer, "in");
   if (pb.null_which == 2) e.add(status::null_pointer, "out");
   const talkconv::seq_shape raw{pb.T, pb.B, pb.C, static_cast<layout>(pb.lay)};
@@ -763,12 +765,12 @@ void run_head_sum(problem& pb, reader& r, rng& g) {
 }
 
 // Expected refusals shared by the offsets and window blocks.
-void expect_problem(expected& e, const problem& pb, index_t sv, index_t sa) {
+void expect_problem(expected& e, const problem& pb, index_t sv, index_t sa, bool weight) {
   expect_shape(e, pb.T, pb.B, pb.C, pb.lay);
   expect_window(e, pb.w);
   expect_heads(e, pb.T, pb.B, pb.C, pb.w);
   expect_lengths(e, pb.lengths_ptr(), pb.T, pb.B);
-  expect_problem_bytes(e, pb.T, pb.B, pb.C, pb.w, sv, sa);
+  expect_problem_bytes(e, pb.T, pb.B, pb.C, pb.w, sv, sa, weight);
 }
 
 // Per-token offset error of the projection + sigmoid + dropout, from the magnitude of z.
@@ -805,7 +807,7 @@ void run_offsets_forward(problem& pb, reader& r, rng& g) {
   using A = talkconv::acc_t<V>;
   const talkconv::dropout_params dp{pb.p, pb.seed, pb.training};
   expected e;
-  expect_problem(e, pb, sizeof(V), sizeof(A));
+  expect_problem(e, pb, sizeof(V), sizeof(A), true);
   expect_dropout(e, pb.p);
   if (pb.null_which == 1) e.add(status::null_pointer, "x");
   if (pb.null_which == 2) e.add(status::null_pointer, "weight");
@@ -867,7 +869,7 @@ void run_offsets_backward(problem& pb, reader& r, rng& g) {
   using A = talkconv::acc_t<V>;
   const talkconv::dropout_params dp{pb.p, pb.seed, pb.training};
   expected e;
-  expect_problem(e, pb, sizeof(V), sizeof(A));
+  expect_problem(e, pb, sizeof(V), sizeof(A), true);
   expect_dropout(e, pb.p);
   const char* names[] = {"", "x", "weight", "offsets_pre", "d_offsets", "dweight"};
   if (pb.null_which >= 1 && pb.null_which <= 5) e.add(status::null_pointer, names[pb.null_which]);
@@ -933,12 +935,16 @@ void run_offsets_backward(problem& pb, reader& r, rng& g) {
   const double guard = std::min(dt<A>::max, dt<V>::max) / 16.0;
   for (index_t j = 0; j < P; ++j) {
     for (index_t c = 0; c < C; ++c) {
-      double mag = 0.0;
+      double mag = 0.0, xsum = 0.0;
       for (index_t b = 0; b < B; ++b)
-        for (index_t t = 0; t < pb.n(b); ++t) mag += dzmag[cidx(B, P, t, b, j)] * std::fabs(d.cx[cidx(B, C, t, b, c)]);
+        for (index_t t = 0; t < pb.n(b); ++t) {
+          mag += dzmag[cidx(B, P, t, b, j)] * std::fabs(d.cx[cidx(B, C, t, b, c)]);
+          xsum += std::fabs(d.cx[cidx(B, C, t, b, c)]);
+        }
       const size_t i = static_cast<size_t>(j * C + c);
+      // A subnormal dz is off by up to a subnormal ulp (absolute), which x then scales.
       double bound = (8.0 * uA + 2.0 * uA * (nrows + 4.0)) * mag + 2.0 * uT * std::fabs(want_dW[i]) + 4.0 * dt<V>::tiny +
-                     nrows * 8.0 * dt<A>::tiny;
+                     nrows * 8.0 * dt<A>::tiny + 8.0 * dt<A>::tiny * xsum;
       if (!all_clean || !(mag < guard)) bound = kInf;
       expect_close("offsets_backward dweight", i, dbl<V>(dW[i]), want_dW[i], bound);
     }
@@ -964,16 +970,17 @@ void run_offsets_backward(problem& pb, reader& r, rng& g) {
           if (std::memcmp(&dxs[li], &dx_in[li], sizeof(V)) != 0) finding("offsets_backward changed dx in a padding row");
           continue;
         }
-        double mag = std::fabs(d.cdx0[i]);
+        double mag = std::fabs(d.cdx0[i]), wsum = 0.0;
         bool clean = std::isfinite(d.cdx0[i]);
         for (index_t j = 0; j < P; ++j) {
           const double wjc = d.cW[static_cast<size_t>(j * C + c)];
           const double dm = dzmag[cidx(B, P, t, b, j)];
           mag += std::fabs(wjc) * dm;
+          wsum += std::fabs(wjc);
           clean = clean && std::isfinite(wjc) && std::isfinite(dm);  // an Inf dz times W = 0 is NaN
         }
         double bound = (2.0 * uA * static_cast<double>(P + 6)) * mag + 2.0 * uT * std::fabs(want_dx[i]) + 4.0 * dt<V>::tiny +
-                       static_cast<double>(P) * 8.0 * dt<A>::tiny;
+                       static_cast<double>(P) * 8.0 * dt<A>::tiny + 8.0 * dt<A>::tiny * wsum;
         if (!clean || !(mag < guard)) bound = kInf;
         expect_close("offsets_backward dx", i, got_dx[i], want_dx[i], bound);
       }
@@ -1032,7 +1039,7 @@ template <class V>
 void run_window_forward(problem& pb, reader& r, rng& g) {
   using A = talkconv::acc_t<V>;
   expected e;
-  expect_problem(e, pb, sizeof(V), sizeof(A));
+  expect_problem(e, pb, sizeof(V), sizeof(A), false);
   if (pb.null_which == 1) e.add(status::null_pointer, "x");
   if (pb.null_which == 2) e.add(status::null_pointer, "offsets");
   if (pb.null_which == 3) e.add(status::null_pointer, "y");
@@ -1095,7 +1102,7 @@ template <class V>
 void run_window_backward(problem& pb, reader& r, rng& g) {
   using A = talkconv::acc_t<V>;
   expected e;
-  expect_problem(e, pb, sizeof(V), sizeof(A));
+  expect_problem(e, pb, sizeof(V), sizeof(A), false);
   const char* names[] = {"", "x", "offsets", "dy", "dx"};
   if (pb.null_which >= 1 && pb.null_which <= 4) e.add(status::null_pointer, names[pb.null_which]);
   if (!e.empty()) {
@@ -1192,15 +1199,17 @@ void run_window_backward(problem& pb, reader& r, rng& g) {
         const double o = d.co[i];
         const double u = left ? static_cast<double>(t) - o * reach_j : static_cast<double>(t) + o * reach_j;
         const double delta = 4.0 * uA * (std::fabs(o) * reach_j + static_cast<double>(t) + 2.0);
-        double acc = 0.0, mag = 0.0;
+        double acc = 0.0, mag = 0.0, dysum = 0.0;
         for (index_t c = h * R; c < (h + 1) * R; ++c) {
           const double dyv = std::fabs(d.cdy[cidx(B, C, t, b, c)]);
           const double xm = xc[static_cast<size_t>(c)].xmax;
           acc += dyv * 2.0 * 8.0 * uA * rows * rows * xm * inv_k;  // two ring sums
           mag += dyv * xm * inv_k;
+          dysum += dyv;
         }
+        // Subnormal x / K underflows: the sums are off by up to a subnormal ulp per row, times dy.
         double bound = reach_j * (acc + 2.0 * uA * static_cast<double>(R + 8) * mag) + 4.0 * uA * std::fabs(want_do[i]) +
-                       reach_j * static_cast<double>(R) * 8.0 * dt<A>::tiny;
+                       reach_j * (static_cast<double>(R) + 4.0 * rows * dysum) * 8.0 * dt<A>::tiny;
         if (!seq_ok || !seq_finite || !std::isfinite(o) || (reach_j > 0 && near_kink(u, delta)) ||
             !(reach_j * mag * rows * 4.0 < dt<A>::max / 8.0))
           bound = kInf;
@@ -1245,7 +1254,7 @@ void run_layer_typed(problem& pb, reader& r, rng& g) {
   expect_heads(e, pb.T, pb.B, call_C, cw);
   expect_lengths(e, pb.lengths_ptr(), pb.T, pb.B);
   if (call_C != cfg.channels) e.add(status::invalid_shape, "C");
-  expect_problem_bytes(e, pb.T, pb.B, call_C, cw, sizeof(V), sizeof(A));
+  expect_problem_bytes(e, pb.T, pb.B, call_C, cw, sizeof(V), sizeof(A), true);
   expect_dropout(e, pb.p);
   const bool backward_call = pb.variant & 1;
   const char* fwd_names[] = {"", "x", "weight", "y"};
@@ -1418,20 +1427,23 @@ void run_layer_typed(problem& pb, reader& r, rng& g) {
         const bool left = j < H;
         const index_t h = left ? j : j - H;
         const double reach_j = static_cast<double>(left ? L : M);
-        double acc = 0.0, mag = 0.0;
+        double acc = 0.0, mag = 0.0, dysum = 0.0;
         for (index_t c = h * R; c < (h + 1) * R; ++c) {
           const double dyv = std::fabs(d.cdy[cidx(B, C, t, b, c)]);
           const double xm = xcol[static_cast<size_t>(b)][static_cast<size_t>(c)].xmax;
           acc += dyv * 2.0 * 8.0 * uA * rows * rows * xm * inv_k;
           mag += dyv * xm * inv_k;
+          dysum += dyv;
         }
         const double u = left ? static_cast<double>(t) - want_o[i] * reach_j : static_cast<double>(t) + want_o[i] * reach_j;
         const bool kink = reach_j > 0 && near_kink(u, edge_delta(t, b, j));
         const double dd_o = reach_j * (acc + 2.0 * uA * static_cast<double>(R + 8) * mag) + 4.0 * uA * std::fabs(d_o_ref[i]) +
-                            (kink ? 2.0 * reach_j * mag : 0.0) + reach_j * static_cast<double>(R) * 8.0 * dt<A>::tiny;
+                            (kink ? 2.0 * reach_j * mag : 0.0) +
+                            reach_j * (static_cast<double>(R) + 4.0 * rows * dysum) * 8.0 * dt<A>::tiny;  // subnormal sums
         const double s = rd.scale(t, b, j), op = o_pre[i], gsig = op * (1.0 - op);
         const double dgs = std::min(0.25, oe.d_pre[i] * (1.0 + oe.d_pre[i]) + 2.0 * uA);
-        ddz[i] = s * (dd_o * (std::fabs(gsig) + dgs) + std::fabs(d_o_ref[i]) * dgs) + 8.0 * uA * s * std::fabs(d_o_ref[i] * gsig);
+        ddz[i] = s * (dd_o * (std::fabs(gsig) + dgs) + std::fabs(d_o_ref[i]) * dgs) + 8.0 * uA * s * std::fabs(d_o_ref[i] * gsig) +
+                 8.0 * s * dt<A>::tiny;  // subnormal dz: an absolute ulp
         dzmag[i] = s * (std::fabs(d_o_ref[i]) + dd_o) * (std::fabs(gsig) + dgs);
         if (!std::isfinite(ddz[i]) || !(reach_j * mag * rows * 4.0 < dt<A>::max / 8.0)) bounded = false;
       }
@@ -1533,7 +1545,7 @@ void run_decoder(problem& pb, reader& r, rng& g) {
   expect_shape(e, 1, batch, pb.C, 0);
   index_t s1 = 0, s2 = 0;
   if (batch > 0 && (mul_overflows(pb.w.L + 2, batch, &s1) || mul_overflows(s1, pb.C, &s2))) e.add(status::size_overflow, "(L+2)*B*C");
-  expect_problem_bytes(e, 1, batch, pb.C, pb.w, sizeof(V), sizeof(A));
+  expect_problem_bytes(e, 1, batch, pb.C, pb.w, sizeof(V), sizeof(A), true);
   expect_bytes(e, pb.w.L + 2, batch, pb.C, sizeof(A), "(L+2)*B*C");
   std::unique_ptr<talkconv::talk_conv<V>> layer;
   expect_accept("talk_conv constructor", [&] { layer.reset(new talkconv::talk_conv<V>(cfg)); });
@@ -1661,6 +1673,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, size_t size) {
   fz::make_lengths(pb, r);
   fz::rng g{r.u64()};
   fz::g_context = pb.str();
+  if (std::getenv("TALKCONV_FUZZ_VERBOSE")) std::fprintf(stderr, "input: %s\n", fz::g_context.c_str());
   switch (pb.dtype) {
     case 0: fz::run<float>(pb, r, g); break;
     case 1: fz::run<double>(pb, r, g); break;

@@ -113,6 +113,8 @@ def seeds():
                                      style(0) + style(0) + style(0) + overrides([]))
     s["layer-double-huge-window"] = (problem("layer", "double", T=10, B=1, C=2, H=1, L="2^40", M=5) + style(0) + style(0) +
                                      style(0) + overrides([]))
+    s["layer-float-huge-L-p-below-1"] = (problem("layer", "float", T=10, B=2, C=2, H=1, L="2^40", M="2^32", training=True,
+                                                 p="below1") + style(0) + style(0) + style(0) + overrides([]))
     s["layer-float-p-below-1"] = (problem("layer", "float", T=10, B=2, C=2, H=1, L=70, M=70, training=True, p="below1") +
                                   style(0) + style(0) + style(0) + overrides([]))
     dec_steps = bytes([1, 2, 244, 0, 1, 240, 250, 248, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])
