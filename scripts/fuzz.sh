@@ -20,7 +20,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 echo "talkconv fuzz: ${seconds} s from $(ls tests/fuzz/corpus | wc -l) corpus inputs (scratch: $work)"
 if ! build/fuzz/tests/fuzz/talkconv_fuzz "$work/corpus" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
-    -max_len=1024 -print_final_stats=1 -artifact_prefix="$work/artifacts/" "$@"; then
+    -max_len=256 -len_control=0 -print_final_stats=1 -artifact_prefix="$work/artifacts/" "$@"; then
   echo "talkconv fuzz: FINDING; the input is in $work/artifacts:" >&2
   ls -l "$work/artifacts" >&2
   echo "reproduce: build/fuzz/tests/fuzz/talkconv_fuzz <input>   (or build/<preset>/tests/fuzz/talkconv_fuzz_replay <input>)" >&2
