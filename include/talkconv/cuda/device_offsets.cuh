@@ -103,6 +103,8 @@ void offsets_forward(const seq_shape& shape, const window_params& w, const T* x,
                      const dropout_params& dropout, acc_t<T>* offsets, acc_t<T>* offsets_pre, const index_t* lengths,
                      cudaStream_t stream) {
   const bool empty = detail::validate_or_empty(shape, w);
+  talkconv::detail::validate_bytes(shape, w, sizeof(T), sizeof(acc_t<T>));
+  talkconv::detail::validate_weight(w, shape.C, sizeof(T), sizeof(acc_t<T>));
   talkconv::detail::validate_dropout(dropout);
   if (empty) return;
   talkconv::detail::require_pointer(x, "x");
@@ -128,6 +130,8 @@ void offsets_backward(void* workspace, std::size_t& workspace_bytes, const seq_s
                       cudaStream_t stream) {
   using A = acc_t<T>;
   const bool empty = detail::validate_or_empty(shape, w);
+  talkconv::detail::validate_bytes(shape, w, sizeof(T), sizeof(acc_t<T>));
+  talkconv::detail::validate_weight(w, shape.C, sizeof(T), sizeof(acc_t<T>));
   talkconv::detail::validate_dropout(dropout);
   const index_t P = w.num_offsets(), N = shape.T * shape.B;
   const detail::param_plan pp = detail::param_plan::make(N, P, shape.C);

@@ -122,6 +122,7 @@ template <class T>
 void window_forward(const seq_shape& shape, const window_params& w, const T* x, const acc_t<T>* offsets, T* y,
                     const index_t* lengths, cudaStream_t stream, float max_offset = 1.0f) {
   if (detail::validate_or_empty(shape, w)) return;
+  talkconv::detail::validate_bytes(shape, w, sizeof(T), sizeof(acc_t<T>));
   detail::check_window_grids<acc_t<T>>(shape, w);
   talkconv::detail::require_pointer(x, "x");
   talkconv::detail::require_pointer(offsets, "offsets");
@@ -145,6 +146,7 @@ void window_backward(void* workspace, std::size_t& workspace_bytes, const seq_sh
                      const index_t* lengths, cudaStream_t stream, float max_offset = 1.0f) {
   using A = acc_t<T>;
   const bool empty = detail::validate_or_empty(shape, w);
+  talkconv::detail::validate_bytes(shape, w, sizeof(T), sizeof(A));
   if (!empty) detail::check_window_grids<A>(shape, w);
   const detail::window_geom wg = detail::window_geom::make(w, shape.C);
   const index_t NP = shape.T * shape.B * w.num_offsets();

@@ -164,6 +164,8 @@ class decoder {
     talkconv::detail::validate_shape(s);
     talkconv::detail::validate_window(w);
     talkconv::detail::validate_heads(s, w);
+    talkconv::detail::validate_bytes(s, w, sizeof(T), sizeof(acc_type));
+    talkconv::detail::validate_weight(w, channels, sizeof(T), sizeof(acc_type));
     if (batch > 65535) talkconv::detail::fail(status::size_overflow, "B", "B = ", batch, " exceeds the CUDA grid");
     if ((channels + detail::row_threads - 1) / detail::row_threads > std::numeric_limits<std::int32_t>::max())
       talkconv::detail::fail(status::size_overflow, "C", "C = ", channels, " exceeds the CUDA grid");
@@ -331,6 +333,8 @@ class talk_conv : public basic_talk_conv<Heads> {
   bool check(const seq_shape& s, const dropout_params& d) const {
     const bool empty = detail::validate_or_empty(s, window());
     this->check_channels(s);
+    talkconv::detail::validate_bytes(s, window(), sizeof(T), sizeof(acc_type));
+    talkconv::detail::validate_weight(window(), s.C, sizeof(T), sizeof(acc_type));
     talkconv::detail::validate_dropout(d);
     if (!empty) detail::check_window_grids<acc_type>(s, window());
     return empty;
