@@ -85,6 +85,30 @@ TEST_CASE("reference: direct form equals SPEC's prefix-sum form") {
   }
 }
 
+// Outside SPEC's contract: a negative offset can put a_l above a_r, where the direct sum is not
+// defined. The README promises the prefix-sum form there (a signed window); this holds the CPU path to it.
+TEST_CASE_TEMPLATE("reference: window_forward with negative offsets returns SPEC's prefix-sum form", T, double, float) {
+  std::mt19937_64 rng(17);
+  for (int draw = 0; draw < draws(60); ++draw) {
+    shape_opts so;
+    so.causal = draw % 2 == 1;
+    const ref::problem pb = random_problem(rng, so);
+    for (layout lay : {layout::tbc, layout::btc}) {
+      INFO(pb.str(), " layout=", layout_name(lay), " dtype=", dtype_name<T>());
+      const vec x = round_through<T>(normal_vec(rng, pb.x_size()));
+      const vec o = round_through<T>(uniform_vec(rng, pb.o_size(), -1.5, 1.5));
+      const auto xs = to_layout<T>(x, lay, pb.T, pb.B, pb.C);
+      const auto os = to_layout<T>(o, lay, pb.T, pb.B, pb.P());
+      std::vector<T> y(xs.size(), T(-777));
+      const auto len = lengths_of(pb);
+      talkconv::cpu::window_forward<T>(shape_of(pb, lay), window_of(pb), xs.data(), os.data(), y.data(),
+                                       lengths_ptr(len));
+      TT_CHECK_CLOSE("y", from_layout(y.data(), lay, pb.T, pb.B, pb.C), prefix_form(pb, x, o), tol<T>(),
+                     1.0 + max_abs(x));
+    }
+  }
+}
+
 TEST_CASE("reference: analytic gradients equal finite differences of the reference forward") {
   std::mt19937_64 rng(11);
   for (int draw = 0; draw < 12; ++draw) {
