@@ -523,4 +523,18 @@ TEST_CASE("errors: huge windows and segments on short sequences are accepted and
   TT_CHECK_CLOSE("S", to_dbl_vec(S0), ref::prefix_sum(pb, x, 0.5, 0), 1e-6, std::max(1.0, max_abs(x)) * double(pb.T));
 }
 
+TEST_CASE("errors: the planning arithmetic does not wrap near the index limit") {
+  constexpr index_t max = std::numeric_limits<index_t>::max();
+  CHECK(talkconv::detail::ceil_div(max, 1) == max);
+  CHECK(talkconv::detail::ceil_div(max, 2) == max / 2 + 1);
+  CHECK(talkconv::detail::ceil_div(max - 1, max) == 1);
+  CHECK(talkconv::detail::ceil_div(0, 7) == 0);
+  CHECK(talkconv::detail::ceil_div(14, 7) == 2);
+  CHECK(talkconv::detail::ceil_div(15, 7) == 3);
+  CHECK(cpu::detail::saturating_mul(max / 2, 3) == max);
+  CHECK(cpu::detail::saturating_mul(index_t(1) << 40, index_t(1) << 30) == max);
+  CHECK(cpu::detail::saturating_mul(0, max) == 0);
+  CHECK(cpu::detail::saturating_mul(123, 456) == 123 * 456);
+}
+
 }  // TEST_SUITE

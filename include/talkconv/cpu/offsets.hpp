@@ -118,7 +118,7 @@ void param_grads(const seq_shape& shape, index_t P, const index_t* lengths, cons
   constexpr index_t col_block = 64, row_chunk = 256;
   const index_t blocks = talkconv::detail::ceil_div(shape.C, col_block);
   parallel_tasks(
-      blocks, shape.rows() * shape.C * P / 8, [] { return std::vector<A>{}; },
+      blocks, detail::saturating_mul(shape.rows() * shape.C, P) / 8, [] { return std::vector<A>{}; },
       [&](index_t blk, std::vector<A>& tmp) {
         const index_t c0 = blk * col_block, cn = std::min(col_block, shape.C - c0);
         row_matrix<A> acc = row_matrix<A>::Zero(P, cn);
@@ -178,7 +178,7 @@ void offsets_forward(const seq_shape& shape, const window_params& w, const T* x,
     std::vector<A> tmp, z;
   };
   detail::parallel_tasks(
-      shape.B * tiles, shape.rows() * shape.C * P / 8, [] { return scratch{}; },
+      shape.B * tiles, detail::saturating_mul(shape.rows() * shape.C, P) / 8, [] { return scratch{}; },
       [&](index_t task, scratch& s) {
         const index_t b = task / tiles, t0 = (task % tiles) * tile, t1 = std::min(t0 + tile, shape.T);
         const index_t n = lengths ? lengths[b] : shape.T, tv1 = std::max(t0, std::min(t1, n));
@@ -221,7 +221,7 @@ void offsets_backward(const seq_shape& shape, const window_params& w, const T* x
   const seq_strides sx = shape.strides(shape.C), so = shape.strides(P);
   std::vector<A> dz(static_cast<size_t>(shape.rows() * P), A(0));
   detail::parallel_tasks(
-      shape.B, shape.rows() * shape.C * P / 8, [] { return std::vector<A>{}; },
+      shape.B, detail::saturating_mul(shape.rows() * shape.C, P) / 8, [] { return std::vector<A>{}; },
       [&](index_t b, std::vector<A>& row) {
         const index_t n = lengths ? lengths[b] : shape.T;
         for (index_t t = 0; t < n; ++t) {

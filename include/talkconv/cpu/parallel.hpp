@@ -3,6 +3,8 @@
 
 #include "talkconv/config.hpp"
 
+#include <limits>
+
 #if TALKCONV_HAS_OPENMP
 #include <omp.h>
 #endif
@@ -20,6 +22,12 @@ inline int max_threads() {
 }
 
 namespace detail {
+
+// a * b for a, b >= 0, or the largest index when that overflows: for work estimates, which only
+// decide whether a call goes parallel.
+inline index_t saturating_mul(index_t a, index_t b) {
+  return a != 0 && b > std::numeric_limits<index_t>::max() / a ? std::numeric_limits<index_t>::max() : a * b;
+}
 
 // Runs init() once per thread to make its scratch, then body(task, scratch) for task in [0, tasks).
 // Work below `serial_below` elements stays on the calling thread (no fork cost for small calls).

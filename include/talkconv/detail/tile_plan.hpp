@@ -21,7 +21,8 @@ TALKCONV_HOST_DEVICE inline index_t cpu_tile_length(index_t K, index_t T, index_
   return tile < T ? tile : T;
 }
 
-TALKCONV_HOST_DEVICE inline index_t ceil_div(index_t a, index_t b) { return (a + b - 1) / b; }
+// ceil(a / b) for a >= 0, b > 0, without forming a + b - 1 (which overflows near the index limit).
+TALKCONV_HOST_DEVICE inline index_t ceil_div(index_t a, index_t b) { return a / b + (a % b != 0 ? 1 : 0); }
 
 }  // namespace detail
 }  // namespace talkconv
