@@ -20,25 +20,6 @@ namespace cpu = talkconv::cpu;
 
 namespace {
 
-// Every output of one job, as raw bytes, in a fixed order.
-struct outputs {
-  std::vector<std::vector<unsigned char>> bufs;
-  std::vector<std::string> names;
-  template <class S>
-  void add(const char* name, const std::vector<S>& v) {
-    names.emplace_back(name);
-    const auto* p = reinterpret_cast<const unsigned char*>(v.data());
-    bufs.emplace_back(p, p + v.size() * sizeof(S));
-  }
-  // The first output that differs from `o`, or empty.
-  std::string first_difference(const outputs& o) const {
-    if (bufs.size() != o.bufs.size()) return "a different number of outputs";
-    for (size_t i = 0; i < bufs.size(); ++i)
-      if (bufs[i] != o.bufs[i]) return names[i];
-    return {};
-  }
-};
-
 // The layers shared by every thread: per storage type, one bidirectional and one causal.
 template <class T>
 struct layers {

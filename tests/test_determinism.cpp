@@ -11,18 +11,6 @@ namespace cpu = talkconv::cpu;
 
 namespace {
 
-// Every output of every entry point, as raw bytes.
-struct outputs {
-  std::vector<std::vector<unsigned char>> bufs;
-  std::vector<std::string> names;
-  template <class S>
-  void add(const char* name, const std::vector<S>& v) {
-    names.push_back(name);
-    const auto* p = reinterpret_cast<const unsigned char*>(v.data());
-    bufs.emplace_back(p, p + v.size() * sizeof(S));
-  }
-};
-
 void check_same(const outputs& a, const outputs& b) {
   REQUIRE(a.bufs.size() == b.bufs.size());
   for (size_t i = 0; i < a.bufs.size(); ++i) {

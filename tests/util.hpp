@@ -314,4 +314,23 @@ vec window_offsets(std::mt19937_64& rng, const ref::problem& pb, double hi = 1.0
   return o;
 }
 
+// Outputs of a run as raw bytes, in a fixed order: for bitwise comparisons of whole runs.
+struct outputs {
+  std::vector<std::vector<unsigned char>> bufs;
+  std::vector<std::string> names;
+  template <class S>
+  void add(const char* name, const std::vector<S>& v) {
+    names.emplace_back(name);
+    const auto* p = reinterpret_cast<const unsigned char*>(v.data());
+    bufs.emplace_back(p, p + v.size() * sizeof(S));
+  }
+  // The name of the first output that differs from `o`, or empty.
+  std::string first_difference(const outputs& o) const {
+    if (bufs.size() != o.bufs.size()) return "a different number of outputs";
+    for (size_t i = 0; i < bufs.size(); ++i)
+      if (bufs[i] != o.bufs[i]) return names[i];
+    return {};
+  }
+};
+
 }  // namespace tt
