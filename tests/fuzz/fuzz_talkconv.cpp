@@ -232,7 +232,9 @@ void expect_problem_bytes(expected& e, index_t T, index_t B, index_t C, const ra
   expect_bytes(e, T, B, C, std::max(sv, sa), "T*B*C");
   if (offsets_per_token(w, &P)) {
     expect_bytes(e, T, B, P, sa, "T*B*P");
-    if (weight) expect_bytes(e, P, C, 1, std::max(sv, sa), "P*C");
+    // The weight [P, C]: its element count (validate_weight's checked_mul), then its bytes.
+    if (weight && C > 0 && mul_overflows(P, C)) e.add(status::size_overflow, "P*C");
+    else if (weight) expect_bytes(e, P, C, 1, std::max(sv, sa), "P*C");
   }
 }
 
@@ -1180,7 +1182,10 @@ void run_window_backward(problem& pb, reader& r, rng& g) {
         }
         double bound = 2.0 * uA * (5.0 * nn + 10.0) * mag + 2.0 * da_max * dc.xsum * inv_k + 2.0 * uT * std::fabs(want_dx[i]) +
                        2.0 * dt<V>::tiny + nn * 8.0 * dt<A>::tiny;
-        if (!seq_ok || !seq_finite || !(mag * 4.0 < dt<A>::max / 8.0) || !(std::fabs(want_dx[i]) + mag < dt<V>::max / 4.0))
+        // The CPU path sums tap weight * dy before it scales by 1 / K, so its running sums reach
+        // 2 * sum |dy| unscaled: past the accumulator's range they may overflow though dx would not.
+        if (!seq_ok || !seq_finite || !(2.0 * dc.xsum * 4.0 < dt<A>::max / 8.0) ||
+            !(std::fabs(want_dx[i]) + mag < dt<V>::max / 4.0))
           bound = kInf;
         expect_close("window_backward dx", i, got_dx[i], want_dx[i], bound);
       }
@@ -1475,7 +1480,9 @@ void run_layer_typed(problem& pb, reader& r, rng& g) {
         double bound = 2.0 * uA * (5.0 * nn + 10.0) * mag_win + 2.0 * da_max * dc.xsum * inv_k + wdz +
                        2.0 * uA * static_cast<double>(P + 4) * mag + 2.0 * uT * std::fabs(want_dx[i]) + 2.0 * dt<V>::tiny +
                        (nn + static_cast<double>(P)) * 8.0 * dt<A>::tiny;
-        if (!clean[static_cast<size_t>(b)] || !bounded || !(mag * 4.0 < guard) || !(std::fabs(want_dx[i]) + mag < guard))
+        // As in window_backward: the window part sums tap weight * dy unscaled (2 * sum |dy| at most).
+        if (!clean[static_cast<size_t>(b)] || !bounded || !(mag * 4.0 < guard) || !(2.0 * dc.xsum * 4.0 < guard) ||
+            !(std::fabs(want_dx[i]) + mag < guard))
           bound = kInf;
         expect_close("talk_conv dx", i, got_dx[i], want_dx[i], bound);
       }
