@@ -5,7 +5,10 @@
 # mismatch with the float64 reference, a refusal the oracle does not expect, a sanitizer report, a
 # leak, an input slower than 10 s or a process above 2 GiB); the input is left in $FUZZ_WORKDIR/artifacts.
 #   FUZZ_SECONDS=600 scripts/fuzz.sh        a longer run
-#   scripts/fuzz.sh -runs=1000              extra arguments go to libFuzzer
+#   FUZZ_RUNS=60000 FUZZ_SEED=1 scripts/fuzz.sh
+#                                           a fixed number of executions from a fixed seed: the same
+#                                           inputs on every run (what scripts/test.sh, and so CI, runs)
+#   scripts/fuzz.sh -only_ascii=1           extra arguments go to libFuzzer
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-120}"
@@ -18,8 +21,11 @@ mkdir -p "$work/corpus" "$work/artifacts"
 cp tests/fuzz/corpus/* "$work/corpus/"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
-echo "talkconv fuzz: ${seconds} s from $(ls tests/fuzz/corpus | wc -l) corpus inputs (scratch: $work)"
-if ! build/fuzz/tests/fuzz/talkconv_fuzz "$work/corpus" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
+bound=(-max_total_time="$seconds")
+[ -z "${FUZZ_RUNS:-}" ] || bound=(-runs="$FUZZ_RUNS" -max_total_time=900)
+[ -z "${FUZZ_SEED:-}" ] || bound+=(-seed="$FUZZ_SEED")
+echo "talkconv fuzz: ${bound[*]} from $(ls tests/fuzz/corpus | wc -l) corpus inputs (scratch: $work)"
+if ! build/fuzz/tests/fuzz/talkconv_fuzz "$work/corpus" "${bound[@]}" -rss_limit_mb=2048 -timeout=10 \
     -max_len=256 -len_control=0 -print_final_stats=1 -artifact_prefix="$work/artifacts/" "$@"; then
   echo "talkconv fuzz: FINDING; the input is in $work/artifacts:" >&2
   ls -l "$work/artifacts" >&2
