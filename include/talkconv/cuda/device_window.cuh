@@ -22,18 +22,6 @@ inline bool validate_or_empty(const seq_shape& s, const window_params& w) {
   return empty;
 }
 
-// The two-phase workspace protocol: returns true when this call was only a size query.
-inline bool workspace_query(void* workspace, std::size_t& bytes, std::size_t need) {
-  if (workspace == nullptr) {
-    bytes = need;
-    return true;
-  }
-  if (bytes < need)
-    talkconv::detail::fail(status::workspace_too_small, "workspace_bytes", "workspace_bytes = ", bytes,
-                           " is smaller than the ", need, " bytes this call needs");
-  return false;
-}
-
 template <class T>
 window_args<T> make_window_args(const seq_shape& s, const window_params& w, const index_t* lengths) {
   window_args<T> a;

@@ -18,7 +18,9 @@ inline void check(cudaError_t e, const char* what) {
 
 // After a <<<...>>> launch: reports a bad configuration or an earlier asynchronous fault. Never
 // synchronizes, so a fault inside this kernel surfaces at the caller's next synchronizing call.
-inline void check_launch(const char* kernel) { check(cudaGetLastError(), kernel); }
+// cudaPeekAtLastError, not cudaGetLastError: a sticky error that belongs to the caller stays theirs to
+// read (a failed launch of ours is not sticky, so peeking reports it the same way).
+inline void check_launch(const char* kernel) { check(cudaPeekAtLastError(), kernel); }
 
 }  // namespace detail
 }  // namespace cuda
