@@ -3,7 +3,7 @@
 
 #include "talkconv/traits.hpp"
 
-#include <Eigen/Core>
+#include "talkconv/detail/eigen.hpp"
 
 namespace talkconv {
 

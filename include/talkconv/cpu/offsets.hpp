@@ -8,7 +8,7 @@
 #include "talkconv/params.hpp"
 #include "talkconv/traits.hpp"
 
-#include <Eigen/Core>
+#include "talkconv/detail/eigen.hpp"
 
 #include <algorithm>
 #include <type_traits>
