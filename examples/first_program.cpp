@@ -1,4 +1,5 @@
 // The README's first program: one bidirectional TaLK layer, forward and backward, on the CPU.
+// [snippet:first-program]
 #include <talkconv/talkconv.hpp>
 
 #include <cmath>
@@ -6,7 +7,6 @@
 #include <vector>
 
 int main() {
-  // [snippet:first-program]
   // A layer of C = 64 channels in H = 4 heads; windows reach up to 8 tokens left and right.
   const talkconv::talk_config cfg{/*channels*/ 64, /*heads*/ 4, /*max_left*/ 8, /*max_right*/ 8};
   const talkconv::talk_conv<float> layer(cfg);
@@ -42,6 +42,15 @@ int main() {
 
   std::printf("y[50, 0, 0] = %.6f   dx[50, 0, 0] = %.6f   dbias[0] = %.6f\n", y[50 * 2 * 64], dx[50 * 2 * 64],
               dbias[0]);
-  // [/snippet:first-program]
+
+  // Bad input is refused before any memory is touched, with a talkconv::error (a std::invalid_argument):
+  // code() is a talkconv::status, argument() the argument's name as SPEC writes it (a std::string:
+  // print it with .c_str()), what() the whole message.
+  try {
+    const talkconv::talk_conv<float> bad(talkconv::talk_config{/*channels*/ 10, /*heads*/ 3, 1, 1});
+  } catch (const talkconv::error& e) {
+    std::printf("refused: %s, argument %s\n  %s\n", talkconv::status_name(e.code()), e.argument().c_str(), e.what());
+  }
   return std::isfinite(y[50 * 2 * 64]) && std::isfinite(dbias[0]) ? 0 : 1;
 }
+// [/snippet:first-program]

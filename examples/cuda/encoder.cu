@@ -84,6 +84,7 @@ int main() {
   upload(d_w, weight);
   upload(d_b, bias);
 
+  // [snippet:cuda-workspace]
   // Two-phase workspaces, sized once: no allocation inside the training loop.
   talkconv::forward_args<float> fwd;
   fwd.shape = shape;
@@ -107,6 +108,7 @@ int main() {
   layer.backward(nullptr, bwd_bytes, bwd, stream);
   void* workspace = nullptr;
   CHECK_CUDA(cudaMalloc(&workspace, std::max(fwd_bytes, bwd_bytes)));
+  // [/snippet:cuda-workspace]
 
   const float lr = 50.0f;
   double first_loss = 0.0, last_loss = 0.0;

@@ -68,7 +68,8 @@ class basic_talk_conv {
 //   weight, bias   [P, C] row-major and [P] (bias may be null), P = 2H (bidirectional) or H (causal)
 //   saved_offsets  optional output: sigmoid(W x + bias) before dropout, layout of x with width P,
 //                  in acc_t<T> (what backward needs; pass it back to skip recomputing the projection)
-//   lengths        optional, B valid lengths in host memory; y rows t >= n_b are zero
+//   lengths        optional, B valid lengths (index_t) in host memory (device memory for
+//                  cuda::talk_conv); y rows t >= n_b are zero
 //   dropout        offset dropout, applied only when dropout.training
 template <class T>
 struct forward_args {
