@@ -10,6 +10,7 @@ from PyPI. Environment:
     TALKCONV_INCLUDE, EIGEN3_INCLUDE_DIR   where talkconv's and Eigen's headers are, if not found below
     TORCH_CUDA_ARCH_LIST      PyTorch's own: the CUDA architectures (default: the visible GPU's)
 """
+import glob
 import os
 
 import torch
@@ -47,10 +48,13 @@ torch_major = int(torch.__version__.split(".")[0])
 # standard its own headers accept (C++17 or later): leave it to it.
 std = ["-std=c++17"] if torch_major < 2 else []
 openmp = os.environ.get("TALKCONV_TORCH_OPENMP", "1") != "0"
-# -g0: Debian's python adds -g (a third of the build time); torch 1.13's headers use std::iterator (deprecated in C++17)
+# -g0: Debian's python adds -g; torch 1.13's headers use std::iterator (deprecated in C++17)
 cxx = ["-O2", "-g0", "-Wno-deprecated-declarations"] + std + (["-fopenmp"] if openmp else [])
 link = ["-fopenmp"] if openmp else []
 sources = [os.path.join("csrc", "talkconv_torch.cpp")]
+# Rebuild when talkconv's headers change (ninja tracks them itself; plain setuptools needs the list).
+depends = [os.path.join("csrc", "bridge.hpp")] + sorted(
+    glob.glob(os.path.join(include_dirs()[0], "talkconv", "**", "*.*"), recursive=True))
 cuda = want_cuda()
 if cuda:
     nvcc = ["-O3", "--expt-relaxed-constexpr"] + std + [
@@ -64,6 +68,7 @@ if cuda:
         "talkconv_torch._C",
         sources + [os.path.join("csrc", "talkconv_torch_cuda.cu")],
         include_dirs=include_dirs(),
+        depends=depends,
         define_macros=[("TALKCONV_TORCH_WITH_CUDA", "1")],
         extra_compile_args={"cxx": cxx, "nvcc": nvcc},
         extra_link_args=link,
@@ -73,6 +78,7 @@ else:
         "talkconv_torch._C",
         sources,
         include_dirs=include_dirs(),
+        depends=depends,
         extra_compile_args={"cxx": cxx},
         extra_link_args=link,
     )
