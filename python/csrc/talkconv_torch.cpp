@@ -141,9 +141,11 @@ struct torch_alloc {
   }
 };
 
+#ifndef TALKCONV_TORCH_WITH_CUDA
 [[noreturn]] void no_cuda() {
   throw py::value_error("talkconv: this build of talkconv_torch has no CUDA support (PyTorch had no CUDA when it was built)");
 }
+#endif
 
 // forward(x, weight, bias, heads, max_left, max_right, causal, btc, lengths, p, seed, training, save, stream)
 //   -> (y, saved offsets or None)

@@ -1,4 +1,6 @@
 """talk_conv: the TaLK layer as a torch.autograd.Function over talkconv's CPU and CUDA layers."""
+import contextlib
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -18,6 +20,11 @@ def _stream(t):
     return torch.cuda.current_stream(t.device).cuda_stream if t.is_cuda else 0
 
 
+def _on_device(t):
+    """Makes t's device current for the call (kernels launch on the current device)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 def _physical(x, batch_first):
     """x in the caller's order -> (a tensor contiguous as [T, B, C] or [B, T, C], btc). No copy when x is
     already contiguous in either order (a transposed view of a batch-major tensor is used as it is)."""
@@ -32,11 +39,6 @@ def _physical(x, batch_first):
 def _logical(buf, btc, batch_first):
     tbc = buf.transpose(0, 1) if btc else buf
     return tbc.transpose(0, 1) if batch_first else tbc
-
-
-def _to_physical(t, btc, batch_first):
-    tbc = t.transpose(0, 1) if batch_first else t
-    return (tbc.transpose(0, 1) if btc else tbc).contiguous()
 
 
 def _lengths(lengths, x, T):
@@ -67,8 +69,10 @@ class _TalkConvFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, cfg):
         save = any(ctx.needs_input_grad[:3])
-        y, saved = _C.forward(x, weight, bias, cfg["heads"], cfg["max_left"], cfg["max_right"], cfg["causal"],
-                              cfg["btc"], cfg["lengths"], cfg["p"], cfg["seed"], cfg["training"], save, _stream(x))
+        with _on_device(x):
+            y, saved = _C.forward(x, weight, bias, cfg["heads"], cfg["max_left"], cfg["max_right"], cfg["causal"],
+                                  cfg["btc"], cfg["lengths"], cfg["p"], cfg["seed"], cfg["training"], save,
+                                  _stream(x))
         if save:
             ctx.cfg = cfg
             ctx.has_bias = bias is not None
@@ -81,9 +85,10 @@ class _TalkConvFunction(torch.autograd.Function):
         x, weight, bias, saved = ctx.saved_tensors
         cfg = ctx.cfg
         dy = dy.contiguous()
-        dx, dw, db = _C.backward(dy, x, weight, bias if ctx.has_bias else None, saved, cfg["heads"],
-                                 cfg["max_left"], cfg["max_right"], cfg["causal"], cfg["btc"], cfg["lengths"],
-                                 cfg["p"], cfg["seed"], cfg["training"], _stream(x))
+        with _on_device(x):
+            dx, dw, db = _C.backward(dy, x, weight, bias if ctx.has_bias else None, saved, cfg["heads"],
+                                     cfg["max_left"], cfg["max_right"], cfg["causal"], cfg["btc"], cfg["lengths"],
+                                     cfg["p"], cfg["seed"], cfg["training"], _stream(x))
         return dx, dw, db, None
 
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from . import _C
 from ._errors import Status, TalkConvError
-from ._function import _stream, talk_conv
+from ._function import _on_device, _stream, talk_conv
 
 
 class TaLKConv(nn.Module):
@@ -99,7 +99,8 @@ class TaLKConv(nn.Module):
         key = self._state_key()
         entry = incremental_state.get(key)
         if entry is None:
-            entry = {"decoder": _C.Decoder(xs, C, self.num_heads, self.min_len_left, B), "batch": B}
+            with _on_device(xs):
+                entry = {"decoder": _C.Decoder(xs, C, self.num_heads, self.min_len_left, B), "batch": B}
             incremental_state[key] = entry
         dec = entry["decoder"]
         if B > dec.batch:
@@ -109,7 +110,7 @@ class TaLKConv(nn.Module):
         w, b = w.detach().contiguous(), None if b is None else b.detach().contiguous()
         stream = _stream(xs)
         rows = []
-        with torch.no_grad():
+        with torch.no_grad(), _on_device(xs):
             for t in range(T):
                 xt = xs[t]
                 if B < dec.batch:  # beam search dropped finished sentences: the dropped rows idle on zeros
@@ -134,5 +135,6 @@ class TaLKConv(nn.Module):
             order = torch.cat([order, order[:1].expand(dec.batch - n)])
         dev = self.offsets.weight.device
         order = order.to(dev).contiguous()
-        dec.reorder(order, _stream(order) if order.is_cuda else 0)
+        with _on_device(order):
+            dec.reorder(order, _stream(order))
         entry["batch"] = n
