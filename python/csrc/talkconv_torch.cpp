@@ -37,10 +37,14 @@ struct tag {
 
 dtype dtype_of(const at::Tensor& t, const char* name) {
   switch (t.scalar_type()) {
-    case at::kFloat: return dtype::f32;
-    case at::kDouble: return dtype::f64;
-    case at::kHalf: return dtype::f16;
-    case at::kBFloat16: return dtype::bf16;
+    case at::kFloat:
+      return dtype::f32;
+    case at::kDouble:
+      return dtype::f64;
+    case at::kHalf:
+      return dtype::f16;
+    case at::kBFloat16:
+      return dtype::bf16;
     default:
       throw py::type_error(std::string("talkconv: ") + name + " must be float32, float64, float16 or bfloat16, not " +
                            std::string(c10::toString(t.scalar_type())));
@@ -51,10 +55,14 @@ dtype dtype_of(const at::Tensor& t, const char* name) {
 template <class Fn>
 void dispatch_cpu(dtype t, Fn&& fn) {
   switch (t) {
-    case dtype::f32: return fn(tag<float>{});
-    case dtype::f64: return fn(tag<double>{});
-    case dtype::f16: return fn(tag<Eigen::half>{});
-    case dtype::bf16: return fn(tag<Eigen::bfloat16>{});
+    case dtype::f32:
+      return fn(tag<float>{});
+    case dtype::f64:
+      return fn(tag<double>{});
+    case dtype::f16:
+      return fn(tag<Eigen::half>{});
+    case dtype::bf16:
+      return fn(tag<Eigen::bfloat16>{});
   }
 }
 
@@ -74,8 +82,8 @@ void require_like(const at::Tensor& t, const at::Tensor& x, const char* name) {
 talkconv::talk_config config_of(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                 index_t heads, index_t max_left, index_t max_right, bool causal) {
   if (x.dim() != 3)
-    fail(talkconv::status::invalid_shape, "x", "x must have 3 dimensions ([T, B, C] or [B, T, C]), not " +
-                                                   std::to_string(x.dim()));
+    fail(talkconv::status::invalid_shape, "x",
+         "x must have 3 dimensions ([T, B, C] or [B, T, C]), not " + std::to_string(x.dim()));
   talkconv::talk_config cfg{x.size(2), heads, max_left, max_right, causal};
   const talkconv::basic_talk_conv<talkconv::dynamic_heads> layer(cfg);  // validates C, H, L, M
   const index_t P = layer.num_offsets();
@@ -101,8 +109,7 @@ talkconv::seq_shape shape_of(const at::Tensor& x, bool btc) {
 
 // lengths: int64, B entries. Host lengths are checked here (the CUDA layer cannot read device memory
 // without a synchronization, so it clamps instead); device lengths only go to the CUDA path.
-const index_t* lengths_of(const std::optional<at::Tensor>& lengths, const at::Tensor& x,
-                          const talkconv::seq_shape& s) {
+const index_t* lengths_of(const std::optional<at::Tensor>& lengths, const at::Tensor& x, const talkconv::seq_shape& s) {
   if (!lengths) return nullptr;
   const at::Tensor& n = *lengths;
   if (n.scalar_type() != at::kLong || n.dim() != 1 || n.size(0) != s.B || !n.is_contiguous())
@@ -115,8 +122,8 @@ const index_t* lengths_of(const std::optional<at::Tensor>& lengths, const at::Te
     for (index_t b = 0; b < s.B; ++b)
       if (p[b] < 0 || p[b] > s.T)
         fail(talkconv::status::invalid_length, "lengths[" + std::to_string(b) + "]",
-             "lengths[" + std::to_string(b) + "] = " + std::to_string(p[b]) + " is outside [0, T = " +
-                 std::to_string(s.T) + "]");
+             "lengths[" + std::to_string(b) + "] = " + std::to_string(p[b]) +
+                 " is outside [0, T = " + std::to_string(s.T) + "]");
   }
   return n.data_ptr<int64_t>();
 }
@@ -143,16 +150,16 @@ struct torch_alloc {
 
 #ifndef TALKCONV_TORCH_WITH_CUDA
 [[noreturn]] void no_cuda() {
-  throw py::value_error("talkconv: this build of talkconv_torch has no CUDA support (PyTorch had no CUDA when it was built)");
+  throw py::value_error(
+      "talkconv: this build of talkconv_torch has no CUDA support (PyTorch had no CUDA when it was built)");
 }
 #endif
 
 // forward(x, weight, bias, heads, max_left, max_right, causal, btc, lengths, p, seed, training, save, stream)
 //   -> (y, saved offsets or None)
-py::tuple forward(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-                  index_t heads, index_t max_left, index_t max_right, bool causal, bool btc,
-                  const std::optional<at::Tensor>& lengths, double p, std::uint64_t seed, bool training, bool save,
-                  std::uintptr_t stream) {
+py::tuple forward(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias, index_t heads,
+                  index_t max_left, index_t max_right, bool causal, bool btc, const std::optional<at::Tensor>& lengths,
+                  double p, std::uint64_t seed, bool training, bool save, std::uintptr_t stream) {
   const dtype t = dtype_of(x, "x");
   const talkconv::talk_config cfg = config_of(x, weight, bias, heads, max_left, max_right, causal);
   const talkconv::seq_shape s = shape_of(x, btc);
@@ -164,7 +171,13 @@ py::tuple forward(const at::Tensor& x, const at::Tensor& weight, const std::opti
   if (save) saved = at::empty({x.size(0), x.size(1), P}, x.options().dtype(acc_scalar(t)));
   if (x.is_cuda()) {
 #ifdef TALKCONV_TORCH_WITH_CUDA
-    call c{cfg, s, x.data_ptr(), weight.data_ptr(), bias ? bias->data_ptr() : nullptr, n, d,
+    call c{cfg,
+           s,
+           x.data_ptr(),
+           weight.data_ptr(),
+           bias ? bias->data_ptr() : nullptr,
+           n,
+           d,
            reinterpret_cast<void*>(stream)};
     torch_alloc alloc{x.options(), {}};
     cuda::forward(t, c, y.data_ptr(), save ? saved.data_ptr() : nullptr, std::ref(alloc));
@@ -196,9 +209,8 @@ py::tuple forward(const at::Tensor& x, const at::Tensor& weight, const std::opti
 //   -> (dx, dweight, dbias or None)
 py::tuple backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& weight,
                    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& saved, index_t heads,
-                   index_t max_left, index_t max_right, bool causal, bool btc,
-                   const std::optional<at::Tensor>& lengths, double p, std::uint64_t seed, bool training,
-                   std::uintptr_t stream) {
+                   index_t max_left, index_t max_right, bool causal, bool btc, const std::optional<at::Tensor>& lengths,
+                   double p, std::uint64_t seed, bool training, std::uintptr_t stream) {
   const dtype t = dtype_of(x, "x");
   const talkconv::talk_config cfg = config_of(x, weight, bias, heads, max_left, max_right, causal);
   const talkconv::seq_shape s = shape_of(x, btc);
@@ -215,7 +227,13 @@ py::tuple backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& 
   const void* sv = saved ? saved->data_ptr() : nullptr;
   if (x.is_cuda()) {
 #ifdef TALKCONV_TORCH_WITH_CUDA
-    call c{cfg, s, x.data_ptr(), weight.data_ptr(), bias ? bias->data_ptr() : nullptr, n, d,
+    call c{cfg,
+           s,
+           x.data_ptr(),
+           weight.data_ptr(),
+           bias ? bias->data_ptr() : nullptr,
+           n,
+           d,
            reinterpret_cast<void*>(stream)};
     torch_alloc alloc{x.options(), {}};
     cuda::backward(t, c, dy.data_ptr(), sv, dx.data_ptr(), dw.data_ptr(), bias ? db.data_ptr() : nullptr,
@@ -273,9 +291,9 @@ class decoder_state {
   at::Tensor step(const at::Tensor& x_t, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                   std::uintptr_t stream) {
     if (x_t.dim() != 2 || x_t.size(0) != batch_ || x_t.size(1) != cfg_.channels)
-      fail(talkconv::status::invalid_shape, "x", "a decoder step takes x of [B, C] = [" + std::to_string(batch_) +
-                                                     ", " + std::to_string(cfg_.channels) + "], not " +
-                                                     c10::str(x_t.sizes()));
+      fail(talkconv::status::invalid_shape, "x",
+           "a decoder step takes x of [B, C] = [" + std::to_string(batch_) + ", " + std::to_string(cfg_.channels) +
+               "], not " + c10::str(x_t.sizes()));
     if (x_t.scalar_type() != options_.dtype().toScalarType() || x_t.device() != options_.device())
       throw py::type_error("talkconv: a decoder step's x must keep the dtype and device the decoder was made for");
     if (!x_t.is_contiguous()) throw py::value_error("talkconv: x must be contiguous");

@@ -32,10 +32,14 @@ struct storage<dtype::bf16> {
 template <class Fn>
 void dispatch(dtype t, Fn&& fn) {
   switch (t) {
-    case dtype::f32: return fn(storage<dtype::f32>{});
-    case dtype::f64: return fn(storage<dtype::f64>{});
-    case dtype::f16: return fn(storage<dtype::f16>{});
-    case dtype::bf16: return fn(storage<dtype::bf16>{});
+    case dtype::f32:
+      return fn(storage<dtype::f32>{});
+    case dtype::f64:
+      return fn(storage<dtype::f64>{});
+    case dtype::f16:
+      return fn(storage<dtype::f16>{});
+    case dtype::bf16:
+      return fn(storage<dtype::bf16>{});
   }
 }
 
@@ -71,9 +75,8 @@ class typed_decoder final : public decoder {
             static_cast<T*>(y_t), static_cast<cudaStream_t>(stream));
   }
   void reorder(const index_t* new_order, const alloc_fn& alloc, void* stream) override {
-    with_workspace(alloc, [&](void* ws, std::size_t& n) {
-      d_.reorder(ws, n, new_order, static_cast<cudaStream_t>(stream));
-    });
+    with_workspace(alloc,
+                   [&](void* ws, std::size_t& n) { d_.reorder(ws, n, new_order, static_cast<cudaStream_t>(stream)); });
   }
   void reset() override { d_.reset(); }
   index_t position() const override { return d_.position(); }
@@ -91,7 +94,8 @@ void forward(dtype t, const call& c, void* y, void* saved, const alloc_fn& alloc
     talkconv::forward_args<T> a = forward_args_of<T>(c);
     a.y = static_cast<T*>(y);
     a.saved_offsets = static_cast<talkconv::acc_t<T>*>(saved);
-    with_workspace(alloc, [&](void* ws, std::size_t& n) { layer.forward(ws, n, a, static_cast<cudaStream_t>(c.stream)); });
+    with_workspace(alloc,
+                   [&](void* ws, std::size_t& n) { layer.forward(ws, n, a, static_cast<cudaStream_t>(c.stream)); });
   });
 }
 
@@ -122,7 +126,8 @@ std::size_t decoder_state_bytes(dtype t, const talkconv::talk_config& cfg, index
   std::size_t bytes = 0;
   dispatch(t, [&](auto tag) {
     using T = typename decltype(tag)::type;
-    bytes = talkconv::cuda::decoder<T>::state_bytes(talkconv::basic_talk_conv<talkconv::dynamic_heads>(cfg).window(), cfg.channels, batch);
+    bytes = talkconv::cuda::decoder<T>::state_bytes(talkconv::basic_talk_conv<talkconv::dynamic_heads>(cfg).window(),
+                                                    cfg.channels, batch);
   });
   return bytes;
 }
