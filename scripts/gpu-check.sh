@@ -10,7 +10,8 @@
 #
 # Environment: JOBS (build jobs, default nproc), CUDA_ARCH (default: the GPU's compute capability, else
 # 90), SKIP_TESTS=1, SKIP_SANITIZE=1, SANITIZERS (default "memcheck racecheck synccheck initcheck"),
-# SKIP_BENCH=1, BENCH_FILTER (a --benchmark_filter regex), DIRECT_BUILD=1 (nvcc without cmake). The build
+# SKIP_BENCH=1, BENCH_FILTER (a --benchmark_filter regex), SKIP_TORCH=1 (the PyTorch extension's suite,
+# python/ through scripts/test-torch.sh; TALKCONV_PYTHON picks the interpreter), DIRECT_BUILD=1 (nvcc without cmake). The build
 # directory (build/gpu-check) is reused, so the steps can run as separate calls (each call rewrites
 # summary.txt with its own steps): SKIP_SANITIZE=1 SKIP_BENCH=1, then SKIP_TESTS=1 SKIP_BENCH=1 ...
 set -uo pipefail
@@ -184,6 +185,29 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   fi
 else
   note tests SKIPPED "SKIP_TESTS=1"
+fi
+
+# ---- the PyTorch extension (python/): built with CUDA against this machine's torch, its whole suite ------
+# Every CUDA case must run here: a skipped case is a failure (the build would have no CUDA, or torch no GPU).
+if [ "${SKIP_TORCH:-0}" != 1 ]; then
+  tpy=${TALKCONV_PYTHON:-$(command -v python3 || true)}
+  if [ -n "$tpy" ] && "$tpy" -c "import torch; assert torch.cuda.is_available() and torch.version.cuda" 2>/dev/null; then
+    run torch env TALKCONV_PYTHON="$tpy" TALKCONV_TORCH_CUDA=1 TORCH_CUDA_ARCH_LIST="${arch%?}.${arch: -1}" \
+      MAX_JOBS="$jobs" "$root/scripts/test-torch.sh"
+    rc=$?
+    line=$(grep -E '[0-9]+ passed' "$out/torch.txt" | tail -n 1)
+    if [ $rc -eq 0 ] && ! grep -Eq '[0-9]+ skipped' <<<"$line"; then
+      note torch OK "$last_secs s, $line"
+    else
+      note torch FAILED "exit $rc, ${line:-no summary} (see torch.txt; skipped CUDA cases count as failures here)"
+      status=1
+    fi
+  else
+    say "PyTorch extension skipped: no python3 with a CUDA-enabled torch and a GPU (TALKCONV_PYTHON=...)"
+    note torch SKIPPED "no python3 with CUDA-enabled torch"
+  fi
+else
+  note torch SKIPPED "SKIP_TORCH=1"
 fi
 
 # ---- sanitizers on reduced case sets (no 64-bit case: it needs 28 GiB) ----------------------------------

@@ -2,7 +2,8 @@
 # The whole test suite: warnings as errors, every test, example and benchmark built (CUDA ones with
 # nvcc when it is present; GPU cases report themselves skipped without a GPU), then the suite again
 # under AddressSanitizer + UndefinedBehaviorSanitizer, then the fuzz target for a bounded time
-# (TALKCONV_SKIP_SANITIZE=1, TALKCONV_SKIP_FUZZ=1 skip those steps).
+# (TALKCONV_SKIP_SANITIZE=1, TALKCONV_SKIP_FUZZ=1 skip those steps), with the PyTorch extension's build and
+# pytest suite after the first ctest (TALKCONV_SKIP_TORCH=1 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Idle OpenMP threads sleep instead of spinning: on a busy (shared, 2-core) machine spinning threads
@@ -13,6 +14,10 @@ jobs=$(nproc)
 cmake --preset ci
 cmake --build --preset ci -j "$jobs"
 ctest --preset ci
+# talkconv from PyTorch: python/ built against Debian's python3-torch, its pytest suite (scripts/test-torch.sh).
+if [ "${TALKCONV_SKIP_TORCH:-0}" != 1 ]; then
+  scripts/test-torch.sh
+fi
 if [ "${TALKCONV_SKIP_SANITIZE:-0}" != 1 ]; then
   cmake --preset sanitize
   cmake --build --preset sanitize -j "$jobs"
