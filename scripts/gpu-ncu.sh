@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# On a machine with an NVIDIA GPU and Nsight Compute: profiles every kernel of one layer forward +
+# backward (bench/cuda/profile_layer.cu, each kernel launched once inside a profiler region) and writes
+# the per-kernel budget table that bench/cuda/BUDGET.md records: time, thread instructions per element
+# (smsp__inst_executed x 32 / (T*B*C)), DRAM throughput, issue IPC, registers, shared memory, occupancy.
+#
+#   scripts/gpu-ncu.sh [out_dir]        (default $OUT, else ./gpu-ncu-out)
+#
+# Environment: DTYPES (default "bf16 f32"), SHAPE (default "4096 16 1024 16 16 16 0": T B C H L M causal),
+# CUDA_ARCH (default: the GPU's compute capability), BUILD_DIR (default build/gpu-check, shared with
+# scripts/gpu-check.sh), NCU (default ncu). About a minute per dtype on an H200.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+out=${1:-${OUT:-$root/gpu-ncu-out}}
+mkdir -p "$out"
+build=${BUILD_DIR:-$root/build/gpu-check}
+ncu=${NCU:-ncu}
+command -v "$ncu" >/dev/null || { echo "gpu-ncu: $ncu not found (Nsight Compute)" >&2; exit 2; }
+arch=${CUDA_ARCH:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d .)}
+arch=${arch:-90}
+deps=${DEPS_PREFIX:-$root/build/deps/usr}
+[ -d "$deps" ] && export CMAKE_PREFIX_PATH="$deps${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$arch" \
+  -DTALKCONV_BUILD_EXAMPLES=OFF >"$out/ncu-configure.txt" 2>&1
+cmake --build "$build" --target talkconv_cuda_profile -j "${JOBS:-$(nproc)}" >"$out/ncu-build.txt" 2>&1
+prog=$build/bench/cuda/talkconv_cuda_profile
+metrics=gpu__time_duration.sum,smsp__inst_executed.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed
+metrics+=,sm__inst_executed.avg.per_cycle_active,launch__registers_per_thread
+metrics+=,launch__shared_mem_per_block_dynamic,launch__shared_mem_per_block_static
+metrics+=,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size,launch__block_size
+{
+  echo "# talkconv kernels under Nsight Compute"
+  echo
+  echo "- device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)"
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "- commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown) ($(git status --porcelain 2>/dev/null | wc -l) changed files)"
+  echo "- ncu: $("$ncu" --version | tail -1)"
+  echo
+} >"$out/ncu.md"
+# shellcheck disable=SC2086
+for dtype in ${DTYPES:-bf16 f32}; do
+  csv=$out/ncu-$dtype.csv
+  "$ncu" --profile-from-start off --metrics "$metrics" --csv --page raw "$prog" "$dtype" ${SHAPE:-4096 16 1024 16 16 16 0} \
+    >"$csv" 2>"$out/ncu-$dtype.err"
+  elements=$(grep -o 'elements [0-9]*' "$csv" | awk '{print $2}')
+  python3 bench/cuda/ncu_table.py "$csv" "$elements" "$dtype" >>"$out/ncu.md"
+done
+cat "$out/ncu.md"
