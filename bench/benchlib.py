@@ -111,6 +111,7 @@ def peer_shapes(which="quick"):
         for T in T_SWEEP:
             add(make_shape(T, FIXED_TOKENS // T, 1024, 16, 16, 0, dtype))
             add(make_shape(T, 1, 1024, 16, 16, 0, dtype))
+        add(make_shape(1024, 64, 1024, 16, 16, 0, dtype))
         for L in WINDOWS:
             for causal in (0, 1):
                 add(make_shape(4096, 16, 1024, 16, L, causal, dtype))

@@ -121,7 +121,7 @@ class Matching(unittest.TestCase):
             rc, out, err = run_peer(["--talkconv-json", FIXTURE, "--check-only", "--out", os.path.join(d, "p.md"),
                                      "--json-out", os.path.join(d, "p.json")])
             self.assertEqual(rc, 0, err)
-            self.assertIn("86 of 86", out)
+            self.assertIn("88 of 88", out)
             with open(os.path.join(d, "p.json")) as f:
                 self.assertEqual(json.load(f)["missing"], [])
 

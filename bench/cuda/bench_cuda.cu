@@ -410,6 +410,7 @@ void t_sweeps(registry& r, unsigned fams) {
     r.add<X>(fams, make_problem(T, 262144 / T, 1024, 16, 16, false));
     r.add<X>(fams, make_problem(T, 1, 1024, 16, 16, false));
   }
+  r.add<X>(fams, make_problem(1024, 64, 1024, 16, 16, false));  // GPU-PROFILE.md's attention crossover point
 }
 template <class T>
 void window_sweeps(registry& r, unsigned fams) {
