@@ -343,6 +343,8 @@ def sweep_table(res, dtype, vary, values_fams, fixed, label):
         for v, r in res.values(fam, dtype, vary, **fixed):
             pts[v][fam] = r["time_ns"] / r["tokens"]
     header = [label] + values_fams
+    if not pts:
+        return "(not in this run)"
     rows = []
     for v in sorted(pts):
         shown = 2 * v + 1 if vary == "L" else v
