@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as bl  # noqa: E402
 
 TORCH_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
+DEVICE = "cuda"  # a test may point the peers at the CPU (with CUDA events and syncs stubbed)
 ELEM_BYTES = {"f32": 4, "f16": 2, "bf16": 2}
 
 
@@ -162,7 +163,7 @@ def fwd_and_fwdbwd(torch, f, inputs, target_s):
 
 def time_shape(torch, s, target_s, max_gb, sdpa_cache):
     """Rows {peer, shape fields, fwd_ms, fwdbwd_ms, note} for shape s."""
-    dev = torch.device("cuda")
+    dev = torch.device(DEVICE)
     dt = getattr(torch, TORCH_DTYPES[s.dtype])
     gen = torch.Generator(device=dev).manual_seed(1234)
     T, B, C, H, L, M, causal = s.T, s.B, s.C, s.H, s.L, s.M, bool(s.causal)
@@ -233,7 +234,7 @@ def Shape_of(r):
 
 def time_decode(torch, target_s, max_gb):
     """One SDPA step (query length 1) against a KV cache of `context` tokens, bf16, C = 1024, H = 16."""
-    dev = torch.device("cuda")
+    dev = torch.device(DEVICE)
     H, R = bl.DECODE_H, bl.DECODE_C // bl.DECODE_H
     rows = []
     for b in bl.DECODE_BATCHES:
