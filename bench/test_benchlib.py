@@ -141,6 +141,86 @@ class Tables(unittest.TestCase):
         self.assertEqual(len(dec.splitlines()), 2 + len(bl.DECODE_BATCHES))
 
 
+def _torch():
+    try:
+        import torch
+        return torch
+    except ImportError:
+        return None
+
+
+@unittest.skipUnless(_torch(), "PyTorch not installed")
+class PeersOnTheCpu(unittest.TestCase):
+    """The peers' arithmetic against direct sums (float64, tiny shapes, on the CPU: no GPU needed)."""
+
+    T, B, C, H, L, M = 40, 2, 8, 2, 5, 3
+
+    def test_original_talk(self):
+        import math
+        torch = _torch()
+        F = torch.nn.functional
+        torch.manual_seed(0)
+        T, B, C, H, L = self.T, self.B, self.C, self.H, self.L
+        R = C // H
+        for causal in (False, True):
+            M = 0 if causal else self.M
+            P = H if causal else 2 * H
+            x = torch.randn(T, B, C, dtype=torch.float64)
+            w = torch.randn(P, C, dtype=torch.float64) * 0.5
+            b = torch.zeros(P, dtype=torch.float64)
+            y = peer_torch.torch_talk(torch, x, w, b, H, L, M, causal).double()
+            o = torch.sigmoid(F.linear(x, w, b))
+            want = torch.zeros_like(x)
+            for t in range(T):
+                for bb in range(B):
+                    for h in range(H):
+                        al = min(max(t - o[t, bb, h].item() * L, 0), T - 1)
+                        ar = t if causal else min(max(t + o[t, bb, H + h].item() * M, 0), T - 1)
+                        lo, hi, ch = math.ceil(al), math.floor(ar), slice(h * R, (h + 1) * R)
+                        acc = x[lo:hi + 1, bb, ch].sum(0)
+                        if ar > hi:
+                            acc = acc + (ar - hi) * x[hi + 1, bb, ch]
+                        if lo > al:
+                            acc = acc + (lo - al) * x[lo - 1, bb, ch]
+                        want[t, bb, ch] = acc / (L + M + 1)
+            self.assertLess((y - want).abs().max().item(), 1e-5)
+
+    def test_lightconv_and_dynconv(self):
+        torch = _torch()
+        F = torch.nn.functional
+        torch.manual_seed(1)
+        T, B, C, H, L = self.T, self.B, self.C, self.H, self.L
+        R = C // H
+        for causal in (False, True):
+            M = 0 if causal else self.M
+            K = L + M + 1
+            x = torch.randn(B, C, T, dtype=torch.float64)
+            wt = torch.randn(H, 1, K, dtype=torch.float64)
+            y = peer_torch.lightconv(torch, x, wt, H, L, M, causal)
+            ws = torch.softmax(wt, -1)
+            want = torch.zeros_like(x)
+            for c in range(C):
+                for t in range(T):
+                    for k in range(K):
+                        if 0 <= t - L + k < T:
+                            want[:, c, t] += ws[c % H, 0, k] * x[:, c, t - L + k]
+            self.assertLess((y - want).abs().max().item(), 1e-6)  # softmax in float32
+            xt = torch.randn(T, B, C, dtype=torch.float64)
+            wl = torch.randn(H * K, C, dtype=torch.float64) * 0.3
+            bd = torch.zeros(H * K, dtype=torch.float64)
+            pad_l = K - 1 if causal else L
+            y = peer_torch.dynconv(torch, xt, wl, bd, H, K, pad_l)
+            wgt = torch.softmax(F.linear(xt, wl, bd).view(T, B, H, K), -1)
+            want = torch.zeros_like(xt)
+            for t in range(T):
+                for k in range(K):
+                    if 0 <= t - pad_l + k < T:
+                        for h in range(H):
+                            ch = slice(h * R, (h + 1) * R)
+                            want[t, :, ch] += wgt[t, :, h, k:k + 1] * xt[t - pad_l + k, :, ch]
+            self.assertLess((y - want).abs().max().item(), 1e-6)  # softmax in float32
+
+
 @unittest.skipUnless(os.environ.get("TALKCONV_CUDA_BENCH"), "TALKCONV_CUDA_BENCH not set")
 class Registered(unittest.TestCase):
     """talkconv_cuda_bench registers every name the peer tables expect (it lists them without a GPU)."""
