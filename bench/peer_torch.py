@@ -51,6 +51,9 @@ def parse_args(argv=None):
     p.add_argument("--target-s", type=float, default=0.2, help="about this much timed work per measurement")
     p.add_argument("--max-gb", type=float, default=40.0, help="skip a peer whose tensors would pass this many GB")
     p.add_argument("--shapes", type=int, default=0, help="time only the first N shapes (0: all)")
+    p.add_argument("--budget-s", type=float, default=0.0,
+                   help="stop timing further shapes after this many seconds (0: no limit); the decoding steps "
+                        "still run; the shapes left out are listed")
     p.add_argument("--out", help="write the markdown tables here")
     p.add_argument("--json-out", help="write the peers' times (and the machine) here as JSON")
     return p.parse_args(argv)
@@ -320,7 +323,13 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
         sdpa_cache = {}
         timed = shapes[:args.shapes] if args.shapes else shapes
+        t0 = time.monotonic()
         for i, s in enumerate(timed):
+            if args.budget_s and time.monotonic() - t0 > args.budget_s:
+                left_out = [bl.shape_label(x) for x in timed[i:]]
+                print(f"peer_torch: time budget of {args.budget_s:.0f} s spent; {len(left_out)} shapes not timed: "
+                      + "; ".join(left_out), flush=True)
+                break
             print(f"[{i + 1}/{len(timed)}] {bl.shape_label(s)}", flush=True)
             peer_rows += time_shape(torch, s, args.target_s, args.max_gb, sdpa_cache)
         if not args.no_decoder:

@@ -17,7 +17,8 @@
 #
 # Environment: JOBS, CUDA_ARCH (as scripts/gpu-check.sh), BENCH_SET (quick, default, or full), BENCH_FILTER
 # (a --benchmark_filter regex), TALKCONV_BENCH_MIN_TIME (seconds per benchmark, default 0.03), SKIP_TESTS=1,
-# SKIP_PEERS=1, PEER_ARGS (more arguments for peer_torch.py, e.g. "--shapes 5"). Dependencies: as
+# SKIP_PEERS=1, PEER_BUDGET_S (seconds of peer timing before the remaining shapes are left out, default 150),
+# PEER_ARGS (more arguments for peer_torch.py, e.g. "--shapes 5"). Dependencies: as
 # gpu-check.sh (carry build/deps from scripts/gpu-deps-bundle.sh to a machine without network).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -99,7 +100,8 @@ else
   t0=$SECONDS
   # shellcheck disable=SC2086
   PYTHONUNBUFFERED=1 python3 bench/peer_torch.py --talkconv-json "$work/bench_cuda.json" --set "${BENCH_SET:-quick}" \
-    --out "$work/peers.md" --json-out "$work/peers.json" ${PEER_ARGS:-} >"$work/peers.txt" 2>&1
+    --out "$work/peers.md" --json-out "$work/peers.json" --budget-s "${PEER_BUDGET_S:-150}" ${PEER_ARGS:-} \
+    >"$work/peers.txt" 2>&1
   rc=$?
   tail -n 12 "$work/peers.txt" | tee -a "$log"
   if [ $rc -eq 0 ]; then note peers OK "$((SECONDS - t0)) s"; else
