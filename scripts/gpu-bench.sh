@@ -65,7 +65,8 @@ if [ -x "$bench" ]; then
     --benchmark_out="$work/bench_cuda.json" --benchmark_out_format=json \
     ${BENCH_FILTER:+--benchmark_filter="$BENCH_FILTER"} >"$work/bench.txt" 2>&1
   rc=$?
-  n=$(grep -c '"run_name"' "$work/bench_cuda.json" 2>/dev/null || echo 0)
+  n=$(grep -c '"run_name"' "$work/bench_cuda.json" 2>/dev/null)
+  n=${n:-0}
   if [ $rc -eq 0 ]; then note bench OK "$((SECONDS - t0)) s, $n results"; else
     note bench FAILED "exit $rc after $((SECONDS - t0)) s, $n results (see bench.txt)"
     status=1
