@@ -435,6 +435,9 @@ void register_all(registry& r, bool full) {
   channel_sweeps<bf16>(r, layer_families);
   // Heads: R = C / H channels share a window (C = 1024).
   for (index_t H : {1, 4, 16, 64}) r.add<bf16>(layer_families, make_problem(4096, 16, 1024, H, 16, false));
+  // Decoding: the peer tables expect decoder_step/dtype:bf16/B:<1|8|64>/C:1024/L:63/H:16 (one step on a
+  // stream) and the same name + /graph:1 (CUDA graph replay), registered beside that benchmark's function
+  // (bench/benchlib.py, expected_decoder_names).
   if (!full) return;
   t_sweeps<float>(r, layer_families);
   t_sweeps<f16>(r, layer_families);
