@@ -1,12 +1,17 @@
-#!/usr/bin/env python3
-"""Turns talkconv_bench_cpu's Google Benchmark JSON into PNG plots (bench/plots/) and bench/RESULTS.md.
+"""bench/RESULTS.md and its plots (bench/plots/) from benchmark JSON: one section per machine, never mixed.
 
-    python3 bench/report.py RUN.json [--plots bench/plots] [--results bench/RESULTS.md]
+    python3 bench/report.py [CPU.json] [--gpu-run DIR ...] [--plots bench/plots] [--results bench/RESULTS.md]
                             [--load-before "..."] [--load-after "..."] [--notes bench/cpu/profile_notes.md]
 
-Every number is the machine's that ran the JSON: the header of RESULTS.md names it (lscpu model, cores),
-the date, compiler, flags, threads and the load average around the run. Benchmark names are
-<family>/<dtype>/T:../B:../C:../H:../L:..[/off:full]; times are wall-clock (UseRealTime).
+CPU section: talkconv_bench_cpu's JSON (default bench/plots/bench_cpu.json; --no-cpu leaves it out). The
+machine is the one recorded beside the JSON (<json>.machine.json, written by scripts/bench.sh), else
+this one's lscpu. Names: <family>/<dtype>/T:../B:../C:../H:../L:..[/off:full], decoder_step/<dtype>/B:/C:/L:/H:,
+kv_attn_step/f32/B:/C:/H:/context:; times are wall-clock (UseRealTime).
+
+GPU sections: one per run directory (bench_cuda.json, peers.json, run.json: what scripts/gpu-bench.sh
+writes), --gpu-run DIR or every directory under bench/cuda/results/ that has a bench_cuda.json; until
+one exists, GPU-PROFILE.md's hand-measured numbers (--profile) stand as the GPU section.
+Without matplotlib the tables are written and the plots are not.
 """
 import argparse
 import json
@@ -17,10 +22,17 @@ import subprocess
 import sys
 from collections import defaultdict
 
-import matplotlib
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as bl  # noqa: E402
+import report_gpu  # noqa: E402
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+try:  # plots where matplotlib is installed; the tables without it
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: E402
+except ImportError:
+    plt = None
 
 # ---- reading ---------------------------------------------------------------------------------------------
 
@@ -331,6 +343,8 @@ def sweep_table(res, dtype, vary, values_fams, fixed, label):
         for v, r in res.values(fam, dtype, vary, **fixed):
             pts[v][fam] = r["time_ns"] / r["tokens"]
     header = [label] + values_fams
+    if not pts:
+        return "(not in this run)"
     rows = []
     for v in sorted(pts):
         shown = 2 * v + 1 if vary == "L" else v
@@ -348,75 +362,155 @@ def frac_table(res, dtype):
     return table(["C", "memcpy GB/s"] + fams, rows)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("json")
-    ap.add_argument("--plots", default=os.path.join(os.path.dirname(__file__), "plots"))
-    ap.add_argument("--results", default=os.path.join(os.path.dirname(__file__), "RESULTS.md"))
-    ap.add_argument("--load-before", default="")
-    ap.add_argument("--load-after", default="")
-    ap.add_argument("--load-during", default="")
-    ap.add_argument("--run-command", default="", help="how the JSON was produced")
-    ap.add_argument("--source", default="", help="the talkconv revision measured (git commit)")
-    ap.add_argument("--notes", default=os.path.join(os.path.dirname(__file__), "cpu", "profile_notes.md"))
-    args = ap.parse_args()
+# ---- decoding (CPU) ----------------------------------------------------------------------------------------
 
+def decoding_rows(path):
+    """{(family, dtype, B, context or None): ns} of the decoder and KV-attention steps of a CPU JSON."""
+    _, entries = bl.load_gbench(path)
+    out = {}
+    for name, e in entries.items():
+        fam, p = bl.parse_name(name)
+        if fam in ("decoder_step", "kv_attn_step"):
+            out[(fam, p["dtype"], p["B"], p.get("context"))] = e["time_ms"] * 1e6
+    return out
+
+
+def decoding_table(dec):
+    batches = sorted({k[2] for k in dec})
+    ctxs = sorted({k[3] for k in dec if k[3]})
+    rows = []
+    for b in batches:
+        rows.append([b, fmt(dec.get(("decoder_step", "f32", b, None), float("nan")) / 1e3, 1),
+                     fmt(dec.get(("decoder_step", "bf16", b, None), float("nan")) / 1e3, 1)] +
+                    [fmt(dec.get(("kv_attn_step", "f32", b, c), float("nan")) / 1e3, 1) for c in ctxs])
+    return table(["B", "talkconv step f32 (us)", "talkconv step bf16 (us)"] +
+                 [f"KV-cache attention step f32, context {c // 1024 if c >= 1024 else c}{'k' if c >= 1024 else ''} (us)"
+                  for c in ctxs], rows)
+
+
+def plot_decoding(dec, ctx, mach, path):
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    ctxs = sorted({k[3] for k in dec if k[3]})
+    colors = ["tab:blue", "tab:orange", "tab:red", "tab:green"]
+    for i, b in enumerate(sorted({k[2] for k in dec})):
+        c = colors[i % len(colors)]
+        pts = [(x, dec[("kv_attn_step", "f32", b, x)]) for x in ctxs if ("kv_attn_step", "f32", b, x) in dec]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] / 1e3 for p in pts], "s-", color=c, label=f"KV-cache attention, B={b}")
+        for dtype, ls in (("f32", "-"), ("bf16", "--")):
+            v = dec.get(("decoder_step", dtype, b, None))
+            if v and ctxs:
+                ax.plot(ctxs, [v / 1e3] * len(ctxs), ls, color=c, lw=2, label=f"talkconv step {dtype}, B={b}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("context (tokens before the step)")
+    ax.set_ylabel("time per decoding step (us)")
+    ax.set_title("one decoding step, C = 1024, H = 16 (talkconv: causal, L = 63)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    finish(fig, ax, ctx, mach, path)
+
+
+def plot_copy_fraction_vs_K(res, ctx, mach, path):
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for fam in ["window_fwd", "window_bwd", "talk_fwd", "talk_bwd", "naive_fwd", "orig_fwd"]:
+        pts = [(2 * L + 1, res.copy_frac(fam, L=L)) for L, _ in res.values(fam, "f32", "L", T=65536, C=256, H=8)]
+        if pts:
+            c, lab = STYLE[fam]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", color=c, label=lab)
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("largest window K = L + M + 1 (L = M)")
+    ax.set_ylabel("fraction of a memcpy of the same bytes (same run)")
+    ax.set_title("T = 65536, C = 256, H = 8, float32, offsets ~ U(0, 1)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    finish(fig, ax, ctx, mach, path)
+
+
+def demote(text, by=1):
+    return "\n".join(("#" * by + line) if line.startswith("#") else line for line in text.splitlines())
+
+
+def cpu_machine(json_path):
+    """The machine that ran json_path: <json>.machine.json where scripts/bench.sh left one, else lscpu here."""
+    side = os.path.splitext(json_path)[0] + ".machine.json"
+    if os.path.exists(side):
+        with open(side) as f:
+            return json.load(f), True
+    return machine(), False
+
+
+def cpu_section(args):
     ctx, rows = load(args.json)
     if not rows:
         sys.exit(f"report.py: no talkconv benchmarks in {args.json}")
     res = Results(rows)
-    mach = machine()
-    os.makedirs(args.plots, exist_ok=True)
-    plots = [("time_per_token_vs_T.png", plot_vs_T), ("time_vs_window.png", plot_vs_window),
-             ("copy_fraction.png", plot_copy_fraction), ("time_vs_heads.png", plot_vs_heads)]
-    for name, fn in plots:
-        fn(res, ctx, mach, os.path.join(args.plots, name))
+    mach, recorded = cpu_machine(args.json)
+    dec = decoding_rows(args.json)
     rel = os.path.relpath(args.plots, os.path.dirname(os.path.abspath(args.results)))
+    plots = [("time_per_token_vs_T.png", plot_vs_T), ("time_vs_window.png", plot_vs_window),
+             ("copy_fraction.png", plot_copy_fraction), ("time_vs_heads.png", plot_vs_heads),
+             ("copy_fraction_vs_K.png", plot_copy_fraction_vs_K)]
+    if plt is not None:
+        os.makedirs(args.plots, exist_ok=True)
+        for name, fn in plots:
+            fn(res, ctx, mach, os.path.join(args.plots, name))
+        if dec:
+            plot_decoding(dec, ctx, mach, os.path.join(args.plots, "cpu_decode_vs_context.png"))
 
     la = ctx.get("load_avg", [])
+    run = {k: getattr(args, k) or mach.get(k, "") for k in ("source", "run_command", "load_before", "load_after",
+                                                           "load_during")}
+    hv = mach.get("hypervisor")
     md = [
-        "# talkconv CPU benchmarks",
+        f"## CPU: {mach['model']}, {mach['cores']} cores, {ctx.get('date', '?')[:10]}, commit {run['source'] or '?'}",
         "",
-        "Generated by `bench/report.py` from the JSON of `talkconv_bench_cpu` (run by `scripts/bench.sh`). "
-        "Every number below is a CPU number of this one machine; wall-clock times, OpenMP threads of one process.",
+        "From the JSON of `talkconv_bench_cpu` (run by `scripts/bench.sh`). Every number in this section is a CPU "
+        "number of this one machine; wall-clock times, OpenMP threads of one process." +
+        ("" if recorded else " (The machine line is the report's own machine: no record was kept beside the JSON.)"),
         "",
         table(["", ""], [
-            ["machine", f"{mach['model']} ({mach.get('hypervisor', 'bare metal') and 'VM, ' + mach.get('hypervisor', '') if mach.get('hypervisor') else 'bare metal'}), "
+            ["machine", f"{mach['model']} ({'VM, ' + hv if hv else 'bare metal'}), "
                         f"{mach['cores']} cores, L3 {mach.get('l3', '?')}"],
             ["date", ctx.get("date", "?")],
-            ["talkconv revision", args.source or "?"],
+            ["talkconv revision", run["source"] or "?"],
             ["compiler / flags", f"{ctx.get('talkconv_compiler', '?')} / `{ctx.get('talkconv_flags', '?')}` "
                                  f"({ctx.get('talkconv_build_type', '?')}; "
                                  + ("code for this CPU's vector units (AVX2 + FMA here)"
                                     if "-march=native" in ctx.get("talkconv_flags", "") else "baseline x86-64: SSE2 code")
                                  + ")"],
             ["threads", ctx.get("talkconv_threads", "?")],
-            ["command", f"`{args.run_command}`" if args.run_command else "?"],
+            ["command", f"`{run['run_command']}`" if run["run_command"] else "?"],
             ["Eigen / Google Benchmark", f"{ctx.get('talkconv_eigen', '?')} / Debian 1.7.1 "
                                          f"(library_build_type {ctx.get('library_build_type', '?')})"],
             ["load average at start (1/5/15 min)", ", ".join(f"{v:.2f}" for v in la) if la else "?"],
-            ["load average (1/5/15 min) before / after the run", f"{args.load_before or '?'} / {args.load_after or '?'}"],
-            ["1-min load during the run (includes the benchmark's own 2 threads)", args.load_during or "?"],
+            ["load average (1/5/15 min) before / after the run", f"{run['load_before'] or '?'} / {run['load_after'] or '?'}"],
+            ["1-min load during the run (includes the benchmark's own 2 threads)", run["load_during"] or "?"],
         ]),
         "",
-        "## Targets",
+        "### Targets",
         "",
         "Configuration unless stated: float32, T = 65536 tokens, B = 1, C = 256, H = 8, L = M = 31 (K = 63), "
         "offsets ~ U(0, 1) (the naive sum's cost follows the actual window: about half of K on average).",
         "",
         targets(res),
         "",
-        "## Plots",
+        "### Plots",
         "",
-        f"![time per token vs T]({rel}/time_per_token_vs_T.png)",
-        "",
-        f"![time per token vs window]({rel}/time_vs_window.png)",
-        "",
-        f"![fraction of memcpy bandwidth]({rel}/copy_fraction.png)",
-        "",
-        f"![time per token vs heads]({rel}/time_vs_heads.png)",
-        "",
-        "## Time per token (ns) vs T (float32, B = 1, C = 256, H = 8, L = M = 31)",
+    ]
+    if plt is not None:
+        md += [f"![time per token vs T]({rel}/time_per_token_vs_T.png)", "",
+               f"![time per token vs window]({rel}/time_vs_window.png)", "",
+               f"![fraction of memcpy bandwidth vs window]({rel}/copy_fraction_vs_K.png)", "",
+               f"![fraction of memcpy bandwidth]({rel}/copy_fraction.png)", "",
+               f"![time per token vs heads]({rel}/time_vs_heads.png)", ""]
+        if dec:
+            md += [f"![decoding step vs context]({rel}/cpu_decode_vs_context.png)", ""]
+    else:
+        md += ["(plots not drawn: matplotlib is not installed where the report ran)", ""]
+    md += [
+        "### Time per token (ns) vs T (float32, B = 1, C = 256, H = 8, L = M = 31)",
         "",
         sweep_table(res, "f32", "T", ["memcpy", "prefix_sum", "offsets_fwd", "window_fwd", "talk_fwd", "naive_fwd",
                                       "orig_fwd", "lightconv_fwd", "window_bwd", "talk_bwd", "naive_bwd", "orig_bwd"],
@@ -426,7 +520,11 @@ def main():
         "",
         sweep_table(res, "bf16", "T", ["memcpy", "window_fwd", "talk_fwd", "naive_fwd"], dict(C=256, H=8, L=31), "T"),
         "",
-        "## Time per token (ns) vs window K = 2L + 1 (float32, T = 65536, C = 256, H = 8)",
+        "float16:",
+        "",
+        sweep_table(res, "f16", "T", ["memcpy", "window_fwd", "talk_fwd"], dict(C=256, H=8, L=31), "T"),
+        "",
+        "### Time per token (ns) vs window K = 2L + 1 (float32, T = 65536, C = 256, H = 8)",
         "",
         sweep_table(res, "f32", "L", ["memcpy", "window_fwd", "talk_fwd", "naive_fwd", "orig_fwd", "lightconv_fwd",
                                       "dynconv_fwd", "window_bwd", "talk_bwd", "naive_bwd", "orig_bwd"],
@@ -437,21 +535,16 @@ def main():
         sweep_table(res, "f32", "L", ["memcpy", "window_fwd", "naive_fwd", "orig_fwd", "window_bwd", "naive_bwd"],
                     dict(T=65536, C=256, H=8, full=True), "K"),
         "",
-        "## Time per token (ns) vs C (T = 65536, H = 8, L = M = 31)",
+        "### Time per token (ns) vs C (T = 65536, H = 8, L = M = 31)",
         "",
-        "float32:",
-        "",
-        sweep_table(res, "f32", "C", ["memcpy", "prefix_sum", "offsets_fwd", "window_fwd", "window_bwd", "talk_fwd",
-                                      "talk_bwd", "naive_fwd", "naive_bwd", "orig_fwd", "orig_bwd", "lightconv_fwd",
-                                      "dynconv_fwd"], dict(T=65536, H=8, L=31), "C"),
-        "",
-        "bfloat16:",
-        "",
-        sweep_table(res, "bf16", "C", ["memcpy", "prefix_sum", "offsets_fwd", "window_fwd", "window_bwd", "talk_fwd",
-                                       "talk_bwd", "naive_fwd", "naive_bwd", "orig_fwd", "orig_bwd", "lightconv_fwd",
-                                       "dynconv_fwd"], dict(T=65536, H=8, L=31), "C"),
-        "",
-        "## Fraction of memcpy bandwidth (same configuration, same run; T = 65536, H = 8, L = M = 31)",
+    ]
+    every = ["memcpy", "prefix_sum", "offsets_fwd", "window_fwd", "window_bwd", "talk_fwd", "talk_bwd", "naive_fwd",
+             "naive_bwd", "orig_fwd", "orig_bwd", "lightconv_fwd", "dynconv_fwd"]
+    for dtype, label, fams in (("f32", "float32", every), ("bf16", "bfloat16", every),
+                               ("f16", "float16", ["memcpy", "window_fwd", "window_bwd", "talk_fwd", "talk_bwd"])):
+        md += [f"{label}:", "", sweep_table(res, dtype, "C", fams, dict(T=65536, H=8, L=31), "C"), ""]
+    md += [
+        "### Fraction of memcpy bandwidth (same configuration, same run; T = 65536, H = 8, L = M = 31)",
         "",
         "float32:",
         "",
@@ -461,36 +554,103 @@ def main():
         "",
         frac_table(res, "bf16"),
         "",
-        "## Time per token (ns) vs heads (float32, T = 65536, C = 512, L = M = 31)",
+        "### Time per token (ns) vs heads (float32, T = 65536, C = 512, L = M = 31)",
         "",
         sweep_table(res, "f32", "H", ["memcpy", "window_fwd", "window_bwd", "talk_fwd", "talk_bwd", "naive_fwd",
                                       "lightconv_fwd"], dict(T=65536, C=512, L=31), "H"),
         "",
-        "## Batch (float32, B = 8, T = 8192, C = 512, H = 8, L = M = 31), time per token (ns)",
+        "### Batch (float32, B = 8, T = 8192, C = 512, H = 8, L = M = 31), time per token (ns)",
         "",
         table(["memcpy", "window_fwd", "window_bwd", "talk_fwd", "talk_bwd", "naive_fwd"],
               [[fmt(res.ns_per_token(f, T=8192, B=8, C=512), 1)
                 for f in ["memcpy", "window_fwd", "window_bwd", "talk_fwd", "talk_bwd", "naive_fwd"]]]),
         "",
+        "### Decoding: one step, C = 1024, H = 16",
+        "",
     ]
+    if dec:
+        md += ["talkconv's `cpu::decoder::step` (causal, L = 63) costs the same whatever the context; one step of a "
+               "KV-cache attention (`bench/baselines/kv_attention.hpp`: plain loops, float cache, attention core only) "
+               "reads the whole cache. Microseconds per step.", "", decoding_table(dec), ""]
+    else:
+        md += ["(no decoder_step / kv_attn_step entries in this JSON: it predates them)", ""]
     if args.notes and os.path.exists(args.notes):
         with open(args.notes) as f:
-            md += [f.read().rstrip(), ""]
+            md += [demote(f.read().rstrip()), ""]
     md += [
-        "## Reproduce",
+        "### Reproduce",
         "",
         "    scripts/bench.sh                       # configure (release preset), build, run, report",
         "    build/release/bench/cpu/talkconv_bench_cpu --benchmark_filter='^window_fwd/f32/.*/L:31$'",
         "",
         "Names: `<family>/<dtype>/T:<T>/B:<B>/C:<C>/H:<H>/L:<L>[/off:full]` (then Google Benchmark's "
         "`/min_time:.../real_time`). Families: memcpy, prefix_sum, offsets_fwd, window_fwd, window_bwd, talk_fwd, "
-        "talk_bwd, naive_fwd, naive_bwd, orig_fwd, orig_bwd, lightconv_fwd, dynconv_fwd. "
+        "talk_bwd, naive_fwd, naive_bwd, orig_fwd, orig_bwd, lightconv_fwd, dynconv_fwd; decoding: "
+        "`decoder_step/<dtype>/B:/C:/L:/H:`, `kv_attn_step/f32/B:/C:/H:/context:`. "
         "`TALKCONV_BENCH_SMOKE=1` runs each once on tiny sizes (ctest `bench_cpu_smoke`).",
         "",
     ]
+    return "\n".join(md), len(plots) + (1 if dec else 0) if plt is not None else 0
+
+
+def gpu_runs(args):
+    if args.gpu_run:
+        return args.gpu_run
+    base = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda", "results")
+    if not os.path.isdir(base):
+        return []
+    dirs = [os.path.join(base, d) for d in sorted(os.listdir(base), reverse=True)]
+    return [d for d in dirs if os.path.exists(os.path.join(d, "bench_cuda.json"))]
+
+
+def main(argv=None):
+    here = os.path.dirname(os.path.abspath(__file__))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("json", nargs="?", default=os.path.join(here, "plots", "bench_cpu.json"),
+                    help="talkconv_bench_cpu's JSON (default bench/plots/bench_cpu.json)")
+    ap.add_argument("--no-cpu", action="store_true", help="no CPU section")
+    ap.add_argument("--gpu-run", action="append", default=[], help="a GPU run directory (repeatable)")
+    ap.add_argument("--no-gpu", action="store_true", help="no GPU section (neither runs nor the profile)")
+    ap.add_argument("--profile", default=os.path.join(here, "cuda", "results", "GPU-PROFILE-2026-11-29-aaffc58.md"),
+                    help="hand-measured GPU numbers, the GPU section while no run exists")
+    ap.add_argument("--keep-profile", action="store_true", help="the profile section even beside measured runs")
+    ap.add_argument("--plots", default=os.path.join(here, "plots"))
+    ap.add_argument("--results", default=os.path.join(here, "RESULTS.md"))
+    ap.add_argument("--load-before", default="")
+    ap.add_argument("--load-after", default="")
+    ap.add_argument("--load-during", default="")
+    ap.add_argument("--run-command", default="", help="how the JSON was produced")
+    ap.add_argument("--source", default="", help="the talkconv revision measured (git commit)")
+    ap.add_argument("--notes", default=os.path.join(here, "cpu", "profile_notes.md"))
+    args = ap.parse_args(argv)
+
+    rel = os.path.relpath(args.plots, os.path.dirname(os.path.abspath(args.results)))
+    sections, titles, nplots = [], [], 0
+    if not args.no_gpu:
+        for d in gpu_runs(args):
+            run = report_gpu.GpuRun(d)
+            sections.append(report_gpu.section(run, args.plots, rel, plt))
+            titles.append(f"GPU: {run.label()}")
+            nplots += 3 if plt is not None else 0
+        if (not sections or args.keep_profile) and args.profile and os.path.exists(args.profile):
+            sections.append(report_gpu.profile_section(args.profile))
+            titles.append("GPU: NVIDIA H200, 2026-11-29, commit aaffc58 (GPU-PROFILE.md)")
+    if not args.no_cpu:
+        text, n = cpu_section(args)
+        sections.append(text)
+        titles.append(text.splitlines()[0][3:])
+        nplots += n
+    if not sections:
+        sys.exit("report.py: nothing to report (no CPU JSON, no GPU run, no profile)")
+    md = ["# talkconv benchmark results", "",
+          "Generated by `bench/report.py`. One section per machine: the numbers of a section come from one run on "
+          "one machine (its GPU or CPU, driver, date and commit are in its first table), and ratios are only ever "
+          "taken inside a section. GPU runs come from `scripts/gpu-bench.sh`, the CPU one from `scripts/bench.sh`.",
+          ""] + [f"- {t}" for t in titles] + [""]
     with open(args.results, "w") as f:
-        f.write("\n".join(md))
-    print(f"report.py: wrote {args.results} and {len(plots)} plots in {args.plots}")
+        f.write("\n".join(md + sections))
+    print(f"report.py: wrote {args.results} ({len(sections)} section(s)) and {nplots} plots in {args.plots}"
+          + ("" if plt is not None else " (matplotlib not installed: no plots)"))
 
 
 if __name__ == "__main__":

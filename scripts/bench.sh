@@ -59,6 +59,15 @@ echo "bench.sh: load average $load_quiet; at the start $load_before; during the 
 if [ "${TALKCONV_BENCH_NO_REPORT:-0}" != 1 ]; then
   mkdir -p bench/plots
   cp "$json" bench/plots/bench_cpu.json
+  # What ran it, beside the JSON: a later report.py run (on any machine) still names this one.
+  "$py" - "$source_rev" "scripts/bench.sh $*" "$load_quiet; $load_before" "$load_after" "$load_during" <<'EOF2'
+import json, sys
+sys.path.insert(0, "bench")
+from report import machine
+m = machine()
+m.update(zip(["source", "run_command", "load_before", "load_after", "load_during"], sys.argv[1:]))
+json.dump(m, open("bench/plots/bench_cpu.machine.json", "w"), indent=1)
+EOF2
   "$py" bench/report.py bench/plots/bench_cpu.json --load-before "$load_quiet; $load_before" --load-after "$load_after" \
     --load-during "$load_during" --source "$source_rev" \
     --run-command "scripts/bench.sh $*"

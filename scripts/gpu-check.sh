@@ -283,7 +283,9 @@ else
   cat "$out/bench.txt" >>"$log"
   # Peer comparison (PyTorch SDPA and the original algorithm in PyTorch) where PyTorch with CUDA exists.
   if command -v python3 >/dev/null && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
-    python3 "$root/bench/peer_torch.py" --talkconv-json "$out/bench_cuda.json" --out "$out/peer.md" >>"$log" 2>&1 ||
+    # The first PEER_SHAPES shapes (default 8) timed; all matched (scripts/gpu-bench.sh times every one).
+    python3 "$root/bench/peer_torch.py" --talkconv-json "$out/bench_cuda.json" --out "$out/peer.md" \
+      --json-out "$out/peers.json" --shapes "${PEER_SHAPES:-8}" >>"$log" 2>&1 ||
       say "peer_torch.py failed (see the log)"
   else
     say "peer comparison skipped: no PyTorch with CUDA here"

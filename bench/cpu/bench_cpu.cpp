@@ -2,6 +2,8 @@
 // original TaLK algorithm, LightConv / DynamicConv, a multithreaded memcpy of the same bytes), in one run.
 //
 // Names: <family>/<dtype>/T:<T>/B:<B>/C:<C>/H:<H>/L:<L>  (M = L; LightConv / DynamicConv use K = 2L + 1),
+// dtype f32, bf16 or f16; decoding: decoder_step/<dtype>/B:/C:/L:/H: (one causal step, constant in the
+// context) and kv_attn_step/f32/B:/C:/H:/context: (one KV-cache attention step, the CPU baseline),
 // so --benchmark_filter='^window_fwd/f32/' or '/L:31/' select slices. Every benchmark reports
 //   bytes_per_second  the minimum bytes: inputs read once (x, offsets, dy), outputs written once,
 //   items_per_second  tokens (T * B) per second,
@@ -11,6 +13,7 @@
 // TALKCONV_BENCH_SMOKE=1: every family once on tiny sizes (for ctest; asserts no timing).
 // TALKCONV_BENCH_MIN_TIME=<seconds>: minimum time per benchmark (default 0.2; it overrides
 // --benchmark_min_time, which the registrations' own MinTime would otherwise win over).
+#include "../baselines/kv_attention.hpp"
 #include "../baselines/light_dynamic_conv.hpp"
 #include "../baselines/naive_window.hpp"
 #include "../baselines/original_talk.hpp"
@@ -63,6 +66,8 @@ template <>
 const char* dtype_name<float>() { return "f32"; }
 template <>
 const char* dtype_name<Eigen::bfloat16>() { return "bf16"; }
+template <>
+const char* dtype_name<Eigen::half>() { return "f16"; }
 
 // ---- buffers: first-touched by the threads that use them, random with a fixed seed -----------------------
 
@@ -426,6 +431,56 @@ void run_family(benchmark::State& state, fam f, const config& c) {
   state.counters["K"] = static_cast<double>(c.K());
 }
 
+// ---- decoding: one step of talkconv's decoder against one step of a KV-cache attention ------------------
+
+// decoder_step/<dtype>/B:/C:/L:/H: one cpu::decoder::step (causal, inference) for B sequences; the
+// state is warmed past its first re-base, so the time is the steady state's (re-bases included at their
+// rate, one every L + 2 steps). Its cost does not depend on how many tokens came before.
+template <class T>
+void decoder_step(benchmark::State& state, index_t B, index_t C, index_t H, index_t L) {
+  using A = tc::acc_t<T>;
+  const tc::window_params w{H, L, 0, true};
+  const index_t P = w.num_offsets();
+  const float a = 5.0f / std::sqrt(static_cast<float>(C));
+  const buffer<T> x = random_buffer<T>(B * C, 1, -1.0f, 1.0f), W = random_buffer<T>(P * C, 4, -a, a),
+                  bias = random_buffer<T>(P, 5, -0.1f, 0.1f);
+  buffer<T> y = zero_buffer<T>(B * C);
+  tc::cpu::decoder<T> dec(w, C, B);
+  for (index_t i = 0; i < 2 * (L + 2); ++i) dec.step(x.data(), W.data(), bias.data(), y.data());
+  for (auto _ : state) {
+    dec.step(x.data(), W.data(), bias.data(), y.data());
+    benchmark::ClobberMemory();
+  }
+  const index_t bytes = 2 * B * C * index_t(sizeof(T)) + P * C * index_t(sizeof(T)) +
+                        2 * B * C * index_t(sizeof(A));  // x, y, W; the newest prefix row written, 4 rows read
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * B);
+  state.counters["bytes"] = static_cast<double>(bytes);
+  state.counters["tokens"] = static_cast<double>(B);
+  state.counters["state_bytes"] = static_cast<double>(dec.state_bytes_per_sequence() * B);
+}
+
+// kv_attn_step/f32/B:/C:/H:/context: one attention step (query of length 1) over a float KV cache of
+// `context` tokens per sequence: bench/baselines/kv_attention.hpp.
+void kv_attn_step(benchmark::State& state, index_t B, index_t C, index_t H, index_t context) {
+  const buffer<float> q = random_buffer<float>(B * C, 1, -1.0f, 1.0f);
+  const buffer<float> k = random_buffer<float>(B * C * context, 2, -1.0f, 1.0f),
+                      v = random_buffer<float>(B * C * context, 3, -1.0f, 1.0f);
+  buffer<float> out = zero_buffer<float>(B * C);
+  for (auto _ : state) {
+    tb::kv_attention::step(B, C, H, context, q.data(), k.data(), v.data(), out.data());
+    benchmark::ClobberMemory();
+  }
+  const index_t bytes = 2 * B * C * context * index_t(sizeof(float));
+  const double bw = memcpy_bandwidth(bytes);
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * bytes);
+  state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * B);
+  state.counters["copy_frac"] =
+      benchmark::Counter(static_cast<double>(state.iterations()) * static_cast<double>(bytes) / bw,
+                         benchmark::Counter::kIsRate);
+  state.counters["bytes"] = static_cast<double>(bytes);
+  state.counters["tokens"] = static_cast<double>(B);
+}
+
 // ---- registration ---------------------------------------------------------------------------------------
 
 struct registry {
@@ -448,6 +503,35 @@ struct registry {
   void add(const std::vector<fam>& fs, const config& c) {
     for (fam f : fs) add<T>(f, c);
   }
+  template <class F>
+  void add_named(const std::string& name, F fn, benchmark::TimeUnit unit) {
+    if (!seen.insert(name).second) return;
+    auto* b = benchmark::RegisterBenchmark(name.c_str(), fn);
+    b->UseRealTime()->Unit(unit);
+    if (smoke)
+      b->Iterations(1);
+    else
+      b->MinTime(min_time);
+  }
+  // Decoding at C, H, window L: talkconv's step for each B, and a KV-cache attention step for each B and
+  // context whose float cache fits in max_cache bytes.
+  void add_decoding(const std::vector<index_t>& batches, index_t C, index_t H, index_t L,
+                    const std::vector<index_t>& contexts, double max_cache) {
+    const std::string tail = "/C:" + std::to_string(C) + "/L:" + std::to_string(L) + "/H:" + std::to_string(H);
+    for (index_t B : batches) {
+      const std::string bs = "/B:" + std::to_string(B);
+      add_named("decoder_step/f32" + bs + tail,
+                [=](benchmark::State& st) { decoder_step<float>(st, B, C, H, L); }, benchmark::kMicrosecond);
+      add_named("decoder_step/bf16" + bs + tail,
+                [=](benchmark::State& st) { decoder_step<Eigen::bfloat16>(st, B, C, H, L); }, benchmark::kMicrosecond);
+      for (index_t ctx : contexts) {
+        if (2.0 * double(B) * double(C) * double(ctx) * 4.0 > max_cache) continue;
+        add_named("kv_attn_step/f32" + bs + "/C:" + std::to_string(C) + "/H:" + std::to_string(H) +
+                      "/context:" + std::to_string(ctx),
+                  [=](benchmark::State& st) { kv_attn_step(st, B, C, H, ctx); }, benchmark::kMicrosecond);
+      }
+    }
+  }
 };
 
 void register_all(registry& r) {
@@ -457,7 +541,9 @@ void register_all(registry& r) {
     for (const config& c : {config{300, 2, 64, 4, 7}, config{64, 1, 32, 1, 40}}) {
       r.add<float>(all, c);
       r.add<bf16>(all, c);
+      r.add<Eigen::half>({fam::memcpy_, fam::window_fwd, fam::talk_fwd, fam::talk_bwd}, c);
     }
+    r.add_decoding({1, 3}, 64, 4, 7, {64}, 1e9);
     return;
   }
   const std::vector<fam> talk_and_ref = {fam::memcpy_,  fam::prefix_sum, fam::offsets_fwd, fam::window_fwd,
@@ -465,8 +551,10 @@ void register_all(registry& r) {
                                          fam::naive_bwd, fam::orig_fwd,  fam::orig_bwd,    fam::lightconv_fwd};
   // Sweep 1: time per token vs T (C = 256, H = 8, L = M = 31).
   for (index_t T : {1024, 4096, 16384, 65536, 262144, 1048576}) r.add<float>(talk_and_ref, config{T, 1, 256, 8, 31});
-  for (index_t T : {1024, 16384, 262144, 1048576})
+  for (index_t T : {1024, 16384, 262144, 1048576}) {
     r.add<bf16>({fam::memcpy_, fam::window_fwd, fam::talk_fwd, fam::naive_fwd}, config{T, 1, 256, 8, 31});
+    r.add<Eigen::half>({fam::memcpy_, fam::window_fwd, fam::talk_fwd}, config{T, 1, 256, 8, 31});
+  }
   // Sweep 2: window size, L = M from 1 to 512 (K = 3 .. 1025), T = 64k, C = 256, H = 8.
   for (index_t L : {1, 3, 7, 15, 31, 63, 127, 255, 512}) {
     const config c{65536, 1, 256, 8, L};
@@ -481,6 +569,7 @@ void register_all(registry& r) {
     const config c{65536, 1, C, 8, 31};
     r.add<float>(all, c);
     r.add<bf16>(all, c);
+    r.add<Eigen::half>({fam::memcpy_, fam::window_fwd, fam::window_bwd, fam::talk_fwd, fam::talk_bwd}, c);
   }
   // Sweep 4: heads (C = 512, T = 64k, L = 31): R = C / H channels share a window.
   for (index_t H : {1, 4, 16, 64})
@@ -496,6 +585,8 @@ void register_all(registry& r) {
   // Batch: B = 8 sequences of 8k tokens, time-major.
   r.add<float>({fam::memcpy_, fam::window_fwd, fam::window_bwd, fam::talk_fwd, fam::talk_bwd, fam::naive_fwd},
                config{8192, 8, 512, 8, 31});
+  // Decoding: C = 1024, H = 16, L = 63; the attention step's float KV cache up to 4 GiB (B = 64 stops at 4k).
+  r.add_decoding({1, 8, 64}, 1024, 16, 63, {1024, 4096, 16384, 65536}, 4294967296.0);
 }
 
 }  // namespace

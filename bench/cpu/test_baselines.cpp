@@ -3,6 +3,7 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include "../baselines/kv_attention.hpp"
 #include "../baselines/light_dynamic_conv.hpp"
 #include "../baselines/naive_window.hpp"
 #include "../baselines/original_talk.hpp"
@@ -306,4 +307,36 @@ TEST_CASE_TEMPLATE("LightConv and DynamicConv match the float64 reference", T, f
       CHECK(max_abs_diff(y, y64) <= tol);
     }
   }
+}
+
+TEST_CASE("KV-cache attention step matches the float64 reference") {
+  for (const index_t B : {1, 3})
+    for (const index_t context : {1, 5, 300}) {
+      CAPTURE(B);
+      CAPTURE(context);
+      const index_t C = 60, H = 3, R = C / H;  // R = 20: two blocks of 8 and a remainder
+      const auto q = random_vec<float>(size_t(B * C), 31, -1, 1);
+      const auto k = random_vec<float>(size_t(B * C * context), 32, -1, 1);
+      const auto v = random_vec<float>(size_t(B * C * context), 33, -1, 1);
+      std::vector<float> out(size_t(B * C));
+      talkconv_bench::kv_attention::step(B, C, H, context, q.data(), k.data(), v.data(), out.data());
+      std::vector<double> want(out.size());
+      for (index_t b = 0; b < B; ++b)
+        for (index_t h = 0; h < H; ++h) {
+          std::vector<double> s(static_cast<size_t>(context));
+          for (index_t j = 0; j < context; ++j) {
+            double d = 0;
+            for (index_t r = 0; r < R; ++r)
+              d += double(q[size_t(b * C + h * R + r)]) * double(k[size_t(((b * H + h) * context + j) * R + r)]);
+            s[size_t(j)] = d / std::sqrt(double(R));
+          }
+          s = softmax64(s);
+          for (index_t r = 0; r < R; ++r) {
+            double o = 0;
+            for (index_t j = 0; j < context; ++j) o += s[size_t(j)] * double(v[size_t(((b * H + h) * context + j) * R + r)]);
+            want[size_t(b * C + h * R + r)] = o;
+          }
+        }
+      CHECK(max_abs_diff(out, want) <= 1e-5);
+    }
 }

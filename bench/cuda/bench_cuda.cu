@@ -1,8 +1,22 @@
 // GPU benchmarks (Google Benchmark, CUDA events, UseManualTime): talkconv's fused window forward, the
 // layer forward and backward, against the original TaLK algorithm (a global prefix-sum tensor, then a
-// gather; float atomics in backward) and a device-to-device copy of the same bytes. Counters:
-// bytes_per_second (bytes a kernel must move at least) and copy_fraction (that rate over the copy's).
-// Without a GPU the program says so and exits 0 (CI only builds it).
+// gather; float atomics in backward) and a device-to-device copy of the same bytes.
+//
+// Names carry every parameter, so bench/peer_torch.py and bench/report.py read them without guessing:
+//   <family>/dtype:<f32|f16|bf16>/T:<T>/B:<B>/C:<C>/H:<H>/L:<L>/M:<M>/causal:<0|1>
+//   copy/dtype:<..>/T:<T>/B:<B>/C:<C>            (a device-to-device copy of x: the bandwidth roof)
+// families: copy, window_fwd (offsets given), layer_fwd, layer_bwd (saved offsets), orig_fwd, orig_bwd
+// (Google Benchmark appends /min_time:../manual_time). Counters, per call: bytes (the least a call must
+// move), tokens (T * B); rates: bytes_per_second, tokens_per_second, copy_fraction (bytes_per_second
+// over the rate of a device copy of the same number of bytes, timed in this process), copy_GBps.
+//
+// Sets (--set=quick|full, or TALKCONV_BENCH_SET; default quick, about a minute on an H200): quick is
+// the base shape (bf16, T = 4096, B = 16, C = 1024, H = 16, L = M = 16, bidirectional and causal), T
+// from 1k to 256k at a fixed T * B = 262144 and at B = 1, L = M (and causal L) over 1 .. 511, dtype f32
+// / f16 / bf16, C 256 .. 4096, heads 1 .. 64; full adds the T, window and C sweeps in f32 and f16.
+// TALKCONV_BENCH_MIN_TIME=<seconds> (default 0.05) sets every benchmark's minimum time.
+// Without a GPU the program says so and exits 0 (CI only builds it), except --benchmark_list_tests,
+// which lists the names (the ctest bench_cuda_names checks them against bench/benchlib.py).
 #include <talkconv/cuda/talkconv.cuh>
 
 #include <benchmark/benchmark.h>
@@ -11,7 +25,11 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <map>
+#include <set>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -83,50 +101,76 @@ double time_loop(benchmark::State& st, cudaStream_t s, F&& f) {
   return total;
 }
 
-// Device-to-device copy bandwidth (read + write bytes per second) for `bytes`, measured once per size.
-double copy_rate(std::size_t bytes) {
-  static std::size_t last_bytes = 0;
-  static double last_rate = 0.0;
-  if (bytes == last_bytes) return last_rate;
+// Device-to-device copy rate (read + write bytes per second) of a copy moving `moved` bytes in all
+// (moved / 2 read, moved / 2 written), measured once per size in this process: the roof a kernel that
+// must move `moved` bytes is held against.
+double copy_rate(std::size_t moved) {
+  static std::map<std::size_t, double> cache;
+  const auto it = cache.find(moved);
+  if (it != cache.end()) return it->second;
+  const std::size_t bytes = moved / 2 > 256 ? moved / 2 : 256;
   dev<char> a(bytes, 1, 0.0f, 1.0f), b(bytes);
   cudaEvent_t e0, e1;
   BENCH_CUDA(cudaEventCreate(&e0));
   BENCH_CUDA(cudaEventCreate(&e1));
   BENCH_CUDA(cudaMemcpy(b.p, a.p, bytes, cudaMemcpyDeviceToDevice));
-  BENCH_CUDA(cudaEventRecord(e0));
-  for (int i = 0; i < 10; ++i) BENCH_CUDA(cudaMemcpyAsync(b.p, a.p, bytes, cudaMemcpyDeviceToDevice));
-  BENCH_CUDA(cudaEventRecord(e1));
-  BENCH_CUDA(cudaEventSynchronize(e1));
-  float ms = 0.0f;
-  BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
-  last_bytes = bytes;
-  last_rate = 2.0 * double(bytes) * 10.0 / (double(ms) * 1e-3);
-  return last_rate;
+  float best = 0.0f;
+  for (int rep = 0; rep < 5; ++rep) {  // the best of 5 timings of 4 copies: other work only slows a copy down
+    BENCH_CUDA(cudaEventRecord(e0));
+    for (int i = 0; i < 4; ++i) BENCH_CUDA(cudaMemcpyAsync(b.p, a.p, bytes, cudaMemcpyDeviceToDevice));
+    BENCH_CUDA(cudaEventRecord(e1));
+    BENCH_CUDA(cudaEventSynchronize(e1));
+    float ms = 0.0f;
+    BENCH_CUDA(cudaEventElapsedTime(&ms, e0, e1));
+    if (rep == 0 || ms < best) best = ms;
+  }
+  BENCH_CUDA(cudaEventDestroy(e0));
+  BENCH_CUDA(cudaEventDestroy(e1));
+  const double rate = 2.0 * double(bytes) * 4.0 / (double(best) * 1e-3);
+  cache[moved] = rate;
+  return rate;
 }
 
-// bytes_per_second: the bytes a kernel must move at least, over its measured time; copy_fraction: that
-// rate over a device-to-device copy's (read + write) of the input's bytes, measured on the same device.
-void set_counters(benchmark::State& st, double seconds, double bytes_moved, std::size_t copy_bytes) {
-  const double rate = seconds > 0.0 ? bytes_moved * double(st.iterations()) / seconds : 0.0;
+// Per call: bytes (the least the call must move) and tokens (T * B); rates over the measured time:
+// bytes_per_second, tokens_per_second, and copy_fraction = bytes_per_second / copy_rate(bytes).
+void set_counters(benchmark::State& st, double seconds, double bytes_moved, double tokens) {
+  const double iters = double(st.iterations());
+  const double rate = seconds > 0.0 ? bytes_moved * iters / seconds : 0.0;
+  const double roof = copy_rate(static_cast<std::size_t>(bytes_moved));
+  st.counters["bytes"] = bytes_moved;
+  st.counters["tokens"] = tokens;
   st.counters["bytes_per_second"] = rate;
-  st.counters["copy_GBps"] = copy_rate(copy_bytes) * 1e-9;
-  st.counters["copy_fraction"] = rate / copy_rate(copy_bytes);
-  st.SetBytesProcessed(static_cast<int64_t>(bytes_moved * double(st.iterations())));
+  st.counters["tokens_per_second"] = seconds > 0.0 ? tokens * iters / seconds : 0.0;
+  st.counters["copy_GBps"] = roof * 1e-9;
+  st.counters["copy_fraction"] = rate / roof;
+  st.SetBytesProcessed(static_cast<int64_t>(bytes_moved * iters));
 }
 
-// The problem every benchmark shares: T x B x C = 4096 x 16 x 1024 = 64M elements, 16 heads (R = 64),
-// window L = M = range(0).
+// One benchmark point: sequence shape, heads and window; the name carries every field.
 struct problem {
   index_t T = 4096, B = 16, C = 1024, H = 16, L = 16, M = 16;
   bool causal = false;
-  explicit problem(const benchmark::State& st)
-      : L(st.range(0)), M(st.range(1) ? 0 : st.range(0)), causal(st.range(1) != 0) {}
   talkconv::seq_shape shape() const { return talkconv::seq_shape{T, B, C, talkconv::layout::tbc}; }
   talkconv::window_params window() const { return talkconv::window_params{H, L, M, causal}; }
   std::size_t n() const { return std::size_t(T * B * C); }
   std::size_t np() const { return std::size_t(T * B * window().num_offsets()); }
+  double tokens() const { return double(T) * double(B); }
   talkconv::talk_config config() const { return talkconv::talk_config{C, H, L, M, causal}; }
+  std::string tbc() const {
+    return "/T:" + std::to_string(T) + "/B:" + std::to_string(B) + "/C:" + std::to_string(C);
+  }
+  std::string suffix() const {
+    return tbc() + "/H:" + std::to_string(H) + "/L:" + std::to_string(L) + "/M:" + std::to_string(M) +
+           "/causal:" + (causal ? "1" : "0");
+  }
 };
+
+// A bidirectional (M = L) or causal (M = 0) point.
+problem make_problem(index_t T, index_t B, index_t C, index_t H, index_t L, bool causal) {
+  problem p;
+  p.T = T, p.B = B, p.C = C, p.H = H, p.L = L, p.M = causal ? 0 : L, p.causal = causal;
+  return p;
+}
 
 // ---- the original algorithm (baseline) ----------------------------------------------------------------
 
@@ -215,22 +259,30 @@ __global__ void original_scatter_kernel(const float* S, const float* o, const T*
 
 unsigned blocks_for(std::size_t n, int threads) { return static_cast<unsigned>((n + threads - 1) / threads); }
 
-// ---- benchmarks -----------------------------------------------------------------------------------------
+// ---- benchmarks: one function per family, called with the point it measures --------------------------
 
 template <class T>
-void BM_window_forward(benchmark::State& st) {
-  const problem pb(st);
+void BM_copy(benchmark::State& st, const problem& pb) {
+  dev<T> x(pb.n(), 1, -1.0f, 3.0f), y(pb.n());
+  cudaStream_t s = nullptr;
+  const double secs =
+      time_loop(st, s, [&] { BENCH_CUDA(cudaMemcpyAsync(y.p, x.p, pb.n() * sizeof(T), cudaMemcpyDeviceToDevice, s)); });
+  set_counters(st, secs, double(2 * pb.n() * sizeof(T)), pb.tokens());
+}
+
+template <class T>
+void BM_window_forward(benchmark::State& st, const problem& pb) {
   dev<T> x(pb.n(), 1, -1.0f, 3.0f), y(pb.n());
   dev<float> o(pb.np(), 2, 0.0f, 1.0f);
   cudaStream_t s = nullptr;
   const double secs =
       time_loop(st, s, [&] { tcu::window_forward<T>(pb.shape(), pb.window(), x.p, o.p, y.p, nullptr, s); });
-  set_counters(st, secs, double(2 * pb.n() * sizeof(T) + pb.np() * sizeof(float)), pb.n() * sizeof(T));
+  // x and the offsets read, y written.
+  set_counters(st, secs, double(2 * pb.n() * sizeof(T) + pb.np() * sizeof(float)), pb.tokens());
 }
 
 template <class T>
-void BM_original_forward(benchmark::State& st) {
-  const problem pb(st);
+void BM_original_forward(benchmark::State& st, const problem& pb) {
   dev<T> x(pb.n(), 1, -1.0f, 3.0f), y(pb.n());
   dev<float> o(pb.np(), 2, 0.0f, 1.0f), S(pb.n()), totals(pb.n() / scan_chunk + pb.B * pb.C);
   const float inv_k = 1.0f / float(pb.L + pb.M + 1);
@@ -240,22 +292,11 @@ void BM_original_forward(benchmark::State& st) {
     original_gather_kernel<T>
         <<<blocks_for(pb.n(), 256), 256, 0, s>>>(S.p, o.p, y.p, pb.T, pb.B, pb.C, pb.H, pb.L, pb.M, pb.causal);
   });
-  set_counters(st, secs, double(2 * pb.n() * sizeof(T) + pb.np() * sizeof(float)), pb.n() * sizeof(T));
+  set_counters(st, secs, double(2 * pb.n() * sizeof(T) + pb.np() * sizeof(float)), pb.tokens());
 }
 
 template <class T>
-void BM_memcpy(benchmark::State& st) {
-  const problem pb(st);
-  dev<T> x(pb.n(), 1, -1.0f, 3.0f), y(pb.n());
-  cudaStream_t s = nullptr;
-  const double secs =
-      time_loop(st, s, [&] { BENCH_CUDA(cudaMemcpyAsync(y.p, x.p, pb.n() * sizeof(T), cudaMemcpyDeviceToDevice, s)); });
-  set_counters(st, secs, double(2 * pb.n() * sizeof(T)), pb.n() * sizeof(T));
-}
-
-template <class T>
-void BM_layer_forward(benchmark::State& st) {
-  const problem pb(st);
+void BM_layer_forward(benchmark::State& st, const problem& pb) {
   const index_t P = pb.window().num_offsets();
   dev<T> x(pb.n(), 1, -1.0f, 3.0f), y(pb.n()), W(std::size_t(P * pb.C), 3, -0.05f, 0.05f),
       b(std::size_t(P), 4, -0.5f, 0.5f);
@@ -273,12 +314,12 @@ void BM_layer_forward(benchmark::State& st) {
   layer.forward(nullptr, bytes, a, nullptr);
   dev<char> ws(bytes);
   const double secs = time_loop(st, nullptr, [&] { layer.forward(ws.p, bytes, a, nullptr); });
-  set_counters(st, secs, double(2 * pb.n() * sizeof(T) + pb.np() * sizeof(float)), pb.n() * sizeof(T));
+  // x read, y written (the saved offsets, P / C of that, are not counted).
+  set_counters(st, secs, double(2 * pb.n() * sizeof(T)), pb.tokens());
 }
 
 template <class T>
-void BM_layer_backward(benchmark::State& st) {
-  const problem pb(st);
+void BM_layer_backward(benchmark::State& st, const problem& pb) {
   const index_t P = pb.window().num_offsets();
   dev<T> x(pb.n(), 1, -1.0f, 3.0f), dy(pb.n(), 5, -1.0f, 1.0f), dx(pb.n()), W(std::size_t(P * pb.C), 3, -0.05f, 0.05f),
       b(std::size_t(P), 4, -0.5f, 0.5f), dW(static_cast<std::size_t>(P * pb.C)), db(static_cast<std::size_t>(P));
@@ -299,19 +340,16 @@ void BM_layer_backward(benchmark::State& st) {
   layer.backward(nullptr, bytes, a, nullptr);
   dev<char> ws(bytes);
   const double secs = time_loop(st, nullptr, [&] { layer.backward(ws.p, bytes, a, nullptr); });
-  // At least: x twice (offset gradients, dW), dy, dx.
-  set_counters(st, secs, double(4 * pb.n() * sizeof(T)), pb.n() * sizeof(T));
+  // At least: x twice (offset gradients, dW), dy read, dx written.
+  set_counters(st, secs, double(4 * pb.n() * sizeof(T)), pb.tokens());
 }
 
 template <class T>
-void BM_original_backward(benchmark::State& st) {
-  const problem pb(st);
-  const index_t P = pb.window().num_offsets();
+void BM_original_backward(benchmark::State& st, const problem& pb) {
   dev<T> x(pb.n(), 1, -1.0f, 3.0f), dy(pb.n(), 5, -1.0f, 1.0f), dx(pb.n());
   dev<float> o(pb.np(), 2, 0.0f, 1.0f), S(pb.n()), dS(pb.n()), d_o(pb.np()), totals(pb.n() / scan_chunk + pb.B * pb.C);
   const float inv_k = 1.0f / float(pb.L + pb.M + 1);
   cudaStream_t s = nullptr;
-  (void)P;
   const double secs = time_loop(st, s, [&] {
     global_scan<T, float, false>(x.p, S.p, totals.p, static_cast<float*>(nullptr), pb.T, pb.B * pb.C, inv_k, 1.0f, s);
     BENCH_CUDA(cudaMemsetAsync(dS.p, 0, pb.n() * sizeof(float), s));
@@ -320,43 +358,150 @@ void BM_original_backward(benchmark::State& st) {
                                                                        pb.H, pb.L, pb.M, pb.causal);
     global_scan<float, T, true>(dS.p, dS.p, totals.p, dx.p, pb.T, pb.B * pb.C, 1.0f, inv_k, s);
   });
-  set_counters(st, secs, double(4 * pb.n() * sizeof(T)), pb.n() * sizeof(T));
+  set_counters(st, secs, double(4 * pb.n() * sizeof(T)), pb.tokens());
 }
 
-// range(0) = L (= M when bidirectional), range(1) = causal.
-void window_args(benchmark::internal::Benchmark* b) {
-  b->ArgNames({"L", "causal"})
-      ->Args({16, 0})
-      ->Args({64, 0})
-      ->Args({16, 1})
-      ->UseManualTime()
-      ->Unit(benchmark::kMicrosecond);
+// ---- registration: named points, so every parameter is in the name ------------------------------------
+
+template <class T>
+const char* dtype_name();
+template <>
+const char* dtype_name<float>() { return "f32"; }
+template <>
+const char* dtype_name<__half>() { return "f16"; }
+template <>
+const char* dtype_name<__nv_bfloat16>() { return "bf16"; }
+
+enum family : unsigned { copy = 1, window_fwd = 2, layer_fwd = 4, layer_bwd = 8, orig_fwd = 16, orig_bwd = 32 };
+constexpr unsigned layer_families = copy | window_fwd | layer_fwd | layer_bwd;
+constexpr unsigned all_families = layer_families | orig_fwd | orig_bwd;
+
+struct registry {
+  std::set<std::string> seen;
+  double min_time = 0.05;
+
+  void add_one(const std::string& name, void (*fn)(benchmark::State&, const problem&), const problem& pb) {
+    if (!seen.insert(name).second) return;  // the sweeps share points (the base shape is in every one)
+    benchmark::RegisterBenchmark(name.c_str(), [fn, pb](benchmark::State& st) { fn(st, pb); })
+        ->UseManualTime()
+        ->Unit(benchmark::kMicrosecond)
+        ->MinTime(min_time);
+  }
+  template <class T>
+  void add(unsigned fams, const problem& pb) {
+    const std::string d = std::string("/dtype:") + dtype_name<T>(), s = d + pb.suffix();
+    if (fams & copy) add_one("copy" + d + pb.tbc(), &BM_copy<T>, pb);
+    if (fams & window_fwd) add_one("window_fwd" + s, &BM_window_forward<T>, pb);
+    if (fams & layer_fwd) add_one("layer_fwd" + s, &BM_layer_forward<T>, pb);
+    if (fams & layer_bwd) add_one("layer_bwd" + s, &BM_layer_backward<T>, pb);
+    if (fams & orig_fwd) add_one("orig_fwd" + s, &BM_original_forward<T>, pb);
+    if (fams & orig_bwd) add_one("orig_bwd" + s, &BM_original_backward<T>, pb);
+  }
+};
+
+using bf16 = __nv_bfloat16;
+using f16 = __half;
+
+// The sweeps; bench/benchlib.py (peer_shapes) names the same points for the peers.
+template <class X>
+void t_sweeps(registry& r, unsigned fams) {
+  // T from 1k to 256k at a fixed T * B = 262144 tokens, and at B = 1 (C = 1024, H = 16, L = M = 16).
+  for (index_t T : {1024, 4096, 16384, 65536, 262144}) {
+    r.add<X>(fams, make_problem(T, 262144 / T, 1024, 16, 16, false));
+    r.add<X>(fams, make_problem(T, 1, 1024, 16, 16, false));
+  }
+  r.add<X>(fams, make_problem(1024, 64, 1024, 16, 16, false));  // GPU-PROFILE.md's attention crossover point
+}
+template <class T>
+void window_sweeps(registry& r, unsigned fams) {
+  // L = M (K = 2L + 1) and causal L (K = L + 1) over 1 .. 511, T = 4096, B = 16, C = 1024, H = 16.
+  for (index_t L : {1, 3, 7, 15, 31, 63, 127, 255, 511})
+    for (bool causal : {false, true}) r.add<T>(fams, make_problem(4096, 16, 1024, 16, L, causal));
+}
+template <class T>
+void channel_sweeps(registry& r, unsigned fams) {
+  for (index_t C : {256, 512, 1024, 2048, 4096}) r.add<T>(fams, make_problem(4096, 16, C, 16, 16, false));
 }
 
-BENCHMARK(BM_memcpy<float>)->Apply(window_args);
-BENCHMARK(BM_window_forward<float>)->Apply(window_args);
-BENCHMARK(BM_original_forward<float>)->Apply(window_args);
-BENCHMARK(BM_memcpy<__nv_bfloat16>)->Apply(window_args);
-BENCHMARK(BM_window_forward<__nv_bfloat16>)->Apply(window_args);
-BENCHMARK(BM_original_forward<__nv_bfloat16>)->Apply(window_args);
-BENCHMARK(BM_layer_forward<float>)->Apply(window_args);
-BENCHMARK(BM_layer_forward<__nv_bfloat16>)->Apply(window_args);
-BENCHMARK(BM_layer_backward<float>)->Apply(window_args);
-BENCHMARK(BM_layer_backward<__nv_bfloat16>)->Apply(window_args);
-BENCHMARK(BM_original_backward<float>)->Apply(window_args);
-BENCHMARK(BM_original_backward<__nv_bfloat16>)->Apply(window_args);
+void register_all(registry& r, bool full) {
+  // The base shape (GPU-PROFILE.md's), every family, every dtype, bidirectional and causal.
+  for (bool causal : {false, true}) {
+    r.add<bf16>(all_families, make_problem(4096, 16, 1024, 16, 16, causal));
+    r.add<float>(all_families, make_problem(4096, 16, 1024, 16, 16, causal));
+    r.add<f16>(all_families, make_problem(4096, 16, 1024, 16, 16, causal));
+  }
+  t_sweeps<bf16>(r, all_families);
+  window_sweeps<bf16>(r, layer_families | orig_fwd);
+  channel_sweeps<bf16>(r, layer_families);
+  // Heads: R = C / H channels share a window (C = 1024).
+  for (index_t H : {1, 4, 16, 64}) r.add<bf16>(layer_families, make_problem(4096, 16, 1024, H, 16, false));
+  // Decoding: the peer tables expect decoder_step/dtype:bf16/B:<1|8|64>/C:1024/L:63/H:16 (one step on a
+  // stream) and the same name + /graph:1 (CUDA graph replay), registered beside that benchmark's function
+  // (bench/benchlib.py, expected_decoder_names).
+  if (!full) return;
+  t_sweeps<float>(r, layer_families);
+  t_sweeps<f16>(r, layer_families);
+  window_sweeps<float>(r, layer_families);
+  window_sweeps<f16>(r, layer_families);
+  channel_sweeps<float>(r, layer_families);
+  channel_sweeps<f16>(r, layer_families);
+}
+
+// --set=quick|full (taken out of argv before Google Benchmark reads it), else TALKCONV_BENCH_SET.
+bool take_full_flag(int& argc, char** argv) {
+  const char* env = std::getenv("TALKCONV_BENCH_SET");
+  bool full = env != nullptr && std::string(env) == "full";
+  int out = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--set=", 0) == 0) {
+      const std::string v = a.substr(6);
+      if (v != "quick" && v != "full") {
+        std::fprintf(stderr, "talkconv_cuda_bench: --set takes quick or full, not '%s'\n", v.c_str());
+        std::exit(1);
+      }
+      full = v == "full";
+    } else {
+      argv[out++] = argv[i];
+    }
+  }
+  argc = out;
+  return full;
+}
+
+bool listing(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strncmp(argv[i], "--benchmark_list_tests", 22) == 0 && std::strcmp(argv[i], "--benchmark_list_tests=false") != 0)
+      return true;
+  return false;
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  const bool full = take_full_flag(argc, argv);
+  registry r;
+  if (const char* mt = std::getenv("TALKCONV_BENCH_MIN_TIME")) r.min_time = std::atof(mt);
   int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+  const bool have_device = cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0;
+  if (!have_device && !listing(argc, argv)) {
     std::printf("talkconv CUDA benchmarks: no CUDA device found, nothing to measure\n");
     return 0;
   }
-  cudaDeviceProp prop{};
-  BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
-  benchmark::AddCustomContext("device", prop.name);
+  register_all(r, full);
+  if (have_device) {
+    cudaDeviceProp prop{};
+    BENCH_CUDA(cudaGetDeviceProperties(&prop, 0));
+    int driver = 0, runtime = 0;
+    cudaDriverGetVersion(&driver);
+    cudaRuntimeGetVersion(&runtime);
+    benchmark::AddCustomContext("device", prop.name);
+    benchmark::AddCustomContext("device_sms", std::to_string(prop.multiProcessorCount));
+    benchmark::AddCustomContext("device_cc", std::to_string(prop.major) + "." + std::to_string(prop.minor));
+    benchmark::AddCustomContext("cuda_driver", std::to_string(driver));
+    benchmark::AddCustomContext("cuda_runtime", std::to_string(runtime));
+  }
+  benchmark::AddCustomContext("talkconv_bench_set", full ? "full" : "quick");
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
