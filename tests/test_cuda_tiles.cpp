@@ -204,11 +204,16 @@ TEST_CASE("dx events: taps below the tile drop, taps past it go to the carry, mi
   // land at or past t1 (carry), i2 = 7 drops, i3 = 8 drops.
   k = td::make_taps_in<A, long>(10, 0.3, 0.6, 4, 4, 100, false);
   CHECK(td::dx_events<A, long>(k, 9, 12, 3, key, w));
-  CHECK(key[0] == 3);
+  CHECK(key[0] == -1);  // merged into the carry slot
   CHECK(key[1] == 3);
   CHECK(key[2] == -1);
   CHECK(key[3] == -1);
-  CHECK(w[0] + w[1] == doctest::Approx(1.0));
+  CHECK(w[1] == doctest::Approx(1.0));  // (1 - fr) + fr
+  // Tile [8, 12): i3 = 8 stays a row event, i0 and i1 merge into the carry.
+  CHECK(td::dx_events<A, long>(k, 8, 12, 4, key, w));
+  CHECK(key[3] == 0);
+  CHECK(key[1] == 4);
+  CHECK(key[0] == -1);
   // Every tap at or past t1: the token is skipped (its weights sum to zero).
   CHECK_FALSE(td::dx_events<A, long>(k, 0, 7, 7, key, w));
   for (int j = 0; j < 4; ++j) CHECK(key[j] == -1);

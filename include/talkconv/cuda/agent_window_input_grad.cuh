@@ -41,13 +41,14 @@ struct dx_policy {
   static constexpr int lanes = shape(1).lanes;
   static constexpr int tile = shape(1).tile;
   static constexpr int max_bins = talkconv::detail::dx_max_bins(tile);
-  static constexpr int min_blocks = 3;  // resident blocks per SM the registers must allow (24 warps)
+  // Resident blocks per SM the registers must allow: 3 (24 warps, 80 registers); 2 for 8-byte accumulators.
+  static constexpr int min_blocks = sizeof(A) > 4 ? 2 : 3;
   static_assert(lanes == window_traits::lanes, "dx blocks use the window kernels' channel plan");
   static_assert(threads == warps * 32, "whole warps");
 };
 
-// One event in shared memory: byte offset of the token's dy row from the row of the tile's first
-// candidate token (never negative: a 64-bit add of an unsigned offset makes the address), and its weight.
+// One event in shared memory: element offset of the token's dy row from the row of the tile's first
+// candidate token (never negative: one IMAD.WIDE.U32 makes the address), and its weight.
 template <class A, class Idx>
 struct dx_event {
   std::make_unsigned_t<Idx> off;
@@ -206,7 +207,7 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
           u, o[h], d.causal ? A(0) : o[static_cast<Idx>(a.w.H) + h], static_cast<Idx>(a.w.L),
           static_cast<Idx>(a.w.M), n, d.causal);
       talkconv::detail::dx_events<A, Idx>(k, t0, t1, d.tile, key, w);
-      off = static_cast<std::make_unsigned_t<Idx>>((u - u0) * xt) * static_cast<unsigned>(sizeof(T));
+      off = static_cast<std::make_unsigned_t<Idx>>((u - u0) * xt);
     }
     int rank[4];
 #pragma unroll
@@ -255,7 +256,7 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
         for (int e = cnt[(hb + row) * warps]; e < e1; ++e) {
           const event x = ev[e];
           A y[VEC];
-          dx_vector<T, VEC>::load(reinterpret_cast<const T*>(dyv + x.off), y);
+          dx_vector<T, VEC>::load(reinterpret_cast<const T*>(dyv + std::size_t(x.off) * sizeof(T)), y);
 #pragma unroll
           for (int i = 0; i < VEC; ++i) acc[r][i] += x.w * y[i];
         }
@@ -265,7 +266,7 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
       for (int e = cnt[(hb + d.tile) * warps] + g; e < e1; e += groups) {
         const event x = ev[e];
         A y[VEC];
-        dx_vector<T, VEC>::load(reinterpret_cast<const T*>(dyv + x.off), y);
+        dx_vector<T, VEC>::load(reinterpret_cast<const T*>(dyv + std::size_t(x.off) * sizeof(T)), y);
 #pragma unroll
         for (int i = 0; i < VEC; ++i) car[i] += x.w * y[i];
       }

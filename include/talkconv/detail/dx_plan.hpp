@@ -57,18 +57,29 @@ TALKCONV_HOST_DEVICE inline void dx_candidates(I t0, I t1, I n, I reach_left, I 
   if (u1 < u0) u1 = u0;
 }
 
-// The events of one token's taps for rows [t0, t1), one per tap j: key[j] = row - t0, `tile` for the carry
-// (rows at or above t1), or -1 (dropped: below t0, or a zero weight); weight w[j]. Returns false, with
-// every key -1, when the token misses the tile or only adds zero to it (all its taps at or above t1).
+// The events of one token's taps for rows [t0, t1), one slot per tap j: key[j] = row - t0, `tile` for the
+// carry (rows at or above t1), or -1 (dropped: below t0, or a zero weight); weight w[j]. When the highest
+// tap i1 = ceil(a_r) is in the carry, every carry tap is merged into slot 1 (weights summed in tap order):
+// the carry is one event per token. Returns false, with every key -1, when the token misses the tile or
+// only adds zero to it (all its taps at or above t1).
 template <class A, class I>
 TALKCONV_HOST_DEVICE inline bool dx_events(const window_taps<A, I>& k, I t0, I t1, int tile, int key[4], A w[4]) {
   const bool used = !(taps_max(k) < t0 || taps_min(k) >= t1);
   const tap_weights<A> tw = make_tap_weights(k);
   const I idx[4] = {k.i0, k.i1, k.i2, k.i3};
   const A wv[4] = {tw.w0, tw.w1, tw.w2, tw.w3};
+  const bool merge = k.i1 >= t1;
+  A carry = A(0);
   for (int j = 0; j < 4; ++j) {
+    const bool live = used && idx[j] >= t0 && wv[j] != A(0);
+    const bool past = idx[j] >= t1;
+    if (merge && live && past) carry += wv[j];
     w[j] = wv[j];
-    key[j] = !used || idx[j] < t0 || wv[j] == A(0) ? -1 : (idx[j] >= t1 ? tile : static_cast<int>(idx[j] - t0));
+    key[j] = !live || (merge && past) ? -1 : (past ? tile : static_cast<int>(idx[j] - t0));
+  }
+  if (merge && used && carry != A(0)) {
+    key[1] = tile;
+    w[1] = carry;
   }
   return used;
 }
