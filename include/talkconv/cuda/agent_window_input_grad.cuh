@@ -4,10 +4,10 @@
 //
 // Per tile of `tile` rows x 64 channels, per batch of (token, head) pairs (one per thread):
 //   1. taps of the pair (detail::make_taps_in, index type Idx) -> up to 4 events (row or carry, weight);
-//   2. stable rank per (bucket, warp): __match_any_sync over the warp, per-warp counters in shared memory;
-//   3. exclusive scan of the counters (bucket-major, then warp): where each bucket starts;
-//   4. events placed at start + rank: a bucket lists its events in (warp, tap, lane) order, fixed;
-//   5. thread (row group g, vector v) sums, for each of its rows, its bucket's w * dy (16-byte dy loads
+//   2. one warp ranks all events stably, 32 pairs at a time (__match_any_sync, one counter per bucket),
+//      and scans the counters (cub::WarpScan): where each bucket starts;
+//   3. events placed at start + rank: a bucket lists its events in (pair / 32, tap, lane) order, fixed;
+//   4. thread (row group g, vector v) sums, for each of its rows, its bucket's w * dy (16-byte dy loads
 //      through L1, float accumulators); carry events are split over the row groups (index mod groups).
 // Then each thread suffix-sums its rows; a raking pass over shared memory gives each row group the sum
 // of the groups above it plus the carry, in a fixed order. Deterministic: no atomics on values at all.
@@ -16,7 +16,7 @@
 #include "talkconv/cuda/agent_window.cuh"
 #include "talkconv/detail/dx_plan.hpp"
 
-#include <cub/block/block_scan.cuh>
+#include <cub/warp/warp_scan.cuh>
 
 #include <cuda_bf16.h>
 
@@ -43,6 +43,7 @@ struct dx_policy {
   static constexpr int max_bins = talkconv::detail::dx_max_bins(tile);
   // Resident blocks per SM the registers must allow: 3 (24 warps, 80 registers); 2 for 8-byte accumulators.
   static constexpr int min_blocks = sizeof(A) > 4 ? 2 : 3;
+  static constexpr int tiles_per_block = 4;  // consecutive tiles per block: setup and divisions amortized
   static_assert(lanes == window_traits::lanes, "dx blocks use the window kernels' channel plan");
   static_assert(threads == warps * 32, "whole warps");
 };
@@ -60,11 +61,15 @@ template <class T, class Idx>
 struct dx_smem {
   using A = acc_t<T>;
   using P = dx_policy<T>;
+  // Bucket counters (bins + 1), then the staged buckets and ranks of the pairs (int4 each), then events.
   TALKCONV_HOST_DEVICE static std::size_t counters_bytes(int bins) {
-    return (sizeof(int) * (std::size_t(bins) * P::warps + 1) + 15) / 16 * 16;
+    return (sizeof(int) * (std::size_t(bins) + 1) + 15) / 16 * 16;
+  }
+  TALKCONV_HOST_DEVICE static std::size_t events_at(int bins) {
+    return counters_bytes(bins) + 2 * sizeof(int4) * std::size_t(P::threads);
   }
   static std::size_t bucketing(int bins) {
-    return counters_bytes(bins) + sizeof(dx_event<A, Idx>) * std::size_t(P::threads) * 4;
+    return events_at(bins) + sizeof(dx_event<A, Idx>) * std::size_t(P::threads) * 4;
   }
   static std::size_t scan(int groups) { return sizeof(A) * 2 * std::size_t(groups) * P::lanes; }
   static std::size_t bytes(int bins, int groups) {
@@ -78,6 +83,8 @@ struct dx_args {
   int tile = 0;      // rows per tile (dx_tile_rows)
   int nh_max = 1;    // most heads meeting a block
   index_t tiles = 0;  // tiles per sequence
+  int tiles_per_block = 1;  // consecutive tiles one block walks (its setup paid once)
+  index_t blocks_per_seq = 0;  // ceil(tiles / tiles_per_block): grid x = B * blocks_per_seq
   bool causal = false;
 };
 
@@ -126,20 +133,20 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   using A = acc_t<T>;
   using P = dx_policy<T>;
   constexpr talkconv::detail::dx_block_shape S = P::shape(VEC);
-  constexpr int threads = S.threads, warps = S.warps, slots = S.slots, groups = S.groups, RP = S.rows;
+  constexpr int threads = S.threads, slots = S.slots, groups = S.groups, RP = S.rows;
   static_assert(groups * RP == P::tile, "row groups cover the tile");
   using event = dx_event<A, Idx>;
-  using block_scan = cub::BlockScan<int, threads>;
-  __shared__ typename block_scan::TempStorage scan_tmp;
+  using warp_scan = cub::WarpScan<int>;
+  __shared__ typename warp_scan::TempStorage scan_tmp;
   extern __shared__ __align__(16) unsigned char talkconv_smem[];
 
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
-  // The block: sequence b, rows [t0, t1), channels [c0, c0 + cn) meeting heads [h_first, h_first + nh).
-  const Idx tiles = d.tiles;
-  const Idx b = static_cast<Idx>(blockIdx.x) / tiles;
-  const Idx t0 = (static_cast<Idx>(blockIdx.x) - b * tiles) * d.tile;
+  // The block: sequence b, tiles [k0, k0 + per_block) of it, channels [c0, c0 + cn) meeting heads
+  // [h_first, h_first + nh). Everything here (divisions included) is paid once per block.
+  const Idx groups_per_seq = static_cast<Idx>(d.blocks_per_seq);
+  const Idx b = static_cast<Idx>(blockIdx.x) / groups_per_seq;
+  const Idx k0 = (static_cast<Idx>(blockIdx.x) - b * groups_per_seq) * d.tiles_per_block;
   const Idx Tn = static_cast<Idx>(a.g.T);
-  const Idx t1 = t0 + d.tile < Tn ? t0 + d.tile : Tn;
   const Idx n = static_cast<Idx>(a.g.length(b));
   index_t c0l;
   int cn, sub;
@@ -150,13 +157,16 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   const Idx xt = static_cast<Idx>(a.g.xt), ot = static_cast<Idx>(a.g.ot);
   const int rows1 = d.tile + 1;  // buckets per head: rows, then the carry
   const int bins = nh * rows1;
-  // 64-bit base pointers of the tile, decided once per block; offsets from them are Idx.
-  const index_t base = index_t(b) * a.g.xb + index_t(t0) * a.g.xt + index_t(c0);
-  T* __restrict__ dxt = a.dx + base;
   const A* __restrict__ offs = a.offsets + index_t(b) * a.g.ob;
+  const unsigned long long most = static_cast<unsigned long long>(Tn);
+  const Idx rl = static_cast<Idx>(a.reach[0] < most ? a.reach[0] : most);
+  const Idx rr = static_cast<Idx>(a.reach[1] < most ? a.reach[1] : most);
+  const A inv_k = A(1) / A(a.w.L + a.w.M + 1);
 
-  int* cnt = reinterpret_cast<int*>(talkconv_smem);  // [bins][warps] + total
-  event* ev = reinterpret_cast<event*>(talkconv_smem + dx_smem<T, Idx>::counters_bytes(bins));
+  int* cnt = reinterpret_cast<int*>(talkconv_smem);  // [bins] + total
+  int4* pkey = reinterpret_cast<int4*>(talkconv_smem + dx_smem<T, Idx>::counters_bytes(bins));
+  int4* prank = pkey + threads;
+  event* ev = reinterpret_cast<event*>(talkconv_smem + dx_smem<T, Idx>::events_at(bins));
   A* sc_tot = reinterpret_cast<A*>(talkconv_smem);  // [groups][lanes], aliases the above after the batches
   A* sc_car = sc_tot + groups * P::lanes;
 
@@ -168,6 +178,13 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   const bool active = v * VEC < cn;
   const int hv = active ? static_cast<int>((c0 + v * VEC) / R - h_first) : 0;
 
+  const unsigned lt = (1u << lane) - 1u;
+
+  for (Idx kt = k0; kt < k0 + d.tiles_per_block && kt * d.tile < Tn; ++kt) {
+  // The tile: rows [t0, t1); 64-bit base pointers decided here, offsets from them are Idx.
+  const Idx t0 = kt * d.tile;
+  const Idx t1 = t0 + d.tile < Tn ? t0 + d.tile : Tn;
+  T* __restrict__ dxt = a.dx + (index_t(b) * a.g.xb + index_t(t0) * a.g.xt + index_t(c0));
   A acc[RP][VEC];
   A car[VEC];
 #pragma unroll
@@ -178,82 +195,88 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   for (int i = 0; i < VEC; ++i) car[i] = A(0);
 
   Idx u0, u1;
-  {
-    const unsigned long long most = static_cast<unsigned long long>(Tn);
-    const Idx rl = static_cast<Idx>(a.reach[0] < most ? a.reach[0] : most);
-    const Idx rr = static_cast<Idx>(a.reach[1] < most ? a.reach[1] : most);
-    talkconv::detail::dx_candidates<Idx>(t0, t1, n, rl, rr, u0, u1);
-  }
+  talkconv::detail::dx_candidates<Idx>(t0, t1, n, rl, rr, u0, u1);
   // This thread's vector of dy at token u0: events address dy rows from here.
   const char* __restrict__ dyv =
       reinterpret_cast<const char*>(a.dy + (index_t(b) * a.g.xb + index_t(u0) * a.g.xt + index_t(c0) + v * VEC));
-  const int counters = bins * warps;
-  const int per_thread = (counters + 1 + threads - 1) / threads;
-  const unsigned lt = (1u << lane) - 1u;
+  // An opaque register: keeps the compiler from folding the event offset into this 64-bit sum (one
+  // IMAD.WIDE.U32 per event instead of four 64-bit instructions).
+  asm("" : "+l"(dyv));
 
   for (Idx ub = u0; ub < u1; ub += per_batch) {
-    // 1. zero the counters.
-    for (int i = tid; i <= counters; i += threads) cnt[i] = 0;
-    __syncthreads();
-    // 2. events of this thread's pair, ranked per (bucket, warp) in (tap, lane) order.
+    // 1. events of this thread's pair (kept in registers), their buckets staged for the ranking warp.
+    const int np = static_cast<int>((u1 - ub < per_batch ? u1 - ub : per_batch) * nh);  // pairs [0, np)
     int key[4] = {-1, -1, -1, -1};
     A w[4];
     const Idx u = ub + pu;
     std::make_unsigned_t<Idx> off = 0;
-    if (pu < per_batch && u < u1) {
+    if (tid < np) {
       const A* o = offs + u * ot;
       const Idx h = h_first + ph;
       const talkconv::detail::window_taps<A, Idx> k = talkconv::detail::make_taps_in<A, Idx>(
           u, o[h], d.causal ? A(0) : o[static_cast<Idx>(a.w.H) + h], static_cast<Idx>(a.w.L),
           static_cast<Idx>(a.w.M), n, d.causal);
       talkconv::detail::dx_events<A, Idx>(k, t0, t1, d.tile, key, w);
-      off = static_cast<std::make_unsigned_t<Idx>>((u - u0) * xt);
-    }
-    int rank[4];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int bin = key[j] >= 0 ? ph * rows1 + key[j] : -1;
-      const unsigned peers = __match_any_sync(0xffffffffu, bin);
-      int before = 0;
-      if (bin >= 0) before = cnt[bin * warps + warp];
-      __syncwarp();
-      if (bin >= 0 && __ffs(peers) - 1 == lane) cnt[bin * warps + warp] = before + __popc(peers);
-      __syncwarp();
-      rank[j] = before + __popc(peers & lt);
-      key[j] = bin;
+      for (int j = 0; j < 4; ++j) key[j] = key[j] >= 0 ? ph * rows1 + key[j] : -1;
+      off = static_cast<std::make_unsigned_t<Idx>>((u - u0) * xt);
+      pkey[tid] = make_int4(key[0], key[1], key[2], key[3]);
     }
     __syncthreads();
-    // 3. exclusive scan of the counters, bucket-major: cnt[bin * warps + w] = where (bin, w) starts.
-    {
-      const int lo = tid * per_thread;
+    // 2. one warp ranks every event stably, 32 pairs at a time in (pair / 32, tap, lane) order, and
+    //    scans the bucket counters: cnt[bin] = where bucket bin starts, cnt[bins] = the total.
+    if (warp == 0) {
+      for (int i = lane; i <= bins; i += 32) cnt[i] = 0;
+      __syncwarp();
+      for (int c = 0; c * 32 < np; ++c) {
+        const int p = c * 32 + lane;
+        const int4 k4 = p < np ? pkey[p] : make_int4(-1, -1, -1, -1);
+        const int kj[4] = {k4.x, k4.y, k4.z, k4.w};
+        int r[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const unsigned peers = __match_any_sync(0xffffffffu, kj[j]);
+          const int before = kj[j] >= 0 ? cnt[kj[j]] : 0;
+          __syncwarp();
+          if (kj[j] >= 0 && __ffs(peers) - 1 == lane) cnt[kj[j]] = before + __popc(peers);
+          __syncwarp();
+          r[j] = before + __popc(peers & lt);
+        }
+        if (p < np) prank[p] = make_int4(r[0], r[1], r[2], r[3]);
+      }
+      const int per_lane = (bins + 1 + 31) / 32, lo = lane * per_lane;
       int sum = 0;
-      for (int i = 0; i < per_thread; ++i)
-        if (lo + i <= counters) sum += cnt[lo + i];
+      for (int i = 0; i < per_lane; ++i)
+        if (lo + i <= bins) sum += cnt[lo + i];
       int run;
-      block_scan(scan_tmp).ExclusiveSum(sum, run);
-      for (int i = 0; i < per_thread; ++i)
-        if (lo + i <= counters) {
+      warp_scan(scan_tmp).ExclusiveSum(sum, run);
+      for (int i = 0; i < per_lane; ++i)
+        if (lo + i <= bins) {
           const int c = cnt[lo + i];
           cnt[lo + i] = run;
           run += c;
         }
     }
     __syncthreads();
-    // 4. place the events.
+    // 3. place the events: bucket-major, each bucket in ranking order.
+    if (tid < np) {
+      const int4 r4 = prank[tid];
+      const int rk[4] = {r4.x, r4.y, r4.z, r4.w};
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
-      if (key[j] >= 0) ev[cnt[key[j] * warps + warp] + rank[j]] = event{off, w[j]};
+      for (int j = 0; j < 4; ++j)
+        if (key[j] >= 0) ev[cnt[key[j]] + rk[j]] = event{off, w[j]};
+    }
     __syncthreads();
-    // 5. sum the buckets of this thread's rows, and its share of the carry.
+    // 4. sum the buckets of this thread's rows, and its share of the carry.
     if (active) {
       const int hb = hv * rows1;
 #pragma unroll
       for (int r = 0; r < RP; ++r) {
         const int row = g * RP + r;
         if (row >= d.tile) break;
-        const int e1 = cnt[(hb + row + 1) * warps];
-#pragma unroll 1
-        for (int e = cnt[(hb + row) * warps]; e < e1; ++e) {
+        const int e1 = cnt[hb + row + 1];
+#pragma unroll 2
+        for (int e = cnt[hb + row]; e < e1; ++e) {
           const event x = ev[e];
           A y[VEC];
           dx_vector<T, VEC>::load(reinterpret_cast<const T*>(dyv + std::size_t(x.off) * sizeof(T)), y);
@@ -261,9 +284,9 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
           for (int i = 0; i < VEC; ++i) acc[r][i] += x.w * y[i];
         }
       }
-      const int e1 = cnt[(hb + d.tile + 1) * warps];
+      const int e1 = cnt[hb + d.tile + 1];
 #pragma unroll 1
-      for (int e = cnt[(hb + d.tile) * warps] + g; e < e1; e += groups) {
+      for (int e = cnt[hb + d.tile] + g; e < e1; e += groups) {
         const event x = ev[e];
         A y[VEC];
         dx_vector<T, VEC>::load(reinterpret_cast<const T*>(dyv + std::size_t(x.off) * sizeof(T)), y);
@@ -296,8 +319,7 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
     }
   }
   __syncthreads();
-  if (!active) return;
-  const A inv_k = A(1) / A(a.w.L + a.w.M + 1);
+  if (active) {
   A above[VEC];
 #pragma unroll
   for (int i = 0; i < VEC; ++i) above[i] = sc_tot[g * P::lanes + v * VEC + i];
@@ -310,6 +332,9 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
 #pragma unroll
     for (int i = 0; i < VEC; ++i) out[i] = (acc[r][i] + above[i]) * inv_k;
     dx_vector<T, VEC>::store(dxv + row * xt, out);
+  }
+  }
+  __syncthreads();  // the next tile reuses the shared memory
   }
 }
 

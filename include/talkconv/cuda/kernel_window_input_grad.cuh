@@ -28,6 +28,8 @@ inline dx_launch plan_input_grad(const seq_shape& s, const window_params& w) {
   p.args.nh_max = wg.subs > 1 ? 1 : wg.heads_per_block;
   p.args.tile = talkconv::detail::dx_tile_rows(P::tile, p.args.nh_max);
   p.args.tiles = (s.T + p.args.tile - 1) / p.args.tile;
+  p.args.tiles_per_block = P::tiles_per_block;
+  p.args.blocks_per_seq = (p.args.tiles + p.args.tiles_per_block - 1) / p.args.tiles_per_block;
   p.args.causal = w.causal;
   p.bins = p.args.nh_max * (p.args.tile + 1);
   return p;
@@ -39,7 +41,7 @@ template <class T>
 void launch_input_grad(const window_args<T>& a, const seq_shape& s, const window_params& w, cudaStream_t stream) {
   using P = dx_policy<T>;
   const dx_launch p = plan_input_grad<T>(s, w);
-  const dim3 grid = window_grid(s, p.args.tiles, a.w);
+  const dim3 grid = window_grid(s, p.args.blocks_per_seq, a.w);
   constexpr int V = P::vec;
   const bool vectors = V > 1 && a.w.R % V == 0 && s.C % V == 0 &&
                        reinterpret_cast<std::uintptr_t>(a.dy) % 16 == 0 &&
