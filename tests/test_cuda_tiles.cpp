@@ -1,6 +1,7 @@
 // The CUDA dx kernel's plan and arithmetic, run on the host: detail/dx_plan.hpp (tile rows, candidate
 // tokens, tap events) and an emulation of input_grad_tile (agent_window_input_grad.cuh) step by step —
-// the same batches of (token, head) pairs, the same bucket order (warp, tap, lane), the same carry split
+// the same batches of (token, head) pairs, the same bucket order (pair / 32, tap, lane), 1/K folded into
+// each event's weight, the same carry split
 // over row groups, the same suffix and raking order, fused multiply-adds where the kernel has FFMA —
 // against the float64 reference. No GPU runs here: this is how the kernel's tiling is tested in CI.
 #include "util.hpp"
@@ -103,7 +104,7 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
               for (int lane = 0; lane < 32; ++lane) {
                 const int p = wp * 32 + lane;
                 const int bin = key[size_t(p)][size_t(j)];
-                if (bin >= 0) bucket[size_t(bin)].push_back({ub + p / nh, w[size_t(p)][size_t(j)]});
+                if (bin >= 0) bucket[size_t(bin)].push_back({ub + p / nh, w[size_t(p)][size_t(j)] * inv_k});
               }
           // Gather: thread (g, v) sums its rows' buckets, and carry events e with e % groups == g.
           for (int c = 0; c < cb.cn; ++c) {
@@ -135,7 +136,7 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
           for (long t = t0; t < t1; ++t) {
             const int row = static_cast<int>(t - t0);
             dx[pb.xi(t, b, cb.c0 + c)] =
-                double((acc[size_t(row) * 64 + size_t(c)] + above[size_t(row / S.rows)]) * inv_k);
+                double(acc[size_t(row) * 64 + size_t(c)] + above[size_t(row / S.rows)]);
           }
         }
       }

@@ -264,7 +264,7 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
       const int rk[4] = {r4.x, r4.y, r4.z, r4.w};
 #pragma unroll
       for (int j = 0; j < 4; ++j)
-        if (key[j] >= 0) ev[cnt[key[j]] + rk[j]] = event{off, w[j]};
+        if (key[j] >= 0) ev[cnt[key[j]] + rk[j]] = event{off, w[j] * inv_k};  // 1/K folded in once
     }
     __syncthreads();
     // 4. sum the buckets of this thread's rows, and its share of the carry.
@@ -330,7 +330,7 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
     if (t0 + row >= t1 || row >= d.tile) break;
     A out[VEC];
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) out[i] = (acc[r][i] + above[i]) * inv_k;
+    for (int i = 0; i < VEC; ++i) out[i] = acc[r][i] + above[i];
     dx_vector<T, VEC>::store(dxv + row * xt, out);
   }
   }
