@@ -4,6 +4,7 @@
 #include "talkconv/cuda/dispatch.cuh"
 #include "talkconv/cuda/kernel_offsets.cuh"
 #include "talkconv/cuda/kernel_window.cuh"
+#include "talkconv/cuda/kernel_window_input_grad.cuh"
 
 namespace talkconv {
 namespace cuda {
@@ -49,7 +50,7 @@ void launch_window_forward(window_args<T> a, const seq_shape& s, const window_pa
 }
 
 // Reach of all windows into reach[0..1] (zeroed here), then, when a.partial is set, the offsets'
-// partial head sums, then dx (with the offset path when a.dz is set).
+// partial head sums, then the window part of dx (a.dz is ignored: the caller adds W^T dz).
 // `between()` runs after the offset gradients and before dx (the layer turns them into dz there).
 template <class T, class Between>
 void launch_window_backward(window_args<T> a, const seq_shape& s, const window_params& w, double max_offset,
@@ -75,15 +76,8 @@ void launch_window_backward(window_args<T> a, const seq_shape& s, const window_p
       check_launch("window_offsets_grad_kernel");
     }
     between();
-    window_args<T> c = a;
-    c.tile = dx_tile<A>::value;
-    c.tiles = (s.T + c.tile - 1) / c.tile;
-    const std::size_t smem = window_smem<A>::input_grad(c.tile);
-    auto* kernel = &window_input_grad_kernel<T, Idx, Causal>;
-    allow_smem(kernel, smem, "cudaFuncSetAttribute(window_input_grad_kernel)");
-    kernel<<<window_grid(s, c.tiles, c.w), window_traits::threads, smem, stream>>>(c);
-    check_launch("window_input_grad_kernel");
   });
+  launch_input_grad(a, s, w, stream);  // the window part of dx only (W^T dz is the offsets' kernels' job)
 }
 
 // dL/do (or dz when a.o_pre is set) from the partial head sums, into out.

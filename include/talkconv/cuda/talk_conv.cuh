@@ -245,8 +245,8 @@ class talk_conv : public basic_talk_conv<Heads> {
   }
 
   // dx, dweight, dbias from dy: offsets (saved or recomputed) -> reach of the windows -> offset
-  // gradients (per-head sums, fixed order) -> dz -> dx = window part + W^T dz (one rounding) -> dW, dbias
-  // (row-chunk partial sums, combined in order). Workspace: about (4 + subs) * T * B * P accumulators
+  // gradients (per-head sums, fixed order) -> dz -> dx = window part, then dx += W^T dz (each rounded to
+  // T) -> dW, dbias (row-chunk partial sums, combined in order). Workspace: about (4 + subs) * T * B * P accumulators
   // plus the dW partials.
   void backward(void* workspace, std::size_t& workspace_bytes, const backward_args<T>& a, cudaStream_t stream) const {
     const bool empty = check(a.shape, a.dropout);
@@ -296,8 +296,6 @@ class talk_conv : public basic_talk_conv<Heads> {
     wa.dy = a.dy;
     wa.dx = a.dx;
     wa.partial = wg.subs > 1 ? reinterpret_cast<acc_type*>(ws + at_part) : dz;
-    wa.dz = dz;
-    wa.weight = a.weight;
     detail::offsets_args<T> c = p;
     c.o_pre = const_cast<acc_type*>(o_pre);
     c.partial = wa.partial;
@@ -306,6 +304,13 @@ class talk_conv : public basic_talk_conv<Heads> {
                                    reinterpret_cast<unsigned long long*>(ws + at_reach), stream,
                                    [&] { detail::launch_combine_offsets_grad(c, dz, stream); });
     c.dz = dz;
+    c.dx = a.dx;
+    detail::dispatch_index(detail::fits_int32(a.shape, P), [&](auto I) {
+      using Idx = typename decltype(I)::type;
+      detail::offset_path_kernel<T, Idx><<<detail::grid_for(N * a.shape.C, detail::row_threads), detail::row_threads, 0,
+                                           stream>>>(c);
+      detail::check_launch("offset_path_kernel");
+    });
     c.dw_part = reinterpret_cast<acc_type*>(ws + at_dw);
     c.db_part = reinterpret_cast<acc_type*>(ws + at_db);
     c.dweight = a.dweight;

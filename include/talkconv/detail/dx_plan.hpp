@@ -1,0 +1,88 @@
+// The tiling and bucketing of the window's input gradient on CUDA, host+device so the CPU tests run the
+// same plan and the same event logic as the kernel (agent_window_input_grad.cuh).
+//
+// dx[tau] = (1/K) sum_{i >= tau} dS[i], dS[i] = sum over (token u, head, tap j) with i_j(u) == i of
+// w_j(u) dy[u]. A tile owns rows [t0, t1): each tap of a token is an *event* (row, weight). Taps below t0
+// never reach the tile's rows; taps at or above t1 reach all of them (the tile's carry); a token whose
+// taps all lie at or above t1 adds w0 + w1 + w2 + w3 = 0 to every row and is skipped (as the CPU path
+// does). Events are bucketed by (head, row) with a stable counting sort, each row's bucket is summed in
+// bucket order by the thread owning the row, then the rows are suffix-summed. Cost per row: the events
+// that land in it (4 per token on average), whatever the window: no thread revisits a window.
+#pragma once
+
+#include "talkconv/config.hpp"
+#include "talkconv/detail/math.hpp"
+
+namespace talkconv {
+namespace detail {
+
+// Block shape of the dx kernel for a vector width `vec` (elements per 16-byte access, 1 when the
+// channels cannot be read as vectors): `lanes` channels of `slots` vectors per row, `groups` row groups,
+// each thread owning `rows` consecutive rows of one vector. A compile-time function of the dtype.
+struct dx_block_shape {
+  int threads, warps, lanes, vec, slots, groups, rows, tile;
+};
+TALKCONV_HOST_DEVICE constexpr dx_block_shape make_dx_block_shape(int acc_bytes, int vec) {
+  // 256 threads, 64 channels (the window kernels' channel plan), 128 rows (64 for 8-byte accumulators,
+  // keeping rows * vec accumulators per thread at 32 floats or 16 doubles).
+  return dx_block_shape{256,
+                        8,
+                        64,
+                        vec,
+                        64 / vec,
+                        256 / (64 / vec),
+                        (acc_bytes > 4 ? 64 : 128) / (256 / (64 / vec)),
+                        acc_bytes > 4 ? 64 : 128};
+}
+
+// (head, row) buckets of one batch: counters per warp (for the stable rank) are bins * warps ints.
+TALKCONV_HOST_DEVICE constexpr int dx_max_bins(int tile) { return 4 * (tile + 1); }
+
+// Rows of a tile when `nh` heads meet a block: the full tile while nh * (rows + 1) buckets (the +1 is
+// each head's carry) fit in dx_max_bins, else fewer (many narrow heads: slower, still exact).
+TALKCONV_HOST_DEVICE inline int dx_tile_rows(int tile, int nh) {
+  const int fit = dx_max_bins(tile) / (nh > 0 ? nh : 1) - 1;
+  return fit < tile ? (fit < 1 ? 1 : fit) : tile;
+}
+
+// (token, head) pairs bucketed per batch: one per thread.
+TALKCONV_HOST_DEVICE inline int dx_tokens_per_batch(int threads, int nh) { return threads / (nh > 0 ? nh : 1); }
+
+// Tokens whose taps can land in rows [t0, t1) of a sequence of valid length n, when every token u's taps
+// lie in [u - reach_left, u + reach_right]: [u0, u1).
+template <class I>
+TALKCONV_HOST_DEVICE inline void dx_candidates(I t0, I t1, I n, I reach_left, I reach_right, I& u0, I& u1) {
+  u0 = t0 - reach_right > 0 ? t0 - reach_right : 0;
+  u1 = t1 + reach_left < n ? t1 + reach_left : n;
+  if (u1 < u0) u1 = u0;
+}
+
+// The events of one token's taps for rows [t0, t1), one slot per tap j: key[j] = row - t0, `tile` for the
+// carry (rows at or above t1), or -1 (dropped: below t0, or a zero weight); weight w[j]. When the highest
+// tap i1 = ceil(a_r) is in the carry, every carry tap is merged into slot 1 (weights summed in tap order):
+// the carry is one event per token. Returns false, with every key -1, when the token misses the tile or
+// only adds zero to it (all its taps at or above t1).
+template <class A, class I>
+TALKCONV_HOST_DEVICE inline bool dx_events(const window_taps<A, I>& k, I t0, I t1, int tile, int key[4], A w[4]) {
+  const bool used = !(taps_max(k) < t0 || taps_min(k) >= t1);
+  const tap_weights<A> tw = make_tap_weights(k);
+  const I idx[4] = {k.i0, k.i1, k.i2, k.i3};
+  const A wv[4] = {tw.w0, tw.w1, tw.w2, tw.w3};
+  const bool merge = k.i1 >= t1;
+  A carry = A(0);
+  for (int j = 0; j < 4; ++j) {
+    const bool live = used && idx[j] >= t0 && wv[j] != A(0);
+    const bool past = idx[j] >= t1;
+    if (merge && live && past) carry += wv[j];
+    w[j] = wv[j];
+    key[j] = !live || (merge && past) ? -1 : (past ? tile : static_cast<int>(idx[j] - t0));
+  }
+  if (merge && used && carry != A(0)) {
+    key[1] = tile;
+    w[1] = carry;
+  }
+  return used;
+}
+
+}  // namespace detail
+}  // namespace talkconv

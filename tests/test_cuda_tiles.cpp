@@ -1,0 +1,278 @@
+// The CUDA dx kernel's plan and arithmetic, run on the host: detail/dx_plan.hpp (tile rows, candidate
+// tokens, tap events) and an emulation of input_grad_tile (agent_window_input_grad.cuh) step by step —
+// the same batches of (token, head) pairs, the same bucket order (pair / 32, tap, lane), 1/K folded into
+// each event's weight, the same carry split
+// over row groups, the same suffix and raking order, fused multiply-adds where the kernel has FFMA —
+// against the float64 reference. No GPU runs here: this is how the kernel's tiling is tested in CI.
+#include "util.hpp"
+
+#include "talkconv/detail/dx_plan.hpp"
+
+#include <array>
+#include <climits>
+
+using namespace tt;
+
+namespace {
+
+namespace td = talkconv::detail;
+
+// The window kernels' channel plan (cuda::detail::window_geom, restated: the test builds without CUDA):
+// blocks of 64 channels holding whole heads, or splits of a head wider than 64.
+struct channel_block {
+  long c0;
+  int cn;
+};
+std::vector<channel_block> channel_blocks(long C, long H) {
+  const long R = C / H;
+  std::vector<channel_block> v;
+  if (R <= 64) {
+    const long width = (64 / R) * R;
+    for (long c0 = 0; c0 < C; c0 += width) v.push_back({c0, static_cast<int>(std::min(width, C - c0))});
+  } else {
+    for (long h = 0; h < H; ++h)
+      for (long s = 0; s * 64 < R; ++s) v.push_back({h * R + s * 64, static_cast<int>(std::min(64L, R - s * 64))});
+  }
+  return v;
+}
+
+// The reach the device computes (window_reach_kernel): every tap of token t lies in [t - left, t + right].
+template <class A>
+void device_reach(const ref::problem& pb, const std::vector<A>& o, long& left, long& right) {
+  left = right = 0;
+  for (long b = 0; b < pb.B; ++b)
+    for (long t = 0; t < pb.n(b); ++t)
+      for (long h = 0; h < pb.H; ++h) {
+        const auto k = td::make_taps_in<A, long>(t, o[pb.oi(t, b, h)], pb.causal ? A(0) : o[pb.oi(t, b, pb.H + h)],
+                                                 pb.L, pb.M, pb.n(b), pb.causal);
+        left = std::max(left, t - td::taps_min(k));
+        right = std::max(right, td::taps_max(k) - t);
+      }
+}
+
+// dx (window part) as input_grad_tile computes it, for accumulator A (dy given in A) and vector width vec.
+template <class A>
+vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vector<A>& dy, int vec_width) {
+  const td::dx_block_shape S = td::make_dx_block_shape(int(sizeof(A)), vec_width);
+  const long R = pb.R();
+  const int nh_max = R <= 64 ? static_cast<int>(64 / R) : 1;
+  const int tile = td::dx_tile_rows(S.tile, nh_max);
+  long reach_l, reach_r;
+  device_reach(pb, o, reach_l, reach_r);
+  const A inv_k = A(1) / A(pb.L + pb.M + 1);
+  vec dx(pb.x_size(), 0.0);
+  struct event {
+    long u;
+    A w;
+  };
+  for (long b = 0; b < pb.B; ++b)
+    for (const channel_block& cb : channel_blocks(pb.C, pb.H))
+      for (long t0 = 0; t0 < pb.T; t0 += tile) {
+        const long t1 = std::min(t0 + tile, pb.T), n = pb.n(b);
+        const long h_first = cb.c0 / R;
+        const int nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - h_first + 1);
+        REQUIRE(nh <= nh_max);
+        const int rows1 = tile + 1;
+        long u0, u1;
+        td::dx_candidates<long>(t0, t1, n, std::min(reach_l, pb.T), std::min(reach_r, pb.T), u0, u1);
+        std::vector<A> acc(size_t(S.tile) * 64, A(0)), car(size_t(S.groups) * 64, A(0));
+        const int per_batch = td::dx_tokens_per_batch(S.threads, nh);
+        for (long ub = u0; ub < u1; ub += per_batch) {
+          // Events of each thread's pair, then buckets in (warp, tap, lane) order.
+          std::vector<std::array<int, 4>> key(size_t(S.threads));
+          std::vector<std::array<A, 4>> w(size_t(S.threads));
+          for (int p = 0; p < S.threads; ++p) {
+            key[size_t(p)] = {-1, -1, -1, -1};
+            const int pu = p / nh, ph = p - pu * nh;
+            const long u = ub + pu;
+            if (pu < per_batch && u < u1) {
+              const long h = h_first + ph;
+              const auto k = td::make_taps_in<A, long>(u, o[pb.oi(u, b, h)], pb.causal ? A(0) : o[pb.oi(u, b, pb.H + h)],
+                                                       pb.L, pb.M, n, pb.causal);
+              int kk[4];
+              A ww[4];
+              td::dx_events<A, long>(k, t0, t1, tile, kk, ww);
+              for (int j = 0; j < 4; ++j) {
+                key[size_t(p)][size_t(j)] = kk[j] >= 0 ? ph * rows1 + kk[j] : -1;
+                w[size_t(p)][size_t(j)] = ww[j];
+              }
+            }
+          }
+          std::vector<std::vector<event>> bucket(size_t(nh * rows1));
+          for (int wp = 0; wp < S.warps; ++wp)
+            for (int j = 0; j < 4; ++j)
+              for (int lane = 0; lane < 32; ++lane) {
+                const int p = wp * 32 + lane;
+                const int bin = key[size_t(p)][size_t(j)];
+                if (bin >= 0) bucket[size_t(bin)].push_back({ub + p / nh, w[size_t(p)][size_t(j)] * inv_k});
+              }
+          // Gather: thread (g, v) sums its rows' buckets, and carry events e with e % groups == g.
+          for (int c = 0; c < cb.cn; ++c) {
+            const int hv = static_cast<int>((cb.c0 + c) / R - h_first);
+            for (int row = 0; row < tile; ++row)
+              for (const event& e : bucket[size_t(hv * rows1 + row)]) {
+                A& a = acc[size_t(row) * 64 + size_t(c)];
+                a = std::fma(e.w, dy[pb.xi(e.u, b, cb.c0 + c)], a);
+              }
+            const auto& cv = bucket[size_t(hv * rows1 + tile)];
+            for (size_t e = 0; e < cv.size(); ++e) {
+              A& a = car[(e % size_t(S.groups)) * 64 + size_t(c)];
+              a = std::fma(cv[e].w, dy[pb.xi(cv[e].u, b, cb.c0 + c)], a);
+            }
+          }
+        }
+        // Suffix within each thread's rows, raking over groups (carry first), then the output.
+        for (int c = 0; c < cb.cn; ++c) {
+          for (int g = 0; g < S.groups; ++g)
+            for (int r = S.rows - 2; r >= 0; --r)
+              acc[size_t(g * S.rows + r) * 64 + size_t(c)] += acc[size_t(g * S.rows + r + 1) * 64 + size_t(c)];
+          std::vector<A> above(size_t(S.groups));
+          A x = A(0);
+          for (int g = 0; g < S.groups; ++g) x += car[size_t(g) * 64 + size_t(c)];
+          for (int g = S.groups - 1; g >= 0; --g) {
+            above[size_t(g)] = x;
+            x += acc[size_t(g * S.rows) * 64 + size_t(c)];
+          }
+          for (long t = t0; t < t1; ++t) {
+            const int row = static_cast<int>(t - t0);
+            dx[pb.xi(t, b, cb.c0 + c)] =
+                double(acc[size_t(row) * 64 + size_t(c)] + above[size_t(row / S.rows)]);
+          }
+        }
+      }
+  return dx;
+}
+
+template <class A>
+void check_emulation(const ref::problem& pb, double offset_hi, std::uint64_t seed, int vec_width) {
+  INFO(pb.str(), " offsets in [0, ", offset_hi, "] vec=", vec_width, " acc bytes=", sizeof(A));
+  std::mt19937_64 rng(seed);
+  const vec od = uniform_vec(rng, pb.o_size(), 0.0, offset_hi);
+  const vec dyd = normal_vec(rng, pb.x_size());
+  const std::vector<A> o(od.begin(), od.end()), dy(dyd.begin(), dyd.end());
+  const vec ov(o.begin(), o.end()), dyv(dy.begin(), dy.end());
+  vec dx_ref, do_ref;
+  ref::window_backward(pb, vec(pb.x_size(), 0.0), ov, dyv, dx_ref, do_ref);
+  const vec dx = emulate_dx<A>(pb, o, dy, vec_width);
+  const double tol = sizeof(A) > 4 ? 1e-12 : 2e-5;
+  TT_CHECK_CLOSE("emulated CUDA dx vs reference", dx, dx_ref, tol, dx_scale(dx_ref, dyv));
+}
+
+}  // namespace
+
+TEST_SUITE("cuda_tiles") {
+
+TEST_CASE("dx plan: tile rows keep the buckets within bounds, candidates clamp to the sequence") {
+  for (int tile : {64, 128})
+    for (int nh = 1; nh <= 64; ++nh) {
+      const int rows = td::dx_tile_rows(tile, nh);
+      CHECK(rows >= 1);
+      CHECK(rows <= tile);
+      CHECK(nh * (rows + 1) <= td::dx_max_bins(tile));
+      if (nh * (tile + 1) <= td::dx_max_bins(tile)) CHECK(rows == tile);
+      CHECK(td::dx_tokens_per_batch(256, nh) * nh <= 256);
+    }
+  long u0, u1;
+  td::dx_candidates<long>(128, 256, 1000, 17, 16, u0, u1);
+  CHECK(u0 == 112);
+  CHECK(u1 == 273);
+  td::dx_candidates<long>(0, 128, 50, 1000, 1000, u0, u1);
+  CHECK(u0 == 0);
+  CHECK(u1 == 50);
+  td::dx_candidates<long>(128, 256, 50, 3, 3, u0, u1);  // the tile lies past the length
+  CHECK(u0 == 125);
+  CHECK(u1 == 125);
+  const td::dx_block_shape bf16 = td::make_dx_block_shape(4, 8), f64 = td::make_dx_block_shape(8, 2);
+  CHECK(bf16.groups * bf16.rows == bf16.tile);
+  CHECK(bf16.rows * bf16.vec == 32);
+  CHECK(f64.groups * f64.rows == f64.tile);
+  CHECK(f64.rows * f64.vec == 16);
+}
+
+TEST_CASE("dx events: taps below the tile drop, taps past it go to the carry, missing tokens give none") {
+  using A = double;
+  // Token 10 of a long sequence, L = M = 4, offsets 0.5 / 0.25: a_l = 8, a_r = 11 (integers).
+  auto k = td::make_taps_in<A, long>(10, 0.5, 0.25, 4, 4, 100, false);
+  int key[4];
+  A w[4];
+  CHECK(td::dx_events<A, long>(k, 8, 16, 8, key, w));
+  CHECK(key[0] == 11 - 8);  // i0 = 11, weight 1
+  CHECK(w[0] == 1.0);
+  CHECK(key[1] == -1);      // i1 = i0: zero weight
+  CHECK(key[2] == -1);      // i2 = 7 < t0
+  CHECK(key[3] == -1);
+  // Fractional bounds: a_l = 10 - 0.3 * 4 = 8.8, a_r = 10 + 0.6 * 4 = 12.4; tile [9, 12): i0 = 12, i1 = 13
+  // land at or past t1 (carry), i2 = 7 drops, i3 = 8 drops.
+  k = td::make_taps_in<A, long>(10, 0.3, 0.6, 4, 4, 100, false);
+  CHECK(td::dx_events<A, long>(k, 9, 12, 3, key, w));
+  CHECK(key[0] == -1);  // merged into the carry slot
+  CHECK(key[1] == 3);
+  CHECK(key[2] == -1);
+  CHECK(key[3] == -1);
+  CHECK(w[1] == doctest::Approx(1.0));  // (1 - fr) + fr
+  // Tile [8, 12): i3 = 8 stays a row event, i0 and i1 merge into the carry.
+  CHECK(td::dx_events<A, long>(k, 8, 12, 4, key, w));
+  CHECK(key[3] == 0);
+  CHECK(key[1] == 4);
+  CHECK(key[0] == -1);
+  // Every tap at or past t1: the token is skipped (its weights sum to zero).
+  CHECK_FALSE(td::dx_events<A, long>(k, 0, 7, 7, key, w));
+  for (int j = 0; j < 4; ++j) CHECK(key[j] == -1);
+  // Every tap below t0: skipped.
+  CHECK_FALSE(td::dx_events<A, long>(k, 14, 20, 6, key, w));
+}
+
+TEST_CASE("emulated CUDA dx matches the reference: random shapes, both vector widths, float and double") {
+  std::mt19937_64 rng(2024);
+  for (int i = 0; i < draws(24); ++i) {
+    ref::problem pb;
+    const long Hs[] = {1, 2, 3, 4, 8};
+    const long Rs[] = {1, 3, 8, 16, 24, 64, 80, 130};
+    pb.H = Hs[uniform_int(rng, 0, 4)];
+    pb.C = pb.H * Rs[uniform_int(rng, 0, 7)];
+    if (pb.C > 300) pb.H = 1, pb.C = Rs[uniform_int(rng, 0, 7)];
+    pb.causal = i % 3 == 2;
+    pb.T = uniform_int(rng, 1, 400);
+    pb.B = uniform_int(rng, 1, 2);
+    pb.L = uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, 60);
+    pb.M = pb.causal ? 0 : (uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, 60));
+    if (uniform_int(rng, 0, 1))
+      for (long b = 0; b < pb.B; ++b) pb.lengths.push_back(uniform_int(rng, 0, pb.T));
+    const int fvec = pb.R() % 4 == 0 ? 4 : 1, dvec = pb.R() % 2 == 0 ? 2 : 1;
+    check_emulation<float>(pb, 1.0, 100 + i, fvec);
+    check_emulation<float>(pb, 1.0, 100 + i, 1);
+    check_emulation<double>(pb, 1.0, 200 + i, dvec);
+  }
+}
+
+TEST_CASE("emulated CUDA dx: windows far beyond max_offset, huge L and M on a long ragged sequence") {
+  ref::problem pb;
+  pb.T = 600, pb.B = 1, pb.C = 16, pb.H = 1, pb.L = 40, pb.M = 30;
+  check_emulation<float>(pb, 6.0, 7, 4);  // windows reach 240 tokens
+  pb.causal = true, pb.M = 0;
+  check_emulation<float>(pb, 6.0, 8, 4);
+  ref::problem big;
+  big.T = 3000, big.B = 1, big.C = 70, big.H = 1, big.L = 1200, big.M = 900, big.lengths = {2900};
+  check_emulation<float>(big, 1.0, 99, 1);
+  check_emulation<double>(big, 1.0, 99, 2);
+}
+
+TEST_CASE("emulated CUDA dx: integer bounds (offsets 0 and 1) and many narrow heads") {
+  ref::problem pb;
+  pb.T = 300, pb.B = 2, pb.C = 64, pb.H = 64, pb.L = 5, pb.M = 7;  // 64 heads in one block: short tiles
+  std::mt19937_64 rng(3);
+  check_emulation<float>(pb, 1.0, 3, 1);
+  ref::problem q;
+  q.T = 200, q.B = 1, q.C = 32, q.H = 2, q.L = 6, q.M = 6;
+  const vec od = uniform_vec(rng, q.o_size(), 0.0, 1.0);
+  std::vector<float> o(od.begin(), od.end());
+  for (size_t i = 0; i < o.size(); i += 3) o[i] = (i % 2) ? 1.0f : 0.0f;
+  const vec dyd = normal_vec(rng, q.x_size());
+  const std::vector<float> dy(dyd.begin(), dyd.end());
+  vec dx_ref, do_ref;
+  ref::window_backward(q, vec(q.x_size(), 0.0), vec(o.begin(), o.end()), vec(dy.begin(), dy.end()), dx_ref, do_ref);
+  const vec dx = emulate_dx<float>(q, o, dy, 4);
+  TT_CHECK_CLOSE("integer bounds", dx, dx_ref, 2e-5, dx_scale(dx_ref, vec(dy.begin(), dy.end())));
+}
+
+}
