@@ -323,6 +323,76 @@ void BM_original_backward(benchmark::State& st) {
   set_counters(st, secs, double(4 * pb.n() * sizeof(T)), pb.n() * sizeof(T));
 }
 
+// ---- incremental decoding: one token of B sequences per step ------------------------------------------
+
+// cuda::decoder::step for C = 1024, H = 16, L = 63 (causal), range(0) = B, range(1) = 1: one step captured
+// in a CUDA graph and replayed with cudaGraphLaunch (how serving stacks decode), 0: step() called per
+// token. Each iteration runs `steps` tokens back to back on one stream, timed with events around them;
+// the reported time is per step (launch included: a step is a few microseconds, mostly launch latency).
+template <class T>
+void BM_decoder_step(benchmark::State& st) {
+  constexpr index_t C = 1024, H = 16, L = 63, steps = 1000;
+  const index_t B = st.range(0);
+  const bool graph = st.range(1) != 0;
+  const talkconv::window_params w{H, L, 0, true};
+  dev<T> x(B * C, 1, -1.0f, 1.0f), W(H * C, 2, -0.03f, 0.03f), bias(H, 3, -0.5f, 0.5f), y(B * C);
+  cudaStream_t s = nullptr;
+  BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  {
+    tcu::decoder<T> dec(w, C, B, s);
+    cudaGraph_t g = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    if (graph) {
+      BENCH_CUDA(cudaStreamSynchronize(s));
+      BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+      dec.step(x.p, W.p, bias.p, y.p, s);
+      BENCH_CUDA(cudaStreamEndCapture(s, &g));
+      BENCH_CUDA(cudaGraphInstantiate(&exec, g, 0));
+    }
+    auto run = [&] {
+      for (index_t i = 0; i < steps; ++i) {
+        if (graph)
+          BENCH_CUDA(cudaGraphLaunch(exec, s));
+        else
+          dec.step(x.p, W.p, bias.p, y.p, s);
+      }
+    };
+    cudaEvent_t a, b;
+    BENCH_CUDA(cudaEventCreate(&a));
+    BENCH_CUDA(cudaEventCreate(&b));
+    run();  // warm-up: the ring crosses several re-bases
+    BENCH_CUDA(cudaStreamSynchronize(s));
+    for (auto _ : st) {
+      BENCH_CUDA(cudaEventRecord(a, s));
+      run();
+      BENCH_CUDA(cudaEventRecord(b, s));
+      BENCH_CUDA(cudaEventSynchronize(b));
+      float ms = 0.0f;
+      BENCH_CUDA(cudaEventElapsedTime(&ms, a, b));
+      st.SetIterationTime(double(ms) * 1e-3 / double(steps));
+    }
+    BENCH_CUDA(cudaEventDestroy(a));
+    BENCH_CUDA(cudaEventDestroy(b));
+    if (graph) {
+      BENCH_CUDA(cudaGraphExecDestroy(exec));
+      BENCH_CUDA(cudaGraphDestroy(g));
+    }
+    BENCH_CUDA(cudaStreamSynchronize(s));
+  }
+  BENCH_CUDA(cudaStreamSynchronize(s));
+  BENCH_CUDA(cudaStreamDestroy(s));
+}
+
+void decoder_args(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"B", "graph"});
+  for (int g : {0, 1})
+    for (int B : {1, 8, 64}) b->Args({B, g});
+  b->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
+BENCHMARK(BM_decoder_step<float>)->Apply(decoder_args);
+BENCHMARK(BM_decoder_step<__nv_bfloat16>)->Apply(decoder_args);
+
 // range(0) = L (= M when bidirectional), range(1) = causal.
 void window_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"L", "causal"})
