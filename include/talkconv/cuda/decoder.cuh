@@ -184,6 +184,8 @@ class decoder {
     a.H = w_.heads;
     a.L = w_.max_left;
     const index_t R = C_ / w_.heads;
+    a.R = R;
+    a.inv_k = acc_type(1) / acc_type(w_.window_len());  // as cpu::decoder
     bool vec_dot = false, vec_row = false;
     if constexpr (can_vec_dot) vec_dot = C_ % index_t(16 / sizeof(T)) == 0 && aligned(x_t, 16) && aligned(weight, 16);
     if constexpr (can_vec_row) {

@@ -10,7 +10,10 @@
 
 #include <cub/block/block_reduce.cuh>
 
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 namespace talkconv {
 namespace cuda {
@@ -22,6 +25,64 @@ template <class T, int N>
 struct alignas(N == 1 ? alignof(T) : sizeof(T) * N) decoder_pack {
   T v[N];
 };
+
+// The unsigned type of a 2-, 4-, 8- or 16-byte access (void: none).
+template <std::size_t Bytes>
+struct decoder_word {
+  using type = void;
+};
+template <>
+struct decoder_word<2> {
+  using type = unsigned short;
+};
+template <>
+struct decoder_word<4> {
+  using type = unsigned int;
+};
+template <>
+struct decoder_word<8> {
+  using type = uint2;
+};
+template <>
+struct decoder_word<16> {
+  using type = uint4;
+};
+
+// One access of a whole pack (a struct copy may be split into element accesses; a uint4 never is).
+template <class P>
+__device__ __forceinline__ P decoder_load(const P* p) {
+  using W = typename decoder_word<sizeof(P)>::type;
+  if constexpr (std::is_void<W>::value || alignof(P) != sizeof(P)) {
+    return *p;
+  } else {
+    const W w = *reinterpret_cast<const W*>(p);
+    P r;
+    memcpy(&r, &w, sizeof(P));
+    return r;
+  }
+}
+// 32-bit word k of a pack's bytes.
+template <class P>
+__device__ __forceinline__ unsigned decoder_word32(const P& v, int k) {
+  unsigned w;
+  memcpy(&w, reinterpret_cast<const char*>(&v) + 4 * k, 4);
+  return w;
+}
+// One store of a whole pack. Built from 32-bit words and issued as one PTX vector store: a plain
+// uint4 store of computed values gets split by the compiler into element stores (seen in the SASS).
+// The pointer is a generic address of global memory (the state and y are device allocations).
+template <class P>
+__device__ __forceinline__ void decoder_store(P* p, const P& v) {
+  if constexpr (sizeof(P) == 16 && alignof(P) == 16) {
+    asm("st.global.v4.b32 [%0], {%1, %2, %3, %4};" ::"l"(p), "r"(decoder_word32(v, 0)), "r"(decoder_word32(v, 1)),
+        "r"(decoder_word32(v, 2)), "r"(decoder_word32(v, 3))
+        : "memory");
+  } else if constexpr (sizeof(P) == 8 && alignof(P) == 8) {
+    asm("st.global.v2.b32 [%0], {%1, %2};" ::"l"(p), "r"(decoder_word32(v, 0)), "r"(decoder_word32(v, 1)) : "memory");
+  } else {
+    *p = v;
+  }
+}
 
 // Launch shape of the step kernel: grid (H, B), one block per (head, sequence).
 struct decoder_traits {
@@ -38,6 +99,8 @@ struct decoder_args {
   A* ring = nullptr;          // [L + 2][B][C]: S[i] lives in row i % (L + 2)
   index_t* position = nullptr;  // [B * H]: block (h, b) reads t from slot b * H + h and writes t + 1 there
   index_t B = 0, C = 0, H = 1, L = 0;
+  index_t R = 1;                // C / H
+  A inv_k = A(1);               // 1 / K = 1 / (L + 1), rounded on the host as cpu::decoder does
 };
 
 // What thread 0 of a step block derives once from (t, z) and hands to the block: the head's taps and the
@@ -58,11 +121,12 @@ struct decoder_plan {
 // same order), except the dot product's summation order.
 //
 // The position: each block owns one slot of a.position (all slots hold the same t, as every block
-// advances its own once per step). All threads read it before the block's first barrier; thread 0 writes
-// t + 1 after it. No block reads another's slot, so one launch has no race and needs no atomics; the next
-// launch on the stream (or the next replay of a graph) sees t + 1.
+// advances its own once per step); its thread 0 reads t and writes t + 1. No block reads another's slot,
+// so one launch has no race and needs no atomics; the next launch on the stream (or the next replay of a
+// graph) sees t + 1.
 //
-// VecDot: x and W rows as 16-byte vectors (C % (16 / sizeof(T)) == 0, both 16-byte aligned).
+// VecDot: x and W rows as 16-byte vectors (C % (16 / sizeof(T)) == 0, both 16-byte aligned); the same
+// summation order without (y is bitwise the same whatever the alignment).
 // VecRow: V = 16 / sizeof(A) channels per thread in the ring (16-byte accesses) and V elements of x and y
 // (R % V == 0, ring 16-byte aligned, x and y aligned to V * sizeof(T)). Both chosen on the host.
 template <class T, bool VecDot, bool VecRow>
@@ -75,48 +139,61 @@ static __global__ void __launch_bounds__(decoder_traits::threads) decoder_step_k
 
   const index_t h = blockIdx.x, b = blockIdx.y;
   index_t* slot = a.position + b * a.H + h;
-  const index_t t = *slot;  // read by every thread before the first barrier (inside the reduction)
+  // Thread 0 alone reads and advances the block's position slot; both loads are issued before the dot
+  // product, off the critical path.
+  const bool lead = threadIdx.x == 0;
+  const index_t t = lead ? *slot : 0;
+  const A bias = lead && a.bias ? to_acc<T>(a.bias[h]) : A(0);
 
-  // z = W[h] . x_b: thread i sums elements i, i + threads, ... (vectors of DV elements), in that order.
+  // z = W[h] . x_b: thread i sums the chunks of DV elements starting at DV * i, DV * (i + threads), ...,
+  // in that order, as 16-byte vectors or element by element: the same sums, so the same bits, either way.
   const T* xb = a.x + b * a.C;
   const T* wh = a.weight + h * a.C;
+  constexpr int DV = 16 % sizeof(T) == 0 && sizeof(T) <= 16 ? 16 / int(sizeof(T)) : 1;
   A dot = A(0);
   if constexpr (VecDot) {
-    constexpr int DV = 16 / int(sizeof(T));
     using pack = decoder_pack<T, DV>;
     const pack* xv = reinterpret_cast<const pack*>(xb);
     const pack* wv = reinterpret_cast<const pack*>(wh);
     const index_t n = a.C / DV;
     for (index_t i = threadIdx.x; i < n; i += threads) {
-      const pack xp = xv[i], wp = wv[i];
+      const pack xp = decoder_load(xv + i), wp = decoder_load(wv + i);
 #pragma unroll
       for (int e = 0; e < DV; ++e) dot += to_acc<T>(wp.v[e]) * to_acc<T>(xp.v[e]);
     }
   } else {
-    for (index_t i = threadIdx.x; i < a.C; i += threads) dot += to_acc<T>(wh[i]) * to_acc<T>(xb[i]);
+    for (index_t i = index_t(threadIdx.x) * DV; i < a.C; i += index_t(threads) * DV)
+      for (index_t e = i; e < i + DV && e < a.C; ++e) dot += to_acc<T>(wh[e]) * to_acc<T>(xb[e]);
   }
   dot = reduce(reduce_tmp).Sum(dot);  // valid in thread 0
 
   const index_t rows = a.L + 2, stride = a.B * a.C;
-  if (threadIdx.x == 0) {
-    const A z = a.bias ? dot + to_acc<T>(a.bias[h]) : dot;
+  if (lead) {
+    const A z = a.bias ? dot + bias : dot;
     const A o = talkconv::detail::sigmoid<A>(z);
     decoder_plan<A> p;
     p.k = talkconv::detail::make_taps<A>(t, o, A(0), a.L, 0, t + 1, true);
-    auto at = [&](index_t i) -> index_t { return i < 0 ? -1 : (i % rows) * stride; };
-    p.cur = at(t);
+    // Ring rows by distance from t: one modulo per block. Every tap lies in [t - L - 1, t] (o = sigmoid(z)
+    // is in [0, 1], so a_l = t - o L >= t - L; a NaN offset gives i2 = i3 = t - 1).
+    const index_t now = t % rows;
+    auto at = [&](index_t i) -> index_t {
+      if (i < 0) return -1;
+      const index_t r = now - (t - i);
+      return (r < 0 ? r + rows : r) * stride;
+    };
+    p.cur = now * stride;
     p.prev = at(t - 1);
     p.at2 = at(p.k.i2);
     p.at3 = at(p.k.i3);
-    p.rebase = t >= rows && t % rows == 0;
+    p.rebase = t >= rows && now == 0;
     plan = p;
+    *slot = t + 1;
   }
   __syncthreads();
-  if (threadIdx.x == 0) *slot = t + 1;  // every thread of the block has read t (before the barrier above)
   const decoder_plan<A> p = plan;
 
-  const A inv_k = A(1) / A(a.L + 1);
-  const index_t R = a.C / a.H;
+  const A inv_k = a.inv_k;
+  const index_t R = a.R;
   constexpr int V = VecRow ? 16 / int(sizeof(A)) : 1;
   using apack = decoder_pack<A, V>;
   using tpack = decoder_pack<T, V>;
@@ -125,20 +202,20 @@ static __global__ void __launch_bounds__(decoder_traits::threads) decoder_step_k
   for (index_t j = index_t(threadIdx.x) * V; j < R; j += index_t(threads) * V) {
     A* col = col0 + j;
     if (p.rebase) {  // cpu::decoder::rebase(t - 1), this thread's V columns
-      const apack base = *reinterpret_cast<const apack*>(col + p.prev);
+      const apack base = decoder_load(reinterpret_cast<const apack*>(col + p.prev));
       for (index_t r = 0; r < rows; ++r) {
         apack* s = reinterpret_cast<apack*>(col + r * stride);
-        apack v = *s;
+        apack v = decoder_load(s);
 #pragma unroll
         for (int e = 0; e < V; ++e) v.v[e] -= base.v[e];
-        *s = v;
+        decoder_store(s, v);
       }
     }
-    const tpack xp = *reinterpret_cast<const tpack*>(a.x + xy0 + j);
+    const tpack xp = decoder_load(reinterpret_cast<const tpack*>(a.x + xy0 + j));
     apack cur, prev{}, s2{}, s3{};  // S[-1] = 0
-    if (p.prev >= 0) prev = *reinterpret_cast<const apack*>(col + p.prev);
-    if (p.at2 >= 0) s2 = *reinterpret_cast<const apack*>(col + p.at2);
-    if (p.at3 >= 0) s3 = *reinterpret_cast<const apack*>(col + p.at3);
+    if (p.prev >= 0) prev = decoder_load(reinterpret_cast<const apack*>(col + p.prev));
+    if (p.at2 >= 0) s2 = decoder_load(reinterpret_cast<const apack*>(col + p.at2));
+    if (p.at3 >= 0) s3 = decoder_load(reinterpret_cast<const apack*>(col + p.at3));
     tpack yp;
 #pragma unroll
     for (int e = 0; e < V; ++e) {
@@ -148,8 +225,8 @@ static __global__ void __launch_bounds__(decoder_traits::threads) decoder_step_k
       // Causal: i0 = i1 = t, S[t] is cur.
       yp.v[e] = from_acc<T>(talkconv::detail::window_value<A>(p.k, cur.v[e], cur.v[e], s2.v[e], s3.v[e]));
     }
-    *reinterpret_cast<apack*>(col + p.cur) = cur;
-    *reinterpret_cast<tpack*>(a.y + xy0 + j) = yp;
+    decoder_store(reinterpret_cast<apack*>(col + p.cur), cur);
+    decoder_store(reinterpret_cast<tpack*>(a.y + xy0 + j), yp);
   }
 }
 
