@@ -202,13 +202,28 @@ static __global__ void __launch_bounds__(decoder_traits::threads) decoder_step_k
   for (index_t j = index_t(threadIdx.x) * V; j < R; j += index_t(threads) * V) {
     A* col = col0 + j;
     if (p.rebase) {  // cpu::decoder::rebase(t - 1), this thread's V columns
+      // Rows in batches: the batch's loads are all issued before its stores (a store may alias a later
+      // row as far as the compiler knows), so L + 2 rows cost about (L + 2) / batch memory round trips.
+      constexpr int batch = 8;
       const apack base = decoder_load(reinterpret_cast<const apack*>(col + p.prev));
-      for (index_t r = 0; r < rows; ++r) {
-        apack* s = reinterpret_cast<apack*>(col + r * stride);
-        apack v = decoder_load(s);
+      auto row_at = [&](index_t r) { return reinterpret_cast<apack*>(col + r * stride); };
+      index_t r = 0;
+      for (; r + batch <= rows; r += batch) {
+        apack v[batch];
+#pragma unroll
+        for (int k = 0; k < batch; ++k) v[k] = decoder_load(row_at(r + k));
+#pragma unroll
+        for (int k = 0; k < batch; ++k) {
+#pragma unroll
+          for (int e = 0; e < V; ++e) v[k].v[e] -= base.v[e];
+          decoder_store(row_at(r + k), v[k]);
+        }
+      }
+      for (; r < rows; ++r) {
+        apack v = decoder_load(row_at(r));
 #pragma unroll
         for (int e = 0; e < V; ++e) v.v[e] -= base.v[e];
-        decoder_store(s, v);
+        decoder_store(row_at(r), v);
       }
     }
     const tpack xp = decoder_load(reinterpret_cast<const tpack*>(a.x + xy0 + j));
