@@ -204,7 +204,9 @@ class decoder {
   static constexpr int threads = detail::decoder_traits::threads;
   // 16-byte vectors exist for the storage type (x, W, y) and for the accumulator (the ring).
   static constexpr bool can_vec_dot = sizeof(T) <= 16 && 16 % sizeof(T) == 0;
-  static constexpr bool can_vec_row = sizeof(acc_type) <= 16 && 16 % sizeof(acc_type) == 0;
+  static constexpr std::size_t row_pack_bytes = sizeof(T) * (sizeof(acc_type) <= 16 ? 16 / sizeof(acc_type) : 1);
+  static constexpr bool can_vec_row = sizeof(acc_type) <= 16 && 16 % sizeof(acc_type) == 0 &&
+                                      (row_pack_bytes & (row_pack_bytes - 1)) == 0;  // x, y packs: a power of 2
 
   static void validate(const window_params& w, index_t channels, index_t batch) {
     if (!w.causal) talkconv::detail::fail(status::invalid_window, "causal", "incremental decoding needs causal mode");
