@@ -103,7 +103,8 @@ class decoder {
   const index_t* device_position() const { return pos_; }
 
   // Start over. reset(stream): the position is zeroed now on `stream` (cudaMemsetAsync: stream-ordered,
-  // capturable). reset(): on the stream of the next step() or reorder(), ahead of it.
+  // capturable). reset(): on the stream of the next step() or reorder(), ahead of it; a graph replay is no
+  // such call, so a decoder whose steps are replayed from a graph is reset with reset(stream).
   void reset(cudaStream_t stream) {
     detail::check(cudaMemsetAsync(pos_, 0, slots_bytes(), stream), "cudaMemsetAsync(decoder position)");
     pending_reset_ = false;
