@@ -87,6 +87,9 @@ __device__ __forceinline__ void decoder_store(P* p, const P& v) {
 // Launch shape of the step kernel: grid (H, B), one block per (head, sequence).
 struct decoder_traits {
   static constexpr int threads = 128;  // C = 1024 bf16: one 16-byte load of x and one of W per thread
+  // Blocks per SM the step kernel is compiled for (<= 64 registers): B = 64, H = 16 is 1024 blocks, one
+  // wave on 132 SMs at 8 per SM (at 72 registers, 7 per SM, a second wave of 100 blocks).
+  static constexpr int min_blocks = 8;
 };
 
 template <class T>
@@ -130,7 +133,8 @@ struct decoder_plan {
 // VecRow: V = 16 / sizeof(A) channels per thread in the ring (16-byte accesses) and V elements of x and y
 // (R % V == 0, ring 16-byte aligned, x and y aligned to V * sizeof(T)). Both chosen on the host.
 template <class T, bool VecDot, bool VecRow>
-static __global__ void __launch_bounds__(decoder_traits::threads) decoder_step_kernel(decoder_args<T> a) {
+static __global__ void __launch_bounds__(decoder_traits::threads, decoder_traits::min_blocks)
+    decoder_step_kernel(decoder_args<T> a) {
   using A = acc_t<T>;
   constexpr int threads = decoder_traits::threads;
   using reduce = cub::BlockReduce<A, threads>;
@@ -156,6 +160,7 @@ static __global__ void __launch_bounds__(decoder_traits::threads) decoder_step_k
     const pack* xv = reinterpret_cast<const pack*>(xb);
     const pack* wv = reinterpret_cast<const pack*>(wh);
     const index_t n = a.C / DV;
+#pragma unroll 2
     for (index_t i = threadIdx.x; i < n; i += threads) {
       const pack xp = decoder_load(xv + i), wp = decoder_load(wv + i);
 #pragma unroll
@@ -204,7 +209,7 @@ static __global__ void __launch_bounds__(decoder_traits::threads) decoder_step_k
     if (p.rebase) {  // cpu::decoder::rebase(t - 1), this thread's V columns
       // Rows in batches: the batch's loads are all issued before its stores (a store may alias a later
       // row as far as the compiler knows), so L + 2 rows cost about (L + 2) / batch memory round trips.
-      constexpr int batch = 8;
+      constexpr int batch = 4;
       const apack base = decoder_load(reinterpret_cast<const apack*>(col + p.prev));
       auto row_at = [&](index_t r) { return reinterpret_cast<apack*>(col + r * stride); };
       index_t r = 0;
