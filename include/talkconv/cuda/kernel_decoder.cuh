@@ -121,7 +121,7 @@ struct decoder_plan {
 // Every ring column (channel, sequence) has exactly one writer, a thread of this block, so the re-base
 // every L + 2 steps (the newest sum S[t - 1] is subtracted from the whole column: sums and error stay
 // window-sized) needs no synchronization. The arithmetic is cpu::decoder::step's (same detail/ functions,
-// same order), except the dot product's summation order.
+// same order), except the dot product's summation order and nvcc's a * b + c contractions into FMA.
 //
 // The position: each block owns one slot of a.position (all slots hold the same t, as every block
 // advances its own once per step); its thread 0 reads t and writes t + 1. No block reads another's slot,
