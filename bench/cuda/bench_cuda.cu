@@ -423,6 +423,77 @@ void channel_sweeps(registry& r, unsigned fams) {
   for (index_t C : {256, 512, 1024, 2048, 4096}) r.add<T>(fams, make_problem(4096, 16, C, 16, 16, false));
 }
 
+// ---- incremental decoding: one token of B sequences per step ------------------------------------------
+
+// cuda::decoder::step for C = 1024, H = 16, L = 63 (causal), B sequences; graph: one step captured in a
+// CUDA graph and replayed with cudaGraphLaunch (how serving stacks decode), else step() called per token.
+// Each iteration runs `steps` tokens back to back on one stream, timed with events around them; the
+// reported time is per step (launch included: a step is a few microseconds, mostly launch latency).
+template <class T>
+void BM_decoder_step(benchmark::State& st, index_t B, bool graph) {
+  constexpr index_t C = 1024, H = 16, L = 63, steps = 1000;
+  const talkconv::window_params w{H, L, 0, true};
+  dev<T> x(B * C, 1, -1.0f, 1.0f), W(H * C, 2, -0.03f, 0.03f), bias(H, 3, -0.5f, 0.5f), y(B * C);
+  cudaStream_t s = nullptr;
+  BENCH_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  {
+    tcu::decoder<T> dec(w, C, B, s);
+    cudaGraph_t g = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    if (graph) {
+      BENCH_CUDA(cudaStreamSynchronize(s));
+      BENCH_CUDA(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+      dec.step(x.p, W.p, bias.p, y.p, s);
+      BENCH_CUDA(cudaStreamEndCapture(s, &g));
+      BENCH_CUDA(cudaGraphInstantiate(&exec, g, 0));
+    }
+    auto run = [&] {
+      for (index_t i = 0; i < steps; ++i) {
+        if (graph)
+          BENCH_CUDA(cudaGraphLaunch(exec, s));
+        else
+          dec.step(x.p, W.p, bias.p, y.p, s);
+      }
+    };
+    cudaEvent_t a, b;
+    BENCH_CUDA(cudaEventCreate(&a));
+    BENCH_CUDA(cudaEventCreate(&b));
+    run();  // warm-up: the ring crosses several re-bases
+    BENCH_CUDA(cudaStreamSynchronize(s));
+    for (auto _ : st) {
+      BENCH_CUDA(cudaEventRecord(a, s));
+      run();
+      BENCH_CUDA(cudaEventRecord(b, s));
+      BENCH_CUDA(cudaEventSynchronize(b));
+      float ms = 0.0f;
+      BENCH_CUDA(cudaEventElapsedTime(&ms, a, b));
+      st.SetIterationTime(double(ms) * 1e-3 / double(steps));
+    }
+    BENCH_CUDA(cudaEventDestroy(a));
+    BENCH_CUDA(cudaEventDestroy(b));
+    if (graph) {
+      BENCH_CUDA(cudaGraphExecDestroy(exec));
+      BENCH_CUDA(cudaGraphDestroy(g));
+    }
+    BENCH_CUDA(cudaStreamSynchronize(s));
+  }
+  BENCH_CUDA(cudaStreamSynchronize(s));
+  BENCH_CUDA(cudaStreamDestroy(s));
+}
+}
+
+template <class T>
+void register_decoder() {
+  for (bool graph : {false, true})
+    for (index_t B : {1, 8, 64}) {
+      const std::string name = std::string("decoder_step/dtype:") + dtype_name<T>() + "/B:" + std::to_string(B) +
+                               "/C:1024/L:63/H:16" + (graph ? "/graph:1" : "");
+      benchmark::RegisterBenchmark(name.c_str(), [B, graph](benchmark::State& st) { BM_decoder_step<T>(st, B, graph); })
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
+    }
+}
+
 void register_all(registry& r, bool full) {
   // The base shape (GPU-PROFILE.md's), every family, every dtype, bidirectional and causal.
   for (bool causal : {false, true}) {
@@ -435,9 +506,10 @@ void register_all(registry& r, bool full) {
   channel_sweeps<bf16>(r, layer_families);
   // Heads: R = C / H channels share a window (C = 1024).
   for (index_t H : {1, 4, 16, 64}) r.add<bf16>(layer_families, make_problem(4096, 16, 1024, H, 16, false));
-  // Decoding: the peer tables expect decoder_step/dtype:bf16/B:<1|8|64>/C:1024/L:63/H:16 (one step on a
-  // stream) and the same name + /graph:1 (CUDA graph replay), registered beside that benchmark's function
-  // (bench/benchlib.py, expected_decoder_names).
+  // Decoding: decoder_step/dtype:<bf16|f32>/B:<1|8|64>/C:1024/L:63/H:16 (one step() per token on a stream)
+  // and the same name + /graph:1 (CUDA graph replay), as bench/benchlib.py's expected_decoder_names.
+  register_decoder<bf16>();
+  register_decoder<float>();
   if (!full) return;
   t_sweeps<float>(r, layer_families);
   t_sweeps<f16>(r, layer_families);

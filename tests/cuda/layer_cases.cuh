@@ -189,6 +189,93 @@ void decoder_case(std::uint64_t seed) {
   check_close(to_double(y_dec), y_ref, tol<T>::value, "decoder vs reference");
 }
 
+// Serving-style decoding: one step() captured in a CUDA graph (static input and output buffers, the
+// position on the device) and replayed once per token equals step() called per token, bitwise (the same
+// kernel on the same inputs); reset(stream) between replays starts over; the state stays window-sized (the
+// replays cross several re-bases of the ring). Also: a misaligned x (element loads instead of 16-byte
+// vectors) gives the same bits, and the CPU decoder agrees within the dtype's tolerance.
+template <class T>
+void graph_case(std::uint64_t seed, long C, long H, long L, long B) {
+  test_case c = random_case(seed, true, layout::tbc, 10);
+  c.pb.C = C;
+  c.pb.H = H;
+  c.pb.L = L;
+  c.pb.B = B;
+  c.pb.lengths.clear();
+  const long steps = 3 * (L + 2) + 4, BC = B * C;
+  c.pb.T = steps;
+  INFO(c.str(), " dtype=", tol<T>::name, " graph replay");
+  const ref::problem& pb = c.pb;
+  const layer_data<T> h = make_layer_data<T>(c);
+  const size_t n = pb.x_size(), row = static_cast<size_t>(BC);
+  dbuf<T> x(h.x), W(h.W), b(h.bias), y_plain(n), y_graph(n), y_again(n), x_in(row), y_out(row);
+  cudaStream_t s = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  {
+    tcu::decoder<T> dec(c.window(), C, B, s);
+    for (long t = 0; t < steps; ++t) dec.step(x.p + t * BC, W.p, b.p, y_plain.p + t * BC, s);
+    CHECK(dec.position() == steps);
+    CUDA_OK(cudaStreamSynchronize(s));
+  }
+  const std::size_t state = tcu::decoder<T>::state_bytes(c.window(), C, B);
+  dbuf<char> st(state);
+  {
+    tcu::decoder<T> dec(c.window(), C, B, st.p, state, s);  // position zeroed on s
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    dec.step(x_in.p, W.p, b.p, y_out.p, s);
+    CUDA_OK(cudaStreamEndCapture(s, &graph));
+    CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+    auto replay = [&](long count, T* y_dst) {
+      for (long t = 0; t < count; ++t) {
+        CUDA_OK(cudaMemcpyAsync(x_in.p, x.p + t * BC, row * sizeof(T), cudaMemcpyDeviceToDevice, s));
+        CUDA_OK(cudaGraphLaunch(exec, s));
+        CUDA_OK(cudaMemcpyAsync(y_dst + t * BC, y_out.p, row * sizeof(T), cudaMemcpyDeviceToDevice, s));
+      }
+    };
+    replay(steps, y_graph.p);
+    index_t t_dev = -1;
+    CUDA_OK(cudaMemcpyAsync(&t_dev, dec.device_position(), sizeof(index_t), cudaMemcpyDeviceToHost, s));
+    CUDA_OK(cudaStreamSynchronize(s));
+    CHECK(t_dev == steps);
+    CHECK(dec.position() == 1);  // the host mirror counts the one step() issued (captured), not the replays
+    CHECK(same_bits(y_graph.download(), y_plain.download()));
+    dec.reset(s);  // stream-ordered: the replays after it start from token 0
+    CHECK(dec.position() == 0);
+    const long again = L + 3;
+    replay(again, y_again.p);
+    CUDA_OK(cudaStreamSynchronize(s));
+    const std::vector<T> ya = y_again.download(), yp = y_plain.download();
+    CHECK(same_bits(std::vector<T>(ya.begin(), ya.begin() + again * BC), std::vector<T>(yp.begin(), yp.begin() + again * BC)));
+    CUDA_OK(cudaGraphExecDestroy(exec));
+    CUDA_OK(cudaGraphDestroy(graph));
+  }
+  {
+    // One element off: x, y no longer vector-aligned.
+    std::vector<T> shifted(n + 1, talkconv::from_acc<T>(acc_t<T>(0)));
+    std::copy(h.x.begin(), h.x.end(), shifted.begin() + 1);
+    dbuf<T> xs(shifted), ys(n + 1);
+    tcu::decoder<T> dec(c.window(), C, B, s);
+    for (long t = 0; t < steps; ++t) dec.step(xs.p + 1 + t * BC, W.p, b.p, ys.p + 1 + t * BC, s);
+    CUDA_OK(cudaStreamSynchronize(s));
+    const std::vector<T> yd = ys.download();
+    CHECK(same_bits(std::vector<T>(yd.begin() + 1, yd.end()), y_plain.download()));
+  }
+  std::vector<T> y_cpu(n);
+  cpu_side::decode<T>(c.config(), B, steps, h.x.data(), h.W.data(), h.bias.data(), y_cpu.data());
+  check_close(to_double(y_graph.download()), to_double(y_cpu), tol<T>::value, "graph-replayed decoder vs CPU decoder");
+  CUDA_OK(cudaStreamDestroy(s));
+}
+
+template <class T>
+void graph_sweep(std::uint64_t seed0) {
+  graph_case<T>(seed0 + 1, 1024, 16, 63, 2);  // the benchmark's layer: 16-byte vectors everywhere
+  graph_case<T>(seed0 + 2, 24, 8, 5, 3);      // R = 3: element accesses in the ring
+  graph_case<T>(seed0 + 3, 12, 3, 2, 2);      // C = 12: element loads in the projection (bf16, half)
+  graph_case<T>(seed0 + 4, 15, 3, 0, 1);      // L = 0: a ring of 2 rows, re-based every other step
+}
+
 // Beam search: decoder.reorder(new_order) continues sequence b from the state new_order[b] had. Checked
 // bitwise against a second device decoder that is fed, from the start, the inputs each sequence's state
 // was built from (the device decoder computes every sequence independently, so the bits must agree), and

@@ -13,3 +13,7 @@ TALKCONV_GPU_CASE("layer forward and backward match the CPU and the reference: b
 TALKCONV_GPU_CASE("incremental decoding equals the causal forward, row by row: bfloat16") {
   for (std::uint64_t s = 1; s <= 3; ++s) decoder_case<__nv_bfloat16>(s + 30);
 }
+
+TALKCONV_GPU_CASE("a decoder step captured in a CUDA graph and replayed equals step() per token: bfloat16") {
+  graph_sweep<__nv_bfloat16>(860);
+}

@@ -64,6 +64,10 @@ TALKCONV_GPU_CASE("incremental decoding equals the causal forward, row by row: d
   for (std::uint64_t s = 1; s <= 3; ++s) decoder_case<double>(s + 10);
 }
 
+TALKCONV_GPU_CASE("a decoder step captured in a CUDA graph and replayed equals step() per token: double") {
+  graph_sweep<double>(820);
+}
+
 TALKCONV_GPU_CASE("decoder reorder continues each sequence bitwise from the state it names: double") {
   reorder_sweep<double>(700);
 }

@@ -197,6 +197,40 @@ TALKCONV_GPU_CASE("incremental decoding equals the causal forward, row by row: f
   for (std::uint64_t s = 1; s <= 3; ++s) decoder_case<float>(s + 0);
 }
 
+TALKCONV_GPU_CASE("a decoder step captured in a CUDA graph and replayed equals step() per token: float") {
+  graph_sweep<float>(800);
+}
+
+// A decoder over caller memory zeroes its position on the stream of its first call; capturing that first
+// call would record the zeroing into the graph (every replay would start over), so it is refused before
+// anything is enqueued. reset(stream) first, and the capture works.
+TALKCONV_GPU_CASE("capturing a decoder whose position is still to be zeroed fails; after reset(stream) it works") {
+  const talkconv::window_params w{2, 3, 0, true};
+  const long C = 8, B = 2;
+  const std::size_t state = tcu::decoder<float>::state_bytes(w, C, B);
+  dbuf<char> st(state);
+  dbuf<float> x(std::vector<float>(C * B, 1.0f)), W(std::vector<float>(2 * C, 0.1f)), y(C * B);
+  cudaStream_t s = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  tcu::decoder<float> dec(w, C, B, st.p, state);
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (attempt == 1) dec.reset(s);
+    CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    talkconv::status code = talkconv::status::success;
+    try {
+      dec.step(x.p, W.p, nullptr, y.p, s);
+    } catch (const talkconv::error& e) {
+      code = e.code();
+    }
+    cudaGraph_t g = nullptr;
+    CUDA_OK(cudaStreamEndCapture(s, &g));
+    CHECK(code == (attempt == 0 ? talkconv::status::cuda_error : talkconv::status::success));
+    if (g) CUDA_OK(cudaGraphDestroy(g));
+  }
+  CUDA_OK(cudaStreamSynchronize(s));
+  CUDA_OK(cudaStreamDestroy(s));
+}
+
 // Host-side validation: no GPU needed, nothing is launched (these run, and pass, without a GPU).
 TEST_CASE("CUDA entry points fail with the CPU's named errors before touching memory") {
   using talkconv::status;

@@ -22,6 +22,10 @@ TALKCONV_GPU_CASE("incremental decoding equals the causal forward, row by row: h
   for (std::uint64_t s = 1; s <= 3; ++s) decoder_case<__half>(s + 20);
 }
 
+TALKCONV_GPU_CASE("a decoder step captured in a CUDA graph and replayed equals step() per token: half") {
+  graph_sweep<__half>(840);
+}
+
 // ---- 64-bit indexing: a half problem with T * B * C = 2^32 elements (x, y (reused as dy), dx: 8 GiB each,
 // about 26 GB of device memory in all), generated on the device from a counter hash, checked at sampled positions
 // (many past element 2^31) against SPEC's direct form evaluated on the host from the same hash.

@@ -3,7 +3,8 @@
 //   talkconv::cuda::window_forward / window_backward   building block 4 (device_window.cuh)
 //   talkconv::cuda::offsets_forward / offsets_backward building block 2 (device_offsets.cuh)
 //   talkconv::cuda::prefix_sum, head_sum               building blocks 1 and 3 (device_scan.cuh)
-//   talkconv::cuda::talk_conv<T, Heads>, decoder<T>    the layer and incremental decoding (talk_conv.cuh)
+//   talkconv::cuda::talk_conv<T, Heads>                the layer (talk_conv.cuh)
+//   talkconv::cuda::decoder<T>                         incremental decoding, graph-replayable (decoder.cuh)
 //
 // Every pointer is device memory (lengths too: B int64 values, clamped to [0, T] in the kernels); every
 // call takes a cudaStream_t, never allocates (except the documented convenience overloads, which use
@@ -15,6 +16,7 @@
 #pragma once
 
 #include "talkconv/cuda/cuda_traits.hpp"
+#include "talkconv/cuda/decoder.cuh"
 #include "talkconv/cuda/device_offsets.cuh"
 #include "talkconv/cuda/device_scan.cuh"
 #include "talkconv/cuda/device_window.cuh"
