@@ -480,7 +480,6 @@ void BM_decoder_step(benchmark::State& st, index_t B, bool graph) {
   BENCH_CUDA(cudaStreamSynchronize(s));
   BENCH_CUDA(cudaStreamDestroy(s));
 }
-}
 
 template <class T>
 void register_decoder() {
