@@ -22,19 +22,19 @@ struct alignas(2 * sizeof(T)) pair_of {
   T v[2];
 };
 
-// Loads elements c, c + 1 of row p (zero past `C`); `pairs`: the row is 2-element aligned.
+// Elements c, c + 1 of row p as stored (zero past `C`, or both zero when !ok); `pairs`: the row is
+// 2-element aligned. Kept in storage form so a thread can hold many rows' loads in flight.
 template <class T>
-__device__ __forceinline__ void load_pair(const T* __restrict__ p, index_t c, index_t C, bool pairs, acc_t<T>& v0,
-                                          acc_t<T>& v1) {
-  using A = acc_t<T>;
-  if (pairs && c + 1 < C) {
-    const pair_of<T> q = *reinterpret_cast<const pair_of<T>*>(p + c);
-    v0 = to_acc<T>(q.v[0]);
-    v1 = to_acc<T>(q.v[1]);
+__device__ __forceinline__ pair_of<T> load_pair(const T* __restrict__ p, index_t c, index_t C, bool pairs, bool ok) {
+  pair_of<T> q;
+  if (ok && pairs && c + 1 < C) {
+    q = *reinterpret_cast<const pair_of<T>*>(p + c);
   } else {
-    v0 = c < C ? to_acc<T>(p[c]) : A(0);
-    v1 = c + 1 < C ? to_acc<T>(p[c + 1]) : A(0);
+    const T z = from_acc<T>(acc_t<T>(0));
+    q.v[0] = ok && c < C ? p[c] : z;
+    q.v[1] = ok && c + 1 < C ? p[c + 1] : z;
   }
+  return q;
 }
 
 template <class T>
@@ -65,8 +65,8 @@ struct dz_smem {
   bool valid[dz_gemm_policy::dz_rows];
 };
 
-// Stages dz rows [rb, rb + nb) and their validity (rows past the length are skipped by the caller, so x
-// or dx there is never read: NaN past a length cannot leak in).
+// Stages dz rows [rb, rb + nb) and their validity; dz of rows past nb or past their length is zero (and
+// the callers never read x or dx there: NaN past a length cannot leak in).
 template <class T, int PC>
 __device__ __forceinline__ void stage_dz(const offsets_args<T>& a, dz_smem<acc_t<T>, PC>& sm, index_t rb, int nb,
                                          index_t p0, int tid) {
@@ -74,13 +74,14 @@ __device__ __forceinline__ void stage_dz(const offsets_args<T>& a, dz_smem<acc_t
   constexpr int R = dz_gemm_policy::dz_rows;
   const index_t P = a.g.P;
   __syncthreads();  // the previous batch is consumed
-  for (int e = tid; e < R * PC; e += dz_gemm_policy::threads) {
-    const int i = e / PC, p = e % PC;
-    sm.dz[i][p] = i < nb && p0 + p < P ? a.dz[(rb + i) * P + p0 + p] : A(0);
-  }
   if (tid < R) {
     index_t t, b;
     sm.valid[tid] = tid < nb && row_token(a.g, rb + tid, t, b);
+  }
+  __syncthreads();
+  for (int e = tid; e < R * PC; e += dz_gemm_policy::threads) {
+    const int i = e / PC, p = e % PC;
+    sm.dz[i][p] = sm.valid[i] && p0 + p < P ? a.dz[(rb + i) * P + p0 + p] : A(0);
   }
   __syncthreads();
 }
@@ -107,18 +108,23 @@ __device__ void param_grads_partial_block(const offsets_args<T>& a, dz_smem<acc_
     const int nb = static_cast<int>(r1 - rb < pol::dz_rows ? r1 - rb : pol::dz_rows);
     stage_dz<T, PC>(a, sm, rb, nb, p0, tid);
     const T* __restrict__ xr = a.x + rb * C;
-#pragma unroll 2
-    for (int i = 0; i < nb; ++i, xr += C) {
-      if (!sm.valid[i]) continue;  // uniform over the block
-      A x0, x1;
-      load_pair(xr, c, C, pairs, x0, x1);
+    // pol::ahead rows' loads in flight per thread, then their products (rows past nb or invalid: x = 0
+    // and dz = 0, adding exact zeros).
+    for (int i0 = 0; i0 < nb; i0 += pol::ahead, xr += pol::ahead * C) {
+      pair_of<T> xv[pol::ahead];
 #pragma unroll
-      for (int p = 0; p < PC; ++p) {
-        const A d = sm.dz[i][p];
-        acc[p][0] += d * x0;
-        acc[p][1] += d * x1;
+      for (int u = 0; u < pol::ahead; ++u) xv[u] = load_pair(xr + u * C, c, C, pairs, i0 + u < nb && sm.valid[i0 + u]);
+#pragma unroll
+      for (int u = 0; u < pol::ahead; ++u) {
+        const A x0 = to_acc<T>(xv[u].v[0]), x1 = to_acc<T>(xv[u].v[1]);
+#pragma unroll
+        for (int p = 0; p < PC; ++p) {
+          const A d = sm.dz[i0 + u][p];
+          acc[p][0] += d * x0;
+          acc[p][1] += d * x1;
+        }
+        if (bias_thread) bacc += sm.dz[i0 + u][tid];
       }
-      if (bias_thread) bacc += sm.dz[i][tid];
     }
   }
 #pragma unroll
@@ -157,18 +163,22 @@ __device__ void offset_path_block(const offsets_args<T>& a, dz_smem<acc_t<T>, PC
       const int nb = static_cast<int>(r1 - rb < pol::dz_rows ? r1 - rb : pol::dz_rows);
       stage_dz<T, PC>(a, sm, rb, nb, 0, tid);
       T* __restrict__ dr = a.dx + rb * C;
-#pragma unroll 2
-      for (int i = 0; i < nb; ++i, dr += C) {
-        if (!sm.valid[i]) continue;  // uniform over the block
-        A v0, v1;
-        load_pair(dr, c, C, pairs, v0, v1);
+      for (int i0 = 0; i0 < nb; i0 += pol::ahead, dr += pol::ahead * C) {
+        pair_of<T> dv[pol::ahead];
 #pragma unroll
-        for (int p = 0; p < PC; ++p) {
-          const A d = sm.dz[i][p];
-          v0 += d * w[p][0];
-          v1 += d * w[p][1];
+        for (int u = 0; u < pol::ahead; ++u) dv[u] = load_pair(dr + u * C, c, C, pairs, i0 + u < nb && sm.valid[i0 + u]);
+#pragma unroll
+        for (int u = 0; u < pol::ahead; ++u) {
+          if (!(i0 + u < nb && sm.valid[i0 + u])) continue;  // uniform over the block
+          A v0 = to_acc<T>(dv[u].v[0]), v1 = to_acc<T>(dv[u].v[1]);
+#pragma unroll
+          for (int p = 0; p < PC; ++p) {
+            const A d = sm.dz[i0 + u][p];
+            v0 += d * w[p][0];
+            v1 += d * w[p][1];
+          }
+          store_pair(dr + u * C, c, C, pairs, v0, v1);
         }
-        store_pair(dr, c, C, pairs, v0, v1);
       }
     }
   }
@@ -193,8 +203,8 @@ __device__ void offset_path_block_wide(const offsets_args<T>& a) {
       if (!row_token(a.g, r, t, b)) continue;
       T* __restrict__ dr = a.dx + r * C;
       const A* __restrict__ dz = a.dz + r * P;
-      A v0, v1;
-      load_pair(dr, c, C, pairs, v0, v1);
+      const pair_of<T> dv = load_pair(dr, c, C, pairs, true);
+      A v0 = to_acc<T>(dv.v[0]), v1 = to_acc<T>(dv.v[1]);
       for (index_t p = 0; p < P; ++p) {
         const T* wr = a.weight + p * C;
         const A d = dz[p];

@@ -137,7 +137,7 @@ struct project_tile {
 
   // z for rows [r0, r0 + BM) of x and offsets [n0, n0 + BN): K loop with the next k tile's loads in
   // flight during this one's products; leaves z in sm.buf ([BM][ldz], float or acc_t<T>).
-  __device__ static void run(const offsets_args<T>& a, smem& sm, index_t r0, int n0, int tid) {
+  __device__ __forceinline__ static void run(const offsets_args<T>& a, smem& sm, index_t r0, int n0, int tid) {
     const index_t N = a.g.T * a.g.B;
     const int C = static_cast<int>(a.g.C), P = static_cast<int>(a.g.P);
     const bool vec = C % x_stage::V == 0 && reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0 &&
@@ -248,7 +248,7 @@ struct project_tile {
 // One block of the tiled projection: rows [r0, r0 + BM) x offsets [n0, n0 + BN). Epilogue: consecutive
 // threads take consecutive offsets of a row, so o / o_pre stores are coalesced.
 template <class T, int BN>
-__device__ void project_tile_block(const offsets_args<T>& a, project_smem<T, BN>& sm, index_t r0, int n0) {
+__device__ __forceinline__ void project_tile_block(const offsets_args<T>& a, project_smem<T, BN>& sm, index_t r0, int n0) {
   using tile = project_tile<T, BN>;
   using Z = std::conditional_t<project_policy<T>::tensor_cores, float, acc_t<T>>;
   constexpr int BM = tile::BM, threads = tile::threads;

@@ -13,7 +13,7 @@ namespace detail {
 // The tiled projection: grid (row tiles, offset tiles), both grid-strided; static shared memory
 // project_smem (< 48 KiB). Offset tile BN from the head count (dispatch_heads).
 template <class T, int BN>
-static __global__ void __launch_bounds__(project_policy<T>::threads) project_tile_kernel(offsets_args<T> a) {
+static __global__ void __launch_bounds__(project_policy<T>::threads, project_policy<T>::min_blocks) project_tile_kernel(offsets_args<T> a) {
   __shared__ project_smem<T, BN> sm;
   constexpr int BM = project_policy<T>::rows;
   const index_t tiles_m = (a.g.T * a.g.B + BM - 1) / BM;
@@ -50,7 +50,7 @@ static __global__ void __launch_bounds__(row_threads) combine_offsets_grad_kerne
 
 // dx += dz W: grid (ceil(N / dx_rows), channel blocks, grid-strided). PC >= P: weights in registers.
 template <class T, int PC>
-static __global__ void __launch_bounds__(dz_gemm_policy::threads) offset_path_kernel(offsets_args<T> a) {
+static __global__ void __launch_bounds__(dz_gemm_policy::threads, dz_gemm_policy::min_blocks<acc_t<T>>) offset_path_kernel(offsets_args<T> a) {
   __shared__ dz_smem<acc_t<T>, PC> sm;
   offset_path_block<T, PC>(a, sm);
 }
@@ -63,7 +63,7 @@ static __global__ void __launch_bounds__(dz_gemm_policy::threads) offset_path_wi
 
 // dW / dbias partials: grid (ceil(C / dz_gemm_policy::channels), row chunks, ceil(P / PC)).
 template <class T, int PC>
-static __global__ void __launch_bounds__(dz_gemm_policy::threads) param_grads_partial_kernel(offsets_args<T> a) {
+static __global__ void __launch_bounds__(dz_gemm_policy::threads, dz_gemm_policy::min_blocks<acc_t<T>>) param_grads_partial_kernel(offsets_args<T> a) {
   __shared__ dz_smem<acc_t<T>, PC> sm;
   param_grads_partial_block<T, PC>(a, sm);
 }

@@ -93,6 +93,7 @@ struct project_policy {
   static constexpr int threads = sizeof(acc_t<T>) > 4 ? 128 : 256;  // double: 128 rows keep the tile < 48 KiB
   static constexpr int rows = threads;
   static constexpr int k_tile = 128 / int(sizeof(T));
+  static constexpr int min_blocks = sizeof(acc_t<T>) > 4 ? 1 : 2;  // float: <= 128 registers
 };
 template <>
 struct project_policy<__half> {
@@ -100,6 +101,7 @@ struct project_policy<__half> {
   static constexpr int threads = 256;
   static constexpr int rows = 128;
   static constexpr int k_tile = 64;
+  static constexpr int min_blocks = 2;  // <= 128 registers (3 spills): 16 warps per SM
 };
 template <>
 struct project_policy<__nv_bfloat16> : project_policy<__half> {};
@@ -119,8 +121,15 @@ struct dz_gemm_policy {
   static constexpr int channels = threads * pair;  // per block
   static constexpr int dz_rows = 64;               // dz rows staged per batch
   static constexpr int dx_rows = 128;              // rows per offset-path block
+  static constexpr int ahead = 8;                  // rows whose x / dx loads a thread keeps in flight
+  // Resident blocks per SM asked of ptxas: 2 (<= 128 registers) for float sums; double's 2 x 32 sums or
+  // weights need more (1 block: 128 would spill).
+  template <class A>
+  static constexpr int min_blocks = sizeof(A) > 4 ? 1 : 2;
   static constexpr int max_chunks = 128;           // dW row chunks (partials: chunks * P * C accumulators)
   static constexpr int min_rows_per_chunk = 256;
+  static_assert(dz_rows % ahead == 0 && dx_rows % dz_rows == 0, "whole look-ahead groups per staged batch");
+  static_assert(proj_chunk <= dz_rows && dz_rows <= threads, "the bias and validity threads exist");
 };
 
 // The window and the channel plan of the window kernels. A block's channels never straddle a head
