@@ -323,6 +323,40 @@ void BM_original_backward(benchmark::State& st) {
   set_counters(st, secs, double(4 * pb.n() * sizeof(T)), pb.n() * sizeof(T));
 }
 
+// The offset GEMMs alone. Forward: x W^T with sigmoid and dropout; at least x read, o and o_pre written.
+template <class T>
+void BM_offsets_forward(benchmark::State& st) {
+  const problem pb(st);
+  const index_t P = pb.window().num_offsets();
+  dev<T> x(pb.n(), 1, -1.0f, 3.0f), W(std::size_t(P * pb.C), 3, -0.05f, 0.05f), b(std::size_t(P), 4, -0.5f, 0.5f);
+  dev<float> o(pb.np()), pre(pb.np());
+  const talkconv::dropout_params d{0.1f, 7, true};
+  const double secs = time_loop(st, nullptr, [&] {
+    tcu::offsets_forward<T>(pb.shape(), pb.window(), x.p, W.p, b.p, d, o.p, pre.p, nullptr, nullptr);
+  });
+  set_counters(st, secs, double(pb.n() * sizeof(T) + 2 * pb.np() * sizeof(float)), pb.n() * sizeof(T));
+}
+
+// Backward: dz, dx += W^T dz, dW and dbias; at least x read, dx read and written.
+template <class T>
+void BM_offsets_backward(benchmark::State& st) {
+  const problem pb(st);
+  const index_t P = pb.window().num_offsets();
+  dev<T> x(pb.n(), 1, -1.0f, 3.0f), dx(pb.n(), 5, -1.0f, 1.0f), W(std::size_t(P * pb.C), 3, -0.05f, 0.05f),
+      dW(static_cast<std::size_t>(P * pb.C)), db(static_cast<std::size_t>(P));
+  dev<float> pre(pb.np(), 6, 0.05f, 0.95f), d_o(pb.np(), 2, -1.0f, 1.0f);
+  const talkconv::dropout_params d{0.1f, 7, true};
+  std::size_t bytes = 0;
+  tcu::offsets_backward<T>(nullptr, bytes, pb.shape(), pb.window(), x.p, W.p, pre.p, d_o.p, d, dx.p, dW.p, db.p,
+                           nullptr, nullptr);
+  dev<char> ws(bytes);
+  const double secs = time_loop(st, nullptr, [&] {
+    tcu::offsets_backward<T>(ws.p, bytes, pb.shape(), pb.window(), x.p, W.p, pre.p, d_o.p, d, dx.p, dW.p, db.p,
+                             nullptr, nullptr);
+  });
+  set_counters(st, secs, double(3 * pb.n() * sizeof(T) + 2 * pb.np() * sizeof(float)), pb.n() * sizeof(T));
+}
+
 // range(0) = L (= M when bidirectional), range(1) = causal.
 void window_args(benchmark::internal::Benchmark* b) {
   b->ArgNames({"L", "causal"})
@@ -345,6 +379,10 @@ BENCHMARK(BM_layer_backward<float>)->Apply(window_args);
 BENCHMARK(BM_layer_backward<__nv_bfloat16>)->Apply(window_args);
 BENCHMARK(BM_original_backward<float>)->Apply(window_args);
 BENCHMARK(BM_original_backward<__nv_bfloat16>)->Apply(window_args);
+BENCHMARK(BM_offsets_forward<float>)->Apply(window_args);
+BENCHMARK(BM_offsets_forward<__nv_bfloat16>)->Apply(window_args);
+BENCHMARK(BM_offsets_backward<float>)->Apply(window_args);
+BENCHMARK(BM_offsets_backward<__nv_bfloat16>)->Apply(window_args);
 
 }  // namespace
 

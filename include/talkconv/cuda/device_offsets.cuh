@@ -66,7 +66,7 @@ struct param_plan {
     p.rows_per_chunk = per > pol::min_rows_per_chunk ? per : pol::min_rows_per_chunk;
     p.chunks = (rows + p.rows_per_chunk - 1) / p.rows_per_chunk;
     if (p.chunks < 1) p.chunks = 1;
-    const index_t gx = (C + pol::channels - 1) / pol::channels, gz = (P + proj_chunk - 1) / proj_chunk;
+    const index_t gx = (C + 127) / 128, gz = (P + proj_chunk - 1) / proj_chunk;  // the smaller (tensor-core) tile
     if (gx > std::numeric_limits<std::int32_t>::max() || p.chunks > 65535 || gz > 65535)
       talkconv::detail::fail(status::size_overflow, "P", "the dW grid (", gx, ", ", p.chunks, ", ", gz, ") for P = ", P,
                              ", C = ", C, " exceeds the CUDA grid");
@@ -91,10 +91,19 @@ void launch_param_grads(offsets_args<T> a, const seq_shape& s, const param_plan&
   a.chunks = pp.chunks;
   dispatch_heads(a.g.P, [&](auto pc) {
     constexpr int PC = decltype(pc)::value;
-    const dim3 grid(static_cast<unsigned>((a.g.C + dz_gemm_policy::channels - 1) / dz_gemm_policy::channels),
-                    static_cast<unsigned>(pp.chunks), static_cast<unsigned>((a.g.P + PC - 1) / PC));
-    param_grads_partial_kernel<T, PC><<<grid, dz_gemm_policy::threads, 0, stream>>>(a);
-    check_launch("param_grads_partial_kernel");
+    if constexpr (project_policy<T>::tensor_cores) {
+      constexpr int PT = PC < 16 ? 16 : PC;
+      using pol = dw_tc_policy<PT>;
+      const dim3 grid(static_cast<unsigned>((a.g.C + pol::channels - 1) / pol::channels),
+                      static_cast<unsigned>(pp.chunks), static_cast<unsigned>((a.g.P + PT - 1) / PT));
+      param_grads_partial_tc_kernel<T, PT><<<grid, pol::threads, 0, stream>>>(a);
+      check_launch("param_grads_partial_tc_kernel");
+    } else {
+      const dim3 grid(static_cast<unsigned>((a.g.C + dz_gemm_policy::channels - 1) / dz_gemm_policy::channels),
+                      static_cast<unsigned>(pp.chunks), static_cast<unsigned>((a.g.P + PC - 1) / PC));
+      param_grads_partial_kernel<T, PC><<<grid, dz_gemm_policy::threads, 0, stream>>>(a);
+      check_launch("param_grads_partial_kernel");
+    }
   });
   param_grads_combine_kernel<T><<<grid_for(a.g.P * a.g.C + a.g.P, row_threads), row_threads, 0, stream>>>(a);
   check_launch("param_grads_combine_kernel");

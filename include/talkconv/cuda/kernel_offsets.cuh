@@ -2,6 +2,7 @@
 // agent_project.cuh (projection) and agent_dz_gemm.cuh (dW partials, offset path of dx).
 #pragma once
 
+#include "talkconv/cuda/agent_dw_tc.cuh"
 #include "talkconv/cuda/agent_dz_gemm.cuh"
 #include "talkconv/cuda/agent_offsets.cuh"
 #include "talkconv/cuda/agent_project.cuh"
@@ -66,6 +67,13 @@ template <class T, int PC>
 static __global__ void __launch_bounds__(dz_gemm_policy::threads, dz_gemm_policy::min_blocks<acc_t<T>>) param_grads_partial_kernel(offsets_args<T> a) {
   __shared__ dz_smem<acc_t<T>, PC> sm;
   param_grads_partial_block<T, PC>(a, sm);
+}
+
+// dW / dbias partials on tensor cores (16-bit x): grid (ceil(C / 128), row chunks, ceil(P / PT)).
+template <class T, int PT>
+static __global__ void __launch_bounds__(dw_tc_policy<PT>::threads) param_grads_partial_tc_kernel(offsets_args<T> a) {
+  __shared__ dw_tc_smem<PT> sm;
+  param_grads_partial_tc_block<T, PT>(a, sm);
 }
 
 template <class T>

@@ -84,7 +84,7 @@ constexpr int proj_chunk = 32;
 // owns `rows` rows and an offset tile of BN <= proj_chunk columns and walks C in `k_tile` steps (a
 // 128-byte segment of each row: every x sector fetched is used whole). x is read once when P <= BN.
 //   tensor_cores: 16-bit inputs, WMMA 16x16x16 with float accumulators (products of 16-bit values
-//     are exact in float); 8 warps, 16 rows each.
+//     are exact in float); 8 warps, 16 rows each. Also picks the tensor-core dW (agent_dw_tc.cuh).
 //   otherwise: CUDA-core FMA, one row per thread, its BN sums in registers, the weight tile broadcast
 //     from shared memory (P FMAs per element of x, no reductions).
 template <class T>
