@@ -126,8 +126,19 @@ void launch_offset_path(const offsets_args<T>& a, cudaStream_t stream) {
   if (P <= proj_chunk) {
     dispatch_heads(P, [&](auto pc) {
       constexpr int PC = decltype(pc)::value;
-      offset_path_kernel<T, PC><<<grid, pol::threads, 0, stream>>>(a);
-      check_launch("offset_path_kernel");
+      if constexpr (project_policy<T>::tensor_cores) {
+        constexpr int PT = PC < 16 ? 16 : PC;
+        using tc = dx_tc_policy<PT>;
+        const index_t tx = (N + tc::rows * tc::steps - 1) / (tc::rows * tc::steps);
+        const index_t ty = (a.g.C + tc::channels - 1) / tc::channels;
+        const dim3 tgrid(static_cast<unsigned>(tx < 0x7fffffff ? tx : 0x7fffffff),
+                         static_cast<unsigned>(ty < 65535 ? ty : 65535));
+        offset_path_tc_kernel<T, PT><<<tgrid, tc::threads, 0, stream>>>(a);
+        check_launch("offset_path_tc_kernel");
+      } else {
+        offset_path_kernel<T, PC><<<grid, pol::threads, 0, stream>>>(a);
+        check_launch("offset_path_kernel");
+      }
     });
   } else {
     offset_path_wide_kernel<T><<<grid, pol::threads, 0, stream>>>(a);

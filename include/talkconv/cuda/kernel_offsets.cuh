@@ -76,6 +76,13 @@ static __global__ void __launch_bounds__(dw_tc_policy<PT>::threads) param_grads_
   param_grads_partial_tc_block<T, PT>(a, sm);
 }
 
+// dx += dz W on tensor cores (16-bit dx, P <= 32): grid (ceil(N / 256), channel blocks, grid-strided).
+template <class T, int PT>
+static __global__ void __launch_bounds__(dx_tc_policy<PT>::threads, 2) offset_path_tc_kernel(offsets_args<T> a) {
+  __shared__ dx_tc_smem<PT> sm;
+  offset_path_tc_block<T, PT>(a, sm);
+}
+
 template <class T>
 static __global__ void __launch_bounds__(row_threads) param_grads_combine_kernel(offsets_args<T> a) {
   const index_t n = a.g.P * a.g.C + a.g.P;
