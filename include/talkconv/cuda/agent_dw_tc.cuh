@@ -236,23 +236,26 @@ __device__ __forceinline__ void offset_path_tc_block(const offsets_args<T>& a, d
         sm.lo[r * pol::ldd + p] = wmma::__float_to_tf32(v - h);
       }
       __syncthreads();
+      // This warp's two accumulator tiles (rows wm, columns wn and wn + 1), each A fragment loaded once.
+      float* tile = sm.dx + wm * 16 * pol::ldx + wn * 16;
+      wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
 #pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        float* tile = sm.dx + wm * 16 * pol::ldx + (wn + j) * 16;
-        wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc;
-        wmma::load_matrix_sync(acc, tile, pol::ldx, wmma::mem_row_major);
+      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(acc[j], tile + j * 16, pol::ldx, wmma::mem_row_major);
 #pragma unroll
-        for (int k0 = 0; k0 < PT; k0 += 8) {
-          wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fh, fl;
+      for (int k0 = 0; k0 < PT; k0 += 8) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fh, fl;
+        wmma::load_matrix_sync(fh, sm.hi + wm * 16 * pol::ldd + k0, pol::ldd);
+        wmma::load_matrix_sync(fl, sm.lo + wm * 16 * pol::ldd + k0, pol::ldd);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
           wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
-          wmma::load_matrix_sync(fh, sm.hi + wm * 16 * pol::ldd + k0, pol::ldd);
-          wmma::load_matrix_sync(fl, sm.lo + wm * 16 * pol::ldd + k0, pol::ldd);
           wmma::load_matrix_sync(fb, sm.w + k0 * pol::ldx + (wn + j) * 16, pol::ldx);
-          wmma::mma_sync(acc, fh, fb, acc);
-          wmma::mma_sync(acc, fl, fb, acc);
+          wmma::mma_sync(acc[j], fh, fb, acc[j]);
+          wmma::mma_sync(acc[j], fl, fb, acc[j]);
         }
-        wmma::store_matrix_sync(tile, acc, pol::ldx, wmma::mem_row_major);  // this warp's own tile
       }
+#pragma unroll
+      for (int j = 0; j < 2; ++j) wmma::store_matrix_sync(tile + j * 16, acc[j], pol::ldx, wmma::mem_row_major);
       __syncthreads();
       // Rounded once to T; rows past nb or past their length are not written.
 #pragma unroll
