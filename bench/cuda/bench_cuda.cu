@@ -361,6 +361,38 @@ void BM_original_backward(benchmark::State& st, const problem& pb) {
   set_counters(st, secs, double(4 * pb.n() * sizeof(T)), pb.tokens());
 }
 
+// The offset GEMMs alone. Forward: x W^T with sigmoid and dropout; at least x read, o and o_pre written.
+template <class T>
+void BM_offsets_forward(benchmark::State& st, const problem& pb) {
+  const index_t P = pb.window().num_offsets();
+  dev<T> x(pb.n(), 1, -1.0f, 3.0f), W(std::size_t(P * pb.C), 3, -0.05f, 0.05f), b(std::size_t(P), 4, -0.5f, 0.5f);
+  dev<float> o(pb.np()), pre(pb.np());
+  const talkconv::dropout_params d{0.1f, 7, true};
+  const double secs = time_loop(st, nullptr, [&] {
+    tcu::offsets_forward<T>(pb.shape(), pb.window(), x.p, W.p, b.p, d, o.p, pre.p, nullptr, nullptr);
+  });
+  set_counters(st, secs, double(pb.n() * sizeof(T) + 2 * pb.np() * sizeof(float)), pb.tokens());
+}
+
+// Backward: dz, dx += W^T dz, dW and dbias; at least x read, dx read and written.
+template <class T>
+void BM_offsets_backward(benchmark::State& st, const problem& pb) {
+  const index_t P = pb.window().num_offsets();
+  dev<T> x(pb.n(), 1, -1.0f, 3.0f), dx(pb.n(), 5, -1.0f, 1.0f), W(std::size_t(P * pb.C), 3, -0.05f, 0.05f),
+      dW(static_cast<std::size_t>(P * pb.C)), db(static_cast<std::size_t>(P));
+  dev<float> pre(pb.np(), 6, 0.05f, 0.95f), d_o(pb.np(), 2, -1.0f, 1.0f);
+  const talkconv::dropout_params d{0.1f, 7, true};
+  std::size_t bytes = 0;
+  tcu::offsets_backward<T>(nullptr, bytes, pb.shape(), pb.window(), x.p, W.p, pre.p, d_o.p, d, dx.p, dW.p, db.p,
+                           nullptr, nullptr);
+  dev<char> ws(bytes);
+  const double secs = time_loop(st, nullptr, [&] {
+    tcu::offsets_backward<T>(ws.p, bytes, pb.shape(), pb.window(), x.p, W.p, pre.p, d_o.p, d, dx.p, dW.p, db.p,
+                             nullptr, nullptr);
+  });
+  set_counters(st, secs, double(3 * pb.n() * sizeof(T) + 2 * pb.np() * sizeof(float)), pb.tokens());
+}
+
 // ---- registration: named points, so every parameter is in the name ------------------------------------
 
 template <class T>
@@ -372,7 +404,9 @@ const char* dtype_name<__half>() { return "f16"; }
 template <>
 const char* dtype_name<__nv_bfloat16>() { return "bf16"; }
 
-enum family : unsigned { copy = 1, window_fwd = 2, layer_fwd = 4, layer_bwd = 8, orig_fwd = 16, orig_bwd = 32 };
+enum family : unsigned {
+  copy = 1, window_fwd = 2, layer_fwd = 4, layer_bwd = 8, orig_fwd = 16, orig_bwd = 32, offsets_fwd = 64, offsets_bwd = 128
+};
 constexpr unsigned layer_families = copy | window_fwd | layer_fwd | layer_bwd;
 constexpr unsigned all_families = layer_families | orig_fwd | orig_bwd;
 
@@ -396,6 +430,8 @@ struct registry {
     if (fams & layer_bwd) add_one("layer_bwd" + s, &BM_layer_backward<T>, pb);
     if (fams & orig_fwd) add_one("orig_fwd" + s, &BM_original_forward<T>, pb);
     if (fams & orig_bwd) add_one("orig_bwd" + s, &BM_original_backward<T>, pb);
+    if (fams & offsets_fwd) add_one("offsets_fwd" + s, &BM_offsets_forward<T>, pb);
+    if (fams & offsets_bwd) add_one("offsets_bwd" + s, &BM_offsets_backward<T>, pb);
   }
 };
 
@@ -496,8 +532,8 @@ void register_decoder() {
 void register_all(registry& r, bool full) {
   // The base shape (GPU-PROFILE.md's), every family, every dtype, bidirectional and causal.
   for (bool causal : {false, true}) {
-    r.add<bf16>(all_families, make_problem(4096, 16, 1024, 16, 16, causal));
-    r.add<float>(all_families, make_problem(4096, 16, 1024, 16, 16, causal));
+    r.add<bf16>(all_families | offsets_fwd | offsets_bwd, make_problem(4096, 16, 1024, 16, 16, causal));
+    r.add<float>(all_families | offsets_fwd | offsets_bwd, make_problem(4096, 16, 1024, 16, 16, causal));
     r.add<f16>(all_families, make_problem(4096, 16, 1024, 16, 16, causal));
   }
   t_sweeps<bf16>(r, all_families);

@@ -1,5 +1,6 @@
 // bfloat16: every CUDA path against the CPU and the reference.
 #include "layer_cases.cuh"
+#include "offsets_cases.cuh"
 #include "window_cases.cuh"
 
 TALKCONV_GPU_CASE("window forward and backward match the CPU and the reference: bfloat16") {
@@ -16,4 +17,8 @@ TALKCONV_GPU_CASE("incremental decoding equals the causal forward, row by row: b
 
 TALKCONV_GPU_CASE("a decoder step captured in a CUDA graph and replayed equals step() per token: bfloat16") {
   graph_sweep<__nv_bfloat16>(860);
+}
+
+TALKCONV_GPU_CASE("offset GEMMs: row / channel / offset tails, wide P, btc, ragged lengths and the dot form match the CPU: bfloat16") {
+  offsets_gemm_sweep<__nv_bfloat16>();
 }

@@ -1,5 +1,6 @@
 // double: every CUDA path against the CPU and the reference; windows beyond shared memory.
 #include "layer_cases.cuh"
+#include "offsets_cases.cuh"
 #include "window_cases.cuh"
 
 TALKCONV_GPU_CASE("window forward and backward match the CPU and the reference: double") {
@@ -70,4 +71,8 @@ TALKCONV_GPU_CASE("a decoder step captured in a CUDA graph and replayed equals s
 
 TALKCONV_GPU_CASE("decoder reorder continues each sequence bitwise from the state it names: double") {
   reorder_sweep<double>(700);
+}
+
+TALKCONV_GPU_CASE("offset GEMMs: row / channel / offset tails, wide P, btc, ragged lengths and the dot form match the CPU: double") {
+  offsets_gemm_sweep<double>();
 }

@@ -1,5 +1,6 @@
 // float: every CUDA path against the CPU and the reference; determinism, errors, building blocks, long T.
 #include "layer_cases.cuh"
+#include "offsets_cases.cuh"
 #include "window_cases.cuh"
 
 #include <memory>
@@ -591,4 +592,8 @@ TEST_CASE("CUDA calls beyond the grid or size_t are refused by the query, before
   g.saved_offsets = nullptr;
   layer.backward(nullptr, without, g, nullptr);
   CHECK(without == with_saved + (300 * 2 * 4 * sizeof(float) + 255) / 256 * 256);
+}
+
+TALKCONV_GPU_CASE("offset GEMMs: row / channel / offset tails, wide P, btc, ragged lengths and the dot form match the CPU: float") {
+  offsets_gemm_sweep<float>();
 }

@@ -1,5 +1,6 @@
 // half: every CUDA path against the CPU and the reference.
 #include "layer_cases.cuh"
+#include "offsets_cases.cuh"
 #include "window_cases.cuh"
 
 TALKCONV_GPU_CASE("window forward and backward match the CPU and the reference: half") { window_sweep<__half>(4, 300); }
@@ -158,4 +159,8 @@ TALKCONV_GPU_CASE("64-bit indexing: half, T * B * C = 2^32, forward and backward
       CHECK(std::fabs(element(d_o.p, std::uint64_t((t * B + b) * P + 0)) - dl) <= 1e-3 * std::max(1.0, std::fabs(dl)));
       CHECK(std::fabs(element(d_o.p, std::uint64_t((t * B + b) * P + 1)) - dr) <= 1e-3 * std::max(1.0, std::fabs(dr)));
     }
+}
+
+TALKCONV_GPU_CASE("offset GEMMs: row / channel / offset tails, wide P, btc, ragged lengths and the dot form match the CPU: half") {
+  offsets_gemm_sweep<__half>();
 }

@@ -127,22 +127,22 @@ TEST_CASE("32-bit indexing only where every offset fits, the weight [P, C] inclu
   CHECK(d::fits_int32(talkconv::seq_shape{1, 1, 32768, layout::tbc}, 16384));
 }
 
-TEST_CASE("dW partial sums: at most 256 row chunks covering every row, grid and bytes checked") {
+TEST_CASE("dW partial sums: at most 128 row chunks covering every row, grid and bytes checked") {
   for (index_t rows : {index_t(1), index_t(255), index_t(256), index_t(257), index_t(65536), index_t(65537),
                        index_t(1) << 24, (index_t(1) << 33) + 5}) {
     const d::param_plan p = d::param_plan::make(rows, 16, 512);
     INFO("rows=", rows);
     CHECK(p.chunks >= 1);
-    CHECK(p.chunks <= 256);
+    CHECK(p.chunks <= d::dz_gemm_policy::max_chunks);
     CHECK(p.rows_per_chunk >= 256);
     CHECK(p.chunks * p.rows_per_chunk >= rows);
     CHECK((p.chunks - 1) * p.rows_per_chunk < (rows > 0 ? rows : 1));
     CHECK(p.dw_bytes(16, 512, 4) == std::size_t(p.chunks * 16 * 512 * 4));
     CHECK(p.db_bytes(16, 8) == std::size_t(p.chunks * 16 * 8));
   }
-  // ceil(P / 8) offset chunks on grid z (at most 65535).
-  CHECK(code_of([] { d::param_plan::make(100, 2 * 300000, 300000); }) == status::size_overflow);
-  CHECK(code_of([] { d::param_plan::make(100, 8 * 65535, 8 * 65535); }) == status::success);
+  // ceil(P / proj_chunk) offset tiles on grid z (at most 65535).
+  CHECK(code_of([] { d::param_plan::make(100, index_t(d::proj_chunk) * 65535 + 1, 300000); }) == status::size_overflow);
+  CHECK(code_of([] { d::param_plan::make(100, index_t(d::proj_chunk) * 65535, 8 * 65535); }) == status::success);
   CHECK(code_of([] {
           d::param_plan::make(1, index_t(1) << 40, index_t(1) << 40).dw_bytes(index_t(1) << 40, index_t(1) << 40, 4);
         }) == status::size_overflow);

@@ -23,20 +23,26 @@ offsets_args<T> make_offsets_args(const seq_shape& s, const window_params& w, co
   return a;
 }
 
-// Projection + sigmoid + dropout of every row of a.x into a.o / a.o_pre.
+// Projection + sigmoid + dropout of every row of a.x into a.o / a.o_pre: the tiled GEMM, or the
+// dot-product form when the problem has fewer than project_min_tiles tiles (a decoder's token).
 template <class T>
 void launch_project(const offsets_args<T>& a, const seq_shape& s, cudaStream_t stream) {
-  const index_t rows = a.g.T * a.g.B;
-  dispatch_index(fits_int32(s, a.g.P), [&](auto I) {
-    using Idx = typename decltype(I)::type;
-    dispatch_heads(a.g.P, [&](auto pc) {
-      constexpr int PC = decltype(pc)::value;
-      // proj_rows * PC sums per warp, whatever P is (at most 2 KiB a block: no opt-in needed).
-      const std::size_t smem = sizeof(acc_t<T>) * std::size_t(proj_warps * proj_rows * PC);
-      auto* kernel = &project_offsets_kernel<T, Idx, PC>;
-      kernel<<<grid_for(rows, proj_warps * proj_rows), row_threads, smem, stream>>>(a);
-      check_launch("project_offsets_kernel");
-    });
+  using pol = project_policy<T>;
+  const index_t N = s.T * s.B, P = a.g.P;
+  dispatch_heads(P, [&](auto pc) {
+    constexpr int PC = decltype(pc)::value;
+    constexpr int BN = pol::tensor_cores && PC < 16 ? 16 : PC;  // WMMA tiles are 16 wide
+    const index_t tiles_m = (N + pol::rows - 1) / pol::rows, tiles_n = (P + BN - 1) / BN;
+    if (tiles_m * tiles_n < project_min_tiles && N <= 65535) {
+      const index_t gx = (P + row_threads / 32 - 1) / (row_threads / 32);
+      project_dot_kernel<T><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(N)), row_threads, 0, stream>>>(a);
+      check_launch("project_dot_kernel");
+    } else {
+      const dim3 grid(static_cast<unsigned>(tiles_m < 0x7fffffff ? tiles_m : 0x7fffffff),
+                      static_cast<unsigned>(tiles_n < 65535 ? tiles_n : 65535));
+      project_tile_kernel<T, BN><<<grid, pol::threads, 0, stream>>>(a);
+      check_launch("project_tile_kernel");
+    }
   });
 }
 
@@ -47,18 +53,20 @@ void launch_apply_dropout(const offsets_args<T>& a, cudaStream_t stream) {
 }
 
 // Row chunks of the dW / dbias partial sums: a fixed function of the row count (never of the device),
-// so the summation order, and the bits, are the same on every GPU.
-// At most 256 chunks. Also checks the partial-sum grid (ceil(C / param_threads), chunks,
-// ceil(P / proj_chunk)) against CUDA's limits, so callers can refuse a problem before any launch.
+// so the summation order, and the bits, are the same on every GPU. At most dz_gemm_policy::max_chunks
+// chunks of at least min_rows_per_chunk rows (the partials, chunks * P * C accumulators, stay small next
+// to x). Also checks the partial-sum grid (ceil(C / channels), chunks, ceil(P / proj_chunk)) against
+// CUDA's limits, so callers can refuse a problem before any launch.
 struct param_plan {
   index_t rows_per_chunk = 0, chunks = 0;
   static param_plan make(index_t rows, index_t P, index_t C) {
+    using pol = dz_gemm_policy;
     param_plan p;
-    const index_t per = (rows + 255) / 256;
-    p.rows_per_chunk = per > 256 ? per : 256;
+    const index_t per = (rows + pol::max_chunks - 1) / pol::max_chunks;
+    p.rows_per_chunk = per > pol::min_rows_per_chunk ? per : pol::min_rows_per_chunk;
     p.chunks = (rows + p.rows_per_chunk - 1) / p.rows_per_chunk;
     if (p.chunks < 1) p.chunks = 1;
-    const index_t gx = (C + param_threads - 1) / param_threads, gz = (P + proj_chunk - 1) / proj_chunk;
+    const index_t gx = (C + 127) / 128, gz = (P + proj_chunk - 1) / proj_chunk;  // the smaller (tensor-core) tile
     if (gx > std::numeric_limits<std::int32_t>::max() || p.chunks > 65535 || gz > 65535)
       talkconv::detail::fail(status::size_overflow, "P", "the dW grid (", gx, ", ", p.chunks, ", ", gz, ") for P = ", P,
                              ", C = ", C, " exceeds the CUDA grid");
@@ -78,23 +86,70 @@ struct param_plan {
 // dW, dbias from a.dz and a.x: partial sums per row chunk, then a combine in chunk order.
 template <class T>
 void launch_param_grads(offsets_args<T> a, const seq_shape& s, const param_plan& pp, cudaStream_t stream) {
+  (void)s;
   a.rows_per_chunk = pp.rows_per_chunk;
   a.chunks = pp.chunks;
-  const dim3 grid(static_cast<unsigned>((a.g.C + param_threads - 1) / param_threads), static_cast<unsigned>(pp.chunks),
-                  static_cast<unsigned>((a.g.P + proj_chunk - 1) / proj_chunk));
-  dispatch_index(fits_int32(s, a.g.P), [&](auto I) {
-    using Idx = typename decltype(I)::type;
-    param_grads_partial_kernel<T, Idx><<<grid, param_threads, 0, stream>>>(a);
-    check_launch("param_grads_partial_kernel");
+  dispatch_heads(a.g.P, [&](auto pc) {
+    constexpr int PC = decltype(pc)::value;
+    if constexpr (project_policy<T>::tensor_cores) {
+      constexpr int PT = PC < 16 ? 16 : PC;
+      using pol = dw_tc_policy<PT>;
+      const dim3 grid(static_cast<unsigned>((a.g.C + pol::channels - 1) / pol::channels),
+                      static_cast<unsigned>(pp.chunks), static_cast<unsigned>((a.g.P + PT - 1) / PT));
+      param_grads_partial_tc_kernel<T, PT><<<grid, pol::threads, 0, stream>>>(a);
+      check_launch("param_grads_partial_tc_kernel");
+    } else {
+      const dim3 grid(static_cast<unsigned>((a.g.C + dz_gemm_policy::channels - 1) / dz_gemm_policy::channels),
+                      static_cast<unsigned>(pp.chunks), static_cast<unsigned>((a.g.P + PC - 1) / PC));
+      param_grads_partial_kernel<T, PC><<<grid, dz_gemm_policy::threads, 0, stream>>>(a);
+      check_launch("param_grads_partial_kernel");
+    }
   });
   param_grads_combine_kernel<T><<<grid_for(a.g.P * a.g.C + a.g.P, row_threads), row_threads, 0, stream>>>(a);
   check_launch("param_grads_combine_kernel");
 }
 
+// The offset path of the input gradient, its one definition on the device: dx[r, c] += sum_j dz[r, j] W[j, c]
+// for every memory row r of a valid token (rows past a length are left as they are), j in order, one
+// rounding to T. Reads a.dz ([N, P] accumulators, the offsets' layout), a.weight ([P, C]); updates a.dx
+// (T, x's layout) in place; a.g gives the shape and lengths. Run it after the window's dx kernel has
+// written dx. Deterministic: each element has one writer.
+template <class T>
+void launch_offset_path(const offsets_args<T>& a, cudaStream_t stream) {
+  using pol = dz_gemm_policy;
+  const index_t N = a.g.T * a.g.B, P = a.g.P;
+  if (N == 0 || a.g.C == 0) return;
+  const index_t gx = (N + pol::dx_rows - 1) / pol::dx_rows, cb = (a.g.C + pol::channels - 1) / pol::channels;
+  const dim3 grid(static_cast<unsigned>(gx < 0x7fffffff ? gx : 0x7fffffff), static_cast<unsigned>(cb < 65535 ? cb : 65535));
+  if (gx > 0x7fffffff)
+    talkconv::detail::fail(status::size_overflow, "T*B", "T * B = ", N, " rows exceed the offset path's grid");
+  if (P <= proj_chunk) {
+    dispatch_heads(P, [&](auto pc) {
+      constexpr int PC = decltype(pc)::value;
+      if constexpr (project_policy<T>::tensor_cores) {
+        constexpr int PT = PC < 16 ? 16 : PC;
+        using tc = dx_tc_policy<PT>;
+        const index_t tx = (N + tc::rows * tc::steps - 1) / (tc::rows * tc::steps);
+        const index_t ty = (a.g.C + tc::channels - 1) / tc::channels;
+        const dim3 tgrid(static_cast<unsigned>(tx < 0x7fffffff ? tx : 0x7fffffff),
+                         static_cast<unsigned>(ty < 65535 ? ty : 65535));
+        offset_path_tc_kernel<T, PT><<<tgrid, tc::threads, 0, stream>>>(a);
+        check_launch("offset_path_tc_kernel");
+      } else {
+        offset_path_kernel<T, PC><<<grid, pol::threads, 0, stream>>>(a);
+        check_launch("offset_path_kernel");
+      }
+    });
+  } else {
+    offset_path_wide_kernel<T><<<grid, pol::threads, 0, stream>>>(a);
+    check_launch("offset_path_wide_kernel");
+  }
+}
+
 }  // namespace detail
 
 // Offset generation on the device (SPEC step 1), the CUDA twin of cpu::offsets_forward: for every valid
-// token, z = W x + bias (one warp per token, fixed-order warp sums in acc_t<T>),
+// token, z = W x + bias (a tiled GEMM: tensor cores for 16-bit types, FMA otherwise; fixed order per row),
 //   offsets_pre = sigmoid(z) (may be null), offsets = offsets_pre * m / (1 - p) (may be null).
 // The dropout mask is detail::dropout_keep: bitwise the CPU's mask. All pointers are device memory
 // (lengths: B int64 values, or null). Rows t >= n_b are zero. Asynchronous on `stream`, no workspace.
@@ -158,12 +213,7 @@ void offsets_backward(void* workspace, std::size_t& workspace_bytes, const seq_s
   a.dz = dz;
   if (dx) {
     a.dx = dx;
-    detail::dispatch_index(detail::fits_int32(shape, P), [&](auto I) {
-      using Idx = typename decltype(I)::type;
-      detail::offset_path_kernel<T, Idx>
-          <<<detail::grid_for(N * shape.C, detail::row_threads), detail::row_threads, 0, stream>>>(a);
-      detail::check_launch("offset_path_kernel");
-    });
+    detail::launch_offset_path(a, stream);
   }
   a.dw_part = reinterpret_cast<A*>(ws + at_dw);
   a.db_part = reinterpret_cast<A*>(ws + at_db);

@@ -44,13 +44,14 @@ void dispatch_index(bool use32, F&& f) {
     f(index_tag<std::int64_t>{});
 }
 
-// The head count decides P = H or 2H, the projection's accumulators per pass: 2, 4 or 8 (then looped).
+// The offset tile of the projection / dW / offset-path GEMMs from P = H or 2H: 8, 16 or proj_chunk (32;
+// wider P takes several tiles, or the offset path's wide form). Each is one set of instantiations.
 template <class F>
 void dispatch_heads(index_t P, F&& f) {
-  if (P <= 2)
-    f(std::integral_constant<int, 2>{});
-  else if (P <= 4)
-    f(std::integral_constant<int, 4>{});
+  if (P <= 8)
+    f(std::integral_constant<int, 8>{});
+  else if (P <= 16)
+    f(std::integral_constant<int, 16>{});
   else
     f(std::integral_constant<int, proj_chunk>{});
 }

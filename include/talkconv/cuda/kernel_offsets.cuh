@@ -1,26 +1,37 @@
-// The offset kernels: thin __global__ entry points (internal linkage) over agent_offsets.cuh.
+// The offset kernels: thin __global__ entry points (internal linkage) over agent_offsets.cuh (elementwise),
+// agent_project.cuh (projection) and agent_dz_gemm.cuh (dW partials, offset path of dx).
 #pragma once
 
+#include "talkconv/cuda/agent_dw_tc.cuh"
+#include "talkconv/cuda/agent_dz_gemm.cuh"
 #include "talkconv/cuda/agent_offsets.cuh"
+#include "talkconv/cuda/agent_project.cuh"
 
 namespace talkconv {
 namespace cuda {
 namespace detail {
 
-// Grid-stride over groups of proj_rows memory rows, one warp per group; dynamic smem
-// proj_warps * proj_rows * PC accumulators. PC: offsets accumulated per pass, chosen from the head count.
-template <class T, class Idx, int PC>
-static __global__ void __launch_bounds__(row_threads) project_offsets_kernel(offsets_args<T> a) {
-  using A = acc_t<T>;
-  using warp_reduce = cub::WarpReduce<A>;
-  __shared__ typename warp_reduce::TempStorage tmp[proj_warps];
-  extern __shared__ __align__(16) unsigned char talkconv_smem[];
+// The tiled projection: grid (row tiles, offset tiles), both grid-strided; static shared memory
+// project_smem (< 48 KiB). Offset tile BN from the head count (dispatch_heads).
+template <class T, int BN>
+static __global__ void __launch_bounds__(project_policy<T>::threads, project_policy<T>::min_blocks) project_tile_kernel(offsets_args<T> a) {
+  __shared__ project_smem<T, BN> sm;
+  constexpr int BM = project_policy<T>::rows;
+  const index_t tiles_m = (a.g.T * a.g.B + BM - 1) / BM;
+  const int tiles_n = static_cast<int>((a.g.P + BN - 1) / BN);
+  for (index_t mt = blockIdx.x; mt < tiles_m; mt += gridDim.x)
+    for (int nt = static_cast<int>(blockIdx.y); nt < tiles_n; nt += static_cast<int>(gridDim.y))
+      project_tile_block<T, BN>(a, sm, mt * BM, nt * BN);
+}
+
+// The dot-product projection for tiny N: grid (ceil(P / warps), N), one warp per (row, offset).
+template <class T>
+static __global__ void __launch_bounds__(row_threads) project_dot_kernel(offsets_args<T> a) {
+  constexpr int warps = row_threads / 32;
+  __shared__ typename cub::WarpReduce<acc_t<T>>::TempStorage tmp[warps];
   const int warp = static_cast<int>(threadIdx.x) / 32;
-  A* zbuf = reinterpret_cast<A*>(talkconv_smem) + warp * proj_rows * PC;
-  const index_t N = a.g.T * a.g.B;
-  for (index_t r = (index_t(blockIdx.x) * proj_warps + warp) * proj_rows; r < N;
-       r += index_t(gridDim.x) * proj_warps * proj_rows)
-    project_rows<PC, Idx>(a, r, zbuf, tmp[warp]);
+  const index_t j = index_t(blockIdx.x) * warps + warp;
+  if (j < a.g.P) project_dot_warp(a, index_t(blockIdx.y), j, tmp[warp]);
 }
 
 // Grid-stride over the T * B * P offsets.
@@ -38,17 +49,38 @@ static __global__ void __launch_bounds__(row_threads) combine_offsets_grad_kerne
     combine_offsets_grad_element(a, i, out);
 }
 
-template <class T, class Idx>
-static __global__ void __launch_bounds__(row_threads) offset_path_kernel(offsets_args<T> a) {
-  const index_t NC = a.g.T * a.g.B * a.g.C;
-  for (index_t i = index_t(blockIdx.x) * row_threads + threadIdx.x; i < NC; i += index_t(gridDim.x) * row_threads)
-    offset_path_element<Idx>(a, i);
+// dx += dz W: grid (ceil(N / dx_rows), channel blocks, grid-strided). PC >= P: weights in registers.
+template <class T, int PC>
+static __global__ void __launch_bounds__(dz_gemm_policy::threads, dz_gemm_policy::min_blocks<acc_t<T>>) offset_path_kernel(offsets_args<T> a) {
+  __shared__ dz_smem<acc_t<T>, PC> sm;
+  offset_path_block<T, PC>(a, sm);
 }
 
-// grid (ceil(C / param_threads), chunks, ceil(P / proj_chunk)).
-template <class T, class Idx>
-static __global__ void __launch_bounds__(param_threads) param_grads_partial_kernel(offsets_args<T> a) {
-  param_grads_partial_block<Idx>(a);
+// The same for P > proj_chunk.
+template <class T>
+static __global__ void __launch_bounds__(dz_gemm_policy::threads) offset_path_wide_kernel(offsets_args<T> a) {
+  offset_path_block_wide<T>(a);
+}
+
+// dW / dbias partials: grid (ceil(C / dz_gemm_policy::channels), row chunks, ceil(P / PC)).
+template <class T, int PC>
+static __global__ void __launch_bounds__(dz_gemm_policy::threads, dz_gemm_policy::min_blocks<acc_t<T>>) param_grads_partial_kernel(offsets_args<T> a) {
+  __shared__ dz_smem<acc_t<T>, PC> sm;
+  param_grads_partial_block<T, PC>(a, sm);
+}
+
+// dW / dbias partials on tensor cores (16-bit x): grid (ceil(C / 128), row chunks, ceil(P / PT)).
+template <class T, int PT>
+static __global__ void __launch_bounds__(dw_tc_policy<PT>::threads) param_grads_partial_tc_kernel(offsets_args<T> a) {
+  __shared__ dw_tc_smem<PT> sm;
+  param_grads_partial_tc_block<T, PT>(a, sm);
+}
+
+// dx += dz W on tensor cores (16-bit dx, P <= 32): grid (ceil(N / 256), channel blocks, grid-strided).
+template <class T, int PT>
+static __global__ void __launch_bounds__(dx_tc_policy<PT>::threads, 2) offset_path_tc_kernel(offsets_args<T> a) {
+  __shared__ dx_tc_smem<PT> sm;
+  offset_path_tc_block<T, PT>(a, sm);
 }
 
 template <class T>

@@ -8,6 +8,8 @@
 #include "talkconv/params.hpp"
 #include "talkconv/traits.hpp"
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <climits>
@@ -72,10 +74,63 @@ struct window_smem {
   }
 };
 
-// Threads of the row kernels (projection: one warp per token; elementwise kernels).
+// Threads of the elementwise row kernels (dropout, offset-gradient combine, dW combine, scans).
 constexpr int row_threads = 256;
-// Offsets whose projections one warp accumulates in registers at once.
-constexpr int proj_chunk = 8;
+// Offsets one block of the projection / dW / offset-path GEMMs holds at once (the widest offset tile:
+// P = 2H = 32 for 16 bidirectional heads is one tile; wider P takes more tiles or the slow path).
+constexpr int proj_chunk = 32;
+
+// Tiling of the offset projection z = x W^T ([N, C] x [C, P], N = T * B rows), per storage type: a block
+// owns `rows` rows and an offset tile of BN <= proj_chunk columns and walks C in `k_tile` steps (a
+// 128-byte segment of each row: every x sector fetched is used whole). x is read once when P <= BN.
+//   tensor_cores: 16-bit inputs, WMMA 16x16x16 with float accumulators (products of 16-bit values
+//     are exact in float); 8 warps, 16 rows each. Also picks the tensor-core dW (agent_dw_tc.cuh).
+//   otherwise: CUDA-core FMA, one row per thread, its BN sums in registers, the weight tile broadcast
+//     from shared memory (P FMAs per element of x, no reductions).
+template <class T>
+struct project_policy {
+  static constexpr bool tensor_cores = false;
+  static constexpr int threads = sizeof(acc_t<T>) > 4 ? 128 : 256;  // double: 128 rows keep the tile < 48 KiB
+  static constexpr int rows = threads;
+  static constexpr int k_tile = 128 / int(sizeof(T));
+  static constexpr int min_blocks = sizeof(acc_t<T>) > 4 ? 1 : 2;  // float: <= 128 registers
+};
+template <>
+struct project_policy<__half> {
+  static constexpr bool tensor_cores = true;
+  static constexpr int threads = 256;
+  static constexpr int rows = 128;
+  static constexpr int k_tile = 64;
+  static constexpr int min_blocks = 2;  // <= 128 registers (3 spills): 16 warps per SM
+};
+template <>
+struct project_policy<__nv_bfloat16> : project_policy<__half> {};
+
+// Below this many tiles the projection is a dot product per (row, offset) instead (one warp each, spread
+// over N * P / 8 blocks): the decoder's single token (N = B rows) and other tiny problems. A function of
+// the shape only, so a given shape always sums in the same order.
+constexpr long long project_min_tiles = 32;
+
+// The two GEMMs that read dz [N, P] (float or double): dW = dz^T x (row-chunk partials) and the offset
+// path dx += dz W. A thread owns `pair` = 2 adjacent channels and up to proj_chunk offsets: 2 * P
+// accumulators (dW) or 2 * P weights (dx) in registers; dz rows are staged `dz_rows` at a time in
+// shared memory and read as broadcasts. P FMAs per element of x or dx, one 2-element load.
+struct dz_gemm_policy {
+  static constexpr int threads = 256;
+  static constexpr int pair = 2;
+  static constexpr int channels = threads * pair;  // per block
+  static constexpr int dz_rows = 64;               // dz rows staged per batch
+  static constexpr int dx_rows = 128;              // rows per offset-path block
+  static constexpr int ahead = 8;                  // rows whose x / dx loads a thread keeps in flight
+  // Resident blocks per SM asked of ptxas: 2 (<= 128 registers) for float sums; double's 2 x 32 sums or
+  // weights need more (1 block: 128 would spill).
+  template <class A>
+  static constexpr int min_blocks = sizeof(A) > 4 ? 1 : 2;
+  static constexpr int max_chunks = 128;           // dW row chunks (partials: chunks * P * C accumulators)
+  static constexpr int min_rows_per_chunk = 256;
+  static_assert(dz_rows % ahead == 0 && dx_rows % dz_rows == 0, "whole look-ahead groups per staged batch");
+  static_assert(proj_chunk <= dz_rows && dz_rows <= threads, "the bias and validity threads exist");
+};
 
 // The window and the channel plan of the window kernels. A block's channels never straddle a head
 // boundary in a way that needs a cross-block sum, except when a head is wider than a block: then the

@@ -1,0 +1,312 @@
+// The offset projection z = x W^T ([N, C] x [C, P]) as a tiled GEMM with SPEC step 1 fused into its
+// epilogue (bias, sigmoid, dropout, zero past the length; o and o_pre written): tensor cores (WMMA) for
+// 16-bit storage, register-tiled FMA otherwise; and a dot-product form for tiny row counts (decoding).
+#pragma once
+
+#include "talkconv/cuda/agent_offsets.cuh"
+
+#include <cub/warp/warp_reduce.cuh>
+#include <mma.h>
+
+#include <cstdint>
+
+namespace talkconv {
+namespace cuda {
+namespace detail {
+
+// The zero of storage type T (also for __half / __nv_bfloat16, whose int constructors may be disabled).
+template <class T>
+__device__ __forceinline__ T zero_of() {
+  return from_acc<T>(acc_t<T>(0));
+}
+
+// Register stage of a global tile: rows [0, R) x columns [c, c + K) of a row-major matrix, 16-byte
+// vectors, `Threads` threads. Thread `tid` owns column vector tid % per_row of rows tid / per_row +
+// i * row_step. Elements past the matrix (rows >= rows_left, columns >= width) load as zero. `vec`:
+// rows and the base are 16-byte aligned (width % V == 0), else element loads.
+template <class T, int R, int K, int Threads>
+struct tile_stage {
+  static constexpr int V = 16 / int(sizeof(T));
+  static constexpr int per_row = K / V;
+  static constexpr int row_step = Threads / per_row;
+  static constexpr int count = (R * per_row + Threads - 1) / Threads;
+  static_assert(16 % sizeof(T) == 0 && K % V == 0 && Threads % per_row == 0, "whole vectors, whole rows per pass");
+  uint4 raw[count];
+
+  __device__ __forceinline__ static int row0(int tid) { return tid / per_row; }
+  __device__ __forceinline__ static int col0(int tid) { return (tid % per_row) * V; }
+  __device__ __forceinline__ static bool active(int tid, int i) { return tid + i * Threads < R * per_row; }
+
+  // p: this thread's first row (column 0); step: elements between its rows (row_step * width).
+  __device__ __forceinline__ void load(const T* __restrict__ p, index_t step, int rows_left, int c, int width,
+                                       bool vec, int tid) {
+#pragma unroll
+    for (int i = 0; i < count; ++i) {
+      const bool ok = active(tid, i) && i * row_step < rows_left;
+      const T* q = p + i * step + c;
+      if (ok && vec && c + V <= width) {
+        raw[i] = *reinterpret_cast<const uint4*>(q);
+      } else {
+        T* e = reinterpret_cast<T*>(&raw[i]);
+#pragma unroll
+        for (int k = 0; k < V; ++k) e[k] = ok && c + k < width ? q[k] : zero_of<T>();
+      }
+    }
+  }
+  __device__ __forceinline__ const T* elems(int i) const { return reinterpret_cast<const T*>(&raw[i]); }
+};
+
+// Shared memory of one projection tile: the staged x and W tiles, reused for the block's z tile after the
+// K loop, and each row's token.
+template <class T, int BN, bool TensorCores = project_policy<T>::tensor_cores>
+struct project_smem;
+
+// Tensor cores: x [rows][K + 8] and W [BN][K + 8] in T (rows 16-byte aligned, skewed against bank
+// conflicts), z [rows][BN + 4] in float.
+template <class T, int BN>
+struct project_smem<T, BN, true> {
+  using pol = project_policy<T>;
+  static constexpr int ldx = pol::k_tile + 8;
+  static constexpr int ldz = BN + 4;
+  static constexpr int stage_bytes = int(sizeof(T)) * (pol::rows + BN) * ldx;
+  static constexpr int z_bytes = 4 * pol::rows * ldz;
+  alignas(32) unsigned char buf[stage_bytes > z_bytes ? stage_bytes : z_bytes];
+  index_t t[pol::rows], b[pol::rows];
+  bool valid[pol::rows];
+};
+
+// FMA: x [rows][K + 1] row-major (a thread's row; odd stride: conflict-free), W [K][BN] transposed (all
+// threads read the same k: broadcasts), z [rows][BN + 1], all in acc_t<T>.
+template <class T, int BN>
+struct project_smem<T, BN, false> {
+  using A = acc_t<T>;
+  using pol = project_policy<T>;
+  static constexpr int ldx = pol::k_tile + 1;
+  static constexpr int ldz = BN + 1;
+  static constexpr int stage_bytes = int(sizeof(A)) * (pol::rows * ldx + pol::k_tile * BN);
+  static constexpr int z_bytes = int(sizeof(A)) * pol::rows * ldz;
+  alignas(16) unsigned char buf[stage_bytes > z_bytes ? stage_bytes : z_bytes];
+  index_t t[pol::rows], b[pol::rows];
+  bool valid[pol::rows];
+};
+
+// The K loop of one tile: rows [r0, r0 + rows) x offsets [n0, n0 + BN), z left in sm.buf as [rows][ldz].
+template <class T, int BN>
+struct project_tile {
+  using A = acc_t<T>;
+  using pol = project_policy<T>;
+  using smem = project_smem<T, BN>;
+  static constexpr int threads = pol::threads, BM = pol::rows, K = pol::k_tile;
+  using x_stage = tile_stage<T, BM, K, threads>;
+  using w_stage = tile_stage<T, BN, K, threads>;
+
+  // Copies the register stages into the shared tiles.
+  __device__ __forceinline__ static void store(smem& sm, const x_stage& xs, const w_stage& ws, int tid) {
+    if constexpr (pol::tensor_cores) {
+      T* sx = reinterpret_cast<T*>(sm.buf);
+      T* sw = sx + BM * smem::ldx;
+#pragma unroll
+      for (int i = 0; i < x_stage::count; ++i)
+        if (x_stage::active(tid, i))
+          *reinterpret_cast<uint4*>(sx + (x_stage::row0(tid) + i * x_stage::row_step) * smem::ldx + x_stage::col0(tid)) =
+              xs.raw[i];
+#pragma unroll
+      for (int i = 0; i < w_stage::count; ++i)
+        if (w_stage::active(tid, i))
+          *reinterpret_cast<uint4*>(sw + (w_stage::row0(tid) + i * w_stage::row_step) * smem::ldx + w_stage::col0(tid)) =
+              ws.raw[i];
+    } else {
+      A* sx = reinterpret_cast<A*>(sm.buf);
+      A* sw = sx + BM * smem::ldx;
+#pragma unroll
+      for (int i = 0; i < x_stage::count; ++i)
+        if (x_stage::active(tid, i)) {
+          A* d = sx + (x_stage::row0(tid) + i * x_stage::row_step) * smem::ldx + x_stage::col0(tid);
+#pragma unroll
+          for (int k = 0; k < x_stage::V; ++k) d[k] = to_acc<T>(xs.elems(i)[k]);
+        }
+#pragma unroll
+      for (int i = 0; i < w_stage::count; ++i)
+        if (w_stage::active(tid, i)) {
+          const int n = w_stage::row0(tid) + i * w_stage::row_step, k0 = w_stage::col0(tid);
+#pragma unroll
+          for (int k = 0; k < w_stage::V; ++k) sw[(k0 + k) * BN + n] = to_acc<T>(ws.elems(i)[k]);
+        }
+    }
+  }
+
+  // z for rows [r0, r0 + BM) of x and offsets [n0, n0 + BN): K loop with the next k tile's loads in
+  // flight during this one's products; leaves z in sm.buf ([BM][ldz], float or acc_t<T>).
+  __device__ __forceinline__ static void run(const offsets_args<T>& a, smem& sm, index_t r0, int n0, int tid) {
+    const index_t N = a.g.T * a.g.B;
+    const int C = static_cast<int>(a.g.C), P = static_cast<int>(a.g.P);
+    const bool vec = C % x_stage::V == 0 && reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0 &&
+                     reinterpret_cast<std::uintptr_t>(a.weight) % 16 == 0;
+    const index_t rows_left = N - r0 - x_stage::row0(tid);
+    const int x_left = static_cast<int>(rows_left < BM ? rows_left : BM);
+    const int w_left = P - n0 - w_stage::row0(tid);
+    const T* __restrict__ xp = a.x + (r0 + x_stage::row0(tid)) * a.g.C;
+    const T* __restrict__ wp = a.weight + index_t(n0 + w_stage::row0(tid)) * a.g.C;
+    const index_t x_step = index_t(x_stage::row_step) * a.g.C, w_step = index_t(w_stage::row_step) * a.g.C;
+    x_stage xs;
+    w_stage ws;
+    xs.load(xp, x_step, x_left, x_stage::col0(tid), C, vec, tid);
+    ws.load(wp, w_step, w_left, w_stage::col0(tid), C, vec, tid);
+
+    if constexpr (pol::tensor_cores) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+      namespace wmma = nvcuda::wmma;
+      const int warp = tid / 32;
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[BN / 16];
+#pragma unroll
+      for (int j = 0; j < BN / 16; ++j) wmma::fill_fragment(acc[j], 0.0f);
+      const T* sx = reinterpret_cast<const T*>(sm.buf) + warp * 16 * smem::ldx;
+      const T* sw = reinterpret_cast<const T*>(sm.buf) + BM * smem::ldx;
+      for (int c0 = 0; c0 < C; c0 += K) {
+        __syncthreads();  // the previous k tile's products are done with the shared tiles
+        store(sm, xs, ws, tid);
+        __syncthreads();
+        if (c0 + K < C) {
+          xs.load(xp, x_step, x_left, c0 + K + x_stage::col0(tid), C, vec, tid);
+          ws.load(wp, w_step, w_left, c0 + K + w_stage::col0(tid), C, vec, tid);
+        }
+#pragma unroll
+        for (int k = 0; k < K; k += 16) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+          wmma::load_matrix_sync(fa, sx + k, smem::ldx);
+#pragma unroll
+          for (int j = 0; j < BN / 16; ++j) {
+            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
+            wmma::load_matrix_sync(fb, sw + j * 16 * smem::ldx + k, smem::ldx);
+            wmma::mma_sync(acc[j], fa, fb, acc[j]);
+          }
+        }
+      }
+      __syncthreads();  // z overwrites the staged tiles
+      float* sz = reinterpret_cast<float*>(sm.buf) + warp * 16 * smem::ldz;
+#pragma unroll
+      for (int j = 0; j < BN / 16; ++j) wmma::store_matrix_sync(sz + j * 16, acc[j], smem::ldz, wmma::mem_row_major);
+#else
+      // Before sm_80 (no bf16 WMMA): each warp's 16 x BN sums by FMA from the same shared tiles.
+      const int warp = tid / 32, lane = tid % 32;
+      constexpr int per_lane = 16 * BN / 32;
+      float acc[per_lane];
+#pragma unroll
+      for (int e = 0; e < per_lane; ++e) acc[e] = 0.0f;
+      const T* sx = reinterpret_cast<const T*>(sm.buf) + warp * 16 * smem::ldx;
+      const T* sw = reinterpret_cast<const T*>(sm.buf) + BM * smem::ldx;
+      for (int c0 = 0; c0 < C; c0 += K) {
+        __syncthreads();
+        store(sm, xs, ws, tid);
+        __syncthreads();
+        if (c0 + K < C) {
+          xs.load(xp, x_step, x_left, c0 + K + x_stage::col0(tid), C, vec, tid);
+          ws.load(wp, w_step, w_left, c0 + K + w_stage::col0(tid), C, vec, tid);
+        }
+#pragma unroll
+        for (int e = 0; e < per_lane; ++e) {
+          const int m = (lane + 32 * e) / BN, n = (lane + 32 * e) % BN;
+          for (int k = 0; k < K; ++k) acc[e] += to_acc<T>(sx[m * smem::ldx + k]) * to_acc<T>(sw[n * smem::ldx + k]);
+        }
+      }
+      __syncthreads();
+      float* sz = reinterpret_cast<float*>(sm.buf) + warp * 16 * smem::ldz;
+#pragma unroll
+      for (int e = 0; e < per_lane; ++e) sz[((lane + 32 * e) / BN) * smem::ldz + (lane + 32 * e) % BN] = acc[e];
+#endif
+    } else {
+      // One row per thread (BM == threads), its BN sums in registers; W read as broadcasts.
+      static_assert(BM == threads, "one row per thread");
+      A acc[BN];
+#pragma unroll
+      for (int n = 0; n < BN; ++n) acc[n] = A(0);
+      const A* sx = reinterpret_cast<const A*>(sm.buf) + tid * smem::ldx;
+      const A* sw = reinterpret_cast<const A*>(sm.buf) + BM * smem::ldx;
+      for (int c0 = 0; c0 < C; c0 += K) {
+        __syncthreads();
+        store(sm, xs, ws, tid);
+        __syncthreads();
+        if (c0 + K < C) {
+          xs.load(xp, x_step, x_left, c0 + K + x_stage::col0(tid), C, vec, tid);
+          ws.load(wp, w_step, w_left, c0 + K + w_stage::col0(tid), C, vec, tid);
+        }
+#pragma unroll 4
+        for (int k = 0; k < K; ++k) {
+          const A xv = sx[k];
+#pragma unroll
+          for (int n = 0; n < BN; ++n) acc[n] += xv * sw[k * BN + n];
+        }
+      }
+      __syncthreads();
+      A* sz = reinterpret_cast<A*>(sm.buf) + tid * smem::ldz;
+#pragma unroll
+      for (int n = 0; n < BN; ++n) sz[n] = acc[n];
+    }
+  }
+};
+
+// One block of the tiled projection: rows [r0, r0 + BM) x offsets [n0, n0 + BN). Epilogue: consecutive
+// threads take consecutive offsets of a row, so o / o_pre stores are coalesced.
+template <class T, int BN>
+__device__ __forceinline__ void project_tile_block(const offsets_args<T>& a, project_smem<T, BN>& sm, index_t r0, int n0) {
+  using tile = project_tile<T, BN>;
+  using Z = std::conditional_t<project_policy<T>::tensor_cores, float, acc_t<T>>;
+  constexpr int BM = tile::BM, threads = tile::threads;
+  const int tid = static_cast<int>(threadIdx.x);
+  const index_t N = a.g.T * a.g.B;
+  __syncthreads();  // the previous tile's epilogue is done with sm
+  if (tid < BM) {
+    index_t t = 0, b = 0;
+    const bool in = r0 + tid < N;
+    sm.valid[tid] = in && row_token(a.g, r0 + tid, t, b);
+    sm.t[tid] = t;
+    sm.b[tid] = b;
+  }
+  tile::run(a, sm, r0, n0, tid);
+  __syncthreads();
+  const Z* sz = reinterpret_cast<const Z*>(sm.buf);
+  const int P = static_cast<int>(a.g.P);
+#pragma unroll 4
+  for (int e = tid; e < BM * BN; e += threads) {
+    const int m = e / BN, n = e % BN;
+    if (r0 + m < N && n0 + n < P)
+      finish_offset(a, r0 + m, sm.t[m], sm.b[m], sm.valid[m], n0 + n, acc_t<T>(sz[m * project_smem<T, BN>::ldz + n]));
+  }
+}
+
+// The dot-product form for tiny N: warp w of block (x, y) computes offset x * warps + w of row y over all
+// of C (lanes stride 16-byte vectors), a fixed-order cub::WarpReduce, then the epilogue on lane 0.
+template <class T>
+__device__ void project_dot_warp(const offsets_args<T>& a, index_t row, index_t j,
+                                 typename cub::WarpReduce<acc_t<T>>::TempStorage& tmp) {
+  using A = acc_t<T>;
+  constexpr int V = 16 / int(sizeof(T));
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int C = static_cast<int>(a.g.C);
+  const T* __restrict__ xr = a.x + row * a.g.C;
+  const T* __restrict__ wr = a.weight + j * a.g.C;
+  const bool vec = C % V == 0 && reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0 &&
+                   reinterpret_cast<std::uintptr_t>(a.weight) % 16 == 0;
+  A s = A(0);
+  if (vec) {
+    for (int c = lane * V; c < C; c += 32 * V) {
+      const uint4 xv = *reinterpret_cast<const uint4*>(xr + c), wv = *reinterpret_cast<const uint4*>(wr + c);
+      const T* xe = reinterpret_cast<const T*>(&xv);
+      const T* we = reinterpret_cast<const T*>(&wv);
+#pragma unroll
+      for (int k = 0; k < V; ++k) s += to_acc<T>(xe[k]) * to_acc<T>(we[k]);
+    }
+  } else {
+    for (int c = lane; c < C; c += 32) s += to_acc<T>(xr[c]) * to_acc<T>(wr[c]);
+  }
+  const A z = cub::WarpReduce<A>(tmp).Sum(s);
+  if (lane == 0) {
+    index_t t, b;
+    const bool valid = row_token(a.g, row, t, b);
+    finish_offset(a, row, t, b, valid, j, z);
+  }
+}
+
+}  // namespace detail
+}  // namespace cuda
+}  // namespace talkconv
