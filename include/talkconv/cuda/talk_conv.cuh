@@ -124,12 +124,7 @@ class talk_conv : public basic_talk_conv<Heads> {
                                    [&] { detail::launch_combine_offsets_grad(c, dz, stream); });
     c.dz = dz;
     c.dx = a.dx;
-    detail::dispatch_index(detail::fits_int32(a.shape, P), [&](auto I) {
-      using Idx = typename decltype(I)::type;
-      detail::offset_path_kernel<T, Idx><<<detail::grid_for(N * a.shape.C, detail::row_threads), detail::row_threads, 0,
-                                           stream>>>(c);
-      detail::check_launch("offset_path_kernel");
-    });
+    detail::launch_offset_path(c, stream);  // dx += W^T dz: the one device definition (device_offsets.cuh)
     c.dw_part = reinterpret_cast<acc_type*>(ws + at_dw);
     c.db_part = reinterpret_cast<acc_type*>(ws + at_db);
     c.dweight = a.dweight;
