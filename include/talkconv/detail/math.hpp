@@ -116,14 +116,22 @@ TALKCONV_HOST_DEVICE inline index_t taps_max(const window_taps<A>& k) {
 // d_main = S[i0] - S[i2], and the edge parts d_right = S[i1] - S[i0], d_left = S[i3] - S[i2]. Paths that
 // sum x directly instead of reading S (the CUDA fallback for windows beyond the loaded halo) use it.
 template <class A>
+TALKCONV_HOST_DEVICE inline A window_value_diff(A fr, A fl, A d_main, A d_right, A d_left) {
+  return d_main + fr * d_right - fl * d_left;
+}
+template <class A>
 TALKCONV_HOST_DEVICE inline A window_value_diff(const window_taps<A>& k, A d_main, A d_right, A d_left) {
-  return d_main + k.fr * d_right - k.fl * d_left;
+  return window_value_diff<A>(k.fr, k.fl, d_main, d_right, d_left);
 }
 
-// Forward, one channel: the normalized window sum from the four sums the taps name.
+// Forward, one channel: the normalized window sum from the four sums the taps name (fractions fr, fl).
+template <class A>
+TALKCONV_HOST_DEVICE inline A window_value_frac(A fr, A fl, A s0, A s1, A s2, A s3) {
+  return window_value_diff<A>(fr, fl, s0 - s2, s1 - s0, s3 - s2);
+}
 template <class A>
 TALKCONV_HOST_DEVICE inline A window_value(const window_taps<A>& k, A s0, A s1, A s2, A s3) {
-  return window_value_diff<A>(k, s0 - s2, s1 - s0, s3 - s2);
+  return window_value_frac<A>(k.fr, k.fl, s0, s1, s2, s3);
 }
 
 // Backward to the prefix sums: y depends on S[i_j] with these weights (they sum to zero).
