@@ -87,7 +87,7 @@ void window_long_halo_cases() {
   struct shape {
     std::uint64_t seed;
     bool causal;
-    long T, B, C, H, L, M;
+    long steps, B, C, H, L, M;  // steps: T (a template parameter here)
     std::vector<long> lengths;
   };
   const shape shapes[] = {
@@ -97,7 +97,7 @@ void window_long_halo_cases() {
   };
   for (const shape& s : shapes) {
     test_case c = random_case(s.seed, s.causal, layout::btc, 10);
-    c.pb.T = s.T;
+    c.pb.T = s.steps;
     c.pb.B = s.B;
     c.pb.C = s.C;
     c.pb.H = s.H;

@@ -365,11 +365,22 @@ __device__ __forceinline__ void stage_vtile(const window_args<T>& a, const vtile
   using P = window_tile_policy<T>;
   constexpr int V = P::vec;
   const tile_ctx& c = v.c;
+  // 32-bit tap arithmetic when the sequence, L and M fit (the same make_taps, instantiated on int).
+  const bool narrow = a.g.T < INT_MAX / 2 && a.w.L < INT_MAX / 2 && a.w.M < INT_MAX / 2;
+  const A* off0 = a.offsets + (c.b * a.g.ob + c.t0 * a.g.ot);  // 64-bit, once
   for (int i = threadIdx.x; i < v.nval * c.nh; i += P::threads) {
-    const int tok = i / c.nh, hh = i - tok * c.nh;
-    const index_t t = c.t0 + tok;
-    const window_taps<A> k = head_taps<Causal>(offset_row<Idx>(a, t, c.b), t, c.h_first + hh, a.w, c.n);
-    taps[i] = to_vtap<T>(talkconv::detail::make_tile_tap<A>(k, v.w));
+    const int tok = c.nh == 1 ? i : i / c.nh, hh = i - tok * c.nh;
+    const A* off = off0 + Idx(tok) * static_cast<Idx>(a.g.ot);
+    const index_t hd = c.h_first + hh;
+    const A ol = off[hd], orr = Causal ? A(0) : off[a.w.H + hd];
+    if (narrow) {
+      const auto k = talkconv::detail::make_taps<A, int>(static_cast<int>(c.t0) + tok, ol, orr, static_cast<int>(a.w.L),
+                                                         static_cast<int>(a.w.M), static_cast<int>(c.n), Causal);
+      taps[i] = to_vtap<T>(talkconv::detail::make_tile_tap<A>(k, v.w));
+    } else {
+      const window_taps<A> k = head_taps<Causal>(off, c.t0 + tok, hd, a.w, c.n);
+      taps[i] = to_vtap<T>(talkconv::detail::make_tile_tap<A>(k, v.w));
+    }
   }
   // Thread (row r, column col) with col fixed per thread (threads is a multiple of cols): pointers advance
   // by whole row groups, no index arithmetic per row.
@@ -401,29 +412,32 @@ __device__ __forceinline__ void stage_vtile(const window_args<T>& a, const vtile
   __syncthreads();
   // Segment `seg` of column `col` owns rows [r0, r1): its totals, the exclusive scan of the totals over the
   // column's segments (fixed order), then its rows rewritten as prefix sums from the tile's base row.
-  using scan = cub::WarpScan<A, P::segs>;
-  __shared__ typename scan::TempStorage scan_tmp[P::threads / P::segs];
-  const int col = threadIdx.x / P::segs, seg = threadIdx.x % P::segs;
-  const int per = talkconv::detail::scan_rows_per_segment(data, P::segs);
+  using scan = cub::WarpScan<A, P::scan_segs>;
+  constexpr int W = P::scan_width;
+  __shared__ typename scan::TempStorage scan_tmp[P::threads / P::scan_segs];
+  const int col = threadIdx.x / P::scan_segs, seg = threadIdx.x % P::scan_segs;
+  const int per = talkconv::detail::scan_rows_per_segment(data, P::scan_segs);
   const int r0 = 1 + seg * per, r1 = r0 + per < data + 1 ? r0 + per : data + 1;
-  A* __restrict__ p = rows + col * V;
-  A run[V];
+  A* __restrict__ p = rows + col * W;
+  A run[W];
 #pragma unroll
-  for (int j = 0; j < V; ++j) run[j] = A(0);
+  for (int j = 0; j < W; ++j) run[j] = A(0);
+#pragma unroll 4
   for (int r = r0; r < r1; ++r) {
-    A e[V];
-    lds_vec<A, V>(p + r * P::stride, e);
+    A e[W];
+    lds_vec<A, W>(p + r * P::stride, e);
 #pragma unroll
-    for (int j = 0; j < V; ++j) run[j] += e[j];
+    for (int j = 0; j < W; ++j) run[j] += e[j];
   }
 #pragma unroll
-  for (int j = 0; j < V; ++j) scan(scan_tmp[threadIdx.x / P::segs]).ExclusiveSum(run[j], run[j]);
+  for (int j = 0; j < W; ++j) scan(scan_tmp[threadIdx.x / P::scan_segs]).ExclusiveSum(run[j], run[j]);
+#pragma unroll 4
   for (int r = r0; r < r1; ++r) {
-    A e[V];
-    lds_vec<A, V>(p + r * P::stride, e);
+    A e[W];
+    lds_vec<A, W>(p + r * P::stride, e);
 #pragma unroll
-    for (int j = 0; j < V; ++j) run[j] += e[j];
-    sts_vec<A, V>(p + r * P::stride, run);
+    for (int j = 0; j < W; ++j) run[j] += e[j];
+    sts_vec<A, W>(p + r * P::stride, run);
   }
   __syncthreads();
 }

@@ -35,8 +35,8 @@ struct window_traits {
 // Tuning of the vector window tiles (forward, offset gradients) per storage type, in one place (CUB-style
 // policy): a block of `threads` owns `lanes` channels (the window_geom channel plan) as `cols` 16-byte
 // vectors of `vec` channels. Loads and stores: consecutive threads take consecutive vectors of a row
-// (coalesced 16-byte accesses). Prefix scan: column col is owned by `segs` consecutive threads (one
-// logical warp), each scanning a run of rows, joined by a cub::WarpScan. Shared rows of S are padded by
+// (coalesced 16-byte accesses). Prefix scan: a column of scan_width accumulators is owned by scan_segs
+// consecutive threads (one logical warp), each scanning a run of rows, joined by a cub::WarpScan. Shared rows of S are padded by
 // 16 bytes (row stride = 4 banks): the segments of a column, odd runs apart, hit distinct banks.
 // Tiles are sized so `min_blocks` blocks fit an SM (256 threads x 4 = 32 warps: >= 50% occupancy on
 // sm_80 and sm_90); a tile's halo rows are at most about a quarter of its tokens.
@@ -47,13 +47,19 @@ struct window_tile_policy {
   static constexpr int lanes = window_traits::lanes;
   static constexpr int vec = 16 / static_cast<int>(sizeof(T));
   static constexpr int cols = lanes / vec;
-  static constexpr int segs = threads / cols;
+  // The prefix scan works on 16-byte words of accumulators (4 floats or 2 doubles), whatever the storage
+  // type: scan_cols columns of scan_segs segment threads each (more rows per segment for 16-bit types,
+  // so the warp scan's fixed cost is spread over more rows).
+  static constexpr int scan_width = 16 / static_cast<int>(sizeof(A));
+  static constexpr int scan_cols = lanes / scan_width;
+  static constexpr int scan_segs = threads / scan_cols;
   static constexpr int stride = lanes + 16 / static_cast<int>(sizeof(A));  // shared row stride, in A
   static constexpr int min_blocks = 4;
   static constexpr int unit = 32;       // tile lengths are multiples of this
   static constexpr int max_tile = 512;  // tokens
   static_assert(vec >= 1 && lanes % vec == 0 && threads % cols == 0, "whole vectors, whole columns");
-  static_assert(segs >= 1 && segs <= 32 && (segs & (segs - 1)) == 0, "a column's segments form a logical warp");
+  static_assert(scan_segs >= 1 && scan_segs <= 32 && (scan_segs & (scan_segs - 1)) == 0,
+                "a scan column's segments form a logical warp");
   static_assert((stride * sizeof(A)) % 16 == 0, "rows keep 16-byte alignment");
 };
 

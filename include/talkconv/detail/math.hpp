@@ -51,11 +51,12 @@ TALKCONV_HOST_DEVICE inline A sigmoid_grad(A o_pre) {
 
 // ---- SPEC steps 3-4: bounds and interpolation taps -----------------------------------------------------
 
-// A real bound a = lo + frac with hi = ceil(a) (hi == lo when frac == 0).
-template <class A>
+// A real bound a = lo + frac with hi = ceil(a) (hi == lo when frac == 0). I: the index type (index_t;
+// the CUDA tiles use int where every index, L and M fit, the same formula).
+template <class A, class I = index_t>
 struct edge {
-  index_t lo;
-  index_t hi;
+  I lo;
+  I hi;
   A frac;
 };
 
@@ -65,15 +66,15 @@ struct edge {
 // precision of the offset even where t itself is not representable in A (t > 2^24 for float).
 // A NaN shift gives frac = NaN with both indices at t: the NaN reaches this token's head through the
 // interpolation weights and no memory outside the window is ever addressed.
-template <class A>
-TALKCONV_HOST_DEVICE inline edge<A> make_edge(index_t t, A shift, index_t n) {
-  if (is_nan(shift)) return edge<A>{t, t, shift};
-  if (shift <= A(-t)) return edge<A>{0, 0, A(0)};
-  if (shift >= A(n - 1 - t)) return edge<A>{n - 1, n - 1, A(0)};
+template <class A, class I = index_t>
+TALKCONV_HOST_DEVICE inline edge<A, I> make_edge(I t, A shift, I n) {
+  if (is_nan(shift)) return edge<A, I>{t, t, shift};
+  if (shift <= A(-t)) return edge<A, I>{0, 0, A(0)};
+  if (shift >= A(n - 1 - t)) return edge<A, I>{n - 1, n - 1, A(0)};
   const A fl = floor_(shift);
-  const index_t lo = t + static_cast<index_t>(fl);
+  const I lo = t + static_cast<I>(fl);
   const A frac = shift - fl;
-  return edge<A>{lo, frac > A(0) ? lo + 1 : lo, frac};
+  return edge<A, I>{lo, frac > A(0) ? lo + 1 : lo, frac};
 }
 
 // Where token t reads the scaled prefix sums S (S[-1] = 0), SPEC's I(a_r) - I(a_l - 1):
@@ -83,31 +84,30 @@ TALKCONV_HOST_DEVICE inline edge<A> make_edge(index_t t, A shift, index_t n) {
 // with i0 = floor(a_r), i1 = ceil(a_r), i2 = floor(a_l) - 1, i3 = ceil(a_l) - 1, fr = frac(a_r),
 // fl = frac(a_l). Differences of neighbouring sums come first, so rounding scales with the window,
 // not with the magnitude of S. Every index lies in [-1, n - 1].
-template <class A>
+template <class A, class I = index_t>
 struct window_taps {
-  index_t i0, i1, i2, i3;
+  I i0, i1, i2, i3;
   A fr, fl;
 };
 
 // Taps of token t (t < n) from its offsets (after dropout). Causal: a_r = t, o_right is ignored.
-template <class A>
-TALKCONV_HOST_DEVICE inline window_taps<A> make_taps(index_t t, A o_left, A o_right, index_t L, index_t M,
-                                                     index_t n, bool causal) {
-  const edge<A> l = make_edge<A>(t, -(o_left * A(L)), n);
-  const edge<A> r = causal ? edge<A>{t, t, A(0)} : make_edge<A>(t, o_right * A(M), n);
-  return window_taps<A>{r.lo, r.hi, l.lo - 1, l.hi - 1, r.frac, l.frac};
+template <class A, class I = index_t>
+TALKCONV_HOST_DEVICE inline window_taps<A, I> make_taps(I t, A o_left, A o_right, I L, I M, I n, bool causal) {
+  const edge<A, I> l = make_edge<A, I>(t, -(o_left * A(L)), n);
+  const edge<A, I> r = causal ? edge<A, I>{t, t, A(0)} : make_edge<A, I>(t, o_right * A(M), n);
+  return window_taps<A, I>{r.lo, r.hi, l.lo - 1, l.hi - 1, r.frac, l.frac};
 }
 
 // Lowest and highest S index a token's taps touch (i2 <= i3 <= i0 <= i1 for offsets >= 0).
-template <class A>
-TALKCONV_HOST_DEVICE inline index_t taps_min(const window_taps<A>& k) {
-  index_t m = k.i2 < k.i3 ? k.i2 : k.i3;
+template <class A, class I>
+TALKCONV_HOST_DEVICE inline I taps_min(const window_taps<A, I>& k) {
+  I m = k.i2 < k.i3 ? k.i2 : k.i3;
   m = m < k.i0 ? m : k.i0;
   return m < k.i1 ? m : k.i1;
 }
-template <class A>
-TALKCONV_HOST_DEVICE inline index_t taps_max(const window_taps<A>& k) {
-  index_t m = k.i2 > k.i3 ? k.i2 : k.i3;
+template <class A, class I>
+TALKCONV_HOST_DEVICE inline I taps_max(const window_taps<A, I>& k) {
+  I m = k.i2 > k.i3 ? k.i2 : k.i3;
   m = m > k.i0 ? m : k.i0;
   return m > k.i1 ? m : k.i1;
 }

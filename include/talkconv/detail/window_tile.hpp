@@ -103,8 +103,8 @@ struct alignas(sizeof(A) == 4 ? 16 : 8) tile_tap {
   A fr, fl;
 };
 
-template <class A>
-TALKCONV_HOST_DEVICE inline tile_tap<A> make_tile_tap(const window_taps<A>& k, const tile_rows& w) {
+template <class A, class I>
+TALKCONV_HOST_DEVICE inline tile_tap<A> make_tile_tap(const window_taps<A, I>& k, const tile_rows& w) {
   if (taps_min(k) < w.first || taps_max(k) > w.last) return tile_tap<A>{-1, -1, -1, -1, k.fr, k.fl};
   return tile_tap<A>{static_cast<std::int16_t>(k.i0 - w.first), static_cast<std::int16_t>(k.i1 - w.first),
                      static_cast<std::int16_t>(k.i2 - w.first), static_cast<std::int16_t>(k.i3 - w.first), k.fr,
