@@ -392,6 +392,7 @@ __device__ __forceinline__ void stage_vtile(const window_args<T>& a, const vtile
   if (lcol < v.vcols) {
     const T* __restrict__ src = a.x + (c.b * a.g.xb + c.c0 + lcol * V) + (v.w.first + 1 + r) * a.g.xt;  // 64-bit, once
     const Idx jump = static_cast<Idx>(step) * static_cast<Idx>(a.g.xt);
+#pragma unroll 4
     for (; r < data; r += step, src += jump, dst += step * P::stride) {
       A e[V];
       load_vec<T>(src, e);
