@@ -51,8 +51,14 @@ TALKCONV_HOST_DEVICE inline A sigmoid_grad(A o_pre) {
 
 // ---- SPEC steps 3-4: bounds and interpolation taps -----------------------------------------------------
 
-// A real bound a = lo + frac with hi = ceil(a) (hi == lo when frac == 0). I: the index type (index_t;
-// the CUDA tiles use int where every index, L and M fit, the same formula).
+// The index type I of the tap functions is never deduced from the arguments (index_t unless named, as the
+// CUDA tiles do with int where every index, L and M fit: the same formula).
+template <class I>
+struct index_arg {
+  using type = I;
+};
+
+// A real bound a = lo + frac with hi = ceil(a) (hi == lo when frac == 0).
 template <class A, class I = index_t>
 struct edge {
   I lo;
@@ -67,7 +73,7 @@ struct edge {
 // A NaN shift gives frac = NaN with both indices at t: the NaN reaches this token's head through the
 // interpolation weights and no memory outside the window is ever addressed.
 template <class A, class I = index_t>
-TALKCONV_HOST_DEVICE inline edge<A, I> make_edge(I t, A shift, I n) {
+TALKCONV_HOST_DEVICE inline edge<A, I> make_edge(typename index_arg<I>::type t, A shift, typename index_arg<I>::type n) {
   if (is_nan(shift)) return edge<A, I>{t, t, shift};
   if (shift <= A(-t)) return edge<A, I>{0, 0, A(0)};
   if (shift >= A(n - 1 - t)) return edge<A, I>{n - 1, n - 1, A(0)};
@@ -92,7 +98,9 @@ struct window_taps {
 
 // Taps of token t (t < n) from its offsets (after dropout). Causal: a_r = t, o_right is ignored.
 template <class A, class I = index_t>
-TALKCONV_HOST_DEVICE inline window_taps<A, I> make_taps(I t, A o_left, A o_right, I L, I M, I n, bool causal) {
+TALKCONV_HOST_DEVICE inline window_taps<A, I> make_taps(typename index_arg<I>::type t, A o_left, A o_right,
+                                                        typename index_arg<I>::type L, typename index_arg<I>::type M,
+                                                        typename index_arg<I>::type n, bool causal) {
   const edge<A, I> l = make_edge<A, I>(t, -(o_left * A(L)), n);
   const edge<A, I> r = causal ? edge<A, I>{t, t, A(0)} : make_edge<A, I>(t, o_right * A(M), n);
   return window_taps<A, I>{r.lo, r.hi, l.lo - 1, l.hi - 1, r.frac, l.frac};
