@@ -98,6 +98,7 @@ TEST_CASE("window tile arithmetic: local prefix rows and the direct path give SP
     d::window_tile_costs k = h200_costs();
     if (uniform_int(rng, 0, 3) == 0) k.limit = 96 * k.row_bytes;  // rows capped: tokens fall back
     const d::window_tile_plan p = d::plan_window_tile(L, M, causal, 1.0, k);
+    INFO("T=", T, " n=", n, " L=", L, " M=", M, " causal=", causal, " offsets <= ", hi, " limit=", k.limit);
     REQUIRE(p.tile > 0);
     const vec x = uniform_vec(rng, static_cast<size_t>(T), -1.0, 1.0);
     std::vector<float> xf(x.begin(), x.end());

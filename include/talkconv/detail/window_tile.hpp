@@ -45,8 +45,8 @@ inline double halo_right_rows(index_t M, bool causal, double max_offset) {
 }
 
 // The tile: about 4x the halo (halo re-read <= 25%), a multiple of `unit`, shrunk until the block fits
-// `budget` (occupancy); when even one unit with the whole halo exceeds `limit`, the rows are capped and
-// split between the sides in proportion (tokens reaching past them take the direct path: only speed
+// `budget` (occupancy); when the whole halo exceeds `limit`, the rows are capped (the tile shrinking
+// until the kept halo is at least as long as the tile) and split between the sides in proportion (tokens reaching past them take the direct path: only speed
 // depends on this, never the result). tile == 0: nothing fits (the caller reports it).
 inline window_tile_plan plan_window_tile(index_t L, index_t M, bool causal, double max_offset,
                                          const window_tile_costs& k) {
@@ -62,12 +62,17 @@ inline window_tile_plan plan_window_tile(index_t L, index_t M, bool causal, doub
   while (tile > k.unit && bytes(tile, tile + halo) > double(k.budget)) tile -= k.unit;
   window_tile_plan p;
   double rows = tile + halo;
-  if (bytes(tile, rows) > double(k.limit) || rows > max_tile_rows) {
+  for (;;) {
+    rows = tile + halo;
+    if (bytes(tile, rows) <= double(k.limit) && rows <= max_tile_rows) break;
+    // Capped: as many rows as fit; shorter tiles until the kept halo is at least the tile (or one unit).
     const double room = double(k.limit) - bytes(tile, 0.0);
     rows = room > 0.0 ? std::floor(room / double(k.row_bytes)) : 0.0;
     if (rows > max_tile_rows) rows = max_tile_rows;
-    if (rows < tile + 1.0) return p;  // not even the tile and its base row
+    if (rows >= 2.0 * tile + 1.0 || tile <= k.unit) break;
+    tile -= k.unit;
   }
+  if (rows < tile + 1.0) return p;  // not even the tile and its base row
   const double spare = rows - tile;  // halo rows kept, base row included
   double left = halo > 0.0 ? std::floor(spare * hl / halo) : spare;
   if (left < 1.0) left = 1.0;
