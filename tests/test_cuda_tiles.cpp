@@ -43,7 +43,7 @@ void device_reach(const ref::problem& pb, const std::vector<A>& o, long& left, l
   for (long b = 0; b < pb.B; ++b)
     for (long t = 0; t < pb.n(b); ++t)
       for (long h = 0; h < pb.H; ++h) {
-        const auto k = td::make_taps_in<A, long>(t, o[pb.oi(t, b, h)], pb.causal ? A(0) : o[pb.oi(t, b, pb.H + h)],
+        const auto k = td::make_taps<A, long>(t, o[pb.oi(t, b, h)], pb.causal ? A(0) : o[pb.oi(t, b, pb.H + h)],
                                                  pb.L, pb.M, pb.n(b), pb.causal);
         left = std::max(left, t - td::taps_min(k));
         right = std::max(right, td::taps_max(k) - t);
@@ -87,7 +87,7 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
             const long u = ub + pu;
             if (pu < per_batch && u < u1) {
               const long h = h_first + ph;
-              const auto k = td::make_taps_in<A, long>(u, o[pb.oi(u, b, h)], pb.causal ? A(0) : o[pb.oi(u, b, pb.H + h)],
+              const auto k = td::make_taps<A, long>(u, o[pb.oi(u, b, h)], pb.causal ? A(0) : o[pb.oi(u, b, pb.H + h)],
                                                        pb.L, pb.M, n, pb.causal);
               int kk[4];
               A ww[4];
@@ -192,7 +192,7 @@ TEST_CASE("dx plan: tile rows keep the buckets within bounds, candidates clamp t
 TEST_CASE("dx events: taps below the tile drop, taps past it go to the carry, missing tokens give none") {
   using A = double;
   // Token 10 of a long sequence, L = M = 4, offsets 0.5 / 0.25: a_l = 8, a_r = 11 (integers).
-  auto k = td::make_taps_in<A, long>(10, 0.5, 0.25, 4, 4, 100, false);
+  auto k = td::make_taps<A, long>(10, 0.5, 0.25, 4, 4, 100, false);
   int key[4];
   A w[4];
   CHECK(td::dx_events<A, long>(k, 8, 16, 8, key, w));
@@ -203,7 +203,7 @@ TEST_CASE("dx events: taps below the tile drop, taps past it go to the carry, mi
   CHECK(key[3] == -1);
   // Fractional bounds: a_l = 10 - 0.3 * 4 = 8.8, a_r = 10 + 0.6 * 4 = 12.4; tile [9, 12): i0 = 12, i1 = 13
   // land at or past t1 (carry), i2 = 7 drops, i3 = 8 drops.
-  k = td::make_taps_in<A, long>(10, 0.3, 0.6, 4, 4, 100, false);
+  k = td::make_taps<A, long>(10, 0.3, 0.6, 4, 4, 100, false);
   CHECK(td::dx_events<A, long>(k, 9, 12, 3, key, w));
   CHECK(key[0] == -1);  // merged into the carry slot
   CHECK(key[1] == 3);

@@ -7,6 +7,11 @@ TALKCONV_GPU_CASE("window forward and backward match the CPU and the reference: 
   window_sweep<__nv_bfloat16>(4, 300);
 }
 
+// Windows longer than shared memory can hold (T = 3000, L = 1200), ragged lengths, btc, split heads.
+TALKCONV_GPU_CASE("window tokens beyond the shared-memory halo take the exact direct path: bfloat16") {
+  window_long_halo_cases<__nv_bfloat16>();
+}
+
 TALKCONV_GPU_CASE("layer forward and backward match the CPU and the reference: bfloat16") {
   layer_sweep<__nv_bfloat16>(3);
 }

@@ -18,15 +18,7 @@ TALKCONV_GPU_CASE("window tokens beyond the shared-memory halo take the exact di
     c.pb.lengths.clear();
     window_case<double>(c, 6.0, 1.0f);
   }
-  test_case big = random_case(99, false, layout::btc, 10);
-  big.pb.T = 3000;
-  big.pb.B = 1;
-  big.pb.H = 1;
-  big.pb.C = 70;
-  big.pb.L = 1200;
-  big.pb.M = 900;
-  big.pb.lengths = {2900};
-  window_case<double>(big, 1.0);
+  window_long_halo_cases<double>();
 }
 
 TALKCONV_GPU_CASE("offsets backward matches the CPU (dx += W^T dz, dW, dbias)") {

@@ -21,15 +21,7 @@ TALKCONV_GPU_CASE("window tokens beyond the shared-memory halo take the exact di
     window_case<float>(c, 6.0, 1.0f);
   }
   // A window longer than shared memory can hold at all.
-  test_case big = random_case(99, false, layout::btc, 10);
-  big.pb.T = 3000;
-  big.pb.B = 1;
-  big.pb.H = 1;
-  big.pb.C = 70;
-  big.pb.L = 1200;
-  big.pb.M = 900;
-  big.pb.lengths = {2900};
-  window_case<float>(big, 1.0);
+  window_long_halo_cases<float>();
 }
 
 // Offsets that put bounds exactly on integers (0 and 1, dropout zeros) and NaN offsets.

@@ -15,6 +15,7 @@ TALKCONV_GPU_CASE("window tokens beyond the shared-memory halo take the exact di
     c.pb.lengths.clear();
     window_case<__half>(c, 6.0, 6.0f);
   }
+  window_long_halo_cases<__half>();
 }
 
 TALKCONV_GPU_CASE("layer forward and backward match the CPU and the reference: half") { layer_sweep<__half>(3); }

@@ -158,3 +158,37 @@ TEST_CASE("workspace arithmetic never wraps around") {
   CHECK(code_of([] { (void)d::checked_bytes(index_t(1) << 62, 8, "n"); }) == status::size_overflow);
   CHECK(d::checked_bytes(index_t(1) << 40, 8, "n") == std::size_t(1) << 43);
 }
+
+TEST_CASE("vector tile plan: what the kernels carve fits the opt-in, 4 blocks per SM when the window allows") {
+  auto check_vplan = [](auto tag, const talkconv::window_params& w, bool grad, int nh, std::size_t optin) {
+    using T = decltype(tag);
+    using A = talkconv::acc_t<T>;
+    const std::size_t per_sm = optin + 1024;  // sm_80 / sm_90: the SM holds the opt-in plus 1 KiB
+    INFO("L=", w.max_left, " M=", w.max_right, " causal=", w.causal, " grad=", grad, " nh=", nh, " optin=", optin,
+         " sizeof(T)=", sizeof(T));
+    const talkconv::detail::window_tile_plan p = d::plan_vtile<T>(w, 1.0, grad, nh, per_sm, optin);
+    REQUIRE(p.tile > 0);
+    CHECK(p.tile % d::window_tile_policy<T>::unit == 0);
+    CHECK(p.rows >= p.tile + 1);
+    // The kernels' carving (rows, tap table, products) is exactly the plan's bytes.
+    const std::size_t end = grad ? d::vtile_layout<T>::products_at(p.rows, p.tile, nh) +
+                                       2 * sizeof(A) * d::window_tile_policy<T>::cols * std::size_t(p.tile)
+                                 : d::vtile_layout<T>::products_at(p.rows, p.tile, nh);
+    CHECK(p.smem == end);
+    CHECK(p.smem + d::vtile_static_smem <= optin);
+    if (w.max_left + w.max_right <= 32 && nh == 1 && optin == 232448)  // H100 / H200: >= 50% occupancy
+      CHECK(p.smem + d::vtile_static_smem + d::smem_reserved_per_block <=
+            per_sm / d::window_tile_policy<T>::min_blocks);
+  };
+  for (std::size_t optin : optins)
+    for (bool grad : {false, true})
+      for (int nh : {1, 2, 8})
+        for (const talkconv::window_params& w :
+             {talkconv::window_params{1, 0, 0, false}, talkconv::window_params{16, 16, 16, false},
+              talkconv::window_params{4, 63, 0, true}, talkconv::window_params{1, 1200, 900, false}}) {
+          check_vplan(float{}, w, grad, nh, optin);
+          check_vplan(double{}, w, grad, nh, optin);
+          check_vplan(__half{}, w, grad, nh, optin);
+          check_vplan(__nv_bfloat16{}, w, grad, nh, optin);
+        }
+}

@@ -3,7 +3,7 @@
 // detail/dx_plan.hpp (host+device, run by the CPU tests); W^T dz is not here (the offsets' kernels add it).
 //
 // Per tile of `tile` rows x 64 channels, per batch of (token, head) pairs (one per thread):
-//   1. taps of the pair (detail::make_taps_in, index type Idx) -> up to 4 events (row or carry, weight);
+//   1. taps of the pair (detail::make_taps, index type Idx) -> up to 4 events (row or carry, weight);
 //   2. one warp ranks all events stably, 32 pairs at a time (__match_any_sync, one counter per bucket),
 //      and scans the counters (cub::WarpScan): where each bucket starts;
 //   3. events placed at start + rank: a bucket lists its events in (pair / 32, tap, lane) order, fixed;
@@ -213,7 +213,7 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
     if (tid < np) {
       const A* o = offs + u * ot;
       const Idx h = h_first + ph;
-      const talkconv::detail::window_taps<A, Idx> k = talkconv::detail::make_taps_in<A, Idx>(
+      const talkconv::detail::window_taps<A, Idx> k = talkconv::detail::make_taps<A, Idx>(
           u, o[h], d.causal ? A(0) : o[static_cast<Idx>(a.w.H) + h], static_cast<Idx>(a.w.L),
           static_cast<Idx>(a.w.M), n, d.causal);
       talkconv::detail::dx_events<A, Idx>(k, t0, t1, d.tile, key, w);

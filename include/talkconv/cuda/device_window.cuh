@@ -31,10 +31,47 @@ window_args<T> make_window_args(const seq_shape& s, const window_params& w, cons
   return a;
 }
 
-// y from x and a.offsets, no global prefix tensor.
+// True when the vector tiles apply: every 16-byte vector of channels lies in one head (R % vec == 0, so
+// C, the strides and every block's first channel are multiples of vec too) and the tensors are aligned.
+template <class T>
+bool vector_tiles(const window_args<T>& a, const void* out) {
+  constexpr index_t V = window_tile_policy<T>::vec;
+  auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  return a.w.R % V == 0 && aligned(a.x) && aligned(out);
+}
+
+// Fills a's vector-tile plan; false when not even one tile unit and its base row fit (then the caller
+// fails as the generic plan would).
+template <class T>
+talkconv::detail::window_tile_plan vtile_plan(window_args<T>& a, const seq_shape& s, const window_params& w,
+                                              double max_offset, bool grad) {
+  const int nh = heads_per_block(a.w);
+  const talkconv::detail::window_tile_plan p = plan_vtile<T>(w, max_offset, grad, nh, smem_per_sm(), smem_optin());
+  if (p.tile == 0) talkconv::detail::fail(status::cuda_error, "shared memory", "the device's shared memory is too small");
+  a.tile = p.tile;
+  a.tiles = (s.T + p.tile - 1) / p.tile;
+  a.cap_rows = p.rows;
+  a.left = p.left;
+  a.tap_heads = nh;
+  return p;
+}
+
+// y from x and a.offsets, no global prefix tensor: vector tiles when they apply, else the generic tile.
 template <class T>
 void launch_window_forward(window_args<T> a, const seq_shape& s, const window_params& w, double max_offset,
                            cudaStream_t stream) {
+  if (vector_tiles(a, a.y)) {
+    const talkconv::detail::window_tile_plan p = vtile_plan(a, s, w, max_offset, false);
+    const dim3 grid = window_grid(s, a.tiles, a.w);
+    dispatch_window(fits_int32(s, w.num_offsets()), w.causal, [&](auto I, auto causal) {
+      using Idx = typename decltype(I)::type;
+      auto* kernel = &window_forward_vtile_kernel<T, Idx, decltype(causal)::value>;
+      allow_smem(kernel, p.smem, "cudaFuncSetAttribute(window_forward_vtile_kernel)");
+      kernel<<<grid, window_tile_policy<T>::threads, p.smem, stream>>>(a);
+      check_launch("window_forward_vtile_kernel");
+    });
+    return;
+  }
   const window_launch p = plan_window<acc_t<T>>(s, w, max_offset, false);
   a.tile = p.tile;
   a.tiles = p.tiles;
@@ -64,7 +101,14 @@ void launch_window_backward(window_args<T> a, const seq_shape& s, const window_p
     constexpr bool Causal = decltype(causal)::value;
     window_reach_kernel<T, Idx, Causal><<<grid_for(s.T * s.B, row_threads), row_threads, 0, stream>>>(a, reach);
     check_launch("window_reach_kernel");
-    if (a.partial != nullptr) {
+    if (a.partial != nullptr && vector_tiles(a, a.dy)) {
+      window_args<T> b = a;
+      const talkconv::detail::window_tile_plan p = vtile_plan(b, s, w, max_offset, true);
+      auto* kernel = &window_offsets_grad_vtile_kernel<T, Idx, Causal>;
+      allow_smem(kernel, p.smem, "cudaFuncSetAttribute(window_offsets_grad_vtile_kernel)");
+      kernel<<<window_grid(s, b.tiles, b.w), window_tile_policy<T>::threads, p.smem, stream>>>(b);
+      check_launch("window_offsets_grad_vtile_kernel");
+    } else if (a.partial != nullptr) {
       const window_launch p = plan_window<A>(s, w, max_offset, true);
       window_args<T> b = a;
       b.tile = p.tile;

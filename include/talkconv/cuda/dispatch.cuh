@@ -130,6 +130,42 @@ window_launch plan_window(const seq_shape& s, const window_params& w, double max
   return plan_window<A>(s, w, max_offset, offsets_grad, smem_optin());
 }
 
+// Shared memory of one SM on the current device (what the policy's resident blocks divide).
+inline std::size_t smem_per_sm() {
+  int v = 0;
+  check(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, current_device()),
+        "cudaDeviceGetAttribute(MaxSharedMemoryPerMultiprocessor)");
+  return static_cast<std::size_t>(v);
+}
+
+// Static shared memory the vector tiles keep besides the plan's dynamic bytes (the warp scans' storage),
+// and what the runtime reserves per block: an upper bound, so a plan never overshoots the opt-in.
+constexpr std::size_t vtile_static_smem = 256;
+constexpr std::size_t smem_reserved_per_block = 1024;
+
+// Vector-tile plan (forward: grad = false; offset gradients: grad = true) for nh heads per block, from the
+// SM's and the block's shared memory (host-testable: pass them). tile == 0 when nothing fits.
+template <class T>
+talkconv::detail::window_tile_plan plan_vtile(const window_params& w, double max_offset, bool grad, int nh,
+                                              std::size_t per_sm, std::size_t optin) {
+  using P = window_tile_policy<T>;
+  talkconv::detail::window_tile_costs k;
+  k.row_bytes = vtile_layout<T>::row_bytes();
+  k.token_bytes = vtile_layout<T>::token_bytes(nh, grad);
+  k.fixed_bytes = 0;
+  const std::size_t share = per_sm / P::min_blocks;
+  k.budget = share > smem_reserved_per_block + vtile_static_smem ? share - smem_reserved_per_block - vtile_static_smem : 0;
+  k.limit = optin > vtile_static_smem ? optin - vtile_static_smem : 0;
+  k.unit = P::unit;
+  k.max_tile = P::max_tile;
+  return talkconv::detail::plan_window_tile(w.max_left, w.causal ? 0 : w.max_right, w.causal, max_offset, k);
+}
+
+// Heads that meet one block's channels (the tap table's width).
+inline int heads_per_block(const window_geom& wg) {
+  return wg.subs > 1 ? 1 : static_cast<int>(wg.heads_per_block < wg.H ? wg.heads_per_block : wg.H);
+}
+
 // Grid of a window kernel: x = B * tiles (64-bit checked), y = channel blocks.
 inline dim3 window_grid(const seq_shape& s, index_t tiles, const window_geom& wg) {
   const index_t x = s.B * tiles;
@@ -145,7 +181,9 @@ inline dim3 window_grid(const seq_shape& s, index_t tiles, const window_geom& wg
 template <class A>
 void check_window_grids(const seq_shape& s, const window_params& w) {
   const window_geom wg = window_geom::make(w, s.C);
-  window_grid(s, (s.T + window_traits::fwd_tile - 1) / window_traits::fwd_tile, wg);
+  constexpr index_t shortest = window_tile_policy<A>::unit < window_traits::fwd_tile ? window_tile_policy<A>::unit
+                                                                                     : window_traits::fwd_tile;
+  window_grid(s, (s.T + shortest - 1) / shortest, wg);
   window_grid(s, (s.T + dx_tile<A>::value - 1) / dx_tile<A>::value, wg);
 }
 

@@ -5,6 +5,7 @@
 #include "talkconv/cuda/geometry.cuh"
 #include "talkconv/cuda/workspace.cuh"
 #include "talkconv/detail/math.hpp"
+#include "talkconv/detail/window_tile.hpp"
 #include "talkconv/params.hpp"
 #include "talkconv/traits.hpp"
 
@@ -31,6 +32,62 @@ struct window_traits {
   static constexpr int grad_batch = 32;  // tokens whose per-head channel sums are reduced together
   static_assert(threads % 32 == 0, "whole warps");
   static_assert(grad_batch % segs == 0, "each segment thread owns grad_batch / segs tokens of a batch");
+};
+
+// Tuning of the vector window tiles (forward, offset gradients) per storage type, in one place (CUB-style
+// policy): a block of `threads` owns `lanes` channels (the window_geom channel plan) as `cols` 16-byte
+// vectors of `vec` channels. Loads and stores: consecutive threads take consecutive vectors of a row
+// (coalesced 16-byte accesses). Prefix scan: a column of scan_width accumulators is owned by scan_segs
+// consecutive threads (one logical warp), each scanning a run of rows, joined by a cub::WarpScan. Shared rows of S are padded by
+// 16 bytes (row stride = 4 banks): the segments of a column, odd runs apart, hit distinct banks.
+// Tiles are sized so `min_blocks` blocks fit an SM (256 threads x 4 = 32 warps: >= 50% occupancy on
+// sm_80 and sm_90); a tile's halo rows are at most about a quarter of its tokens.
+template <class T>
+struct window_tile_policy {
+  using A = acc_t<T>;
+  static constexpr int threads = 256;
+  static constexpr int lanes = window_traits::lanes;
+  static constexpr int vec = 16 / static_cast<int>(sizeof(T));
+  static constexpr int cols = lanes / vec;
+  // The prefix scan works on 16-byte words of accumulators (4 floats or 2 doubles), whatever the storage
+  // type: scan_cols columns of scan_segs segment threads each (more rows per segment for 16-bit types,
+  // so the warp scan's fixed cost is spread over more rows).
+  static constexpr int scan_width = 16 / static_cast<int>(sizeof(A));
+  static constexpr int scan_cols = lanes / scan_width;
+  static constexpr int scan_segs = threads / scan_cols;
+  static constexpr int stride = lanes + 16 / static_cast<int>(sizeof(A));  // shared row stride, in A
+  static constexpr int min_blocks = 4;
+  static constexpr int unit = 32;       // tile lengths are multiples of this
+  static constexpr int max_tile = 512;  // tokens
+  static_assert(vec >= 1 && lanes % vec == 0 && threads % cols == 0, "whole vectors, whole columns");
+  static_assert(scan_segs >= 1 && scan_segs <= 32 && (scan_segs & (scan_segs - 1)) == 0,
+                "a scan column's segments form a logical warp");
+  static_assert((stride * sizeof(A)) % 16 == 0, "rows keep 16-byte alignment");
+};
+
+// Shared memory of a vector tile: S rows [rows][stride], then the tap table [tile][nh], then (offset
+// gradients) the per-vector products [2][tile][cols]. Host and device agree through these offsets.
+// A token's taps for one head as a vector tile's table keeps them: byte offsets of the four S rows from
+// the tile's row 0 (detail::tile_tap's rows times the row stride, so the inner loop adds instead of
+// multiplying), or o0 = -1 for the direct path; the two fractions. 32 bytes with alignment (float and double).
+template <class A>
+struct alignas(16) vtap {
+  int o0, o1, o2, o3;
+  A fr, fl;
+};
+
+template <class T>
+struct vtile_layout {
+  using A = acc_t<T>;
+  using P = window_tile_policy<T>;
+  TALKCONV_HOST_DEVICE static std::size_t row_bytes() { return sizeof(A) * P::stride; }
+  TALKCONV_HOST_DEVICE static std::size_t token_bytes(int nh, bool grad) {
+    return sizeof(vtap<A>) * std::size_t(nh) + (grad ? 2 * sizeof(A) * P::cols : 0);
+  }
+  TALKCONV_HOST_DEVICE static std::size_t taps_at(int rows) { return row_bytes() * std::size_t(rows); }
+  TALKCONV_HOST_DEVICE static std::size_t products_at(int rows, int tile, int nh) {
+    return taps_at(rows) + sizeof(vtap<A>) * std::size_t(tile) * std::size_t(nh);
+  }
 };
 
 // Tokens per backward-to-input tile: its scatter buffer (tile x lanes accumulators) stays at 32 KiB.

@@ -19,6 +19,19 @@ static __global__ void __launch_bounds__(window_traits::threads) window_offsets_
   window_offsets_grad_tile<Causal, Idx>(a);
 }
 
+// Vector tiles (16-byte channel vectors, R % vec == 0, aligned): grid (B * tiles, channel blocks),
+// window_tile_policy<T>::threads threads, dynamic smem from plan_vtile. y, or a.partial for the gradient.
+template <class T, class Idx, bool Causal>
+static __global__ void __launch_bounds__(window_tile_policy<T>::threads, window_tile_policy<T>::min_blocks)
+    window_forward_vtile_kernel(window_args<T> a) {
+  window_forward_vtile<Causal, Idx>(a);
+}
+template <class T, class Idx, bool Causal>
+static __global__ void __launch_bounds__(window_tile_policy<T>::threads, window_tile_policy<T>::min_blocks)
+    window_offsets_grad_vtile_kernel(window_args<T> a) {
+  window_offsets_grad_vtile<Causal, Idx>(a);
+}
+
 // grid (B * tiles of dx_tile, channel blocks); dynamic smem window_smem::input_grad. Needs a.reach.
 template <class T, class Idx, bool Causal>
 static __global__ void __launch_bounds__(window_traits::threads) window_input_grad_kernel(window_args<T> a) {

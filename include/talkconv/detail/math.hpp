@@ -51,8 +51,14 @@ TALKCONV_HOST_DEVICE inline A sigmoid_grad(A o_pre) {
 
 // ---- SPEC steps 3-4: bounds and interpolation taps -----------------------------------------------------
 
-// A real bound a = lo + frac with hi = ceil(a) (hi == lo when frac == 0). I: the index type (index_t on the
-// host; int32 inside CUDA kernels whose host side has checked that every token index fits).
+// The index type I of the tap functions is never deduced from the arguments (index_t unless named, as the
+// CUDA tiles do with int where every index, L and M fit: the same formula).
+template <class I>
+struct index_arg {
+  using type = I;
+};
+
+// A real bound a = lo + frac with hi = ceil(a) (hi == lo when frac == 0).
 template <class A, class I = index_t>
 struct edge {
   I lo;
@@ -67,7 +73,7 @@ struct edge {
 // A NaN shift gives frac = NaN with both indices at t: the NaN reaches this token's head through the
 // interpolation weights and no memory outside the window is ever addressed.
 template <class A, class I = index_t>
-TALKCONV_HOST_DEVICE inline edge<A, I> make_edge(I t, A shift, I n) {
+TALKCONV_HOST_DEVICE inline edge<A, I> make_edge(typename index_arg<I>::type t, A shift, typename index_arg<I>::type n) {
   if (is_nan(shift)) return edge<A, I>{t, t, shift};
   if (shift <= A(-t)) return edge<A, I>{0, 0, A(0)};
   if (shift >= A(n - 1 - t)) return edge<A, I>{n - 1, n - 1, A(0)};
@@ -90,18 +96,14 @@ struct window_taps {
   A fr, fl;
 };
 
-// Taps of token t (t < n) from its offsets (after dropout), in index type I (see edge). Causal: a_r = t,
-// o_right is ignored.
-template <class A, class I>
-TALKCONV_HOST_DEVICE inline window_taps<A, I> make_taps_in(I t, A o_left, A o_right, I L, I M, I n, bool causal) {
+// Taps of token t (t < n) from its offsets (after dropout). Causal: a_r = t, o_right is ignored.
+template <class A, class I = index_t>
+TALKCONV_HOST_DEVICE inline window_taps<A, I> make_taps(typename index_arg<I>::type t, A o_left, A o_right,
+                                                        typename index_arg<I>::type L, typename index_arg<I>::type M,
+                                                        typename index_arg<I>::type n, bool causal) {
   const edge<A, I> l = make_edge<A, I>(t, -(o_left * A(L)), n);
   const edge<A, I> r = causal ? edge<A, I>{t, t, A(0)} : make_edge<A, I>(t, o_right * A(M), n);
   return window_taps<A, I>{r.lo, r.hi, l.lo - 1, l.hi - 1, r.frac, l.frac};
-}
-template <class A>
-TALKCONV_HOST_DEVICE inline window_taps<A> make_taps(index_t t, A o_left, A o_right, index_t L, index_t M,
-                                                     index_t n, bool causal) {
-  return make_taps_in<A, index_t>(t, o_left, o_right, L, M, n, causal);
 }
 
 // Lowest and highest S index a token's taps touch (i2 <= i3 <= i0 <= i1 for offsets >= 0).
@@ -122,14 +124,22 @@ TALKCONV_HOST_DEVICE inline I taps_max(const window_taps<A, I>& k) {
 // d_main = S[i0] - S[i2], and the edge parts d_right = S[i1] - S[i0], d_left = S[i3] - S[i2]. Paths that
 // sum x directly instead of reading S (the CUDA fallback for windows beyond the loaded halo) use it.
 template <class A>
+TALKCONV_HOST_DEVICE inline A window_value_diff(A fr, A fl, A d_main, A d_right, A d_left) {
+  return d_main + fr * d_right - fl * d_left;
+}
+template <class A>
 TALKCONV_HOST_DEVICE inline A window_value_diff(const window_taps<A>& k, A d_main, A d_right, A d_left) {
-  return d_main + k.fr * d_right - k.fl * d_left;
+  return window_value_diff<A>(k.fr, k.fl, d_main, d_right, d_left);
 }
 
-// Forward, one channel: the normalized window sum from the four sums the taps name.
+// Forward, one channel: the normalized window sum from the four sums the taps name (fractions fr, fl).
+template <class A>
+TALKCONV_HOST_DEVICE inline A window_value_frac(A fr, A fl, A s0, A s1, A s2, A s3) {
+  return window_value_diff<A>(fr, fl, s0 - s2, s1 - s0, s3 - s2);
+}
 template <class A>
 TALKCONV_HOST_DEVICE inline A window_value(const window_taps<A>& k, A s0, A s1, A s2, A s3) {
-  return window_value_diff<A>(k, s0 - s2, s1 - s0, s3 - s2);
+  return window_value_frac<A>(k.fr, k.fl, s0, s1, s2, s3);
 }
 
 // Backward to the prefix sums: y depends on S[i_j] with these weights (they sum to zero).
@@ -138,8 +148,8 @@ template <class A>
 struct tap_weights {
   A w0, w1, w2, w3;
 };
-template <class A, class I>
-TALKCONV_HOST_DEVICE inline tap_weights<A> make_tap_weights(const window_taps<A, I>& k) {
+template <class A>
+TALKCONV_HOST_DEVICE inline tap_weights<A> make_tap_weights(const window_taps<A>& k) {
   return tap_weights<A>{A(1) - k.fr, k.fr, k.fl - A(1), -k.fl};
 }
 

@@ -1,0 +1,121 @@
+// Per-tile work of the window forward: y = I(a_r) - I(a_l - 1) from S kept in shared memory.
+#pragma once
+
+#include "talkconv/cuda/agent_window_tile.cuh"
+
+namespace talkconv {
+namespace cuda {
+namespace detail {
+
+// ---- forward, generic scalar tile: any head width, any alignment --------------------------------------
+
+template <bool Causal, class Idx, class T>
+__device__ void window_forward_tile(const window_args<T>& a) {
+  using A = acc_t<T>;
+  constexpr int lanes = window_traits::lanes, segs = window_traits::segs;
+  const tile_ctx c = make_ctx(a);
+  const A inv_k = A(1) / A(a.w.L + a.w.M + 1);
+  A* sm = dynamic_smem<A>();
+  A* tot = sm + std::size_t(a.cap_rows) * lanes;
+  tap_entry<A>* cache = tap_cache(sm + window_smem<A>::accumulators(a.cap_rows, false), c, a.g.T);
+  index_t wlo = 0, whi = -1;
+  if (c.tv1 > c.t0) prepare_tile<Causal, Idx>(a, c, inv_k, sm, tot, cache, wlo, whi);
+  if (c.lane >= c.cn) return;
+  const index_t ch = c.c0 + c.lane, h = ch / a.w.R;
+  const T* xc = a.x + (Idx(c.b) * Idx(a.g.xb) + Idx(ch));
+  T* yc = a.y + (Idx(c.b) * Idx(a.g.xb) + Idx(ch));
+  for (index_t t = c.t0 + c.seg; t < c.t1; t += segs) {
+    A v = A(0);
+    if (t < c.n) {
+      const window_taps<A> k = tile_taps<Causal, Idx>(a, c, cache, t, h);
+      if (talkconv::detail::taps_min(k) >= wlo && talkconv::detail::taps_max(k) <= whi) {
+        const A* s = sm + c.lane;
+        v = talkconv::detail::window_value<A>(k, s[(k.i0 - wlo) * lanes], s[(k.i1 - wlo) * lanes],
+                                              s[(k.i2 - wlo) * lanes], s[(k.i3 - wlo) * lanes]);
+      } else {
+        A dm, dr, dl;
+        direct_diffs<Idx>(xc, a.g.xt, k, inv_k, dm, dr, dl);
+        v = talkconv::detail::window_value_diff<A>(k, dm, dr, dl);
+      }
+    }
+    yc[Idx(t) * Idx(a.g.xt)] = from_acc<T>(v);
+  }
+}
+
+
+// ---- forward, vector tile ---------------------------------------------------------------------------------
+// Thread (tok, col) for tok = threadIdx.x / cols + k * threads / cols: one tap-table read (a broadcast among
+// the head's threads), four S rows of its vector, window_value per channel, 1/K, one 16-byte store.
+// Inner loop per vector of `vec` channels: 1 + 4 * (vec * sizeof(A) / 16) shared loads, 6 * vec FP
+// instructions, vec / 2 packs (16-bit types), one store.
+
+template <bool Causal, class Idx, class T>
+__device__ void window_forward_vtile(const window_args<T>& a) {
+  using A = acc_t<T>;
+  using P = window_tile_policy<T>;
+  constexpr int V = P::vec;
+  const vtile v = make_vtile(a);
+  const tile_ctx& c = v.c;
+  A* rows = dynamic_smem<A>();
+  vtap<A>* taps = reinterpret_cast<vtap<A>*>(reinterpret_cast<unsigned char*>(rows) +
+                                                     vtile_layout<T>::taps_at(a.cap_rows));
+  if (v.nval > 0) stage_vtile<Causal, Idx>(a, v, rows, taps);
+  const int col = threadIdx.x % P::cols;
+  if (col >= v.vcols) return;
+  const int hh = vtile_head(a, c, col);
+  const A inv_k = A(1) / A(a.w.L + a.w.M + 1);
+  const index_t base = c.b * a.g.xb + c.c0 + col * V;  // 64-bit, once
+  constexpr int step = P::threads / P::cols;             // tokens per pass of the block
+  int tok = threadIdx.x / P::cols;
+  T* __restrict__ yp = a.y + (base + (c.t0 + tok) * a.g.xt);
+  const Idx jump = static_cast<Idx>(step) * static_cast<Idx>(a.g.xt);
+  const A* __restrict__ p = rows + col * V;
+  const vtap<A>* __restrict__ e_at = taps + tok * c.nh + hh;
+  bool direct = false;  // some token of this thread left the kept rows: done after the loop
+  for (; tok < v.nval; tok += step, yp += jump, e_at += step * c.nh) {
+    const vtap<A> e = *e_at;
+    if (e.o0 < 0) {
+      direct = true;
+      continue;
+    }
+    A out[V];
+    constexpr int W = 16 / sizeof(A);
+#pragma unroll
+    for (int q = 0; q < V / W; ++q) {
+      A s0[W], s1[W], s2[W], s3[W];
+      tap_rows<A>(p + q * W, e, s0, s1, s2, s3);
+#pragma unroll
+      for (int j = 0; j < W; ++j)
+        out[q * W + j] = inv_k * talkconv::detail::window_value_frac<A>(e.fr, e.fl, s0[j], s1[j], s2[j], s3[j]);
+    }
+    store_vec<T>(yp, out);
+  }
+  // Tokens past the valid length: zeros.
+  for (; tok < v.ntok; tok += step, yp += jump) {
+    A out[V];
+#pragma unroll
+    for (int j = 0; j < V; ++j) out[j] = A(0);
+    store_vec<T>(yp, out);
+  }
+  // Windows that leave the kept rows: SPEC's sums straight from global memory (rare; exact).
+  if (direct) {
+    const T* xc = a.x + base;
+    T* y0 = a.y + (base + c.t0 * a.g.xt);
+    for (int k2 = threadIdx.x / P::cols; k2 < v.nval; k2 += step) {
+      if (taps[k2 * c.nh + hh].o0 >= 0) continue;
+      const index_t t = c.t0 + k2;
+      const window_taps<A> k = head_taps<Causal>(offset_row<Idx>(a, t, c.b), t, c.h_first + hh, a.w, c.n);
+      A out[V];
+      for (int j = 0; j < V; ++j) {
+        A dm, dr, dl;
+        direct_diffs<Idx>(xc + j, a.g.xt, k, inv_k, dm, dr, dl);
+        out[j] = talkconv::detail::window_value_diff<A>(k, dm, dr, dl);
+      }
+      store_vec<T>(y0 + Idx(k2) * static_cast<Idx>(a.g.xt), out);
+    }
+  }
+}
+
+}  // namespace detail
+}  // namespace cuda
+}  // namespace talkconv

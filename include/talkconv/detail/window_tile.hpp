@@ -1,0 +1,128 @@
+// Tiling of the vectorized CUDA window kernels (forward, offset gradients), host+device so the CPU suite
+// tests the GPU's plan and per-tile arithmetic: which S rows a tile keeps, how long a tile is, which
+// tokens take the direct path, and a token's taps as rows of the tile.
+#pragma once
+
+#include "talkconv/config.hpp"
+#include "talkconv/detail/math.hpp"
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+
+namespace talkconv {
+namespace detail {
+
+// A launch's tiling: `tile` tokens per block and `rows` rows of S kept in shared memory, of which `left`
+// lie before the tile's first token (the base row S[t0 - left] included). rows <= max_tile_rows, so a
+// row fits the int16 of tile_tap.
+struct window_tile_plan {
+  int tile = 0;
+  int rows = 0;
+  int left = 0;
+  std::size_t smem = 0;  // dynamic shared memory of a block
+};
+
+constexpr int max_tile_rows = 32767;
+
+// What a block's shared memory holds, for the plan: `row_bytes` per kept row of S, `token_bytes` per
+// token of the tile (its tap table and scratch), `fixed_bytes` once. `budget`: the most a block may take
+// and still leave the policy's blocks per SM resident; `limit`: the most a block may take at all.
+struct window_tile_costs {
+  std::size_t row_bytes = 0, token_bytes = 0, fixed_bytes = 0, budget = 0, limit = 0;
+  int unit = 32;      // tile lengths are multiples of this
+  int max_tile = 512; // longest tile
+};
+
+// Halo rows of a window for offsets up to max_offset: left includes the base row (the lowest tap of token t
+// is floor(t - o L) - 1 >= t - ceil(L o) - 1), right reaches ceil(t + o M) <= t + ceil(M o). Saturated
+// (a huge L or max_offset gives a huge count, never a wrapped one).
+inline double halo_left_rows(index_t L, double max_offset) {
+  return std::ceil(double(L) * max_offset) + 1.0;
+}
+inline double halo_right_rows(index_t M, bool causal, double max_offset) {
+  return causal ? 0.0 : std::ceil(double(M) * max_offset);
+}
+
+// The tile: about 4x the halo (halo re-read <= 25%), a multiple of `unit`, shrunk until the block fits
+// `budget` (occupancy); when the whole halo exceeds `limit`, the rows are capped (the tile shrinking
+// until the kept halo is at least as long as the tile) and split between the sides in proportion (tokens reaching past them take the direct path: only speed
+// depends on this, never the result). tile == 0: nothing fits (the caller reports it).
+inline window_tile_plan plan_window_tile(index_t L, index_t M, bool causal, double max_offset,
+                                         const window_tile_costs& k) {
+  if (!(max_offset >= 0.0) || !std::isfinite(max_offset)) max_offset = 1.0;
+  const double hl = halo_left_rows(L, max_offset), hr = halo_right_rows(M, causal, max_offset);
+  const double halo = hl + hr;
+  auto bytes = [&](double tile, double rows) {
+    return rows * double(k.row_bytes) + tile * double(k.token_bytes) + double(k.fixed_bytes);
+  };
+  double tile = std::ceil(4.0 * halo / k.unit) * k.unit;
+  if (tile < 2 * k.unit) tile = 2 * k.unit;
+  if (tile > k.max_tile) tile = k.max_tile;
+  while (tile > k.unit && bytes(tile, tile + halo) > double(k.budget)) tile -= k.unit;
+  window_tile_plan p;
+  double rows = tile + halo;
+  for (;;) {
+    rows = tile + halo;
+    if (bytes(tile, rows) <= double(k.limit) && rows <= max_tile_rows) break;
+    // Capped: as many rows as fit; shorter tiles until the kept halo is at least the tile (or one unit).
+    const double room = double(k.limit) - bytes(tile, 0.0);
+    rows = room > 0.0 ? std::floor(room / double(k.row_bytes)) : 0.0;
+    if (rows > max_tile_rows) rows = max_tile_rows;
+    if (rows >= 2.0 * tile + 1.0 || tile <= k.unit) break;
+    tile -= k.unit;
+  }
+  if (rows < tile + 1.0) return p;  // not even the tile and its base row
+  const double spare = rows - tile;  // halo rows kept, base row included
+  double left = halo > 0.0 ? std::floor(spare * hl / halo) : spare;
+  if (left < 1.0) left = 1.0;
+  if (left > spare) left = spare;
+  p.tile = static_cast<int>(tile);
+  p.rows = static_cast<int>(rows);
+  p.left = static_cast<int>(left);
+  p.smem = static_cast<std::size_t>(bytes(tile, rows));
+  return p;
+}
+
+// The S rows [first, last] tile [t0, t0 + tile) of a sequence of valid length n keeps: shared row r holds
+// S[first + r] - S[first] (row 0 is zero), so x rows first + 1 .. last are loaded. first >= -1 (S[-1] = 0).
+struct tile_rows {
+  index_t first, last;
+  TALKCONV_HOST_DEVICE int data_rows() const { return static_cast<int>(last - first); }
+};
+TALKCONV_HOST_DEVICE inline tile_rows window_tile_rows(index_t t0, index_t n, int rows, int left) {
+  index_t first = t0 - left;
+  if (first < -1) first = -1;
+  index_t last = first + rows - 1;
+  if (last > n - 1) last = n - 1;
+  if (last < first) last = first;
+  return tile_rows{first, last};
+}
+
+// A token's taps as rows of its tile (row = S index - first), or r0 = -1 when one of them lies outside
+// the kept rows: that token takes the direct path (sums x from global memory, window_value_diff).
+// 16 bytes for a float accumulator: one shared-memory vector load per (token, head, thread).
+template <class A>
+struct alignas(sizeof(A) == 4 ? 16 : 8) tile_tap {
+  std::int16_t r0, r1, r2, r3;
+  A fr, fl;
+};
+
+template <class A, class I>
+TALKCONV_HOST_DEVICE inline tile_tap<A> make_tile_tap(const window_taps<A, I>& k, const tile_rows& w) {
+  if (taps_min(k) < w.first || taps_max(k) > w.last) return tile_tap<A>{-1, -1, -1, -1, k.fr, k.fl};
+  return tile_tap<A>{static_cast<std::int16_t>(k.i0 - w.first), static_cast<std::int16_t>(k.i1 - w.first),
+                     static_cast<std::int16_t>(k.i2 - w.first), static_cast<std::int16_t>(k.i3 - w.first), k.fr,
+                     k.fl};
+}
+
+TALKCONV_HOST_DEVICE inline int odd_up(int v) { return v | 1; }
+
+// Rows of the tile's prefix scan per segment thread: ceil(data_rows / segs), made odd so that the
+// segments of one column (a logical warp) read shared rows in distinct banks (row stride 4 banks mod 32).
+TALKCONV_HOST_DEVICE inline int scan_rows_per_segment(int data_rows, int segs) {
+  return odd_up((data_rows + segs - 1) / segs);
+}
+
+}  // namespace detail
+}  // namespace talkconv

@@ -1,0 +1,152 @@
+// The CUDA vector tiles' plan and per-tile arithmetic (detail/window_tile.hpp), run on the CPU: tile
+// lengths and shared-memory bytes, which S rows a tile keeps, which tokens take the direct path, and the
+// window values computed the GPU's way (local prefix sums from the tile's base row, 1/K at the output)
+// against the float64 reference.
+#include "util.hpp"
+
+#include <talkconv/detail/window_tile.hpp>
+
+using namespace tt;
+namespace d = talkconv::detail;
+
+namespace {
+
+// The costs of a bf16 forward block on an H200-like device (272-byte rows, 16-byte taps, one head).
+d::window_tile_costs h200_costs(std::size_t token_bytes = 16) {
+  d::window_tile_costs k;
+  k.row_bytes = 272;
+  k.token_bytes = token_bytes;
+  k.budget = 233472 / 4 - 1024 - 256;
+  k.limit = 232448 - 256;
+  return k;
+}
+
+double plan_bytes(const d::window_tile_plan& p, const d::window_tile_costs& k) {
+  return double(p.rows) * double(k.row_bytes) + double(p.tile) * double(k.token_bytes) + double(k.fixed_bytes);
+}
+
+}  // namespace
+
+TEST_SUITE("cuda_tiles") {
+
+TEST_CASE("window tile plan: tile, rows and bytes for windows from 1 to beyond shared memory") {
+  for (const long L : {0L, 1L, 3L, 16L, 63L, 200L, 1200L, 100000L})
+    for (const long M : {0L, 16L, 900L})
+      for (const bool causal : {false, true})
+        for (const double mo : {1.0, 1.25, 6.0}) {
+          for (const std::size_t tb : {std::size_t(16), std::size_t(16 * 8 + 128)}) {
+            const d::window_tile_costs k = h200_costs(tb);
+            const d::window_tile_plan p = d::plan_window_tile(L, M, causal, mo, k);
+            INFO("L=", L, " M=", M, " causal=", causal, " max_offset=", mo, " token_bytes=", tb);
+            REQUIRE(p.tile > 0);
+            CHECK(p.tile % k.unit == 0);
+            CHECK(p.tile <= k.max_tile);
+            CHECK(p.rows >= p.tile + 1);
+            CHECK(p.rows <= d::max_tile_rows);
+            CHECK(p.left >= 1);
+            CHECK(p.left <= p.rows - p.tile);
+            CHECK(double(p.smem) == plan_bytes(p, k));
+            CHECK(p.smem <= k.limit);
+            const double halo = d::halo_left_rows(L, mo) + d::halo_right_rows(M, causal, mo);
+            if (p.rows == p.tile + long(halo)) {
+              // The whole halo is kept: every window of offsets <= max_offset fits (checked below).
+              CHECK(p.left == long(d::halo_left_rows(L, mo)));
+              // Occupancy first; the halo stays <= 25% of the tile whenever the budget allows that.
+              if (plan_bytes(p, k) > double(k.budget)) CHECK(p.tile == k.unit);
+              if (4.0 * halo <= k.max_tile && p.tile >= 4.0 * halo) CHECK(halo <= 0.25 * p.tile);
+            }
+          }
+        }
+  // The benchmark window (L = M = 16): 128 tokens or more, about 4 blocks per SM.
+  const d::window_tile_plan p = d::plan_window_tile(16, 16, false, 1.0, h200_costs());
+  CHECK(p.tile >= 128);
+  CHECK(p.smem <= h200_costs().budget);
+}
+
+TEST_CASE("window tile rows: the base row, the kept rows, clamped to [-1, n - 1]") {
+  const int rows = 100, left = 20;
+  for (const long n : {0L, 1L, 50L, 1000L})
+    for (const long t0 : {0L, 5L, 19L, 20L, 21L, 64L, 900L}) {
+      const d::tile_rows w = d::window_tile_rows(t0, n, rows, left);
+      INFO("t0=", t0, " n=", n);
+      CHECK(w.first >= -1);
+      CHECK(w.first == std::max(t0 - left, -1L));
+      CHECK(w.last - w.first + 1 <= rows);
+      CHECK(w.last >= w.first);
+      CHECK(w.last <= std::max(n - 1, w.first));
+      CHECK(w.data_rows() == w.last - w.first);
+    }
+  for (int data = 0; data < 300; ++data)
+    for (const int segs : {8, 16, 32}) {
+      const int per = d::scan_rows_per_segment(data, segs);
+      CHECK(per % 2 == 1);
+      CHECK(per * segs >= data);
+    }
+}
+
+// The GPU's per-tile arithmetic on the CPU: for every tile of a sequence, shared row r holds
+// S[first + r] - S[first] (float, unscaled), a token whose taps lie in [first, last] reads four rows and
+// scales by 1/K, any other token sums x directly; both against the float64 reference of SPEC.
+TEST_CASE("window tile arithmetic: local prefix rows and the direct path give SPEC's window") {
+  std::mt19937_64 rng(4242);
+  for (int draw = 0; draw < draws(60); ++draw) {
+    const long T = uniform_int(rng, 1, 700), n = uniform_int(rng, 0, 1) ? T : uniform_int(rng, 0, T);
+    const long L = uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, 90);
+    const bool causal = uniform_int(rng, 0, 1) == 1;
+    const long M = causal ? 0 : uniform_int(rng, 0, 90);
+    const double hi = uniform_int(rng, 0, 2) == 0 ? 3.0 : 1.0;  // offsets above the plan's max_offset = 1
+    d::window_tile_costs k = h200_costs();
+    if (uniform_int(rng, 0, 3) == 0) k.limit = 96 * k.row_bytes;  // rows capped: tokens fall back
+    const d::window_tile_plan p = d::plan_window_tile(L, M, causal, 1.0, k);
+    INFO("T=", T, " n=", n, " L=", L, " M=", M, " causal=", causal, " offsets <= ", hi, " limit=", k.limit);
+    REQUIRE(p.tile > 0);
+    const vec x = uniform_vec(rng, static_cast<size_t>(T), -1.0, 1.0);
+    std::vector<float> xf(x.begin(), x.end());
+    const vec ol = uniform_vec(rng, static_cast<size_t>(T), 0.0, hi), orr = uniform_vec(rng, static_cast<size_t>(T), 0.0, hi);
+    const float inv_k = 1.0f / float(L + M + 1);
+    const bool capped = p.rows < p.tile + long(d::halo_left_rows(L, 1.0) + d::halo_right_rows(M, causal, 1.0));
+    double worst = 0.0;
+    long fallbacks = 0;
+    for (long t0 = 0; t0 < T; t0 += p.tile) {
+      const d::tile_rows w = d::window_tile_rows(t0, n, p.rows, p.left);
+      std::vector<float> rows(static_cast<size_t>(w.data_rows() + 1), 0.0f);
+      for (int r = 1; r <= w.data_rows(); ++r) rows[size_t(r)] = rows[size_t(r - 1)] + xf[size_t(w.first + r)];
+      for (long t = t0; t < std::min(t0 + p.tile, n); ++t) {
+        const d::window_taps<float> kt =
+            d::make_taps<float>(t, float(ol[size_t(t)]), float(orr[size_t(t)]), L, M, n, causal);
+        const d::tile_tap<float> e = d::make_tile_tap<float>(kt, w);
+        float got;
+        if (e.r0 >= 0) {
+          CHECK(e.r0 <= w.data_rows());
+          CHECK(e.r1 <= w.data_rows());
+          CHECK(e.r2 >= 0);
+          CHECK(e.r3 >= 0);
+          got = inv_k * d::window_value_frac<float>(e.fr, e.fl, rows[size_t(e.r0)], rows[size_t(e.r1)],
+                                                     rows[size_t(e.r2)], rows[size_t(e.r3)]);
+        } else {
+          ++fallbacks;
+          if (!capped && ol[size_t(t)] <= 1.0 && orr[size_t(t)] <= 1.0) FAIL("a window within max_offset left the tile");
+          float dm = 0.0f;
+          for (long tau = kt.i2 + 1; tau <= kt.i0; ++tau) dm += xf[size_t(tau)];
+          const float dr = kt.i1 > kt.i0 ? xf[size_t(kt.i1)] : 0.0f, dl = kt.i3 > kt.i2 ? xf[size_t(kt.i3)] : 0.0f;
+          got = d::window_value_diff<float>(kt, inv_k * dm, inv_k * dr, inv_k * dl);
+        }
+        // float64 SPEC: sum over [ceil a_l, floor a_r] plus the fractional edges, / K.
+        const double al = std::min(std::max(double(t) - double(float(ol[size_t(t)])) * double(L), 0.0), double(n - 1));
+        const double ar = causal ? double(t)
+                                 : std::min(std::max(double(t) + double(float(orr[size_t(t)])) * double(M), 0.0),
+                                            double(n - 1));
+        double s = 0.0;
+        for (long tau = long(std::ceil(al)); tau <= long(std::floor(ar)); ++tau) s += double(xf[size_t(tau)]);
+        if (std::floor(ar) != ar) s += (ar - std::floor(ar)) * double(xf[size_t(std::ceil(ar))]);
+        if (std::floor(al) != al) s += (std::ceil(al) - al) * double(xf[size_t(std::floor(al))]);
+        worst = std::max(worst, std::fabs(double(got) - s / double(L + M + 1)));
+      }
+    }
+    INFO("T=", T, " n=", n, " L=", L, " M=", M, " causal=", causal, " offsets <= ", hi, " tile=", p.tile,
+         " rows=", p.rows, " left=", p.left, " fallbacks=", fallbacks);
+    CHECK(worst <= 2e-5);
+  }
+}
+
+}  // TEST_SUITE
