@@ -8,6 +8,8 @@
 // Without a GPU it says so and exits 0.
 #include <talkconv/cuda/talkconv.cuh>
 
+#include "bench_inputs.cuh"
+
 #include <cuda_profiler_api.h>
 #include <cuda_runtime.h>
 
@@ -22,36 +24,15 @@ namespace tcu = talkconv::cuda;
 using talkconv::acc_t;
 using talkconv::index_t;
 
-#define PROFILE_CUDA(expr)                                                                        \
-  do {                                                                                            \
-    const cudaError_t e_ = (expr);                                                                \
-    if (e_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
-
-// Deterministic values in [lo, hi): a splitmix hash of the index.
-template <class X>
-__global__ void fill_kernel(X* p, std::size_t n, unsigned long long seed, float lo, float hi) {
-  for (std::size_t i = std::size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += std::size_t(gridDim.x) * blockDim.x) {
-    unsigned long long z = i + 0x9E3779B97F4A7C15ULL * (seed + 1);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z ^= z >> 31;
-    const float u = static_cast<float>(z >> 40) * (1.0f / 16777216.0f);
-    p[i] = talkconv::from_acc<X>(static_cast<acc_t<X>>(lo + (hi - lo) * u));
-  }
-}
+using talkconv_bench::fill_kernel;
 
 template <class X>
 X* alloc(std::size_t n, unsigned long long seed = 0, float lo = 0.0f, float hi = 0.0f) {
   X* p = nullptr;
-  PROFILE_CUDA(cudaMalloc(&p, (n ? n : 1) * sizeof(X)));
+  BENCH_CUDA(cudaMalloc(&p, (n ? n : 1) * sizeof(X)));
   if (hi > lo) {
     fill_kernel<X><<<1024, 256>>>(p, n, seed, lo, hi);
-    PROFILE_CUDA(cudaGetLastError());
+    BENCH_CUDA(cudaGetLastError());
   }
   return p;
 }
@@ -77,7 +58,7 @@ int run(const shape_args& s) {
   T* db = alloc<T>(P);
   acc_t<T>* saved = alloc<acc_t<T>>(std::size_t(s.T * s.B) * P);
   cudaStream_t stream;
-  PROFILE_CUDA(cudaStreamCreate(&stream));
+  BENCH_CUDA(cudaStreamCreate(&stream));
 
   talkconv::forward_args<T> fwd;
   fwd.shape = shape;
@@ -100,18 +81,18 @@ int run(const shape_args& s) {
   layer.forward(nullptr, fb, fwd, stream);
   layer.backward(nullptr, bb, bwd, stream);
   void* ws = nullptr;
-  PROFILE_CUDA(cudaMalloc(&ws, fb > bb ? fb : bb));
+  BENCH_CUDA(cudaMalloc(&ws, fb > bb ? fb : bb));
 
   // Warm-up outside the profiled region (shared-memory attributes, module loading).
   layer.forward(ws, fb, fwd, stream);
   layer.backward(ws, bb, bwd, stream);
-  PROFILE_CUDA(cudaStreamSynchronize(stream));
+  BENCH_CUDA(cudaStreamSynchronize(stream));
 
-  PROFILE_CUDA(cudaProfilerStart());
+  BENCH_CUDA(cudaProfilerStart());
   layer.forward(ws, fb, fwd, stream);
   layer.backward(ws, bb, bwd, stream);
-  PROFILE_CUDA(cudaStreamSynchronize(stream));
-  PROFILE_CUDA(cudaProfilerStop());
+  BENCH_CUDA(cudaStreamSynchronize(stream));
+  BENCH_CUDA(cudaProfilerStop());
 
   std::printf("talkconv profile: dtype %s T %lld B %lld C %lld H %lld L %lld M %lld causal %d elements %zu\n",
               sizeof(T) == 4 ? "f32" : "16-bit", static_cast<long long>(s.T), static_cast<long long>(s.B),
@@ -120,8 +101,8 @@ int run(const shape_args& s) {
   for (void* p : {static_cast<void*>(x), static_cast<void*>(y), static_cast<void*>(dy), static_cast<void*>(dx),
                   static_cast<void*>(w), static_cast<void*>(b), static_cast<void*>(dw), static_cast<void*>(db),
                   static_cast<void*>(saved), ws})
-    PROFILE_CUDA(cudaFree(p));
-  PROFILE_CUDA(cudaStreamDestroy(stream));
+    BENCH_CUDA(cudaFree(p));
+  BENCH_CUDA(cudaStreamDestroy(stream));
   return 0;
 }
 
