@@ -33,7 +33,7 @@ template <class T>
 struct dx_policy {
   using A = acc_t<T>;
   static constexpr int vec = sizeof(T) >= 16 ? 1 : int(16 / sizeof(T));
-  static constexpr talkconv::detail::dx_block_shape shape(int v) {
+  TALKCONV_HOST_DEVICE static constexpr talkconv::detail::dx_block_shape shape(int v) {
     return talkconv::detail::make_dx_block_shape(int(sizeof(A)), v);
   }
   static constexpr int threads = shape(1).threads;

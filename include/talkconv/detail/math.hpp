@@ -148,8 +148,8 @@ template <class A>
 struct tap_weights {
   A w0, w1, w2, w3;
 };
-template <class A>
-TALKCONV_HOST_DEVICE inline tap_weights<A> make_tap_weights(const window_taps<A>& k) {
+template <class A, class I>
+TALKCONV_HOST_DEVICE inline tap_weights<A> make_tap_weights(const window_taps<A, I>& k) {
   return tap_weights<A>{A(1) - k.fr, k.fr, k.fl - A(1), -k.fl};
 }
 
