@@ -107,12 +107,6 @@ struct tap_entry {
 };
 constexpr int tap_cache_heads = 4;
 
-// Tokens whose taps the dx tile caches: the tile and up to half a tile of halo on both sides together.
-template <class A>
-TALKCONV_HOST_DEVICE constexpr int dx_cache_tokens(int tile) {
-  return tile + tile / 2;
-}
-
 // Dynamic shared memory of the window kernels: prefix rows [cap_rows][lanes], segment totals
 // [segs][lanes], (offset gradients) per-batch products [2][lanes][grad_batch + 1], then the tap cache.
 template <class A>
@@ -125,10 +119,6 @@ struct window_smem {
   }
   static std::size_t forward(int cap_rows) { return sizeof(A) * accumulators(cap_rows, false) + taps_bytes; }
   static std::size_t offsets_grad(int cap_rows) { return sizeof(A) * accumulators(cap_rows, true) + taps_bytes; }
-  static std::size_t input_grad(int tile) {
-    return sizeof(A) * (std::size_t(tile) * lanes + window_traits::segs * lanes) +
-           sizeof(tap_entry<A>) * std::size_t(dx_cache_tokens<A>(tile)) * tap_cache_heads;
-  }
 };
 
 // Threads of the elementwise row kernels (dropout, offset-gradient combine, dW combine, scans).

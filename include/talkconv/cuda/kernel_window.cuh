@@ -32,12 +32,6 @@ static __global__ void __launch_bounds__(window_tile_policy<T>::threads, window_
   window_offsets_grad_vtile<Causal, Idx>(a);
 }
 
-// grid (B * tiles of dx_tile, channel blocks); dynamic smem window_smem::input_grad. Needs a.reach.
-template <class T, class Idx, bool Causal>
-static __global__ void __launch_bounds__(window_traits::threads) window_input_grad_kernel(window_args<T> a) {
-  window_input_grad_tile<Causal, Idx>(a);
-}
-
 // Grid-stride over tokens; reach must be zeroed first.
 template <class T, class Idx, bool Causal>
 static __global__ void __launch_bounds__(row_threads) window_reach_kernel(window_args<T> a, unsigned long long* reach) {
