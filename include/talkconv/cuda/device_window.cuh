@@ -149,7 +149,7 @@ void window_forward(const seq_shape& shape, const window_params& w, const T* x, 
                     const index_t* lengths, cudaStream_t stream, float max_offset = 1.0f) {
   if (detail::validate_or_empty(shape, w)) return;
   talkconv::detail::validate_bytes(shape, w, sizeof(T), sizeof(acc_t<T>));
-  detail::check_window_grids<acc_t<T>>(shape, w);
+  detail::check_window_grids<T>(shape, w);
   talkconv::detail::require_pointer(x, "x");
   talkconv::detail::require_pointer(offsets, "offsets");
   talkconv::detail::require_pointer(y, "y");
@@ -173,7 +173,7 @@ void window_backward(void* workspace, std::size_t& workspace_bytes, const seq_sh
   using A = acc_t<T>;
   const bool empty = detail::validate_or_empty(shape, w);
   talkconv::detail::validate_bytes(shape, w, sizeof(T), sizeof(A));
-  if (!empty) detail::check_window_grids<A>(shape, w);
+  if (!empty) detail::check_window_grids<T>(shape, w);
   const detail::window_geom wg = detail::window_geom::make(w, shape.C);
   const index_t NP = shape.T * shape.B * w.num_offsets();
   detail::workspace_plan plan;

@@ -175,18 +175,6 @@ inline dim3 window_grid(const seq_shape& s, index_t tiles, const window_geom& wg
   return dim3(static_cast<unsigned>(x), static_cast<unsigned>(wg.blocks));
 }
 
-// Every grid the window kernels of a call launch (forward / offset-gradient tiles and dx tiles) fits:
-// checked by the entry points right after validation, before any workspace query or launch, so a
-// refused call touches no memory.
-template <class A>
-void check_window_grids(const seq_shape& s, const window_params& w) {
-  const window_geom wg = window_geom::make(w, s.C);
-  constexpr index_t shortest = window_tile_policy<A>::unit < window_traits::fwd_tile ? window_tile_policy<A>::unit
-                                                                                     : window_traits::fwd_tile;
-  window_grid(s, (s.T + shortest - 1) / shortest, wg);
-  window_grid(s, (s.T + dx_tile<A>::value - 1) / dx_tile<A>::value, wg);
-}
-
 }  // namespace detail
 }  // namespace cuda
 }  // namespace talkconv

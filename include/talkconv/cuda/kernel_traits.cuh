@@ -90,13 +90,6 @@ struct vtile_layout {
   }
 };
 
-// Tokens per backward-to-input tile: its scatter buffer (tile x lanes accumulators) stays at 32 KiB.
-template <class A>
-struct dx_tile {
-  static constexpr int value = sizeof(A) > 4 ? 64 : 128;
-  static_assert(value % window_traits::segs == 0, "tile rows split evenly into segments");
-};
-
 // A token's taps for one head, cached in shared memory by the forward and offset-gradient tiles
 // (indices relative to the tile's first token): computed once per (token, head) instead of once per
 // channel. Used when at most tap_cache_heads heads meet a block (R >= 16 channels per head).

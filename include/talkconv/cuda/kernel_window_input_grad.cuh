@@ -66,6 +66,18 @@ void launch_input_grad(const window_args<T>& a, const seq_shape& s, const window
   });
 }
 
+// Every grid the window kernels of a call launch (forward / offset-gradient tiles, and the dx tiles as
+// plan_input_grad sizes them) fits: checked by the entry points right after validation, before any
+// workspace query or launch, so a refused call touches no memory.
+template <class T>
+void check_window_grids(const seq_shape& s, const window_params& w) {
+  const window_geom wg = window_geom::make(w, s.C);
+  constexpr index_t shortest = window_tile_policy<T>::unit < window_traits::fwd_tile ? window_tile_policy<T>::unit
+                                                                                     : window_traits::fwd_tile;
+  window_grid(s, (s.T + shortest - 1) / shortest, wg);
+  window_grid(s, plan_input_grad<T>(s, w).args.blocks_per_seq, wg);
+}
+
 }  // namespace detail
 }  // namespace cuda
 }  // namespace talkconv

@@ -155,7 +155,7 @@ class talk_conv : public basic_talk_conv<Heads> {
     talkconv::detail::validate_bytes(s, window(), sizeof(T), sizeof(acc_type));
     talkconv::detail::validate_weight(window(), s.C, sizeof(T), sizeof(acc_type));
     talkconv::detail::validate_dropout(d);
-    if (!empty) detail::check_window_grids<acc_type>(s, window());
+    if (!empty) detail::check_window_grids<T>(s, window());
     return empty;
   }
   static double max_offset(const dropout_params& d) { return d.active() ? 1.0 / (1.0 - double(d.p)) : 1.0; }
