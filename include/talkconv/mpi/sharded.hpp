@@ -112,6 +112,9 @@ class halo_plan {
   halo_plan(const halo_plan&) = delete;
   halo_plan& operator=(const halo_plan&) = delete;
   ~halo_plan() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (finalized) return;  // MPI freed everything (a plan outliving MPI_Finalize)
     for (auto* v : {&halo_, &owned_})
       for (run& r : *v) {
         MPI_Type_free(&r.in_place);
