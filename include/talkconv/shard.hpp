@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 namespace talkconv {
 
@@ -65,7 +66,54 @@ inline shard_params make_shard(const window_params& w, const dropout_params& d, 
   return s;
 }
 
+// One run of rows a shard exchanges with a peer shard: local rows [row, row + rows) of its x / dx buffer.
+struct shard_run {
+  int peer;
+  index_t row;
+  index_t rows;
+};
+
+// The exchanges of shard `me` when shards [bounds[r], bounds[r + 1]) (r = 0 .. bounds.size() - 2) tile
+// [0, T = bounds.back()): `halo` lists the runs of its halo rows and their owners (received in forward,
+// returned in backward), `owned` the runs of its own rows that a peer's halo holds (sent in forward,
+// whose dx contributions come back in backward). Both in ascending peer order; a halo longer than a
+// neighbour's shard gives runs from several peers. Every shard's halo is make_shard's.
+struct shard_exchange {
+  std::vector<shard_run> halo, owned;
+};
+inline shard_exchange exchange_of(const window_params& w, const dropout_params& d, const std::vector<index_t>& bounds,
+                                  int me) {
+  const int n = static_cast<int>(bounds.size()) - 1;
+  auto shard = [&](int r) {
+    return make_shard(w, d, bounds[static_cast<size_t>(r)], bounds[static_cast<size_t>(r) + 1], bounds.back());
+  };
+  const shard_params m = shard(me);
+  shard_exchange e;
+  auto add = [](std::vector<shard_run>& v, int q, index_t g0, index_t g1, index_t first) {
+    if (g1 > g0) v.push_back(shard_run{q, g0 - first, g1 - g0});
+  };
+  for (int q = 0; q < n; ++q) {
+    if (q == me) continue;
+    const shard_params o = shard(q);
+    // Each shard's halo: [first_row, t_begin) and [t_end, first_row + rows).
+    add(e.halo, q, std::max(m.first_row(), o.t_begin), std::min(m.t_begin, o.t_end), m.first_row());
+    add(e.halo, q, std::max(m.t_end, o.t_begin), std::min(m.first_row() + m.rows(), o.t_end), m.first_row());
+    add(e.owned, q, std::max(o.first_row(), m.t_begin), std::min(o.t_begin, m.t_end), m.first_row());
+    add(e.owned, q, std::max(o.t_end, m.t_begin), std::min(o.first_row() + o.rows(), m.t_end), m.first_row());
+  }
+  return e;
+}
+
 namespace detail {
+
+// bounds (P + 1 positions) must tile [0, T) with non-empty shards.
+inline void validate_bounds(const std::vector<index_t>& bounds) {
+  if (bounds.size() < 2 || bounds.front() != 0)
+    fail(status::invalid_shape, "bounds", "shard bounds must start at 0 and hold at least two positions");
+  for (size_t r = 0; r + 1 < bounds.size(); ++r)
+    if (bounds[r + 1] <= bounds[r])
+      fail(status::invalid_shape, "bounds", "shard ", r, " = [", bounds[r], ", ", bounds[r + 1], ") is empty");
+}
 
 // A shard call: shape (own tokens, B, C) against the shard, lengths (global, B entries or null) against T.
 inline void validate_shard(const shard_params& s, const seq_shape& shape, const window_params& w,

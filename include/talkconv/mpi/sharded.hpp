@@ -75,39 +75,27 @@ class halo_plan {
     const long long mine[3] = {shard.t_begin, shard.t_end, shard.T};
     std::vector<long long> all(static_cast<size_t>(3 * size_));
     detail::check(MPI_Allgather(mine, 3, MPI_LONG_LONG, all.data(), 3, MPI_LONG_LONG, comm), "MPI_Allgather");
-    std::vector<shard_params> shards(static_cast<size_t>(size_));
+    std::vector<index_t> bounds{0};
     for (int r = 0; r < size_; ++r) {
       const index_t b = all[static_cast<size_t>(3 * r)], e = all[static_cast<size_t>(3 * r + 1)],
                     T = all[static_cast<size_t>(3 * r + 2)];
-      const index_t want_b = r == 0 ? 0 : shards[static_cast<size_t>(r - 1)].t_end;
-      if (T != shard.T || b != want_b || e <= b || (r == size_ - 1 && e != T))
+      if (T != shard.T || b != bounds.back() || e <= b || (r == size_ - 1 && e != T))
         talkconv::detail::fail(status::invalid_shape, "shard",
                                "the ranks' shards must tile [0, T) in rank order with one T: rank ", r, " has [", b,
-                               ", ", e, ") of T = ", T, " where [", want_b, ", ...) of T = ", shard.T,
+                               ", ", e, ") of T = ", T, " where [", bounds.back(), ", ...) of T = ", shard.T,
                                (r == size_ - 1 ? " ending at T" : ""), " was expected");
-      shards[static_cast<size_t>(r)] = make_shard(w, d, b, e, T);
+      bounds.push_back(e);
     }
-    const shard_params& me = shards[static_cast<size_t>(rank_)];
+    const shard_params me = make_shard(w, d, shard.t_begin, shard.t_end, shard.T);
     if (me.halo.left != shard.halo.left || me.halo.right != shard.halo.right)
       talkconv::detail::fail(status::invalid_shape, "shard.halo", "shard halo (", shard.halo.left, ", ",
                              shard.halo.right, ") differs from (", me.halo.left, ", ", me.halo.right,
                              ") that this window and dropout need (use talkconv::make_shard)");
     detail::to_int(checked_row_bytes(), "C*sizeof(T)");
-    // My halo rows [first_row, t_begin) and [t_end, t_end + right) from their owners; the rows of
-    // mine that a peer's halo holds, to that peer. Ascending peer order: the backward adds in it.
-    for (int q = 0; q < size_; ++q) {
-      if (q == rank_) continue;
-      const shard_params& o = shards[static_cast<size_t>(q)];
-      auto overlap = [](index_t a0, index_t a1, index_t b0, index_t b1) {
-        return std::make_pair(std::max(a0, b0), std::min(a1, b1));
-      };
-      for (auto [g0, g1] : {overlap(me.first_row(), me.t_begin, o.t_begin, o.t_end),
-                            overlap(me.t_end, me.first_row() + me.rows(), o.t_begin, o.t_end)})
-        if (g1 > g0) halo_.push_back(make_run(q, g0 - me.first_row(), g1 - g0));
-      for (auto [g0, g1] : {overlap(o.first_row(), o.t_begin, me.t_begin, me.t_end),
-                            overlap(o.t_end, o.first_row() + o.rows(), me.t_begin, me.t_end)})
-        if (g1 > g0) owned_.push_back(make_run(q, g0 - me.first_row(), g1 - g0));
-    }
+    // My halo rows from their owners; the rows of mine that a peer's halo holds, to that peer.
+    const shard_exchange ex = exchange_of(w, d, bounds, rank_);
+    for (const shard_run& r : ex.halo) halo_.push_back(make_run(r.peer, r.row, r.rows));
+    for (const shard_run& r : ex.owned) owned_.push_back(make_run(r.peer, r.row, r.rows));
   }
   halo_plan(const halo_plan&) = delete;
   halo_plan& operator=(const halo_plan&) = delete;
