@@ -5,6 +5,7 @@
 #include "talkconv/cuda/error.hpp"
 #include "talkconv/params.hpp"
 #include "talkconv/shard.hpp"
+#include "talkconv/traits.hpp"
 
 #include <cuda_runtime.h>
 
@@ -43,6 +44,20 @@ void copy_shard_rows(X* dst, const X* src, const shard_params& s, const seq_shap
   check(cudaMemcpy2DAsync(to + (to_own ? 0 : skip), to_own ? own_pitch : ext_pitch, from + (to_own ? skip : 0),
                           to_own ? ext_pitch : own_pitch, own_pitch, std::size_t(xs.B), cudaMemcpyDeviceToDevice, stream),
         "cudaMemcpy2DAsync(shard rows)");
+}
+
+// dx rows [row0, row0 + rows) of a shard's [xs.T, B, C] buffer += `in`, the same rows packed (tbc:
+// [rows][B][C], btc: [B][rows][C]), each sum rounded once to T: a peer's share of those rows.
+template <class T>
+static __global__ void add_shard_rows_kernel(T* dx, const T* in, index_t row0, index_t rows, index_t B, index_t C,
+                                             index_t xt, index_t xb, int lay) {
+  const index_t n = rows * B * C;
+  for (index_t i = index_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += index_t(gridDim.x) * blockDim.x) {
+    const index_t c = i % C, r = i / C;
+    const index_t t = lay == 0 ? r / B : r % rows, b = lay == 0 ? r % B : r / rows;
+    T& d = dx[(row0 + t) * xt + b * xb + c];
+    d = from_acc<T>(to_acc<T>(d) + to_acc<T>(in[i]));
+  }
 }
 
 }  // namespace detail
