@@ -177,3 +177,95 @@ TEST_SUITE("shard") {
     CHECK_THROWS_WITH_AS(conv.forward(fa, s), doctest::Contains("own tokens"), talkconv::error);
   }
 }
+
+// The window blocks on shards: cpu::window_forward / window_backward with a shard_params, offsets from
+// elsewhere (uniform in [0, 1 / (1 - p)]), against the whole calls.
+namespace {
+
+template <class T>
+void check_window_blocks(const problem& pb, int P, int kind) {
+  using A = talkconv::acc_t<T>;
+  INFO(pb.str(), " shards=", P, " cuts=", std::string(kind == 0 ? "even" : "random"));
+  const whole<T> w(pb);  // x, dy and lengths
+  const talkconv::window_params win{pb.H, pb.L, pb.causal ? 0 : pb.M, pb.causal};
+  const index_t Pw = win.num_offsets();
+  const talkconv::dropout_params d = pb.dropout();
+  const double hi = d.active() ? 1.0 / (1.0 - double(d.p)) : 1.0;
+  std::mt19937_64 rng(pb.seed + 3);
+  std::vector<A> off(static_cast<size_t>(pb.T * pb.B * Pw));
+  for (A& o : off) o = std::min(A(std::uniform_real_distribution<double>(0.0, hi)(rng)), A(1) / (A(1) - A(d.active() ? d.p : 0.0f)));
+  const talkconv::seq_shape shape{pb.T, pb.B, pb.C, pb.lay};
+  std::vector<T> y(w.x.size()), dx(w.x.size());
+  std::vector<A> doff(off.size());
+  talkconv::cpu::window_forward(shape, win, w.x.data(), off.data(), y.data(), w.lengths_ptr());
+  talkconv::cpu::window_backward(shape, win, w.x.data(), off.data(), w.dy.data(), dx.data(), doff.data(), w.lengths_ptr());
+  std::vector<T> ys(y.size()), dxs(dx.size(), talkconv::from_acc<T>(A(0)));
+  std::vector<A> doffs(doff.size());
+  std::vector<double> dx_acc(dx.size(), 0.0);
+  double partial = 0.0;
+  const auto c = cuts(pb.T, P, kind, pb.seed + 99);
+  for (size_t r = 0; r + 1 < c.size(); ++r) {
+    const talkconv::shard_params s = talkconv::make_shard(win, d, c[r], c[r + 1], pb.T);
+    const talkconv::seq_shape own{s.own(), pb.B, pb.C, pb.lay};
+    const std::vector<T> x_ext = w.rows_of(w.x, pb.C, s.first_row(), s.first_row() + s.rows());
+    const std::vector<T> dy_own = w.rows_of(w.dy, pb.C, s.t_begin, s.t_end);
+    const std::vector<A> off_own = w.rows_of(off, Pw, s.t_begin, s.t_end);
+    std::vector<T> y_own(dy_own.size()), dx_ext(x_ext.size());
+    std::vector<A> doff_own(off_own.size());
+    talkconv::cpu::window_forward(own, win, x_ext.data(), off_own.data(), y_own.data(), w.lengths_ptr(), s, d);
+    talkconv::cpu::window_backward(own, win, x_ext.data(), off_own.data(), dy_own.data(), dx_ext.data(),
+                                   doff_own.data(), w.lengths_ptr(), s, d);
+    partial = std::max(partial, max_abs(dx_ext));
+    for (index_t t = 0; t < s.rows(); ++t)
+      for (index_t b = 0; b < pb.B; ++b) {
+        const index_t g = s.first_row() + t;
+        for (index_t j = 0; j < pb.C; ++j) {
+          dx_acc[at(pb.lay, pb.T, pb.B, pb.C, g, b, j)] += double(talkconv::to_acc<T>(dx_ext[at(pb.lay, s.rows(), pb.B, pb.C, t, b, j)]));
+          if (g >= s.t_begin && g < s.t_end)
+            ys[at(pb.lay, pb.T, pb.B, pb.C, g, b, j)] = y_own[at(pb.lay, s.own(), pb.B, pb.C, g - s.t_begin, b, j)];
+        }
+        if (g >= s.t_begin && g < s.t_end)
+          for (index_t j = 0; j < Pw; ++j)
+            doffs[at(pb.lay, pb.T, pb.B, Pw, g, b, j)] = doff_own[at(pb.lay, s.own(), pb.B, Pw, g - s.t_begin, b, j)];
+      }
+  }
+  for (size_t i = 0; i < dxs.size(); ++i) dxs[i] = talkconv::from_acc<T>(A(dx_acc[i]));
+  const double bar = shard_case::bar<T>();
+  CHECK(max_diff(ys, y) <= bar * std::max(1.0, max_abs(y)));
+  CHECK(max_diff(dxs, dx) <= bar * std::max({1.0, max_abs(dx), partial}));
+  CHECK(max_diff(doffs, doff) <= bar * std::max(1.0, max_abs(doff)));
+}
+
+}  // namespace
+
+TEST_SUITE("shard") {
+  TEST_CASE_TEMPLATE("shard: cpu::window_forward / window_backward on k shards equal the whole calls", T, float, double) {
+    std::mt19937_64 rng(23);
+    int n = 0;
+    for (bool causal : {false, true})
+      for (layout lay : {layout::tbc, layout::btc})
+        for (int mode = 0; mode < 3; ++mode) {
+          problem pb;
+          pb.seed = 500 + static_cast<std::uint64_t>(n++);
+          pb.causal = causal, pb.lay = lay;
+          pb.T = std::uniform_int_distribution<index_t>(20, 300)(rng);
+          pb.B = 2, pb.H = 2, pb.C = 6;
+          pb.L = std::uniform_int_distribution<index_t>(0, 40)(rng);
+          pb.M = causal ? 0 : std::uniform_int_distribution<index_t>(0, 40)(rng);
+          pb.ragged = mode != 0;
+          pb.training = mode == 2, pb.p = mode == 2 ? 0.4f : 0.0f;
+          check_window_blocks<T>(pb, std::uniform_int_distribution<int>(2, 9)(rng), mode == 1 ? 1 : 0);
+        }
+  }
+
+  TEST_CASE("shard: window blocks refuse offsets beyond the shard's halo") {
+    const talkconv::window_params win{1, 4, 4, false};
+    const talkconv::shard_params s = talkconv::make_shard(win, {}, 10, 20, 30);
+    const talkconv::seq_shape own{s.own(), 1, 2, layout::tbc};
+    std::vector<float> x(static_cast<size_t>(s.rows() * 2), 1.0f), y(20), off(20, 0.5f);
+    CHECK_NOTHROW(talkconv::cpu::window_forward(own, win, x.data(), off.data(), y.data(), nullptr, s));
+    off[7] = 1.5f;  // fine for p = 0.4 (up to 1 / 0.6), not for this shard made without dropout
+    CHECK_THROWS_WITH_AS(talkconv::cpu::window_forward(own, win, x.data(), off.data(), y.data(), nullptr, s),
+                         doctest::Contains("outside [0, 1]"), talkconv::error);
+  }
+}
