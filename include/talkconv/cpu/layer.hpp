@@ -45,7 +45,8 @@ struct row_span {
   static row_span of(const shard_params& s) {
     return row_span{s.first_row(), s.rows(), s.halo.left, s.halo.left + s.own(), s.T, {}};
   }
-  bool sharded() const { return rows != own_end - own_begin || base != 0; }
+  // Not the whole sequence (a causal shard starting at 0 has no halo, but it ends before T_global).
+  bool sharded() const { return !(base == 0 && own_begin == 0 && own_end == rows && rows == T_global); }
   index_t local_length(index_t n) const { return std::max<index_t>(0, std::min(n - base, rows)); }
   // Runs task(first, last) for the pieces [t0, t1) of the grid within [lo, hi) (local rows), in two
   // phases split by first_phase(t0, t1), calling `between` in between.
