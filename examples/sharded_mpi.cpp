@@ -89,7 +89,8 @@ void run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
+  int provided = 0;  // MPI is called from the main thread only, between the OpenMP regions
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
   run(argc, argv);  // the halo plan frees its MPI datatypes before MPI_Finalize
   MPI_Finalize();
   return 0;

@@ -11,6 +11,9 @@
 //   mpi::forward(layer, plan, fa);   // receives x's halo rows, then the shard's forward
 //   mpi::backward(layer, plan, ba);  // the shard's backward, returns dx's halo rows to their owners
 //
+// MPI is called only from the calling thread, outside the OpenMP regions of the layer: initialize MPI
+// with MPI_Init_thread(..., MPI_THREAD_FUNNELED, ...) when the layer runs on OpenMP threads.
+//
 // Bytes per rank per layer call, each way: (halo.left + halo.right) * B * C * sizeof(T) in forward (x
 // rows in), the same in backward (dx rows back out), fewer at the sequence ends.
 #pragma once
