@@ -14,7 +14,8 @@ using talkconv::index_t;
 namespace {
 
 float hashed(index_t t, index_t c, std::uint64_t salt) {  // a reproducible value in [-1, 1)
-  std::uint64_t h = (static_cast<std::uint64_t>(t) * 0x9E3779B97F4A7C15ull) ^ (static_cast<std::uint64_t>(c) * 0xC2B2AE3D27D4EB4Full) ^ salt;
+  std::uint64_t h = (static_cast<std::uint64_t>(t) * 0x9E3779B97F4A7C15ull) ^
+                    (static_cast<std::uint64_t>(c) * 0xC2B2AE3D27D4EB4Full) ^ salt;
   h ^= h >> 31, h *= 0xBF58476D1CE4E5B9ull, h ^= h >> 29;
   return static_cast<float>(h >> 40) * (2.0f / 16777216.0f) - 1.0f;
 }
@@ -33,8 +34,8 @@ void run(int argc, char** argv) {
   // Rank r owns tokens [T r / P, T (r + 1) / P); its buffer holds the halo rows around them.
   const talkconv::shard_params shard =
       talkconv::make_shard(layer.window(), dropout, T * rank / ranks, T * (rank + 1) / ranks, T);
-  const talkconv::mpi::halo_plan plan(MPI_COMM_WORLD, layer.window(), dropout, shard, B, C,
-                                      talkconv::layout::tbc, sizeof(float));
+  const talkconv::mpi::halo_plan plan(MPI_COMM_WORLD, layer.window(), dropout, shard, B, C, talkconv::layout::tbc,
+                                      sizeof(float));
   std::vector<float> x(static_cast<size_t>(shard.rows() * B * C)), dx(x.size());  // own rows + halo
   std::vector<float> y(static_cast<size_t>(shard.own() * B * C)), dy(y.size());   // own rows only
   std::vector<float> saved(static_cast<size_t>(layer.saved_size(shard.own(), B)));
@@ -74,16 +75,18 @@ void run(int argc, char** argv) {
   for (int r = 0; r < ranks; ++r) {
     MPI_Barrier(MPI_COMM_WORLD);
     if (r == rank)
-      std::printf("rank %d/%d: tokens [%lld, %lld), halo %lld + %lld rows; forward %.3f s, backward %.3f s; "
-                  "bytes per layer: forward in %lld out %lld, backward the same reversed\n",
-                  rank, ranks, (long long)shard.t_begin, (long long)shard.t_end, (long long)shard.halo.left,
-                  (long long)shard.halo.right, t_fwd, t_bwd, (long long)plan.halo_bytes(), (long long)plan.owned_bytes());
+      std::printf(
+          "rank %d/%d: tokens [%lld, %lld), halo %lld + %lld rows; forward %.3f s, backward %.3f s; "
+          "bytes per layer: forward in %lld out %lld, backward the same reversed\n",
+          rank, ranks, (long long)shard.t_begin, (long long)shard.t_end, (long long)shard.halo.left,
+          (long long)shard.halo.right, t_fwd, t_bwd, (long long)plan.halo_bytes(), (long long)plan.owned_bytes());
     std::fflush(stdout);
   }
   if (rank == 0)
-    std::printf("T = %lld, B = %lld, C = %lld, H = %lld, L = M = %lld, dropout 0.1: sum y = %.6e, sum dx = %.6e, "
-                "dW[0] = %.6e\n", (long long)T, (long long)B, (long long)C, (long long)H, (long long)L, sums[0],
-                sums[1], double(dweight[0]));
+    std::printf(
+        "T = %lld, B = %lld, C = %lld, H = %lld, L = M = %lld, dropout 0.1: sum y = %.6e, sum dx = %.6e, "
+        "dW[0] = %.6e\n",
+        (long long)T, (long long)B, (long long)C, (long long)H, (long long)L, sums[0], sums[1], double(dweight[0]));
 }
 
 }  // namespace

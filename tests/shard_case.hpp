@@ -32,10 +32,10 @@ struct problem {
   }
   talkconv::dropout_params dropout() const { return talkconv::dropout_params{p, seed * 7919 + 13, training}; }
   std::string str() const {
-    return "T=" + std::to_string(T) + " B=" + std::to_string(B) + " C=" + std::to_string(C) + " H=" + std::to_string(H) +
-           " L=" + std::to_string(L) + " M=" + std::to_string(M) + (causal ? " causal" : " bidir") +
-           (lay == layout::tbc ? " tbc" : " btc") + " p=" + std::to_string(p) + (training ? " training" : " inference") +
-           (ragged ? " ragged" : "");
+    return "T=" + std::to_string(T) + " B=" + std::to_string(B) + " C=" + std::to_string(C) +
+           " H=" + std::to_string(H) + " L=" + std::to_string(L) + " M=" + std::to_string(M) +
+           (causal ? " causal" : " bidir") + (lay == layout::tbc ? " tbc" : " btc") + " p=" + std::to_string(p) +
+           (training ? " training" : " inference") + (ragged ? " ragged" : "");
   }
 };
 
@@ -141,9 +141,12 @@ double max_abs(const std::vector<S>& a) {
 // and dbias are sums of per-shard partials. 64 ulps of the storage type times the scale covers each.
 template <class T>
 double bar() {
-  if constexpr (std::is_same<T, double>::value) return 1e-12;
-  else if constexpr (std::is_same<T, float>::value) return 1e-5;
-  else return 3e-2;  // half / bfloat16: partial rows are rounded to 8 (11) bits before they are added
+  if constexpr (std::is_same<T, double>::value)
+    return 1e-12;
+  else if constexpr (std::is_same<T, float>::value)
+    return 1e-5;
+  else
+    return 3e-2;  // half / bfloat16: partial rows are rounded to 8 (11) bits before they are added
 }
 
 }  // namespace shard_case

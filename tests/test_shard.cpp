@@ -58,8 +58,7 @@ assembled<T> run_shards(const whole<T>& w, const std::vector<index_t>& c, bool u
       for (index_t b = 0; b < pb.B; ++b) {
         for (index_t j = 0; j < pb.C; ++j) {
           out.y[at(pb.lay, pb.T, pb.B, pb.C, t, b, j)] = y[at(pb.lay, s.own(), pb.B, pb.C, t - s.t_begin, b, j)];
-          out.dx[at(pb.lay, pb.T, pb.B, pb.C, t, b, j)] =
-              dx[at(pb.lay, s.rows(), pb.B, pb.C, t - s.first_row(), b, j)];
+          out.dx[at(pb.lay, pb.T, pb.B, pb.C, t, b, j)] = dx[at(pb.lay, s.rows(), pb.B, pb.C, t - s.first_row(), b, j)];
         }
         for (index_t j = 0; j < P; ++j)
           out.saved[at(pb.lay, pb.T, pb.B, P, t, b, j)] = saved[at(pb.lay, s.own(), pb.B, P, t - s.t_begin, b, j)];
@@ -77,8 +76,9 @@ assembled<T> run_shards(const whole<T>& w, const std::vector<index_t>& c, bool u
       for (index_t b = 0; b < pb.B; ++b)
         for (index_t j = 0; j < pb.C; ++j) {
           T& d = out.dx[at(pb.lay, pb.T, pb.B, pb.C, g, b, j)];
-          d = talkconv::from_acc<T>(talkconv::to_acc<T>(d) +
-                                    talkconv::to_acc<T>(dx_ext[r][at(pb.lay, s.rows(), pb.B, pb.C, g - s.first_row(), b, j)]));
+          d = talkconv::from_acc<T>(
+              talkconv::to_acc<T>(d) +
+              talkconv::to_acc<T>(dx_ext[r][at(pb.lay, s.rows(), pb.B, pb.C, g - s.first_row(), b, j)]));
         }
     }
   }
@@ -132,8 +132,8 @@ void run_suite(std::uint64_t seed) {
 }  // namespace
 
 TEST_SUITE("shard") {
-  TEST_CASE_TEMPLATE("shard: k shards in one process equal the whole call (y, saved offsets, dx, dW, dbias)", T,
-                     float, double, Eigen::bfloat16, Eigen::half) {
+  TEST_CASE_TEMPLATE("shard: k shards in one process equal the whole call (y, saved offsets, dx, dW, dbias)", T, float,
+                     double, Eigen::bfloat16, Eigen::half) {
     run_suite<T>(17);
   }
 
@@ -155,8 +155,8 @@ TEST_SUITE("shard") {
     REQUIRE(tile < pb.T);
     const std::vector<index_t> c{0, tile, pb.T};
     const assembled<float> a = run_shards(w, c, true);
-    MESSAGE("tile ", tile, ": y max diff ", max_diff(a.y, w.y), ", saved ", max_diff(a.saved, w.saved),
-            ", dx ", max_diff(a.dx, w.dx));
+    MESSAGE("tile ", tile, ": y max diff ", max_diff(a.y, w.y), ", saved ", max_diff(a.saved, w.saved), ", dx ",
+            max_diff(a.dx, w.dx));
     CHECK(max_diff(a.y, w.y) == 0.0);
     CHECK(max_diff(a.saved, w.saved) == 0.0);
   }
@@ -193,12 +193,14 @@ void check_window_blocks(const problem& pb, int P, int kind) {
   const double hi = d.active() ? 1.0 / (1.0 - double(d.p)) : 1.0;
   std::mt19937_64 rng(pb.seed + 3);
   std::vector<A> off(static_cast<size_t>(pb.T * pb.B * Pw));
-  for (A& o : off) o = std::min(A(std::uniform_real_distribution<double>(0.0, hi)(rng)), A(1) / (A(1) - A(d.active() ? d.p : 0.0f)));
+  for (A& o : off)
+    o = std::min(A(std::uniform_real_distribution<double>(0.0, hi)(rng)), A(1) / (A(1) - A(d.active() ? d.p : 0.0f)));
   const talkconv::seq_shape shape{pb.T, pb.B, pb.C, pb.lay};
   std::vector<T> y(w.x.size()), dx(w.x.size());
   std::vector<A> doff(off.size());
   talkconv::cpu::window_forward(shape, win, w.x.data(), off.data(), y.data(), w.lengths_ptr());
-  talkconv::cpu::window_backward(shape, win, w.x.data(), off.data(), w.dy.data(), dx.data(), doff.data(), w.lengths_ptr());
+  talkconv::cpu::window_backward(shape, win, w.x.data(), off.data(), w.dy.data(), dx.data(), doff.data(),
+                                 w.lengths_ptr());
   std::vector<T> ys(y.size()), dxs(dx.size(), talkconv::from_acc<T>(A(0)));
   std::vector<A> doffs(doff.size());
   std::vector<double> dx_acc(dx.size(), 0.0);
@@ -220,7 +222,8 @@ void check_window_blocks(const problem& pb, int P, int kind) {
       for (index_t b = 0; b < pb.B; ++b) {
         const index_t g = s.first_row() + t;
         for (index_t j = 0; j < pb.C; ++j) {
-          dx_acc[at(pb.lay, pb.T, pb.B, pb.C, g, b, j)] += double(talkconv::to_acc<T>(dx_ext[at(pb.lay, s.rows(), pb.B, pb.C, t, b, j)]));
+          dx_acc[at(pb.lay, pb.T, pb.B, pb.C, g, b, j)] +=
+              double(talkconv::to_acc<T>(dx_ext[at(pb.lay, s.rows(), pb.B, pb.C, t, b, j)]));
           if (g >= s.t_begin && g < s.t_end)
             ys[at(pb.lay, pb.T, pb.B, pb.C, g, b, j)] = y_own[at(pb.lay, s.own(), pb.B, pb.C, g - s.t_begin, b, j)];
         }
@@ -239,7 +242,8 @@ void check_window_blocks(const problem& pb, int P, int kind) {
 }  // namespace
 
 TEST_SUITE("shard") {
-  TEST_CASE_TEMPLATE("shard: cpu::window_forward / window_backward on k shards equal the whole calls", T, float, double) {
+  TEST_CASE_TEMPLATE("shard: cpu::window_forward / window_backward on k shards equal the whole calls", T, float,
+                     double) {
     std::mt19937_64 rng(23);
     int n = 0;
     for (bool causal : {false, true})

@@ -37,7 +37,8 @@ inline const char* status_name(status s) noexcept {
     case status::size_overflow: return "size_overflow";
     case status::invalid_layout: return "invalid_layout";
     case status::cuda_error: return "cuda_error";
-    case status::comm_error: return "comm_error";
+    case status::comm_error:
+      return "comm_error";
   }
   return "unknown";
 }

@@ -46,9 +46,9 @@ struct shard_params {
   index_t T = 0;
   shard_halo halo;
 
-  index_t own() const { return t_end - t_begin; }                       // tokens of y, dy, offsets
-  index_t rows() const { return halo.left + own() + halo.right; }       // rows of x and dx
-  index_t first_row() const { return t_begin - halo.left; }             // global index of x's row 0
+  index_t own() const { return t_end - t_begin; }                  // tokens of y, dy, offsets
+  index_t rows() const { return halo.left + own() + halo.right; }  // rows of x and dx
+  index_t first_row() const { return t_begin - halo.left; }        // global index of x's row 0
 };
 
 // The shard [t_begin, t_end) of length-T sequences with the halo the window needs, clipped to the
@@ -123,7 +123,8 @@ inline void validate_shard(const shard_params& s, const seq_shape& shape, const 
     fail(status::invalid_shape, "shard", "shard [t_begin, t_end) = [", s.t_begin, ", ", s.t_end,
          ") is not a non-empty range within [0, T = ", s.T, ")");
   if (shape.T != s.own())
-    fail(status::invalid_shape, "T", "T = ", shape.T, " differs from the shard's own tokens t_end - t_begin = ", s.own());
+    fail(status::invalid_shape, "T", "T = ", shape.T,
+         " differs from the shard's own tokens t_end - t_begin = ", s.own());
   const shard_params want = make_shard(w, d, s.t_begin, s.t_end, s.T);
   if (s.halo.left != want.halo.left || s.halo.right != want.halo.right)
     fail(status::invalid_shape, "shard.halo", "shard halo (", s.halo.left, ", ", s.halo.right, ") differs from (",

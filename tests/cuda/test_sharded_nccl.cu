@@ -63,8 +63,8 @@ results run_device(const host_case& h, const talkconv::shard_params* s) {
   const sproblem& pb = h.pb;
   const tcu::talk_conv<float> conv(h.cfg());
   const index_t rows = s ? s->rows() : pb.T, own = s ? s->own() : pb.T, first = s ? s->first_row() : 0;
-  dbuf<float> x(h.rows_of(h.x, pb.C, first, first + rows)), dy(h.rows_of(h.dy, pb.C, first + (s ? s->halo.left : 0),
-                                                                         first + (s ? s->halo.left : 0) + own));
+  dbuf<float> x(h.rows_of(h.x, pb.C, first, first + rows)),
+      dy(h.rows_of(h.dy, pb.C, first + (s ? s->halo.left : 0), first + (s ? s->halo.left : 0) + own));
   dbuf<float> W(h.W), bias(h.bias), y(size_t(own * pb.B * pb.C)), dx(size_t(rows * pb.B * pb.C)), dW(h.W.size()),
       db(h.bias.size()), saved(size_t(own * pb.B * h.P()));
   dbuf<index_t> len(h.lengths);
@@ -132,7 +132,8 @@ void check_shards(const sproblem& pb, const std::vector<index_t>& bounds) {
     for (index_t g = s.first_row(); g < s.first_row() + s.rows(); ++g)
       if (g < s.t_begin || g >= s.t_end)
         for (index_t b = 0; b < pb.B; ++b)
-          for (index_t j = 0; j < pb.C; ++j) all.dx[h.at(pb.T, pb.C, g, b, j)] += dx[h.at(s.rows(), pb.C, g - s.first_row(), b, j)];
+          for (index_t j = 0; j < pb.C; ++j)
+            all.dx[h.at(pb.T, pb.C, g, b, j)] += dx[h.at(s.rows(), pb.C, g - s.first_row(), b, j)];
   const double bar = tol<float>::value;
   CHECK(max_diff(all.y, whole.y) <= bar * std::max(1.0, max_abs(whole.y)));
   CHECK(max_diff(all.saved, whole.saved) <= bar);
@@ -165,8 +166,8 @@ TEST_SUITE("cuda_shard") {
     const tcu::talk_conv<float> conv(h.cfg());
     const talkconv::nccl::halo_plan plan(conv.window(), h.dropout(), {0, pb.T}, 0, pb.B, pb.C, pb.lay, sizeof(float));
     CHECK(plan.halo_bytes() == 0);
-    dbuf<float> x(h.x), dy(h.dy), W(h.W), bias(h.bias), y(h.x.size()), dx(h.x.size()), dW(h.W.size()), db(h.bias.size()),
-        saved(size_t(pb.T * pb.B * h.P()));
+    dbuf<float> x(h.x), dy(h.dy), W(h.W), bias(h.bias), y(h.x.size()), dx(h.x.size()), dW(h.W.size()),
+        db(h.bias.size()), saved(size_t(pb.T * pb.B * h.P()));
     dbuf<index_t> len(h.lengths);
     cudaStream_t st = nullptr;
     CUDA_OK(cudaStreamCreate(&st));

@@ -29,9 +29,12 @@ void expect(bool ok, const std::string& what) {
 
 template <class T>
 const char* name() {
-  if constexpr (std::is_same<T, float>::value) return "float";
-  else if constexpr (std::is_same<T, double>::value) return "double";
-  else return "bfloat16";
+  if constexpr (std::is_same<T, float>::value)
+    return "float";
+  else if constexpr (std::is_same<T, double>::value)
+    return "double";
+  else
+    return "bfloat16";
 }
 
 template <class T>
@@ -50,8 +53,8 @@ void run_case(const problem& pb, int kind) {
   const auto c = cuts(pb.T, size_, kind, pb.seed + 7);
   const talkconv::talk_conv<T> conv(pb.config());
   const index_t P = conv.num_offsets();
-  const talkconv::shard_params s =
-      talkconv::make_shard(conv.window(), pb.dropout(), c[static_cast<size_t>(rank_)], c[static_cast<size_t>(rank_) + 1], pb.T);
+  const talkconv::shard_params s = talkconv::make_shard(conv.window(), pb.dropout(), c[static_cast<size_t>(rank_)],
+                                                        c[static_cast<size_t>(rank_) + 1], pb.T);
   const talkconv::mpi::halo_plan plan(MPI_COMM_WORLD, conv.window(), pb.dropout(), s, pb.B, pb.C, pb.lay, sizeof(T));
 
   // The rank's buffer: own rows from the problem, halo rows poisoned (they must arrive by MPI).
@@ -68,7 +71,8 @@ void run_case(const problem& pb, int kind) {
   fa.x = x.data(), fa.weight = w.W.data(), fa.bias = w.bias.data(), fa.y = y.data(), fa.saved_offsets = saved.data();
   fa.lengths = w.lengths_ptr(), fa.dropout = pb.dropout();
   talkconv::mpi::forward(conv, plan, fa);
-  expect(max_diff(x, w.rows_of(w.x, pb.C, s.first_row(), s.first_row() + s.rows())) == 0.0, where + " halo rows received");
+  expect(max_diff(x, w.rows_of(w.x, pb.C, s.first_row(), s.first_row() + s.rows())) == 0.0,
+         where + " halo rows received");
   compare<T>("y", max_diff(y, w.rows_of(w.y, pb.C, s.t_begin, s.t_end)), max_abs(w.y), where);
   compare<T>("saved", max_diff(saved, w.rows_of(w.saved, P, s.t_begin, s.t_end)), 1.0, where);
 
@@ -82,7 +86,8 @@ void run_case(const problem& pb, int kind) {
     for (index_t t = 0; t < s.own(); ++t)
       for (index_t b = 0; b < pb.B; ++b)
         for (index_t j = 0; j < pb.C; ++j)
-          dx_own[at(pb.lay, s.own(), pb.B, pb.C, t, b, j)] = dx[at(pb.lay, s.rows(), pb.B, pb.C, t + s.halo.left, b, j)];
+          dx_own[at(pb.lay, s.own(), pb.B, pb.C, t, b, j)] =
+              dx[at(pb.lay, s.rows(), pb.B, pb.C, t + s.halo.left, b, j)];
     // dx rows and dW, dbias add partials rounded in T: scale 4x the whole values' size covers the
     // partials of these problems (x ~ N(1, 1), W ~ N(0, 1.5 / sqrt(C))).
     compare<T>("dx", max_diff(dx_own, w.rows_of(w.dx, pb.C, s.t_begin, s.t_end)), 4 * max_abs(w.dx), where);

@@ -85,41 +85,45 @@ void layer_forward(const window_params& w, const forward_args<T>& a, const row_s
     return !span.sharded() || ((span.own_begin == 0 || t0 - most.left + 1 >= span.own_begin) &&
                                (span.own_end == span.rows || t1 - 1 + most.right < span.own_end));
   };
-  span.run_pieces(tile, span.own_begin, span.own_end, interior, [&](const std::vector<std::pair<index_t, index_t>>& pieces) {
-  const index_t tiles = static_cast<index_t>(pieces.size());
-  parallel_tasks(
-      shape.B * tiles, shape.rows() * shape.C, [] { return layer_scratch<A>{}; },
-      [&](index_t task, layer_scratch<A>& s) {
-        const index_t b = task / tiles;
-        const index_t t0 = pieces[static_cast<size_t>(task % tiles)].first, t1 = pieces[static_cast<size_t>(task % tiles)].second;
-        const index_t n = span.local_length(length_of(a.lengths, b, span.T_global)), tv1 = std::max(t0, std::min(t1, n));
-        s.z.resize(static_cast<size_t>(tile * P));
-        s.win.taps.resize(static_cast<size_t>(tile * w.heads));
-        index_t ready = t0;  // tokens [t0, ready) have their offsets and taps
-        auto taps_of = [&](index_t t) {
-          for (; ready <= t; ready = std::min(tv1, ready + block)) {
-            const index_t e = std::min(tv1, ready + block);
-            A* z = s.z.data() + (ready - t0) * P;
-            project_rows(a.x + b * sx.b + ready * sx.t, sx.t, e - ready, shape.C, prm, P, z, P, s.tmp);
-            for (index_t u = ready; u < e; ++u) {
-              A* saved = a.saved_offsets ? a.saved_offsets + (u - span.own_begin) * so.t + b * so.b : nullptr;
-              activate_offsets(z + (u - ready) * P, P, u + span.base, b, a.dropout, saved, z + (u - ready) * P);
-            }
-            make_tile_taps<A>(w, n, ready, e, [&](index_t u) { return s.z.data() + (u - t0) * P; },
-                              s.win.taps.data() + (ready - t0) * w.heads);
-          }
-          return s.win.taps.data() + (t - t0) * w.heads;
-        };
-        const window_reach r{std::min(most.left, tv1), std::min(most.right, std::max<index_t>(0, n - 1 - t0))};
-        forward_tile(a.x + b * sx.b, a.y + b * sy.b, sx.t, shape.C, hm, inv_k, t0, t1, n, r, taps_of, s.win,
-                     span.own_begin);
-        if (a.saved_offsets)
-          for (index_t t = tv1; t < t1; ++t) {
-            A* saved = a.saved_offsets + (t - span.own_begin) * so.t + b * so.b;
-            std::fill(saved, saved + P, A(0));
-          }
+  span.run_pieces(
+      tile, span.own_begin, span.own_end, interior, [&](const std::vector<std::pair<index_t, index_t>>& pieces) {
+        const index_t tiles = static_cast<index_t>(pieces.size());
+        parallel_tasks(
+            shape.B * tiles, shape.rows() * shape.C, [] { return layer_scratch<A>{}; },
+            [&](index_t task, layer_scratch<A>& s) {
+              const index_t b = task / tiles;
+              const index_t t0 = pieces[static_cast<size_t>(task % tiles)].first,
+                            t1 = pieces[static_cast<size_t>(task % tiles)].second;
+              const index_t n = span.local_length(length_of(a.lengths, b, span.T_global)),
+                            tv1 = std::max(t0, std::min(t1, n));
+              s.z.resize(static_cast<size_t>(tile * P));
+              s.win.taps.resize(static_cast<size_t>(tile * w.heads));
+              index_t ready = t0;  // tokens [t0, ready) have their offsets and taps
+              auto taps_of = [&](index_t t) {
+                for (; ready <= t; ready = std::min(tv1, ready + block)) {
+                  const index_t e = std::min(tv1, ready + block);
+                  A* z = s.z.data() + (ready - t0) * P;
+                  project_rows(a.x + b * sx.b + ready * sx.t, sx.t, e - ready, shape.C, prm, P, z, P, s.tmp);
+                  for (index_t u = ready; u < e; ++u) {
+                    A* saved = a.saved_offsets ? a.saved_offsets + (u - span.own_begin) * so.t + b * so.b : nullptr;
+                    activate_offsets(z + (u - ready) * P, P, u + span.base, b, a.dropout, saved, z + (u - ready) * P);
+                  }
+                  make_tile_taps<A>(
+                      w, n, ready, e, [&](index_t u) { return s.z.data() + (u - t0) * P; },
+                      s.win.taps.data() + (ready - t0) * w.heads);
+                }
+                return s.win.taps.data() + (t - t0) * w.heads;
+              };
+              const window_reach r{std::min(most.left, tv1), std::min(most.right, std::max<index_t>(0, n - 1 - t0))};
+              forward_tile(a.x + b * sx.b, a.y + b * sy.b, sx.t, shape.C, hm, inv_k, t0, t1, n, r, taps_of, s.win,
+                           span.own_begin);
+              if (a.saved_offsets)
+                for (index_t t = tv1; t < t1; ++t) {
+                  A* saved = a.saved_offsets + (t - span.own_begin) * so.t + b * so.b;
+                  std::fill(saved, saved + P, A(0));
+                }
+            });
       });
-  });
 }
 
 // Backward: offsets (saved or recomputed) give the taps; per tile, the offset gradients (local sums
@@ -143,7 +147,7 @@ void layer_backward(const window_params& w, const backward_args<T>& a, const row
   // What backward needs from forward: o_pre. Saved by the caller, or recomputed here (one projection).
   std::vector<A> recomputed;
   const A* o_pre = a.saved_offsets;
-  seq_strides sp = so;   // o_pre's strides
+  seq_strides sp = so;              // o_pre's strides
   index_t p_row0 = span.own_begin;  // o_pre's row 0 as a local row
   if (o_pre == nullptr) {
     const seq_shape xs{span.rows, shape.B, shape.C, shape.lay};
@@ -173,56 +177,55 @@ void layer_backward(const window_params& w, const backward_args<T>& a, const row
   auto row_of = [&](index_t b, index_t t) { return offset_row{pre_of(b, t), &a.dropout, active, t + span.base, b}; };
   // The whole call measures its tokens' reach; a shard takes the bound (its neighbours' tokens are
   // not here to measure, and tokens out of reach are skipped at no cost to the sums).
-  const window_reach reach =
-      span.sharded() ? layer_reach(w, a.dropout)
-                     : reach_of<A>(shape, w, a.lengths, [&](index_t b, index_t t, index_t h) {
-                         return token_taps<A>(w, length_of(a.lengths, b, shape.T), t, row_of(b, t), h);
-                       });
+  const window_reach reach = span.sharded()
+                                 ? layer_reach(w, a.dropout)
+                                 : reach_of<A>(shape, w, a.lengths, [&](index_t b, index_t t, index_t h) {
+                                     return token_taps<A>(w, length_of(a.lengths, b, shape.T), t, row_of(b, t), h);
+                                   });
 
   const index_t tile = talkconv::detail::cpu_tile_length(w.window_len(), span.T_global, shape.B);
   const A inv_k = A(1) / A(w.window_len());
   std::vector<A> dz_all(static_cast<size_t>(shape.rows() * P), A(0));  // own tokens, layout of the offsets
   // The tiles that write halo rows of dx run first when sharded: the caller returns those rows while
   // the others run.
-  auto halo_piece = [&](index_t t0, index_t t1) {
-    return !span.sharded() || t0 < span.own_begin || t1 > span.own_end;
-  };
+  auto halo_piece = [&](index_t t0, index_t t1) { return !span.sharded() || t0 < span.own_begin || t1 > span.own_end; };
   span.run_pieces(tile, 0, span.rows, halo_piece, [&](const std::vector<std::pair<index_t, index_t>>& pieces) {
-  const index_t tiles = static_cast<index_t>(pieces.size());
-  parallel_tasks(
-      shape.B * tiles, shape.rows() * shape.C, [] { return layer_scratch<A>{}; },
-      [&](index_t task, layer_scratch<A>& s) {
-        const index_t b = task / tiles;
-        const index_t t0 = pieces[static_cast<size_t>(task % tiles)].first, t1 = pieces[static_cast<size_t>(task % tiles)].second;
-        const index_t n = local_n[static_cast<size_t>(b)];
-        // The tile's own tokens [o0, o1), valid ones up to ov1; tokens [h0, h1) reach the tile's rows.
-        const index_t o0 = std::max(t0, span.own_begin), o1 = std::max(o0, std::min(t1, span.own_end));
-        const index_t ov1 = std::max(o0, std::min(o1, n));
-        const index_t h0 = std::max(span.own_begin, t0 - reach.right);
-        const index_t h1 = std::max(h0, std::min({span.own_end, n, t1 + reach.left}));
-        s.win.taps.resize(static_cast<size_t>((h1 - h0) * w.heads));
-        make_tile_taps<A>(w, n, h0, h1, [&](index_t t) { return row_of(b, t); }, s.win.taps.data());
-        // dL/do for the tile's tokens, then dz.
-        if (o1 > o0) {
-          s.z.resize(static_cast<size_t>((o1 - o0) * P));
-          const window_taps<A>* own = s.win.taps.data() + (std::min(o0, h1) - h0) * w.heads;
-          offsets_grad_tile(a.x + b * sx.b, a.dy + b * sy.b, sx.t, shape.C, hm, w, inv_k, o0, o1, n, own, s.z.data(),
-                            s.win, span.own_begin);
-          for (index_t t = o0; t < ov1; ++t)
-            offsets_pre_grad(s.z.data() + (t - o0) * P, pre_of(b, t), P, t + span.base, b, a.dropout,
-                             dz_all.data() + (t - span.own_begin) * so.t + b * so.b);
-        }
-        // dx = window part + W^T dz, one rounding.
-        input_grad_tile(
-            a.dy + b * sy.b, a.dx + b * sx.b, sx.t, shape.C, hm, inv_k, t0, t1, h0, h1,
-            s.win.taps.data(),
-            [&](index_t tau, index_t c0, index_t cn, A* row) {
-              if (tau >= o0 && tau < ov1)
-                add_offset_path(dz_all.data() + (tau - span.own_begin) * so.t + b * so.b, P, prm.weight, shape.C,
-                                c0, cn, row);
-            },
-            s.win, span.own_begin);
-      });
+    const index_t tiles = static_cast<index_t>(pieces.size());
+    parallel_tasks(
+        shape.B * tiles, shape.rows() * shape.C, [] { return layer_scratch<A>{}; },
+        [&](index_t task, layer_scratch<A>& s) {
+          const index_t b = task / tiles;
+          const index_t t0 = pieces[static_cast<size_t>(task % tiles)].first,
+                        t1 = pieces[static_cast<size_t>(task % tiles)].second;
+          const index_t n = local_n[static_cast<size_t>(b)];
+          // The tile's own tokens [o0, o1), valid ones up to ov1; tokens [h0, h1) reach the tile's rows.
+          const index_t o0 = std::max(t0, span.own_begin), o1 = std::max(o0, std::min(t1, span.own_end));
+          const index_t ov1 = std::max(o0, std::min(o1, n));
+          const index_t h0 = std::max(span.own_begin, t0 - reach.right);
+          const index_t h1 = std::max(h0, std::min({span.own_end, n, t1 + reach.left}));
+          s.win.taps.resize(static_cast<size_t>((h1 - h0) * w.heads));
+          make_tile_taps<A>(
+              w, n, h0, h1, [&](index_t t) { return row_of(b, t); }, s.win.taps.data());
+          // dL/do for the tile's tokens, then dz.
+          if (o1 > o0) {
+            s.z.resize(static_cast<size_t>((o1 - o0) * P));
+            const window_taps<A>* own = s.win.taps.data() + (std::min(o0, h1) - h0) * w.heads;
+            offsets_grad_tile(a.x + b * sx.b, a.dy + b * sy.b, sx.t, shape.C, hm, w, inv_k, o0, o1, n, own, s.z.data(),
+                              s.win, span.own_begin);
+            for (index_t t = o0; t < ov1; ++t)
+              offsets_pre_grad(s.z.data() + (t - o0) * P, pre_of(b, t), P, t + span.base, b, a.dropout,
+                               dz_all.data() + (t - span.own_begin) * so.t + b * so.b);
+          }
+          // dx = window part + W^T dz, one rounding.
+          input_grad_tile(
+              a.dy + b * sy.b, a.dx + b * sx.b, sx.t, shape.C, hm, inv_k, t0, t1, h0, h1, s.win.taps.data(),
+              [&](index_t tau, index_t c0, index_t cn, A* row) {
+                if (tau >= o0 && tau < ov1)
+                  add_offset_path(dz_all.data() + (tau - span.own_begin) * so.t + b * so.b, P, prm.weight, shape.C, c0,
+                                  cn, row);
+              },
+              s.win, span.own_begin);
+        });
   });
   // dW, dbias over the own valid tokens.
   std::vector<index_t> own_n(static_cast<size_t>(shape.B));

@@ -148,9 +148,8 @@ void stream_prefix(const T* xb, index_t stride_t, index_t c0, index_t cn, A scal
 // within `r` of its token. Rows t >= n are zeroed. y row t is at yb + (t - y_row0) * stride_t (a time
 // shard writes only its own rows, x also holding the halo rows before them).
 template <class T, class A, class TapsOf>
-void forward_tile(const T* xb, T* yb, index_t stride_t, index_t C, const head_map& hm, A inv_k, index_t t0,
-                  index_t t1, index_t n, window_reach r, TapsOf&& taps_of, window_scratch<A>& s,
-                  index_t y_row0 = 0) {
+void forward_tile(const T* xb, T* yb, index_t stride_t, index_t C, const head_map& hm, A inv_k, index_t t0, index_t t1,
+                  index_t n, window_reach r, TapsOf&& taps_of, window_scratch<A>& s, index_t y_row0 = 0) {
   const index_t tv1 = std::min(t1, n);
   if (tv1 > t0) {
     const index_t cw = chunk_width<A>(ring_size(r.left + r.right + 1), C);
@@ -180,8 +179,8 @@ void forward_tile(const T* xb, T* yb, index_t stride_t, index_t C, const head_ma
 // holds its own tokens only). Same local sums as the forward; the channel sum of each head runs in a fixed order.
 template <class T, class A>
 void offsets_grad_tile(const T* xb, const T* dyb, index_t stride_t, index_t C, const head_map& hm,
-                       const window_params& w, A inv_k, index_t t0, index_t t1, index_t n,
-                       const window_taps<A>* taps, A* d_off, window_scratch<A>& s, index_t dy_row0 = 0) {
+                       const window_params& w, A inv_k, index_t t0, index_t t1, index_t n, const window_taps<A>* taps,
+                       A* d_off, window_scratch<A>& s, index_t dy_row0 = 0) {
   const index_t P = w.num_offsets(), H = hm.heads;
   std::fill(d_off, d_off + (t1 - t0) * P, A(0));
   const index_t tv1 = std::min(t1, n);

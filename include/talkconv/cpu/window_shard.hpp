@@ -71,34 +71,37 @@ void window_forward(const seq_shape& shape, const window_params& w, const T* x, 
                     so = shape.strides(w.num_offsets());
   const index_t tile = talkconv::detail::cpu_tile_length(w.window_len(), s.T, shape.B);
   const A inv_k = A(1) / A(w.window_len());
-  span.run_pieces(tile, span.own_begin, span.own_end, [](index_t, index_t) { return true; },
-                  [&](const std::vector<std::pair<index_t, index_t>>& pieces) {
-    const index_t tiles = static_cast<index_t>(pieces.size());
-    detail::parallel_tasks(
-        shape.B * tiles, shape.rows() * shape.C, [] { return detail::window_scratch<A>{}; },
-        [&](index_t task, detail::window_scratch<A>& sc) {
-          const index_t b = task / tiles;
-          const auto& pc = pieces[static_cast<size_t>(task % tiles)];
-          const index_t t0 = pc.first, t1 = pc.second;
-          const index_t n = span.local_length(detail::length_of(lengths, b, s.T)), tv1 = std::max(t0, std::min(t1, n));
-          sc.taps.resize(static_cast<size_t>((t1 - t0) * w.heads));
-          detail::make_tile_taps<A>(w, n, t0, tv1,
-                                    [&](index_t t) { return offsets + (t - span.own_begin) * so.t + b * so.b; },
-                                    sc.taps.data());
-          const detail::window_taps<A>* taps = sc.taps.data();
-          detail::forward_tile(x + b * sx.b, y + b * sy.b, sx.t, shape.C, hm, inv_k, t0, t1, n,
-                               detail::tile_reach(taps, t0, tv1, w.heads),
-                               [&](index_t t) { return taps + (t - t0) * w.heads; }, sc, span.own_begin);
-        });
-  });
+  span.run_pieces(
+      tile, span.own_begin, span.own_end, [](index_t, index_t) { return true; },
+      [&](const std::vector<std::pair<index_t, index_t>>& pieces) {
+        const index_t tiles = static_cast<index_t>(pieces.size());
+        detail::parallel_tasks(
+            shape.B * tiles, shape.rows() * shape.C, [] { return detail::window_scratch<A>{}; },
+            [&](index_t task, detail::window_scratch<A>& sc) {
+              const index_t b = task / tiles;
+              const auto& pc = pieces[static_cast<size_t>(task % tiles)];
+              const index_t t0 = pc.first, t1 = pc.second;
+              const index_t n = span.local_length(detail::length_of(lengths, b, s.T)),
+                            tv1 = std::max(t0, std::min(t1, n));
+              sc.taps.resize(static_cast<size_t>((t1 - t0) * w.heads));
+              detail::make_tile_taps<A>(
+                  w, n, t0, tv1, [&](index_t t) { return offsets + (t - span.own_begin) * so.t + b * so.b; },
+                  sc.taps.data());
+              const detail::window_taps<A>* taps = sc.taps.data();
+              detail::forward_tile(
+                  x + b * sx.b, y + b * sy.b, sx.t, shape.C, hm, inv_k, t0, t1, n,
+                  detail::tile_reach(taps, t0, tv1, w.heads), [&](index_t t) { return taps + (t - t0) * w.heads; }, sc,
+                  span.own_begin);
+            });
+      });
 }
 
 // window_backward on a time shard: dy and d_offsets own tokens only, dx s.rows() rows (overwritten):
 // own rows get the own tokens' share, halo rows the own tokens' share of those rows (add them to the
 // owners' rows). d_offsets may be null.
 template <class T>
-void window_backward(const seq_shape& shape, const window_params& w, const T* x, const acc_t<T>* offsets,
-                     const T* dy, T* dx, acc_t<T>* d_offsets, const index_t* lengths, const shard_params& s,
+void window_backward(const seq_shape& shape, const window_params& w, const T* x, const acc_t<T>* offsets, const T* dy,
+                     T* dx, acc_t<T>* d_offsets, const index_t* lengths, const shard_params& s,
                      const dropout_params& d = {}) {
   using A = acc_t<T>;
   talkconv::detail::validate_dropout(d);
@@ -116,37 +119,38 @@ void window_backward(const seq_shape& shape, const window_params& w, const T* x,
                     so = shape.strides(P);
   const index_t tile = talkconv::detail::cpu_tile_length(w.window_len(), s.T, shape.B);
   const A inv_k = A(1) / A(w.window_len());
-  span.run_pieces(tile, 0, span.rows, [](index_t, index_t) { return true; },
-                  [&](const std::vector<std::pair<index_t, index_t>>& pieces) {
-    const index_t tiles = static_cast<index_t>(pieces.size());
-    detail::parallel_tasks(
-        shape.B * tiles, shape.rows() * shape.C, [] { return detail::window_scratch<A>{}; },
-        [&](index_t task, detail::window_scratch<A>& sc) {
-          const index_t b = task / tiles;
-          const auto& pc = pieces[static_cast<size_t>(task % tiles)];
-          const index_t t0 = pc.first, t1 = pc.second;
-          const index_t n = span.local_length(detail::length_of(lengths, b, s.T));
-          const index_t o0 = std::max(t0, span.own_begin), o1 = std::max(o0, std::min(t1, span.own_end));
-          const index_t h0 = std::max(span.own_begin, t0 - reach.right);
-          const index_t h1 = std::max(h0, std::min({span.own_end, n, t1 + reach.left}));
-          sc.taps.resize(static_cast<size_t>((h1 - h0) * w.heads));
-          detail::make_tile_taps<A>(w, n, h0, h1,
-                                    [&](index_t t) { return offsets + (t - span.own_begin) * so.t + b * so.b; },
-                                    sc.taps.data());
-          if (d_offsets != nullptr && o1 > o0) {
-            std::vector<A>& dd = sc.d_off;
-            dd.resize(static_cast<size_t>((o1 - o0) * P));
-            const detail::window_taps<A>* own = sc.taps.data() + (std::min(o0, h1) - h0) * w.heads;
-            detail::offsets_grad_tile(x + b * sx.b, dy + b * sy.b, sx.t, shape.C, hm, w, inv_k, o0, o1, n, own,
-                                      dd.data(), sc, span.own_begin);
-            for (index_t t = o0; t < o1; ++t)
-              std::copy(dd.begin() + (t - o0) * P, dd.begin() + (t - o0 + 1) * P,
-                        d_offsets + (t - span.own_begin) * so.t + b * so.b);
-          }
-          detail::input_grad_tile(dy + b * sy.b, dx + b * sx.b, sx.t, shape.C, hm, inv_k, t0, t1, h0, h1,
-                                  sc.taps.data(), detail::no_extra{}, sc, span.own_begin);
-        });
-  });
+  span.run_pieces(
+      tile, 0, span.rows, [](index_t, index_t) { return true; },
+      [&](const std::vector<std::pair<index_t, index_t>>& pieces) {
+        const index_t tiles = static_cast<index_t>(pieces.size());
+        detail::parallel_tasks(
+            shape.B * tiles, shape.rows() * shape.C, [] { return detail::window_scratch<A>{}; },
+            [&](index_t task, detail::window_scratch<A>& sc) {
+              const index_t b = task / tiles;
+              const auto& pc = pieces[static_cast<size_t>(task % tiles)];
+              const index_t t0 = pc.first, t1 = pc.second;
+              const index_t n = span.local_length(detail::length_of(lengths, b, s.T));
+              const index_t o0 = std::max(t0, span.own_begin), o1 = std::max(o0, std::min(t1, span.own_end));
+              const index_t h0 = std::max(span.own_begin, t0 - reach.right);
+              const index_t h1 = std::max(h0, std::min({span.own_end, n, t1 + reach.left}));
+              sc.taps.resize(static_cast<size_t>((h1 - h0) * w.heads));
+              detail::make_tile_taps<A>(
+                  w, n, h0, h1, [&](index_t t) { return offsets + (t - span.own_begin) * so.t + b * so.b; },
+                  sc.taps.data());
+              if (d_offsets != nullptr && o1 > o0) {
+                std::vector<A>& dd = sc.d_off;
+                dd.resize(static_cast<size_t>((o1 - o0) * P));
+                const detail::window_taps<A>* own = sc.taps.data() + (std::min(o0, h1) - h0) * w.heads;
+                detail::offsets_grad_tile(x + b * sx.b, dy + b * sy.b, sx.t, shape.C, hm, w, inv_k, o0, o1, n, own,
+                                          dd.data(), sc, span.own_begin);
+                for (index_t t = o0; t < o1; ++t)
+                  std::copy(dd.begin() + (t - o0) * P, dd.begin() + (t - o0 + 1) * P,
+                            d_offsets + (t - span.own_begin) * so.t + b * so.b);
+              }
+              detail::input_grad_tile(dy + b * sy.b, dx + b * sx.b, sx.t, shape.C, hm, inv_k, t0, t1, h0, h1,
+                                      sc.taps.data(), detail::no_extra{}, sc, span.own_begin);
+            });
+      });
 }
 
 }  // namespace cpu

@@ -74,7 +74,9 @@ __device__ void apply_dropout_element(const offsets_args<T>& a, index_t i) {
   using A = acc_t<T>;
   index_t t, b, j;
   offset_element(a.g, i, t, b, j);
-  a.o[i] = t < a.g.length(b) ? a.o_pre[i] * talkconv::detail::dropout_scale<A>(a.dropout, a.seed, t + a.t_base, b, j, a.p) : A(0);
+  a.o[i] = t < a.g.length(b)
+               ? a.o_pre[i] * talkconv::detail::dropout_scale<A>(a.dropout, a.seed, t + a.t_base, b, j, a.p)
+               : A(0);
 }
 
 // dL/do of element i = (L or M) * the head's partial sums in split order; then, when o_pre is given,

@@ -41,9 +41,10 @@ void copy_shard_rows(X* dst, const X* src, const shard_params& s, const seq_shap
   }
   const std::size_t skip = std::size_t(s.halo.left * row_bytes);
   const std::size_t ext_pitch = std::size_t(xs.T * row_bytes), own_pitch = std::size_t(s.own() * row_bytes);
-  check(cudaMemcpy2DAsync(to + (to_own ? 0 : skip), to_own ? own_pitch : ext_pitch, from + (to_own ? skip : 0),
-                          to_own ? ext_pitch : own_pitch, own_pitch, std::size_t(xs.B), cudaMemcpyDeviceToDevice, stream),
-        "cudaMemcpy2DAsync(shard rows)");
+  check(
+      cudaMemcpy2DAsync(to + (to_own ? 0 : skip), to_own ? own_pitch : ext_pitch, from + (to_own ? skip : 0),
+                        to_own ? ext_pitch : own_pitch, own_pitch, std::size_t(xs.B), cudaMemcpyDeviceToDevice, stream),
+      "cudaMemcpy2DAsync(shard rows)");
 }
 
 // dx rows [row0, row0 + rows) of a shard's [xs.T, B, C] buffer += `in`, the same rows packed (tbc:

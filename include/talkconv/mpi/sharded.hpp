@@ -49,7 +49,8 @@ inline void check(int rc, const char* call) {
 }
 
 inline int to_int(index_t v, const char* what) {
-  if (v < 0 || v > INT_MAX) talkconv::detail::fail(status::size_overflow, what, what, " = ", v, " exceeds an MPI int count");
+  if (v < 0 || v > INT_MAX)
+    talkconv::detail::fail(status::size_overflow, what, what, " = ", v, " exceeds an MPI int count");
   return static_cast<int>(v);
 }
 
@@ -176,15 +177,14 @@ T* run_origin(T* buf, const halo_plan& plan, index_t row) {
 template <class T>
 void check_plan(const halo_plan& plan, const seq_shape& s) {
   if (plan.B() != s.B || plan.C() != s.C || plan.lay() != s.lay || plan.elem_bytes() != sizeof(T))
-    talkconv::detail::fail(status::invalid_shape, "plan", "the halo plan was made for B = ", plan.B(), ", C = ", plan.C(),
-                           ", layout ", static_cast<int>(plan.lay()), ", ", plan.elem_bytes(),
-                           "-byte elements; the call has B = ", s.B, ", C = ", s.C, ", layout ", static_cast<int>(s.lay),
-                           ", ", sizeof(T), "-byte elements");
+    talkconv::detail::fail(status::invalid_shape, "plan", "the halo plan was made for B = ", plan.B(),
+                           ", C = ", plan.C(), ", layout ", static_cast<int>(plan.lay()), ", ", plan.elem_bytes(),
+                           "-byte elements; the call has B = ", s.B, ", C = ", s.C, ", layout ",
+                           static_cast<int>(s.lay), ", ", sizeof(T), "-byte elements");
 }
 
 inline void wait_all(std::vector<MPI_Request>& reqs) {
-  if (!reqs.empty())
-    check(MPI_Waitall(static_cast<int>(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+  if (!reqs.empty()) check(MPI_Waitall(static_cast<int>(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
   reqs.clear();
 }
 
@@ -206,15 +206,15 @@ void forward(const talk_conv<T, Heads>& layer, const halo_plan& plan, const forw
   std::vector<MPI_Request> recvs, sends;
   for (const auto& r : plan.halo_runs()) {
     recvs.emplace_back();
-    detail::check(MPI_Irecv(detail::run_origin(x, plan, r.row), 1, r.in_place, r.peer, detail::tag_x, plan.comm(),
-                            &recvs.back()),
-                  "MPI_Irecv");
+    detail::check(
+        MPI_Irecv(detail::run_origin(x, plan, r.row), 1, r.in_place, r.peer, detail::tag_x, plan.comm(), &recvs.back()),
+        "MPI_Irecv");
   }
   for (const auto& r : plan.owned_runs()) {
     sends.emplace_back();
-    detail::check(MPI_Isend(detail::run_origin(x, plan, r.row), 1, r.in_place, r.peer, detail::tag_x, plan.comm(),
-                            &sends.back()),
-                  "MPI_Isend");
+    detail::check(
+        MPI_Isend(detail::run_origin(x, plan, r.row), 1, r.in_place, r.peer, detail::tag_x, plan.comm(), &sends.back()),
+        "MPI_Isend");
   }
   try {
     layer.forward(a, plan.shard(), [&] { detail::wait_all(recvs); });
@@ -257,14 +257,15 @@ void backward(const talk_conv<T, Heads>& layer, const halo_plan& plan, const bac
   for (size_t i = 0; i < plan.owned_runs().size(); ++i) {
     const auto& r = plan.owned_runs()[i];
     recvs.emplace_back();
-    detail::check(MPI_Irecv(incoming.data() + offset[i], 1, r.packed, r.peer, detail::tag_dx, plan.comm(), &recvs.back()),
-                  "MPI_Irecv");
+    detail::check(
+        MPI_Irecv(incoming.data() + offset[i], 1, r.packed, r.peer, detail::tag_dx, plan.comm(), &recvs.back()),
+        "MPI_Irecv");
   }
   auto send_halo = [&] {
     for (const auto& r : plan.halo_runs()) {
       sends.emplace_back();
-      detail::check(MPI_Isend(detail::run_origin(a.dx, plan, r.row), 1, r.in_place, r.peer, detail::tag_dx,
-                              plan.comm(), &sends.back()),
+      detail::check(MPI_Isend(detail::run_origin(a.dx, plan, r.row), 1, r.in_place, r.peer, detail::tag_dx, plan.comm(),
+                              &sends.back()),
                     "MPI_Isend");
     }
   };

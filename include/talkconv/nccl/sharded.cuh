@@ -39,11 +39,16 @@ inline void check(ncclResult_t r, const char* call) {
 // NCCL's type for T's dW / dbias reduction.
 template <class T>
 ncclDataType_t nccl_type() {
-  if constexpr (std::is_same<T, float>::value) return ncclFloat32;
-  else if constexpr (std::is_same<T, double>::value) return ncclFloat64;
-  else if constexpr (std::is_same<T, __half>::value) return ncclFloat16;
-  else if constexpr (std::is_same<T, __nv_bfloat16>::value) return ncclBfloat16;
-  else talkconv::detail::fail(status::comm_error, "dweight", "NCCL has no reduction type for this storage type");
+  if constexpr (std::is_same<T, float>::value)
+    return ncclFloat32;
+  else if constexpr (std::is_same<T, double>::value)
+    return ncclFloat64;
+  else if constexpr (std::is_same<T, __half>::value)
+    return ncclFloat16;
+  else if constexpr (std::is_same<T, __nv_bfloat16>::value)
+    return ncclBfloat16;
+  else
+    talkconv::detail::fail(status::comm_error, "dweight", "NCCL has no reduction type for this storage type");
 }
 
 }  // namespace detail
@@ -110,8 +115,8 @@ namespace detail {
 template <class T>
 void check_plan(const halo_plan& plan, const seq_shape& s) {
   if (plan.B() != s.B || plan.C() != s.C || plan.lay() != s.lay || plan.elem_bytes() != sizeof(T))
-    talkconv::detail::fail(status::invalid_shape, "plan", "the halo plan was made for B = ", plan.B(), ", C = ",
-                           plan.C(), ", layout ", static_cast<int>(plan.lay()), ", ", plan.elem_bytes(),
+    talkconv::detail::fail(status::invalid_shape, "plan", "the halo plan was made for B = ", plan.B(),
+                           ", C = ", plan.C(), ", layout ", static_cast<int>(plan.lay()), ", ", plan.elem_bytes(),
                            "-byte elements; the call has B = ", s.B, ", C = ", s.C, ", layout ",
                            static_cast<int>(s.lay), ", ", sizeof(T), "-byte elements");
 }
@@ -165,18 +170,18 @@ void backward(const cuda::talk_conv<T, Heads>& layer, const halo_plan& plan, ncc
   const seq_strides sx = strides_of(a.shape.lay, plan.shard().rows(), a.shape.B, a.shape.C);
   for (const shard_run& r : plan.exchange().owned) {  // ascending peer: a fixed order of additions
     const index_t n = r.rows * a.shape.B * a.shape.C;
-    cuda::detail::add_shard_rows_kernel<T><<<cuda::detail::grid_for(n, cuda::detail::row_threads),
-                                            cuda::detail::row_threads, 0, stream>>>(
-        a.dx, rx, r.row, r.rows, a.shape.B, a.shape.C, sx.t, sx.b, static_cast<int>(a.shape.lay));
+    cuda::detail::add_shard_rows_kernel<T>
+        <<<cuda::detail::grid_for(n, cuda::detail::row_threads), cuda::detail::row_threads, 0, stream>>>(
+            a.dx, rx, r.row, r.rows, a.shape.B, a.shape.C, sx.t, sx.b, static_cast<int>(a.shape.lay));
     cuda::detail::check_launch("add_shard_rows_kernel");
     rx += n;
   }
   if (reduce == param_grads::allreduce) {
     const index_t P = layer.num_offsets();
     detail::check(ncclGroupStart(), "ncclGroupStart");
-    detail::check(ncclAllReduce(a.dweight, a.dweight, std::size_t(P * a.shape.C), detail::nccl_type<T>(), ncclSum,
-                                comm, stream),
-                  "ncclAllReduce(dweight)");
+    detail::check(
+        ncclAllReduce(a.dweight, a.dweight, std::size_t(P * a.shape.C), detail::nccl_type<T>(), ncclSum, comm, stream),
+        "ncclAllReduce(dweight)");
     if (a.dbias)
       detail::check(ncclAllReduce(a.dbias, a.dbias, std::size_t(P), detail::nccl_type<T>(), ncclSum, comm, stream),
                     "ncclAllReduce(dbias)");
