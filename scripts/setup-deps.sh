@@ -2,6 +2,8 @@
 # Installs what talkconv builds with, from Debian's packages (Debian 12). Safe to re-run.
 set -euo pipefail
 pkgs=(cmake g++ make libeigen3-dev doctest-dev libbenchmark-dev librandom123-dev)
+# talkconv::mpi (include/talkconv/mpi/sharded.hpp): its tests and example run under Open MPI's mpirun.
+pkgs+=(libopenmpi-dev openmpi-bin)
 # The fuzz step (scripts/fuzz.sh: clang-14 with libFuzzer and the sanitizer runtimes), unless skipped.
 [ "${TALKCONV_SKIP_FUZZ:-0}" = 1 ] || pkgs+=(clang-14 libclang-rt-14-dev)
 # talkconv from PyTorch (python/, scripts/test-torch.sh), unless skipped: Debian's PyTorch 1.13 (CPU) for

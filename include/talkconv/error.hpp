@@ -22,6 +22,7 @@ enum class status : int {
   size_overflow,        // a product of sizes overflows the index type
   invalid_layout,       // unknown layout value
   cuda_error,           // a CUDA call or launch failed (message carries cudaGetErrorString)
+  comm_error,           // an MPI or NCCL call of a sharded layer failed (message carries its error string)
 };
 
 inline const char* status_name(status s) noexcept {
@@ -36,6 +37,8 @@ inline const char* status_name(status s) noexcept {
     case status::size_overflow: return "size_overflow";
     case status::invalid_layout: return "invalid_layout";
     case status::cuda_error: return "cuda_error";
+    case status::comm_error:
+      return "comm_error";
   }
   return "unknown";
 }

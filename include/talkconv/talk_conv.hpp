@@ -4,6 +4,9 @@
 #include "talkconv/cpu/decoder.hpp"
 #include "talkconv/cpu/layer.hpp"
 #include "talkconv/layer_args.hpp"
+#include "talkconv/shard.hpp"
+
+#include <functional>
 
 namespace talkconv {
 
@@ -43,6 +46,44 @@ class talk_conv : public basic_talk_conv<Heads> {
     cpu::detail::layer_backward<T>(window(), a);
   }
 
+  // The layer on a time shard s (talkconv/shard.hpp; s from make_shard): the rows of the whole-sequence
+  // call for tokens [s.t_begin, s.t_end), lengths, clamps at the true sequence ends, causal mode and
+  // dropout mask (drawn at the global position) included.
+  //   a.shape    own tokens: a.shape.T = s.own()
+  //   a.x        s.rows() rows in a.shape.lay: s.halo.left rows before the own ones, s.halo.right after
+  //   a.y, a.saved_offsets   own tokens only
+  //   a.lengths  global lengths (<= s.T)
+  // between, if set, is called once on the calling thread after the tiles that read no halo row and
+  // before the others: x's halo rows may arrive until it returns (the MPI layer receives them there).
+  void forward(const forward_args<T>& a, const shard_params& s, const std::function<void()>& between = {}) const {
+    check_shard(a.shape, s, a.lengths, a.dropout);
+    detail::require_pointer(a.x, "x");
+    detail::require_pointer(a.weight, "weight");
+    detail::require_pointer(a.y, "y");
+    cpu::detail::row_span span = cpu::detail::row_span::of(s);
+    span.between = between;
+    cpu::detail::layer_forward<T>(window(), a, &span);
+  }
+
+  // Backward on a time shard: a.x and a.dx have s.rows() rows; a.dy and a.saved_offsets own tokens only.
+  // dx is overwritten on every row: own rows get the own tokens' window share plus W^T dz; halo rows the
+  // own tokens' share of those rows only. The caller adds the halo rows to the owners' dx rows (the
+  // owner's own tokens' share is already there): the sum is the whole call's dx up to rounding (each
+  // addition rounds in T). dweight and dbias are this shard's partial sums (its own valid tokens): sum
+  // them over the shards. between, if set, is called once after the tiles that write dx's halo rows
+  // (those rows are final then) and before the others.
+  void backward(const backward_args<T>& a, const shard_params& s, const std::function<void()>& between = {}) const {
+    check_shard(a.shape, s, a.lengths, a.dropout);
+    detail::require_pointer(a.x, "x");
+    detail::require_pointer(a.weight, "weight");
+    detail::require_pointer(a.dy, "dy");
+    detail::require_pointer(a.dx, "dx");
+    detail::require_pointer(a.dweight, "dweight");
+    cpu::detail::row_span span = cpu::detail::row_span::of(s);
+    span.between = between;
+    cpu::detail::layer_backward<T>(window(), a, &span);
+  }
+
   // State for incremental decoding of `batch` sequences (causal layers only).
   cpu::decoder<T> make_decoder(index_t batch) const { return cpu::decoder<T>(window(), this->cfg_.channels, batch); }
 
@@ -53,6 +94,14 @@ class talk_conv : public basic_talk_conv<Heads> {
     detail::validate_bytes(s, window(), sizeof(T), sizeof(acc_type));
     detail::validate_weight(window(), s.C, sizeof(T), sizeof(acc_type));
     detail::validate_dropout(d);
+  }
+  void check_shard(const seq_shape& s, const shard_params& sh, const index_t* lengths, const dropout_params& d) const {
+    detail::validate_dropout(d);
+    detail::validate_shard(sh, s, window(), d, lengths);
+    this->check_channels(s);
+    const seq_shape xs{sh.rows(), s.B, s.C, s.lay};
+    detail::validate_bytes(xs, window(), sizeof(T), sizeof(acc_type));
+    detail::validate_weight(window(), s.C, sizeof(T), sizeof(acc_type));
   }
 };
 

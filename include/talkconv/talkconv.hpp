@@ -11,4 +11,5 @@
 #include "talkconv/cpu/offsets.hpp"
 #include "talkconv/cpu/prefix_sum.hpp"
 #include "talkconv/cpu/window.hpp"
+#include "talkconv/cpu/window_shard.hpp"
 #include "talkconv/talk_conv.hpp"

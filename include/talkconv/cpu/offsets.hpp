@@ -111,10 +111,11 @@ void add_offset_path(const A* dz, index_t P, const A* weight, index_t C, index_t
 // dL/dW and dL/dbias from dz (layout of the offsets, zero rows ignored past each length) and x:
 //   dW = sum_{b, t < n_b} dz[t, b]^T x[t, b],  dbias = sum_{b, t < n_b} dz[t, b].
 // Column blocks of dW are independent tasks, each summing every row in the same order.
+// x_strides, when given, replace x's strides from shape (a time shard's x holds halo rows too).
 template <class T, class A = acc_t<T>>
 void param_grads(const seq_shape& shape, index_t P, const index_t* lengths, const A* dz, const T* x, T* dweight,
-                 T* dbias) {
-  const seq_strides sx = shape.strides(shape.C), sz = shape.strides(P);
+                 T* dbias, const seq_strides* x_strides = nullptr) {
+  const seq_strides sx = x_strides ? *x_strides : shape.strides(shape.C), sz = shape.strides(P);
   constexpr index_t col_block = 64, row_chunk = 256;
   const index_t blocks = talkconv::detail::ceil_div(shape.C, col_block);
   parallel_tasks(

@@ -145,10 +145,11 @@ void stream_prefix(const T* xb, index_t stride_t, index_t c0, index_t cn, A scal
 // Forward of one tile: y for tokens [t0, t1) of one sequence of valid length n, channels [0, C).
 // xb / yb point at token 0 of the sequence. taps_of(t) gives the H taps of token t < n; it is called
 // in token order (once per channel chunk), so a caller may make them just in time. Every tap lies
-// within `r` of its token. Rows t >= n are zeroed.
+// within `r` of its token. Rows t >= n are zeroed. y row t is at yb + (t - y_row0) * stride_t (a time
+// shard writes only its own rows, x also holding the halo rows before them).
 template <class T, class A, class TapsOf>
-void forward_tile(const T* xb, T* yb, index_t stride_t, index_t C, const head_map& hm, A inv_k, index_t t0,
-                  index_t t1, index_t n, window_reach r, TapsOf&& taps_of, window_scratch<A>& s) {
+void forward_tile(const T* xb, T* yb, index_t stride_t, index_t C, const head_map& hm, A inv_k, index_t t0, index_t t1,
+                  index_t n, window_reach r, TapsOf&& taps_of, window_scratch<A>& s, index_t y_row0 = 0) {
   const index_t tv1 = std::min(t1, n);
   if (tv1 > t0) {
     const index_t cw = chunk_width<A>(ring_size(r.left + r.right + 1), C);
@@ -156,7 +157,7 @@ void forward_tile(const T* xb, T* yb, index_t stride_t, index_t C, const head_ma
       const index_t cn = std::min(cw, C - c0);
       const index_t h_first = hm.head_of(c0), h_last = hm.head_of(c0 + cn - 1);
       stream_prefix(xb, stride_t, c0, cn, inv_k, t0, tv1, n, r, s.ring, [&](index_t t, const ring_rows<A>& S) {
-        T* yr = yb + t * stride_t;
+        T* yr = yb + (t - y_row0) * stride_t;
         if (t + prefetch_rows_ahead < tv1) prefetch_row(yr + prefetch_rows_ahead * stride_t + c0, cn, true);
         const window_taps<A>* taps = taps_of(t);
         for (index_t h = h_first; h <= h_last; ++h) {
@@ -170,15 +171,16 @@ void forward_tile(const T* xb, T* yb, index_t stride_t, index_t C, const head_ma
     }
   }
   for (index_t t = std::max(t0, tv1); t < t1; ++t)
-    std::fill(yb + t * stride_t, yb + t * stride_t + C, from_acc<T>(A(0)));
+    std::fill(yb + (t - y_row0) * stride_t, yb + (t - y_row0) * stride_t + C, from_acc<T>(A(0)));
 }
 
 // Backward to the offsets of one tile: d_off[(t - t0) * P + j] = dL/do_j for tokens [t0, t1), zero for
-// t >= n. Same local sums as the forward; the channel sum of each head runs in a fixed order.
+// t >= n. dy row t is at dyb + (t - dy_row0) * stride_t (here and in input_grad_tile: a time shard's dy
+// holds its own tokens only). Same local sums as the forward; the channel sum of each head runs in a fixed order.
 template <class T, class A>
 void offsets_grad_tile(const T* xb, const T* dyb, index_t stride_t, index_t C, const head_map& hm,
-                       const window_params& w, A inv_k, index_t t0, index_t t1, index_t n,
-                       const window_taps<A>* taps, A* d_off, window_scratch<A>& s) {
+                       const window_params& w, A inv_k, index_t t0, index_t t1, index_t n, const window_taps<A>* taps,
+                       A* d_off, window_scratch<A>& s, index_t dy_row0 = 0) {
   const index_t P = w.num_offsets(), H = hm.heads;
   std::fill(d_off, d_off + (t1 - t0) * P, A(0));
   const index_t tv1 = std::min(t1, n);
@@ -189,7 +191,7 @@ void offsets_grad_tile(const T* xb, const T* dyb, index_t stride_t, index_t C, c
     const index_t cn = std::min(cw, C - c0);
     const index_t h_first = hm.head_of(c0), h_last = hm.head_of(c0 + cn - 1);
     stream_prefix(xb, stride_t, c0, cn, inv_k, t0, tv1, n, r, s.ring, [&](index_t t, const ring_rows<A>& S) {
-      const T* dyr = dyb + t * stride_t;
+      const T* dyr = dyb + (t - dy_row0) * stride_t;
       A* dr = d_off + (t - t0) * P;
       for (index_t h = h_first; h <= h_last; ++h) {
         const window_taps<A>& k = taps[(t - t0) * H + h];
@@ -227,7 +229,7 @@ void offsets_grad_tile(const T* xb, const T* dyb, index_t stride_t, index_t C, c
 template <class T, class A, class Extra>
 void input_grad_tile(const T* dyb, T* dxb, index_t stride_t, index_t C, const head_map& hm, A inv_k, index_t t0,
                      index_t t1, index_t h0, index_t h1, const window_taps<A>* taps, Extra&& extra,
-                     window_scratch<A>& s) {
+                     window_scratch<A>& s, index_t dy_row0 = 0) {
   const window_reach r = tile_reach(taps, h0, h1, hm.heads);
   const index_t rows = ring_size(r.left + r.right + 1);
   const index_t cw = chunk_width<A>(rows, C);
@@ -256,7 +258,7 @@ void input_grad_tile(const T* dyb, T* dxb, index_t stride_t, index_t C, const he
     const index_t h_first = hm.head_of(c0), h_last = hm.head_of(c0 + cn - 1);
     for (index_t t = h1 - 1; t >= h0; --t) {
       store_rows_above(t + r.right);  // no token <= t has a tap above t + right
-      const T* dyr = dyb + t * stride_t;
+      const T* dyr = dyb + (t - dy_row0) * stride_t;
       if (t - prefetch_rows_ahead >= h0) prefetch_row(dyr - prefetch_rows_ahead * stride_t + c0, cn);
       for (index_t h = h_first; h <= h_last; ++h) {
         const window_taps<A>& k = taps[(t - h0) * hm.heads + h];

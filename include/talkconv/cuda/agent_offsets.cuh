@@ -31,7 +31,7 @@ struct offsets_args {
   index_t rows_per_chunk = 0;
   index_t chunks = 0;
   seq_geom g;
-  index_t t_base = 0;  // token index of row t = 0 (incremental decoding), for the dropout counter
+  index_t t_base = 0;  // token index of row t = 0 (incremental decoding, time shards), for the dropout counter
   bool dropout = false;
   float p = 0.0f;
   std::uint64_t seed = 0;
@@ -74,7 +74,9 @@ __device__ void apply_dropout_element(const offsets_args<T>& a, index_t i) {
   using A = acc_t<T>;
   index_t t, b, j;
   offset_element(a.g, i, t, b, j);
-  a.o[i] = t < a.g.length(b) ? a.o_pre[i] * talkconv::detail::dropout_scale<A>(a.dropout, a.seed, t, b, j, a.p) : A(0);
+  a.o[i] = t < a.g.length(b)
+               ? a.o_pre[i] * talkconv::detail::dropout_scale<A>(a.dropout, a.seed, t + a.t_base, b, j, a.p)
+               : A(0);
 }
 
 // dL/do of element i = (L or M) * the head's partial sums in split order; then, when o_pre is given,
@@ -93,7 +95,7 @@ __device__ void combine_offsets_grad_element(const offsets_args<T>& a, index_t i
   for (int k = 1; k < a.subs; ++k) s += a.partial[index_t(k) * NP + i];
   const A d = s * A(j < a.H ? a.L : a.M);
   out[i] = a.o_pre ? talkconv::detail::offset_pre_grad<A>(
-                         d, talkconv::detail::dropout_scale<A>(a.dropout, a.seed, t, b, j, a.p), a.o_pre[i])
+                         d, talkconv::detail::dropout_scale<A>(a.dropout, a.seed, t + a.t_base, b, j, a.p), a.o_pre[i])
                    : d;
 }
 

@@ -5,7 +5,9 @@
 #include "talkconv/cuda/decoder.cuh"
 #include "talkconv/cuda/device_offsets.cuh"
 #include "talkconv/cuda/device_window.cuh"
+#include "talkconv/cuda/shard_rows.cuh"
 #include "talkconv/layer_args.hpp"
+#include "talkconv/shard.hpp"
 
 #include <cstdint>
 #include <limits>
@@ -40,6 +42,105 @@ class talk_conv : public basic_talk_conv<Heads> {
   // y = TaLK(x): the projection kernel (offsets after dropout into the workspace, o_pre into
   // saved_offsets when given), then the fused window kernel. Workspace: T * B * P accumulators.
   void forward(void* workspace, std::size_t& workspace_bytes, const forward_args<T>& a, cudaStream_t stream) const {
+    forward_at(workspace, workspace_bytes, a, stream, 0);
+  }
+
+  // dx, dweight, dbias from dy: offsets (saved or recomputed) -> reach of the windows -> offset
+  // gradients (per-head sums, fixed order) -> dz -> dx = window part, then dx += W^T dz (each rounded to
+  // T) -> dW, dbias (row-chunk partial sums, combined in order). Workspace: about (4 + subs) * T * B * P accumulators
+  // plus the dW partials.
+  void backward(void* workspace, std::size_t& workspace_bytes, const backward_args<T>& a, cudaStream_t stream) const {
+    backward_at(workspace, workspace_bytes, a, stream, 0);
+  }
+
+  // The layer on a time shard s (talkconv/shard.hpp, s from make_shard), the twin of the CPU layer's
+  // shard overloads: a.shape.T = s.own(); a.x has s.rows() rows (s.halo.left before the own ones,
+  // s.halo.right after); a.y and a.saved_offsets hold the own tokens only; a.lengths are the global
+  // lengths (device memory). The kernels run on the extended rows with lengths shifted to them and the
+  // dropout mask drawn at the global positions; y and saved_offsets come back through the workspace (one
+  // device copy of the own rows: the kernels write whole tensors). Two-phase workspace, no allocation,
+  // no synchronization.
+  void forward(void* workspace, std::size_t& workspace_bytes, const forward_args<T>& a, const shard_params& s,
+               cudaStream_t stream) const {
+    check_shard(a.shape, s, a.dropout);
+    const seq_shape xs{s.rows(), a.shape.B, a.shape.C, a.shape.lay};
+    forward_args<T> e = a;
+    e.shape = xs;
+    std::size_t inner = 0;
+    forward_at(nullptr, inner, e, stream, 0);
+    detail::workspace_plan plan;
+    const std::size_t at_in = plan.add(inner);
+    const std::size_t at_y = plan.add(detail::checked_bytes(xs.T * xs.B * xs.C, sizeof(T), "T*B*C"));
+    const std::size_t at_s =
+        plan.add(a.saved_offsets ? detail::checked_bytes(xs.T * xs.B * num_offsets(), sizeof(acc_type), "T*B*P") : 0);
+    const std::size_t at_n = plan.add(a.lengths ? std::size_t(xs.B) * sizeof(index_t) : 0);
+    if (detail::workspace_query(workspace, workspace_bytes, plan.bytes)) return;
+    talkconv::detail::require_pointer(a.x, "x");
+    talkconv::detail::require_pointer(a.weight, "weight");
+    talkconv::detail::require_pointer(a.y, "y");
+    char* ws = static_cast<char*>(workspace);
+    e.y = reinterpret_cast<T*>(ws + at_y);
+    e.saved_offsets = a.saved_offsets ? reinterpret_cast<acc_type*>(ws + at_s) : nullptr;
+    e.lengths = shard_lengths(a.lengths, s, xs.B, ws + at_n, stream);
+    forward_at(ws + at_in, inner, e, stream, s.first_row());
+    detail::copy_shard_rows(a.y, e.y, s, xs, xs.C * index_t(sizeof(T)), true, stream);
+    if (a.saved_offsets)
+      detail::copy_shard_rows(a.saved_offsets, e.saved_offsets, s, xs, num_offsets() * index_t(sizeof(acc_type)), true,
+                              stream);
+  }
+
+  // Backward on a time shard: a.x and a.dx have s.rows() rows, a.dy and a.saved_offsets the own tokens.
+  // dx's own rows get the own tokens' window share plus W^T dz, its halo rows the own tokens' share of
+  // those rows (to add to the owners' rows); dweight and dbias are this shard's partial sums. The
+  // kernels run on the extended rows with dy zero on the halo rows (their tokens then add exactly zero).
+  void backward(void* workspace, std::size_t& workspace_bytes, const backward_args<T>& a, const shard_params& s,
+                cudaStream_t stream) const {
+    check_shard(a.shape, s, a.dropout);
+    const seq_shape xs{s.rows(), a.shape.B, a.shape.C, a.shape.lay};
+    backward_args<T> e = a;
+    e.shape = xs;
+    std::size_t inner = 0;
+    backward_at(nullptr, inner, e, stream, 0);
+    detail::workspace_plan plan;
+    const std::size_t at_in = plan.add(inner);
+    const std::size_t at_dy = plan.add(detail::checked_bytes(xs.T * xs.B * xs.C, sizeof(T), "T*B*C"));
+    const std::size_t at_s =
+        plan.add(a.saved_offsets ? detail::checked_bytes(xs.T * xs.B * num_offsets(), sizeof(acc_type), "T*B*P") : 0);
+    const std::size_t at_n = plan.add(a.lengths ? std::size_t(xs.B) * sizeof(index_t) : 0);
+    if (detail::workspace_query(workspace, workspace_bytes, plan.bytes)) return;
+    talkconv::detail::require_pointer(a.x, "x");
+    talkconv::detail::require_pointer(a.weight, "weight");
+    talkconv::detail::require_pointer(a.dy, "dy");
+    talkconv::detail::require_pointer(a.dx, "dx");
+    talkconv::detail::require_pointer(a.dweight, "dweight");
+    char* ws = static_cast<char*>(workspace);
+    T* dy = reinterpret_cast<T*>(ws + at_dy);
+    detail::check(cudaMemsetAsync(dy, 0, std::size_t(xs.T * xs.B * xs.C) * sizeof(T), stream), "cudaMemsetAsync(dy)");
+    detail::copy_shard_rows(dy, a.dy, s, xs, xs.C * index_t(sizeof(T)), false, stream);
+    e.dy = dy;
+    if (a.saved_offsets) {
+      acc_type* sv = reinterpret_cast<acc_type*>(ws + at_s);
+      detail::check(cudaMemsetAsync(sv, 0, std::size_t(xs.T * xs.B * num_offsets()) * sizeof(acc_type), stream),
+                    "cudaMemsetAsync(saved_offsets)");
+      detail::copy_shard_rows(sv, a.saved_offsets, s, xs, num_offsets() * index_t(sizeof(acc_type)), false, stream);
+      e.saved_offsets = sv;
+    }
+    e.lengths = shard_lengths(a.lengths, s, xs.B, ws + at_n, stream);
+    backward_at(ws + at_in, inner, e, stream, s.first_row());
+  }
+
+  // Convenience forms of the shard calls (cudaMallocAsync / cudaFreeAsync on `stream`).
+  void forward(const forward_args<T>& a, const shard_params& s, cudaStream_t stream) const {
+    with_workspace(stream, [&](void* ws, std::size_t& n) { forward(ws, n, a, s, stream); });
+  }
+  void backward(const backward_args<T>& a, const shard_params& s, cudaStream_t stream) const {
+    with_workspace(stream, [&](void* ws, std::size_t& n) { backward(ws, n, a, s, stream); });
+  }
+
+ private:
+  // forward / backward with the dropout counter of row t at t + t_base (a time shard's first row).
+  void forward_at(void* workspace, std::size_t& workspace_bytes, const forward_args<T>& a, cudaStream_t stream,
+                  index_t t_base) const {
     const bool empty = check(a.shape, a.dropout);
     detail::workspace_plan plan;
     const std::size_t at_o =
@@ -55,6 +156,7 @@ class talk_conv : public basic_talk_conv<Heads> {
     p.bias = a.bias;
     p.o = o;
     p.o_pre = a.saved_offsets;
+    p.t_base = t_base;
     detail::launch_project(p, a.shape, stream);
     detail::window_args<T> w = detail::make_window_args<T>(a.shape, window(), a.lengths);
     w.x = a.x;
@@ -63,11 +165,8 @@ class talk_conv : public basic_talk_conv<Heads> {
     detail::launch_window_forward(w, a.shape, window(), max_offset(a.dropout), stream);
   }
 
-  // dx, dweight, dbias from dy: offsets (saved or recomputed) -> reach of the windows -> offset
-  // gradients (per-head sums, fixed order) -> dz -> dx = window part, then dx += W^T dz (each rounded to
-  // T) -> dW, dbias (row-chunk partial sums, combined in order). Workspace: about (4 + subs) * T * B * P accumulators
-  // plus the dW partials.
-  void backward(void* workspace, std::size_t& workspace_bytes, const backward_args<T>& a, cudaStream_t stream) const {
+  void backward_at(void* workspace, std::size_t& workspace_bytes, const backward_args<T>& a, cudaStream_t stream,
+                   index_t t_base) const {
     const bool empty = check(a.shape, a.dropout);
     const window_params w = window();
     const detail::window_geom wg = detail::window_geom::make(w, this->cfg_.channels);
@@ -98,6 +197,7 @@ class talk_conv : public basic_talk_conv<Heads> {
     p.x = a.x;
     p.weight = a.weight;
     p.bias = a.bias;
+    p.t_base = t_base;
     const acc_type* o_pre = a.saved_offsets;
     if (o_pre == nullptr) {  // recompute: one projection, writing both o_pre and o
       p.o_pre = reinterpret_cast<acc_type*>(ws + at_pre);
@@ -132,6 +232,25 @@ class talk_conv : public basic_talk_conv<Heads> {
     detail::launch_param_grads(c, a.shape, pp, stream);
   }
 
+  // Global lengths shifted to the shard's rows (device, into `at`), or null.
+  static const index_t* shard_lengths(const index_t* lengths, const shard_params& s, index_t B, char* at,
+                                      cudaStream_t stream) {
+    if (lengths == nullptr) return nullptr;
+    index_t* out = reinterpret_cast<index_t*>(at);
+    detail::shard_lengths_kernel<<<detail::grid_for(B, detail::row_threads), detail::row_threads, 0, stream>>>(
+        lengths, out, B, s.T, s.first_row(), s.rows());
+    detail::check_launch("shard_lengths_kernel");
+    return out;
+  }
+  void check_shard(const seq_shape& s, const shard_params& sh, const dropout_params& d) const {
+    talkconv::detail::validate_dropout(d);
+    talkconv::detail::validate_shard(sh, s, window(), d, nullptr);  // lengths live on the device
+    this->check_channels(s);
+    const seq_shape xs{sh.rows(), s.B, s.C, s.lay};
+    check(xs, d);
+  }
+
+ public:
   // Convenience forms: the workspace comes from cudaMallocAsync on `stream` and goes back with
   // cudaFreeAsync on it (stream-ordered, no synchronization).
   void forward(const forward_args<T>& a, cudaStream_t stream) const {
