@@ -85,8 +85,11 @@ class decoder {
       for (index_t h = 0; h < w_.heads; ++h) {
         const auto k = detail::token_taps<A>(w_, t + 1, t, z, h);
         const A *s0 = row(k.i0, b), *s1 = row(k.i1, b), *s2 = row(k.i2, b), *s3 = row(k.i3, b);
-        for (index_t c = hm.first_channel(h); c < hm.first_channel(h + 1); ++c)
-          y_t[b * C_ + c] = from_acc<T>(talkconv::detail::window_value<A>(k, s0[c], s1[c], s2[c], s3[c]));
+        const index_t c0 = hm.first_channel(h);
+        detail::store_acc(y_t + b * C_ + c0, hm.head_dim, [&](index_t j) {
+          const index_t c = c0 + j;
+          return talkconv::detail::window_value<A>(k, s0[c], s1[c], s2[c], s3[c]);
+        });
       }
     }
     ++t_;
