@@ -297,22 +297,27 @@ struct no_extra {
 // The reach of all valid tokens' windows, from a function giving the taps of (b, t).
 template <class A, class TapsOf>
 window_reach reach_of(const seq_shape& shape, const window_params& w, const index_t* lengths, TapsOf&& taps_of) {
-  std::vector<window_reach> per_b(static_cast<size_t>(shape.B));
+  // Tasks of `span` tokens of one sequence (one sequence alone would leave all but one thread idle); the
+  // maximum does not depend on the order the tasks finish in.
+  constexpr index_t span = 4096;
+  const index_t per_seq = talkconv::detail::ceil_div(shape.T, span);
+  std::vector<window_reach> per_task(static_cast<size_t>(shape.B * per_seq));
   parallel_tasks(
-      shape.B, shape.rows() * w.heads, [] { return 0; },
-      [&](index_t b, int&) {
+      shape.B * per_seq, shape.rows() * w.heads, [] { return 0; },
+      [&](index_t task, int&) {
         window_reach r;
-        const index_t n = length_of(lengths, b, shape.T);
-        for (index_t t = 0; t < n; ++t)
+        const index_t b = task / per_seq, t0 = (task % per_seq) * span;
+        const index_t n = length_of(lengths, b, shape.T), t1 = std::min(n, t0 + span);
+        for (index_t t = t0; t < t1; ++t)
           for (index_t h = 0; h < w.heads; ++h) {
             const window_taps<A> k = taps_of(b, t, h);
             r.left = std::max(r.left, t - (talkconv::detail::taps_min(k) + 1));
             r.right = std::max(r.right, talkconv::detail::taps_max(k) - t);
           }
-        per_b[static_cast<size_t>(b)] = r;
+        per_task[static_cast<size_t>(task)] = r;
       });
   window_reach r;
-  for (const auto& q : per_b) r.left = std::max(r.left, q.left), r.right = std::max(r.right, q.right);
+  for (const auto& q : per_task) r.left = std::max(r.left, q.left), r.right = std::max(r.right, q.right);
   return r;
 }
 
