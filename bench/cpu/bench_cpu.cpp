@@ -7,8 +7,10 @@
 // so --benchmark_filter='^window_fwd/f32/' or '/L:31/' select slices. Every benchmark reports
 //   bytes_per_second  the minimum bytes: inputs read once (x, offsets, dy), outputs written once,
 //   items_per_second  tokens (T * B) per second,
-//   copy_frac         bytes_per_second / the bandwidth of a multithreaded memcpy moving the same number of
-//                     bytes (half read, half written), measured once per byte count in this process,
+//   copy_frac         bytes_per_second / copy_bw,
+//   copy_bw           the bandwidth of a multithreaded memcpy moving the same number of bytes (half read,
+//                     half written), run untimed before every timed call (the same moments, the same
+//                     threads, a mean over the same iterations: what the call is to be compared with),
 // and the per-iteration counters bytes, tokens, T, B, C, H, L, K. Times are wall-clock (UseRealTime).
 // TALKCONV_BENCH_SMOKE=1: every family once on tiny sizes (for ctest; asserts no timing).
 // TALKCONV_BENCH_MIN_TIME=<seconds>: minimum time per benchmark (default 0.2; it overrides
@@ -195,27 +197,47 @@ void parallel_copy(const char* src, char* dst, size_t n) {
 #endif
 }
 
+// Two first-touched buffers of `n` bytes each for copies of a given size: kept while consecutive
+// benchmarks move the same byte count (Google Benchmark calls a benchmark's function several times).
+struct copy_buffers {
+  buffer<char> src, dst;
+  size_t n = 0;
+};
+
+copy_buffers& copy_buffers_of(size_t n) {
+  static copy_buffers cb;
+  if (cb.n != n) {
+    cb = copy_buffers{};  // free the old pair first: memory stays one pair's worth
+    cb.src = make_buffer<char>(static_cast<index_t>(n));
+    cb.dst = make_buffer<char>(static_cast<index_t>(n));
+    cb.n = n;
+    const index_t pages = static_cast<index_t>((n + 4095) / 4096);  // first touch by the copying threads
+    tb::parallel_for(pages, [&](index_t pg) {
+      const size_t b = static_cast<size_t>(pg) * 4096, e = std::min(n, b + 4096);
+      std::memset(cb.src.data() + b, int(pg & 0x7f) + 1, e - b);
+      std::memset(cb.dst.data() + b, 0, e - b);
+    });
+  }
+  return cb;
+}
+
 // Bytes per second (read + write counted) of parallel_copy moving `traffic` bytes: the best of timed
-// repetitions (other processes only ever slow a copy down), measured once per byte count per process.
+// repetitions, measured once per byte count per process. Only the KV-cache step uses it (its calls are
+// microseconds, too short to interleave a copy with); the window and layer families time a copy of the
+// same bytes next to every iteration instead (run_family).
 double memcpy_bandwidth(index_t traffic) {
   static std::map<index_t, double> cache;
   const auto it = cache.find(traffic);
   if (it != cache.end()) return it->second;
   const size_t n = static_cast<size_t>(std::max<index_t>(traffic / 2, 64));
-  buffer<char> src = make_buffer<char>(static_cast<index_t>(n)), dst = make_buffer<char>(static_cast<index_t>(n));
-  const index_t pages = static_cast<index_t>((n + 4095) / 4096);  // first touch by the copying threads
-  tb::parallel_for(pages, [&](index_t pg) {
-    const size_t b = static_cast<size_t>(pg) * 4096, e = std::min(n, b + 4096);
-    std::memset(src.data() + b, int(pg & 0x7f) + 1, e - b);
-    std::memset(dst.data() + b, 0, e - b);
-  });
-  parallel_copy(src.data(), dst.data(), n);  // warm-up
+  copy_buffers& cb = copy_buffers_of(n);
+  parallel_copy(cb.src.data(), cb.dst.data(), n);  // warm-up
   std::vector<double> secs;
   const auto start = std::chrono::steady_clock::now();
   while (secs.size() < 5 || (secs.size() < 1000 && std::chrono::duration<double>(std::chrono::steady_clock::now() -
                                                                                   start).count() < 0.2)) {
     const auto t0 = std::chrono::steady_clock::now();
-    parallel_copy(src.data(), dst.data(), n);
+    parallel_copy(cb.src.data(), cb.dst.data(), n);
     benchmark::ClobberMemory();
     secs.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
@@ -411,15 +433,31 @@ void run_family(benchmark::State& state, fam f, const config& c) {
     }
   }
   const index_t bytes = min_bytes<T>(f, c), tokens = c.T * c.B;
-  const double bw = memcpy_bandwidth(bytes);
+  // Before every timed call, untimed, a copy of the same bytes (half read, half written) by the same
+  // threads: the bandwidth the call is compared with is the machine's at that moment, measured the same
+  // way (a mean over the same iterations), not a best-of taken at another time. A caller's memory
+  // traffic between calls is part of what the call then sees: its inputs are not left in cache by a
+  // previous call of its own.
+  const size_t copy_n = static_cast<size_t>(std::max<index_t>(bytes / 2, 64));
+  copy_buffers& cb = copy_buffers_of(copy_n);
+  double copy_secs = 0.0;
   for (auto _ : state) {
+    state.PauseTiming();
+    const auto t0 = std::chrono::steady_clock::now();
+    parallel_copy(cb.src.data(), cb.dst.data(), copy_n);
+    benchmark::ClobberMemory();
+    copy_secs += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    state.ResumeTiming();
     call();
     benchmark::ClobberMemory();
   }
   const double it = static_cast<double>(state.iterations());
+  const double bw = copy_secs > 0.0 ? it * 2.0 * static_cast<double>(copy_n) / copy_secs : 0.0;
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * bytes);
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * tokens);
-  state.counters["copy_frac"] = benchmark::Counter(it * static_cast<double>(bytes) / bw, benchmark::Counter::kIsRate);
+  // copy_frac = (time of the interleaved copies) / (time of the calls): the call's fraction of copy speed.
+  state.counters["copy_frac"] =
+      benchmark::Counter(bw > 0.0 ? it * static_cast<double>(bytes) / bw : 0.0, benchmark::Counter::kIsRate);
   state.counters["copy_bw"] = bw;
   state.counters["bytes"] = static_cast<double>(bytes);
   state.counters["tokens"] = static_cast<double>(tokens);
@@ -447,10 +485,37 @@ void decoder_step(benchmark::State& state, index_t B, index_t C, index_t H, inde
   buffer<T> y = zero_buffer<T>(B * C);
   tc::cpu::decoder<T> dec(w, C, B);
   for (index_t i = 0; i < 2 * (L + 2); ++i) dec.step(x.data(), W.data(), bias.data(), y.data());
+  // The least a step can cost: reading W (P * C values of T) and one ring row (B * C accumulators), from
+  // where they live between steps (cache, as here): timed as Eigen's vectorized sum over a float buffer of
+  // the same bytes, right before the steps, the mean of as many repetitions as fill 20 ms; counters
+  // read_us, and step_per_read = step time / read time.
+  const index_t read_floats = (P * C * index_t(sizeof(T)) + B * C * index_t(sizeof(A))) / 4;
+  const buffer<float> read_buf = random_buffer<float>(read_floats, 9, -1.0f, 1.0f);
+  auto read_once = [&] {
+    const float sum = Eigen::Map<const Eigen::VectorXf>(read_buf.data(), read_floats).sum();
+    benchmark::DoNotOptimize(sum);
+  };
+  double read_secs = 0.0;
+  index_t reads = 0;
+  {
+    read_once();
+    const auto start = std::chrono::steady_clock::now();
+    do {
+      for (int r = 0; r < 64; ++r) read_once();
+      reads += 64;
+      read_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    } while (read_secs < 0.02);
+  }
+  const auto steps_start = std::chrono::steady_clock::now();
   for (auto _ : state) {
     dec.step(x.data(), W.data(), bias.data(), y.data());
     benchmark::ClobberMemory();
   }
+  const double step_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - steps_start).count() /
+                           static_cast<double>(std::max<benchmark::IterationCount>(state.iterations(), 1));
+  const double read_each = read_secs / static_cast<double>(reads);
+  state.counters["read_us"] = read_each * 1e6;
+  state.counters["step_per_read"] = read_each > 0.0 ? step_secs / read_each : 0.0;
   const index_t bytes = 2 * B * C * index_t(sizeof(T)) + P * C * index_t(sizeof(T)) +
                         2 * B * C * index_t(sizeof(A));  // x, y, W; the newest prefix row written, 4 rows read
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()) * B);

@@ -70,23 +70,31 @@ class decoder {
     const A inv_k = A(1) / A(w_.window_len());
     if (t >= ring_rows_ && t % ring_rows_ == 0) rebase(t - 1);
     const detail::acc_params<T> prm(weight, bias, P, C_);
-    detail::project_rows(x_t, C_, B_, C_, prm, P, z_.data(), P, tmp_);
+    if (B_ == 1) {
+      // One token: a matrix-vector product reads W once, where the general product would pack it first.
+      const auto X = detail::rows_as_acc<T>(x_t, C_, 1, C_, tmp_);
+      const Eigen::Map<const detail::row_matrix<A>> W(prm.weight, P, C_);
+      Eigen::Map<Eigen::Matrix<A, Eigen::Dynamic, 1>> z(z_.data(), P);
+      z.noalias() = W * X.row(0).transpose();
+      if (prm.bias) z += Eigen::Map<const Eigen::Matrix<A, Eigen::Dynamic, 1>>(prm.bias, P);
+    } else {
+      detail::project_rows(x_t, C_, B_, C_, prm, P, z_.data(), P, tmp_);
+    }
     const talkconv::detail::head_map hm{w_.heads, C_ / w_.heads};
     for (index_t b = 0; b < B_; ++b) {
       A* z = z_.data() + b * P;
       detail::activate_offsets(z, P, t, b, dropout_params{}, static_cast<A*>(nullptr), z);
-      // S[t] = S[t - 1] + x_t / K
-      detail::scan_rows(x_t + b * C_, C_, 1, C_, inv_k, row(t, b), C_);
-      if (t > 0) {
-        const A* prev = row(t - 1, b);
-        A* cur = row(t, b);
-        for (index_t c = 0; c < C_; ++c) cur[c] += prev[c];
-      }
+      // S[t] = S[t - 1] + x_t / K: one pass, the forward's scan step.
+      detail::scan_step(t > 0 ? static_cast<const A*>(row(t - 1, b)) : static_cast<const A*>(nullptr), x_t + b * C_, C_,
+                        inv_k, row(t, b));
       for (index_t h = 0; h < w_.heads; ++h) {
         const auto k = detail::token_taps<A>(w_, t + 1, t, z, h);
         const A *s0 = row(k.i0, b), *s1 = row(k.i1, b), *s2 = row(k.i2, b), *s3 = row(k.i3, b);
-        for (index_t c = hm.first_channel(h); c < hm.first_channel(h + 1); ++c)
-          y_t[b * C_ + c] = from_acc<T>(talkconv::detail::window_value<A>(k, s0[c], s1[c], s2[c], s3[c]));
+        const index_t c0 = hm.first_channel(h);
+        detail::store_acc(y_t + b * C_ + c0, hm.head_dim, [&](index_t j) {
+          const index_t c = c0 + j;
+          return talkconv::detail::window_value<A>(k, s0[c], s1[c], s2[c], s3[c]);
+        });
       }
     }
     ++t_;

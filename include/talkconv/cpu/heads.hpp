@@ -1,6 +1,7 @@
 // Building block 3 (CPU): head tying. Channels of a head share one window; their gradients are summed.
 #pragma once
 
+#include "talkconv/cpu/convert.hpp"
 #include "talkconv/cpu/parallel.hpp"
 #include "talkconv/detail/math.hpp"
 #include "talkconv/params.hpp"
@@ -15,10 +16,23 @@ namespace detail {
 template <class TA, class A, class F>
 inline A lane_dot(const TA* a, index_t n, F&& b_of) {
   A lane[8] = {A(0), A(0), A(0), A(0), A(0), A(0), A(0), A(0)};
-  index_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int l = 0; l < 8; ++l) lane[l] += to_acc<TA>(a[j + l]) * b_of(j + l);
-  for (int l = 0; j < n; ++j, ++l) lane[l] += to_acc<TA>(a[j]) * b_of(j);
+  // Terms j0 + j, j < m, of values v (the stored values, widened or not): lane (j0 + j) mod 8.
+  auto add = [&](const auto* v, index_t j0, index_t m) {
+    index_t j = 0;
+    for (; j + 8 <= m; j += 8)
+      for (int l = 0; l < 8; ++l) lane[l] += v[j + l] * b_of(j0 + j + l);
+    for (int l = 0; j < m; ++j, ++l) lane[l] += v[j] * b_of(j0 + j);
+  };
+  if constexpr (stored_as_acc<TA>) {
+    add(a, 0, n);
+  } else {  // widened a block at a time (blocks are multiples of 8: the same lanes, the same order)
+    acc_t<TA> buf[convert_block];
+    for (index_t j0 = 0; j0 < n; j0 += convert_block) {
+      const index_t m = n - j0 < convert_block ? n - j0 : convert_block;
+      row_convert<TA>::widen(a + j0, m, buf);
+      add(static_cast<const acc_t<TA>*>(buf), j0, m);
+    }
+  }
   return ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
 }
 

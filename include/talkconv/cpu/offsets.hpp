@@ -1,6 +1,7 @@
 // Building block 2 (CPU): offset generation o = dropout(sigmoid(W x + bias)), forward and backward.
 #pragma once
 
+#include "talkconv/cpu/convert.hpp"
 #include "talkconv/cpu/parallel.hpp"
 #include "talkconv/detail/dropout.hpp"
 #include "talkconv/detail/math.hpp"
@@ -39,9 +40,8 @@ struct acc_params {
       bias = b;
     } else {
       storage.resize(static_cast<size_t>(P * C + (b ? P : 0)));
-      for (index_t i = 0; i < P * C; ++i) storage[static_cast<size_t>(i)] = to_acc<T>(w[i]);
-      if (b)
-        for (index_t i = 0; i < P; ++i) storage[static_cast<size_t>(P * C + i)] = to_acc<T>(b[i]);
+      row_convert<T>::widen(w, P * C, storage.data());
+      if (b) row_convert<T>::widen(b, P, storage.data() + P * C);
       weight = storage.data();
       bias = b ? storage.data() + P * C : nullptr;
     }
@@ -57,8 +57,7 @@ const_strided_map<A> rows_as_acc(const T* x, index_t ld, index_t rows, index_t C
     return const_strided_map<A>(x, rows, C, Eigen::OuterStride<>(ld));
   } else {
     tmp.resize(static_cast<size_t>(rows * C));
-    for (index_t r = 0; r < rows; ++r)
-      for (index_t c = 0; c < C; ++c) tmp[static_cast<size_t>(r * C + c)] = to_acc<T>(x[r * ld + c]);
+    for (index_t r = 0; r < rows; ++r) row_convert<T>::widen(x + r * ld, C, tmp.data() + r * C);
     return const_strided_map<A>(tmp.data(), rows, C, Eigen::OuterStride<>(C));
   }
 }
@@ -231,9 +230,9 @@ void offsets_backward(const seq_shape& shape, const window_params& w, const T* x
           if (dx) {
             T* dxr = dx + t * sx.t + b * sx.b;
             row.resize(static_cast<size_t>(shape.C));
-            for (index_t c = 0; c < shape.C; ++c) row[static_cast<size_t>(c)] = to_acc<T>(dxr[c]);
+            detail::row_convert<T>::widen(dxr, shape.C, row.data());
             detail::add_offset_path(dz.data() + r, P, prm.weight, shape.C, 0, shape.C, row.data());
-            for (index_t c = 0; c < shape.C; ++c) dxr[c] = from_acc<T>(row[static_cast<size_t>(c)]);
+            detail::row_convert<T>::narrow(row.data(), shape.C, dxr);
           }
         }
       });

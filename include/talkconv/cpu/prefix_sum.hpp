@@ -1,6 +1,7 @@
 // Building block 1 (CPU): scaled prefix sums along time, restarted per segment so error stays bounded.
 #pragma once
 
+#include "talkconv/cpu/convert.hpp"
 #include "talkconv/cpu/parallel.hpp"
 #include "talkconv/detail/tile_plan.hpp"
 #include "talkconv/params.hpp"
@@ -17,9 +18,9 @@ namespace detail {
 template <class T, class A>
 inline void scan_step(const A* prev, const T* x, index_t cw, A scale, A* cur) {
   if (prev == nullptr) {
-    for (index_t j = 0; j < cw; ++j) cur[j] = scale * to_acc<T>(x[j]);
+    for_each_acc(x, cw, [&](index_t j, A v) { cur[j] = scale * v; });
   } else {
-    for (index_t j = 0; j < cw; ++j) cur[j] = prev[j] + scale * to_acc<T>(x[j]);
+    for_each_acc(x, cw, [&](index_t j, A v) { cur[j] = prev[j] + scale * v; });
   }
 }
 

@@ -1,6 +1,7 @@
 // Building block 4 (CPU): normalized window aggregation with interpolated edges, forward and backward.
 #pragma once
 
+#include "talkconv/cpu/convert.hpp"
 #include "talkconv/cpu/heads.hpp"
 #include "talkconv/cpu/parallel.hpp"
 #include "talkconv/cpu/prefix_sum.hpp"
@@ -101,6 +102,7 @@ struct window_scratch {
   std::vector<A> run;    // backward: running suffix sum, one chunk
   std::vector<A> row;    // backward: one dx row in A, one chunk
   std::vector<A> d_off;  // backward: offset gradients of the tile, tile x P
+  std::vector<A> dy_acc; // backward: one dy row widened to A, one chunk (storage types other than A)
   std::vector<window_taps<A>> taps;
 };
 
@@ -164,8 +166,10 @@ void forward_tile(const T* xb, T* yb, index_t stride_t, index_t C, const head_ma
           const window_taps<A>& k = taps[h];
           const index_t ca = std::max(c0, hm.first_channel(h)), cb = std::min(c0 + cn, hm.first_channel(h + 1));
           const A *s0 = S.row(k.i0) - c0, *s1 = S.row(k.i1) - c0, *s2 = S.row(k.i2) - c0, *s3 = S.row(k.i3) - c0;
-          for (index_t c = ca; c < cb; ++c)
-            yr[c] = from_acc<T>(talkconv::detail::window_value<A>(k, s0[c], s1[c], s2[c], s3[c]));
+          store_acc(yr + ca, cb - ca, [&](index_t j) {
+            const index_t c = ca + j;
+            return talkconv::detail::window_value<A>(k, s0[c], s1[c], s2[c], s3[c]);
+          });
         }
       });
     }
@@ -235,6 +239,7 @@ void input_grad_tile(const T* dyb, T* dxb, index_t stride_t, index_t C, const he
   const index_t cw = chunk_width<A>(rows, C);
   s.run.resize(static_cast<size_t>(cw));
   s.row.resize(static_cast<size_t>(cw));
+  if (!stored_as_acc<T>) s.dy_acc.resize(static_cast<size_t>(cw));
   for (index_t c0 = 0; c0 < C; c0 += cw) {
     const index_t cn = std::min(cw, C - c0);
     s.ring.assign(static_cast<size_t>(rows * cn), A(0));
@@ -252,7 +257,7 @@ void input_grad_tile(const T* dyb, T* dxb, index_t stride_t, index_t C, const he
         extra(pending, c0, cn, s.row.data());
         T* dxr = dxb + pending * stride_t + c0;
         if (pending - prefetch_rows_ahead >= t0) prefetch_row(dxr - prefetch_rows_ahead * stride_t, cn, true);
-        for (index_t j = 0; j < cn; ++j) dxr[j] = from_acc<T>(s.row[static_cast<size_t>(j)]);
+        store_acc(dxr, cn, [&](index_t j) { return s.row[static_cast<size_t>(j)]; });
       }
     };
     const index_t h_first = hm.head_of(c0), h_last = hm.head_of(c0 + cn - 1);
@@ -260,6 +265,13 @@ void input_grad_tile(const T* dyb, T* dxb, index_t stride_t, index_t C, const he
       store_rows_above(t + r.right);  // no token <= t has a tap above t + right
       const T* dyr = dyb + (t - dy_row0) * stride_t;
       if (t - prefetch_rows_ahead >= h0) prefetch_row(dyr - prefetch_rows_ahead * stride_t + c0, cn);
+      const A* dya;  // dy[t, c] in A at dya[c], c in [c0, c0 + cn)
+      if constexpr (stored_as_acc<T>) {
+        dya = dyr;
+      } else {
+        row_convert<T>::widen(dyr + c0, cn, s.dy_acc.data());
+        dya = s.dy_acc.data() - c0;
+      }
       for (index_t h = h_first; h <= h_last; ++h) {
         const window_taps<A>& k = taps[(t - h0) * hm.heads + h];
         if (talkconv::detail::taps_max(k) < t0 || talkconv::detail::taps_min(k) >= t1 - 1) continue;
@@ -271,7 +283,7 @@ void input_grad_tile(const T* dyb, T* dxb, index_t stride_t, index_t C, const he
           if (idx[j] < t0 || wv[j] == A(0)) continue;
           A* g = G.row(std::min(idx[j], t1 - 1)) - c0;
           const A wj = wv[j];
-          for (index_t c = ca; c < cb; ++c) g[c] += wj * to_acc<T>(dyr[c]);
+          for (index_t c = ca; c < cb; ++c) g[c] += wj * dya[c];
         }
       }
     }
@@ -287,22 +299,27 @@ struct no_extra {
 // The reach of all valid tokens' windows, from a function giving the taps of (b, t).
 template <class A, class TapsOf>
 window_reach reach_of(const seq_shape& shape, const window_params& w, const index_t* lengths, TapsOf&& taps_of) {
-  std::vector<window_reach> per_b(static_cast<size_t>(shape.B));
+  // Tasks of `span` tokens of one sequence (one sequence alone would leave all but one thread idle); the
+  // maximum does not depend on the order the tasks finish in.
+  constexpr index_t span = 4096;
+  const index_t per_seq = talkconv::detail::ceil_div(shape.T, span);
+  std::vector<window_reach> per_task(static_cast<size_t>(shape.B * per_seq));
   parallel_tasks(
-      shape.B, shape.rows() * w.heads, [] { return 0; },
-      [&](index_t b, int&) {
+      shape.B * per_seq, shape.rows() * w.heads, [] { return 0; },
+      [&](index_t task, int&) {
         window_reach r;
-        const index_t n = length_of(lengths, b, shape.T);
-        for (index_t t = 0; t < n; ++t)
+        const index_t b = task / per_seq, t0 = (task % per_seq) * span;
+        const index_t n = length_of(lengths, b, shape.T), t1 = std::min(n, t0 + span);
+        for (index_t t = t0; t < t1; ++t)
           for (index_t h = 0; h < w.heads; ++h) {
             const window_taps<A> k = taps_of(b, t, h);
             r.left = std::max(r.left, t - (talkconv::detail::taps_min(k) + 1));
             r.right = std::max(r.right, talkconv::detail::taps_max(k) - t);
           }
-        per_b[static_cast<size_t>(b)] = r;
+        per_task[static_cast<size_t>(task)] = r;
       });
   window_reach r;
-  for (const auto& q : per_b) r.left = std::max(r.left, q.left), r.right = std::max(r.right, q.right);
+  for (const auto& q : per_task) r.left = std::max(r.left, q.left), r.right = std::max(r.right, q.right);
   return r;
 }
 
