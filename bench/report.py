@@ -367,6 +367,62 @@ def frac_table(res, dtype):
 
 # ---- decoding (CPU) ----------------------------------------------------------------------------------------
 
+def targets_memory_speed(res, json_path):
+    """The CPU-at-memory-speed targets (issue 14), from the same run: fractions of the same-run copy
+    (counter copy_bw), layer / window and backward / forward time ratios, the spread over K = 3..511, and
+    the decoder step over the time to read W and one ring row (counters of decoder_step)."""
+    Cs = [256, 512, 1024]
+
+    def verdict(ok):
+        return "met" if ok else "**missed**"
+
+    def ratio(a, b, **k):
+        ra, rb = res.get(a, **k), res.get(b, **k)
+        return ra["time_ns"] / rb["time_ns"] if ra and rb else float("nan")
+
+    def worst(vals, hi):
+        vals = [v for v in vals if not math.isnan(v)]
+        return (max(vals) if hi else min(vals)) if vals else float("nan")
+
+    f32 = [res.copy_frac("window_fwd", dtype="f32", C=C) for C in Cs]
+    half = {d: [res.copy_frac("window_fwd", dtype=d, C=C) for C in Cs] for d in ["bf16", "f16"]}
+    lw = {d: [ratio("talk_fwd", "window_fwd", dtype=d, C=C) for C in Cs] for d in ["f32", "bf16"]}
+    bf = {d: [ratio("window_bwd", "window_fwd", dtype=d, C=C) for C in Cs] for d in ["f32", "bf16", "f16"]}
+    ks = [r["time_ns"] / r["tokens"] for L, r in res.values("window_fwd", "f32", "L", T=65536, C=256, H=8) if L <= 255]
+    k_spread = spread(ks)
+    _, entries = bl.load_gbench(json_path)
+    dec = {}
+    for name, e in entries.items():
+        fam, p = bl.parse_name(name)
+        if fam == "decoder_step" and p.get("B") == 1 and p.get("C") == 1024:
+            dec[p["dtype"]] = (e.get("step_per_read", float("nan")), e["time_ms"] * 1e3, e.get("read_us", float("nan")))
+
+    def listing(vals):
+        return "C = 256/512/1024: " + ", ".join(fmt(v) for v in vals)
+
+    rows = [
+        ["window forward f32, fraction of a same-run copy of the same bytes, >= 0.75",
+         f"{fmt(worst(f32, False))} ({listing(f32)})", verdict(worst(f32, False) >= 0.75)],
+    ]
+    for d in ["bf16", "f16"]:
+        rows.append([f"window forward {d}, fraction of the copy, >= 0.60",
+                     f"{fmt(worst(half[d], False))} ({listing(half[d])})", verdict(worst(half[d], False) >= 0.60)])
+    for d in ["f32", "bf16"]:
+        rows.append([f"layer forward / window forward, {d}, <= 1.4x", f"{fmt(worst(lw[d], True))}x ({listing(lw[d])})",
+                     verdict(worst(lw[d], True) <= 1.4)])
+    for d in ["f32", "bf16", "f16"]:
+        rows.append([f"window backward / window forward, {d}, <= 2.0x", f"{fmt(worst(bf[d], True))}x ({listing(bf[d])})",
+                     verdict(worst(bf[d], True) <= 2.0)])
+    rows.append(["window forward f32 over K = 3..511 (T = 65536, C = 256), within 1.3x", f"{fmt(k_spread)}x",
+                 verdict(k_spread <= 1.3)])
+    for d in ["f32", "bf16"]:
+        if d in dec:
+            spr, step_us, read_us = dec[d]
+            rows.append([f"decoder step {d}, C = 1024, B = 1, L = 63: time / time to read W and one ring row, <= 2x",
+                         f"{fmt(spr)}x ({fmt(step_us)} us / {fmt(read_us)} us)", verdict(spr <= 2.0)])
+    return table(["target (issue 14, CPU at memory speed)", "measured", "verdict"], rows)
+
+
 def decoding_rows(path):
     """{(family, dtype, B, context or None): ns} of the decoder and KV-attention steps of a CPU JSON."""
     _, entries = bl.load_gbench(path)
@@ -498,6 +554,10 @@ def cpu_section(args):
         "offsets ~ U(0, 1) (the naive sum's cost follows the actual window: about half of K on average).",
         "",
         targets(res),
+        "",
+        "Every dtype at memory speed (issue 14): the same run, worst over C where a row lists C.",
+        "",
+        targets_memory_speed(res, args.json),
         "",
         "### Plots",
         "",
