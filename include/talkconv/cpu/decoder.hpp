@@ -70,13 +70,19 @@ class decoder {
     const A inv_k = A(1) / A(w_.window_len());
     if (t >= ring_rows_ && t % ring_rows_ == 0) rebase(t - 1);
     const detail::acc_params<T> prm(weight, bias, P, C_);
-    if (B_ == 1) {
-      // One token: a matrix-vector product reads W once, where the general product would pack it first.
-      const auto X = detail::rows_as_acc<T>(x_t, C_, 1, C_, tmp_);
+    if (B_ <= 16) {
+      // A few sequences: one matrix-vector product each, on the calling thread (W stays in cache after the
+      // first). Eigen's general product would pack W every step and, built with OpenMP, start a thread
+      // team for a few microseconds of work: 69 us per step at B = 8 against 2.9 us at B = 1 (2 threads,
+      // passive waiting), 24.5 us with this loop. Above 16 sequences the packed product wins (B = 64:
+      // 280 us against 451 us for the loop, which reads W from L2 once per sequence).
+      const auto X = detail::rows_as_acc<T>(x_t, C_, B_, C_, tmp_);
       const Eigen::Map<const detail::row_matrix<A>> W(prm.weight, P, C_);
-      Eigen::Map<Eigen::Matrix<A, Eigen::Dynamic, 1>> z(z_.data(), P);
-      z.noalias() = W * X.row(0).transpose();
-      if (prm.bias) z += Eigen::Map<const Eigen::Matrix<A, Eigen::Dynamic, 1>>(prm.bias, P);
+      for (index_t b = 0; b < B_; ++b) {
+        Eigen::Map<Eigen::Matrix<A, Eigen::Dynamic, 1>> z(z_.data() + b * P, P);
+        z.noalias() = W * X.row(b).transpose();
+        if (prm.bias) z += Eigen::Map<const Eigen::Matrix<A, Eigen::Dynamic, 1>>(prm.bias, P);
+      }
     } else {
       detail::project_rows(x_t, C_, B_, C_, prm, P, z_.data(), P, tmp_);
     }
