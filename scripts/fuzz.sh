@@ -5,7 +5,7 @@
 # mismatch with the float64 reference, a refusal the oracle does not expect, a sanitizer report, a
 # leak, an input slower than 10 s or a process above 2 GiB); the input is left in $FUZZ_WORKDIR/artifacts.
 #   FUZZ_SECONDS=600 scripts/fuzz.sh        a longer run
-#   FUZZ_RUNS=60000 FUZZ_SEED=1 scripts/fuzz.sh
+#   FUZZ_RUNS=30000 FUZZ_SEED=1 scripts/fuzz.sh
 #                                           a fixed number of executions from a fixed seed: the same
 #                                           inputs on every run (what scripts/test.sh, and so CI, runs)
 #   scripts/fuzz.sh -only_ascii=1           extra arguments go to libFuzzer
