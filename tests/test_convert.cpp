@@ -132,7 +132,7 @@ TEST_CASE("convert: half rows widen and round bit for bit as Eigen::half") {
   check_narrow<Eigen::half>(13);
 }
 
-TEST_CASE_TEMPLATE("convert: for_each_acc, store_acc and lane_dot equal their element-by-element forms", T, float,
+TEST_CASE_TEMPLATE("convert: for_each_acc, store_acc, lane_dot and lane_dot_rows equal their element-by-element forms", T, float,
                    double, Eigen::bfloat16, Eigen::half) {
   using A = talkconv::acc_t<T>;
   std::mt19937_64 rng(11);
@@ -157,13 +157,28 @@ TEST_CASE_TEMPLATE("convert: for_each_acc, store_acc and lane_dot equal their el
       const T want = talkconv::from_acc<T>(b[static_cast<std::size_t>(j)] * A(3));
       CHECK(std::memcmp(&y[static_cast<std::size_t>(j)], &want, sizeof(T)) == 0);
     }
-    // lane_dot: lane j mod 8, the lanes summed in a fixed tree.
+    // lane_dot: lane j mod 8 (one fused multiply-add per term where the target has FMA), the lanes summed in
+    // a fixed tree.
     A lane[8] = {};
     for (index_t j = 0; j < n; ++j)
-      lane[j % 8] += talkconv::to_acc<T>(x[static_cast<std::size_t>(j)]) * b[static_cast<std::size_t>(j)];
+      lane[j % 8] = cd::lane_madd<A>(talkconv::to_acc<T>(x[static_cast<std::size_t>(j)]), b[static_cast<std::size_t>(j)],
+                                     lane[j % 8]);
     const A want = ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
     const A got = cd::lane_dot<T, A>(x.data(), n, [&](index_t j) { return b[static_cast<std::size_t>(j)]; });
     CHECK(std::memcmp(&got, &want, sizeof(A)) == 0);
+    // lane_dot_rows: each of 4 (and 3) rows, n + 3 apart, bit for bit its own lane_dot.
+    const index_t lda = n + 3;
+    std::vector<T> rows(static_cast<std::size_t>(4 * lda));
+    for (auto& v : rows) v = T(u(rng));
+    A got4[4];
+    cd::lane_dot_rows<4, T, A>(rows.data(), lda, n, b.data(), got4);
+    A got3[3];
+    cd::lane_dot_rows<3, T, A>(rows.data() + lda, lda, n, b.data(), got3);
+    for (int r = 0; r < 4; ++r) {
+      const A one = cd::lane_dot<T, A>(rows.data() + r * lda, n, [&](index_t j) { return b[static_cast<std::size_t>(j)]; });
+      CHECK(std::memcmp(&got4[r], &one, sizeof(A)) == 0);
+      if (r > 0) CHECK(std::memcmp(&got3[r - 1], &one, sizeof(A)) == 0);
+    }
   }
 }
 

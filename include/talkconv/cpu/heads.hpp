@@ -7,9 +7,23 @@
 #include "talkconv/params.hpp"
 #include "talkconv/traits.hpp"
 
+#include <cmath>
+#include <type_traits>
+
 namespace talkconv {
 namespace cpu {
 namespace detail {
+
+// c + a * b for the lanes below: one fused multiply-add where the compiler targets FMA (__FMA__), else a
+// product and a sum, so the rounding is decided here, not by the compiler's contraction of each loop (which
+// differed between lane_dot and lane_dot_rows at -march=native).
+template <class A>
+inline A lane_madd(A a, A b, A c) {
+#if defined(__FMA__)
+  if constexpr (std::is_same<A, float>::value || std::is_same<A, double>::value) return std::fma(a, b, c);
+#endif
+  return c + a * b;
+}
 
 // sum_j a[j] * b[j] over n terms in a fixed pattern of 8 lanes: vectorizes, and the rounding depends
 // only on n, never on alignment or thread count.
@@ -20,8 +34,8 @@ inline A lane_dot(const TA* a, index_t n, F&& b_of) {
   auto add = [&](const auto* v, index_t j0, index_t m) {
     index_t j = 0;
     for (; j + 8 <= m; j += 8)
-      for (int l = 0; l < 8; ++l) lane[l] += v[j + l] * b_of(j0 + j + l);
-    for (int l = 0; j < m; ++j, ++l) lane[l] += v[j] * b_of(j0 + j);
+      for (int l = 0; l < 8; ++l) lane[l] = lane_madd<A>(v[j + l], b_of(j0 + j + l), lane[l]);
+    for (int l = 0; j < m; ++j, ++l) lane[l] = lane_madd<A>(v[j], b_of(j0 + j), lane[l]);
   };
   if constexpr (stored_as_acc<TA>) {
     add(a, 0, n);
@@ -34,6 +48,76 @@ inline A lane_dot(const TA* a, index_t n, F&& b_of) {
     }
   }
   return ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
+}
+
+// out[r] = lane_dot(a + r * lda, n, b), bit for bit, for r < R: the R rows are summed together, so their
+// R x 8 lanes are independent chains. lane_dot alone is one chain of dependent adds per vector of lanes and
+// waits on the add's latency (bfloat16 decoder step, 32 x 1024 weights: 8 us of its 10). b: n values in A.
+template <int R, class TA, class A>
+inline void lane_dot_rows(const TA* a, index_t lda, index_t n, const A* b, A* out) {
+  A lane[R][8];
+  for (int r = 0; r < R; ++r)
+    for (int l = 0; l < 8; ++l) lane[r][l] = A(0);
+  // Terms j0 + j, j < m, of rows v[r] (in A), as lane_dot adds them.
+  auto add = [&](const A* const* v, index_t j0, index_t m) {
+    const A* bj = b + j0;
+    index_t j = 0;
+#if TALKCONV_CPU_AVX2 && defined(__FMA__)
+    if constexpr (std::is_same<A, float>::value) {
+      // Lane l of row r in element l of one 8-float register: the same fused multiply-adds, in the same order.
+      __m256 acc[R];
+      for (int r = 0; r < R; ++r) acc[r] = _mm256_loadu_ps(lane[r]);
+      for (; j + 8 <= m; j += 8) {
+        const __m256 bv = _mm256_loadu_ps(bj + j);
+        for (int r = 0; r < R; ++r) acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(v[r] + j), bv, acc[r]);
+      }
+      for (int r = 0; r < R; ++r) _mm256_storeu_ps(lane[r], acc[r]);
+    }
+#endif
+    for (; j + 8 <= m; j += 8)
+      for (int r = 0; r < R; ++r)
+        for (int l = 0; l < 8; ++l) lane[r][l] = lane_madd<A>(v[r][j + l], bj[j + l], lane[r][l]);
+    for (int l = 0; j < m; ++j, ++l)
+      for (int r = 0; r < R; ++r) lane[r][l] = lane_madd<A>(v[r][j], bj[j], lane[r][l]);
+  };
+#if TALKCONV_CPU_AVX2 && defined(__FMA__)
+  if constexpr (std::is_same<TA, Eigen::bfloat16>::value && std::is_same<A, float>::value) {
+    // bfloat16 widened in registers (a 16-bit shift, exact): a block buffer would cost a store and a load
+    // per element, and the stores were half of the step's time.
+    __m256 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    index_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+      const __m256 bv = _mm256_loadu_ps(b + j);
+      for (int r = 0; r < R; ++r) {
+        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(a + r * lda + j));
+        const __m256 w = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+        acc[r] = _mm256_fmadd_ps(w, bv, acc[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(lane[r], acc[r]);
+    for (int l = 0; j < n; ++j, ++l)
+      for (int r = 0; r < R; ++r) lane[r][l] = lane_madd<A>(to_acc<TA>(a[r * lda + j]), b[j], lane[r][l]);
+  } else
+#endif
+  if constexpr (stored_as_acc<TA>) {
+    const A* v[R];
+    for (int r = 0; r < R; ++r) v[r] = a + r * lda;
+    add(v, 0, n);
+  } else {  // widened a block at a time (blocks are multiples of 8: the same lanes, the same order)
+    A buf[R][convert_block];
+    const A* v[R];
+    for (int r = 0; r < R; ++r) v[r] = buf[r];
+    for (index_t j0 = 0; j0 < n; j0 += convert_block) {
+      const index_t m = n - j0 < convert_block ? n - j0 : convert_block;
+      for (int r = 0; r < R; ++r) row_convert<TA>::widen(a + r * lda + j0, m, buf[r]);
+      add(v, j0, m);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const A* q = lane[r];
+    out[r] = ((q[0] + q[4]) + (q[1] + q[5])) + ((q[2] + q[6]) + (q[3] + q[7]));
+  }
 }
 
 }  // namespace detail
