@@ -524,6 +524,40 @@ void decoder_step(benchmark::State& state, index_t B, index_t C, index_t H, inde
   state.counters["state_bytes"] = static_cast<double>(dec.state_bytes_per_sequence() * B);
 }
 
+// fma_peak/f32: float multiply-adds per second on all threads (counter mac_per_s), from 48 independent
+// chains per thread (enough to cover the add's latency with 128- or 256-bit vectors): the machine's ceiling
+// for the layer's projection, P = 2H multiply-adds per element of x. report.py turns it into the floor of
+// layer / window for this machine: 1 + (T B C P / mac_per_s) / (window forward time).
+void fma_peak(benchmark::State& state) {
+  constexpr int lanes = 48;
+  constexpr int64_t steps = int64_t(1) << 20;
+  int threads = 1;
+  for (auto _ : state) {
+    double total = 0.0;
+#if defined(_OPENMP)
+#pragma omp parallel reduction(+ : total)
+#endif
+    {
+#if defined(_OPENMP)
+#pragma omp single
+      threads = omp_get_num_threads();
+#endif
+      float acc[lanes];
+      for (int l = 0; l < lanes; ++l) acc[l] = 1.0f + 1e-3f * static_cast<float>(l);
+      const float m = 0.999999f, a = 1e-7f;
+      for (int64_t i = 0; i < steps; ++i)
+        for (int l = 0; l < lanes; ++l) acc[l] = acc[l] * m + a;
+      float sum = 0.0f;
+      for (int l = 0; l < lanes; ++l) sum += acc[l];
+      total += sum;
+    }
+    benchmark::DoNotOptimize(total);
+  }
+  const double macs = static_cast<double>(state.iterations()) * double(steps) * lanes * threads;
+  state.counters["mac_per_s"] = benchmark::Counter(macs, benchmark::Counter::kIsRate);
+  state.counters["threads"] = threads;
+}
+
 // kv_attn_step/f32/B:/C:/H:/context: one attention step (query of length 1) over a float KV cache of
 // `context` tokens per sequence: bench/baselines/kv_attention.hpp.
 void kv_attn_step(benchmark::State& state, index_t B, index_t C, index_t H, index_t context) {
@@ -609,6 +643,7 @@ void register_all(registry& r) {
       r.add<Eigen::half>({fam::memcpy_, fam::window_fwd, fam::talk_fwd, fam::talk_bwd}, c);
     }
     r.add_decoding({1, 3}, 64, 4, 7, {64}, 1e9);
+    r.add_named("fma_peak/f32", fma_peak, benchmark::kMillisecond);
     return;
   }
   const std::vector<fam> talk_and_ref = {fam::memcpy_,  fam::prefix_sum, fam::offsets_fwd, fam::window_fwd,
@@ -652,6 +687,8 @@ void register_all(registry& r) {
                config{8192, 8, 512, 8, 31});
   // Decoding: C = 1024, H = 16, L = 63; the attention step's float KV cache up to 4 GiB (B = 64 stops at 4k).
   r.add_decoding({1, 8, 64}, 1024, 16, 63, {1024, 4096, 16384, 65536}, 4294967296.0);
+  // The machine's multiply-add ceiling (the projection's floor in the issue-14 table).
+  r.add_named("fma_peak/f32", fma_peak, benchmark::kMillisecond);
 }
 
 }  // namespace
