@@ -50,6 +50,38 @@ inline A lane_dot(const TA* a, index_t n, F&& b_of) {
   return ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
 }
 
+// Two dot products of the same a: *out1 = lane_dot(a, n, b1_of) and *out2 = lane_dot(a, n, b2_of), bit for
+// bit, with a read (and widened) once (the offsets' backward: left and right slopes against one dy row).
+template <class TA, class A, class F1, class F2>
+inline void lane_dot2(const TA* a, index_t n, F1&& b1_of, F2&& b2_of, A* out1, A* out2) {
+  A l1[8], l2[8];
+  for (int l = 0; l < 8; ++l) l1[l] = l2[l] = A(0);
+  auto add = [&](const auto* v, index_t j0, index_t m) {
+    index_t j = 0;
+    for (; j + 8 <= m; j += 8)
+      for (int l = 0; l < 8; ++l) {
+        l1[l] = lane_madd<A>(v[j + l], b1_of(j0 + j + l), l1[l]);
+        l2[l] = lane_madd<A>(v[j + l], b2_of(j0 + j + l), l2[l]);
+      }
+    for (int l = 0; j < m; ++j, ++l) {
+      l1[l] = lane_madd<A>(v[j], b1_of(j0 + j), l1[l]);
+      l2[l] = lane_madd<A>(v[j], b2_of(j0 + j), l2[l]);
+    }
+  };
+  if constexpr (stored_as_acc<TA>) {
+    add(a, 0, n);
+  } else {
+    acc_t<TA> buf[convert_block];
+    for (index_t j0 = 0; j0 < n; j0 += convert_block) {
+      const index_t m = n - j0 < convert_block ? n - j0 : convert_block;
+      row_convert<TA>::widen(a + j0, m, buf);
+      add(static_cast<const acc_t<TA>*>(buf), j0, m);
+    }
+  }
+  *out1 = ((l1[0] + l1[4]) + (l1[1] + l1[5])) + ((l1[2] + l1[6]) + (l1[3] + l1[7]));
+  *out2 = ((l2[0] + l2[4]) + (l2[1] + l2[5])) + ((l2[2] + l2[6]) + (l2[3] + l2[7]));
+}
+
 // out[r] = lane_dot(a + r * lda, n, b), bit for bit, for r < R: the R rows are summed together, so their
 // R x 8 lanes are independent chains. lane_dot alone is one chain of dependent adds per vector of lanes and
 // waits on the add's latency (bfloat16 decoder step, 32 x 1024 weights: 8 us of its 10). b: n values in A.

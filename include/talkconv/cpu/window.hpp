@@ -200,6 +200,17 @@ void offsets_grad_tile(const T* xb, const T* dyb, index_t stride_t, index_t C, c
       for (index_t h = h_first; h <= h_last; ++h) {
         const window_taps<A>& k = taps[(t - t0) * H + h];
         const index_t ca = std::max(c0, hm.first_channel(h)), cb = std::min(c0 + cn, hm.first_channel(h + 1));
+        if (k.i2 != k.i3 && !w.causal && k.i0 != k.i1) {  // both edges fractional: one read of dy for both
+          const A *s2 = S.row(k.i2) - c0 + ca, *s3 = S.row(k.i3) - c0 + ca;
+          const A *s0 = S.row(k.i0) - c0 + ca, *s1 = S.row(k.i1) - c0 + ca;
+          A d_left, d_right;
+          lane_dot2<T, A>(
+              dyr + ca, cb - ca, [&](index_t j) { return talkconv::detail::left_slope<A>(s2[j], s3[j]); },
+              [&](index_t j) { return talkconv::detail::right_slope<A>(s0[j], s1[j]); }, &d_left, &d_right);
+          dr[hm.left_row(h)] += d_left;
+          dr[hm.right_row(h)] += d_right;
+          continue;
+        }
         if (k.i2 != k.i3) {
           const A *s2 = S.row(k.i2) - c0 + ca, *s3 = S.row(k.i3) - c0 + ca;
           dr[hm.left_row(h)] += lane_dot<T, A>(dyr + ca, cb - ca, [&](index_t j) {
@@ -220,6 +231,35 @@ void offsets_grad_tile(const T* xb, const T* dyb, index_t stride_t, index_t C, c
       d_off[(t - t0) * P + hm.left_row(h)] *= A(w.max_left);
       if (!w.causal) d_off[(t - t0) * P + hm.right_row(h)] *= A(w.max_right);
     }
+}
+
+struct no_extra {
+  template <class A>
+  void operator()(index_t, index_t, index_t, A*) const {}
+};
+
+// g_j[c] += w_j * dy[c] for c in [ca, cb), j = 0..3, four distinct rows in one pass over dy: each element
+// gets the same multiply-adds in the same order as four passes would give it.
+template <class A>
+inline void scatter_rows4(A* __restrict g0, A* __restrict g1, A* __restrict g2, A* __restrict g3, A w0, A w1, A w2,
+                          A w3, const A* __restrict dy, index_t ca, index_t cb) {
+  for (index_t c = ca; c < cb; ++c) {
+    const A d = dy[c];
+    g0[c] = lane_madd<A>(w0, d, g0[c]);
+    g1[c] = lane_madd<A>(w1, d, g1[c]);
+    g2[c] = lane_madd<A>(w2, d, g2[c]);
+    g3[c] = lane_madd<A>(w3, d, g3[c]);
+  }
+}
+
+// One row of the backward's suffix sum: run += g, out = run * inv_k, g = 0 (n channels).
+template <class A>
+inline void suffix_row_to(A* __restrict run, A* __restrict g, A inv_k, index_t n, A* __restrict out) {
+  for (index_t j = 0; j < n; ++j) {
+    run[j] += g[j];
+    out[j] = run[j] * inv_k;
+    g[j] = A(0);
+  }
 }
 
 // Backward to the input of one tile: dx for tokens [t0, t1) of one sequence.
@@ -249,15 +289,15 @@ void input_grad_tile(const T* dyb, T* dxb, index_t stride_t, index_t C, const he
     auto store_rows_above = [&](index_t bound) {
       for (; pending >= t0 && pending > bound; --pending) {
         A* g = G.row(pending);
-        for (index_t j = 0; j < cn; ++j) {
-          s.run[static_cast<size_t>(j)] += g[j];
-          s.row[static_cast<size_t>(j)] = s.run[static_cast<size_t>(j)] * inv_k;
-          g[j] = A(0);
-        }
-        extra(pending, c0, cn, s.row.data());
         T* dxr = dxb + pending * stride_t + c0;
         if (pending - prefetch_rows_ahead >= t0) prefetch_row(dxr - prefetch_rows_ahead * stride_t, cn, true);
-        store_acc(dxr, cn, [&](index_t j) { return s.row[static_cast<size_t>(j)]; });
+        if constexpr (stored_as_acc<T> && std::is_same<std::decay_t<Extra>, no_extra>::value) {
+          suffix_row_to(s.run.data(), g, inv_k, cn, dxr);  // dx straight from the running sum
+        } else {
+          suffix_row_to(s.run.data(), g, inv_k, cn, s.row.data());
+          extra(pending, c0, cn, s.row.data());
+          store_acc(dxr, cn, [&](index_t j) { return s.row[static_cast<size_t>(j)]; });
+        }
       }
     };
     const index_t h_first = hm.head_of(c0), h_last = hm.head_of(c0 + cn - 1);
@@ -279,22 +319,31 @@ void input_grad_tile(const T* dyb, T* dxb, index_t stride_t, index_t C, const he
         const index_t idx[4] = {k.i0, k.i1, k.i2, k.i3};
         const A wv[4] = {wt.w0, wt.w1, wt.w2, wt.w3};
         const index_t ca = std::max(c0, hm.first_channel(h)), cb = std::min(c0 + cn, hm.first_channel(h + 1));
+        A* g[4];
+        A wg[4];
+        int m = 0;
         for (int j = 0; j < 4; ++j) {
           if (idx[j] < t0 || wv[j] == A(0)) continue;
-          A* g = G.row(std::min(idx[j], t1 - 1)) - c0;
-          const A wj = wv[j];
-          for (index_t c = ca; c < cb; ++c) g[c] += wj * dya[c];
+          g[m] = G.row(std::min(idx[j], t1 - 1)) - c0;
+          wg[m++] = wv[j];
+        }
+        bool distinct = true;
+        for (int i = 0; i < m; ++i)
+          for (int q = i + 1; q < m; ++q) distinct = distinct && g[i] != g[q];
+        if (distinct && m == 4) {  // one pass: dy read once for the four rows (each element's sums unchanged)
+          scatter_rows4(g[0], g[1], g[2], g[3], wg[0], wg[1], wg[2], wg[3], dya, ca, cb);
+        } else {
+          for (int j = 0; j < m; ++j) {
+            A* gj = g[j];
+            const A wj = wg[j];
+            for (index_t c = ca; c < cb; ++c) gj[c] = lane_madd<A>(wj, dya[c], gj[c]);
+          }
         }
       }
     }
     store_rows_above(t0 - 1);
   }
 }
-
-struct no_extra {
-  template <class A>
-  void operator()(index_t, index_t, index_t, A*) const {}
-};
 
 // The reach of all valid tokens' windows, from a function giving the taps of (b, t).
 template <class A, class TapsOf>
