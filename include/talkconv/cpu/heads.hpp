@@ -83,7 +83,8 @@ inline A lane_dot(const TA* a, index_t n, F&& b_of) {
 }
 
 // Two dot products of the same a: *out1 = lane_dot(a, n, b1_of) and *out2 = lane_dot(a, n, b2_of), bit for
-// bit, with a read (and widened) once (the offsets' backward: left and right slopes against one dy row).
+// bit, with a widened once per block (the offsets' backward: left and right slopes against one dy row); each
+// product then reads the widened block from L1.
 template <class TA, class A, class F1, class F2>
 inline void lane_dot2(const TA* a, index_t n, F1&& b1_of, F2&& b2_of, A* out1, A* out2) {
   A l1[8], l2[8];

@@ -215,7 +215,7 @@ void offsets_grad_tile(const T* xb, const T* dyb, index_t stride_t, index_t C, c
       for (index_t h = h_first; h <= h_last; ++h) {
         const window_taps<A>& k = taps[(t - t0) * H + h];
         const index_t ca = std::max(c0, hm.first_channel(h)), cb = std::min(c0 + cn, hm.first_channel(h + 1));
-        if (k.i2 != k.i3 && !w.causal && k.i0 != k.i1) {  // both edges fractional: one read of dy for both
+        if (k.i2 != k.i3 && !w.causal && k.i0 != k.i1) {  // both edges fractional: dy widened once for both
           const A *s2 = S.row(k.i2) - c0 + ca, *s3 = S.row(k.i3) - c0 + ca;
           const A *s0 = S.row(k.i0) - c0 + ca, *s1 = S.row(k.i1) - c0 + ca;
           A d_left, d_right;
