@@ -1025,6 +1025,14 @@ column scan_column(const vec& cv, const problem& pb, index_t b, index_t c) {
   return col;
 }
 
+// The tile-local prefix sums of one head (rows of values up to xmax / K) stay inside the accumulator's range.
+// The offsets' backward reads slopes off them whatever dy is: past the range a slope is Inf - Inf, and
+// 0 * NaN is NaN even where dy = 0 makes the exact gradient 0.
+template <class A>
+bool sums_in_range(double rows, double xmax, double inv_k) {
+  return 4.0 * rows * xmax * inv_k < dt<A>::max / 8.0;
+}
+
 // Bound on one forward value y[t, b, c] of the window aggregation (see the file comment):
 // tile-local prefix sums over `rows` rows of values up to xmax / K, four of them read; the two edges
 // known to `da` tokens; the storage rounding of y.
@@ -1204,19 +1212,20 @@ void run_window_backward(problem& pb, reader& r, rng& g) {
         const double o = d.co[i];
         const double u = left ? static_cast<double>(t) - o * reach_j : static_cast<double>(t) + o * reach_j;
         const double delta = 4.0 * uA * (std::fabs(o) * reach_j + static_cast<double>(t) + 2.0);
-        double acc = 0.0, mag = 0.0, dysum = 0.0;
+        double acc = 0.0, mag = 0.0, dysum = 0.0, xhead = 0.0;
         for (index_t c = h * R; c < (h + 1) * R; ++c) {
           const double dyv = std::fabs(d.cdy[cidx(B, C, t, b, c)]);
           const double xm = xc[static_cast<size_t>(c)].xmax;
           acc += dyv * 2.0 * 8.0 * uA * rows * rows * xm * inv_k;  // two ring sums
           mag += dyv * xm * inv_k;
           dysum += dyv;
+          xhead = std::max(xhead, xm);
         }
         // Subnormal x / K underflows: the sums are off by up to a subnormal ulp per row, times dy.
         double bound = reach_j * (acc + 2.0 * uA * static_cast<double>(R + 8) * mag) + 4.0 * uA * std::fabs(want_do[i]) +
                        reach_j * (static_cast<double>(R) + 4.0 * rows * dysum) * 8.0 * dt<A>::tiny;
         if (!seq_ok || !seq_finite || !std::isfinite(o) || (reach_j > 0 && near_kink(u, delta)) ||
-            !(reach_j * mag * rows * 4.0 < dt<A>::max / 8.0))
+            !(reach_j * mag * rows * 4.0 < dt<A>::max / 8.0) || !sums_in_range<A>(rows, xhead, inv_k))
           bound = kInf;
         expect_close("window_backward d_offsets", i, got_do[i], want_do[i], bound);
       }
@@ -1432,13 +1441,14 @@ void run_layer_typed(problem& pb, reader& r, rng& g) {
         const bool left = j < H;
         const index_t h = left ? j : j - H;
         const double reach_j = static_cast<double>(left ? L : M);
-        double acc = 0.0, mag = 0.0, dysum = 0.0;
+        double acc = 0.0, mag = 0.0, dysum = 0.0, xhead = 0.0;
         for (index_t c = h * R; c < (h + 1) * R; ++c) {
           const double dyv = std::fabs(d.cdy[cidx(B, C, t, b, c)]);
           const double xm = xcol[static_cast<size_t>(b)][static_cast<size_t>(c)].xmax;
           acc += dyv * 2.0 * 8.0 * uA * rows * rows * xm * inv_k;
           mag += dyv * xm * inv_k;
           dysum += dyv;
+          xhead = std::max(xhead, xm);
         }
         const double u = left ? static_cast<double>(t) - want_o[i] * reach_j : static_cast<double>(t) + want_o[i] * reach_j;
         const bool kink = reach_j > 0 && near_kink(u, edge_delta(t, b, j));
@@ -1450,7 +1460,8 @@ void run_layer_typed(problem& pb, reader& r, rng& g) {
         ddz[i] = s * (dd_o * (std::fabs(gsig) + dgs) + std::fabs(d_o_ref[i]) * dgs) + 8.0 * uA * s * std::fabs(d_o_ref[i] * gsig) +
                  8.0 * s * dt<A>::tiny;  // subnormal dz: an absolute ulp
         dzmag[i] = s * (std::fabs(d_o_ref[i]) + dd_o) * (std::fabs(gsig) + dgs);
-        if (!std::isfinite(ddz[i]) || !(reach_j * mag * rows * 4.0 < dt<A>::max / 8.0)) bounded = false;
+        if (!std::isfinite(ddz[i]) || !(reach_j * mag * rows * 4.0 < dt<A>::max / 8.0) || !sums_in_range<A>(rows, xhead, inv_k))
+          bounded = false;
       }
   }
   const double guard = std::min(dt<A>::max, dt<V>::max) / 16.0;
