@@ -7,6 +7,7 @@
 #include "util.hpp"
 
 #include "talkconv/detail/dx_plan.hpp"
+#include "talkconv/detail/mma_layout.hpp"
 
 #include <array>
 #include <climits>
@@ -275,4 +276,97 @@ TEST_CASE("emulated CUDA dx: integer bounds (offsets 0 and 1) and many narrow he
   TT_CHECK_CLOSE("integer bounds", dx, dx_ref, 2e-5, dx_scale(dx_ref, vec(dy.begin(), dy.end())));
 }
 
+}
+
+// ---- tensor-core tiles of the offset GEMMs (agent_dw_tc.cuh) ----------------------------------------------
+// One warp's m16n8k8 products emulated from detail::mma_m16n8k8's fragment coordinates: each fragment
+// element must name a distinct matrix element, and the offset path's column order (W staged at
+// dx_tc_position, dx read as 8 consecutive channels per lane) must give dx + dz W, channel by channel.
+
+namespace {
+using mma = td::mma_m16n8k8;
+
+// d += a b for one warp: fragments gathered into 16 x 8, 8 x 8 and 16 x 8 matrices by their coordinates.
+void emulate_mma(double (&d)[32][4], const double (&a)[32][4], const double (&b)[32][2]) {
+  double A[16][8] = {}, Bm[8][8] = {};
+  for (int l = 0; l < 32; ++l) {
+    for (int e = 0; e < 4; ++e) A[mma::a_row(l, e)][mma::a_k(l, e)] = a[l][e];
+    for (int e = 0; e < 2; ++e) Bm[mma::b_k(l, e)][mma::b_col(l, e)] = b[l][e];
+  }
+  for (int l = 0; l < 32; ++l)
+    for (int e = 0; e < 4; ++e)
+      for (int k = 0; k < 8; ++k) d[l][e] += A[mma::d_row(l, e)][k] * Bm[k][mma::d_col(l, e)];
+}
+}  // namespace
+
+TEST_CASE("mma m16n8k8 fragments: every lane element names a distinct matrix element") {
+  int a_seen[16][8] = {}, b_seen[8][8] = {}, d_seen[16][8] = {};
+  for (int l = 0; l < 32; ++l) {
+    for (int e = 0; e < 4; ++e) ++a_seen[mma::a_row(l, e)][mma::a_k(l, e)];
+    for (int e = 0; e < 2; ++e) ++b_seen[mma::b_k(l, e)][mma::b_col(l, e)];
+    for (int e = 0; e < 4; ++e) ++d_seen[mma::d_row(l, e)][mma::d_col(l, e)];
+  }
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 8; ++c) {
+      CHECK(a_seen[r][c] == 1);
+      CHECK(d_seen[r][c] == 1);
+      if (r < 8) CHECK(b_seen[r][c] == 1);
+    }
+}
+
+TEST_CASE("offset path column order: a lane's accumulators are 8 consecutive channels; emulated tile == dx + dz W") {
+  // The order is a permutation of a warp's 32 channels, and dx_tc_position inverts dx_tc_channel.
+  int seen[32] = {};
+  for (int n = 0; n < 4; ++n)
+    for (int j = 0; j < 8; ++j) {
+      const int c = td::dx_tc_channel(n, j);
+      REQUIRE(c >= 0);
+      REQUIRE(c < 32);
+      ++seen[c];
+      CHECK(td::dx_tc_position(c) == 8 * n + j);
+    }
+  for (int c = 0; c < 32; ++c) CHECK(seen[c] == 1);
+  // Lane l's accumulator element e of tile n is channel 8 (l % 4) + 2 n + e % 2 of row d_row(l, e): the
+  // kernel loads and stores those 8 channels of a row as one 16-byte vector.
+  for (int l = 0; l < 32; ++l)
+    for (int n = 0; n < 4; ++n)
+      for (int e = 0; e < 4; ++e) CHECK(td::dx_tc_channel(n, mma::d_col(l, e)) == 8 * (l % 4) + 2 * n + e % 2);
+
+  // One warp's 16 rows x 32 channels with P = 16 offsets (two k steps), as offset_path_tc_block runs it.
+  std::mt19937_64 g(2024);
+  std::uniform_real_distribution<double> ud(-1.0, 1.0);
+  constexpr int P = 16, rows = 16, ch = 32;
+  double W[P][ch], dz[rows][P], dx[rows][ch];
+  for (auto& r : W)
+    for (double& v : r) v = ud(g);
+  for (auto& r : dz)
+    for (double& v : r) v = ud(g);
+  for (auto& r : dx)
+    for (double& v : r) v = ud(g);
+  double ws[P][ch];  // W staged in mma column order
+  for (int p = 0; p < P; ++p)
+    for (int c = 0; c < ch; ++c) ws[p][td::dx_tc_position(c)] = W[p][c];
+  double acc[4][32][4];  // [tile n][lane][element], loaded from dx by the contiguous mapping
+  for (int n = 0; n < 4; ++n)
+    for (int l = 0; l < 32; ++l)
+      for (int e = 0; e < 4; ++e) acc[n][l][e] = dx[mma::d_row(l, e)][8 * (l % 4) + 2 * n + e % 2];
+  for (int k0 = 0; k0 < P; k0 += 8) {
+    double a[32][4];
+    for (int l = 0; l < 32; ++l)
+      for (int e = 0; e < 4; ++e) a[l][e] = dz[mma::a_row(l, e)][k0 + mma::a_k(l, e)];
+    for (int n = 0; n < 4; ++n) {
+      double b[32][2];
+      for (int l = 0; l < 32; ++l)
+        for (int e = 0; e < 2; ++e) b[l][e] = ws[k0 + mma::b_k(l, e)][8 * n + mma::b_col(l, e)];
+      emulate_mma(acc[n], a, b);
+    }
+  }
+  for (int n = 0; n < 4; ++n)
+    for (int l = 0; l < 32; ++l)
+      for (int e = 0; e < 4; ++e) {
+        const int r = mma::d_row(l, e), c = 8 * (l % 4) + 2 * n + e % 2;
+        double want = dx[r][c];
+        for (int p = 0; p < P; ++p) want += dz[r][p] * W[p][c];
+        CHECK(acc[n][l][e] == doctest::Approx(want).epsilon(1e-12));
+      }
 }

@@ -9,6 +9,7 @@
 
 #include "talkconv/cuda/agent_dz_gemm.cuh"
 #include "talkconv/cuda/agent_project.cuh"
+#include "talkconv/detail/mma_layout.hpp"
 
 #include <mma.h>
 
@@ -18,30 +19,81 @@ namespace talkconv {
 namespace cuda {
 namespace detail {
 
+// One m16n8k8 TF32 tensor-core product d += a b (PTX mma.sync), operands in registers, fragment layouts
+// as detail::mma_m16n8k8 gives them (g = lane / 4, q = lane % 4; (row, k) for a, (k, column) for b):
+// a = (g, q), (g + 8, q), (g, q + 4), (g + 8, q + 4);  b = (q, g), (q + 4, g);
+// d = (g, 2q), (g, 2q + 1), (g + 8, 2q), (g + 8, 2q + 1). Loading fragments with plain shared-memory reads
+// lets every load use an immediate offset from one base register (WMMA's TF32 loads go through generic
+// addresses: one 64-bit address computation per element).
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+  (void)d;
+  (void)a;
+  (void)b;
+#endif
+}
+
 // Block tile: offsets [p0, p0 + PT) x channels [c0, c0 + channels); rows in steps of k_rows. Warp w
-// owns channels [16 w, 16 w + 16) and every offset fragment (PT / 16 accumulators).
+// owns channels [32 w, 32 w + 32) (four 8-column mma tiles) and every offset tile: each A fragment
+// (dz hi / lo) loaded once serves both column fragments.
 template <int PT>
 struct dw_tc_policy {
   static constexpr int threads = 256;
-  static constexpr int channels = 16 * (threads / 32);  // 128
+  static constexpr int warps = threads / 32;
+  static constexpr int frags_n = 2;                       // 16-channel fragments per warp
+  static constexpr int channels = 16 * frags_n * warps;  // 256
   static constexpr int k_rows = 32;
-  static constexpr int ldx = channels + 8;  // floats; rows 32-byte aligned, skewed
-  static constexpr int ldd = PT + 8;
+  static constexpr int ldx = channels + 8;  // floats: fragment reads (q * ldx + g) hit 32 distinct banks
+  static constexpr int ldd = PT + 8;        // likewise (q * ldd + g)
+  static constexpr int dz_cols = PT / 4;    // dz staging: one float4 of a row per thread
   static_assert(PT == 16 || PT == 32, "whole 16-offset fragments");
+  static_assert(k_rows * dz_cols <= threads, "one dz float4 per thread");
 };
 
 template <int PT>
 struct dw_tc_smem {
   using pol = dw_tc_policy<PT>;
-  // x [k_rows][ldx] as float; reused for the block's dW tile [PT][ldx] after the row loop.
-  alignas(32) float x[pol::k_rows > PT ? pol::k_rows * pol::ldx : PT * pol::ldx];
-  alignas(32) float hi[pol::k_rows * pol::ldd];  // dz^T as col-major A: element (p, r) at r * ldd + p
-  alignas(32) float lo[pol::k_rows * pol::ldd];
-  float d[pol::k_rows * PT];  // dz itself, for dbias
+  alignas(16) float x[pol::k_rows * pol::ldx];  // x rows as float (exact in TF32)
+  alignas(16) float hi[pol::k_rows * pol::ldd];  // dz^T as A: element (p, r) at r * ldd + p
+  alignas(16) float lo[pol::k_rows * pol::ldd];
+  float bias[pol::warps][PT];  // channel block 0: each warp's dz column sums of the step
   bool valid[pol::k_rows];
 };
 
+// Row r's validity walked k_rows rows at a time without a division per step: (outer, inner) is r's
+// position in the [outer][inner] row order (tbc: t, b; btc: b, t).
+struct row_walk {
+  index_t outer = 0, inner = 0, d_outer = 0, d_inner = 0, S = 1;
+  __device__ __forceinline__ void start(const seq_geom& g, index_t r, int step) {
+    S = g.lay == 0 ? g.B : g.T;
+    outer = r / S;
+    inner = r - outer * S;
+    d_outer = step / S;
+    d_inner = step - d_outer * S;
+  }
+  __device__ __forceinline__ bool valid(const seq_geom& g) const {
+    if (g.lengths == nullptr) return true;
+    return g.lay == 0 ? outer < g.length(inner) : inner < g.length(outer);
+  }
+  __device__ __forceinline__ void advance() {
+    outer += d_outer;
+    inner += d_inner;
+    if (inner >= S) {
+      inner -= S;
+      ++outer;
+    }
+  }
+};
+
 // Stage 1 of dW / dbias on tensor cores. Block (channel block x, row chunk y, offset tile z).
+// Per step of k_rows rows: the loads of x and dz are issued first, then one barrier, then x rows
+// (zero past nb or past their length) go to shared memory as float and dz as hi + lo, a second barrier,
+// then every warp adds its PT / 16 x 4 accumulator tiles (m16n8k8, fragments read from shared memory).
+// Sums run over rows in row order, hi before lo. No atomics: each partial has one writer.
 template <class T, int PT>
 __device__ __forceinline__ void param_grads_partial_tc_block(const offsets_args<T>& a, dw_tc_smem<PT>& sm) {
   using pol = dw_tc_policy<PT>;
@@ -52,83 +104,137 @@ __device__ __forceinline__ void param_grads_partial_tc_block(const offsets_args<
   const index_t c0 = index_t(blockIdx.x) * pol::channels;
   const index_t k = blockIdx.y, p0 = index_t(blockIdx.z) * PT;
   const index_t r0 = k * a.rows_per_chunk, r1 = r0 + a.rows_per_chunk < N ? r0 + a.rows_per_chunk : N;
-  const bool bias_thread = blockIdx.x == 0 && tid < PT && p0 + tid < P;
+  const bool bias_block = blockIdx.x == 0;  // uniform: this block also sums dbias
   const int cw = static_cast<int>(C - c0 < pol::channels ? C - c0 : pol::channels);  // channels in this block
   const bool vec = C % V == 0 && reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0;
   float bacc = 0.0f;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   namespace wmma = nvcuda::wmma;
-  const int warp = tid / 32;
-  wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[PT / 16];
+  const int warp = tid / 32, lane = tid % 32;
+  // dz staging role: row dr, offsets [dc, dc + 4) of the tile (threads past k_rows * dz_cols idle).
+  const int dr = tid / pol::dz_cols, dc = (tid % pol::dz_cols) * 4;
+  const bool dz_thread = tid < pol::k_rows * pol::dz_cols;
+  const bool dz_vec = P % 4 == 0 && p0 + dc + 4 <= P && reinterpret_cast<std::uintptr_t>(a.dz) % 16 == 0;
+  row_walk walk;
+  if (tid < pol::k_rows) walk.start(a.g, r0 + tid, pol::k_rows);
+  // Accumulators: offset tile m (16 offsets) x channel tile n (8 channels) of this warp, d layout.
+  constexpr int NT = pol::frags_n * 2;  // 8-channel tiles per warp
+  const int g = lane / 4, q = lane % 4;
+  float acc[PT / 16][NT][4];
 #pragma unroll
-  for (int m = 0; m < PT / 16; ++m) wmma::fill_fragment(acc[m], 0.0f);
+  for (int m = 0; m < PT / 16; ++m)
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[m][n][e] = 0.0f;
+  const int row = stage::row0(tid), cc = stage::col0(tid);
+  const bool full_cols = vec && cw == pol::channels;
   for (index_t rb = r0; rb < r1; rb += pol::k_rows) {
     const int nb = static_cast<int>(r1 - rb < pol::k_rows ? r1 - rb : pol::k_rows);
-    __syncthreads();  // the previous step's fragments are loaded
-    if (tid < pol::k_rows) {
-      index_t t, b;
-      sm.valid[tid] = tid < nb && row_token(a.g, rb + tid, t, b);
-    }
-    __syncthreads();
-    // x rows (zero when past nb or past their length) -> float; the rows' dz -> hi + lo.
+    // Loads first (rows past nb read nothing); their latency overlaps the barrier.
     stage xs;
-    const int row = stage::row0(tid);
-    const T* xp = a.x + (rb + row) * C + c0;
+    const T* xp = a.x + ((rb + row) * C + c0);  // 64-bit, once per step
+    if (full_cols && nb == pol::k_rows) {
 #pragma unroll
-    for (int i = 0; i < stage::count; ++i) {
-      const int r = row + i * stage::row_step;
-      const bool ok = stage::active(tid, i) && r < nb && sm.valid[r];
-      const int cc = stage::col0(tid);
-      const T* q = xp + index_t(i * stage::row_step) * C + cc;
-      if (ok && vec && cc + V <= cw) {
-        xs.raw[i] = *reinterpret_cast<const uint4*>(q);
+      for (int i = 0; i < stage::count; ++i)
+        xs.raw[i] = __ldg(reinterpret_cast<const uint4*>(xp + i * stage::row_step * C + cc));
+    } else {
+      xs.load(xp, index_t(stage::row_step) * C, nb - row, cc, cw, vec, tid);
+    }
+    float4 dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (dz_thread && dr < nb) {
+      const float* dzp = a.dz + ((rb + dr) * P + p0 + dc);
+      if (dz_vec) {
+        dz4 = __ldg(reinterpret_cast<const float4*>(dzp));
       } else {
-        T* e = reinterpret_cast<T*>(&xs.raw[i]);
-#pragma unroll
-        for (int u = 0; u < V; ++u) e[u] = ok && cc + u < cw ? q[u] : zero_of<T>();
+        dz4.x = p0 + dc < P ? dzp[0] : 0.0f;
+        dz4.y = p0 + dc + 1 < P ? dzp[1] : 0.0f;
+        dz4.z = p0 + dc + 2 < P ? dzp[2] : 0.0f;
+        dz4.w = p0 + dc + 3 < P ? dzp[3] : 0.0f;
       }
     }
+    if (tid < pol::k_rows) {
+      sm.valid[tid] = tid < nb && walk.valid(a.g);
+      walk.advance();
+    }
+    __syncthreads();  // valid is set; the previous step's fragments are loaded
+    // x -> float, zero past nb or past the length (NaN there cannot leak in).
 #pragma unroll
     for (int i = 0; i < stage::count; ++i)
       if (stage::active(tid, i)) {
-        float* d = sm.x + (row + i * stage::row_step) * pol::ldx + stage::col0(tid);
+        const int r = row + i * stage::row_step;
+        const bool ok = r < nb && sm.valid[r];
+        float* d = sm.x + r * pol::ldx + cc;
+        float f[V];
 #pragma unroll
-        for (int u = 0; u < V; ++u) d[u] = to_acc<T>(xs.elems(i)[u]);
+        for (int u = 0; u < V; ++u) f[u] = ok ? to_acc<T>(xs.elems(i)[u]) : 0.0f;
+#pragma unroll
+        for (int u = 0; u < V; u += 4) *reinterpret_cast<float4*>(d + u) = make_float4(f[u], f[u + 1], f[u + 2], f[u + 3]);
       }
-    for (int e = tid; e < pol::k_rows * PT; e += pol::threads) {
-      const int r = e / PT, p = e % PT;
-      const float v = r < nb && sm.valid[r] && p0 + p < P ? a.dz[(rb + r) * P + p0 + p] : 0.0f;
-      const float h = wmma::__float_to_tf32(v);
-      sm.d[e] = v;
-      sm.hi[r * pol::ldd + p] = h;
-      sm.lo[r * pol::ldd + p] = wmma::__float_to_tf32(v - h);
+    if (dz_thread) {
+      if (!(dr < nb && sm.valid[dr])) dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      const float v[4] = {dz4.x, dz4.y, dz4.z, dz4.w};
+      float h[4], l[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        h[u] = wmma::__float_to_tf32(v[u]);
+        l[u] = wmma::__float_to_tf32(v[u] - h[u]);
+      }
+      *reinterpret_cast<float4*>(sm.hi + dr * pol::ldd + dc) = make_float4(h[0], h[1], h[2], h[3]);
+      *reinterpret_cast<float4*>(sm.lo + dr * pol::ldd + dc) = make_float4(l[0], l[1], l[2], l[3]);
+      if (bias_block) {
+        // Column sums of this warp's rows (fixed butterfly order), then one partial per warp.
+        float sv[4] = {v[0], v[1], v[2], v[3]};
+#pragma unroll
+        for (int s = pol::dz_cols; s < 32; s *= 2)
+#pragma unroll
+          for (int u = 0; u < 4; ++u) sv[u] += __shfl_xor_sync(0xffffffffu, sv[u], s);
+        if (lane < pol::dz_cols)
+#pragma unroll
+          for (int u = 0; u < 4; ++u) sm.bias[warp][dc + u] = sv[u];
+      }
     }
     __syncthreads();
-    if (bias_thread)
-      for (int r = 0; r < nb; ++r) bacc += sm.d[r * PT + tid];  // zero past the length
+    if (bias_block && tid < PT)
+#pragma unroll
+      for (int w = 0; w < pol::k_rows * pol::dz_cols / 32; ++w) bacc += sm.bias[w][tid];
+    // A = dz^T (hi, then lo) from [row][offset], B = x from [row][channel]: rows are the k dimension.
+    const float* xw = sm.x + q * pol::ldx + warp * (NT * 8) + g;
+    const float* hw = sm.hi + q * pol::ldd + g;
+    const float* lw = sm.lo + q * pol::ldd + g;
 #pragma unroll
     for (int k0 = 0; k0 < pol::k_rows; k0 += 8) {
-      wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
-      wmma::load_matrix_sync(fb, sm.x + k0 * pol::ldx + warp * 16, pol::ldx);
+      unsigned b[NT][2];
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        b[n][0] = __float_as_uint(xw[k0 * pol::ldx + n * 8]);
+        b[n][1] = __float_as_uint(xw[(k0 + 4) * pol::ldx + n * 8]);
+      }
 #pragma unroll
       for (int m = 0; m < PT / 16; ++m) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> fh, fl;
-        wmma::load_matrix_sync(fh, sm.hi + k0 * pol::ldd + m * 16, pol::ldd);
-        wmma::load_matrix_sync(fl, sm.lo + k0 * pol::ldd + m * 16, pol::ldd);
-        wmma::mma_sync(acc[m], fh, fb, acc[m]);
-        wmma::mma_sync(acc[m], fl, fb, acc[m]);
+        const int o = k0 * pol::ldd + m * 16;
+        const unsigned ah[4] = {__float_as_uint(hw[o]), __float_as_uint(hw[o + 8]), __float_as_uint(hw[o + 4 * pol::ldd]),
+                                __float_as_uint(hw[o + 4 * pol::ldd + 8])};
+        const unsigned al[4] = {__float_as_uint(lw[o]), __float_as_uint(lw[o + 8]), __float_as_uint(lw[o + 4 * pol::ldd]),
+                                __float_as_uint(lw[o + 4 * pol::ldd + 8])};
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+          mma_tf32(acc[m][n], ah, b[n]);
+          mma_tf32(acc[m][n], al, b[n]);
+        }
       }
     }
   }
-  __syncthreads();  // the dW tile overwrites x
+  // The block's dW tile straight from the accumulators: rows p0 + m * 16 + g (+ 8), channels 2q (+ 1).
 #pragma unroll
   for (int m = 0; m < PT / 16; ++m)
-    wmma::store_matrix_sync(sm.x + m * 16 * pol::ldx + warp * 16, acc[m], pol::ldx, wmma::mem_row_major);
-  __syncthreads();
-  for (int e = tid; e < PT * pol::channels; e += pol::threads) {
-    const int p = e / pol::channels, c = e % pol::channels;
-    if (p0 + p < P && c < cw) a.dw_part[(k * P + p0 + p) * C + c0 + c] = sm.x[p * pol::ldx + c];
-  }
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int p = m * 16 + g + (e >= 2 ? 8 : 0), c = warp * (NT * 8) + n * 8 + 2 * q + (e & 1);
+        if (p0 + p < P && c < cw) a.dw_part[(k * P + p0 + p) * C + c0 + c] = acc[m][n][e];
+      }
 #else
   // Before sm_80: the same tile by plain sums from global memory (correct, not fast).
   (void)sm;
@@ -143,142 +249,198 @@ __device__ __forceinline__ void param_grads_partial_tc_block(const offsets_args<
     }
     a.dw_part[(k * P + p0 + p) * C + c0 + c] = s;
   }
-  if (bias_thread)
+  if (bias_block && tid < PT && p0 + tid < P)
     for (index_t r = r0; r < r1; ++r) {
       index_t t, b;
       if (row_token(a.g, r, t, b)) bacc += a.dz[r * P + p0 + tid];
     }
 #endif
-  if (bias_thread) a.db_part[k * P + p0 + tid] = bacc;
+  if (bias_block && tid < PT && p0 + tid < P) a.db_part[k * P + p0 + tid] = bacc;
 }
 
 // The offset path dx += dz W on tensor cores for 16-bit dx: block (row group x, channel blocks y
-// strided) keeps W [PT][128 channels] as TF32 in shared memory and walks its rows 32 at a time: the dx
-// tile is loaded as the accumulator, dz (split hi + lo as for dW) times W is added (hi first), and the
-// tile is rounded once to T and written back for rows of valid tokens only.
+// strided) keeps W [PT][128 channels] as TF32 in shared memory and walks its rows `rows` at a time. The dx
+// tile never goes through shared memory: each thread loads its accumulators straight from dx (16 bytes
+// per row: W's columns are stored in an order that gives each thread 8 consecutive channels of a row in
+// the mma accumulator layout), adds dz (split hi + lo as for dW, hi first) times W, rounds once to T and
+// writes 16 bytes per row back, for rows of valid tokens only.
 template <int PT>
 struct dx_tc_policy {
   static constexpr int threads = 256;
-  static constexpr int channels = 128;
-  static constexpr int rows = 32;        // rows per step: 2 x 8 accumulator tiles, 2 per warp
-  static constexpr int steps = 8;        // row steps per block (W staged once for 256 rows)
-  static constexpr int ldx = channels + 8;
-  static constexpr int ldd = PT + 8;
+  static constexpr int warps = threads / 32;
+  static constexpr int col_warps = 4;                    // warps across the channels, 32 channels each
+  static constexpr int row_warps = warps / col_warps;    // 2
+  static constexpr int channels = 32 * col_warps;        // 128
+  static constexpr int m_tiles = 2;                      // 16-row mma tiles per warp per step
+  static constexpr int rows = 16 * m_tiles * row_warps;  // 64 rows per step
+  static constexpr int steps = 4;                        // row steps per block (W staged once for 256 rows)
+  static constexpr int ldw = channels + 8;  // W [PT][ldw]: B reads (q * ldw + g) hit 32 distinct banks
+  static constexpr int ldd = PT + 4;        // dz [rows][ldd]: A reads (g * ldd + q) hit 32 distinct banks
+  static constexpr int dz_cols = PT / 4;    // dz staging: float4s per row
+  static constexpr int dz_loads = rows * dz_cols / threads;
   static_assert(PT == 16 || PT == 32, "whole 8-offset k steps");
+  static_assert(rows * dz_cols % threads == 0, "whole dz float4s per thread");
 };
 
 template <int PT>
 struct dx_tc_smem {
   using pol = dx_tc_policy<PT>;
-  alignas(32) float dx[pol::rows * pol::ldx];
-  alignas(32) float w[PT * pol::ldx];
-  alignas(32) float hi[pol::rows * pol::ldd];  // dz as row-major A: element (r, p) at r * ldd + p
-  alignas(32) float lo[pol::rows * pol::ldd];
-  bool valid[pol::rows];
+  alignas(16) float w[PT * pol::ldw];         // W in mma column order (detail::dx_tc_position), zero past P and C
+  alignas(16) float hi[pol::rows * pol::ldd];  // dz as row-major A: element (r, p) at r * ldd + p
+  alignas(16) float lo[pol::rows * pol::ldd];
+  bool valid[2][pol::rows];  // by step parity: a step's writes never race the previous step's reads
 };
 
 template <class T, int PT>
 __device__ __forceinline__ void offset_path_tc_block(const offsets_args<T>& a, dx_tc_smem<PT>& sm) {
   using pol = dx_tc_policy<PT>;
-  using x_stage = tile_stage<T, pol::rows, pol::channels, pol::threads>;
-  using w_stage = tile_stage<T, PT, pol::channels, pol::threads>;
-  constexpr int V = x_stage::V;
+  static_assert(sizeof(T) == 2, "16-byte rows of 8 channels");
   const int tid = static_cast<int>(threadIdx.x);
   const index_t C = a.g.C, P = a.g.P, N = a.g.T * a.g.B;
-  const bool vec = C % V == 0 && reinterpret_cast<std::uintptr_t>(a.dx) % 16 == 0 &&
-                   reinterpret_cast<std::uintptr_t>(a.weight) % 16 == 0;
+  const bool vec = C % 8 == 0 && reinterpret_cast<std::uintptr_t>(a.dx) % 16 == 0;
   const index_t g0 = index_t(blockIdx.x) * pol::rows * pol::steps;
   const index_t blocks = (C + pol::channels - 1) / pol::channels;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const int warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
+  const int wc = warp % pol::col_warps, wr = warp / pol::col_warps;  // channel group, row group
+  const bool dz_vec = P % 4 == 0 && reinterpret_cast<std::uintptr_t>(a.dz) % 16 == 0;
   for (index_t cb = blockIdx.y; cb < blocks; cb += gridDim.y) {
     const index_t c0 = cb * pol::channels;
     const int cw = static_cast<int>(C - c0 < pol::channels ? C - c0 : pol::channels);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    namespace wmma = nvcuda::wmma;
-    const int warp = tid / 32, wm = warp / 4, wn = (warp % 4) * 2;  // row fragment, first column fragment
+    const int ct = wc * 32 + q * 8;  // this thread's 8 channels of the block, [ct, ct + 8)
+    const bool full = vec && ct + 8 <= cw;
     __syncthreads();  // the previous channel block is done with sm.w
-    {
-      w_stage ws;
-      const int row = w_stage::row0(tid);
-      ws.load(a.weight + index_t(row) * C + c0, index_t(w_stage::row_step) * C, static_cast<int>(P) - row,
-              w_stage::col0(tid), cw, vec, tid);
-#pragma unroll
-      for (int i = 0; i < w_stage::count; ++i)
-        if (w_stage::active(tid, i)) {
-          float* d = sm.w + (row + i * w_stage::row_step) * pol::ldx + w_stage::col0(tid);
-#pragma unroll
-          for (int u = 0; u < V; ++u) d[u] = to_acc<T>(ws.elems(i)[u]);
-        }
+    for (int e = tid; e < PT * pol::channels; e += pol::threads) {
+      const int p = e / pol::channels, c = e % pol::channels;
+      const float v = p < P && c < cw ? to_acc<T>(a.weight[index_t(p) * C + c0 + c]) : 0.0f;
+      sm.w[p * pol::ldw + (c / 32) * 32 + talkconv::detail::dx_tc_position(c % 32)] = v;
     }
+    row_walk walk;
+    if (tid < pol::rows) walk.start(a.g, g0 + tid, pol::rows);
     for (int st = 0; st < pol::steps; ++st) {
       const index_t rb = g0 + index_t(st) * pol::rows;
       if (rb >= N) break;  // uniform
       const int nb = static_cast<int>(N - rb < pol::rows ? N - rb : pol::rows);
-      __syncthreads();  // the previous step's tile is written out
-      if (tid < pol::rows) {
-        index_t t, b;
-        sm.valid[tid] = tid < nb && row_token(a.g, rb + tid, t, b);
-      }
-      x_stage xs;
-      const int row = x_stage::row0(tid);
-      xs.load(a.dx + (rb + row) * C + c0, index_t(x_stage::row_step) * C, nb - row, x_stage::col0(tid), cw, vec, tid);
+      bool* valid = sm.valid[st & 1];
+      // Loads first: dz (zero past nb and P) and this thread's dx rows wr * 32 + m * 16 + g (+ 8).
+      float4 dz4[pol::dz_loads];
 #pragma unroll
-      for (int i = 0; i < x_stage::count; ++i)
-        if (x_stage::active(tid, i)) {
-          float* d = sm.dx + (row + i * x_stage::row_step) * pol::ldx + x_stage::col0(tid);
-#pragma unroll
-          for (int u = 0; u < V; ++u) d[u] = to_acc<T>(xs.elems(i)[u]);
+      for (int i = 0; i < pol::dz_loads; ++i) {
+        const int e = tid + i * pol::threads, r = e / pol::dz_cols, p = (e % pol::dz_cols) * 4;
+        dz4[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (r < nb) {
+          const float* dzp = a.dz + ((rb + r) * P + p);
+          if (dz_vec && p + 4 <= P) {
+            dz4[i] = __ldg(reinterpret_cast<const float4*>(dzp));
+          } else {
+            dz4[i].x = p < P ? dzp[0] : 0.0f;
+            dz4[i].y = p + 1 < P ? dzp[1] : 0.0f;
+            dz4[i].z = p + 2 < P ? dzp[2] : 0.0f;
+            dz4[i].w = p + 3 < P ? dzp[3] : 0.0f;
+          }
         }
-      for (int e = tid; e < pol::rows * PT; e += pol::threads) {
-        const int r = e / PT, p = e % PT;
-        const float v = r < nb && p < P ? a.dz[(rb + r) * P + p] : 0.0f;
-        const float h = wmma::__float_to_tf32(v);
-        sm.hi[r * pol::ldd + p] = h;
-        sm.lo[r * pol::ldd + p] = wmma::__float_to_tf32(v - h);
+      }
+      T* const dx0 = a.dx + ((rb + wr * 32 + g) * C + c0 + ct);  // row wr * 32 + g, 64-bit once per step
+      float acc[pol::m_tiles][4][4];  // [m][n][d element]
+#pragma unroll
+      for (int m = 0; m < pol::m_tiles; ++m)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int r = wr * 32 + m * 16 + h * 8 + g;
+          float f[8];
+          const T* src = dx0 + (m * 16 + h * 8) * C;
+          if (r < nb && full) {
+            const uint4 raw = *reinterpret_cast<const uint4*>(src);
+            T e[8];
+            memcpy(e, &raw, sizeof(raw));
+#pragma unroll
+            for (int u = 0; u < 8; ++u) f[u] = to_acc<T>(e[u]);
+          } else {
+#pragma unroll
+            for (int u = 0; u < 8; ++u) f[u] = r < nb && ct + u < cw ? to_acc<T>(src[u]) : 0.0f;
+          }
+#pragma unroll
+          for (int n = 0; n < 4; ++n) {
+            acc[m][n][2 * h] = f[2 * n];
+            acc[m][n][2 * h + 1] = f[2 * n + 1];
+          }
+        }
+      if (tid < pol::rows) {
+        valid[tid] = tid < nb && walk.valid(a.g);
+        walk.advance();
+      }
+      __syncthreads();  // the previous step's A fragments are read; valid is set
+#pragma unroll
+      for (int i = 0; i < pol::dz_loads; ++i) {
+        const int e = tid + i * pol::threads, r = e / pol::dz_cols, p = (e % pol::dz_cols) * 4;
+        const float v[4] = {dz4[i].x, dz4[i].y, dz4[i].z, dz4[i].w};
+        float h[4], l[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          h[u] = nvcuda::wmma::__float_to_tf32(v[u]);
+          l[u] = nvcuda::wmma::__float_to_tf32(v[u] - h[u]);
+        }
+        *reinterpret_cast<float4*>(sm.hi + r * pol::ldd + p) = make_float4(h[0], h[1], h[2], h[3]);
+        *reinterpret_cast<float4*>(sm.lo + r * pol::ldd + p) = make_float4(l[0], l[1], l[2], l[3]);
       }
       __syncthreads();
-      // This warp's two accumulator tiles (rows wm, columns wn and wn + 1), each A fragment loaded once.
-      float* tile = sm.dx + wm * 16 * pol::ldx + wn * 16;
-      wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
-#pragma unroll
-      for (int j = 0; j < 2; ++j) wmma::load_matrix_sync(acc[j], tile + j * 16, pol::ldx, wmma::mem_row_major);
+      // A = dz rows (hi, then lo), B = W in mma column order; k = the offsets.
+      const float* hw = sm.hi + (wr * 32 + g) * pol::ldd + q;
+      const float* lw = sm.lo + (wr * 32 + g) * pol::ldd + q;
+      const float* ww = sm.w + q * pol::ldw + wc * 32 + g;
 #pragma unroll
       for (int k0 = 0; k0 < PT; k0 += 8) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fh, fl;
-        wmma::load_matrix_sync(fh, sm.hi + wm * 16 * pol::ldd + k0, pol::ldd);
-        wmma::load_matrix_sync(fl, sm.lo + wm * 16 * pol::ldd + k0, pol::ldd);
+        unsigned b[4][2];
 #pragma unroll
-        for (int j = 0; j < 2; ++j) {
-          wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> fb;
-          wmma::load_matrix_sync(fb, sm.w + k0 * pol::ldx + (wn + j) * 16, pol::ldx);
-          wmma::mma_sync(acc[j], fh, fb, acc[j]);
-          wmma::mma_sync(acc[j], fl, fb, acc[j]);
+        for (int n = 0; n < 4; ++n) {
+          b[n][0] = __float_as_uint(ww[k0 * pol::ldw + n * 8]);
+          b[n][1] = __float_as_uint(ww[(k0 + 4) * pol::ldw + n * 8]);
+        }
+#pragma unroll
+        for (int m = 0; m < pol::m_tiles; ++m) {
+          const int o = m * 16 * pol::ldd + k0;
+          const unsigned ah[4] = {__float_as_uint(hw[o]), __float_as_uint(hw[o + 8 * pol::ldd]), __float_as_uint(hw[o + 4]),
+                                  __float_as_uint(hw[o + 8 * pol::ldd + 4])};
+          const unsigned al[4] = {__float_as_uint(lw[o]), __float_as_uint(lw[o + 8 * pol::ldd]), __float_as_uint(lw[o + 4]),
+                                  __float_as_uint(lw[o + 8 * pol::ldd + 4])};
+#pragma unroll
+          for (int n = 0; n < 4; ++n) {
+            mma_tf32(acc[m][n], ah, b[n]);
+            mma_tf32(acc[m][n], al, b[n]);
+          }
         }
       }
-#pragma unroll
-      for (int j = 0; j < 2; ++j) wmma::store_matrix_sync(tile + j * 16, acc[j], pol::ldx, wmma::mem_row_major);
-      __syncthreads();
       // Rounded once to T; rows past nb or past their length are not written.
 #pragma unroll
-      for (int i = 0; i < x_stage::count; ++i) {
-        const int r = row + i * x_stage::row_step, cc = x_stage::col0(tid);
-        if (!x_stage::active(tid, i) || r >= nb || !sm.valid[r]) continue;
-        const float* s = sm.dx + r * pol::ldx + cc;
-        T* q = a.dx + (rb + r) * C + c0 + cc;
-        if (vec && cc + V <= cw) {
-          uint4 out;
-          T* e = reinterpret_cast<T*>(&out);
+      for (int m = 0; m < pol::m_tiles; ++m)
 #pragma unroll
-          for (int u = 0; u < V; ++u) e[u] = from_acc<T>(s[u]);
-          *reinterpret_cast<uint4*>(q) = out;
-        } else {
-          for (int u = 0; u < V && cc + u < cw; ++u) q[u] = from_acc<T>(s[u]);
+        for (int h = 0; h < 2; ++h) {
+          const int r = wr * 32 + m * 16 + h * 8 + g;
+          if (r >= nb || !valid[r]) continue;
+          T e[8];
+#pragma unroll
+          for (int n = 0; n < 4; ++n) {
+            e[2 * n] = from_acc<T>(acc[m][n][2 * h]);
+            e[2 * n + 1] = from_acc<T>(acc[m][n][2 * h + 1]);
+          }
+          T* dst = dx0 + (m * 16 + h * 8) * C;
+          if (full) {
+            uint4 raw;
+            memcpy(&raw, e, sizeof(raw));
+            *reinterpret_cast<uint4*>(dst) = raw;
+          } else {
+            for (int u = 0; u < 8 && ct + u < cw; ++u) dst[u] = e[u];
+          }
         }
-      }
     }
+  }
 #else
-    // Before sm_80: the same update by plain sums (correct, not fast).
-    (void)sm;
-    (void)vec;
+  // Before sm_80: the same update by plain sums (correct, not fast).
+  (void)sm;
+  (void)vec;
+  for (index_t cb = blockIdx.y; cb < blocks; cb += gridDim.y) {
+    const index_t c0 = cb * pol::channels;
+    const int cw = static_cast<int>(C - c0 < pol::channels ? C - c0 : pol::channels);
     for (int e = tid; e < pol::rows * pol::steps * pol::channels; e += pol::threads) {
       const index_t r = g0 + e / pol::channels;
       const int c = e % pol::channels;
@@ -288,8 +450,8 @@ __device__ __forceinline__ void offset_path_tc_block(const offsets_args<T>& a, d
       for (index_t p = 0; p < P; ++p) v += a.dz[r * P + p] * to_acc<T>(a.weight[p * C + c0 + c]);
       a.dx[r * C + c0 + c] = from_acc<T>(v);
     }
-#endif
   }
+#endif
 }
 
 }  // namespace detail

@@ -71,7 +71,7 @@ static __global__ void __launch_bounds__(dz_gemm_policy::threads, dz_gemm_policy
 
 // dW / dbias partials on tensor cores (16-bit x): grid (ceil(C / 128), row chunks, ceil(P / PT)).
 template <class T, int PT>
-static __global__ void __launch_bounds__(dw_tc_policy<PT>::threads) param_grads_partial_tc_kernel(offsets_args<T> a) {
+static __global__ void __launch_bounds__(dw_tc_policy<PT>::threads, 2) param_grads_partial_tc_kernel(offsets_args<T> a) {
   __shared__ dw_tc_smem<PT> sm;
   param_grads_partial_tc_block<T, PT>(a, sm);
 }
