@@ -41,8 +41,10 @@ struct dx_policy {
   static constexpr int lanes = shape(1).lanes;
   static constexpr int tile = shape(1).tile;
   static constexpr int max_bins = talkconv::detail::dx_max_bins(tile);
-  // Resident blocks per SM the registers must allow: 3 (24 warps, 80 registers); 2 for 8-byte accumulators.
-  static constexpr int min_blocks = sizeof(A) > 4 ? 2 : 3;
+  // Resident blocks per SM the registers must allow: 4 (32 warps, 64 registers: half the SM's warps, for the
+  // gather's dependent event -> dy loads; the spills this costs, 13 reloads and 3 stores per batch of
+  // pairs on sm_90, lie outside the per-event loops); 2 for 8-byte accumulators.
+  static constexpr int min_blocks = sizeof(A) > 4 ? 2 : 4;
   static constexpr int tiles_per_block = 4;  // consecutive tiles per block: setup and divisions amortized
   static_assert(lanes == window_traits::lanes, "dx blocks use the window kernels' channel plan");
   static_assert(threads == warps * 32, "whole warps");
