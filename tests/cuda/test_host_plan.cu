@@ -45,6 +45,13 @@ TEST_CASE("window kernels: every channel lies in exactly one block, and a block'
           owner[static_cast<size_t>(c)] = k;
         }
         const index_t h_first = c0 / R, nh = (c0 + cn - 1) / R - h_first + 1;
+        // The kernels take the heads from block_heads and head_in_block (no division by R on the device).
+        index_t hf = -1;
+        int nh2 = -1;
+        g.block_heads(k, hf, nh2);
+        CHECK(hf == h_first);
+        CHECK(nh2 == nh);
+        for (int x = 0; x < cn; ++x) CHECK(h_first + g.head_in_block(x) == (c0 + x) / R);
         if (g.subs == 1) {  // whole heads only: a head's channel sum is this block's alone
           CHECK(c0 % R == 0);
           CHECK((cn % R == 0 || c0 + cn == C));

@@ -21,7 +21,7 @@ __device__ void window_forward_tile(const window_args<T>& a) {
   index_t wlo = 0, whi = -1;
   if (c.tv1 > c.t0) prepare_tile<Causal, Idx>(a, c, inv_k, sm, tot, cache, wlo, whi);
   if (c.lane >= c.cn) return;
-  const index_t ch = c.c0 + c.lane, h = ch / a.w.R;
+  const index_t ch = c.c0 + c.lane, h = c.h_first + a.w.head_in_block(c.lane);
   const T* xc = a.x + (Idx(c.b) * Idx(a.g.xb) + Idx(ch));
   T* yc = a.y + (Idx(c.b) * Idx(a.g.xb) + Idx(ch));
   for (index_t t = c.t0 + c.seg; t < c.t1; t += segs) {

@@ -153,9 +153,11 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   index_t c0l;
   int cn, sub;
   a.w.block_channels(static_cast<int>(blockIdx.y), c0l, cn, sub);
-  const Idx R = static_cast<Idx>(a.w.R), c0 = static_cast<Idx>(c0l);
-  const Idx h_first = c0 / R;
-  const int nh = static_cast<int>((c0 + cn - 1) / R - h_first + 1);
+  const Idx c0 = static_cast<Idx>(c0l);
+  index_t h_first_l;
+  int nh;
+  a.w.block_heads(static_cast<int>(blockIdx.y), h_first_l, nh);
+  const Idx h_first = static_cast<Idx>(h_first_l);
   const Idx xt = static_cast<Idx>(a.g.xt), ot = static_cast<Idx>(a.g.ot);
   const int rows1 = d.tile + 1;  // buckets per head: rows, then the carry
   const int bins = nh * rows1;
@@ -178,7 +180,7 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   // Gather role: vector v of row group g, rows [g * RP, g * RP + RP).
   const int v = tid % slots, g = tid / slots;
   const bool active = v * VEC < cn;
-  const int hv = active ? static_cast<int>((c0 + v * VEC) / R - h_first) : 0;
+  const int hv = active ? a.w.head_in_block(v * VEC) : 0;
 
   const unsigned lt = (1u << lane) - 1u;
 

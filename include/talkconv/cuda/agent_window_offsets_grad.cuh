@@ -24,7 +24,7 @@ __device__ void window_offsets_grad_tile(const window_args<T>& a) {
   tap_entry<A>* cache = tap_cache(sm + window_smem<A>::accumulators(a.cap_rows, true), c, a.g.T);
   index_t wlo = 0, whi = -1;
   if (c.tv1 > c.t0) prepare_tile<Causal, Idx>(a, c, inv_k, sm, tot, cache, wlo, whi);
-  const index_t ch = c.c0 + c.lane, h = ch / a.w.R;
+  const index_t ch = c.c0 + c.lane, h = c.h_first + a.w.head_in_block(c.lane);
   const T* xc = a.x + (Idx(c.b) * Idx(a.g.xb) + Idx(ch));
   const T* dyc = a.dy + (Idx(c.b) * Idx(a.g.xb) + Idx(ch));
   const index_t NP = a.g.T * a.g.B * a.g.P;

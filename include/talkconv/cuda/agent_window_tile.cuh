@@ -68,16 +68,16 @@ struct tile_ctx {
 template <class T>
 __device__ __forceinline__ tile_ctx make_ctx(const window_args<T>& a) {
   tile_ctx c;
-  const index_t blk = blockIdx.x;
-  c.b = blk / a.tiles;
-  c.t0 = (blk - c.b * a.tiles) * a.tile;
+  // blockIdx.x = b * tiles + tile < 2^31: a 32-bit division (tiles <= gridDim.x).
+  const unsigned blk = blockIdx.x, tiles = static_cast<unsigned>(a.tiles), bq = blk / tiles;
+  c.b = bq;
+  c.t0 = index_t(blk - bq * tiles) * a.tile;
   c.t1 = c.t0 + a.tile < a.g.T ? c.t0 + a.tile : a.g.T;
   c.n = a.g.length(c.b);
   c.tv1 = c.t1 < c.n ? c.t1 : c.n;
   if (c.tv1 < c.t0) c.tv1 = c.t0;
   a.w.block_channels(static_cast<int>(blockIdx.y), c.c0, c.cn, c.sub);
-  c.h_first = c.c0 / a.w.R;
-  c.nh = static_cast<int>((c.c0 + c.cn - 1) / a.w.R - c.h_first + 1);
+  a.w.block_heads(static_cast<int>(blockIdx.y), c.h_first, c.nh);
   c.lane = static_cast<int>(threadIdx.x) % window_traits::lanes;
   c.seg = static_cast<int>(threadIdx.x) / window_traits::lanes;
   return c;
@@ -459,7 +459,8 @@ __device__ __forceinline__ void tap_rows(const A* __restrict__ p, const vtap<A>&
 // This thread's head among the block's (the output passes keep one column per thread).
 template <class T>
 __device__ __forceinline__ int vtile_head(const window_args<T>& a, const tile_ctx& c, int col) {
-  return static_cast<int>((c.c0 + col * window_tile_policy<T>::vec) / a.w.R - c.h_first);
+  (void)c;
+  return a.w.head_in_block(col * window_tile_policy<T>::vec);
 }
 
 }  // namespace detail

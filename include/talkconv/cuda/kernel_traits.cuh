@@ -204,6 +204,20 @@ struct window_geom {
     return g;
   }
 
+  // The heads [h_first, h_first + nh) that channel block k meets, without a division by R (the same
+  // plan as block_channels: whole heads per block, or one head split over `subs` blocks).
+  TALKCONV_HOST_DEVICE void block_heads(int k, index_t& h_first, int& nh) const {
+    if (subs == 1) {
+      h_first = index_t(k) * heads_per_block;
+      nh = static_cast<int>(H - h_first < heads_per_block ? H - h_first : heads_per_block);
+    } else {
+      h_first = k / subs;
+      nh = 1;
+    }
+  }
+  // Head of channel c0 + x of block k (0 <= x < the block's channels), relative to its h_first.
+  TALKCONV_HOST_DEVICE int head_in_block(int x) const { return subs == 1 ? x / static_cast<int>(R) : 0; }
+
   // Channels [c0, c0 + cn) of channel block k, and which split of its head it is (0 unless subs > 1).
   TALKCONV_HOST_DEVICE void block_channels(int k, index_t& c0, int& cn, int& sub) const {
     if (subs == 1) {
