@@ -58,6 +58,29 @@ inline void lanes_madd(A* lane, const A* v, index_t j0, index_t m8, F&& b_of) {
     for (int l = 0; l < 8; ++l) lane[l] = lane_madd<A>(v[j + l], b_of(j0 + j + l), lane[l]);
 }
 
+// The fixed tree that ends every lane pattern below: ((l0 + l4) + (l1 + l5)) + ((l2 + l6) + (l3 + l7)).
+template <class A>
+inline A lane_sum(const A* l) {
+  return ((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7]));
+}
+
+// add(v, j0, m) over a's n values in order, as accumulators: a itself when it is stored as A, else widened
+// into a block buffer convert_block values at a time (blocks are multiples of 8, so a lane pattern keeps
+// its lanes and its order across blocks).
+template <class TA, class Add>
+inline void for_acc_blocks(const TA* a, index_t n, Add&& add) {
+  if constexpr (stored_as_acc<TA>) {
+    add(a, index_t(0), n);
+  } else {
+    acc_t<TA> buf[convert_block];
+    for (index_t j0 = 0; j0 < n; j0 += convert_block) {
+      const index_t m = n - j0 < convert_block ? n - j0 : convert_block;
+      row_convert<TA>::widen(a + j0, m, buf);
+      add(static_cast<const acc_t<TA>*>(buf), j0, m);
+    }
+  }
+}
+
 // sum_j a[j] * b[j] over n terms in a fixed pattern of 8 lanes: vectorizes, and the rounding depends
 // only on n, never on alignment or thread count.
 template <class TA, class A, class F>
@@ -69,17 +92,8 @@ inline A lane_dot(const TA* a, index_t n, F&& b_of) {
     lanes_madd<A>(lane, v, j0, m8, b_of);
     for (index_t j = m8; j < m; ++j) lane[j - m8] = lane_madd<A>(v[j], b_of(j0 + j), lane[j - m8]);
   };
-  if constexpr (stored_as_acc<TA>) {
-    add(a, 0, n);
-  } else {  // widened a block at a time (blocks are multiples of 8: the same lanes, the same order)
-    acc_t<TA> buf[convert_block];
-    for (index_t j0 = 0; j0 < n; j0 += convert_block) {
-      const index_t m = n - j0 < convert_block ? n - j0 : convert_block;
-      row_convert<TA>::widen(a + j0, m, buf);
-      add(buf, j0, m);
-    }
-  }
-  return ((lane[0] + lane[4]) + (lane[1] + lane[5])) + ((lane[2] + lane[6]) + (lane[3] + lane[7]));
+  for_acc_blocks(a, n, add);
+  return lane_sum(lane);
 }
 
 // Two dot products of the same a: *out1 = lane_dot(a, n, b1_of) and *out2 = lane_dot(a, n, b2_of), bit for
@@ -98,18 +112,9 @@ inline void lane_dot2(const TA* a, index_t n, F1&& b1_of, F2&& b2_of, A* out1, A
       l2[j - m8] = lane_madd<A>(v[j], b2_of(j0 + j), l2[j - m8]);
     }
   };
-  if constexpr (stored_as_acc<TA>) {
-    add(a, 0, n);
-  } else {
-    acc_t<TA> buf[convert_block];
-    for (index_t j0 = 0; j0 < n; j0 += convert_block) {
-      const index_t m = n - j0 < convert_block ? n - j0 : convert_block;
-      row_convert<TA>::widen(a + j0, m, buf);
-      add(buf, j0, m);
-    }
-  }
-  *out1 = ((l1[0] + l1[4]) + (l1[1] + l1[5])) + ((l1[2] + l1[6]) + (l1[3] + l1[7]));
-  *out2 = ((l2[0] + l2[4]) + (l2[1] + l2[5])) + ((l2[2] + l2[6]) + (l2[3] + l2[7]));
+  for_acc_blocks(a, n, add);
+  *out1 = lane_sum(l1);
+  *out2 = lane_sum(l2);
 }
 
 // out[r] = lane_dot(a + r * lda, n, b), bit for bit, for r < R: the R rows are summed together, so their
@@ -176,10 +181,7 @@ inline void lane_dot_rows(const TA* a, index_t lda, index_t n, const A* b, A* ou
       add(v, j0, m);
     }
   }
-  for (int r = 0; r < R; ++r) {
-    const A* q = lane[r];
-    out[r] = ((q[0] + q[4]) + (q[1] + q[5])) + ((q[2] + q[6]) + (q[3] + q[7]));
-  }
+  for (int r = 0; r < R; ++r) out[r] = lane_sum(lane[r]);
 }
 
 }  // namespace detail
