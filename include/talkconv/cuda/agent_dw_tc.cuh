@@ -291,8 +291,29 @@ struct dx_tc_smem {
   bool valid[2][pol::rows];  // by step parity: a step's writes never race the previous step's reads
 };
 
+// The same buffers for P > 32 in dynamic shared memory: W for `chunks` chunks of 32 offsets (staged once
+// per block), dz hi / lo for one chunk at a time.
+struct dx_tc_wide_layout {
+  using pol = dx_tc_policy<32>;
+  static constexpr std::size_t valid_bytes = 2 * pol::rows;  // a multiple of 16
+  static constexpr std::size_t dz_floats = std::size_t(pol::rows) * pol::ldd;
+  TALKCONV_HOST_DEVICE static constexpr std::size_t bytes(int chunks) {
+    return valid_bytes + 2 * dz_floats * sizeof(float) + std::size_t(chunks) * 32 * pol::ldw * sizeof(float);
+  }
+};
+
+// Shared buffers of one block of the offset path, wherever they live.
+struct dx_tc_buffers {
+  float* w;
+  float* hi;
+  float* lo;
+  bool* valid;  // [2][rows]
+};
+
+// dx += dz W over `chunks` chunks of PT offsets (chunks * PT >= P): per row step the dx accumulators stay in
+// registers while each chunk's dz is staged (two barriers) and multiplied.
 template <class T, int PT>
-__device__ __forceinline__ void offset_path_tc_block(const offsets_args<T>& a, dx_tc_smem<PT>& sm) {
+__device__ __forceinline__ void offset_path_tc_block(const offsets_args<T>& a, const dx_tc_buffers& sm, int chunks) {
   using pol = dx_tc_policy<PT>;
   static_assert(sizeof(T) == 2, "16-byte rows of 8 channels");
   const int tid = static_cast<int>(threadIdx.x);
@@ -310,7 +331,7 @@ __device__ __forceinline__ void offset_path_tc_block(const offsets_args<T>& a, d
     const int ct = wc * 32 + q * 8;  // this thread's 8 channels of the block, [ct, ct + 8)
     const bool full = vec && ct + 8 <= cw;
     __syncthreads();  // the previous channel block is done with sm.w
-    for (int e = tid; e < PT * pol::channels; e += pol::threads) {
+    for (int e = tid; e < chunks * PT * pol::channels; e += pol::threads) {
       const int p = e / pol::channels, c = e % pol::channels;
       const float v = p < P && c < cw ? to_acc<T>(a.weight[index_t(p) * C + c0 + c]) : 0.0f;
       sm.w[p * pol::ldw + (c / 32) * 32 + talkconv::detail::dx_tc_position(c % 32)] = v;
@@ -321,25 +342,8 @@ __device__ __forceinline__ void offset_path_tc_block(const offsets_args<T>& a, d
       const index_t rb = g0 + index_t(st) * pol::rows;
       if (rb >= N) break;  // uniform
       const int nb = static_cast<int>(N - rb < pol::rows ? N - rb : pol::rows);
-      bool* valid = sm.valid[st & 1];
-      // Loads first: dz (zero past nb and P) and this thread's dx rows wr * 32 + m * 16 + g (+ 8).
-      float4 dz4[pol::dz_loads];
-#pragma unroll
-      for (int i = 0; i < pol::dz_loads; ++i) {
-        const int e = tid + i * pol::threads, r = e / pol::dz_cols, p = (e % pol::dz_cols) * 4;
-        dz4[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (r < nb) {
-          const float* dzp = a.dz + ((rb + r) * P + p);
-          if (dz_vec && p + 4 <= P) {
-            dz4[i] = __ldg(reinterpret_cast<const float4*>(dzp));
-          } else {
-            dz4[i].x = p < P ? dzp[0] : 0.0f;
-            dz4[i].y = p + 1 < P ? dzp[1] : 0.0f;
-            dz4[i].z = p + 2 < P ? dzp[2] : 0.0f;
-            dz4[i].w = p + 3 < P ? dzp[3] : 0.0f;
-          }
-        }
-      }
+      bool* valid = sm.valid + (st & 1) * pol::rows;
+      // This thread's dx rows wr * 32 + m * 16 + g (+ 8), loaded straight into the accumulators.
       T* const dx0 = a.dx + ((rb + wr * 32 + g) * C + c0 + ct);  // row wr * 32 + g, 64-bit once per step
       float acc[pol::m_tiles][4][4];  // [m][n][d element]
 #pragma unroll
@@ -369,44 +373,65 @@ __device__ __forceinline__ void offset_path_tc_block(const offsets_args<T>& a, d
         valid[tid] = tid < nb && walk.valid(a.g);
         walk.advance();
       }
-      __syncthreads();  // the previous step's A fragments are read; valid is set
+      for (int kc = 0; kc < chunks; ++kc) {
+        const int pc = kc * PT;  // this chunk's first offset
+        // dz of the chunk (zero past nb and P), issued before the barrier.
+        float4 dz4[pol::dz_loads];
 #pragma unroll
-      for (int i = 0; i < pol::dz_loads; ++i) {
-        const int e = tid + i * pol::threads, r = e / pol::dz_cols, p = (e % pol::dz_cols) * 4;
-        const float v[4] = {dz4[i].x, dz4[i].y, dz4[i].z, dz4[i].w};
-        float h[4], l[4];
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-          h[u] = nvcuda::wmma::__float_to_tf32(v[u]);
-          l[u] = nvcuda::wmma::__float_to_tf32(v[u] - h[u]);
+        for (int i = 0; i < pol::dz_loads; ++i) {
+          const int e = tid + i * pol::threads, r = e / pol::dz_cols, p = pc + (e % pol::dz_cols) * 4;
+          dz4[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+          if (r < nb) {
+            const float* dzp = a.dz + ((rb + r) * P + p);
+            if (dz_vec && p + 4 <= P) {
+              dz4[i] = __ldg(reinterpret_cast<const float4*>(dzp));
+            } else {
+              dz4[i].x = p < P ? dzp[0] : 0.0f;
+              dz4[i].y = p + 1 < P ? dzp[1] : 0.0f;
+              dz4[i].z = p + 2 < P ? dzp[2] : 0.0f;
+              dz4[i].w = p + 3 < P ? dzp[3] : 0.0f;
+            }
+          }
         }
-        *reinterpret_cast<float4*>(sm.hi + r * pol::ldd + p) = make_float4(h[0], h[1], h[2], h[3]);
-        *reinterpret_cast<float4*>(sm.lo + r * pol::ldd + p) = make_float4(l[0], l[1], l[2], l[3]);
-      }
-      __syncthreads();
-      // A = dz rows (hi, then lo), B = W in mma column order; k = the offsets.
-      const float* hw = sm.hi + (wr * 32 + g) * pol::ldd + q;
-      const float* lw = sm.lo + (wr * 32 + g) * pol::ldd + q;
-      const float* ww = sm.w + q * pol::ldw + wc * 32 + g;
+        __syncthreads();  // the previous chunk's (or step's) A fragments are read; valid and W are set
 #pragma unroll
-      for (int k0 = 0; k0 < PT; k0 += 8) {
-        unsigned b[4][2];
+        for (int i = 0; i < pol::dz_loads; ++i) {
+          const int e = tid + i * pol::threads, r = e / pol::dz_cols, p = (e % pol::dz_cols) * 4;
+          const float v[4] = {dz4[i].x, dz4[i].y, dz4[i].z, dz4[i].w};
+          float h[4], l[4];
 #pragma unroll
-        for (int n = 0; n < 4; ++n) {
-          b[n][0] = __float_as_uint(ww[k0 * pol::ldw + n * 8]);
-          b[n][1] = __float_as_uint(ww[(k0 + 4) * pol::ldw + n * 8]);
+          for (int u = 0; u < 4; ++u) {
+            h[u] = nvcuda::wmma::__float_to_tf32(v[u]);
+            l[u] = nvcuda::wmma::__float_to_tf32(v[u] - h[u]);
+          }
+          *reinterpret_cast<float4*>(sm.hi + r * pol::ldd + p) = make_float4(h[0], h[1], h[2], h[3]);
+          *reinterpret_cast<float4*>(sm.lo + r * pol::ldd + p) = make_float4(l[0], l[1], l[2], l[3]);
         }
+        __syncthreads();
+        // A = dz rows (hi, then lo), B = W in mma column order; k = the chunk's offsets.
+        const float* hw = sm.hi + (wr * 32 + g) * pol::ldd + q;
+        const float* lw = sm.lo + (wr * 32 + g) * pol::ldd + q;
+        const float* ww = sm.w + (pc + q) * pol::ldw + wc * 32 + g;
 #pragma unroll
-        for (int m = 0; m < pol::m_tiles; ++m) {
-          const int o = m * 16 * pol::ldd + k0;
-          const unsigned ah[4] = {__float_as_uint(hw[o]), __float_as_uint(hw[o + 8 * pol::ldd]), __float_as_uint(hw[o + 4]),
-                                  __float_as_uint(hw[o + 8 * pol::ldd + 4])};
-          const unsigned al[4] = {__float_as_uint(lw[o]), __float_as_uint(lw[o + 8 * pol::ldd]), __float_as_uint(lw[o + 4]),
-                                  __float_as_uint(lw[o + 8 * pol::ldd + 4])};
+        for (int k0 = 0; k0 < PT; k0 += 8) {
+          unsigned b[4][2];
 #pragma unroll
           for (int n = 0; n < 4; ++n) {
-            mma_tf32(acc[m][n], ah, b[n]);
-            mma_tf32(acc[m][n], al, b[n]);
+            b[n][0] = __float_as_uint(ww[k0 * pol::ldw + n * 8]);
+            b[n][1] = __float_as_uint(ww[(k0 + 4) * pol::ldw + n * 8]);
+          }
+#pragma unroll
+          for (int m = 0; m < pol::m_tiles; ++m) {
+            const int o = m * 16 * pol::ldd + k0;
+            const unsigned ah[4] = {__float_as_uint(hw[o]), __float_as_uint(hw[o + 8 * pol::ldd]),
+                                    __float_as_uint(hw[o + 4]), __float_as_uint(hw[o + 8 * pol::ldd + 4])};
+            const unsigned al[4] = {__float_as_uint(lw[o]), __float_as_uint(lw[o + 8 * pol::ldd]),
+                                    __float_as_uint(lw[o + 4]), __float_as_uint(lw[o + 8 * pol::ldd + 4])};
+#pragma unroll
+            for (int n = 0; n < 4; ++n) {
+              mma_tf32(acc[m][n], ah, b[n]);
+              mma_tf32(acc[m][n], al, b[n]);
+            }
           }
         }
       }
@@ -438,6 +463,7 @@ __device__ __forceinline__ void offset_path_tc_block(const offsets_args<T>& a, d
   // Before sm_80: the same update by plain sums (correct, not fast).
   (void)sm;
   (void)vec;
+  (void)chunks;
   for (index_t cb = blockIdx.y; cb < blocks; cb += gridDim.y) {
     const index_t c0 = cb * pol::channels;
     const int cw = static_cast<int>(C - c0 < pol::channels ? C - c0 : pol::channels);

@@ -141,6 +141,23 @@ void launch_offset_path(const offsets_args<T>& a, cudaStream_t stream) {
       }
     });
   } else {
+    if constexpr (project_policy<T>::tensor_cores) {
+      // Chunks of 32 offsets, W of all of them staged once per block: while it fits the device.
+      using tc = dx_tc_policy<32>;
+      const index_t chunks = (P + 31) / 32;
+      const std::size_t bytes = dx_tc_wide_layout::bytes(static_cast<int>(chunks < 65536 ? chunks : 65536));
+      if (chunks < 65536 && bytes <= smem_optin()) {
+        auto* kernel = &offset_path_tc_wide_kernel<T>;
+        allow_smem(kernel, bytes, "cudaFuncSetAttribute(offset_path_tc_wide_kernel)");
+        const index_t tx = (N + tc::rows * tc::steps - 1) / (tc::rows * tc::steps);
+        const index_t ty = (a.g.C + tc::channels - 1) / tc::channels;
+        const dim3 tgrid(static_cast<unsigned>(tx < 0x7fffffff ? tx : 0x7fffffff),
+                         static_cast<unsigned>(ty < 65535 ? ty : 65535));
+        kernel<<<tgrid, tc::threads, bytes, stream>>>(a, static_cast<int>(chunks));
+        check_launch("offset_path_tc_wide_kernel");
+        return;
+      }
+    }
     offset_path_wide_kernel<T><<<grid, pol::threads, 0, stream>>>(a);
     check_launch("offset_path_wide_kernel");
   }

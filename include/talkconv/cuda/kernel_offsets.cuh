@@ -80,7 +80,19 @@ static __global__ void __launch_bounds__(dw_tc_policy<PT>::threads, 2) param_gra
 template <class T, int PT>
 static __global__ void __launch_bounds__(dx_tc_policy<PT>::threads, 2) offset_path_tc_kernel(offsets_args<T> a) {
   __shared__ dx_tc_smem<PT> sm;
-  offset_path_tc_block<T, PT>(a, sm);
+  offset_path_tc_block<T, PT>(a, dx_tc_buffers{sm.w, sm.hi, sm.lo, &sm.valid[0][0]}, 1);
+}
+
+// The same for P > 32: W of every chunk of 32 offsets in dynamic shared memory, dx_tc_wide_layout::bytes(chunks).
+template <class T>
+static __global__ void __launch_bounds__(dx_tc_policy<32>::threads, 2) offset_path_tc_wide_kernel(offsets_args<T> a,
+                                                                                               int chunks) {
+  extern __shared__ __align__(16) unsigned char talkconv_smem[];
+  using L = dx_tc_wide_layout;
+  bool* valid = reinterpret_cast<bool*>(talkconv_smem);
+  float* hi = reinterpret_cast<float*>(talkconv_smem + L::valid_bytes);
+  float* lo = hi + L::dz_floats;
+  offset_path_tc_block<T, 32>(a, dx_tc_buffers{lo + L::dz_floats, hi, lo, valid}, chunks);
 }
 
 template <class T>
