@@ -343,14 +343,11 @@ void input_grad_tile(const T* dyb, T* dxb, index_t stride_t, index_t C, const he
           wg[m++] = wv[j];
         }
         // One pass, dy read once for the four rows (each element's sums unchanged): window_bwd f32 45.5-49.2 ->
-        // 42.8-45.1 ms; in the layer's instantiation (with its W^T dz) it made talk_bwd f32 slower (99-100 ->
-        // 105-118 ms), so the layer keeps four passes and does not test for them.
-        bool four = false;
-        if constexpr (std::is_same<std::decay_t<Extra>, no_extra>::value) {
-          four = m == 4;
-          for (int i = 0; i < m; ++i)
-            for (int q = i + 1; q < m; ++q) four = four && g[i] != g[q];
-        }
+        // 42.8-45.1 ms; talk_bwd f32 C = 256 102-111 -> 86-94 ms, C = 1024 369-372 -> 321-327 ms (alternating
+        // A/B, 2026-11-30; an A/B one session earlier had measured the layer slower with it, cause unknown).
+        bool four = m == 4;
+        for (int i = 0; i < m; ++i)
+          for (int q = i + 1; q < m; ++q) four = four && g[i] != g[q];
         if (four) {
           scatter_rows4(g[0], g[1], g[2], g[3], wg[0], wg[1], wg[2], wg[3], dya, ca, cb);
         } else {
