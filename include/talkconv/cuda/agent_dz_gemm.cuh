@@ -137,11 +137,12 @@ __device__ void param_grads_partial_block(const offsets_args<T>& a, dz_smem<acc_
   if (bias_thread) a.db_part[k * P + p0 + tid] = bacc;
 }
 
-// dx[r, c] += sum_j dz[r, j] W[j, c] for rows [r0, r0 + dx_rows) of valid tokens, in j order, one rounding
-// to T. P <= PC: the thread's 2 x P weights live in registers for all its rows. Grid: x = row blocks,
-// y strides the channel blocks.
+// dx[r, c] += sum_j dz[r, j] W[j, c] over offsets j in [p0, p0 + PC) for rows [r0, r0 + dx_rows) of valid
+// tokens, in j order, one rounding to T. The thread's 2 x PC weights live in registers for all its rows.
+// Grid: x = row blocks, y strides the channel blocks. P > PC takes one launch per chunk of PC offsets, in
+// order: for float and double (T = A) that is the same sum, in the same order, as one pass.
 template <class T, int PC>
-__device__ void offset_path_block(const offsets_args<T>& a, dz_smem<acc_t<T>, PC>& sm) {
+__device__ void offset_path_block(const offsets_args<T>& a, dz_smem<acc_t<T>, PC>& sm, index_t p0) {
   using A = acc_t<T>;
   using pol = dz_gemm_policy;
   const int tid = static_cast<int>(threadIdx.x);
@@ -155,13 +156,13 @@ __device__ void offset_path_block(const offsets_args<T>& a, dz_smem<acc_t<T>, PC
     A w[PC][2];
 #pragma unroll
     for (int p = 0; p < PC; ++p) {
-      const T* wr = a.weight + index_t(p) * C;
-      w[p][0] = p < P && c < C ? to_acc<T>(wr[c]) : A(0);
-      w[p][1] = p < P && c + 1 < C ? to_acc<T>(wr[c + 1]) : A(0);
+      const T* wr = a.weight + (p0 + p) * C;
+      w[p][0] = p0 + p < P && c < C ? to_acc<T>(wr[c]) : A(0);
+      w[p][1] = p0 + p < P && c + 1 < C ? to_acc<T>(wr[c + 1]) : A(0);
     }
     for (index_t rb = r0; rb < r1; rb += pol::dz_rows) {
       const int nb = static_cast<int>(r1 - rb < pol::dz_rows ? r1 - rb : pol::dz_rows);
-      stage_dz<T, PC>(a, sm, rb, nb, 0, tid);
+      stage_dz<T, PC>(a, sm, rb, nb, p0, tid);
       T* __restrict__ dr = a.dx + rb * C;
       for (int i0 = 0; i0 < nb; i0 += pol::ahead, dr += pol::ahead * C) {
         pair_of<T> dv[pol::ahead];

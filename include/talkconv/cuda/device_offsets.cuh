@@ -136,7 +136,7 @@ void launch_offset_path(const offsets_args<T>& a, cudaStream_t stream) {
         offset_path_tc_kernel<T, PT><<<tgrid, tc::threads, 0, stream>>>(a);
         check_launch("offset_path_tc_kernel");
       } else {
-        offset_path_kernel<T, PC><<<grid, pol::threads, 0, stream>>>(a);
+        offset_path_kernel<T, PC><<<grid, pol::threads, 0, stream>>>(a, 0);
         check_launch("offset_path_kernel");
       }
     });
@@ -157,9 +157,20 @@ void launch_offset_path(const offsets_args<T>& a, cudaStream_t stream) {
         check_launch("offset_path_tc_wide_kernel");
         return;
       }
+      // 16-bit dx with W beyond shared memory: one pass (chunked passes would round dx to T once per chunk).
+      offset_path_wide_kernel<T><<<grid, pol::threads, 0, stream>>>(a);
+      check_launch("offset_path_wide_kernel");
+    } else if constexpr (std::is_same<T, acc_t<T>>::value) {
+      // float / double: one launch per chunk of proj_chunk offsets, in order, dx read and written in A per
+      // chunk: the same sums in the same order as one pass, with the weights in registers.
+      for (index_t p0 = 0; p0 < P; p0 += proj_chunk) {
+        offset_path_kernel<T, proj_chunk><<<grid, pol::threads, 0, stream>>>(a, p0);
+        check_launch("offset_path_kernel");
+      }
+    } else {  // a user type stored narrower than its accumulator: one pass, one rounding
+      offset_path_wide_kernel<T><<<grid, pol::threads, 0, stream>>>(a);
+      check_launch("offset_path_wide_kernel");
     }
-    offset_path_wide_kernel<T><<<grid, pol::threads, 0, stream>>>(a);
-    check_launch("offset_path_wide_kernel");
   }
 }
 

@@ -49,11 +49,11 @@ static __global__ void __launch_bounds__(row_threads) combine_offsets_grad_kerne
     combine_offsets_grad_element(a, i, out);
 }
 
-// dx += dz W: grid (ceil(N / dx_rows), channel blocks, grid-strided). PC >= P: weights in registers.
+// dx += dz W over offsets [p0, p0 + PC): grid (ceil(N / dx_rows), channel blocks, grid-strided); weights in registers.
 template <class T, int PC>
-static __global__ void __launch_bounds__(dz_gemm_policy::threads, dz_gemm_policy::min_blocks<acc_t<T>>) offset_path_kernel(offsets_args<T> a) {
+static __global__ void __launch_bounds__(dz_gemm_policy::threads, dz_gemm_policy::min_blocks<acc_t<T>>) offset_path_kernel(offsets_args<T> a, index_t p0) {
   __shared__ dz_smem<acc_t<T>, PC> sm;
-  offset_path_block<T, PC>(a, sm);
+  offset_path_block<T, PC>(a, sm, p0);
 }
 
 // The same for P > proj_chunk.
