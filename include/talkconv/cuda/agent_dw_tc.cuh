@@ -37,15 +37,42 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], 
 #endif
 }
 
+// dz[p .. p + 4) of one row at `q` (the element of offset p), zero at offsets >= P: one 16-byte load when
+// `vec` (P % 4 == 0 and dz 16-byte aligned) and the four exist, else element loads.
+__device__ __forceinline__ float4 load_dz4(const float* q, index_t p, index_t P, bool vec) {
+  if (vec && p + 4 <= P) return __ldg(reinterpret_cast<const float4*>(q));
+  return make_float4(p < P ? q[0] : 0.0f, p + 1 < P ? q[1] : 0.0f, p + 2 < P ? q[2] : 0.0f, p + 3 < P ? q[3] : 0.0f);
+}
+
+// dz = hi + lo with hi = tf32(dz), lo = tf32(dz - hi), four values stored at hi[0..4) and lo[0..4) (16-byte
+// aligned): the A operand of the dz GEMMs, 22 significant bits over float's range.
+__device__ __forceinline__ void store_tf32_split(float* hi, float* lo, float4 v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const float x[4] = {v.x, v.y, v.z, v.w};
+  float h[4], l[4];
+#pragma unroll
+  for (int u = 0; u < 4; ++u) {
+    h[u] = nvcuda::wmma::__float_to_tf32(x[u]);
+    l[u] = nvcuda::wmma::__float_to_tf32(x[u] - h[u]);
+  }
+  *reinterpret_cast<float4*>(hi) = make_float4(h[0], h[1], h[2], h[3]);
+  *reinterpret_cast<float4*>(lo) = make_float4(l[0], l[1], l[2], l[3]);
+#else
+  (void)hi;
+  (void)lo;
+  (void)v;
+#endif
+}
+
 // Block tile: offsets [p0, p0 + PT) x channels [c0, c0 + channels); rows in steps of k_rows. Warp w
 // owns channels [32 w, 32 w + 32) (four 8-column mma tiles) and every offset tile: each A fragment
-// (dz hi / lo) loaded once serves both column fragments.
+// (dz hi / lo) loaded once serves the four.
 template <int PT>
 struct dw_tc_policy {
   static constexpr int threads = 256;
   static constexpr int warps = threads / 32;
-  static constexpr int frags_n = 2;                       // 16-channel fragments per warp
-  static constexpr int channels = 16 * frags_n * warps;  // 256
+  static constexpr int n_tiles = 4;                      // 8-channel mma tiles per warp
+  static constexpr int channels = 8 * n_tiles * warps;  // 256
   static constexpr int k_rows = 32;
   static constexpr int ldx = channels + 8;  // floats: fragment reads (q * ldx + g) hit 32 distinct banks
   static constexpr int ldd = PT + 8;        // likewise (q * ldd + g)
@@ -109,16 +136,15 @@ __device__ __forceinline__ void param_grads_partial_tc_block(const offsets_args<
   const bool vec = C % V == 0 && reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0;
   float bacc = 0.0f;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  namespace wmma = nvcuda::wmma;
   const int warp = tid / 32, lane = tid % 32;
   // dz staging role: row dr, offsets [dc, dc + 4) of the tile (threads past k_rows * dz_cols idle).
   const int dr = tid / pol::dz_cols, dc = (tid % pol::dz_cols) * 4;
   const bool dz_thread = tid < pol::k_rows * pol::dz_cols;
-  const bool dz_vec = P % 4 == 0 && p0 + dc + 4 <= P && reinterpret_cast<std::uintptr_t>(a.dz) % 16 == 0;
+  const bool dz_vec = P % 4 == 0 && reinterpret_cast<std::uintptr_t>(a.dz) % 16 == 0;
   row_walk walk;
   if (tid < pol::k_rows) walk.start(a.g, r0 + tid, pol::k_rows);
   // Accumulators: offset tile m (16 offsets) x channel tile n (8 channels) of this warp, d layout.
-  constexpr int NT = pol::frags_n * 2;  // 8-channel tiles per warp
+  constexpr int NT = pol::n_tiles;
   const int g = lane / 4, q = lane % 4;
   float acc[PT / 16][NT][4];
 #pragma unroll
@@ -142,17 +168,7 @@ __device__ __forceinline__ void param_grads_partial_tc_block(const offsets_args<
       xs.load(xp, index_t(stage::row_step) * C, nb - row, cc, cw, vec, tid);
     }
     float4 dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (dz_thread && dr < nb) {
-      const float* dzp = a.dz + ((rb + dr) * P + p0 + dc);
-      if (dz_vec) {
-        dz4 = __ldg(reinterpret_cast<const float4*>(dzp));
-      } else {
-        dz4.x = p0 + dc < P ? dzp[0] : 0.0f;
-        dz4.y = p0 + dc + 1 < P ? dzp[1] : 0.0f;
-        dz4.z = p0 + dc + 2 < P ? dzp[2] : 0.0f;
-        dz4.w = p0 + dc + 3 < P ? dzp[3] : 0.0f;
-      }
-    }
+    if (dz_thread && dr < nb) dz4 = load_dz4(a.dz + ((rb + dr) * P + p0 + dc), p0 + dc, P, dz_vec);
     if (tid < pol::k_rows) {
       sm.valid[tid] = tid < nb && walk.valid(a.g);
       walk.advance();
@@ -173,18 +189,10 @@ __device__ __forceinline__ void param_grads_partial_tc_block(const offsets_args<
       }
     if (dz_thread) {
       if (!(dr < nb && sm.valid[dr])) dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      const float v[4] = {dz4.x, dz4.y, dz4.z, dz4.w};
-      float h[4], l[4];
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        h[u] = wmma::__float_to_tf32(v[u]);
-        l[u] = wmma::__float_to_tf32(v[u] - h[u]);
-      }
-      *reinterpret_cast<float4*>(sm.hi + dr * pol::ldd + dc) = make_float4(h[0], h[1], h[2], h[3]);
-      *reinterpret_cast<float4*>(sm.lo + dr * pol::ldd + dc) = make_float4(l[0], l[1], l[2], l[3]);
+      store_tf32_split(sm.hi + dr * pol::ldd + dc, sm.lo + dr * pol::ldd + dc, dz4);
       if (bias_block) {
         // Column sums of this warp's rows (fixed butterfly order), then one partial per warp.
-        float sv[4] = {v[0], v[1], v[2], v[3]};
+        float sv[4] = {dz4.x, dz4.y, dz4.z, dz4.w};
 #pragma unroll
         for (int s = pol::dz_cols; s < 32; s *= 2)
 #pragma unroll
@@ -380,32 +388,13 @@ __device__ __forceinline__ void offset_path_tc_block(const offsets_args<T>& a, c
 #pragma unroll
         for (int i = 0; i < pol::dz_loads; ++i) {
           const int e = tid + i * pol::threads, r = e / pol::dz_cols, p = pc + (e % pol::dz_cols) * 4;
-          dz4[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-          if (r < nb) {
-            const float* dzp = a.dz + ((rb + r) * P + p);
-            if (dz_vec && p + 4 <= P) {
-              dz4[i] = __ldg(reinterpret_cast<const float4*>(dzp));
-            } else {
-              dz4[i].x = p < P ? dzp[0] : 0.0f;
-              dz4[i].y = p + 1 < P ? dzp[1] : 0.0f;
-              dz4[i].z = p + 2 < P ? dzp[2] : 0.0f;
-              dz4[i].w = p + 3 < P ? dzp[3] : 0.0f;
-            }
-          }
+          dz4[i] = r < nb ? load_dz4(a.dz + ((rb + r) * P + p), p, P, dz_vec) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
         __syncthreads();  // the previous chunk's (or step's) A fragments are read; valid and W are set
 #pragma unroll
         for (int i = 0; i < pol::dz_loads; ++i) {
           const int e = tid + i * pol::threads, r = e / pol::dz_cols, p = (e % pol::dz_cols) * 4;
-          const float v[4] = {dz4[i].x, dz4[i].y, dz4[i].z, dz4[i].w};
-          float h[4], l[4];
-#pragma unroll
-          for (int u = 0; u < 4; ++u) {
-            h[u] = nvcuda::wmma::__float_to_tf32(v[u]);
-            l[u] = nvcuda::wmma::__float_to_tf32(v[u] - h[u]);
-          }
-          *reinterpret_cast<float4*>(sm.hi + r * pol::ldd + p) = make_float4(h[0], h[1], h[2], h[3]);
-          *reinterpret_cast<float4*>(sm.lo + r * pol::ldd + p) = make_float4(l[0], l[1], l[2], l[3]);
+          store_tf32_split(sm.hi + r * pol::ldd + p, sm.lo + r * pol::ldd + p, dz4[i]);
         }
         __syncthreads();
         // A = dz rows (hi, then lo), B = W in mma column order; k = the chunk's offsets.

@@ -151,14 +151,16 @@ __device__ void offset_path_block(const offsets_args<T>& a, dz_smem<acc_t<T>, PC
   const index_t r1 = r0 + pol::dx_rows < N ? r0 + pol::dx_rows : N;
   const bool pairs = pairs_aligned(a.dx, C);
   const index_t blocks = (C + pol::channels - 1) / pol::channels;
+  const T* const w0 = a.weight + p0 * C;                     // row p0 of W
+  const int pn = static_cast<int>(P - p0 < PC ? P - p0 : PC);  // offsets of this chunk
   for (index_t cb = blockIdx.y; cb < blocks; cb += gridDim.y) {
     const index_t c = cb * pol::channels + pol::pair * tid;
     A w[PC][2];
 #pragma unroll
     for (int p = 0; p < PC; ++p) {
-      const T* wr = a.weight + (p0 + p) * C;
-      w[p][0] = p0 + p < P && c < C ? to_acc<T>(wr[c]) : A(0);
-      w[p][1] = p0 + p < P && c + 1 < C ? to_acc<T>(wr[c + 1]) : A(0);
+      const T* wr = w0 + index_t(p) * C;
+      w[p][0] = p < pn && c < C ? to_acc<T>(wr[c]) : A(0);
+      w[p][1] = p < pn && c + 1 < C ? to_acc<T>(wr[c + 1]) : A(0);
     }
     for (index_t rb = r0; rb < r1; rb += pol::dz_rows) {
       const int nb = static_cast<int>(r1 - rb < pol::dz_rows ? r1 - rb : pol::dz_rows);

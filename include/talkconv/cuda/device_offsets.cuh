@@ -114,6 +114,15 @@ void launch_param_grads(offsets_args<T> a, const seq_shape& s, const param_plan&
 // rounding to T. Reads a.dz ([N, P] accumulators, the offsets' layout), a.weight ([P, C]); updates a.dx
 // (T, x's layout) in place; a.g gives the shape and lengths. Run it after the window's dx kernel has
 // written dx. Deterministic: each element has one writer.
+// Grid of the tensor-core offset path: blocks of rows * steps rows (x), channel blocks (y, grid-strided).
+template <int PT>
+inline dim3 dx_tc_grid(index_t N, index_t C) {
+  using tc = dx_tc_policy<PT>;
+  const index_t tx = (N + tc::rows * tc::steps - 1) / (tc::rows * tc::steps);
+  const index_t ty = (C + tc::channels - 1) / tc::channels;
+  return dim3(static_cast<unsigned>(tx < 0x7fffffff ? tx : 0x7fffffff), static_cast<unsigned>(ty < 65535 ? ty : 65535));
+}
+
 template <class T>
 void launch_offset_path(const offsets_args<T>& a, cudaStream_t stream) {
   using pol = dz_gemm_policy;
@@ -128,32 +137,22 @@ void launch_offset_path(const offsets_args<T>& a, cudaStream_t stream) {
       constexpr int PC = decltype(pc)::value;
       if constexpr (project_policy<T>::tensor_cores) {
         constexpr int PT = PC < 16 ? 16 : PC;
-        using tc = dx_tc_policy<PT>;
-        const index_t tx = (N + tc::rows * tc::steps - 1) / (tc::rows * tc::steps);
-        const index_t ty = (a.g.C + tc::channels - 1) / tc::channels;
-        const dim3 tgrid(static_cast<unsigned>(tx < 0x7fffffff ? tx : 0x7fffffff),
-                         static_cast<unsigned>(ty < 65535 ? ty : 65535));
-        offset_path_tc_kernel<T, PT><<<tgrid, tc::threads, 0, stream>>>(a);
+        offset_path_tc_kernel<T, PT><<<dx_tc_grid<PT>(N, a.g.C), dx_tc_policy<PT>::threads, 0, stream>>>(a);
         check_launch("offset_path_tc_kernel");
       } else {
-        offset_path_kernel<T, PC><<<grid, pol::threads, 0, stream>>>(a, 0);
+        offset_path_kernel<T, PC, false><<<grid, pol::threads, 0, stream>>>(a, 0);
         check_launch("offset_path_kernel");
       }
     });
   } else {
     if constexpr (project_policy<T>::tensor_cores) {
       // Chunks of 32 offsets, W of all of them staged once per block: while it fits the device.
-      using tc = dx_tc_policy<32>;
       const index_t chunks = (P + 31) / 32;
       const std::size_t bytes = dx_tc_wide_layout::bytes(static_cast<int>(chunks < 65536 ? chunks : 65536));
       if (chunks < 65536 && bytes <= smem_optin()) {
         auto* kernel = &offset_path_tc_wide_kernel<T>;
         allow_smem(kernel, bytes, "cudaFuncSetAttribute(offset_path_tc_wide_kernel)");
-        const index_t tx = (N + tc::rows * tc::steps - 1) / (tc::rows * tc::steps);
-        const index_t ty = (a.g.C + tc::channels - 1) / tc::channels;
-        const dim3 tgrid(static_cast<unsigned>(tx < 0x7fffffff ? tx : 0x7fffffff),
-                         static_cast<unsigned>(ty < 65535 ? ty : 65535));
-        kernel<<<tgrid, tc::threads, bytes, stream>>>(a, static_cast<int>(chunks));
+        kernel<<<dx_tc_grid<32>(N, a.g.C), dx_tc_policy<32>::threads, bytes, stream>>>(a, static_cast<int>(chunks));
         check_launch("offset_path_tc_wide_kernel");
         return;
       }
@@ -164,7 +163,7 @@ void launch_offset_path(const offsets_args<T>& a, cudaStream_t stream) {
       // float / double: one launch per chunk of proj_chunk offsets, in order, dx read and written in A per
       // chunk: the same sums in the same order as one pass, with the weights in registers.
       for (index_t p0 = 0; p0 < P; p0 += proj_chunk) {
-        offset_path_kernel<T, proj_chunk><<<grid, pol::threads, 0, stream>>>(a, p0);
+        offset_path_kernel<T, proj_chunk, true><<<grid, pol::threads, 0, stream>>>(a, p0);
         check_launch("offset_path_kernel");
       }
     } else {  // a user type stored narrower than its accumulator: one pass, one rounding

@@ -49,11 +49,12 @@ static __global__ void __launch_bounds__(row_threads) combine_offsets_grad_kerne
     combine_offsets_grad_element(a, i, out);
 }
 
-// dx += dz W over offsets [p0, p0 + PC): grid (ceil(N / dx_rows), channel blocks, grid-strided); weights in registers.
-template <class T, int PC>
+// dx += dz W over offsets [p0, p0 + PC): grid (ceil(N / dx_rows), channel blocks, grid-strided); weights in
+// registers. Chunked = false: p0 is 0 (P <= PC; a run-time p0 there costs spills on sm_80).
+template <class T, int PC, bool Chunked>
 static __global__ void __launch_bounds__(dz_gemm_policy::threads, dz_gemm_policy::min_blocks<acc_t<T>>) offset_path_kernel(offsets_args<T> a, index_t p0) {
   __shared__ dz_smem<acc_t<T>, PC> sm;
-  offset_path_block<T, PC>(a, sm, p0);
+  offset_path_block<T, PC>(a, sm, Chunked ? p0 : index_t(0));
 }
 
 // The same for P > proj_chunk.
@@ -69,7 +70,7 @@ static __global__ void __launch_bounds__(dz_gemm_policy::threads, dz_gemm_policy
   param_grads_partial_block<T, PC>(a, sm);
 }
 
-// dW / dbias partials on tensor cores (16-bit x): grid (ceil(C / 128), row chunks, ceil(P / PT)).
+// dW / dbias partials on tensor cores (16-bit x): grid (ceil(C / dw_tc_policy::channels), row chunks, ceil(P / PT)).
 template <class T, int PT>
 static __global__ void __launch_bounds__(dw_tc_policy<PT>::threads, 2) param_grads_partial_tc_kernel(offsets_args<T> a) {
   __shared__ dw_tc_smem<PT> sm;
