@@ -370,3 +370,87 @@ TEST_CASE("offset path column order: a lane's accumulators are 8 consecutive cha
         CHECK(acc[n][l][e] == doctest::Approx(want).epsilon(1e-12));
       }
 }
+
+TEST_CASE("dx kernel's fused offset path: a lane's accumulators are its own 4 rows x 8 channels; emulated warp == dx + W^T dz") {
+  // The three orders are permutations, and the per-lane shortcuts the kernel uses follow from them.
+  int ch_seen[64] = {}, row_seen[16] = {}, off_seen[32] = {}, pos_seen[4 * 4 * 32 * 4] = {};
+  for (int m = 0; m < 4; ++m)
+    for (int i = 0; i < 16; ++i) ++ch_seen[td::dxf_channel(m, i)];
+  for (int n = 0; n < 2; ++n)
+    for (int j = 0; j < 8; ++j) ++row_seen[td::dxf_row(n, j)];
+  for (int s = 0; s < 4; ++s)
+    for (int k = 0; k < 8; ++k) ++off_seen[td::dxf_offset(s, k)];
+  for (int c = 0; c < 64; ++c) CHECK(ch_seen[c] == 1);
+  for (int r = 0; r < 16; ++r) CHECK(row_seen[r] == 1);
+  for (int p = 0; p < 32; ++p) CHECK(off_seen[p] == 1);
+  for (int c = 0; c < 64; ++c)
+    for (int p = 0; p < 32; ++p) {
+      const int at = td::dxf_a_position(c, p);
+      REQUIRE(at >= 0);
+      REQUIRE(at < 4 * 4 * 32 * 4);
+      ++pos_seen[at];
+    }
+  for (int i = 0; i < 4 * 4 * 32 * 4; ++i) CHECK(pos_seen[i] == 1);
+  for (int l = 0; l < 32; ++l) {
+    const int v = l / 4, grp = l % 4;  // the dx kernel's gather role of lane l (16-bit vectors)
+    for (int m = 0; m < 4; ++m)
+      for (int n = 0; n < 2; ++n)
+        for (int e = 0; e < 4; ++e) {
+          CHECK(td::dxf_channel(m, mma::d_row(l, e)) == 8 * v + td::dxf_d_channel(m, e));
+          CHECK(td::dxf_row(n, mma::d_col(l, e)) == 4 * grp + td::dxf_d_row(n, e));
+        }
+    for (int s = 0; s < 4; ++s) {
+      for (int e = 0; e < 2; ++e) CHECK(td::dxf_offset(s, mma::b_k(l, e)) == 8 * grp + td::dxf_b_offset(s, e));
+      for (int m = 0; m < 4; ++m)
+        for (int e = 0; e < 4; ++e)
+          CHECK(td::dxf_a_position(td::dxf_channel(m, mma::a_row(l, e)), td::dxf_offset(s, mma::a_k(l, e))) ==
+                ((m * 4 + s) * 32 + l) * 4 + e);
+    }
+  }
+
+  // One warp: 16 rows x 64 channels, P = 32, run the way the kernel runs it: W^T staged at dxf_a_position,
+  // each lane's b read as 8 consecutive offsets of its row, accumulators from the lane's own dx elements.
+  std::mt19937_64 g(77);
+  std::uniform_real_distribution<double> ud(-1.0, 1.0);
+  constexpr int P = 32, rows = 16, ch = 64;
+  double W[P][ch], dz[rows][P], dx[rows][ch];
+  for (auto& r : W)
+    for (double& v : r) v = ud(g);
+  for (auto& r : dz)
+    for (double& v : r) v = ud(g);
+  for (auto& r : dx)
+    for (double& v : r) v = ud(g);
+  std::vector<double> wf(4 * 4 * 32 * 4);
+  for (int p = 0; p < P; ++p)
+    for (int c = 0; c < ch; ++c) wf[size_t(td::dxf_a_position(c, p))] = W[p][c];
+  // own[l][r][i]: lane l's row r (of its 4), channel i (of its 8), as the gather leaves them.
+  double own[32][4][8];
+  for (int l = 0; l < 32; ++l)
+    for (int r = 0; r < 4; ++r)
+      for (int i = 0; i < 8; ++i) own[l][r][i] = dx[4 * (l % 4) + r][8 * (l / 4) + i];
+  for (int n = 0; n < 2; ++n)
+    for (int m = 0; m < 4; ++m) {
+      double acc[32][4];
+      for (int l = 0; l < 32; ++l)
+        for (int e = 0; e < 4; ++e) acc[l][e] = own[l][td::dxf_d_row(n, e)][td::dxf_d_channel(m, e)];
+      for (int s = 0; s < 4; ++s) {
+        double a[32][4], b[32][2];
+        for (int l = 0; l < 32; ++l) {
+          for (int e = 0; e < 4; ++e) a[l][e] = wf[size_t(((m * 4 + s) * 32 + l) * 4 + e)];
+          const int row = td::dxf_row(n, l / 4);  // b's column of this lane
+          for (int e = 0; e < 2; ++e) b[l][e] = dz[row][8 * (l % 4) + td::dxf_b_offset(s, e)];
+        }
+        emulate_mma(acc, a, b);
+      }
+      for (int l = 0; l < 32; ++l)
+        for (int e = 0; e < 4; ++e) own[l][td::dxf_d_row(n, e)][td::dxf_d_channel(m, e)] = acc[l][e];
+    }
+  for (int l = 0; l < 32; ++l)
+    for (int r = 0; r < 4; ++r)
+      for (int i = 0; i < 8; ++i) {
+        const int row = 4 * (l % 4) + r, c = 8 * (l / 4) + i;
+        double want = dx[row][c];
+        for (int p = 0; p < P; ++p) want += dz[row][p] * W[p][c];
+        CHECK(own[l][r][i] == doctest::Approx(want).epsilon(1e-12));
+      }
+}

@@ -29,5 +29,29 @@ struct mma_m16n8k8 {
 TALKCONV_HOST_DEVICE constexpr int dx_tc_channel(int n, int j) { return 8 * (j / 2) + 2 * n + j % 2; }
 TALKCONV_HOST_DEVICE constexpr int dx_tc_position(int c) { return 8 * ((c % 8) / 2) + 2 * (c / 8) + c % 2; }
 
+// The window dx kernel's fused offset path (agent_window_input_grad.cuh), dx^T += W^T dz^T per warp: M =
+// the block's 64 channels (four 16-row mma tiles), N = the warp's 16 rows (two 8-column tiles), K = 32
+// offsets per chunk (four k steps). A lane of the dx kernel owns 8 consecutive channels (vector v = lane
+// / 4) of 4 consecutive rows (row group lane % 4 of the warp); these orders put exactly those 32 elements
+// in its accumulators, so the window's dx is the mma's C operand and nothing moves between lanes:
+//   M row i of tile m is channel dxf_channel(m, i) = 8 (i % 8) + 2 m + i / 8,
+//   N column j of tile n is row dxf_row(n, j) = 4 (j / 2) + 2 n + j % 2 of the warp's 16,
+//   k index k of step s is offset dxf_offset(s, k) = 8 (k % 4) + 2 s + k / 4 of the chunk's 32.
+// Accumulator e of tiles (m, n) is then row 2 n + e % 2 and channel 2 m + e / 2 of the lane's own 4 x 8;
+// b element e of step s is offset 8 (lane % 4) + 2 s + e of the lane's row: one lane reads the 8
+// consecutive offsets 8 q .. 8 q + 7 of a row for all four steps. W^T (the a operand) is staged in shared
+// memory in fragment order: the element for (channel c, offset p of the chunk) at dxf_a_position(c, p),
+// a lane's four a elements of (m, s) contiguous at ((m * 4 + s) * 32 + lane) * 4.
+TALKCONV_HOST_DEVICE constexpr int dxf_channel(int m, int i) { return 8 * (i % 8) + 2 * m + i / 8; }
+TALKCONV_HOST_DEVICE constexpr int dxf_row(int n, int j) { return 4 * (j / 2) + 2 * n + j % 2; }
+TALKCONV_HOST_DEVICE constexpr int dxf_offset(int s, int k) { return 8 * (k % 4) + 2 * s + k / 4; }
+TALKCONV_HOST_DEVICE constexpr int dxf_d_row(int n, int e) { return 2 * n + e % 2; }      // of the lane's 4 rows
+TALKCONV_HOST_DEVICE constexpr int dxf_d_channel(int m, int e) { return 2 * m + e / 2; }  // of its 8 channels
+TALKCONV_HOST_DEVICE constexpr int dxf_b_offset(int s, int e) { return 2 * s + e; }       // of its 8 offsets
+TALKCONV_HOST_DEVICE constexpr int dxf_a_position(int c, int p) {
+  // c = 8 v + 2 m + e % 2 (lane / 4 = v), p = 8 q + 2 s + e / 2 (lane % 4 = q)
+  return (((c % 8) / 2 * 4 + (p % 8) / 2) * 32 + 4 * (c / 8) + p / 8) * 4 + c % 2 + 2 * (p % 2);
+}
+
 }  // namespace detail
 }  // namespace talkconv
