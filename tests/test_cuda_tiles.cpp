@@ -391,6 +391,24 @@ TEST_CASE("dx kernel's fused offset path: a lane's accumulators are its own 4 ro
       ++pos_seen[at];
     }
   for (int i = 0; i < 4 * 4 * 32 * 4; ++i) CHECK(pos_seen[i] == 1);
+  int bpos_seen[td::dxf_warp_b_floats] = {};
+  for (int r = 0; r < 16; ++r)
+    for (int p = 0; p < 32; ++p) {
+      const int at = td::dxf_b_position(r, p);
+      REQUIRE(at >= 0);
+      REQUIRE(at < td::dxf_warp_b_floats);
+      ++bpos_seen[at];
+      if (r + 4 < 16) CHECK(td::dxf_b_position(r + 4, p) == at + td::dxf_b_row_step);
+      if (p % 4 == 0) {  // a staged float4: two adjacent pairs, 64 floats apart
+        CHECK(td::dxf_b_position(r, p + 1) == at + 1);
+        CHECK(td::dxf_b_position(r, p + 2) == at + 64);
+        CHECK(td::dxf_b_position(r, p + 3) == at + 65);
+      }
+    }
+  for (int i = 0; i < td::dxf_warp_b_floats; ++i) CHECK(bpos_seen[i] == 1);
+  for (int v = 0; v < 8; ++v)
+    for (int u = 0; u < 8; ++u)
+      for (int p = 0; p < 32; ++p) CHECK(td::dxf_a_position(8 * v + u, p) == td::dxf_a_position(8 * v, p) + td::dxf_a_step(u));
   for (int l = 0; l < 32; ++l) {
     const int v = l / 4, grp = l % 4;  // the dx kernel's gather role of lane l (16-bit vectors)
     for (int m = 0; m < 4; ++m)
@@ -401,6 +419,10 @@ TEST_CASE("dx kernel's fused offset path: a lane's accumulators are its own 4 ro
         }
     for (int s = 0; s < 4; ++s) {
       for (int e = 0; e < 2; ++e) CHECK(td::dxf_offset(s, mma::b_k(l, e)) == 8 * grp + td::dxf_b_offset(s, e));
+      for (int n = 0; n < 2; ++n)
+        for (int e = 0; e < 2; ++e)
+          CHECK(td::dxf_b_position(td::dxf_row(n, mma::b_col(l, e)), td::dxf_offset(s, mma::b_k(l, e))) ==
+                ((n * 4 + s) * 32 + l) * 2 + e);
       for (int m = 0; m < 4; ++m)
         for (int e = 0; e < 4; ++e)
           CHECK(td::dxf_a_position(td::dxf_channel(m, mma::a_row(l, e)), td::dxf_offset(s, mma::a_k(l, e))) ==
@@ -420,9 +442,11 @@ TEST_CASE("dx kernel's fused offset path: a lane's accumulators are its own 4 ro
     for (double& v : r) v = ud(g);
   for (auto& r : dx)
     for (double& v : r) v = ud(g);
-  std::vector<double> wf(4 * 4 * 32 * 4);
+  std::vector<double> wf(td::dxf_chunk_floats), zf(td::dxf_warp_b_floats);
   for (int p = 0; p < P; ++p)
     for (int c = 0; c < ch; ++c) wf[size_t(td::dxf_a_position(c, p))] = W[p][c];
+  for (int r = 0; r < rows; ++r)
+    for (int p = 0; p < P; ++p) zf[size_t(td::dxf_b_position(r, p))] = dz[r][p];
   // own[l][r][i]: lane l's row r (of its 4), channel i (of its 8), as the gather leaves them.
   double own[32][4][8];
   for (int l = 0; l < 32; ++l)
@@ -437,8 +461,7 @@ TEST_CASE("dx kernel's fused offset path: a lane's accumulators are its own 4 ro
         double a[32][4], b[32][2];
         for (int l = 0; l < 32; ++l) {
           for (int e = 0; e < 4; ++e) a[l][e] = wf[size_t(((m * 4 + s) * 32 + l) * 4 + e)];
-          const int row = td::dxf_row(n, l / 4);  // b's column of this lane
-          for (int e = 0; e < 2; ++e) b[l][e] = dz[row][8 * (l % 4) + td::dxf_b_offset(s, e)];
+          for (int e = 0; e < 2; ++e) b[l][e] = zf[size_t(((n * 4 + s) * 32 + l) * 2 + e)];
         }
         emulate_mma(acc, a, b);
       }

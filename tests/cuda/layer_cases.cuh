@@ -155,6 +155,46 @@ void layer_sweep(int cases) {
       }
 }
 
+// The layer backward on shapes chosen for the dx kernel's fused offset path (16-bit x with 16-byte vectors:
+// W^T dz added in the window's dx pass, agent_window_input_grad.cuh) and its edges: one chunk of 32 offsets
+// and a partial one (P = 24, staged by elements when P % 4 != 0: P = 30), several chunks (P = 64, 100), a
+// channel block narrower than 64, causal, ragged lengths, both layouts, dropout; and P = 144, past the fused
+// path's chunks (the separate offset path). Other dtypes run the same shapes on their own path.
+template <class T>
+void fused_dx_sweep() {
+  struct shape {
+    long t, b, c, h, l, m;
+    bool causal;
+    layout lay;
+    std::vector<long> lengths;
+  };
+  const shape shapes[] = {
+      {300, 2, 256, 16, 16, 16, false, layout::tbc, {300, 157}},  // P = 32: one whole chunk
+      {200, 1, 96, 12, 5, 9, false, layout::btc, {}},             // P = 24: a partial chunk; blocks of 64 + 32
+      {130, 2, 120, 15, 7, 3, false, layout::tbc, {130, 61}},     // P = 30: element staging
+      {150, 1, 512, 32, 20, 11, false, layout::btc, {}},          // P = 64: two chunks
+      {90, 2, 400, 50, 3, 30, false, layout::tbc, {0, 77}},       // P = 100: four chunks, the last partial
+      {260, 3, 128, 16, 40, 0, true, layout::btc, {260, 1, 199}},  // causal, P = 16
+      {40, 1, 1152, 72, 6, 6, false, layout::tbc, {}},            // P = 144: not fused
+  };
+  std::uint64_t seed = 9100;
+  for (const shape& sh : shapes) {
+    test_case c;
+    c.seed = ++seed;
+    c.lay = sh.lay;
+    c.pb.T = sh.t;
+    c.pb.B = sh.b;
+    c.pb.C = sh.c;
+    c.pb.H = sh.h;
+    c.pb.L = sh.l;
+    c.pb.M = sh.m;
+    c.pb.causal = sh.causal;
+    c.pb.lengths = sh.lengths;
+    layer_case<T>(c, talkconv::dropout_params{});
+    if (seed % 2 == 0) layer_case<T>(c, talkconv::dropout_params{0.1f, seed, true});
+  }
+}
+
 template <class T>
 void decoder_case(std::uint64_t seed) {
   test_case c = random_case(seed, true, layout::tbc, 10);

@@ -27,3 +27,7 @@ TALKCONV_GPU_CASE("a decoder step captured in a CUDA graph and replayed equals s
 TALKCONV_GPU_CASE("offset GEMMs: row / channel / offset tails, wide P, btc, ragged lengths and the dot form match the CPU: bfloat16") {
   offsets_gemm_sweep<__nv_bfloat16>();
 }
+
+TALKCONV_GPU_CASE("layer backward on the fused dx path's shapes: chunks of 32 offsets, partial and element-staged chunks, narrow channel blocks, past the chunks: bfloat16") {
+  fused_dx_sweep<__nv_bfloat16>();
+}

@@ -589,3 +589,7 @@ TEST_CASE("CUDA calls beyond the grid or size_t are refused by the query, before
 TALKCONV_GPU_CASE("offset GEMMs: row / channel / offset tails, wide P, btc, ragged lengths and the dot form match the CPU: float") {
   offsets_gemm_sweep<float>();
 }
+
+TALKCONV_GPU_CASE("layer backward on the fused dx path's shapes: chunks of 32 offsets, partial and element-staged chunks, narrow channel blocks, past the chunks: float") {
+  fused_dx_sweep<float>();
+}

@@ -165,3 +165,7 @@ TALKCONV_GPU_CASE("64-bit indexing: half, T * B * C = 2^32, forward and backward
 TALKCONV_GPU_CASE("offset GEMMs: row / channel / offset tails, wide P, btc, ragged lengths and the dot form match the CPU: half") {
   offsets_gemm_sweep<__half>();
 }
+
+TALKCONV_GPU_CASE("layer backward on the fused dx path's shapes: chunks of 32 offsets, partial and element-staged chunks, narrow channel blocks, past the chunks: half") {
+  fused_dx_sweep<__half>();
+}

@@ -1,6 +1,5 @@
 // dW = dz^T x and the offset path dx += dz W on tensor cores for 16-bit x (__half, __nv_bfloat16):
-// TF32 WMMA 16x16x8 with float
-// accumulators. x converts to TF32 exactly (a 16-bit significand fits TF32's 11 bits, and TF32 has
+// TF32 mma.sync m16n8k8 (mma_tf32.cuh) with float accumulators. x converts to TF32 exactly (a 16-bit significand fits TF32's 11 bits, and TF32 has
 // float's exponent range, half's subnormals included). dz is float: it is split as dz = hi + lo with
 // hi = tf32(dz), lo = tf32(dz - hi) (22 significant bits, float's range: no scaling, no underflow of a
 // 16-bit type) and both products are summed (hi first), each exact in the float accumulator. Same
@@ -9,33 +8,14 @@
 
 #include "talkconv/cuda/agent_dz_gemm.cuh"
 #include "talkconv/cuda/agent_project.cuh"
+#include "talkconv/cuda/mma_tf32.cuh"
 #include "talkconv/detail/mma_layout.hpp"
-
-#include <mma.h>
 
 #include <cstdint>
 
 namespace talkconv {
 namespace cuda {
 namespace detail {
-
-// One m16n8k8 TF32 tensor-core product d += a b (PTX mma.sync), operands in registers, fragment layouts
-// as detail::mma_m16n8k8 gives them (g = lane / 4, q = lane % 4; (row, k) for a, (k, column) for b):
-// a = (g, q), (g + 8, q), (g, q + 4), (g + 8, q + 4);  b = (q, g), (q + 4, g);
-// d = (g, 2q), (g, 2q + 1), (g + 8, 2q), (g + 8, 2q + 1). Loading fragments with plain shared-memory reads
-// lets every load use an immediate offset from one base register (WMMA's TF32 loads go through generic
-// addresses: one 64-bit address computation per element).
-__device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#else
-  (void)d;
-  (void)a;
-  (void)b;
-#endif
-}
 
 // dz[p .. p + 4) of one row at `q` (the element of offset p), zero at offsets >= P: one 16-byte load when
 // `vec` (P % 4 == 0 and dz 16-byte aligned) and the four exist, else element loads.
@@ -44,24 +24,15 @@ __device__ __forceinline__ float4 load_dz4(const float* q, index_t p, index_t P,
   return make_float4(p < P ? q[0] : 0.0f, p + 1 < P ? q[1] : 0.0f, p + 2 < P ? q[2] : 0.0f, p + 3 < P ? q[3] : 0.0f);
 }
 
-// dz = hi + lo with hi = tf32(dz), lo = tf32(dz - hi), four values stored at hi[0..4) and lo[0..4) (16-byte
-// aligned): the A operand of the dz GEMMs, 22 significant bits over float's range.
+// dz = hi + lo (tf32_split), four values stored at hi[0..4) and lo[0..4) (16-byte aligned): the A operand
+// of the dz GEMMs.
 __device__ __forceinline__ void store_tf32_split(float* hi, float* lo, float4 v) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const float x[4] = {v.x, v.y, v.z, v.w};
   float h[4], l[4];
 #pragma unroll
-  for (int u = 0; u < 4; ++u) {
-    h[u] = nvcuda::wmma::__float_to_tf32(x[u]);
-    l[u] = nvcuda::wmma::__float_to_tf32(x[u] - h[u]);
-  }
+  for (int u = 0; u < 4; ++u) tf32_split(x[u], h[u], l[u]);
   *reinterpret_cast<float4*>(hi) = make_float4(h[0], h[1], h[2], h[3]);
   *reinterpret_cast<float4*>(lo) = make_float4(l[0], l[1], l[2], l[3]);
-#else
-  (void)hi;
-  (void)lo;
-  (void)v;
-#endif
 }
 
 // Block tile: offsets [p0, p0 + PT) x channels [c0, c0 + channels); rows in steps of k_rows. Warp w

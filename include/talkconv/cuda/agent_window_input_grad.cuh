@@ -1,6 +1,7 @@
 // Per-tile work of the window's input gradient (dx): bucket the tile's tap events by (head, row) with a
 // stable counting sort, sum each row's bucket, suffix-sum the rows. The plan and the event logic are
-// detail/dx_plan.hpp (host+device, run by the CPU tests); W^T dz is not here (the offsets' kernels add it).
+// detail/dx_plan.hpp (host+device, run by the CPU tests). For 16-bit x the layer's W^T dz is added here too
+// (the fused offset path below: dx is written once); otherwise the offsets' kernels add it after.
 //
 // Per tile of `tile` rows x 64 channels, per batch of (token, head) pairs (one per thread):
 //   1. taps of the pair (detail::make_taps, index type Idx) -> up to 4 events (row or carry, weight);
@@ -11,10 +12,21 @@
 //      through L1, float accumulators); carry events are split over the row groups (index mod groups).
 // Then each thread suffix-sums its rows; a raking pass over shared memory gives each row group the sum
 // of the groups above it plus the carry, in a fixed order. Deterministic: no atomics on values at all.
+//
+// Fused offset path (16-bit x, 16-byte vectors, P <= 32 * dx_fused_chunks): before the store, each warp adds
+// W^T dz to its 16 rows x 64 channels on tensor cores (TF32 m16n8k8, dz split hi + lo as in the dz GEMMs,
+// W exact in TF32), the window's dx in the lane's registers being the accumulators: the orders of
+// detail/mma_layout.hpp (dxf_*) make a lane's accumulators exactly its own 4 rows x 8 channels, and lane
+// (v = lane / 4, row group lane % 4) is the gather role for 16-bit vectors. W^T of the block's channels is
+// staged once per block in fragment order (8 KiB per chunk of 32 offsets); dz is read straight from global
+// memory, 8 consecutive offsets per lane and row. Sums per element: the window's dx, then chunk by chunk,
+// step by step, hi then lo: fixed, and dx is rounded to T once.
 #pragma once
 
 #include "talkconv/cuda/agent_window.cuh"
+#include "talkconv/cuda/mma_tf32.cuh"
 #include "talkconv/detail/dx_plan.hpp"
+#include "talkconv/detail/mma_layout.hpp"
 
 #include <cub/warp/warp_scan.cuh>
 
@@ -46,6 +58,11 @@ struct dx_policy {
   // pairs on sm_90, lie outside the per-event loops); 2 for 8-byte accumulators.
   static constexpr int min_blocks = sizeof(A) > 4 ? 2 : 4;
   static constexpr int tiles_per_block = 4;  // consecutive tiles per block: setup and divisions amortized
+  // The fused offset path: 16-bit types with 16-byte vectors (8 channels x 4 rows per thread, as the mma
+  // orders need), W^T of at most this many 32-offset chunks staged (8 KiB each).
+  static constexpr bool fusable = sizeof(T) == 2 && vec == 8;
+  static constexpr int fused_chunks = 4;
+  static constexpr int fused_min_blocks = 4;  // 80 registers: the epilogue holds 32 sums, 8 dz and a fragment
   static_assert(lanes == window_traits::lanes, "dx blocks use the window kernels' channel plan");
   static_assert(threads == warps * 32, "whole warps");
 };
@@ -74,9 +91,17 @@ struct dx_smem {
     return events_at(bins) + sizeof(dx_event<A, Idx>) * std::size_t(P::threads) * 4;
   }
   static std::size_t scan(int groups) { return sizeof(A) * 2 * std::size_t(groups) * P::lanes; }
-  static std::size_t bytes(int bins, int groups) {
+  // W^T staged for the fused offset path, after everything else (never aliased): `chunks` chunks of 32 offsets.
+  static std::size_t weights_at(int bins, int groups) {
     const std::size_t b = bucketing(bins), s = scan(groups);
-    return b > s ? b : s;
+    return ((b > s ? b : s) + 15) / 16 * 16;
+  }
+  // Fused: W^T (chunks x dxf_chunk_floats), then each warp's dz buffer (dxf_warp_b_floats).
+  static std::size_t bytes(int bins, int groups, int chunks = 0) {
+    if (chunks == 0) return weights_at(bins, groups);
+    return weights_at(bins, groups) +
+           sizeof(float) * (std::size_t(talkconv::detail::dxf_chunk_floats) * std::size_t(chunks) +
+                            std::size_t(talkconv::detail::dxf_warp_b_floats) * P::warps);
   }
 };
 
@@ -88,6 +113,8 @@ struct dx_args {
   int tiles_per_block = 1;  // consecutive tiles one block walks (its setup paid once)
   index_t blocks_per_seq = 0;  // ceil(tiles / tiles_per_block): grid x = B * blocks_per_seq
   bool causal = false;
+  int chunks = 0;           // fused offset path: 32-offset chunks of W^T staged (0: not fused, a.dz unused)
+  std::size_t w_at = 0;     // fused: byte offset of the staged W^T in dynamic shared memory
 };
 
 template <class T, int VEC>
@@ -130,7 +157,125 @@ struct dx_vector {
   }
 };
 
-template <class Idx, int VEC, class T>
+// W^T of the block's channels [c0, c0 + cn) as float (exact for 16-bit T) at detail::dxf_a_position, chunk
+// kc at kc * dxf_chunk_floats, zero past P and cn. Once per block; one 8-channel vector per thread and step.
+template <class T>
+__device__ __forceinline__ void stage_fused_weights(float* wf, const T* __restrict__ weight, index_t P, index_t C,
+                                                    index_t c0, int cn, int chunks, int tid, int threads) {
+  namespace td = talkconv::detail;
+  const bool vec = C % 8 == 0 && reinterpret_cast<std::uintptr_t>(weight) % 16 == 0;
+  for (int e = tid; e < chunks * 32 * 8; e += threads) {
+    const int p = e / 8, cv = (e % 8) * 8;  // offset p, channels [cv, cv + 8) of the block
+    const T* src = weight + (index_t(p) * C + c0 + cv);
+    float f[8];
+    if (vec && p < P && cv + 8 <= cn) {
+      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src));
+      T e8[8];
+      memcpy(e8, &raw, sizeof(raw));
+#pragma unroll
+      for (int u = 0; u < 8; ++u) f[u] = to_acc<T>(e8[u]);
+    } else {
+#pragma unroll
+      for (int u = 0; u < 8; ++u) f[u] = p < P && cv + u < cn ? to_acc<T>(src[u]) : 0.0f;
+    }
+    float* at = wf + (p / 32) * td::dxf_chunk_floats + td::dxf_a_position(cv, p % 32);
+#pragma unroll
+    for (int u = 0; u < 8; ++u) at[td::dxf_a_step(u)] = f[u];
+  }
+}
+
+// out (this lane's 4 rows x 8 channels of dx, rows 16 warp + 4 (lane % 4) + r of the tile, channels
+// 8 (lane / 4) + i of the block) += W^T dz. wf: W^T staged (stage_fused_weights); zw: this warp's dz buffer
+// (dxf_warp_b_floats, shared memory); dzt: dz at the tile's first token (offsets' layout); rows of the
+// tile below `rows` are read (in the tile, below t1), the others count as zero. dz is zero past the
+// lengths (the layer's combine writes it so). All 32 lanes of the warp take part; no block barrier.
+template <class Idx>
+__device__ __forceinline__ void add_fused_offset_path(float (&out)[4][8], const float* wf, float* zw,
+                                                      const float* __restrict__ dzt, Idx ot, int rows, index_t P,
+                                                      bool dz_vec, int chunks, int warp, int lane) {
+  namespace td = talkconv::detail;
+  for (int kc = 0; kc < chunks; ++kc) {
+    // 1. The warp's 16 rows x 32 offsets of the chunk into its buffer, in b fragment order: lane takes
+    //    offsets [pl, pl + 4) of rows r0 + 4 i (coalesced 16-byte loads, two 8-byte stores each).
+    __syncwarp();  // the previous chunk's fragments are read
+    {
+      const int r0 = lane / 8, pl = (lane % 8) * 4, pc = kc * 32, first = 16 * warp + r0;
+      const int nlive = rows > first ? ((rows - first + 3) / 4 < 4 ? (rows - first + 3) / 4 : 4) : 0;  // rows read
+      const float* zp = dzt + (static_cast<Idx>(first) * ot + pc + pl);
+      const Idx rstep = 4 * ot;
+      float* at = zw + td::dxf_b_position(r0, pl);
+      const bool full = dz_vec && index_t(pc) + 32 <= P;  // uniform: the chunk's offsets all exist
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const bool live = i < nlive;
+        const float* zi = zp + i * rstep;
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (full) {
+          if (live) v = __ldg(reinterpret_cast<const float4*>(zi));
+        } else if (live) {
+          const index_t p = index_t(pc) + pl;
+          v.x = p < P ? zi[0] : 0.0f;
+          v.y = p + 1 < P ? zi[1] : 0.0f;
+          v.z = p + 2 < P ? zi[2] : 0.0f;
+          v.w = p + 3 < P ? zi[3] : 0.0f;
+        }
+        *reinterpret_cast<float2*>(at + i * td::dxf_b_row_step) = make_float2(v.x, v.y);
+        *reinterpret_cast<float2*>(at + i * td::dxf_b_row_step + 64) = make_float2(v.z, v.w);
+      }
+    }
+    __syncwarp();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    // 2. Four k steps, a rolled loop (unrolled, the compiler holds every step's operands at once and spills):
+    //    per step one 8-byte b read per column tile, split hi + lo, and per channel tile one 16-byte a read
+    //    serving four products (both column tiles, hi then lo). Live: the 32 sums and one step's operands.
+    const float* ap = wf + kc * td::dxf_chunk_floats + lane * 4;
+    const float* bp = zw + lane * 2;
+#pragma unroll 1
+    for (int s = 0; s < 4; ++s, ap += 32 * 4, bp += 32 * 2) {
+      unsigned bh[2][2], bl[2][2];
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        const float2 z = *reinterpret_cast<const float2*>(bp + nt * 4 * 32 * 2);
+        float h, l;
+        tf32_split(z.x, h, l);
+        bh[nt][0] = __float_as_uint(h);
+        bl[nt][0] = __float_as_uint(l);
+        tf32_split(z.y, h, l);
+        bh[nt][1] = __float_as_uint(h);
+        bl[nt][1] = __float_as_uint(l);
+      }
+#pragma unroll
+      for (int m = 0; m < 4; ++m) {
+        const float4 af = *reinterpret_cast<const float4*>(ap + m * 4 * 32 * 4);
+        const unsigned a4[4] = {__float_as_uint(af.x), __float_as_uint(af.y), __float_as_uint(af.z), __float_as_uint(af.w)};
+        float acc[2][4];
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[nt][e] = out[td::dxf_d_row(nt, e)][td::dxf_d_channel(m, e)];
+        mma_tf32(acc[0], a4, bh[0]);
+        mma_tf32(acc[1], a4, bh[1]);
+        mma_tf32(acc[0], a4, bl[0]);
+        mma_tf32(acc[1], a4, bl[1]);
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) out[td::dxf_d_row(nt, e)][td::dxf_d_channel(m, e)] = acc[nt][e];
+      }
+    }
+#else
+    // Before sm_80: the same sums by plain multiply-adds from the staged operands.
+    for (int r = 0; r < 4; ++r)
+      for (int i = 0; i < 8; ++i) {
+        const int rl = 4 * (lane % 4) + r, c = 8 * (lane / 4) + i;
+        for (int p = 0; p < 32; ++p)
+          out[r][i] += zw[td::dxf_b_position(rl, p)] * wf[kc * td::dxf_chunk_floats + td::dxf_a_position(c, p)];
+      }
+#endif
+  }
+}
+
+template <class Idx, int VEC, bool Fused, class T>
 __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   using A = acc_t<T>;
   using P = dx_policy<T>;
@@ -177,12 +322,18 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   // Pair role: (token ub + tid / nh, head h_first + tid % nh).
   const int per_batch = talkconv::detail::dx_tokens_per_batch(threads, nh);
   const int pu = tid / nh, ph = tid - pu * nh;
-  // Gather role: vector v of row group g, rows [g * RP, g * RP + RP).
-  const int v = tid % slots, g = tid / slots;
+  // Gather role: vector v of row group g, rows [g * RP, g * RP + RP). 16-bit vectors: lane / 4 is the vector,
+  // lane % 4 the warp's row group (the fused offset path's mma orders; the same rows per warp either way).
+  static_assert(!Fused || (P::fusable && VEC == 8 && slots == 8 && RP == 4 && groups == 4 * S.warps),
+                "the fused offset path's lane roles");
+  const int v = slots == 8 ? lane / 4 : tid % slots, g = slots == 8 ? 4 * warp + lane % 4 : tid / slots;
   const bool active = v * VEC < cn;
   const int hv = active ? a.w.head_in_block(v * VEC) : 0;
 
   const unsigned lt = (1u << lane) - 1u;
+  if constexpr (Fused)  // W^T in fragment order, once per block (visible after the first tile's barriers)
+    stage_fused_weights<T>(reinterpret_cast<float*>(talkconv_smem + d.w_at), a.weight, a.g.P, a.g.C, c0l, cn,
+                           d.chunks, tid, threads);
 
   for (Idx kt = k0; kt < k0 + d.tiles_per_block && kt * d.tile < Tn; ++kt) {
   // The tile: rows [t0, t1); 64-bit base pointers decided here, offsets from them are Idx.
@@ -324,19 +475,31 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   }
   __syncthreads();
   if (active) {
-  A above[VEC];
+    A above[VEC];
 #pragma unroll
-  for (int i = 0; i < VEC; ++i) above[i] = sc_tot[g * P::lanes + v * VEC + i];
-  T* __restrict__ dxv = dxt + v * VEC;
+    for (int i = 0; i < VEC; ++i) above[i] = sc_tot[g * P::lanes + v * VEC + i];
 #pragma unroll
-  for (int r = 0; r < RP; ++r) {
-    const int row = g * RP + r;
-    if (t0 + row >= t1 || row >= d.tile) break;
-    A out[VEC];
+    for (int r = 0; r < RP; ++r)
 #pragma unroll
-    for (int i = 0; i < VEC; ++i) out[i] = acc[r][i] + above[i];
-    dx_vector<T, VEC>::store(dxv + row * xt, out);
+      for (int i = 0; i < VEC; ++i) acc[r][i] += above[i];
   }
+  if constexpr (Fused) {  // every lane: inactive ones hold zeros and multiply zero columns of W^T
+    const Idx end = t1 < n ? t1 : n;  // rows past the length add nothing (their dz is 0 anyway)
+    const int rows = end > t0 ? static_cast<int>(end - t0) : 0;
+    float* wf = reinterpret_cast<float*>(talkconv_smem + d.w_at);
+    add_fused_offset_path<Idx>(acc, wf, wf + d.chunks * talkconv::detail::dxf_chunk_floats +
+                                            warp * talkconv::detail::dxf_warp_b_floats,
+                               a.dz + (index_t(b) * a.g.ob + index_t(t0) * a.g.ot), ot, rows, a.g.P,
+                               a.g.P % 4 == 0 && reinterpret_cast<std::uintptr_t>(a.dz) % 16 == 0, d.chunks, warp, lane);
+  }
+  if (active) {
+    T* __restrict__ dxv = dxt + v * VEC;
+#pragma unroll
+    for (int r = 0; r < RP; ++r) {
+      const int row = g * RP + r;
+      if (t0 + row >= t1 || row >= d.tile) break;
+      dx_vector<T, VEC>::store(dxv + row * xt, acc[r]);
+    }
   }
   __syncthreads();  // the next tile reuses the shared memory
   }

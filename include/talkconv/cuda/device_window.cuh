@@ -87,10 +87,11 @@ void launch_window_forward(window_args<T> a, const seq_shape& s, const window_pa
 }
 
 // Reach of all windows into reach[0..1] (zeroed here), then, when a.partial is set, the offsets'
-// partial head sums, then the window part of dx (a.dz is ignored: the caller adds W^T dz).
-// `between()` runs after the offset gradients and before dx (the layer turns them into dz there).
+// partial head sums, then dx: the window part, plus W^T dz when a.dz is set and the fused path applies
+// (launch_input_grad; returns whether it did, else the caller adds W^T dz). `between()` runs after the
+// offset gradients and before dx (the layer turns them into dz there: the fused dx reads it).
 template <class T, class Between>
-void launch_window_backward(window_args<T> a, const seq_shape& s, const window_params& w, double max_offset,
+bool launch_window_backward(window_args<T> a, const seq_shape& s, const window_params& w, double max_offset,
                             unsigned long long* reach, cudaStream_t stream, Between&& between) {
   using A = acc_t<T>;
   const bool use32 = fits_int32(s, w.num_offsets());
@@ -121,7 +122,7 @@ void launch_window_backward(window_args<T> a, const seq_shape& s, const window_p
     }
     between();
   });
-  launch_input_grad(a, s, w, stream);  // the window part of dx only (W^T dz is the offsets' kernels' job)
+  return launch_input_grad(a, s, w, stream);  // W^T dz too when a.dz is set and the fused path applies
 }
 
 // dL/do (or dz when a.o_pre is set) from the partial head sums, into out.

@@ -10,9 +10,10 @@ namespace cuda {
 namespace detail {
 
 // grid (B * tiles, channel blocks), dx_policy::threads threads, dynamic smem dx_smem::bytes.
-template <class T, class Idx, int VEC>
-static __global__ void __launch_bounds__(dx_policy<T>::threads, dx_policy<T>::min_blocks) input_grad_kernel(window_args<T> a, dx_args d) {
-  input_grad_tile<Idx, VEC>(a, d);
+// Fused: W^T dz added too (a.dz, a.weight; d.chunks, d.w_at).
+template <class T, class Idx, int VEC, bool Fused>
+static __global__ void __launch_bounds__(dx_policy<T>::threads, Fused ? dx_policy<T>::fused_min_blocks : dx_policy<T>::min_blocks) input_grad_kernel(window_args<T> a, dx_args d) {
+  input_grad_tile<Idx, VEC, Fused>(a, d);
 }
 
 // The tile plan of the dx kernel for a problem (host): rows per tile, tiles per sequence, bucket count.
@@ -36,34 +37,55 @@ inline dx_launch plan_input_grad(const seq_shape& s, const window_params& w) {
 }
 
 // dx = the window part of the input gradient (overwritten). a.reach: the windows' reach on the device
-// (window_reach_kernel), a.dy, a.dx, a.offsets set. Does not add W^T dz. Asynchronous on `stream`.
+// (window_reach_kernel), a.dy, a.dx, a.offsets set. When a.dz is set (with a.weight: the layer's dz after
+// the sigmoid and dropout, zero past the lengths), W^T dz is added in the same pass where the fused path
+// applies (dx_policy::fusable, 16-byte vectors, P <= 32 * fused_chunks): returns true then; false means
+// the caller adds W^T dz itself. Asynchronous on `stream`.
 template <class T>
-void launch_input_grad(const window_args<T>& a, const seq_shape& s, const window_params& w, cudaStream_t stream) {
+bool launch_input_grad(const window_args<T>& a, const seq_shape& s, const window_params& w, cudaStream_t stream) {
   using P = dx_policy<T>;
-  const dx_launch p = plan_input_grad<T>(s, w);
+  dx_launch p = plan_input_grad<T>(s, w);
   const dim3 grid = window_grid(s, p.args.blocks_per_seq, a.w);
   constexpr int V = P::vec;
   const bool vectors = V > 1 && a.w.R % V == 0 && s.C % V == 0 &&
                        reinterpret_cast<std::uintptr_t>(a.dy) % 16 == 0 &&
                        reinterpret_cast<std::uintptr_t>(a.dx) % 16 == 0;
-  dispatch_index(fits_int32(s, w.num_offsets()), [&](auto I) {
+  const index_t np = w.num_offsets();
+  const bool fused = P::fusable && vectors && a.dz != nullptr && a.weight != nullptr && np <= 32 * P::fused_chunks;
+  bool done = false;
+  dispatch_index(fits_int32(s, np), [&](auto I) {
     using Idx = typename decltype(I)::type;
-    auto run = [&](auto vec) {
+    auto run = [&](auto vec, auto fuse) {
       constexpr int VEC = decltype(vec)::value;
-      const std::size_t smem = dx_smem<T, Idx>::bytes(p.bins, P::shape(VEC).groups);
-      auto* kernel = &input_grad_kernel<T, Idx, VEC>;
+      constexpr bool Fused = decltype(fuse)::value;
+      const int groups = P::shape(VEC).groups;
+      dx_args args = p.args;
+      if (Fused) {
+        args.chunks = static_cast<int>((np + 31) / 32);
+        args.w_at = dx_smem<T, Idx>::weights_at(p.bins, groups);
+      }
+      const std::size_t smem = dx_smem<T, Idx>::bytes(p.bins, groups, args.chunks);
+      auto* kernel = &input_grad_kernel<T, Idx, VEC, Fused>;
       allow_smem(kernel, smem, "cudaFuncSetAttribute(input_grad_kernel)");
-      kernel<<<grid, P::threads, smem, stream>>>(a, p.args);
+      kernel<<<grid, P::threads, smem, stream>>>(a, args);
       check_launch("input_grad_kernel");
+      done = Fused;
     };
     if constexpr (V > 1) {
       if (vectors) {
-        run(std::integral_constant<int, V>{});
+        if constexpr (P::fusable) {
+          if (fused) {
+            run(std::integral_constant<int, V>{}, std::true_type{});
+            return;
+          }
+        }
+        run(std::integral_constant<int, V>{}, std::false_type{});
         return;
       }
     }
-    run(std::integral_constant<int, 1>{});
+    run(std::integral_constant<int, 1>{}, std::false_type{});
   });
+  return done;
 }
 
 // Every grid the window kernels of a call launch (forward / offset-gradient tiles, and the dx tiles as

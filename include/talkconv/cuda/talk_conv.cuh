@@ -219,12 +219,14 @@ class talk_conv : public basic_talk_conv<Heads> {
     c.o_pre = const_cast<acc_type*>(o_pre);
     c.partial = wa.partial;
     c.subs = wg.subs;
-    detail::launch_window_backward(wa, a.shape, w, max_offset(a.dropout),
-                                   reinterpret_cast<unsigned long long*>(ws + at_reach), stream,
-                                   [&] { detail::launch_combine_offsets_grad(c, dz, stream); });
+    wa.dz = dz;  // written by the combine below, before dx: 16-bit dx adds W^T dz in the same pass
+    wa.weight = a.weight;
+    const bool fused = detail::launch_window_backward(wa, a.shape, w, max_offset(a.dropout),
+                                                      reinterpret_cast<unsigned long long*>(ws + at_reach), stream,
+                                                      [&] { detail::launch_combine_offsets_grad(c, dz, stream); });
     c.dz = dz;
     c.dx = a.dx;
-    detail::launch_offset_path(c, stream);  // dx += W^T dz: the one device definition (device_offsets.cuh)
+    if (!fused) detail::launch_offset_path(c, stream);  // dx += W^T dz as its own pass (device_offsets.cuh)
     c.dw_part = reinterpret_cast<acc_type*>(ws + at_dw);
     c.db_part = reinterpret_cast<acc_type*>(ws + at_db);
     c.dweight = a.dweight;

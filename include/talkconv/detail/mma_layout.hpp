@@ -52,6 +52,19 @@ TALKCONV_HOST_DEVICE constexpr int dxf_a_position(int c, int p) {
   // c = 8 v + 2 m + e % 2 (lane / 4 = v), p = 8 q + 2 s + e / 2 (lane % 4 = q)
   return (((c % 8) / 2 * 4 + (p % 8) / 2) * 32 + 4 * (c / 8) + p / 8) * 4 + c % 2 + 2 * (p % 2);
 }
+// dz (the b operand) is staged per warp in fragment order too: the value of row r (of the warp's 16) and
+// offset p (of the chunk's 32) at dxf_b_position(r, p), a lane's two b elements of (n, s) contiguous at
+// ((n * 4 + s) * 32 + lane) * 2. Offsets p, p + 1 (p even) are adjacent; p + 2 is 64 floats on.
+TALKCONV_HOST_DEVICE constexpr int dxf_b_position(int r, int p) {
+  // r = 4 (j / 2) + 2 n + j % 2 with j = lane / 4; p = 8 q + 2 s + e with q = lane % 4
+  return ((((r % 4) / 2) * 4 + (p % 8) / 2) * 32 + 4 * (2 * (r / 4) + r % 2) + p / 8) * 2 + p % 2;
+}
+constexpr int dxf_warp_b_floats = 2 * 4 * 32 * 2;  // one warp's 16 rows x 32 offsets
+constexpr int dxf_b_row_step = 16;                  // dxf_b_position(r + 4, p) - dxf_b_position(r, p)
+// Channels 8 v + u of one offset lie at dxf_a_position(8 v, p) + dxf_a_step(u): a staged 8-channel vector
+// needs one position computed. A chunk of 32 offsets x 64 channels takes dxf_chunk_floats.
+TALKCONV_HOST_DEVICE constexpr int dxf_a_step(int u) { return (u / 2) * 4 * 32 * 4 + u % 2; }
+constexpr int dxf_chunk_floats = 4 * 4 * 32 * 4;
 
 }  // namespace detail
 }  // namespace talkconv
