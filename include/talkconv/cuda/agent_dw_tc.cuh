@@ -1,9 +1,10 @@
 // dW = dz^T x and the offset path dx += dz W on tensor cores for 16-bit x (__half, __nv_bfloat16):
-// TF32 mma.sync m16n8k8 (mma_tf32.cuh) with float accumulators. x converts to TF32 exactly (a 16-bit significand fits TF32's 11 bits, and TF32 has
-// float's exponent range, half's subnormals included). dz is float: it is split as dz = hi + lo with
-// hi = tf32(dz), lo = tf32(dz - hi) (22 significant bits, float's range: no scaling, no underflow of a
-// 16-bit type) and both products are summed (hi first), each exact in the float accumulator. Same
-// row-chunk partials and chunk-order combine as the FMA form (agent_dz_gemm.cuh): no atomics.
+// TF32 mma.sync m16n8k8 (mma_tf32.cuh) with float accumulators. x converts to TF32 exactly (a 16-bit
+// significand fits TF32's 11 bits, and TF32 has float's exponent range, half's subnormals included). dz is
+// float: it is split as dz ~ hi + lo (tf32_split: both truncated to TF32, |dz - hi - lo| < 2^-21 |dz|,
+// float's range: no scaling, no underflow of a 16-bit type) and both products are summed (hi first), each
+// exact in the float accumulator. Same row-chunk partials and chunk-order combine as the FMA form
+// (agent_dz_gemm.cuh): no atomics.
 #pragma once
 
 #include "talkconv/cuda/agent_dz_gemm.cuh"
