@@ -371,109 +371,124 @@ TEST_CASE("offset path column order: a lane's accumulators are 8 consecutive cha
       }
 }
 
-TEST_CASE("dx kernel's fused offset path: a lane's accumulators are its own 4 rows x 8 channels; emulated warp == dx + W^T dz") {
-  // The three orders are permutations, and the per-lane shortcuts the kernel uses follow from them.
-  int ch_seen[64] = {}, row_seen[16] = {}, off_seen[32] = {}, pos_seen[4 * 4 * 32 * 4] = {};
-  for (int m = 0; m < 4; ++m)
-    for (int i = 0; i < 16; ++i) ++ch_seen[td::dxf_channel(m, i)];
-  for (int n = 0; n < 2; ++n)
-    for (int j = 0; j < 8; ++j) ++row_seen[td::dxf_row(n, j)];
+namespace {
+// One block's fused offset path for lanes owning cv channels x rv rows (16-bit: 8 x 4, float: 4 x 8), run the
+// way add_fused_offset_path runs it: W^T and dz staged at their positions, every warp's m16n8k8 products
+// emulated from the fragment coordinates, the lane's own dx elements as accumulators.
+void fused_offset_path_case(int cv, int rv) {
+  CAPTURE(cv);
+  CAPTURE(rv);
+  const int wpr = 64 / (8 * cv);  // warps sharing a row block (1 for 16-bit, 2 for float)
+  REQUIRE(8 * cv * wpr == 64);
+  const int block_rows = 4 * rv * (8 / wpr);  // 128
+  REQUIRE(block_rows == 128);
+  // The orders are permutations; the per-lane shortcuts the kernel uses follow from them.
+  std::vector<int> ch_seen(size_t(8 * cv)), row_seen(size_t(4 * rv)), off_seen(32), apos(size_t(td::dxf_chunk_floats)),
+      bpos(size_t(td::dxf_block_b_floats(rv)));
+  for (int m = 0; m < cv / 2; ++m)
+    for (int i = 0; i < 16; ++i) ++ch_seen[size_t(td::dxf_channel(cv, m, i))];
+  for (int n = 0; n < rv / 2; ++n)
+    for (int j = 0; j < 8; ++j) ++row_seen[size_t(td::dxf_row(rv, n, j))];
   for (int s = 0; s < 4; ++s)
-    for (int k = 0; k < 8; ++k) ++off_seen[td::dxf_offset(s, k)];
-  for (int c = 0; c < 64; ++c) CHECK(ch_seen[c] == 1);
-  for (int r = 0; r < 16; ++r) CHECK(row_seen[r] == 1);
-  for (int p = 0; p < 32; ++p) CHECK(off_seen[p] == 1);
+    for (int k = 0; k < 8; ++k) ++off_seen[size_t(td::dxf_offset(s, k))];
+  for (int v : ch_seen) CHECK(v == 1);
+  for (int v : row_seen) CHECK(v == 1);
+  for (int v : off_seen) CHECK(v == 1);
   for (int c = 0; c < 64; ++c)
     for (int p = 0; p < 32; ++p) {
-      const int at = td::dxf_a_position(c, p);
+      const int at = td::dxf_a_position(cv, c, p);
       REQUIRE(at >= 0);
-      REQUIRE(at < 4 * 4 * 32 * 4);
-      ++pos_seen[at];
+      REQUIRE(at < td::dxf_chunk_floats);
+      ++apos[size_t(at)];
+      if (c % cv == 0)
+        for (int u = 0; u < cv; ++u) CHECK(td::dxf_a_position(cv, c + u, p) == at + td::dxf_a_step(u));
     }
-  for (int i = 0; i < 4 * 4 * 32 * 4; ++i) CHECK(pos_seen[i] == 1);
-  int bpos_seen[td::dxf_warp_b_floats] = {};
-  for (int r = 0; r < 16; ++r)
+  for (int v : apos) CHECK(v == 1);
+  for (int r = 0; r < 4 * rv; ++r)
     for (int p = 0; p < 32; ++p) {
-      const int at = td::dxf_b_position(r, p);
+      const int at = td::dxf_b_position(rv, r, p);
       REQUIRE(at >= 0);
-      REQUIRE(at < td::dxf_warp_b_floats);
-      ++bpos_seen[at];
-      if (r + 4 < 16) CHECK(td::dxf_b_position(r + 4, p) == at + td::dxf_b_row_step);
+      REQUIRE(at < td::dxf_block_b_floats(rv));
+      ++bpos[size_t(at)];
       if (p % 4 == 0) {  // a staged float4: two adjacent pairs, 64 floats apart
-        CHECK(td::dxf_b_position(r, p + 1) == at + 1);
-        CHECK(td::dxf_b_position(r, p + 2) == at + 64);
-        CHECK(td::dxf_b_position(r, p + 3) == at + 65);
+        CHECK(td::dxf_b_position(rv, r, p + 1) == at + 1);
+        CHECK(td::dxf_b_position(rv, r, p + 2) == at + 64);
+        CHECK(td::dxf_b_position(rv, r, p + 3) == at + 65);
       }
     }
-  for (int i = 0; i < td::dxf_warp_b_floats; ++i) CHECK(bpos_seen[i] == 1);
-  for (int v = 0; v < 8; ++v)
-    for (int u = 0; u < 8; ++u)
-      for (int p = 0; p < 32; ++p) CHECK(td::dxf_a_position(8 * v + u, p) == td::dxf_a_position(8 * v, p) + td::dxf_a_step(u));
+  for (int v : bpos) CHECK(v == 1);
   for (int l = 0; l < 32; ++l) {
-    const int v = l / 4, grp = l % 4;  // the dx kernel's gather role of lane l (16-bit vectors)
-    for (int m = 0; m < 4; ++m)
-      for (int n = 0; n < 2; ++n)
+    const int v = l / 4, grp = l % 4;  // the dx kernel's gather role of lane l within its warp's channels and rows
+    for (int m = 0; m < cv / 2; ++m)
+      for (int n = 0; n < rv / 2; ++n)
         for (int e = 0; e < 4; ++e) {
-          CHECK(td::dxf_channel(m, mma::d_row(l, e)) == 8 * v + td::dxf_d_channel(m, e));
-          CHECK(td::dxf_row(n, mma::d_col(l, e)) == 4 * grp + td::dxf_d_row(n, e));
+          CHECK(td::dxf_channel(cv, m, mma::d_row(l, e)) == cv * v + td::dxf_d_channel(m, e));
+          CHECK(td::dxf_row(rv, n, mma::d_col(l, e)) == rv * grp + td::dxf_d_row(n, e));
         }
     for (int s = 0; s < 4; ++s) {
       for (int e = 0; e < 2; ++e) CHECK(td::dxf_offset(s, mma::b_k(l, e)) == 8 * grp + td::dxf_b_offset(s, e));
-      for (int n = 0; n < 2; ++n)
+      for (int n = 0; n < rv / 2; ++n)
         for (int e = 0; e < 2; ++e)
-          CHECK(td::dxf_b_position(td::dxf_row(n, mma::b_col(l, e)), td::dxf_offset(s, mma::b_k(l, e))) ==
+          CHECK(td::dxf_b_position(rv, td::dxf_row(rv, n, mma::b_col(l, e)), td::dxf_offset(s, mma::b_k(l, e))) ==
                 ((n * 4 + s) * 32 + l) * 2 + e);
-      for (int m = 0; m < 4; ++m)
-        for (int e = 0; e < 4; ++e)
-          CHECK(td::dxf_a_position(td::dxf_channel(m, mma::a_row(l, e)), td::dxf_offset(s, mma::a_k(l, e))) ==
-                ((m * 4 + s) * 32 + l) * 4 + e);
+      for (int h = 0; h < wpr; ++h)
+        for (int m = 0; m < cv / 2; ++m)
+          for (int e = 0; e < 4; ++e)
+            CHECK(td::dxf_a_position(cv, 8 * cv * h + td::dxf_channel(cv, m, mma::a_row(l, e)),
+                                     td::dxf_offset(s, mma::a_k(l, e))) == td::dxf_a_fragment(cv, h, m, s, l) + e);
     }
   }
 
-  // One warp: 16 rows x 64 channels, P = 32, run the way the kernel runs it: W^T staged at dxf_a_position,
-  // each lane's b read as 8 consecutive offsets of its row, accumulators from the lane's own dx elements.
-  std::mt19937_64 g(77);
+  // The block: 128 rows x 64 channels, P = 32; warp w has channel half w % wpr and row block w / wpr.
+  std::mt19937_64 g(77 + std::uint64_t(cv));
   std::uniform_real_distribution<double> ud(-1.0, 1.0);
-  constexpr int P = 32, rows = 16, ch = 64;
-  double W[P][ch], dz[rows][P], dx[rows][ch];
-  for (auto& r : W)
-    for (double& v : r) v = ud(g);
-  for (auto& r : dz)
-    for (double& v : r) v = ud(g);
-  for (auto& r : dx)
-    for (double& v : r) v = ud(g);
-  std::vector<double> wf(td::dxf_chunk_floats), zf(td::dxf_warp_b_floats);
+  constexpr int P = 32;
+  std::vector<double> W(P * 64), dz(128 * P), dx(128 * 64);
+  for (double& v : W) v = ud(g);
+  for (double& v : dz) v = ud(g);
+  for (double& v : dx) v = ud(g);
+  std::vector<double> wf(size_t(td::dxf_chunk_floats)), zf(size_t(8 / wpr * td::dxf_block_b_floats(rv)));
   for (int p = 0; p < P; ++p)
-    for (int c = 0; c < ch; ++c) wf[size_t(td::dxf_a_position(c, p))] = W[p][c];
-  for (int r = 0; r < rows; ++r)
-    for (int p = 0; p < P; ++p) zf[size_t(td::dxf_b_position(r, p))] = dz[r][p];
-  // own[l][r][i]: lane l's row r (of its 4), channel i (of its 8), as the gather leaves them.
-  double own[32][4][8];
-  for (int l = 0; l < 32; ++l)
-    for (int r = 0; r < 4; ++r)
-      for (int i = 0; i < 8; ++i) own[l][r][i] = dx[4 * (l % 4) + r][8 * (l / 4) + i];
-  for (int n = 0; n < 2; ++n)
-    for (int m = 0; m < 4; ++m) {
-      double acc[32][4];
-      for (int l = 0; l < 32; ++l)
-        for (int e = 0; e < 4; ++e) acc[l][e] = own[l][td::dxf_d_row(n, e)][td::dxf_d_channel(m, e)];
-      for (int s = 0; s < 4; ++s) {
-        double a[32][4], b[32][2];
-        for (int l = 0; l < 32; ++l) {
-          for (int e = 0; e < 4; ++e) a[l][e] = wf[size_t(((m * 4 + s) * 32 + l) * 4 + e)];
-          for (int e = 0; e < 2; ++e) b[l][e] = zf[size_t(((n * 4 + s) * 32 + l) * 2 + e)];
+    for (int c = 0; c < 64; ++c) wf[size_t(td::dxf_a_position(cv, c, p))] = W[size_t(p * 64 + c)];
+  for (int row = 0; row < 128; ++row)
+    for (int p = 0; p < P; ++p)
+      zf[size_t((row / (4 * rv)) * td::dxf_block_b_floats(rv) + td::dxf_b_position(rv, row % (4 * rv), p))] =
+          dz[size_t(row * P + p)];
+  std::vector<double> out(dx);  // out[row * 64 + channel], updated lane by lane
+  for (int w = 0; w < 8; ++w) {
+    const int h = w % wpr, rb = w / wpr;
+    auto row_of = [&](int l, int r) { return rb * 4 * rv + rv * (l % 4) + r; };
+    auto ch_of = [&](int l, int i) { return 8 * cv * h + cv * (l / 4) + i; };
+    for (int n = 0; n < rv / 2; ++n)
+      for (int m = 0; m < cv / 2; ++m) {
+        double acc[32][4];
+        for (int l = 0; l < 32; ++l)
+          for (int e = 0; e < 4; ++e)
+            acc[l][e] = out[size_t(row_of(l, td::dxf_d_row(n, e)) * 64 + ch_of(l, td::dxf_d_channel(m, e)))];
+        for (int s = 0; s < 4; ++s) {
+          double a[32][4], b[32][2];
+          for (int l = 0; l < 32; ++l) {
+            for (int e = 0; e < 4; ++e) a[l][e] = wf[size_t(td::dxf_a_fragment(cv, h, m, s, l) + e)];
+            for (int e = 0; e < 2; ++e)
+              b[l][e] = zf[size_t(rb * td::dxf_block_b_floats(rv) + ((n * 4 + s) * 32 + l) * 2 + e)];
+          }
+          emulate_mma(acc, a, b);
         }
-        emulate_mma(acc, a, b);
+        for (int l = 0; l < 32; ++l)
+          for (int e = 0; e < 4; ++e)
+            out[size_t(row_of(l, td::dxf_d_row(n, e)) * 64 + ch_of(l, td::dxf_d_channel(m, e)))] = acc[l][e];
       }
-      for (int l = 0; l < 32; ++l)
-        for (int e = 0; e < 4; ++e) own[l][td::dxf_d_row(n, e)][td::dxf_d_channel(m, e)] = acc[l][e];
+  }
+  for (int row = 0; row < 128; ++row)
+    for (int c = 0; c < 64; ++c) {
+      double want = dx[size_t(row * 64 + c)];
+      for (int p = 0; p < P; ++p) want += dz[size_t(row * P + p)] * W[size_t(p * 64 + c)];
+      CHECK(out[size_t(row * 64 + c)] == doctest::Approx(want).epsilon(1e-12));
     }
-  for (int l = 0; l < 32; ++l)
-    for (int r = 0; r < 4; ++r)
-      for (int i = 0; i < 8; ++i) {
-        const int row = 4 * (l % 4) + r, c = 8 * (l / 4) + i;
-        double want = dx[row][c];
-        for (int p = 0; p < P; ++p) want += dz[row][p] * W[p][c];
-        CHECK(own[l][r][i] == doctest::Approx(want).epsilon(1e-12));
-      }
+}
+}  // namespace
+
+TEST_CASE("dx kernel's fused offset path: a lane's accumulators are its own rows x channels; emulated block == dx + W^T dz") {
+  SUBCASE("16-bit x: 8 channels x 4 rows per lane") { fused_offset_path_case(8, 4); }
+  SUBCASE("float: 4 channels x 8 rows per lane") { fused_offset_path_case(4, 8); }
 }

@@ -155,11 +155,11 @@ void layer_sweep(int cases) {
       }
 }
 
-// The layer backward on shapes chosen for the dx kernel's fused offset path (16-bit x with 16-byte vectors:
-// W^T dz added in the window's dx pass, agent_window_input_grad.cuh) and its edges: one chunk of 32 offsets
+// The layer backward on shapes chosen for the dx kernel's fused offset path (16-bit x and float with 16-byte
+// vectors: W^T dz added in the window's dx pass, agent_window_input_grad.cuh) and its edges: one chunk of 32 offsets
 // and a partial one (P = 24, staged by elements when P % 4 != 0: P = 30), several chunks (P = 64, 100), a
 // channel block narrower than 64, causal, ragged lengths, both layouts, dropout; and P = 144, past the fused
-// path's chunks (the separate offset path). Other dtypes run the same shapes on their own path.
+// path's chunks (the separate offset path).
 template <class T>
 void fused_dx_sweep() {
   struct shape {
@@ -192,6 +192,42 @@ void fused_dx_sweep() {
     c.pb.lengths = sh.lengths;
     layer_case<T>(c, talkconv::dropout_params{});
     if (seed % 2 == 0) layer_case<T>(c, talkconv::dropout_params{0.1f, seed, true});
+  }
+}
+
+// Rows past the lengths get dx exactly 0, whatever x and dy hold there (NaN) and even with an Inf in W: the
+// fused dx path multiplies W^T by the zero dz of those rows (Inf * 0 = NaN) and must still write zeros.
+template <class T>
+void padded_rows_case() {
+  test_case c;
+  c.seed = 9300;
+  c.pb.T = 70;
+  c.pb.B = 3;
+  c.pb.C = 128;
+  c.pb.H = 8;
+  c.pb.L = 5;
+  c.pb.M = 7;
+  c.pb.lengths = {70, 23, 0};
+  INFO(c.str(), " dtype=", tol<T>::name, " NaN past the lengths, Inf in W");
+  const ref::problem& pb = c.pb;
+  layer_data<T> h = make_layer_data<T>(c);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  for (long b = 0; b < pb.B; ++b)
+    for (long t = pb.n(b); t < pb.T; ++t)
+      for (long ch = 0; ch < pb.C; ++ch) {
+        h.x[pb.xi(t, b, ch)] = to_type<T>(ref::vec{nan})[0];
+        h.dy[pb.xi(t, b, ch)] = to_type<T>(ref::vec{nan})[0];
+      }
+  h.W[3 * size_t(pb.C) + 17] = to_type<T>(ref::vec{std::numeric_limits<double>::infinity()})[0];
+  for (layout lay : {layout::tbc, layout::btc}) {
+    c.lay = lay;
+    const layer_out<T> g = run_gpu<T>(c, h, talkconv::dropout_params{}, false);
+    const ref::vec dx = to_double(g.dx);
+    size_t bad = 0;
+    for (long b = 0; b < pb.B; ++b)
+      for (long t = pb.n(b); t < pb.T; ++t)
+        for (long ch = 0; ch < pb.C; ++ch) bad += !(dx[pb.xi(t, b, ch)] == 0.0);
+    CHECK(bad == 0);
   }
 }
 

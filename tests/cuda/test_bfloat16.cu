@@ -31,3 +31,7 @@ TALKCONV_GPU_CASE("offset GEMMs: row / channel / offset tails, wide P, btc, ragg
 TALKCONV_GPU_CASE("layer backward on the fused dx path's shapes: chunks of 32 offsets, partial and element-staged chunks, narrow channel blocks, past the chunks: bfloat16") {
   fused_dx_sweep<__nv_bfloat16>();
 }
+
+TALKCONV_GPU_CASE("layer backward: rows past the lengths get dx exactly 0 with NaN in x, dy there and an Inf in W: bfloat16") {
+  padded_rows_case<__nv_bfloat16>();
+}

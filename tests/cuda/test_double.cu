@@ -68,3 +68,7 @@ TALKCONV_GPU_CASE("decoder reorder continues each sequence bitwise from the stat
 TALKCONV_GPU_CASE("offset GEMMs: row / channel / offset tails, wide P, btc, ragged lengths and the dot form match the CPU: double") {
   offsets_gemm_sweep<double>();
 }
+
+TALKCONV_GPU_CASE("layer backward: rows past the lengths get dx exactly 0 with NaN in x, dy there and an Inf in W: double") {
+  padded_rows_case<double>();
+}

@@ -593,3 +593,7 @@ TALKCONV_GPU_CASE("offset GEMMs: row / channel / offset tails, wide P, btc, ragg
 TALKCONV_GPU_CASE("layer backward on the fused dx path's shapes: chunks of 32 offsets, partial and element-staged chunks, narrow channel blocks, past the chunks: float") {
   fused_dx_sweep<float>();
 }
+
+TALKCONV_GPU_CASE("layer backward: rows past the lengths get dx exactly 0 with NaN in x, dy there and an Inf in W: float") {
+  padded_rows_case<float>();
+}

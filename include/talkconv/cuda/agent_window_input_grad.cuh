@@ -1,6 +1,6 @@
 // Per-tile work of the window's input gradient (dx): bucket the tile's tap events by (head, row) with a
 // stable counting sort, sum each row's bucket, suffix-sum the rows. The plan and the event logic are
-// detail/dx_plan.hpp (host+device, run by the CPU tests). For 16-bit x the layer's W^T dz is added here too
+// detail/dx_plan.hpp (host+device, run by the CPU tests). For 16-bit x and float the layer's W^T dz is added here too
 // (the fused offset path below: dx is written once); otherwise the offsets' kernels add it after.
 //
 // Per tile of `tile` rows x 64 channels, per batch of (token, head) pairs (one per thread):
@@ -13,14 +13,15 @@
 // Then each thread suffix-sums its rows; a raking pass over shared memory gives each row group the sum
 // of the groups above it plus the carry, in a fixed order. Deterministic: no atomics on values at all.
 //
-// Fused offset path (16-bit x, 16-byte vectors, P <= 32 * dx_fused_chunks): before the store, each warp adds
-// W^T dz to its 16 rows x 64 channels on tensor cores (TF32 m16n8k8, dz split hi + lo as in the dz GEMMs,
-// W exact in TF32), the window's dx in the lane's registers being the accumulators: the orders of
-// detail/mma_layout.hpp (dxf_*) make a lane's accumulators exactly its own 4 rows x 8 channels, and lane
-// (v = lane / 4, row group lane % 4) is the gather role for 16-bit vectors. W^T of the block's channels is
-// staged once per block in fragment order (8 KiB per chunk of 32 offsets); dz is read straight from global
-// memory, 8 consecutive offsets per lane and row. Sums per element: the window's dx, then chunk by chunk,
-// step by step, hi then lo: fixed, and dx is rounded to T once.
+// Fused offset path (16-bit x and float, 16-byte vectors, P <= 32 * fused_chunks): before the store, each
+// warp adds W^T dz to its rows x channels on tensor cores (TF32 m16n8k8; dz split hi + lo as in the dz
+// GEMMs; W exact in TF32 for 16-bit x, split hi + lo too for float: 3xTF32), the window's dx in the lane's
+// registers being the accumulators: the orders of detail/mma_layout.hpp (dxf_*) make a lane's accumulators
+// exactly its own rows x channels, and lane (vector lane / 4, row group lane % 4 of its warp's) is the
+// gather role for these vector widths. W^T of the block's channels is staged once per block in fragment
+// order (8 KiB per chunk of 32 offsets, twice for float); dz is staged per tile in fragment order (16 KiB,
+// coalesced 16-byte loads). Sums per element: the window's dx, then chunk by chunk, step by step, hi then lo
+// (float: a_hi b_hi, a_hi b_lo, a_lo b_hi): fixed, and dx is rounded to T once.
 #pragma once
 
 #include "talkconv/cuda/agent_window.cuh"
@@ -58,11 +59,13 @@ struct dx_policy {
   // pairs on sm_90, lie outside the per-event loops); 2 for 8-byte accumulators.
   static constexpr int min_blocks = sizeof(A) > 4 ? 2 : 4;
   static constexpr int tiles_per_block = 4;  // consecutive tiles per block: setup and divisions amortized
-  // The fused offset path: 16-bit types with 16-byte vectors (8 channels x 4 rows per thread, as the mma
-  // orders need), W^T of at most this many 32-offset chunks staged (8 KiB each).
-  static constexpr bool fusable = sizeof(T) == 2 && vec == 8;
+  // The fused offset path (add_fused_offset_path): 16-bit types and float with 16-byte vectors (8 channels x
+  // 4 rows, 4 x 8 per thread), W^T of at most fused_chunks chunks of 32 offsets staged (8 KiB each, twice
+  // for float: W is split hi + lo, 3xTF32).
+  static constexpr bool fusable = (sizeof(T) == 2 && vec == 8) || (std::is_same<T, float>::value && vec == 4);
+  static constexpr bool split_w = std::is_same<T, float>::value;  // W not exact in TF32
   static constexpr int fused_chunks = 4;
-  static constexpr int fused_min_blocks = 4;  // 80 registers: the epilogue holds 32 sums, 8 dz and a fragment
+  static constexpr int fused_min_blocks = 4;  // 64 registers, as unfused
   static_assert(lanes == window_traits::lanes, "dx blocks use the window kernels' channel plan");
   static_assert(threads == warps * 32, "whole warps");
 };
@@ -96,12 +99,12 @@ struct dx_smem {
     const std::size_t b = bucketing(bins), s = scan(groups);
     return ((b > s ? b : s) + 15) / 16 * 16;
   }
-  // Fused: W^T (chunks x dxf_chunk_floats), then each warp's dz buffer (dxf_warp_b_floats).
+  // Fused: W^T (chunks x dxf_chunk_floats, twice when split_w), then the dz buffer (128 rows x 32 offsets).
   static std::size_t bytes(int bins, int groups, int chunks = 0) {
     if (chunks == 0) return weights_at(bins, groups);
     return weights_at(bins, groups) +
-           sizeof(float) * (std::size_t(talkconv::detail::dxf_chunk_floats) * std::size_t(chunks) +
-                            std::size_t(talkconv::detail::dxf_warp_b_floats) * P::warps);
+           sizeof(float) * (std::size_t(talkconv::detail::dxf_chunk_floats) * std::size_t(chunks) * (P::split_w ? 2 : 1) +
+                            128 * 32);
   }
 };
 
@@ -157,53 +160,75 @@ struct dx_vector {
   }
 };
 
-// W^T of the block's channels [c0, c0 + cn) as float (exact for 16-bit T) at detail::dxf_a_position, chunk
-// kc at kc * dxf_chunk_floats, zero past P and cn. Once per block; one 8-channel vector per thread and step.
-template <class T>
+// W^T of the block's channels [c0, c0 + cn) at detail::dxf_a_position(CV, ...), chunk kc at kc *
+// dxf_chunk_floats, zero past P and cn: as float (exact for 16-bit T), or for float split hi + lo (tf32_split),
+// the lo copy chunks * dxf_chunk_floats on. Once per block; one 16-byte vector per thread and step.
+template <class T, int CV>
 __device__ __forceinline__ void stage_fused_weights(float* wf, const T* __restrict__ weight, index_t P, index_t C,
                                                     index_t c0, int cn, int chunks, int tid, int threads) {
   namespace td = talkconv::detail;
-  const bool vec = C % 8 == 0 && reinterpret_cast<std::uintptr_t>(weight) % 16 == 0;
-  for (int e = tid; e < chunks * 32 * 8; e += threads) {
-    const int p = e / 8, cv = (e % 8) * 8;  // offset p, channels [cv, cv + 8) of the block
-    const T* src = weight + (index_t(p) * C + c0 + cv);
-    float f[8];
-    if (vec && p < P && cv + 8 <= cn) {
+  static_assert(CV * sizeof(T) == 16, "16-byte vectors");
+  constexpr bool split = std::is_same<T, float>::value;
+  const bool vec = C % CV == 0 && reinterpret_cast<std::uintptr_t>(weight) % 16 == 0;
+  for (int e = tid; e < chunks * 32 * (64 / CV); e += threads) {
+    const int p = e / (64 / CV), c = (e % (64 / CV)) * CV;  // offset p, channels [c, c + CV) of the block
+    const T* src = weight + (index_t(p) * C + c0 + c);
+    float f[CV];
+    if (vec && p < P && c + CV <= cn) {
       const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src));
-      T e8[8];
-      memcpy(e8, &raw, sizeof(raw));
+      T ev[CV];
+      memcpy(ev, &raw, sizeof(raw));
 #pragma unroll
-      for (int u = 0; u < 8; ++u) f[u] = to_acc<T>(e8[u]);
+      for (int u = 0; u < CV; ++u) f[u] = to_acc<T>(ev[u]);
     } else {
 #pragma unroll
-      for (int u = 0; u < 8; ++u) f[u] = p < P && cv + u < cn ? to_acc<T>(src[u]) : 0.0f;
+      for (int u = 0; u < CV; ++u) f[u] = p < P && c + u < cn ? to_acc<T>(src[u]) : 0.0f;
     }
-    float* at = wf + (p / 32) * td::dxf_chunk_floats + td::dxf_a_position(cv, p % 32);
+    float* at = wf + (p / 32) * td::dxf_chunk_floats + td::dxf_a_position(CV, c, p % 32);
 #pragma unroll
-    for (int u = 0; u < 8; ++u) at[td::dxf_a_step(u)] = f[u];
+    for (int u = 0; u < CV; ++u) {
+      if constexpr (split) {
+        float h, l;
+        tf32_split(f[u], h, l);
+        at[td::dxf_a_step(u)] = h;
+        at[chunks * td::dxf_chunk_floats + td::dxf_a_step(u)] = l;
+      } else {
+        at[td::dxf_a_step(u)] = f[u];
+      }
+    }
   }
 }
 
-// out (this lane's 4 rows x 8 channels of dx, rows 16 warp + 4 (lane % 4) + r of the tile, channels
-// 8 (lane / 4) + i of the block) += W^T dz. wf: W^T staged (stage_fused_weights); zw: this warp's dz buffer
-// (dxf_warp_b_floats, shared memory); dzt: dz at the tile's first token (offsets' layout); rows of the
-// tile below `rows` are read (in the tile, below t1), the others count as zero. dz is zero past the
-// lengths (the layer's combine writes it so). All 32 lanes of the warp take part; no block barrier.
-template <class Idx>
-__device__ __forceinline__ void add_fused_offset_path(float (&out)[4][8], const float* wf, float* zw,
+// out (this lane's RV rows x CV channels of dx: rows RV (lane % 4) + r of its warp's row block, channels
+// CV (lane / 4) + i of its warp's 8 CV) += W^T dz, for the dx kernel's gather role (warp w: row block w / wpr,
+// channel part w % wpr). wf: W^T staged (stage_fused_weights); zb: the block's dz buffer (128 rows x 32
+// offsets, shared memory); dzt: dz at the tile's first token (offsets' layout); rows of the tile below
+// `rows` are read (in the tile, below t1 and the length), the others count as zero. Every thread of the
+// block calls it (block barriers when two warps share a row block).
+template <class Idx, int CV, int RV, bool SplitW>
+__device__ __forceinline__ void add_fused_offset_path(float (&out)[RV][CV], const float* wf, float* zb,
                                                       const float* __restrict__ dzt, Idx ot, int rows, index_t P,
                                                       bool dz_vec, int chunks, int warp, int lane) {
   namespace td = talkconv::detail;
+  constexpr int wpr = 64 / (8 * CV);  // warps per row block: 1 (16-bit), 2 (float)
+  static_assert(4 * RV == 16 * wpr, "a row block is staged 16 rows per warp");
+  const int rb = warp / wpr, h = warp % wpr;
+  float* zr = zb + rb * td::dxf_block_b_floats(RV);  // this warp's row block
+  auto sync = [] {
+    if constexpr (wpr == 1)
+      __syncwarp();
+    else
+      __syncthreads();
+  };
   for (int kc = 0; kc < chunks; ++kc) {
-    // 1. The warp's 16 rows x 32 offsets of the chunk into its buffer, in b fragment order: lane takes
-    //    offsets [pl, pl + 4) of rows r0 + 4 i (coalesced 16-byte loads, two 8-byte stores each).
-    __syncwarp();  // the previous chunk's fragments are read
+    // 1. Rows [16 h, 16 h + 16) of the row block x the chunk's 32 offsets into the buffer, b fragment order:
+    //    the lane takes offsets [pl, pl + 4) of rows r0 + 4 i (coalesced 16-byte loads, two 8-byte stores).
+    sync();  // the previous chunk's (or tile's) fragments are read
     {
-      const int r0 = lane / 8, pl = (lane % 8) * 4, pc = kc * 32, first = 16 * warp + r0;
+      const int r0 = 16 * h + lane / 8, pl = (lane % 8) * 4, pc = kc * 32, first = rb * 4 * RV + r0;
       const int nlive = rows > first ? ((rows - first + 3) / 4 < 4 ? (rows - first + 3) / 4 : 4) : 0;  // rows read
       const float* zp = dzt + (static_cast<Idx>(first) * ot + pc + pl);
       const Idx rstep = 4 * ot;
-      float* at = zw + td::dxf_b_position(r0, pl);
       const bool full = dz_vec && index_t(pc) + 32 <= P;  // uniform: the chunk's offsets all exist
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
@@ -219,57 +244,92 @@ __device__ __forceinline__ void add_fused_offset_path(float (&out)[4][8], const 
           v.z = p + 2 < P ? zi[2] : 0.0f;
           v.w = p + 3 < P ? zi[3] : 0.0f;
         }
-        *reinterpret_cast<float2*>(at + i * td::dxf_b_row_step) = make_float2(v.x, v.y);
-        *reinterpret_cast<float2*>(at + i * td::dxf_b_row_step + 64) = make_float2(v.z, v.w);
+        float* at = zr + td::dxf_b_position(RV, r0 + 4 * i, pl);
+        *reinterpret_cast<float2*>(at) = make_float2(v.x, v.y);
+        *reinterpret_cast<float2*>(at + 64) = make_float2(v.z, v.w);
       }
     }
-    __syncwarp();
+    sync();
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    // 2. Four k steps, a rolled loop (unrolled, the compiler holds every step's operands at once and spills):
-    //    per step one 8-byte b read per column tile, split hi + lo, and per channel tile one 16-byte a read
-    //    serving four products (both column tiles, hi then lo). Live: the 32 sums and one step's operands.
-    const float* ap = wf + kc * td::dxf_chunk_floats + lane * 4;
-    const float* bp = zw + lane * 2;
+    // 2. Four k steps, a rolled loop (unrolled, the compiler holds every step's operands at once and spills).
+    //    Live: the 32 sums and one step's operands.
+    const float* ap = wf + kc * td::dxf_chunk_floats + td::dxf_a_fragment(CV, h, 0, 0, lane);
+    const float* bp = zr + lane * 2;
 #pragma unroll 1
     for (int s = 0; s < 4; ++s, ap += 32 * 4, bp += 32 * 2) {
-      unsigned bh[2][2], bl[2][2];
+      if constexpr (!SplitW) {
+        // W exact in TF32: per column tile one b read, split hi + lo; per channel tile one a read serving
+        // every column tile, hi then lo.
+        unsigned bh[RV / 2][2], bl[RV / 2][2];
 #pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {
-        const float2 z = *reinterpret_cast<const float2*>(bp + nt * 4 * 32 * 2);
-        float h, l;
-        tf32_split(z.x, h, l);
-        bh[nt][0] = __float_as_uint(h);
-        bl[nt][0] = __float_as_uint(l);
-        tf32_split(z.y, h, l);
-        bh[nt][1] = __float_as_uint(h);
-        bl[nt][1] = __float_as_uint(l);
-      }
+        for (int nt = 0; nt < RV / 2; ++nt) {
+          const float2 z = *reinterpret_cast<const float2*>(bp + nt * 4 * 32 * 2);
+          float zh, zl;
+          tf32_split(z.x, zh, zl);
+          bh[nt][0] = __float_as_uint(zh);
+          bl[nt][0] = __float_as_uint(zl);
+          tf32_split(z.y, zh, zl);
+          bh[nt][1] = __float_as_uint(zh);
+          bl[nt][1] = __float_as_uint(zl);
+        }
 #pragma unroll
-      for (int m = 0; m < 4; ++m) {
-        const float4 af = *reinterpret_cast<const float4*>(ap + m * 4 * 32 * 4);
-        const unsigned a4[4] = {__float_as_uint(af.x), __float_as_uint(af.y), __float_as_uint(af.z), __float_as_uint(af.w)};
-        float acc[2][4];
+        for (int m = 0; m < CV / 2; ++m) {
+          const float4 af = *reinterpret_cast<const float4*>(ap + m * 4 * 32 * 4);
+          const unsigned a4[4] = {__float_as_uint(af.x), __float_as_uint(af.y), __float_as_uint(af.z), __float_as_uint(af.w)};
+          float acc[RV / 2][4];
 #pragma unroll
-        for (int nt = 0; nt < 2; ++nt)
+          for (int nt = 0; nt < RV / 2; ++nt)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) acc[nt][e] = out[td::dxf_d_row(nt, e)][td::dxf_d_channel(m, e)];
-        mma_tf32(acc[0], a4, bh[0]);
-        mma_tf32(acc[1], a4, bh[1]);
-        mma_tf32(acc[0], a4, bl[0]);
-        mma_tf32(acc[1], a4, bl[1]);
+            for (int e = 0; e < 4; ++e) acc[nt][e] = out[td::dxf_d_row(nt, e)][td::dxf_d_channel(m, e)];
 #pragma unroll
-        for (int nt = 0; nt < 2; ++nt)
+          for (int nt = 0; nt < RV / 2; ++nt) mma_tf32(acc[nt], a4, bh[nt]);
 #pragma unroll
-          for (int e = 0; e < 4; ++e) out[td::dxf_d_row(nt, e)][td::dxf_d_channel(m, e)] = acc[nt][e];
+          for (int nt = 0; nt < RV / 2; ++nt) mma_tf32(acc[nt], a4, bl[nt]);
+#pragma unroll
+          for (int nt = 0; nt < RV / 2; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) out[td::dxf_d_row(nt, e)][td::dxf_d_channel(m, e)] = acc[nt][e];
+        }
+      } else {
+        // W split too (3xTF32): per channel tile its a hi and lo, per column tile one b read split hi + lo;
+        // products a_hi b_hi, a_hi b_lo, a_lo b_hi (a_lo b_lo, below 2^-42 of the product, dropped).
+        const float* al_p = ap + chunks * td::dxf_chunk_floats;
+#pragma unroll
+        for (int m = 0; m < CV / 2; ++m) {
+          const float4 fh = *reinterpret_cast<const float4*>(ap + m * 4 * 32 * 4);
+          const float4 fl = *reinterpret_cast<const float4*>(al_p + m * 4 * 32 * 4);
+          const unsigned ah[4] = {__float_as_uint(fh.x), __float_as_uint(fh.y), __float_as_uint(fh.z), __float_as_uint(fh.w)};
+          const unsigned al[4] = {__float_as_uint(fl.x), __float_as_uint(fl.y), __float_as_uint(fl.z), __float_as_uint(fl.w)};
+#pragma unroll
+          for (int nt = 0; nt < RV / 2; ++nt) {
+            const float2 z = *reinterpret_cast<const float2*>(bp + nt * 4 * 32 * 2);
+            float zh0, zl0, zh1, zl1;
+            tf32_split(z.x, zh0, zl0);
+            tf32_split(z.y, zh1, zl1);
+            const unsigned bh[2] = {__float_as_uint(zh0), __float_as_uint(zh1)};
+            const unsigned bl[2] = {__float_as_uint(zl0), __float_as_uint(zl1)};
+            float acc[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[e] = out[td::dxf_d_row(nt, e)][td::dxf_d_channel(m, e)];
+            mma_tf32(acc, ah, bh);
+            mma_tf32(acc, ah, bl);
+            mma_tf32(acc, al, bh);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) out[td::dxf_d_row(nt, e)][td::dxf_d_channel(m, e)] = acc[e];
+          }
+        }
       }
     }
 #else
     // Before sm_80: the same sums by plain multiply-adds from the staged operands.
-    for (int r = 0; r < 4; ++r)
-      for (int i = 0; i < 8; ++i) {
-        const int rl = 4 * (lane % 4) + r, c = 8 * (lane / 4) + i;
-        for (int p = 0; p < 32; ++p)
-          out[r][i] += zw[td::dxf_b_position(rl, p)] * wf[kc * td::dxf_chunk_floats + td::dxf_a_position(c, p)];
+    for (int r = 0; r < RV; ++r)
+      for (int i = 0; i < CV; ++i) {
+        const int rl = RV * (lane % 4) + r, c = 8 * CV * h + CV * (lane / 4) + i;
+        for (int p = 0; p < 32; ++p) {
+          const int at = kc * td::dxf_chunk_floats + td::dxf_a_position(CV, c, p);
+          const float w = SplitW ? wf[at] + wf[at + chunks * td::dxf_chunk_floats] : wf[at];
+          out[r][i] += zr[td::dxf_b_position(RV, rl, p)] * w;
+        }
       }
 #endif
   }
@@ -324,16 +384,21 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   const int pu = tid / nh, ph = tid - pu * nh;
   // Gather role: vector v of row group g, rows [g * RP, g * RP + RP). 16-bit vectors: lane / 4 is the vector,
   // lane % 4 the warp's row group (the fused offset path's mma orders; the same rows per warp either way).
-  static_assert(!Fused || (P::fusable && VEC == 8 && slots == 8 && RP == 4 && groups == 4 * S.warps),
+  // The fused path's roles (lane / 4 the vector of the warp's 8, lane % 4 the row group of its 4) for the
+  // vector widths it serves, fused or not: one mapping per dtype; the same rows per warp as tid / slots.
+  constexpr bool mma_roles = P::fusable && VEC == P::vec;
+  constexpr int wpr = mma_roles ? slots / 8 : 1;  // warps sharing a row group set
+  static_assert(!Fused || (mma_roles && slots == 8 * wpr && groups == 4 * S.warps / wpr && VEC * RP == 32),
                 "the fused offset path's lane roles");
-  const int v = slots == 8 ? lane / 4 : tid % slots, g = slots == 8 ? 4 * warp + lane % 4 : tid / slots;
+  const int v = mma_roles ? 8 * (warp % wpr) + lane / 4 : tid % slots;
+  const int g = mma_roles ? 4 * (warp / wpr) + lane % 4 : tid / slots;
   const bool active = v * VEC < cn;
   const int hv = active ? a.w.head_in_block(v * VEC) : 0;
 
   const unsigned lt = (1u << lane) - 1u;
   if constexpr (Fused)  // W^T in fragment order, once per block (visible after the first tile's barriers)
-    stage_fused_weights<T>(reinterpret_cast<float*>(talkconv_smem + d.w_at), a.weight, a.g.P, a.g.C, c0l, cn,
-                           d.chunks, tid, threads);
+    stage_fused_weights<T, VEC>(reinterpret_cast<float*>(talkconv_smem + d.w_at), a.weight, a.g.P, a.g.C, c0l, cn,
+                                d.chunks, tid, threads);
 
   for (Idx kt = k0; kt < k0 + d.tiles_per_block && kt * d.tile < Tn; ++kt) {
   // The tile: rows [t0, t1); 64-bit base pointers decided here, offsets from them are Idx.
@@ -487,8 +552,7 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
     const Idx end = t1 < n ? t1 : n;  // rows past the length add nothing (their dz is 0 anyway)
     const int rows = end > t0 ? static_cast<int>(end - t0) : 0;
     float* wf = reinterpret_cast<float*>(talkconv_smem + d.w_at);
-    add_fused_offset_path<Idx>(acc, wf, wf + d.chunks * talkconv::detail::dxf_chunk_floats +
-                                            warp * talkconv::detail::dxf_warp_b_floats,
+    add_fused_offset_path<Idx, VEC, RP, P::split_w>(acc, wf, wf + d.chunks * talkconv::detail::dxf_chunk_floats * (P::split_w ? 2 : 1),
                                a.dz + (index_t(b) * a.g.ob + index_t(t0) * a.g.ot), ot, rows, a.g.P,
                                a.g.P % 4 == 0 && reinterpret_cast<std::uintptr_t>(a.dz) % 16 == 0, d.chunks, warp, lane);
   }
@@ -498,6 +562,12 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
     for (int r = 0; r < RP; ++r) {
       const int row = g * RP + r;
       if (t0 + row >= t1 || row >= d.tile) break;
+      if constexpr (Fused) {
+        // Rows past the length are zero whatever W holds (an Inf in W times their zero dz would be NaN).
+        if (t0 + row >= n)
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) acc[r][i] = A(0);
+      }
       dx_vector<T, VEC>::store(dxv + row * xt, acc[r]);
     }
   }

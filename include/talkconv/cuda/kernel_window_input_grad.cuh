@@ -39,7 +39,8 @@ inline dx_launch plan_input_grad(const seq_shape& s, const window_params& w) {
 // dx = the window part of the input gradient (overwritten). a.reach: the windows' reach on the device
 // (window_reach_kernel), a.dy, a.dx, a.offsets set. When a.dz is set (with a.weight: the layer's dz after
 // the sigmoid and dropout, zero past the lengths), W^T dz is added in the same pass where the fused path
-// applies (dx_policy::fusable, 16-byte vectors, P <= 32 * fused_chunks): returns true then; false means
+// applies (dx_policy::fusable: 16-bit types and float; 16-byte vectors; P <= 32 * fused_chunks): returns
+// true then; false means
 // the caller adds W^T dz itself. Asynchronous on `stream`.
 template <class T>
 bool launch_input_grad(const window_args<T>& a, const seq_shape& s, const window_params& w, cudaStream_t stream) {

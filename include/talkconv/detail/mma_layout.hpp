@@ -29,42 +29,47 @@ struct mma_m16n8k8 {
 TALKCONV_HOST_DEVICE constexpr int dx_tc_channel(int n, int j) { return 8 * (j / 2) + 2 * n + j % 2; }
 TALKCONV_HOST_DEVICE constexpr int dx_tc_position(int c) { return 8 * ((c % 8) / 2) + 2 * (c / 8) + c % 2; }
 
-// The window dx kernel's fused offset path (agent_window_input_grad.cuh), dx^T += W^T dz^T per warp: M =
-// the block's 64 channels (four 16-row mma tiles), N = the warp's 16 rows (two 8-column tiles), K = 32
-// offsets per chunk (four k steps). A lane of the dx kernel owns 8 consecutive channels (vector v = lane
-// / 4) of 4 consecutive rows (row group lane % 4 of the warp); these orders put exactly those 32 elements
-// in its accumulators, so the window's dx is the mma's C operand and nothing moves between lanes:
-//   M row i of tile m is channel dxf_channel(m, i) = 8 (i % 8) + 2 m + i / 8,
-//   N column j of tile n is row dxf_row(n, j) = 4 (j / 2) + 2 n + j % 2 of the warp's 16,
-//   k index k of step s is offset dxf_offset(s, k) = 8 (k % 4) + 2 s + k / 4 of the chunk's 32.
-// Accumulator e of tiles (m, n) is then row 2 n + e % 2 and channel 2 m + e / 2 of the lane's own 4 x 8;
-// b element e of step s is offset 8 (lane % 4) + 2 s + e of the lane's row: one lane reads the 8
-// consecutive offsets 8 q .. 8 q + 7 of a row for all four steps. W^T (the a operand) is staged in shared
-// memory in fragment order: the element for (channel c, offset p of the chunk) at dxf_a_position(c, p),
-// a lane's four a elements of (m, s) contiguous at ((m * 4 + s) * 32 + lane) * 4.
-TALKCONV_HOST_DEVICE constexpr int dxf_channel(int m, int i) { return 8 * (i % 8) + 2 * m + i / 8; }
-TALKCONV_HOST_DEVICE constexpr int dxf_row(int n, int j) { return 4 * (j / 2) + 2 * n + j % 2; }
+// The window dx kernel's fused offset path (agent_window_input_grad.cuh), dx^T += W^T dz^T per warp. A lane
+// of the dx kernel owns `cv` consecutive channels (its vector) of `rv` consecutive rows (its row group):
+// 8 x 4 for 16-bit x, 4 x 8 for float. Lane l of a warp has vector l / 4 and row group l % 4 of the warp's
+// 8 cv channels and 4 rv rows. The product: M = those 8 cv channels (cv / 2 tiles of 16 rows), N = those
+// 4 rv rows (rv / 2 tiles of 8 columns), K = 32 offsets per chunk (four k steps). The orders
+//   M row i of tile m is channel dxf_channel(cv, m, i) = cv (i % 8) + 2 m + i / 8 of the warp's,
+//   N column j of tile n is row dxf_row(rv, n, j) = rv (j / 2) + 2 n + j % 2 of the warp's,
+//   k index k of step s is offset dxf_offset(s, k) = 8 (k % 4) + 2 s + k / 4 of the chunk's 32
+// put in a lane's accumulators exactly its own rv x cv elements: accumulator e of tiles (m, n) is row
+// dxf_d_row(n, e) = 2 n + e % 2 and channel dxf_d_channel(m, e) = 2 m + e / 2 of the lane's own, so the
+// window's dx is the C operand and nothing moves between lanes. b element e of step s is offset
+// 8 (lane % 4) + 2 s + e of the lane's b row.
+// Staged operands, in fragment order (one 16-byte read per a fragment, one 8-byte read per b fragment):
+//   W^T: block channel c (of 64) and offset p (of the chunk's 32) at dxf_a_position(cv, c, p); the warp
+//        holding channel c is c / (8 cv) of the block's 64 / (8 cv); lane l's a elements of (m, s) sit at
+//        dxf_a_fragment(cv, c / (8 cv), m, s, l) .. + 3; a chunk takes dxf_chunk_floats.
+//   dz:  row r of a row block (the 4 rv rows one or two warps share) and offset p at dxf_b_position(rv, r, p),
+//        lane l's b elements of (n, s) at ((n * 4 + s) * 32 + l) * 2 .. + 1; a row block takes 128 rv floats.
+TALKCONV_HOST_DEVICE constexpr int dxf_channel(int cv, int m, int i) { return cv * (i % 8) + 2 * m + i / 8; }
+TALKCONV_HOST_DEVICE constexpr int dxf_row(int rv, int n, int j) { return rv * (j / 2) + 2 * n + j % 2; }
 TALKCONV_HOST_DEVICE constexpr int dxf_offset(int s, int k) { return 8 * (k % 4) + 2 * s + k / 4; }
-TALKCONV_HOST_DEVICE constexpr int dxf_d_row(int n, int e) { return 2 * n + e % 2; }      // of the lane's 4 rows
-TALKCONV_HOST_DEVICE constexpr int dxf_d_channel(int m, int e) { return 2 * m + e / 2; }  // of its 8 channels
+TALKCONV_HOST_DEVICE constexpr int dxf_d_row(int n, int e) { return 2 * n + e % 2; }      // of the lane's rv rows
+TALKCONV_HOST_DEVICE constexpr int dxf_d_channel(int m, int e) { return 2 * m + e / 2; }  // of its cv channels
 TALKCONV_HOST_DEVICE constexpr int dxf_b_offset(int s, int e) { return 2 * s + e; }       // of its 8 offsets
-TALKCONV_HOST_DEVICE constexpr int dxf_a_position(int c, int p) {
-  // c = 8 v + 2 m + e % 2 (lane / 4 = v), p = 8 q + 2 s + e / 2 (lane % 4 = q)
-  return (((c % 8) / 2 * 4 + (p % 8) / 2) * 32 + 4 * (c / 8) + p / 8) * 4 + c % 2 + 2 * (p % 2);
+TALKCONV_HOST_DEVICE constexpr int dxf_a_fragment(int cv, int h, int m, int s, int lane) {
+  return (((h * (cv / 2) + m) * 4 + s) * 32 + lane) * 4;
 }
-// dz (the b operand) is staged per warp in fragment order too: the value of row r (of the warp's 16) and
-// offset p (of the chunk's 32) at dxf_b_position(r, p), a lane's two b elements of (n, s) contiguous at
-// ((n * 4 + s) * 32 + lane) * 2. Offsets p, p + 1 (p even) are adjacent; p + 2 is 64 floats on.
-TALKCONV_HOST_DEVICE constexpr int dxf_b_position(int r, int p) {
-  // r = 4 (j / 2) + 2 n + j % 2 with j = lane / 4; p = 8 q + 2 s + e with q = lane % 4
-  return ((((r % 4) / 2) * 4 + (p % 8) / 2) * 32 + 4 * (2 * (r / 4) + r % 2) + p / 8) * 2 + p % 2;
+TALKCONV_HOST_DEVICE constexpr int dxf_a_position(int cv, int c, int p) {
+  // c = 8 cv h + cv v + 2 m + e % 2 (v = lane / 4), p = 8 q + 2 s + e / 2 (q = lane % 4)
+  return dxf_a_fragment(cv, c / (8 * cv), (c % cv) / 2, (p % 8) / 2, 4 * ((c % (8 * cv)) / cv) + p / 8) + c % 2 +
+         2 * (p % 2);
 }
-constexpr int dxf_warp_b_floats = 2 * 4 * 32 * 2;  // one warp's 16 rows x 32 offsets
-constexpr int dxf_b_row_step = 16;                  // dxf_b_position(r + 4, p) - dxf_b_position(r, p)
-// Channels 8 v + u of one offset lie at dxf_a_position(8 v, p) + dxf_a_step(u): a staged 8-channel vector
-// needs one position computed. A chunk of 32 offsets x 64 channels takes dxf_chunk_floats.
+TALKCONV_HOST_DEVICE constexpr int dxf_b_position(int rv, int r, int p) {
+  // r = rv (j / 2) + 2 n + j % 2 with j = lane / 4; p = 8 q + 2 s + e with q = lane % 4
+  return ((((r % rv) / 2) * 4 + (p % 8) / 2) * 32 + 4 * (2 * (r / rv) + r % 2) + p / 8) * 2 + p % 2;
+}
+// Channels c0 + u (c0 % cv == 0, u < cv) of one offset lie at dxf_a_position(cv, c0, p) + dxf_a_step(u),
+// whatever cv: a staged vector needs one position computed.
 TALKCONV_HOST_DEVICE constexpr int dxf_a_step(int u) { return (u / 2) * 4 * 32 * 4 + u % 2; }
-constexpr int dxf_chunk_floats = 4 * 4 * 32 * 4;
+constexpr int dxf_chunk_floats = 64 * 32;                                      // W^T of one chunk, 64 channels
+TALKCONV_HOST_DEVICE constexpr int dxf_block_b_floats(int rv) { return 128 * rv; }  // one row block's dz
 
 }  // namespace detail
 }  // namespace talkconv
