@@ -1,9 +1,11 @@
 // The offset projection z = x W^T ([N, C] x [C, P]) as a tiled GEMM with SPEC step 1 fused into its
 // epilogue (bias, sigmoid, dropout, zero past the length; o and o_pre written): tensor cores (WMMA) for
-// 16-bit storage, register-tiled FMA otherwise; and a dot-product form for tiny row counts (decoding).
+// 16-bit storage, 3xTF32 mma.sync for float, register-tiled FMA otherwise; and a dot-product form for tiny
+// row counts (decoding).
 #pragma once
 
 #include "talkconv/cuda/agent_offsets.cuh"
+#include "talkconv/cuda/mma_tf32.cuh"
 
 #include <cub/warp/warp_reduce.cuh>
 #include <mma.h>
@@ -58,15 +60,15 @@ struct tile_stage {
 
 // Shared memory of one projection tile: the staged x and W tiles, reused for the block's z tile after the
 // K loop, and each row's token.
-template <class T, int BN, bool TensorCores = project_policy<T>::tensor_cores>
+template <class T, int BN, bool TensorCores = project_policy<T>::tensor_cores || project_policy<T>::tf32x3>
 struct project_smem;
 
-// Tensor cores: x [rows][K + 8] and W [BN][K + 8] in T (rows 16-byte aligned, skewed against bank
-// conflicts), z [rows][BN + 4] in float.
+// Tensor cores (and 3xTF32): x [rows][K + 8] and W [BN][K + 8] in T (K + 4 for float: rows 16-byte
+// aligned, skewed against bank conflicts of the fragment reads), z [rows][BN + 4] in float.
 template <class T, int BN>
 struct project_smem<T, BN, true> {
   using pol = project_policy<T>;
-  static constexpr int ldx = pol::k_tile + 8;
+  static constexpr int ldx = pol::k_tile + (sizeof(T) == 4 ? 4 : 8);
   static constexpr int ldz = BN + 4;
   static constexpr int stage_bytes = int(sizeof(T)) * (pol::rows + BN) * ldx;
   static constexpr int z_bytes = 4 * pol::rows * ldz;
@@ -102,7 +104,7 @@ struct project_tile {
 
   // Copies the register stages into the shared tiles.
   __device__ __forceinline__ static void store(smem& sm, const x_stage& xs, const w_stage& ws, int tid) {
-    if constexpr (pol::tensor_cores) {
+    if constexpr (pol::tensor_cores || pol::tf32x3) {
       T* sx = reinterpret_cast<T*>(sm.buf);
       T* sw = sx + BM * smem::ldx;
 #pragma unroll
@@ -207,6 +209,92 @@ struct project_tile {
         for (int e = 0; e < per_lane; ++e) {
           const int m = (lane + 32 * e) / BN, n = (lane + 32 * e) % BN;
           for (int k = 0; k < K; ++k) acc[e] += to_acc<T>(sx[m * smem::ldx + k]) * to_acc<T>(sw[n * smem::ldx + k]);
+        }
+      }
+      __syncthreads();
+      float* sz = reinterpret_cast<float*>(sm.buf) + warp * 16 * smem::ldz;
+#pragma unroll
+      for (int e = 0; e < per_lane; ++e) sz[((lane + 32 * e) / BN) * smem::ldz + (lane + 32 * e) % BN] = acc[e];
+#endif
+    } else if constexpr (pol::tf32x3) {
+      // float: warp w owns rows [16 w, 16 w + 16) and the BN / 8 column tiles; per k step of 8, x and W
+      // fragments read from the staged tiles (conflict-free: ldx = K + 4) and split hi + lo, then
+      // a_hi b_hi + a_hi b_lo + a_lo b_hi per tile (a_lo b_lo, below 2^-42 of the product, dropped).
+      static_assert(BN % 8 == 0 && BM == 16 * (threads / 32), "whole m16n8k8 tiles");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+      const int warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
+      float acc[BN / 8][4];
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[j][e] = 0.0f;
+      const float* sx = reinterpret_cast<const float*>(sm.buf) + (warp * 16 + g) * smem::ldx + q;
+      const float* sw = reinterpret_cast<const float*>(sm.buf) + BM * smem::ldx + g * smem::ldx + q;
+      for (int c0 = 0; c0 < C; c0 += K) {
+        __syncthreads();  // the previous k tile's products are done with the shared tiles
+        store(sm, xs, ws, tid);
+        __syncthreads();
+        if (c0 + K < C) {
+          xs.load(xp, x_step, x_left, c0 + K + x_stage::col0(tid), C, vec, tid);
+          ws.load(wp, w_step, w_left, c0 + K + w_stage::col0(tid), C, vec, tid);
+        }
+#pragma unroll
+        for (int k = 0; k < K; k += 8) {
+          // a (g + 8 (e % 2), q + 4 (e / 2)); b (q + 4 e, g): detail::mma_m16n8k8.
+          const float xa[4] = {sx[k], sx[8 * smem::ldx + k], sx[k + 4], sx[8 * smem::ldx + k + 4]};
+          unsigned ah[4], al[4];
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            float h, l;
+            tf32_split(xa[e], h, l);
+            ah[e] = __float_as_uint(h);
+            al[e] = __float_as_uint(l);
+          }
+#pragma unroll
+          for (int j = 0; j < BN / 8; ++j) {
+            const float wb[2] = {sw[j * 8 * smem::ldx + k], sw[j * 8 * smem::ldx + k + 4]};
+            unsigned bh[2], bl[2];
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              float h, l;
+              tf32_split(wb[e], h, l);
+              bh[e] = __float_as_uint(h);
+              bl[e] = __float_as_uint(l);
+            }
+            mma_tf32(acc[j], ah, bh);
+            mma_tf32(acc[j], ah, bl);
+            mma_tf32(acc[j], al, bh);
+          }
+        }
+      }
+      __syncthreads();  // z overwrites the staged tiles
+      // d (g + 8 (e / 2), 2 q + e % 2) of column tile j.
+      float* sz = reinterpret_cast<float*>(sm.buf) + (warp * 16 + g) * smem::ldz + 2 * q;
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) sz[(e / 2) * 8 * smem::ldz + j * 8 + e % 2] = acc[j][e];
+#else
+      // Before sm_80: each warp's 16 x BN sums by FMA from the same shared tiles.
+      const int warp = tid / 32, lane = tid % 32;
+      constexpr int per_lane = 16 * BN / 32;
+      float acc[per_lane];
+#pragma unroll
+      for (int e = 0; e < per_lane; ++e) acc[e] = 0.0f;
+      const float* sx = reinterpret_cast<const float*>(sm.buf) + warp * 16 * smem::ldx;
+      const float* sw = reinterpret_cast<const float*>(sm.buf) + BM * smem::ldx;
+      for (int c0 = 0; c0 < C; c0 += K) {
+        __syncthreads();
+        store(sm, xs, ws, tid);
+        __syncthreads();
+        if (c0 + K < C) {
+          xs.load(xp, x_step, x_left, c0 + K + x_stage::col0(tid), C, vec, tid);
+          ws.load(wp, w_step, w_left, c0 + K + w_stage::col0(tid), C, vec, tid);
+        }
+#pragma unroll
+        for (int e = 0; e < per_lane; ++e) {
+          const int m = (lane + 32 * e) / BN, n = (lane + 32 * e) % BN;
+          for (int k = 0; k < K; ++k) acc[e] += sx[m * smem::ldx + k] * sw[n * smem::ldx + k];
         }
       }
       __syncthreads();

@@ -31,7 +31,7 @@ void launch_project(const offsets_args<T>& a, const seq_shape& s, cudaStream_t s
   const index_t N = s.T * s.B, P = a.g.P;
   dispatch_heads(P, [&](auto pc) {
     constexpr int PC = decltype(pc)::value;
-    constexpr int BN = pol::tensor_cores && PC < 16 ? 16 : PC;  // WMMA tiles are 16 wide
+    constexpr int BN = pol::tensor_cores && PC < 16 ? 16 : PC;  // WMMA tiles are 16 wide (mma.sync's 8: PC >= 8)
     const index_t tiles_m = (N + pol::rows - 1) / pol::rows, tiles_n = (P + BN - 1) / BN;
     if (tiles_m * tiles_n < project_min_tiles && N <= 65535) {
       const index_t gx = (P + row_threads / 32 - 1) / (row_threads / 32);

@@ -125,19 +125,32 @@ constexpr int proj_chunk = 32;
 // 128-byte segment of each row: every x sector fetched is used whole). x is read once when P <= BN.
 //   tensor_cores: 16-bit inputs, WMMA 16x16x16 with float accumulators (products of 16-bit values
 //     are exact in float); 8 warps, 16 rows each. Also picks the tensor-core dW (agent_dw_tc.cuh).
+//   tf32x3: float, TF32 mma.sync m16n8k8 with x and W split hi + lo and three products per pair (3xTF32,
+//     float-like accuracy); 8 warps, 16 rows each, the same staged tiles as tensor_cores.
 //   otherwise: CUDA-core FMA, one row per thread, its BN sums in registers, the weight tile broadcast
 //     from shared memory (P FMAs per element of x, no reductions).
 template <class T>
 struct project_policy {
   static constexpr bool tensor_cores = false;
+  static constexpr bool tf32x3 = false;
   static constexpr int threads = sizeof(acc_t<T>) > 4 ? 128 : 256;  // double: 128 rows keep the tile < 48 KiB
   static constexpr int rows = threads;
   static constexpr int k_tile = 128 / int(sizeof(T));
   static constexpr int min_blocks = sizeof(acc_t<T>) > 4 ? 1 : 2;  // float: <= 128 registers
 };
 template <>
+struct project_policy<float> {
+  static constexpr bool tensor_cores = false;  // (the 16-bit tensor-core dW and offset path are not float's)
+  static constexpr bool tf32x3 = true;
+  static constexpr int threads = 256;
+  static constexpr int rows = 128;
+  static constexpr int k_tile = 32;  // 128 bytes of each row per step
+  static constexpr int min_blocks = 2;
+};
+template <>
 struct project_policy<__half> {
   static constexpr bool tensor_cores = true;
+  static constexpr bool tf32x3 = false;
   static constexpr int threads = 256;
   static constexpr int rows = 128;
   static constexpr int k_tile = 64;
