@@ -1,10 +1,11 @@
-// dW = dz^T x and the offset path dx += dz W on tensor cores for 16-bit x (__half, __nv_bfloat16):
-// TF32 mma.sync m16n8k8 (mma_tf32.cuh) with float accumulators. x converts to TF32 exactly (a 16-bit
-// significand fits TF32's 11 bits, and TF32 has float's exponent range, half's subnormals included). dz is
-// float: it is split as dz ~ hi + lo (tf32_split: both truncated to TF32, |dz - hi - lo| < 2^-21 |dz|,
-// float's range: no scaling, no underflow of a 16-bit type) and both products are summed (hi first), each
-// exact in the float accumulator. Same row-chunk partials and chunk-order combine as the FMA form
-// (agent_dz_gemm.cuh): no atomics.
+// dW = dz^T x (16-bit x and float) and the offset path dx += dz W (16-bit x) on tensor cores: TF32
+// mma.sync m16n8k8 (mma_tf32.cuh) with float accumulators. 16-bit x converts to TF32 exactly (a 16-bit
+// significand fits TF32's 11 bits, and TF32 has float's exponent range, half's subnormals included); float
+// x is split hi + lo like dz (3xTF32: a_hi b_hi + a_lo b_hi + a_hi b_lo). dz is float: it is split as
+// dz ~ hi + lo (tf32_split: both truncated to TF32, |dz - hi - lo| < 2^-21 |dz|, float's range: no scaling,
+// no underflow of a 16-bit type) and the products are summed (hi first), each exact in the float
+// accumulator. Same row-chunk partials and chunk-order combine as the FMA form (agent_dz_gemm.cuh): no
+// atomics.
 #pragma once
 
 #include "talkconv/cuda/agent_dz_gemm.cuh"
@@ -106,6 +107,7 @@ __device__ __forceinline__ void param_grads_partial_tc_block(const offsets_args<
   const bool bias_block = blockIdx.x == 0;  // uniform: this block also sums dbias
   const int cw = static_cast<int>(C - c0 < pol::channels ? C - c0 : pol::channels);  // channels in this block
   const bool vec = C % V == 0 && reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0;
+  constexpr bool split_x = std::is_same<T, float>::value;  // x not exact in TF32
   float bacc = 0.0f;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const int warp = tid / 32, lane = tid % 32;
@@ -184,11 +186,24 @@ __device__ __forceinline__ void param_grads_partial_tc_block(const offsets_args<
     const float* lw = sm.lo + q * pol::ldd + g;
 #pragma unroll
     for (int k0 = 0; k0 < pol::k_rows; k0 += 8) {
-      unsigned b[NT][2];
+      // x as b: exact in TF32 for 16-bit x; float x is split hi + lo too (3xTF32: the a_lo b_lo product,
+      // below 2^-42 of the product, is dropped).
+      unsigned b[NT][2], bl[NT][2];
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
-        b[n][0] = __float_as_uint(xw[k0 * pol::ldx + n * 8]);
-        b[n][1] = __float_as_uint(xw[(k0 + 4) * pol::ldx + n * 8]);
+        const float x0 = xw[k0 * pol::ldx + n * 8], x1 = xw[(k0 + 4) * pol::ldx + n * 8];
+        if constexpr (split_x) {
+          float h0, l0, h1, l1;
+          tf32_split(x0, h0, l0);
+          tf32_split(x1, h1, l1);
+          b[n][0] = __float_as_uint(h0);
+          b[n][1] = __float_as_uint(h1);
+          bl[n][0] = __float_as_uint(l0);
+          bl[n][1] = __float_as_uint(l1);
+        } else {
+          b[n][0] = __float_as_uint(x0);
+          b[n][1] = __float_as_uint(x1);
+        }
       }
 #pragma unroll
       for (int m = 0; m < PT / 16; ++m) {
@@ -201,6 +216,7 @@ __device__ __forceinline__ void param_grads_partial_tc_block(const offsets_args<
         for (int n = 0; n < NT; ++n) {
           mma_tf32(acc[m][n], ah, b[n]);
           mma_tf32(acc[m][n], al, b[n]);
+          if constexpr (split_x) mma_tf32(acc[m][n], ah, bl[n]);
         }
       }
     }

@@ -91,7 +91,7 @@ void launch_param_grads(offsets_args<T> a, const seq_shape& s, const param_plan&
   a.chunks = pp.chunks;
   dispatch_heads(a.g.P, [&](auto pc) {
     constexpr int PC = decltype(pc)::value;
-    if constexpr (project_policy<T>::tensor_cores) {
+    if constexpr (project_policy<T>::tensor_cores || project_policy<T>::tf32x3) {  // 16-bit x, float (3xTF32)
       constexpr int PT = PC < 16 ? 16 : PC;
       using pol = dw_tc_policy<PT>;
       const dim3 grid(static_cast<unsigned>((a.g.C + pol::channels - 1) / pol::channels),
