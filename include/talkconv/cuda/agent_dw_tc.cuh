@@ -187,7 +187,7 @@ __device__ __forceinline__ void param_grads_partial_tc_block(const offsets_args<
 #pragma unroll
     for (int k0 = 0; k0 < pol::k_rows; k0 += 8) {
       // x as b: exact in TF32 for 16-bit x; float x is split hi + lo too (3xTF32: the a_lo b_lo product,
-      // below 2^-42 of the product, is dropped).
+      // below 2^-20 of the product, is dropped: < 2^-19 in all).
       unsigned b[NT][2], bl[NT][2];
 #pragma unroll
       for (int n = 0; n < NT; ++n) {

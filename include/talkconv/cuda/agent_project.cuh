@@ -219,7 +219,7 @@ struct project_tile {
     } else if constexpr (pol::tf32x3) {
       // float: warp w owns rows [16 w, 16 w + 16) and the BN / 8 column tiles; per k step of 8, x and W
       // fragments read from the staged tiles (conflict-free: ldx = K + 4) and split hi + lo, then
-      // a_hi b_hi + a_hi b_lo + a_lo b_hi per tile (a_lo b_lo, below 2^-42 of the product, dropped).
+      // a_hi b_hi + a_hi b_lo + a_lo b_hi per tile (a_lo b_lo, below 2^-20 of the product, dropped: < 2^-19 in all).
       static_assert(BN % 8 == 0 && BM == 16 * (threads / 32), "whole m16n8k8 tiles");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
       const int warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;

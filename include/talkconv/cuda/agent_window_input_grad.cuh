@@ -292,7 +292,7 @@ __device__ __forceinline__ void add_fused_offset_path(float (&out)[RV][CV], cons
         }
       } else {
         // W split too (3xTF32): per channel tile its a hi and lo, per column tile one b read split hi + lo;
-        // products a_hi b_hi, a_hi b_lo, a_lo b_hi (a_lo b_lo, below 2^-42 of the product, dropped).
+        // products a_hi b_hi, a_hi b_lo, a_lo b_hi (a_lo b_lo, below 2^-20 of the product, dropped: < 2^-19 in all).
         const float* al_p = ap + chunks * td::dxf_chunk_floats;
 #pragma unroll
         for (int m = 0; m < CV / 2; ++m) {
