@@ -126,7 +126,8 @@ constexpr int proj_chunk = 32;
 //   tensor_cores: 16-bit inputs, WMMA 16x16x16 with float accumulators (products of 16-bit values
 //     are exact in float); 8 warps, 16 rows each. Also picks the tensor-core dW (agent_dw_tc.cuh).
 //   tf32x3: float, TF32 mma.sync m16n8k8 with x and W split hi + lo and three products per pair (3xTF32,
-//     float-like accuracy); 8 warps, 16 rows each, the same staged tiles as tensor_cores.
+//     within 2^-19 per product); 8 warps, 16 rows each, the same staged tiles as tensor_cores. Also picks
+//     the tensor-core dW with x split likewise (agent_dw_tc.cuh).
 //   otherwise: CUDA-core FMA, one row per thread, its BN sums in registers, the weight tile broadcast
 //     from shared memory (P FMAs per element of x, no reductions).
 template <class T>
