@@ -154,42 +154,101 @@ struct project_tile {
     w_stage ws;
     xs.load(xp, x_step, x_left, x_stage::col0(tid), C, vec, tid);
     ws.load(wp, w_step, w_left, w_stage::col0(tid), C, vec, tid);
+    // K tile c0: its staged registers into the shared tiles once the previous tile's products are done,
+    // then the next tile's loads, in flight during this one's products.
+    auto next_tile = [&](int c0) {
+      __syncthreads();
+      store(sm, xs, ws, tid);
+      __syncthreads();
+      if (c0 + K < C) {
+        xs.load(xp, x_step, x_left, c0 + K + x_stage::col0(tid), C, vec, tid);
+        ws.load(wp, w_step, w_left, c0 + K + w_stage::col0(tid), C, vec, tid);
+      }
+    };
 
-    if constexpr (pol::tensor_cores) {
+    if constexpr (pol::tensor_cores || pol::tf32x3) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-      namespace wmma = nvcuda::wmma;
-      const int warp = tid / 32;
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[BN / 16];
+      if constexpr (pol::tensor_cores) {
+        namespace wmma = nvcuda::wmma;
+        const int warp = tid / 32;
+        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[BN / 16];
 #pragma unroll
-      for (int j = 0; j < BN / 16; ++j) wmma::fill_fragment(acc[j], 0.0f);
-      const T* sx = reinterpret_cast<const T*>(sm.buf) + warp * 16 * smem::ldx;
-      const T* sw = reinterpret_cast<const T*>(sm.buf) + BM * smem::ldx;
-      for (int c0 = 0; c0 < C; c0 += K) {
-        __syncthreads();  // the previous k tile's products are done with the shared tiles
-        store(sm, xs, ws, tid);
-        __syncthreads();
-        if (c0 + K < C) {
-          xs.load(xp, x_step, x_left, c0 + K + x_stage::col0(tid), C, vec, tid);
-          ws.load(wp, w_step, w_left, c0 + K + w_stage::col0(tid), C, vec, tid);
-        }
+        for (int j = 0; j < BN / 16; ++j) wmma::fill_fragment(acc[j], 0.0f);
+        const T* sx = reinterpret_cast<const T*>(sm.buf) + warp * 16 * smem::ldx;
+        const T* sw = reinterpret_cast<const T*>(sm.buf) + BM * smem::ldx;
+        for (int c0 = 0; c0 < C; c0 += K) {
+          next_tile(c0);
 #pragma unroll
-        for (int k = 0; k < K; k += 16) {
-          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
-          wmma::load_matrix_sync(fa, sx + k, smem::ldx);
+          for (int k = 0; k < K; k += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+            wmma::load_matrix_sync(fa, sx + k, smem::ldx);
 #pragma unroll
-          for (int j = 0; j < BN / 16; ++j) {
-            wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
-            wmma::load_matrix_sync(fb, sw + j * 16 * smem::ldx + k, smem::ldx);
-            wmma::mma_sync(acc[j], fa, fb, acc[j]);
+            for (int j = 0; j < BN / 16; ++j) {
+              wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
+              wmma::load_matrix_sync(fb, sw + j * 16 * smem::ldx + k, smem::ldx);
+              wmma::mma_sync(acc[j], fa, fb, acc[j]);
+            }
           }
         }
-      }
-      __syncthreads();  // z overwrites the staged tiles
-      float* sz = reinterpret_cast<float*>(sm.buf) + warp * 16 * smem::ldz;
+        __syncthreads();  // z overwrites the staged tiles
+        float* sz = reinterpret_cast<float*>(sm.buf) + warp * 16 * smem::ldz;
 #pragma unroll
-      for (int j = 0; j < BN / 16; ++j) wmma::store_matrix_sync(sz + j * 16, acc[j], smem::ldz, wmma::mem_row_major);
+        for (int j = 0; j < BN / 16; ++j) wmma::store_matrix_sync(sz + j * 16, acc[j], smem::ldz, wmma::mem_row_major);
+      } else {
+        // float: warp w owns rows [16 w, 16 w + 16) and the BN / 8 column tiles; per k step of 8, x and W
+        // fragments read from the staged tiles (conflict-free: ldx = K + 4) and split hi + lo, then
+        // a_hi b_hi + a_hi b_lo + a_lo b_hi per tile (a_lo b_lo, below 2^-20 of the product, dropped:
+        // < 2^-19 in all).
+        static_assert(BN % 8 == 0 && BM == 16 * (threads / 32), "whole m16n8k8 tiles");
+        const int warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
+        float acc[BN / 8][4];
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[j][e] = 0.0f;
+        const float* sx = reinterpret_cast<const float*>(sm.buf) + (warp * 16 + g) * smem::ldx + q;
+        const float* sw = reinterpret_cast<const float*>(sm.buf) + BM * smem::ldx + g * smem::ldx + q;
+        for (int c0 = 0; c0 < C; c0 += K) {
+          next_tile(c0);
+#pragma unroll
+          for (int k = 0; k < K; k += 8) {
+            // a (g + 8 (e % 2), q + 4 (e / 2)); b (q + 4 e, g): detail::mma_m16n8k8.
+            const float xa[4] = {sx[k], sx[8 * smem::ldx + k], sx[k + 4], sx[8 * smem::ldx + k + 4]};
+            unsigned ah[4], al[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              float h, l;
+              tf32_split(xa[e], h, l);
+              ah[e] = __float_as_uint(h);
+              al[e] = __float_as_uint(l);
+            }
+#pragma unroll
+            for (int j = 0; j < BN / 8; ++j) {
+              const float wb[2] = {sw[j * 8 * smem::ldx + k], sw[j * 8 * smem::ldx + k + 4]};
+              unsigned bh[2], bl[2];
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                float h, l;
+                tf32_split(wb[e], h, l);
+                bh[e] = __float_as_uint(h);
+                bl[e] = __float_as_uint(l);
+              }
+              mma_tf32(acc[j], ah, bh);
+              mma_tf32(acc[j], ah, bl);
+              mma_tf32(acc[j], al, bh);
+            }
+          }
+        }
+        __syncthreads();  // z overwrites the staged tiles
+        // d (g + 8 (e / 2), 2 q + e % 2) of column tile j.
+        float* sz = reinterpret_cast<float*>(sm.buf) + (warp * 16 + g) * smem::ldz + 2 * q;
+#pragma unroll
+        for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) sz[(e / 2) * 8 * smem::ldz + j * 8 + e % 2] = acc[j][e];
+      }
 #else
-      // Before sm_80 (no bf16 WMMA): each warp's 16 x BN sums by FMA from the same shared tiles.
+      // Before sm_80 (no bf16 WMMA, no TF32 mma): each warp's 16 x BN sums by FMA from the same shared tiles.
       const int warp = tid / 32, lane = tid % 32;
       constexpr int per_lane = 16 * BN / 32;
       float acc[per_lane];
@@ -198,103 +257,11 @@ struct project_tile {
       const T* sx = reinterpret_cast<const T*>(sm.buf) + warp * 16 * smem::ldx;
       const T* sw = reinterpret_cast<const T*>(sm.buf) + BM * smem::ldx;
       for (int c0 = 0; c0 < C; c0 += K) {
-        __syncthreads();
-        store(sm, xs, ws, tid);
-        __syncthreads();
-        if (c0 + K < C) {
-          xs.load(xp, x_step, x_left, c0 + K + x_stage::col0(tid), C, vec, tid);
-          ws.load(wp, w_step, w_left, c0 + K + w_stage::col0(tid), C, vec, tid);
-        }
+        next_tile(c0);
 #pragma unroll
         for (int e = 0; e < per_lane; ++e) {
           const int m = (lane + 32 * e) / BN, n = (lane + 32 * e) % BN;
           for (int k = 0; k < K; ++k) acc[e] += to_acc<T>(sx[m * smem::ldx + k]) * to_acc<T>(sw[n * smem::ldx + k]);
-        }
-      }
-      __syncthreads();
-      float* sz = reinterpret_cast<float*>(sm.buf) + warp * 16 * smem::ldz;
-#pragma unroll
-      for (int e = 0; e < per_lane; ++e) sz[((lane + 32 * e) / BN) * smem::ldz + (lane + 32 * e) % BN] = acc[e];
-#endif
-    } else if constexpr (pol::tf32x3) {
-      // float: warp w owns rows [16 w, 16 w + 16) and the BN / 8 column tiles; per k step of 8, x and W
-      // fragments read from the staged tiles (conflict-free: ldx = K + 4) and split hi + lo, then
-      // a_hi b_hi + a_hi b_lo + a_lo b_hi per tile (a_lo b_lo, below 2^-20 of the product, dropped: < 2^-19 in all).
-      static_assert(BN % 8 == 0 && BM == 16 * (threads / 32), "whole m16n8k8 tiles");
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-      const int warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
-      float acc[BN / 8][4];
-#pragma unroll
-      for (int j = 0; j < BN / 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[j][e] = 0.0f;
-      const float* sx = reinterpret_cast<const float*>(sm.buf) + (warp * 16 + g) * smem::ldx + q;
-      const float* sw = reinterpret_cast<const float*>(sm.buf) + BM * smem::ldx + g * smem::ldx + q;
-      for (int c0 = 0; c0 < C; c0 += K) {
-        __syncthreads();  // the previous k tile's products are done with the shared tiles
-        store(sm, xs, ws, tid);
-        __syncthreads();
-        if (c0 + K < C) {
-          xs.load(xp, x_step, x_left, c0 + K + x_stage::col0(tid), C, vec, tid);
-          ws.load(wp, w_step, w_left, c0 + K + w_stage::col0(tid), C, vec, tid);
-        }
-#pragma unroll
-        for (int k = 0; k < K; k += 8) {
-          // a (g + 8 (e % 2), q + 4 (e / 2)); b (q + 4 e, g): detail::mma_m16n8k8.
-          const float xa[4] = {sx[k], sx[8 * smem::ldx + k], sx[k + 4], sx[8 * smem::ldx + k + 4]};
-          unsigned ah[4], al[4];
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            float h, l;
-            tf32_split(xa[e], h, l);
-            ah[e] = __float_as_uint(h);
-            al[e] = __float_as_uint(l);
-          }
-#pragma unroll
-          for (int j = 0; j < BN / 8; ++j) {
-            const float wb[2] = {sw[j * 8 * smem::ldx + k], sw[j * 8 * smem::ldx + k + 4]};
-            unsigned bh[2], bl[2];
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              float h, l;
-              tf32_split(wb[e], h, l);
-              bh[e] = __float_as_uint(h);
-              bl[e] = __float_as_uint(l);
-            }
-            mma_tf32(acc[j], ah, bh);
-            mma_tf32(acc[j], ah, bl);
-            mma_tf32(acc[j], al, bh);
-          }
-        }
-      }
-      __syncthreads();  // z overwrites the staged tiles
-      // d (g + 8 (e / 2), 2 q + e % 2) of column tile j.
-      float* sz = reinterpret_cast<float*>(sm.buf) + (warp * 16 + g) * smem::ldz + 2 * q;
-#pragma unroll
-      for (int j = 0; j < BN / 8; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) sz[(e / 2) * 8 * smem::ldz + j * 8 + e % 2] = acc[j][e];
-#else
-      // Before sm_80: each warp's 16 x BN sums by FMA from the same shared tiles.
-      const int warp = tid / 32, lane = tid % 32;
-      constexpr int per_lane = 16 * BN / 32;
-      float acc[per_lane];
-#pragma unroll
-      for (int e = 0; e < per_lane; ++e) acc[e] = 0.0f;
-      const float* sx = reinterpret_cast<const float*>(sm.buf) + warp * 16 * smem::ldx;
-      const float* sw = reinterpret_cast<const float*>(sm.buf) + BM * smem::ldx;
-      for (int c0 = 0; c0 < C; c0 += K) {
-        __syncthreads();
-        store(sm, xs, ws, tid);
-        __syncthreads();
-        if (c0 + K < C) {
-          xs.load(xp, x_step, x_left, c0 + K + x_stage::col0(tid), C, vec, tid);
-          ws.load(wp, w_step, w_left, c0 + K + w_stage::col0(tid), C, vec, tid);
-        }
-#pragma unroll
-        for (int e = 0; e < per_lane; ++e) {
-          const int m = (lane + 32 * e) / BN, n = (lane + 32 * e) % BN;
-          for (int k = 0; k < K; ++k) acc[e] += sx[m * smem::ldx + k] * sw[n * smem::ldx + k];
         }
       }
       __syncthreads();
@@ -311,13 +278,7 @@ struct project_tile {
       const A* sx = reinterpret_cast<const A*>(sm.buf) + tid * smem::ldx;
       const A* sw = reinterpret_cast<const A*>(sm.buf) + BM * smem::ldx;
       for (int c0 = 0; c0 < C; c0 += K) {
-        __syncthreads();
-        store(sm, xs, ws, tid);
-        __syncthreads();
-        if (c0 + K < C) {
-          xs.load(xp, x_step, x_left, c0 + K + x_stage::col0(tid), C, vec, tid);
-          ws.load(wp, w_step, w_left, c0 + K + w_stage::col0(tid), C, vec, tid);
-        }
+        next_tile(c0);
 #pragma unroll 4
         for (int k = 0; k < K; ++k) {
           const A xv = sx[k];
