@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -188,6 +189,23 @@ inline test_case random_case(std::uint64_t seed, bool causal, talkconv::layout l
   c.pb.causal = causal;
   if (pick(0, 1))
     for (long b = 0; b < c.pb.B; ++b) c.pb.lengths.push_back(pick(0, 3) == 0 ? c.pb.T : pick(0, c.pb.T));
+  return c;
+}
+
+// A case of a given shape (empty lengths: every sequence has length T).
+inline test_case shaped_case(std::uint64_t seed, long T, long B, long C, long H, long L, long M, bool causal,
+                             talkconv::layout lay, std::vector<long> lengths = {}) {
+  test_case c;
+  c.seed = seed;
+  c.lay = lay;
+  c.pb.T = T;
+  c.pb.B = B;
+  c.pb.C = C;
+  c.pb.H = H;
+  c.pb.L = L;
+  c.pb.M = M;
+  c.pb.causal = causal;
+  c.pb.lengths = std::move(lengths);
   return c;
 }
 

@@ -179,17 +179,7 @@ void fused_dx_sweep() {
   };
   std::uint64_t seed = 9100;
   for (const shape& sh : shapes) {
-    test_case c;
-    c.seed = ++seed;
-    c.lay = sh.lay;
-    c.pb.T = sh.t;
-    c.pb.B = sh.b;
-    c.pb.C = sh.c;
-    c.pb.H = sh.h;
-    c.pb.L = sh.l;
-    c.pb.M = sh.m;
-    c.pb.causal = sh.causal;
-    c.pb.lengths = sh.lengths;
+    const test_case c = shaped_case(++seed, sh.t, sh.b, sh.c, sh.h, sh.l, sh.m, sh.causal, sh.lay, sh.lengths);
     layer_case<T>(c, talkconv::dropout_params{});
     if (seed % 2 == 0) layer_case<T>(c, talkconv::dropout_params{0.1f, seed, true});
   }
@@ -199,26 +189,16 @@ void fused_dx_sweep() {
 // fused dx path multiplies W^T by the zero dz of those rows (Inf * 0 = NaN) and must still write zeros.
 template <class T>
 void padded_rows_case() {
-  test_case c;
-  c.seed = 9300;
-  c.pb.T = 70;
-  c.pb.B = 3;
-  c.pb.C = 128;
-  c.pb.H = 8;
-  c.pb.L = 5;
-  c.pb.M = 7;
-  c.pb.lengths = {70, 23, 0};
+  test_case c = shaped_case(9300, 70, 3, 128, 8, 5, 7, false, layout::tbc, {70, 23, 0});
   INFO(c.str(), " dtype=", tol<T>::name, " NaN past the lengths, Inf in W");
   const ref::problem& pb = c.pb;
   layer_data<T> h = make_layer_data<T>(c);
-  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const std::vector<T> special =
+      to_type<T>(ref::vec{std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()});
   for (long b = 0; b < pb.B; ++b)
     for (long t = pb.n(b); t < pb.T; ++t)
-      for (long ch = 0; ch < pb.C; ++ch) {
-        h.x[pb.xi(t, b, ch)] = to_type<T>(ref::vec{nan})[0];
-        h.dy[pb.xi(t, b, ch)] = to_type<T>(ref::vec{nan})[0];
-      }
-  h.W[3 * size_t(pb.C) + 17] = to_type<T>(ref::vec{std::numeric_limits<double>::infinity()})[0];
+      for (long ch = 0; ch < pb.C; ++ch) h.x[pb.xi(t, b, ch)] = h.dy[pb.xi(t, b, ch)] = special[0];
+  h.W[3 * size_t(pb.C) + 17] = special[1];
   for (layout lay : {layout::tbc, layout::btc}) {
     c.lay = lay;
     const layer_out<T> g = run_gpu<T>(c, h, talkconv::dropout_params{}, false);

@@ -99,12 +99,13 @@ struct dx_smem {
     const std::size_t b = bucketing(bins), s = scan(groups);
     return ((b > s ? b : s) + 15) / 16 * 16;
   }
-  // Fused: W^T (chunks x dxf_chunk_floats, twice when split_w), then the dz buffer (128 rows x 32 offsets).
+  // Fused: W^T (chunks x dxf_chunk_floats, twice when split_w), then the dz buffer (the tile's rows x 32
+  // offsets).
   static std::size_t bytes(int bins, int groups, int chunks = 0) {
     if (chunks == 0) return weights_at(bins, groups);
     return weights_at(bins, groups) +
            sizeof(float) * (std::size_t(talkconv::detail::dxf_chunk_floats) * std::size_t(chunks) * (P::split_w ? 2 : 1) +
-                            128 * 32);
+                            std::size_t(P::tile) * 32);
   }
 };
 
