@@ -10,7 +10,7 @@
 #
 # Environment: JOBS (build jobs, default nproc), CUDA_ARCH (default: the GPU's compute capability, else
 # 90), SKIP_TESTS=1, SKIP_SANITIZE=1, SANITIZERS (default "memcheck racecheck synccheck initcheck"),
-# SKIP_BENCH=1, BENCH_FILTER (a --benchmark_filter regex), SKIP_TORCH=1 (the PyTorch extension's suite,
+# SKIP_BENCH=1, BENCH_FILTER (a --benchmark_filter regex), SKIP_PEERS=1 (no PyTorch peer timing after the benchmarks), SKIP_TORCH=1 (the PyTorch extension's suite,
 # python/ through scripts/test-torch.sh; TALKCONV_PYTHON picks the interpreter), DIRECT_BUILD=1 (nvcc without cmake). The build
 # directory (build/gpu-check) is reused, so the steps can run as separate calls (each call rewrites
 # summary.txt with its own steps): SKIP_SANITIZE=1 SKIP_BENCH=1, then SKIP_TESTS=1 SKIP_BENCH=1 ...
@@ -217,7 +217,12 @@ fi
 #     memory never written: the workspace pieces, the decoder's ring before it fills, padding rows);
 #   racecheck: the window kernels (shared-memory scans, carries, tap caches) and the decoder;
 #   synccheck: every kernel with barriers (window tiles, block reductions), float and half.
+# SANITIZE_CASES (a doctest --test-case filter) replaces all three sets, e.g. to check one new kernel.
 sanitize_cases() {
+  if [ -n "${SANITIZE_CASES:-}" ]; then
+    echo "$SANITIZE_CASES"
+    return
+  fi
   case $1 in
   memcheck | initcheck)
     echo '*: float,*beyond the shared-memory*: float,*integer bounds*,*offsets:*,*offsets backward*,*prefix sums*,*deterministic*,*incremental*: float,*reorder*,*several streams*,*host threads*,*misaligned*'
@@ -282,7 +287,9 @@ else
   fi
   cat "$out/bench.txt" >>"$log"
   # Peer comparison (PyTorch SDPA and the original algorithm in PyTorch) where PyTorch with CUDA exists.
-  if command -v python3 >/dev/null && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  if [ "${SKIP_PEERS:-0}" = 1 ]; then
+    say "peer comparison skipped: SKIP_PEERS=1"
+  elif command -v python3 >/dev/null && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
     # The first PEER_SHAPES shapes (default 8) timed; all matched (scripts/gpu-bench.sh times every one).
     python3 "$root/bench/peer_torch.py" --talkconv-json "$out/bench_cuda.json" --out "$out/peer.md" \
       --json-out "$out/peers.json" --shapes "${PEER_SHAPES:-8}" >>"$log" 2>&1 ||

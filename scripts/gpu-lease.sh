@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (the device tool: $OUT comes back, at most 8 files): build, CUDA tests,
+# Nsight Compute's per-kernel table, the quick GPU benchmark set and compute-sanitizer on a case set, each
+# step under its own time limit, in that order of priority. After every step everything so far is packed
+# into $OUT/all.tgz, and summary.txt, ncu.md and bench_cuda.json are copied beside it, so a call stopped at
+# its limit still returns what it measured. Carry build/deps (scripts/gpu-deps-bundle.sh).
+#
+#   scripts/gpu-lease.sh [out_dir]      (default $OUT, else ./gpu-lease-out)
+#
+# Environment: STEPS (default "check ncu bench sanitize"), T_CHECK / T_NCU / T_BENCH / T_SANITIZE (seconds
+# per step; defaults 200 / 150 / 120 / 150), SANITIZERS (default "memcheck racecheck"), SANITIZE_CASES
+# (default: the layer's fused dx path and the float layer sweep), DTYPES for ncu (default "bf16 f32"),
+# BENCH_FILTER, TALKCONV_BENCH_MIN_TIME (default 0.03).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+out=${1:-${OUT:-$root/gpu-lease-out}}
+mkdir -p "$out"
+work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-lease.XXXXXX")
+t_start=$SECONDS
+pack() {
+  {
+    echo "gpu-lease $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+      "($(git status --porcelain 2>/dev/null | wc -l) changed files), $((SECONDS - t_start)) s so far"
+    for d in check bench sanitize; do
+      [ -f "$work/$d/summary.txt" ] && { echo "== $d"; cat "$work/$d/summary.txt"; }
+    done
+    [ -f "$work/steps.txt" ] && { echo "== steps"; cat "$work/steps.txt"; }
+  } >"$out/summary.txt"
+  for f in ncu/ncu.md bench/bench_cuda.json; do [ -f "$work/$f" ] && cp "$work/$f" "$out/"; done
+  tar -czf "$out/all.tgz" -C "$work" . 2>/dev/null
+}
+step() {  # name, seconds, command...
+  local name=$1 limit=$2
+  shift 2
+  local t0=$SECONDS
+  timeout --kill-after=10 "$limit" "$@"
+  local rc=$?
+  printf '%-9s exit %3d after %4d s (limit %d)\n' "$name" "$rc" "$((SECONDS - t0))" "$limit" >>"$work/steps.txt"
+  pack
+  return $rc
+}
+export SKIP_TORCH=1 SKIP_PEERS=1
+for s in ${STEPS:-check ncu bench sanitize}; do
+  case $s in
+  check) step check "${T_CHECK:-200}" env SKIP_SANITIZE=1 SKIP_BENCH=1 scripts/gpu-check.sh "$work/check" >/dev/null ;;
+  ncu) step ncu "${T_NCU:-150}" scripts/gpu-ncu.sh "$work/ncu" >/dev/null 2>"$work/ncu-stderr.txt" ;;
+  bench)
+    step bench "${T_BENCH:-120}" env SKIP_TESTS=1 SKIP_SANITIZE=1 TALKCONV_BENCH_MIN_TIME="${TALKCONV_BENCH_MIN_TIME:-0.03}" \
+      scripts/gpu-check.sh "$work/bench" >/dev/null
+    ;;
+  sanitize)
+    step sanitize "${T_SANITIZE:-150}" env SKIP_TESTS=1 SKIP_BENCH=1 SANITIZERS="${SANITIZERS:-memcheck racecheck}" \
+      SANITIZE_CASES="${SANITIZE_CASES:-*fused dx path*: float,*fused dx path*: bfloat16,*rows past the lengths*: float}" \
+      scripts/gpu-check.sh "$work/sanitize" >/dev/null
+    ;;
+  *) echo "gpu-lease: unknown step $s" >>"$work/steps.txt" ;;
+  esac
+done
+pack
+cat "$out/summary.txt"
+[ -f "$work/ncu/ncu.md" ] && cat "$work/ncu/ncu.md"
+grep -hE "FAILED|ERROR|error:" "$work"/check/tests.txt 2>/dev/null | head -n 40
