@@ -6,7 +6,7 @@
 #
 #   scripts/gpu-ncu.sh [out_dir]        (default $OUT, else ./gpu-ncu-out)
 #
-# Environment: DTYPES (default "bf16 f32"), SHAPE (default "4096 16 1024 16 16 16 0": T B C H L M causal),
+# Environment: STALLS=1 (also stall reasons, bank conflicts, L2 hit rate: more replay passes), DTYPES (default "bf16 f32"), SHAPE (default "4096 16 1024 16 16 16 0": T B C H L M causal),
 # CUDA_ARCH (default: the GPU's compute capability), BUILD_DIR (default build/gpu-check, shared with
 # scripts/gpu-check.sh), NCU (default ncu). About a minute per dtype on an H200.
 set -euo pipefail
@@ -29,6 +29,14 @@ metrics=gpu__time_duration.sum,smsp__inst_executed.sum,dram__throughput.avg.pct_
 metrics+=,sm__inst_executed.avg.per_cycle_active,launch__registers_per_thread
 metrics+=,launch__shared_mem_per_block_dynamic,launch__shared_mem_per_block_static
 metrics+=,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size,launch__block_size
+# STALLS=1: where the warps wait (the WarpStateStats section: stall reasons per issued instruction), shared-
+# memory bank conflicts and the L2 hit rate; ncu_table.py prints them as a second table.
+sections=()
+if [ "${STALLS:-0}" = 1 ]; then
+  sections=(--section WarpStateStats)
+  metrics+=,lts__t_sector_hit_rate.pct
+  metrics+=,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum,l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum
+fi
 {
   echo "# talkconv kernels under Nsight Compute"
   echo
@@ -41,7 +49,7 @@ metrics+=,sm__warps_active.avg.pct_of_peak_sustained_active,launch__grid_size,la
 # shellcheck disable=SC2086
 for dtype in ${DTYPES:-bf16 f32}; do
   csv=$out/ncu-$dtype.csv
-  "$ncu" --profile-from-start off --metrics "$metrics" --csv --page raw "$prog" "$dtype" ${SHAPE:-4096 16 1024 16 16 16 0} \
+  "$ncu" --profile-from-start off "${sections[@]}" --metrics "$metrics" --csv --page raw "$prog" "$dtype" ${SHAPE:-4096 16 1024 16 16 16 0} \
     >"$csv" 2>"$out/ncu-$dtype.err"
   elements=$(grep -o 'elements [0-9]*' "$csv" | awk '{print $2}')
   python3 bench/cuda/ncu_table.py "$csv" "$elements" "$dtype" >>"$out/ncu.md"

@@ -57,6 +57,33 @@ def main():
               f"{smem:.0f} | {num(r, 'sm__warps_active.avg.pct_of_peak_sustained_active'):.0f} | "
               f"{num(r, 'launch__grid_size'):.0f} x {num(r, 'launch__block_size'):.0f} |")
     print(f"| **all** | {total_time / 1e3:.1f} | {total_inst * 32 / elements:.1f} | | | | | | |\n")
+    stall_table(rows)
+
+
+STALL = "smsp__average_warps_issue_stalled_"
+STALL_END = "_per_issue_active.ratio"
+
+
+def stall_table(rows):
+    """Where warps wait (scripts/gpu-ncu.sh with STALLS=1): cycles a warp spends stalled per issued
+    instruction, by reason, the five largest per kernel; shared-memory bank conflicts; L2 hit rate."""
+    keys = sorted({k for r in rows for k in r if k.startswith(STALL) and k.endswith(STALL_END)})
+    if not keys:
+        return
+    print("Stalls: warp cycles per issued instruction by reason (the five largest), with the total "
+          "(smsp__average_warp_latency_per_inst_issued), shared-memory bank conflicts (load / store "
+          "wavefronts lost) and the L2 hit rate.\n")
+    print("| kernel | cycles / issue | largest stall reasons | smem conflicts ld / st | L2 hit % |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        name = r.get("Kernel Name", "?").split("(")[0].split("<")[0].replace("void ", "").strip()
+        reasons = sorted(((num(r, k), k[len(STALL):-len(STALL_END)]) for k in keys), reverse=True)[:5]
+        text = ", ".join(f"{why} {v:.2f}" for v, why in reasons if v == v and v > 0.005)
+        ld = num(r, "l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum")
+        st = num(r, "l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum")
+        print(f"| {name} | {num(r, 'smsp__average_warp_latency_per_inst_issued.ratio'):.2f} | {text} | "
+              f"{ld:.3g} / {st:.3g} | {num(r, 'lts__t_sector_hit_rate.pct'):.1f} |")
+    print()
 
 
 if __name__ == "__main__":

@@ -121,7 +121,8 @@ struct decoder_plan {
 // Every ring column (channel, sequence) has exactly one writer, a thread of this block, so the re-base
 // every L + 2 steps (the newest sum S[t - 1] is subtracted from the whole column: sums and error stay
 // window-sized) needs no synchronization. The arithmetic is cpu::decoder::step's (same detail/ functions,
-// same order), except the dot product's summation order and nvcc's a * b + c contractions into FMA.
+// same order), except the dot product's summation order and nvcc's a * b + c contractions into FMA in
+// window_value (the same in every variant: the vector and element variants give the same bits).
 //
 // The position: each block owns one slot of a.position (all slots hold the same t, as every block
 // advances its own once per step); its thread 0 reads t and writes t + 1. No block reads another's slot,
@@ -132,6 +133,18 @@ struct decoder_plan {
 // summation order without (y is bitwise the same whatever the alignment).
 // VecRow: V = 16 / sizeof(A) channels per thread in the ring (16-byte accesses) and V elements of x and y
 // (R % V == 0, ring 16-byte aligned, x and y aligned to V * sizeof(T)). Both chosen on the host.
+// a * b rounded on its own: an add that follows cannot be contracted with it into an FMA, whatever the
+// surrounding code (float and double; other accumulators multiply as written).
+template <class A>
+__device__ __forceinline__ A mul_rounded(A a, A b) {
+  if constexpr (std::is_same<A, float>::value)
+    return __fmul_rn(a, b);
+  else if constexpr (std::is_same<A, double>::value)
+    return __dmul_rn(a, b);
+  else
+    return a * b;
+}
+
 template <class T, bool VecDot, bool VecRow>
 static __global__ void __launch_bounds__(decoder_traits::threads, decoder_traits::min_blocks)
     decoder_step_kernel(decoder_args<T> a) {
@@ -239,8 +252,10 @@ static __global__ void __launch_bounds__(decoder_traits::threads, decoder_traits
     tpack yp;
 #pragma unroll
     for (int e = 0; e < V; ++e) {
-      // S[t] = S[t - 1] + x_t / K, as cpu::decoder (x scaled first, then the previous sum added)
-      cur.v[e] = inv_k * to_acc<T>(xp.v[e]);
+      // S[t] = S[t - 1] + x_t / K, as cpu::decoder (x scaled first and rounded, then the previous sum
+      // added): never one FMA, which nvcc formed in the unrolled vector variant and not in the element
+      // one, so y depended on the alignment of x (seen on an H200).
+      cur.v[e] = mul_rounded(inv_k, to_acc<T>(xp.v[e]));
       if (p.prev >= 0) cur.v[e] += prev.v[e];
       // Causal: i0 = i1 = t, S[t] is cur.
       yp.v[e] = from_acc<T>(talkconv::detail::window_value<A>(p.k, cur.v[e], cur.v[e], s2.v[e], s3.v[e]));
