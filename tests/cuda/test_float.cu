@@ -295,18 +295,23 @@ TALKCONV_GPU_CASE("window forward from aligned and misaligned x: both match the 
   c.pb.H = 2;
   c.pb.C = 128;  // blocks of 64 channels: vectorizable when aligned
   const ref::problem& pb = c.pb;
+  INFO(c.str());
+  // x and o in the canonical order [T, B, .] for the reference, in the case's layout on the device.
   const std::vector<float> x = to_type<float>(random_vec(pb.x_size(), 1, 1.0, 1.0));
   std::vector<float> o = to_type<float>(random_uniform(pb.o_size(), 2, 0.0, 1.0));
   keep_bounds_off_integers(pb, o);
+  const std::vector<float> x_lay = to_layout(x, pb.T, pb.B, pb.C, c.lay);
   std::vector<float> shifted(x.size() + 1, 0.0f);
-  std::copy(x.begin(), x.end(), shifted.begin() + 1);
-  dbuf<float> d_x(x), d_xs(shifted), d_o(o), d_y(pb.x_size()), d_ys(pb.x_size()), d_again(pb.x_size());
+  std::copy(x_lay.begin(), x_lay.end(), shifted.begin() + 1);
+  dbuf<float> d_x(x_lay), d_xs(shifted), d_o(to_layout(o, pb.T, pb.B, pb.P(), c.lay)), d_y(pb.x_size()),
+      d_ys(pb.x_size()), d_again(pb.x_size());
   lengths_on_device len(c);
   const ref::vec y_ref = ref::window_forward(pb, to_double(x), to_double(o));
   tcu::window_forward<float>(c.shape(), c.window(), d_x.p, d_o.p, d_y.p, len.d(), nullptr);
   tcu::window_forward<float>(c.shape(), c.window(), d_xs.p + 1, d_o.p, d_ys.p, len.d(), nullptr);
-  check_close(to_double(d_y.download()), y_ref, tol<float>::value, "y from aligned x vs reference");
-  check_close(to_double(d_ys.download()), y_ref, tol<float>::value, "y from misaligned x vs reference");
+  auto canonical = [&](const dbuf<float>& d) { return to_double(from_layout(d.download(), pb.T, pb.B, pb.C, c.lay)); };
+  check_close(canonical(d_y), y_ref, tol<float>::value, "y from aligned x vs reference");
+  check_close(canonical(d_ys), y_ref, tol<float>::value, "y from misaligned x vs reference");
   tcu::window_forward<float>(c.shape(), c.window(), d_x.p, d_o.p, d_again.p, len.d(), nullptr);
   CHECK(same_bits(d_y.download(), d_again.download()));
   tcu::window_forward<float>(c.shape(), c.window(), d_xs.p + 1, d_o.p, d_again.p, len.d(), nullptr);

@@ -69,7 +69,7 @@ __device__ void window_forward_vtile(const window_args<T>& a) {
   int tok = threadIdx.x / P::cols;
   T* __restrict__ yp = a.y + (base + (c.t0 + tok) * a.g.xt);
   const Idx jump = static_cast<Idx>(step) * static_cast<Idx>(a.g.xt);
-  const A* __restrict__ p = rows + col * V;
+  const A* __restrict__ p = rows + col * P::scan_width;  // the column's chunk 0 (P::chunks)
   const vtap<A>* __restrict__ e_at = taps + tok * c.nh + hh;
   bool direct = false;  // some token of this thread left the kept rows: done after the loop
   for (; tok < v.nval; tok += step, yp += jump, e_at += step * c.nh) {
@@ -83,7 +83,7 @@ __device__ void window_forward_vtile(const window_args<T>& a) {
 #pragma unroll
     for (int q = 0; q < V / W; ++q) {
       A s0[W], s1[W], s2[W], s3[W];
-      tap_rows<A>(p + q * W, e, s0, s1, s2, s3);
+      tap_rows<A>(p + q * P::cols * W, e, s0, s1, s2, s3);
 #pragma unroll
       for (int j = 0; j < W; ++j)
         out[q * W + j] = inv_k * talkconv::detail::window_value_frac<A>(e.fr, e.fl, s0[j], s1[j], s2[j], s3[j]);

@@ -5,8 +5,10 @@
 //
 // Per tile of `tile` rows x 64 channels, per batch of (token, head) pairs (one per thread):
 //   1. taps of the pair (detail::make_taps, index type Idx) -> up to 4 events (row or carry, weight);
-//   2. one warp ranks all events stably, 32 pairs at a time (__match_any_sync, one counter per bucket),
-//      and scans the counters (cub::WarpScan): where each bucket starts;
+//   2. every warp ranks the events of its 32 pairs stably (__match_any_sync, its own 16-bit counter per
+//      bucket), the chunks' counts are scanned per bucket in chunk order and the buckets' sizes across
+//      buckets (cub::WarpScan): where each bucket starts (when the table does not fit, one warp ranks all
+//      chunks in order against one counter per bucket: the same ranks);
 //   3. events placed at start + rank: a bucket lists its events in (pair / 32, tap, lane) order, fixed;
 //   4. thread (row group g, vector v) sums, for each of its rows, its bucket's w * dy (16-byte dy loads
 //      through L1, float accumulators); carry events are split over the row groups (index mod groups).
@@ -99,6 +101,11 @@ struct dx_smem {
     const std::size_t b = bucketing(bins), s = scan(groups);
     return ((b > s ? b : s) + 15) / 16 * 16;
   }
+  // The rank table, after everything else when the host adds it: one 16-bit row per warp of bins + 1 counts
+  // (a chunk's events per bucket, at most 128; then its first place within the bucket, below 32 * 4 * warps).
+  static std::size_t rank_table_bytes(int bins) {
+    return (sizeof(unsigned short) * std::size_t(P::warps) * (std::size_t(bins) + 1) + 15) / 16 * 16;
+  }
   // Fused: W^T (chunks x dxf_chunk_floats, twice when split_w), then the dz buffer (the tile's rows x 32
   // offsets).
   static std::size_t bytes(int bins, int groups, int chunks = 0) {
@@ -119,6 +126,7 @@ struct dx_args {
   bool causal = false;
   int chunks = 0;           // fused offset path: 32-offset chunks of W^T staged (0: not fused, a.dz unused)
   std::size_t w_at = 0;     // fused: byte offset of the staged W^T in dynamic shared memory
+  std::size_t rank_at = 0;  // byte offset of the rank table (dx_smem::rank_table_bytes), 0: one warp ranks
 };
 
 template <class T, int VEC>
@@ -377,6 +385,9 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   int4* pkey = reinterpret_cast<int4*>(talkconv_smem + dx_smem<T, Idx>::counters_bytes(bins));
   int4* prank = pkey + threads;
   event* ev = reinterpret_cast<event*>(talkconv_smem + dx_smem<T, Idx>::events_at(bins));
+  // The rank table [chunks][bins + 1] (16-bit), when the host found room for it: every warp ranks its own 32
+  // pairs at once instead of one warp ranking them all while the others wait at the barrier.
+  unsigned short* ranks = d.rank_at ? reinterpret_cast<unsigned short*>(talkconv_smem + d.rank_at) : nullptr;
   A* sc_tot = reinterpret_cast<A*>(talkconv_smem);  // [groups][lanes], aliases the above after the batches
   A* sc_car = sc_tot + groups * P::lanes;
 
@@ -444,27 +455,55 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
       pkey[tid] = make_int4(key[0], key[1], key[2], key[3]);
     }
     __syncthreads();
-    // 2. one warp ranks every event stably, 32 pairs at a time in (pair / 32, tap, lane) order, and
-    //    scans the bucket counters: cnt[bin] = where bucket bin starts, cnt[bins] = the total.
-    if (warp == 0) {
+    // 2. rank every event stably in (pair / 32, tap, lane) order and find where each bucket starts:
+    //    cnt[bin] = the bucket's first event, cnt[bins] = the total. rank32 ranks the 32 pairs of chunk c
+    //    against the counters ctr (per bucket: the events ranked so far), advancing them.
+    auto rank32 = [&](auto* ctr, int c) {
+      const int p = c * 32 + lane;
+      const int4 k4 = p < np ? pkey[p] : make_int4(-1, -1, -1, -1);
+      const int kj[4] = {k4.x, k4.y, k4.z, k4.w};
+      int r[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const unsigned peers = __match_any_sync(0xffffffffu, kj[j]);
+        const int before = kj[j] >= 0 ? static_cast<int>(ctr[kj[j]]) : 0;
+        __syncwarp();
+        if (kj[j] >= 0 && __ffs(peers) - 1 == lane)
+          ctr[kj[j]] = static_cast<std::remove_reference_t<decltype(ctr[0])>>(before + __popc(peers));
+        __syncwarp();
+        r[j] = before + __popc(peers & lt);
+      }
+      if (p < np) prank[p] = make_int4(r[0], r[1], r[2], r[3]);
+    };
+    const int chunks = (np + 31) / 32;  // <= warps: one pair per thread
+    if (ranks) {
+      // 2a. every warp ranks its own chunk against its own row of the table (ranks within the chunk),
+      // 2b. then per bucket, in chunk order: each chunk's first place in the bucket, the bucket's size.
+      if (warp < chunks) {
+        unsigned short* row = ranks + warp * (bins + 1);
+        for (int i = lane; i <= bins; i += 32) row[i] = 0;
+        __syncwarp();
+        rank32(row, warp);
+      }
+      __syncthreads();
+      for (int k = tid; k <= bins; k += threads) {
+        int run = 0;
+        for (int c = 0; c < chunks; ++c) {
+          const int x = ranks[c * (bins + 1) + k];
+          ranks[c * (bins + 1) + k] = static_cast<unsigned short>(run);
+          run += x;
+        }
+        cnt[k] = run;
+      }
+      __syncthreads();
+    } else if (warp == 0) {
+      // One warp ranks the chunks in order against one counter per bucket.
       for (int i = lane; i <= bins; i += 32) cnt[i] = 0;
       __syncwarp();
-      for (int c = 0; c * 32 < np; ++c) {
-        const int p = c * 32 + lane;
-        const int4 k4 = p < np ? pkey[p] : make_int4(-1, -1, -1, -1);
-        const int kj[4] = {k4.x, k4.y, k4.z, k4.w};
-        int r[4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const unsigned peers = __match_any_sync(0xffffffffu, kj[j]);
-          const int before = kj[j] >= 0 ? cnt[kj[j]] : 0;
-          __syncwarp();
-          if (kj[j] >= 0 && __ffs(peers) - 1 == lane) cnt[kj[j]] = before + __popc(peers);
-          __syncwarp();
-          r[j] = before + __popc(peers & lt);
-        }
-        if (p < np) prank[p] = make_int4(r[0], r[1], r[2], r[3]);
-      }
+      for (int c = 0; c < chunks; ++c) rank32(cnt, c);
+    }
+    // 2c. warp 0 scans the bucket sizes into starts.
+    if (warp == 0) {
       const int per_lane = (bins + 1 + 31) / 32, lo = lane * per_lane;
       int sum = 0;
       for (int i = 0; i < per_lane; ++i)
@@ -479,13 +518,17 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
         }
     }
     __syncthreads();
-    // 3. place the events: bucket-major, each bucket in ranking order.
+    // 3. place the events: bucket-major, each bucket in ranking order (with the table: the bucket's start,
+    //    then the chunk's first place in it, then the rank within the chunk; the same order).
     if (tid < np) {
       const int4 r4 = prank[tid];
       const int rk[4] = {r4.x, r4.y, r4.z, r4.w};
 #pragma unroll
       for (int j = 0; j < 4; ++j)
-        if (key[j] >= 0) ev[cnt[key[j]] + rk[j]] = event{off, w[j] * inv_k};  // 1/K folded in once
+        if (key[j] >= 0) {
+          const int at = cnt[key[j]] + rk[j] + (ranks ? static_cast<int>(ranks[warp * (bins + 1) + key[j]]) : 0);
+          ev[at] = event{off, w[j] * inv_k};  // 1/K folded in once
+        }
     }
     __syncthreads();
     // 4. sum the buckets of this thread's rows, and its share of the carry.

@@ -99,7 +99,7 @@ __device__ void window_offsets_grad_vtile(const window_args<T>& a) {
     int tok = threadIdx.x / P::cols;
     const T* __restrict__ dyp = a.dy + (base + (c.t0 + tok) * a.g.xt);
     const Idx jump = static_cast<Idx>(step) * static_cast<Idx>(a.g.xt);
-    const A* __restrict__ p = rows + col * V;
+    const A* __restrict__ p = rows + col * P::scan_width;  // the column's chunk 0 (P::chunks)
     const vtap<A>* __restrict__ e_at = taps + tok * c.nh + hh;
     bool direct = false;  // some token of this thread left the kept rows: done after the loop
     for (; tok < v.nval; tok += step, dyp += jump, e_at += step * c.nh) {
@@ -115,7 +115,7 @@ __device__ void window_offsets_grad_vtile(const window_args<T>& a) {
 #pragma unroll
       for (int q = 0; q < V / W; ++q) {
         A s0[W], s1[W], s2[W], s3[W];
-        tap_rows<A>(p + q * W, e, s0, s1, s2, s3);
+        tap_rows<A>(p + q * P::cols * W, e, s0, s1, s2, s3);
 #pragma unroll
         for (int j = 0; j < W; ++j) {
           gl += d[q * W + j] * talkconv::detail::left_slope<A>(s2[j], s3[j]);

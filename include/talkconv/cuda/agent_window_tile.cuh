@@ -327,6 +327,22 @@ __device__ __forceinline__ void sts_vec(A* p, const A (&v)[V]) {
   }
 }
 
+// A column's `vec` accumulators into a vector tile's shared row, chunk q (16 bytes) at p + q * cols words
+// (window_tile_policy::chunks: interleaved columns, one wavefront per quarter warp).
+template <class T>
+__device__ __forceinline__ void sts_chunks(acc_t<T>* p, const acc_t<T> (&v)[window_tile_policy<T>::vec]) {
+  using A = acc_t<T>;
+  using P = window_tile_policy<T>;
+  constexpr int W = P::scan_width;
+  static_assert(P::chunks * W == P::vec, "a column is whole 16-byte words");
+#pragma unroll
+  for (int q = 0; q < P::chunks; ++q) {
+    uint4 w;
+    memcpy(&w, v + q * W, 16);
+    reinterpret_cast<uint4*>(p + q * P::cols * W)[0] = w;
+  }
+}
+
 // A token's tile taps as the table keeps them (kernel_traits.cuh: vtap).
 template <class T>
 __device__ __forceinline__ vtap<acc_t<T>> to_vtap(const tile_tap<acc_t<T>>& e) {
@@ -388,7 +404,8 @@ __device__ __forceinline__ void stage_vtile(const window_args<T>& a, const vtile
   constexpr int step = P::threads / P::cols;  // rows per pass of the block
   const int lcol = threadIdx.x % P::cols;
   int r = threadIdx.x / P::cols;
-  A* __restrict__ dst = rows + (r + 1) * P::stride + lcol * V;
+  constexpr int W = P::scan_width;  // accumulators per 16-byte word
+  A* __restrict__ dst = rows + (r + 1) * P::stride + lcol * W;  // chunk 0 of this column (see P::chunks)
   if (lcol < v.vcols) {
     const T* __restrict__ src = a.x + (c.b * a.g.xb + c.c0 + lcol * V) + (v.w.first + 1 + r) * a.g.xt;  // 64-bit, once
     const Idx jump = static_cast<Idx>(step) * static_cast<Idx>(a.g.xt);
@@ -396,25 +413,24 @@ __device__ __forceinline__ void stage_vtile(const window_args<T>& a, const vtile
     for (; r < data; r += step, src += jump, dst += step * P::stride) {
       A e[V];
       load_vec<T>(src, e);
-      sts_vec<A, V>(dst, e);
+      sts_chunks<T>(dst, e);
     }
   } else {
     A z[V];
 #pragma unroll
     for (int j = 0; j < V; ++j) z[j] = A(0);
-    for (; r < data; r += step, dst += step * P::stride) sts_vec<A, V>(dst, z);
+    for (; r < data; r += step, dst += step * P::stride) sts_chunks<T>(dst, z);
   }
   if (threadIdx.x < P::cols) {
     A z[V];
 #pragma unroll
     for (int j = 0; j < V; ++j) z[j] = A(0);
-    sts_vec<A, V>(rows + threadIdx.x * V, z);
+    sts_chunks<T>(rows + threadIdx.x * W, z);
   }
   __syncthreads();
   // Segment `seg` of column `col` owns rows [r0, r1): its totals, the exclusive scan of the totals over the
   // column's segments (fixed order), then its rows rewritten as prefix sums from the tile's base row.
   using scan = cub::WarpScan<A, P::scan_segs>;
-  constexpr int W = P::scan_width;
   __shared__ typename scan::TempStorage scan_tmp[P::threads / P::scan_segs];
   const int col = threadIdx.x / P::scan_segs, seg = threadIdx.x % P::scan_segs;
   const int per = talkconv::detail::scan_rows_per_segment(data, P::scan_segs);
@@ -444,7 +460,8 @@ __device__ __forceinline__ void stage_vtile(const window_args<T>& a, const vtile
 }
 
 // The four S rows a tap names, for 16 bytes of this thread's accumulators at `p` (chunk q of its
-// vector): s0..s3 = rows at byte offsets o0..o3. Chunks keep the live registers at 4 x 16 bytes.
+// vector: the column's chunk 0 + q * cols words): s0..s3 = rows at byte offsets o0..o3. Chunks keep the
+// live registers at 4 x 16 bytes.
 template <class A>
 __device__ __forceinline__ void tap_rows(const A* __restrict__ p, const vtap<A>& e, A (&s0)[16 / sizeof(A)],
                                          A (&s1)[16 / sizeof(A)], A (&s2)[16 / sizeof(A)], A (&s3)[16 / sizeof(A)]) {

@@ -56,6 +56,12 @@ struct window_tile_policy {
   static constexpr int scan_cols = lanes / scan_width;
   static constexpr int scan_segs = threads / scan_cols;
   static constexpr int stride = lanes + 16 / static_cast<int>(sizeof(A));  // shared row stride, in A
+  // A column's vec accumulators in a shared row are `chunks` 16-byte words, chunk q of column col at word
+  // q * cols + col (interleaved): the 8 threads of a quarter warp (one row, 8 columns) then touch 8
+  // consecutive words, one wavefront per 16-byte access. Contiguous columns put 16-bit types' chunks 32
+  // bytes apart, two wavefronts each: the bank conflicts ncu counted on an H200 (2026-11-30, about 1e7
+  // lost wavefronts per bf16 window launch). The scan works per word and does not see the order.
+  static constexpr int chunks = vec * static_cast<int>(sizeof(A)) / 16 > 0 ? vec * static_cast<int>(sizeof(A)) / 16 : 1;
   static constexpr int min_blocks = 4;
   static constexpr int unit = 32;       // tile lengths are multiples of this
   static constexpr int max_tile = 512;  // tokens

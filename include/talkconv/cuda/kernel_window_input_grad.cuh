@@ -65,7 +65,13 @@ bool launch_input_grad(const window_args<T>& a, const seq_shape& s, const window
         args.chunks = static_cast<int>((np + 31) / 32);
         args.w_at = dx_smem<T, Idx>::weights_at(p.bins, groups);
       }
-      const std::size_t smem = dx_smem<T, Idx>::bytes(p.bins, groups, args.chunks);
+      std::size_t smem = dx_smem<T, Idx>::bytes(p.bins, groups, args.chunks);
+      // The rank table where it keeps min_blocks blocks per SM (else one warp ranks every chunk).
+      const std::size_t table = dx_smem<T, Idx>::rank_table_bytes(p.bins);
+      if (smem + table + smem_reserved_per_block + vtile_static_smem <= smem_per_sm() / P::min_blocks) {
+        args.rank_at = smem;
+        smem += table;
+      }
       auto* kernel = &input_grad_kernel<T, Idx, VEC, Fused>;
       allow_smem(kernel, smem, "cudaFuncSetAttribute(input_grad_kernel)");
       kernel<<<grid, P::threads, smem, stream>>>(a, args);
