@@ -8,9 +8,12 @@
 #   scripts/gpu-lease.sh [out_dir]      (default $OUT, else ./gpu-lease-out)
 #
 # Environment: STEPS (default "check ncu bench sanitize"), T_CHECK / T_NCU / T_BENCH / T_SANITIZE (seconds
-# per step; defaults 200 / 150 / 120 / 150), SANITIZERS (default "memcheck racecheck"), SANITIZE_CASES
-# (default: the layer's fused dx path and the float layer sweep), DTYPES for ncu (default "bf16 f32"),
-# BENCH_FILTER, TALKCONV_BENCH_MIN_TIME (default 0.03).
+# per step; defaults 200 / 150 / 150 / 150), SANITIZERS (default "memcheck racecheck"), SANITIZE_CASES
+# (default: the layer's fused dx path and the float layer sweep), DTYPES and STALLS for ncu (default
+# "bf16 f32", 0), BENCH_FILTER (default: the headline shapes and the decoder steps, 67 benchmarks, about 90 s; the whole
+# quick set takes over 100 s, its decoder family last), TALKCONV_BENCH_MIN_TIME (default 0.03),
+# TALKCONV_COMMIT (the commit to name in the summary: the device's copy of .git can lag the working tree
+# it was sent, so name it from the calling machine, e.g. TALKCONV_COMMIT=1a2b3c4).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -20,8 +23,9 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/gpu-lease.XXXXXX")
 t_start=$SECONDS
 pack() {
   {
-    echo "gpu-lease $(date -u +%Y-%m-%dT%H:%M:%SZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-      "($(git status --porcelain 2>/dev/null | wc -l) changed files), $((SECONDS - t_start)) s so far"
+    echo "gpu-lease $(date -u +%Y-%m-%dT%H:%M:%SZ) commit ${TALKCONV_COMMIT:-unnamed} (the device's git says" \
+      "$(git rev-parse --short HEAD 2>/dev/null || echo unknown) with $(git status --porcelain 2>/dev/null | wc -l)" \
+      "changed files), $((SECONDS - t_start)) s so far"
     for d in check bench sanitize; do
       [ -f "$work/$d/summary.txt" ] && { echo "== $d"; cat "$work/$d/summary.txt"; }
     done
@@ -41,13 +45,16 @@ step() {  # name, seconds, command...
   return $rc
 }
 export SKIP_TORCH=1 SKIP_PEERS=1
+# The headline benchmarks: the benchmark shape (bf16, f16, f32; bidirectional and causal L = 16), T = 1024 x
+# B = 64, one wide window (L = 255) and the decoder steps. BENCH_FILTER= (empty) runs the whole quick set.
+headline='(T:4096/B:16/C:1024/(min_time|H:16/L:(16|255)/M:(16|0|255)/))|(T:1024/B:64/C:1024/(min_time|H:16/L:16/M:16/))|decoder_step'
 for s in ${STEPS:-check ncu bench sanitize}; do
   case $s in
   check) step check "${T_CHECK:-200}" env SKIP_SANITIZE=1 SKIP_BENCH=1 scripts/gpu-check.sh "$work/check" >/dev/null ;;
   ncu) step ncu "${T_NCU:-150}" scripts/gpu-ncu.sh "$work/ncu" >/dev/null 2>"$work/ncu-stderr.txt" ;;
   bench)
-    step bench "${T_BENCH:-120}" env SKIP_TESTS=1 SKIP_SANITIZE=1 TALKCONV_BENCH_MIN_TIME="${TALKCONV_BENCH_MIN_TIME:-0.03}" \
-      scripts/gpu-check.sh "$work/bench" >/dev/null
+    step bench "${T_BENCH:-150}" env SKIP_TESTS=1 SKIP_SANITIZE=1 TALKCONV_BENCH_MIN_TIME="${TALKCONV_BENCH_MIN_TIME:-0.03}" \
+      BENCH_FILTER="${BENCH_FILTER-$headline}" scripts/gpu-check.sh "$work/bench" >/dev/null
     ;;
   sanitize)
     step sanitize "${T_SANITIZE:-150}" env SKIP_TESTS=1 SKIP_BENCH=1 SANITIZERS="${SANITIZERS:-memcheck racecheck}" \
