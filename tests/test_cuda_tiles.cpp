@@ -8,6 +8,7 @@
 
 #include "talkconv/detail/dx_plan.hpp"
 #include "talkconv/detail/mma_layout.hpp"
+#include "talkconv/detail/window_tile.hpp"
 
 #include <array>
 #include <climits>
@@ -491,4 +492,75 @@ void fused_offset_path_case(int cv, int rv) {
 TEST_CASE("dx kernel's fused offset path: a lane's accumulators are its own rows x channels; emulated block == dx + W^T dz") {
   SUBCASE("16-bit x: 8 channels x 4 rows per lane") { fused_offset_path_case(8, 4); }
   SUBCASE("float: 4 channels x 8 rows per lane") { fused_offset_path_case(4, 8); }
+}
+
+// ---- shared-memory layouts against a bank model (32 banks of 4 bytes; one warp's 4-byte accesses; the
+// double case, 8-byte words, is checked as a permutation only) ------------------------------------------
+
+namespace {
+// Distinct banks among 32 word addresses: 32 means one wavefront.
+int distinct_banks(const std::array<int, 32>& words) {
+  std::array<bool, 32> hit{};
+  int n = 0;
+  for (int w : words)
+    if (!hit[static_cast<std::size_t>(w % 32)]) hit[static_cast<std::size_t>(w % 32)] = true, ++n;
+  return n;
+}
+}  // namespace
+
+TEST_CASE("dx kernel: the gather roles cover every (vector, row group) of the block once") {
+  // (slots, mma): 16-bit and float vectors in the fused path's roles; double vectors and scalars not.
+  struct shape {
+    int slots;
+    bool mma;
+  };
+  for (const shape sh : {shape{8, true}, shape{16, true}, shape{32, false}, shape{64, false}}) {
+    CAPTURE(sh.slots);
+    const int warps = 8, groups = 256 / sh.slots;
+    std::vector<int> seen(static_cast<std::size_t>(sh.slots * groups), 0);
+    for (int w = 0; w < warps; ++w)
+      for (int l = 0; l < 32; ++l) {
+        const td::dx_role r = td::dx_gather_role(w, l, sh.slots, sh.mma);
+        REQUIRE(r.v >= 0);
+        REQUIRE(r.v < sh.slots);
+        REQUIRE(r.g >= 0);
+        REQUIRE(r.g < groups);
+        ++seen[static_cast<std::size_t>(r.g * sh.slots + r.v)];
+        if (sh.mma) {  // the fragment orders: lane / 4 the vector, lane % 4 the row group, within the warp's
+          CHECK(r.v % 8 == l / 4);
+          CHECK(r.g % 4 == l % 4);
+        }
+      }
+    for (int c : seen) CHECK(c == 1);
+  }
+}
+
+TEST_CASE("offset-gradient products: each token's slots are a permutation; head-sum reads and writes are conflict-free") {
+  for (int cols : {4, 8, 16, 32}) {
+    CAPTURE(cols);
+    const int tile = 128;
+    for (int tok = 0; tok < tile; ++tok) {
+      std::vector<int> hits(static_cast<std::size_t>(cols), 0);
+      for (int c = 0; c < cols; ++c) ++hits[static_cast<std::size_t>(td::products_slot(tok, c, cols))];
+      for (int h : hits) CHECK(h == 1);
+    }
+    if (cols > 16) continue;  // 8-byte products (double): the 4-byte bank model does not apply
+    // Head sums: one thread per token, a warp's 32 consecutive tokens reading column k together.
+    for (int base = 0; base < tile; base += 32)
+      for (int k = 0; k < cols; ++k) {
+        std::array<int, 32> words{};
+        for (int l = 0; l < 32; ++l) words[static_cast<std::size_t>(l)] = (base + l) * cols + td::products_slot(base + l, k, cols);
+        CHECK(distinct_banks(words) == 32);
+      }
+    // Writers: lane = token-in-warp * cols + column (32 / cols tokens per warp).
+    for (int base = 0; base < tile; base += 32 / cols) {
+        std::array<int, 32> words{};
+        for (int l = 0; l < 32; ++l) {
+          const int tok = base + l / cols, c = l % cols;
+          words[static_cast<std::size_t>(l)] = tok * cols + td::products_slot(tok, c, cols);
+        }
+        CHECK(distinct_banks(words) == 32);
+      }
+  }
+  CHECK(td::products_slot(5, 7, 64) == 7);  // wider than a warp: left alone
 }

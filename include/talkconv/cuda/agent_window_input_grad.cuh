@@ -402,8 +402,8 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   constexpr int wpr = mma_roles ? slots / 8 : 1;  // warps sharing a row group set
   static_assert(!Fused || (mma_roles && slots == 8 * wpr && groups == 4 * S.warps / wpr && VEC * RP == 32),
                 "the fused offset path's lane roles");
-  const int v = mma_roles ? 8 * (warp % wpr) + lane / 4 : tid % slots;
-  const int g = mma_roles ? 4 * (warp / wpr) + lane % 4 : tid / slots;
+  const talkconv::detail::dx_role role = talkconv::detail::dx_gather_role(warp, lane, slots, mma_roles);
+  const int v = role.v, g = role.g;
   const bool active = v * VEC < cn;
   const int hv = active ? a.w.head_in_block(v * VEC) : 0;
 

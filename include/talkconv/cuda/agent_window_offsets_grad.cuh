@@ -122,8 +122,9 @@ __device__ void window_offsets_grad_vtile(const window_args<T>& a) {
           gr += d[q * W + j] * talkconv::detail::right_slope<A>(s0[j], s1[j]);
         }
       }
-      prod[tok * P::cols + col] = e.o2 != e.o3 ? inv_k * gl : A(0);
-      prod[(a.tile + tok) * P::cols + col] = !Causal && e.o0 != e.o1 ? inv_k * gr : A(0);
+      const int slot = talkconv::detail::products_slot(tok, col, P::cols);
+      prod[tok * P::cols + slot] = e.o2 != e.o3 ? inv_k * gl : A(0);
+      prod[(a.tile + tok) * P::cols + slot] = !Causal && e.o0 != e.o1 ? inv_k * gr : A(0);
     }
     // Windows that leave the kept rows: slopes straight from global memory (rare; exact).
     if (direct) {
@@ -142,8 +143,9 @@ __device__ void window_offsets_grad_vtile(const window_args<T>& a) {
           gl += d[j] * sl;
           gr += d[j] * sr;
         }
-        prod[k2 * P::cols + col] = k.i2 != k.i3 ? gl : A(0);
-        prod[(a.tile + k2) * P::cols + col] = !Causal && k.i0 != k.i1 ? gr : A(0);
+        const int slot = talkconv::detail::products_slot(k2, col, P::cols);
+        prod[k2 * P::cols + slot] = k.i2 != k.i3 ? gl : A(0);
+        prod[(a.tile + k2) * P::cols + slot] = !Causal && k.i0 != k.i1 ? gr : A(0);
       }
     }
   }
@@ -161,7 +163,7 @@ __device__ void window_offsets_grad_vtile(const window_args<T>& a) {
       const index_t hi = (hd + 1) * a.w.R < c.c0 + c.cn ? (hd + 1) * a.w.R : c.c0 + c.cn;
       const int ca = static_cast<int>(lo - c.c0) / V, cb = static_cast<int>(hi - c.c0) / V;
       const A* q = prod + (side * a.tile + tok) * P::cols;
-      for (int k = ca; k < cb; ++k) sum += q[k];
+      for (int k = ca; k < cb; ++k) sum += q[talkconv::detail::products_slot(tok, k, P::cols)];
     }
     part[Idx(tok) * ot + static_cast<Idx>(side == 0 ? hd : a.w.H + hd)] = sum;
   }

@@ -57,6 +57,22 @@ TALKCONV_HOST_DEVICE inline void dx_candidates(I t0, I t1, I n, I reach_left, I 
   if (u1 < u0) u1 = u0;
 }
 
+// The gather role of thread (warp, lane): vector v of the block's `slots` and row group g. With `mma`
+// (the fused offset path's widths, slots a multiple of 8), lane / 4 is the vector among its warp's 8 and
+// lane % 4 the row group among its warp's 4 (the mma_sync fragment orders, detail/mma_layout.hpp);
+// otherwise consecutive threads take consecutive vectors. wpr: warps sharing one set of row groups.
+struct dx_role {
+  int v, g;
+};
+TALKCONV_HOST_DEVICE inline dx_role dx_gather_role(int warp, int lane, int slots, bool mma) {
+  if (mma) {
+    const int wpr = slots / 8;
+    return dx_role{8 * (warp % wpr) + lane / 4, 4 * (warp / wpr) + lane % 4};
+  }
+  const int tid = warp * 32 + lane;
+  return dx_role{tid % slots, tid / slots};
+}
+
 // The events of one token's taps for rows [t0, t1), one slot per tap j: key[j] = row - t0, `tile` for the
 // carry (rows at or above t1), or -1 (dropped: below t0, or a zero weight); weight w[j]. When the highest
 // tap i1 = ceil(a_r) is in the carry, every carry tap is merged into slot 1 (weights summed in tap order):

@@ -118,6 +118,16 @@ TALKCONV_HOST_DEVICE inline tile_tap<A> make_tile_tap(const window_taps<A, I>& k
 
 TALKCONV_HOST_DEVICE inline int odd_up(int v) { return v | 1; }
 
+// The offset gradient's products buffer [2][tile][cols] (one value per token and 16-byte column): column
+// col of token tok at tok * cols + products_slot(tok, col, cols). The head sums read it with one thread per
+// token, the 32 consecutive tokens of a warp reading the same column: at tok * cols + col those are
+// 32 / cols banks apart only (8- or 16-way conflicts); XORing col with the token's bits above
+// 32 / cols spreads them over 32 banks, and the writers (the cols threads of one token) still store one
+// permutation of the token's consecutive words. For cols a power of two up to 32; identity otherwise.
+TALKCONV_HOST_DEVICE constexpr int products_slot(int tok, int col, int cols) {
+  return cols <= 32 && (cols & (cols - 1)) == 0 ? col ^ ((tok / (32 / cols)) & (cols - 1)) : col;
+}
+
 // Rows of the tile's prefix scan per segment thread: ceil(data_rows / segs), made odd so that the
 // segments of one column (a logical warp) read shared rows in distinct banks (row stride 4 banks mod 32).
 TALKCONV_HOST_DEVICE inline int scan_rows_per_segment(int data_rows, int segs) {
