@@ -149,4 +149,75 @@ TEST_CASE("window tile arithmetic: local prefix rows and the direct path give SP
   }
 }
 
+// The segmented forward (window_forward_segments_kernel), the GPU's way: a tile's span [t0 - left,
+// t1 - 1 + right] walked in segments of `rows` rows (base row included), each as local prefix sums from
+// its base; every token adds window_value_frac of its taps clamped into each segment (segment_row); 1/K
+// once at the end. Short segments here (2 to 40 rows) put every window across many of them.
+TEST_CASE("window segments: a window's value summed over segments of its span gives SPEC's window") {
+  std::mt19937_64 rng(777);
+  for (int draw = 0; draw < draws(80); ++draw) {
+    const long T = uniform_int(rng, 1, 600), n = uniform_int(rng, 0, 1) ? T : uniform_int(rng, 0, T);
+    const bool causal = uniform_int(rng, 0, 3) == 0;
+    const long L = uniform_int(rng, 0, 300), M = causal ? 0 : uniform_int(rng, 0, 300);
+    const double hi = uniform_int(rng, 0, 3) == 0 ? 2.0 : 1.0;  // offsets past the halo's max_offset = 1
+    const int tile = 32, rows = static_cast<int>(uniform_int(rng, 2, 40));
+    const int left = static_cast<int>(d::halo_left_rows(L, 1.0)), right = static_cast<int>(d::halo_right_rows(M, causal, 1.0));
+    INFO("T=", T, " n=", n, " L=", L, " M=", M, " causal=", causal, " offsets <= ", hi, " rows=", rows);
+    const vec x = uniform_vec(rng, static_cast<size_t>(T), -1.0, 1.0);
+    std::vector<float> xf(x.begin(), x.end());
+    const vec ol = uniform_vec(rng, static_cast<size_t>(T), 0.0, hi), orr = uniform_vec(rng, static_cast<size_t>(T), 0.0, hi);
+    const float inv_k = 1.0f / float(L + M + 1);
+    double worst = 0.0;
+    long direct = 0, segments = 0;
+    for (long t0 = 0; t0 < T; t0 += tile) {
+      const long t1 = std::min(t0 + tile, T);
+      long first = std::max(t0 - left, -1L), last = std::min(t1 - 1 + right, n - 1);
+      if (last < first) last = first;
+      const int span = static_cast<int>(last - first);
+      for (long t = t0; t < std::min(t1, n); ++t) {
+        const d::window_taps<float> kt =
+            d::make_taps<float>(t, float(ol[size_t(t)]), float(orr[size_t(t)]), L, M, n, causal);
+        float got;
+        if (d::taps_min(kt) < first || d::taps_max(kt) > last) {
+          ++direct;
+          if (ol[size_t(t)] <= 1.0 && orr[size_t(t)] <= 1.0) FAIL("a window within max_offset left the span");
+          float dm = 0.0f;
+          for (long tau = kt.i2 + 1; tau <= kt.i0; ++tau) dm += xf[size_t(tau)];
+          const float dr = kt.i1 > kt.i0 ? xf[size_t(kt.i1)] : 0.0f, dl = kt.i3 > kt.i2 ? xf[size_t(kt.i3)] : 0.0f;
+          got = d::window_value_diff<float>(kt, inv_k * dm, inv_k * dr, inv_k * dl);
+        } else {
+          const int o[4] = {int(kt.i0 - first), int(kt.i1 - first), int(kt.i2 - first), int(kt.i3 - first)};
+          float acc = 0.0f;
+          for (int lo = 0; lo < span; lo += rows - 1) {
+            const int top = std::min(lo + rows - 1, span);
+            std::vector<float> seg(static_cast<size_t>(top - lo + 1), 0.0f);  // S from the segment's base row
+            for (int r = 1; r <= top - lo; ++r) seg[size_t(r)] = seg[size_t(r - 1)] + xf[size_t(first + lo + r)];
+            acc += d::window_value_frac<float>(kt.fr, kt.fl, seg[size_t(d::segment_row(o[0], lo, top))],
+                                               seg[size_t(d::segment_row(o[1], lo, top))],
+                                               seg[size_t(d::segment_row(o[2], lo, top))],
+                                               seg[size_t(d::segment_row(o[3], lo, top))]);
+            ++segments;
+          }
+          got = inv_k * acc;
+        }
+        const double al = std::min(std::max(double(t) - double(float(ol[size_t(t)])) * double(L), 0.0), double(n - 1));
+        const double ar = causal ? double(t)
+                                 : std::min(std::max(double(t) + double(float(orr[size_t(t)])) * double(M), 0.0),
+                                            double(n - 1));
+        double sum = 0.0;
+        for (long tau = long(std::ceil(al)); tau <= long(std::floor(ar)); ++tau) sum += double(xf[size_t(tau)]);
+        if (std::floor(ar) != ar) sum += (ar - std::floor(ar)) * double(xf[size_t(std::ceil(ar))]);
+        if (std::floor(al) != al) sum += (std::ceil(al) - al) * double(xf[size_t(std::floor(al))]);
+        worst = std::max(worst, std::fabs(double(got) - sum / double(L + M + 1)));
+      }
+    }
+    INFO("direct=", direct, " segment visits=", segments);
+    CHECK(worst <= 2e-5);
+  }
+  // A window wholly left or right of a segment adds exactly zero; a row inside is kept.
+  CHECK(d::segment_row(-5, 10, 20) == 0);
+  CHECK(d::segment_row(25, 10, 20) == 10);
+  CHECK(d::segment_row(13, 10, 20) == 3);
+}
+
 }  // TEST_SUITE

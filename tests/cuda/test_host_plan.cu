@@ -4,6 +4,7 @@
 #include "gpu_util.cuh"
 
 #include <talkconv/cuda/agent_window.cuh>
+#include <talkconv/cuda/device_window.cuh>
 
 namespace {
 
@@ -198,4 +199,46 @@ TEST_CASE("vector tile plan: what the kernels carve fits the opt-in, 4 blocks pe
           check_vplan(__half{}, w, grad, nh, optin);
           check_vplan(__nv_bfloat16{}, w, grad, nh, optin);
         }
+}
+
+TEST_CASE("segmented forward plan: taken only when a tile's span does not fit; 4 blocks per SM; carving exact") {
+  auto check_seg = [](auto tag, const talkconv::window_params& w, int nh, std::size_t optin, bool expect) {
+    using T = decltype(tag);
+    const std::size_t per_sm = optin + 1024;
+    INFO("L=", w.max_left, " M=", w.max_right, " causal=", w.causal, " nh=", nh, " optin=", optin, " sizeof(T)=", sizeof(T));
+    const talkconv::detail::window_tile_plan p = d::plan_vtile<T>(w, 1.0, false, nh, per_sm, optin);
+    REQUIRE(p.tile > 0);
+    const double span = p.tile + talkconv::detail::halo_left_rows(w.max_left, 1.0) +
+                        talkconv::detail::halo_right_rows(w.max_right, w.causal, 1.0);
+    const bool capped = p.rows < span;  // launch_window_forward's test
+    if (expect) CHECK(capped);
+    if (!capped) return;
+    const d::segments_plan q = d::plan_segments<T>(w, 1.0, nh, per_sm);
+    REQUIRE(q.rows >= 2);
+    CHECK(q.tile == d::segment_policy<T>::tile);
+    CHECK(q.left == long(talkconv::detail::halo_left_rows(w.max_left, 1.0)));
+    CHECK(q.right == long(talkconv::detail::halo_right_rows(w.max_right, w.causal, 1.0)));
+    CHECK(q.rows <= q.tile + q.left + q.right + 1);
+    CHECK(q.smem == d::vtile_layout<T>::products_at(q.rows, q.tile, nh));
+    CHECK(q.smem + d::vtile_static_smem + d::smem_reserved_per_block <= per_sm / d::window_tile_policy<T>::min_blocks);
+  };
+  for (std::size_t optin : optins)
+    for (int nh : {1, 2, 8}) {
+      // L = M = 511 (the 76 ms forward of 2026-11-30 on an H200) and 1200 / 900: segmented everywhere.
+      for (const talkconv::window_params& w :
+           {talkconv::window_params{1, 511, 511, false}, talkconv::window_params{1, 1200, 900, false}}) {
+        check_seg(float{}, w, nh, optin, true);
+        check_seg(double{}, w, nh, optin, true);
+        check_seg(__half{}, w, nh, optin, true);
+        check_seg(__nv_bfloat16{}, w, nh, optin, true);
+      }
+      // The benchmark window and a causal 511: the whole span fits, no segments (the caller's test).
+      for (const talkconv::window_params& w :
+           {talkconv::window_params{16, 16, 16, false}, talkconv::window_params{1, 511, 0, true}}) {
+        check_seg(float{}, w, nh, optin, false);
+        check_seg(__nv_bfloat16{}, w, nh, optin, false);
+      }
+    }
+  // A span too long for int: not applicable (the vector tile's direct path stays).
+  CHECK(d::plan_segments<float>(talkconv::window_params{1, index_t(1) << 40, 0, true}, 1.0, 1, 233472).rows == 0);
 }

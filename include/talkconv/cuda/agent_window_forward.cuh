@@ -116,6 +116,115 @@ __device__ void window_forward_vtile(const window_args<T>& a) {
   }
 }
 
+// ---- forward, vector tile in segments: windows wider than the rows a block can keep ----------------------
+// The host picks this when the vector-tile plan cannot keep a tile's whole span (the tile, its left halo
+// with the base row, its right halo): a tile of `seg_tile` tokens, its span [t0 - left, t1 - 1 + right]
+// walked in segments of cap_rows rows (base row included), each staged and scanned like a vector tile
+// (stage_rows), each token adding window_value_frac of its taps clamped into the segment
+// (detail::segment_row; the sum over segments is the window's sum, see detail/window_tile.hpp). The span's
+// x rows are read once per tile (from L2 mostly: neighbouring tiles share them), never once per token and
+// channel as the direct path does. Tokens whose taps leave the span (offsets past the halo's max_offset)
+// take the direct path. Thread (tok, col): tokens tok, tok + step, ... of the tile, seg_tile / step of them.
+template <class T>
+struct segment_policy {
+  using P = window_tile_policy<T>;
+  static constexpr int tile = P::unit;                 // tokens per block
+  static constexpr int step = P::threads / P::cols;    // tokens per pass of the block
+  static constexpr int per_thread = tile / step;        // 1 (16-bit), 2 (float), 4 (double)
+  static_assert(tile % step == 0, "whole passes");
+};
+
+template <bool Causal, class Idx, class T>
+__device__ void window_forward_segments(const window_args<T>& a) {
+  using A = acc_t<T>;
+  using P = window_tile_policy<T>;
+  using S = segment_policy<T>;
+  constexpr int V = P::vec, W = P::scan_width, KT = S::per_thread;
+  const tile_ctx c = make_ctx(a);
+  const int nval = static_cast<int>(c.tv1 - c.t0), ntok = static_cast<int>(c.t1 - c.t0), vcols = c.cn / V;
+  A* rows = dynamic_smem<A>();
+  vtap<A>* taps = reinterpret_cast<vtap<A>*>(reinterpret_cast<unsigned char*>(rows) + vtile_layout<T>::taps_at(a.cap_rows));
+  // The span: S rows [first, last] (first >= -1: S[-1] = 0), rows relative to first in int.
+  index_t first = c.t0 - a.left;
+  if (first < -1) first = -1;
+  index_t last = c.t1 - 1 + a.right;
+  if (last > c.n - 1) last = c.n - 1;
+  if (last < first) last = first;
+  // Taps once per valid (token, head): rows relative to first, or o0 = -1 (direct path).
+  for (int i = threadIdx.x; i < nval * c.nh; i += P::threads) {
+    const int tok = c.nh == 1 ? i : i / c.nh, hh = i - tok * c.nh;
+    const window_taps<A> k = head_taps<Causal>(offset_row<Idx>(a, c.t0 + tok, c.b), c.t0 + tok, c.h_first + hh, a.w, c.n);
+    if (talkconv::detail::taps_min(k) < first || talkconv::detail::taps_max(k) > last)
+      taps[i] = vtap<A>{-1, -1, -1, -1, k.fr, k.fl};
+    else
+      taps[i] = vtap<A>{static_cast<int>(k.i0 - first), static_cast<int>(k.i1 - first), static_cast<int>(k.i2 - first),
+                        static_cast<int>(k.i3 - first), k.fr, k.fl};
+  }
+  const int col = threadIdx.x % P::cols, tok0 = threadIdx.x / P::cols;
+  const bool active = col < vcols;
+  const int hh = active ? vtile_head(a, c, col) : 0;
+  A acc[KT][V];
+#pragma unroll
+  for (int k = 0; k < KT; ++k)
+#pragma unroll
+    for (int j = 0; j < V; ++j) acc[k][j] = A(0);
+  constexpr int row = P::stride * static_cast<int>(sizeof(A));  // bytes per shared row
+  const A* __restrict__ p = rows + col * W;                      // the column's chunk 0 (P::chunks)
+  const int data_per = a.cap_rows - 1;
+  const int span = static_cast<int>(last - first);
+  if (nval > 0)
+    for (int lo = 0; lo < span; lo += data_per) {  // segment rows (lo, hi] of the span, base row lo
+      const int hi = lo + data_per < span ? lo + data_per : span;
+      if (lo > 0) __syncthreads();  // the previous segment's rows are read before they are replaced
+      stage_rows<Idx>(a, c, vcols, first + lo, hi - lo, rows);
+      if (!active) continue;
+#pragma unroll
+      for (int k = 0; k < KT; ++k) {
+        const int tok = tok0 + k * S::step;
+        if (tok >= nval) continue;
+        const vtap<A> e = taps[tok * c.nh + hh];
+        if (e.o0 < 0) continue;
+        using talkconv::detail::segment_row;
+        const vtap<A> r{segment_row(e.o0, lo, hi) * row, segment_row(e.o1, lo, hi) * row,
+                        segment_row(e.o2, lo, hi) * row, segment_row(e.o3, lo, hi) * row, e.fr, e.fl};
+#pragma unroll
+        for (int q = 0; q < V / W; ++q) {
+          A s0[W], s1[W], s2[W], s3[W];
+          tap_rows<A>(p + q * P::cols * W, r, s0, s1, s2, s3);
+#pragma unroll
+          for (int j = 0; j < W; ++j)
+            acc[k][q * W + j] += talkconv::detail::window_value_frac<A>(e.fr, e.fl, s0[j], s1[j], s2[j], s3[j]);
+        }
+      }
+    }
+  if (!active) return;
+  const A inv_k = A(1) / A(a.w.L + a.w.M + 1);
+  const index_t base = c.b * a.g.xb + c.c0 + col * V;  // 64-bit, once
+#pragma unroll
+  for (int k = 0; k < KT; ++k) {
+    const int tok = tok0 + k * S::step;
+    if (tok >= ntok) continue;
+    T* yp = a.y + (base + (c.t0 + tok) * a.g.xt);
+    A out[V];
+    if (tok >= nval) {
+#pragma unroll
+      for (int j = 0; j < V; ++j) out[j] = A(0);  // past the valid length
+    } else if (taps[tok * c.nh + hh].o0 >= 0) {
+#pragma unroll
+      for (int j = 0; j < V; ++j) out[j] = inv_k * acc[k][j];
+    } else {  // the window leaves the span: SPEC's sums straight from global memory (rare; exact)
+      const index_t t = c.t0 + tok;
+      const window_taps<A> kt = head_taps<Causal>(offset_row<Idx>(a, t, c.b), t, c.h_first + hh, a.w, c.n);
+      for (int j = 0; j < V; ++j) {
+        A dm, dr, dl;
+        direct_diffs<Idx>(a.x + base + j, a.g.xt, kt, inv_k, dm, dr, dl);
+        out[j] = talkconv::detail::window_value_diff<A>(kt, dm, dr, dl);
+      }
+    }
+    store_vec<T>(yp, out);
+  }
+}
+
 }  // namespace detail
 }  // namespace cuda
 }  // namespace talkconv

@@ -40,6 +40,7 @@ struct window_args {
   int cap_rows = 0;   // prefix-sum rows the shared buffer holds
   int left = 0;       // vector tile: kept rows before the tile's first token, base row included
   int tap_heads = 1;  // vector tile: heads per token in the tap table (the plan's; a block may use fewer)
+  int right = 0;      // segmented forward: rows of the span after the tile's last token
 };
 
 struct min_op {
@@ -371,15 +372,22 @@ __device__ __forceinline__ vtile make_vtile(const window_args<T>& a) {
   return v;
 }
 
+// Loads x rows first + 1 .. first + data of the block's channels as accumulators into shared rows 1..data
+// (row 0 zero), then turns them into local prefix sums along time from the base row `first` (unscaled:
+// 1/K is applied once per output). Two barriers; the first also publishes what the block wrote before.
+// Block-uniform.
+template <class Idx, class T>
+__device__ __forceinline__ void stage_rows(const window_args<T>& a, const tile_ctx& c, int vcols, index_t first,
+                                           int data, acc_t<T>* __restrict__ rows);
+
 // Stages a tile: the tap table (once per valid (token, head): detail/math.hpp's make_taps, as rows of the
-// tile), x rows first + 1 .. last as accumulators into shared rows 1.., row 0 zero, then local prefix sums
-// along time (unscaled: 1/K is applied once per output). Two barriers. Block-uniform; only for nval > 0.
+// tile), then its rows (stage_rows: x rows first + 1 .. last, local prefix sums). Two barriers.
+// Block-uniform; only for nval > 0.
 template <bool Causal, class Idx, class T>
 __device__ __forceinline__ void stage_vtile(const window_args<T>& a, const vtile& v, acc_t<T>* __restrict__ rows,
                                             vtap<acc_t<T>>* __restrict__ taps) {
   using A = acc_t<T>;
   using P = window_tile_policy<T>;
-  constexpr int V = P::vec;
   const tile_ctx& c = v.c;
   // 32-bit tap arithmetic when the sequence, L and M fit (the same make_taps, instantiated on int).
   const bool narrow = a.g.T < INT_MAX / 2 && a.w.L < INT_MAX / 2 && a.w.M < INT_MAX / 2;
@@ -398,16 +406,24 @@ __device__ __forceinline__ void stage_vtile(const window_args<T>& a, const vtile
       taps[i] = to_vtap<T>(talkconv::detail::make_tile_tap<A>(k, v.w));
     }
   }
+  stage_rows<Idx>(a, v.c, v.vcols, v.w.first, v.w.data_rows(), rows);
+}
+
+template <class Idx, class T>
+__device__ __forceinline__ void stage_rows(const window_args<T>& a, const tile_ctx& c, int vcols, index_t first,
+                                           int data, acc_t<T>* __restrict__ rows) {
+  using A = acc_t<T>;
+  using P = window_tile_policy<T>;
+  constexpr int V = P::vec;
   // Thread (row r, column col) with col fixed per thread (threads is a multiple of cols): pointers advance
   // by whole row groups, no index arithmetic per row.
-  const int data = v.w.data_rows();
   constexpr int step = P::threads / P::cols;  // rows per pass of the block
   const int lcol = threadIdx.x % P::cols;
   int r = threadIdx.x / P::cols;
   constexpr int W = P::scan_width;  // accumulators per 16-byte word
   A* __restrict__ dst = rows + (r + 1) * P::stride + lcol * W;  // chunk 0 of this column (see P::chunks)
-  if (lcol < v.vcols) {
-    const T* __restrict__ src = a.x + (c.b * a.g.xb + c.c0 + lcol * V) + (v.w.first + 1 + r) * a.g.xt;  // 64-bit, once
+  if (lcol < vcols) {
+    const T* __restrict__ src = a.x + (c.b * a.g.xb + c.c0 + lcol * V) + (first + 1 + r) * a.g.xt;  // 64-bit, once
     const Idx jump = static_cast<Idx>(step) * static_cast<Idx>(a.g.xt);
 #pragma unroll 4
     for (; r < data; r += step, src += jump, dst += step * P::stride) {

@@ -118,6 +118,15 @@ TALKCONV_HOST_DEVICE inline tile_tap<A> make_tile_tap(const window_taps<A, I>& k
 
 TALKCONV_HOST_DEVICE inline int odd_up(int v) { return v | 1; }
 
+// Windows wider than the rows a block can keep (the segmented forward): the span of S rows [first, last]
+// a tile's windows read is walked in segments, each staged as local prefix sums from its base row. With
+// S_s(i) = sum of x over (base_s, min(i, end_s)] for i >= base_s and 0 below, the segments' S_s add up to
+// the span's S(i) - S(first) for every i in the span, and window_value_frac is linear in its four sums:
+// y = sum over segments of window_value_frac(fr, fl, S_s(i0), S_s(i1), S_s(i2), S_s(i3)), each S_s read
+// at the tap's row clamped into the segment (a segment wholly left or right of a window adds exactly 0).
+// segment_row: a tap's row r (relative to `first`) as a row of the segment [lo, hi] (0: its base row).
+TALKCONV_HOST_DEVICE inline int segment_row(int r, int lo, int hi) { return (r < lo ? lo : (r > hi ? hi : r)) - lo; }
+
 // The offset gradient's products buffer [2][tile][cols] (one value per token and 16-byte column): column
 // col of token tok at tok * cols + products_slot(tok, col, cols). The head sums read it with one thread per
 // token, the 32 consecutive tokens of a warp reading the same column: at tok * cols + col those are
