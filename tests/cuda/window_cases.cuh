@@ -80,7 +80,8 @@ void window_case(const test_case& c, double offset_hi, float hint = 1.0f) {
 }
 
 // Windows longer than shared memory can hold on long ragged sequences, btc, heads wider than a block
-// (R > 64: split across blocks, combined in order): most tokens take the direct path from global memory.
+// (R > 64: split across blocks, combined in order). Without 16-byte vectors (R = 70) most tokens take the
+// direct path from global memory; with them the forward runs in segments.
 // R = 70 leaves a 6-channel split (no 16-byte vectors); R = 80 and 160 split into vector-width blocks.
 template <class T>
 void window_long_halo_cases() {
@@ -106,6 +107,18 @@ void window_long_halo_cases() {
     c.pb.lengths = s.lengths;
     window_case<T>(c, 1.0);
   }
+  // Vector-width heads with windows no block can stage: the forward walks each tile's span in segments
+  // (window_forward_segments_kernel); offsets up to 1.5 against a span sized for 1 put some windows past
+  // the span (the direct path) beside the segmented ones.
+  test_case c = random_case(96, false, layout::tbc, 10);
+  c.pb.T = 1800;
+  c.pb.B = 2;
+  c.pb.C = 128;
+  c.pb.H = 2;
+  c.pb.L = 700;
+  c.pb.M = 500;
+  c.pb.lengths = {1800, 1234};
+  window_case<T>(c, 1.5, 1.0f);
 }
 
 template <class T>
