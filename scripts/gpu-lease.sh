@@ -10,8 +10,9 @@
 # Environment: STEPS (default "check ncu bench sanitize"), T_CHECK / T_NCU / T_BENCH / T_SANITIZE (seconds
 # per step; defaults 200 / 150 / 150 / 150), SANITIZERS (default "memcheck racecheck"), SANITIZE_CASES
 # (default: the layer's fused dx path and the float layer sweep), DTYPES and STALLS for ncu (default
-# "bf16 f32", 0), BENCH_FILTER (default: the headline shapes and the decoder steps, 67 benchmarks, about 90 s; the whole
-# quick set takes over 100 s, its decoder family last), TALKCONV_BENCH_MIN_TIME (default 0.03),
+# "bf16 f32", 0), BENCH_FILTER (default: the headline shapes, L = 255 and 511 (the segmented forward)
+# and the decoder steps, 75 benchmarks, about 100 s; the whole quick set takes longer, its decoder family
+# last), TALKCONV_BENCH_MIN_TIME (default 0.03),
 # TALKCONV_COMMIT (the commit to name in the summary: the device's copy of .git can lag the working tree
 # it was sent, so name it from the calling machine, e.g. TALKCONV_COMMIT=1a2b3c4).
 set -uo pipefail
@@ -46,8 +47,9 @@ step() {  # name, seconds, command...
 }
 export SKIP_TORCH=1 SKIP_PEERS=1
 # The headline benchmarks: the benchmark shape (bf16, f16, f32; bidirectional and causal L = 16), T = 1024 x
-# B = 64, one wide window (L = 255) and the decoder steps. BENCH_FILTER= (empty) runs the whole quick set.
-headline='(T:4096/B:16/C:1024/(min_time|H:16/L:(16|255)/M:(16|0|255)/))|(T:1024/B:64/C:1024/(min_time|H:16/L:16/M:16/))|decoder_step'
+# B = 64, wide windows (L = 255 and 511, bf16) and the decoder steps. BENCH_FILTER= (empty) runs the whole
+# quick set.
+headline='(T:4096/B:16/C:1024/(min_time|H:16/L:(16|255|511)/M:(16|0|255|511)/))|(T:1024/B:64/C:1024/(min_time|H:16/L:16/M:16/))|decoder_step'
 for s in ${STEPS:-check ncu bench sanitize}; do
   case $s in
   check) step check "${T_CHECK:-200}" env SKIP_SANITIZE=1 SKIP_BENCH=1 scripts/gpu-check.sh "$work/check" >/dev/null ;;
