@@ -25,6 +25,27 @@ double plan_bytes(const d::window_tile_plan& p, const d::window_tile_costs& k) {
   return double(p.rows) * double(k.row_bytes) + double(p.tile) * double(k.token_bytes) + double(k.fixed_bytes);
 }
 
+// float64 SPEC for token t of a sequence of valid length n (the offsets rounded to float, as the kernels
+// see them): the sum over [ceil a_l, floor a_r] plus the fractional edges, / K.
+double spec_window(const std::vector<float>& xf, long t, double ol, double orr, long L, long M, long n, bool causal) {
+  const double al = std::min(std::max(double(t) - double(float(ol)) * double(L), 0.0), double(n - 1));
+  const double ar =
+      causal ? double(t) : std::min(std::max(double(t) + double(float(orr)) * double(M), 0.0), double(n - 1));
+  double s = 0.0;
+  for (long tau = long(std::ceil(al)); tau <= long(std::floor(ar)); ++tau) s += double(xf[size_t(tau)]);
+  if (std::floor(ar) != ar) s += (ar - std::floor(ar)) * double(xf[size_t(std::ceil(ar))]);
+  if (std::floor(al) != al) s += (std::ceil(al) - al) * double(xf[size_t(std::floor(al))]);
+  return s / double(L + M + 1);
+}
+
+// The direct path as the kernels' direct_diffs form it: the window summed from x itself, 1/K on each part.
+float direct_value(const std::vector<float>& xf, const d::window_taps<float>& kt, float inv_k) {
+  float dm = 0.0f;
+  for (long tau = kt.i2 + 1; tau <= kt.i0; ++tau) dm += xf[size_t(tau)];
+  const float dr = kt.i1 > kt.i0 ? xf[size_t(kt.i1)] : 0.0f, dl = kt.i3 > kt.i2 ? xf[size_t(kt.i3)] : 0.0f;
+  return d::window_value_diff<float>(kt, inv_k * dm, inv_k * dr, inv_k * dl);
+}
+
 }  // namespace
 
 TEST_SUITE("cuda_tiles") {
@@ -126,21 +147,9 @@ TEST_CASE("window tile arithmetic: local prefix rows and the direct path give SP
         } else {
           ++fallbacks;
           if (!capped && ol[size_t(t)] <= 1.0 && orr[size_t(t)] <= 1.0) FAIL("a window within max_offset left the tile");
-          float dm = 0.0f;
-          for (long tau = kt.i2 + 1; tau <= kt.i0; ++tau) dm += xf[size_t(tau)];
-          const float dr = kt.i1 > kt.i0 ? xf[size_t(kt.i1)] : 0.0f, dl = kt.i3 > kt.i2 ? xf[size_t(kt.i3)] : 0.0f;
-          got = d::window_value_diff<float>(kt, inv_k * dm, inv_k * dr, inv_k * dl);
+          got = direct_value(xf, kt, inv_k);
         }
-        // float64 SPEC: sum over [ceil a_l, floor a_r] plus the fractional edges, / K.
-        const double al = std::min(std::max(double(t) - double(float(ol[size_t(t)])) * double(L), 0.0), double(n - 1));
-        const double ar = causal ? double(t)
-                                 : std::min(std::max(double(t) + double(float(orr[size_t(t)])) * double(M), 0.0),
-                                            double(n - 1));
-        double s = 0.0;
-        for (long tau = long(std::ceil(al)); tau <= long(std::floor(ar)); ++tau) s += double(xf[size_t(tau)]);
-        if (std::floor(ar) != ar) s += (ar - std::floor(ar)) * double(xf[size_t(std::ceil(ar))]);
-        if (std::floor(al) != al) s += (std::ceil(al) - al) * double(xf[size_t(std::floor(al))]);
-        worst = std::max(worst, std::fabs(double(got) - s / double(L + M + 1)));
+        worst = std::max(worst, std::fabs(double(got) - spec_window(xf, t, ol[size_t(t)], orr[size_t(t)], L, M, n, causal)));
       }
     }
     INFO("T=", T, " n=", n, " L=", L, " M=", M, " causal=", causal, " offsets <= ", hi, " tile=", p.tile,
@@ -181,10 +190,7 @@ TEST_CASE("window segments: a window's value summed over segments of its span gi
         if (d::taps_min(kt) < first || d::taps_max(kt) > last) {
           ++direct;
           if (ol[size_t(t)] <= 1.0 && orr[size_t(t)] <= 1.0) FAIL("a window within max_offset left the span");
-          float dm = 0.0f;
-          for (long tau = kt.i2 + 1; tau <= kt.i0; ++tau) dm += xf[size_t(tau)];
-          const float dr = kt.i1 > kt.i0 ? xf[size_t(kt.i1)] : 0.0f, dl = kt.i3 > kt.i2 ? xf[size_t(kt.i3)] : 0.0f;
-          got = d::window_value_diff<float>(kt, inv_k * dm, inv_k * dr, inv_k * dl);
+          got = direct_value(xf, kt, inv_k);
         } else {
           const int o[4] = {int(kt.i0 - first), int(kt.i1 - first), int(kt.i2 - first), int(kt.i3 - first)};
           float acc = 0.0f;
@@ -200,15 +206,7 @@ TEST_CASE("window segments: a window's value summed over segments of its span gi
           }
           got = inv_k * acc;
         }
-        const double al = std::min(std::max(double(t) - double(float(ol[size_t(t)])) * double(L), 0.0), double(n - 1));
-        const double ar = causal ? double(t)
-                                 : std::min(std::max(double(t) + double(float(orr[size_t(t)])) * double(M), 0.0),
-                                            double(n - 1));
-        double sum = 0.0;
-        for (long tau = long(std::ceil(al)); tau <= long(std::floor(ar)); ++tau) sum += double(xf[size_t(tau)]);
-        if (std::floor(ar) != ar) sum += (ar - std::floor(ar)) * double(xf[size_t(std::ceil(ar))]);
-        if (std::floor(al) != al) sum += (std::ceil(al) - al) * double(xf[size_t(std::floor(al))]);
-        worst = std::max(worst, std::fabs(double(got) - sum / double(L + M + 1)));
+        worst = std::max(worst, std::fabs(double(got) - spec_window(xf, t, ol[size_t(t)], orr[size_t(t)], L, M, n, causal)));
       }
     }
     INFO("direct=", direct, " segment visits=", segments);

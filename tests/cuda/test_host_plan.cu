@@ -210,10 +210,10 @@ TEST_CASE("segmented forward plan: taken only when a tile's span does not fit; 4
     REQUIRE(p.tile > 0);
     const double span = p.tile + talkconv::detail::halo_left_rows(w.max_left, 1.0) +
                         talkconv::detail::halo_right_rows(w.max_right, w.causal, 1.0);
-    const bool capped = p.rows < span;  // launch_window_forward's test
-    if (expect) CHECK(capped);
-    if (!capped) return;
-    const d::segments_plan q = d::plan_segments<T>(w, 1.0, nh, per_sm);
+    const d::segments_plan q = d::plan_segments<T>(w, 1.0, nh, per_sm, p);
+    CHECK((q.rows > 0) == (p.rows < span));  // segments exactly when the vector tile cannot keep the span
+    if (expect) CHECK(q.rows > 0);
+    if (q.rows == 0) return;
     REQUIRE(q.rows >= 2);
     CHECK(q.tile == d::segment_policy<T>::tile);
     CHECK(q.left == long(talkconv::detail::halo_left_rows(w.max_left, 1.0)));
@@ -240,5 +240,8 @@ TEST_CASE("segmented forward plan: taken only when a tile's span does not fit; 4
       }
     }
   // A span too long for int: not applicable (the vector tile's direct path stays).
-  CHECK(d::plan_segments<float>(talkconv::window_params{1, index_t(1) << 40, 0, true}, 1.0, 1, 233472).rows == 0);
+  talkconv::detail::window_tile_plan capped;
+  capped.tile = 32;
+  capped.rows = 100;
+  CHECK(d::plan_segments<float>(talkconv::window_params{1, index_t(1) << 40, 0, true}, 1.0, 1, 233472, capped).rows == 0);
 }

@@ -110,15 +110,7 @@ void window_long_halo_cases() {
   // Vector-width heads with windows no block can stage: the forward walks each tile's span in segments
   // (window_forward_segments_kernel); offsets up to 1.5 against a span sized for 1 put some windows past
   // the span (the direct path) beside the segmented ones.
-  test_case c = random_case(96, false, layout::tbc, 10);
-  c.pb.T = 1800;
-  c.pb.B = 2;
-  c.pb.C = 128;
-  c.pb.H = 2;
-  c.pb.L = 700;
-  c.pb.M = 500;
-  c.pb.lengths = {1800, 1234};
-  window_case<T>(c, 1.5, 1.0f);
+  window_case<T>(shaped_case(96, 1800, 2, 128, 2, 700, 500, false, layout::tbc, {1800, 1234}), 1.5, 1.0f);
 }
 
 template <class T>

@@ -215,24 +215,12 @@ struct project_tile {
             // a (g + 8 (e % 2), q + 4 (e / 2)); b (q + 4 e, g): detail::mma_m16n8k8.
             const float xa[4] = {sx[k], sx[8 * smem::ldx + k], sx[k + 4], sx[8 * smem::ldx + k + 4]};
             unsigned ah[4], al[4];
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              float h, l;
-              tf32_split(xa[e], h, l);
-              ah[e] = __float_as_uint(h);
-              al[e] = __float_as_uint(l);
-            }
+            tf32_split_fragment(xa, ah, al);
 #pragma unroll
             for (int j = 0; j < BN / 8; ++j) {
               const float wb[2] = {sw[j * 8 * smem::ldx + k], sw[j * 8 * smem::ldx + k + 4]};
               unsigned bh[2], bl[2];
-#pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                float h, l;
-                tf32_split(wb[e], h, l);
-                bh[e] = __float_as_uint(h);
-                bl[e] = __float_as_uint(l);
-              }
+              tf32_split_fragment(wb, bh, bl);
               mma_tf32(acc[j], ah, bh);
               mma_tf32(acc[j], ah, bl);
               mma_tf32(acc[j], al, bh);

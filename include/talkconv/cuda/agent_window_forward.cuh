@@ -44,6 +44,21 @@ __device__ void window_forward_tile(const window_args<T>& a) {
 
 
 // ---- forward, vector tile ---------------------------------------------------------------------------------
+// Token t's window straight from global memory (SPEC's sums, exact; for the rare windows that leave the
+// staged rows): the vector of channels starting at xc (the column's first channel of sequence c.b), head
+// c.h_first + hh.
+template <bool Causal, class Idx, class T>
+__device__ void direct_window_vec(const window_args<T>& a, const tile_ctx& c, const T* xc, index_t t, int hh,
+                                  acc_t<T> inv_k, acc_t<T> (&out)[window_tile_policy<T>::vec]) {
+  using A = acc_t<T>;
+  const window_taps<A> k = head_taps<Causal>(offset_row<Idx>(a, t, c.b), t, c.h_first + hh, a.w, c.n);
+  for (int j = 0; j < window_tile_policy<T>::vec; ++j) {
+    A dm, dr, dl;
+    direct_diffs<Idx>(xc + j, a.g.xt, k, inv_k, dm, dr, dl);
+    out[j] = talkconv::detail::window_value_diff<A>(k, dm, dr, dl);
+  }
+}
+
 // Thread (tok, col) for tok = threadIdx.x / cols + k * threads / cols: one tap-table read (a broadcast among
 // the head's threads), four S rows of its vector, window_value per channel, 1/K, one 16-byte store.
 // Inner loop per vector of `vec` channels: 1 + 4 * (vec * sizeof(A) / 16) shared loads, 6 * vec FP
@@ -103,14 +118,8 @@ __device__ void window_forward_vtile(const window_args<T>& a) {
     T* y0 = a.y + (base + c.t0 * a.g.xt);
     for (int k2 = threadIdx.x / P::cols; k2 < v.nval; k2 += step) {
       if (taps[k2 * c.nh + hh].o0 >= 0) continue;
-      const index_t t = c.t0 + k2;
-      const window_taps<A> k = head_taps<Causal>(offset_row<Idx>(a, t, c.b), t, c.h_first + hh, a.w, c.n);
       A out[V];
-      for (int j = 0; j < V; ++j) {
-        A dm, dr, dl;
-        direct_diffs<Idx>(xc + j, a.g.xt, k, inv_k, dm, dr, dl);
-        out[j] = talkconv::detail::window_value_diff<A>(k, dm, dr, dl);
-      }
+      direct_window_vec<Causal, Idx>(a, c, xc, c.t0 + k2, hh, inv_k, out);
       store_vec<T>(y0 + Idx(k2) * static_cast<Idx>(a.g.xt), out);
     }
   }
@@ -212,14 +221,8 @@ __device__ void window_forward_segments(const window_args<T>& a) {
     } else if (taps[tok * c.nh + hh].o0 >= 0) {
 #pragma unroll
       for (int j = 0; j < V; ++j) out[j] = inv_k * acc[k][j];
-    } else {  // the window leaves the span: SPEC's sums straight from global memory (rare; exact)
-      const index_t t = c.t0 + tok;
-      const window_taps<A> kt = head_taps<Causal>(offset_row<Idx>(a, t, c.b), t, c.h_first + hh, a.w, c.n);
-      for (int j = 0; j < V; ++j) {
-        A dm, dr, dl;
-        direct_diffs<Idx>(a.x + base + j, a.g.xt, kt, inv_k, dm, dr, dl);
-        out[j] = talkconv::detail::window_value_diff<A>(kt, dm, dr, dl);
-      }
+    } else {  // the window leaves the span (rare)
+      direct_window_vec<Causal, Idx>(a, c, a.x + base, c.t0 + tok, hh, inv_k, out);
     }
     store_vec<T>(yp, out);
   }

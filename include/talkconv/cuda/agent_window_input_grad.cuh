@@ -273,13 +273,8 @@ __device__ __forceinline__ void add_fused_offset_path(float (&out)[RV][CV], cons
 #pragma unroll
         for (int nt = 0; nt < RV / 2; ++nt) {
           const float2 z = *reinterpret_cast<const float2*>(bp + nt * 4 * 32 * 2);
-          float zh, zl;
-          tf32_split(z.x, zh, zl);
-          bh[nt][0] = __float_as_uint(zh);
-          bl[nt][0] = __float_as_uint(zl);
-          tf32_split(z.y, zh, zl);
-          bh[nt][1] = __float_as_uint(zh);
-          bl[nt][1] = __float_as_uint(zl);
+          const float zf[2] = {z.x, z.y};
+          tf32_split_fragment(zf, bh[nt], bl[nt]);
         }
 #pragma unroll
         for (int m = 0; m < CV / 2; ++m) {
@@ -312,11 +307,9 @@ __device__ __forceinline__ void add_fused_offset_path(float (&out)[RV][CV], cons
 #pragma unroll
           for (int nt = 0; nt < RV / 2; ++nt) {
             const float2 z = *reinterpret_cast<const float2*>(bp + nt * 4 * 32 * 2);
-            float zh0, zl0, zh1, zl1;
-            tf32_split(z.x, zh0, zl0);
-            tf32_split(z.y, zh1, zl1);
-            const unsigned bh[2] = {__float_as_uint(zh0), __float_as_uint(zh1)};
-            const unsigned bl[2] = {__float_as_uint(zl0), __float_as_uint(zl1)};
+            const float zf[2] = {z.x, z.y};
+            unsigned bh[2], bl[2];
+            tf32_split_fragment(zf, bh, bl);
             float acc[4];
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[e] = out[td::dxf_d_row(nt, e)][td::dxf_d_channel(m, e)];

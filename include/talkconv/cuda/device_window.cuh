@@ -56,21 +56,23 @@ talkconv::detail::window_tile_plan vtile_plan(window_args<T>& a, const seq_shape
   return p;
 }
 
-// The segmented forward's plan (window_forward_segments), for when the vector-tile plan cannot keep a
-// tile's whole span: tiles of segment_policy::tile tokens, segments of as many rows as keep min_blocks
-// blocks per SM (at most the span), the halos of max_offset. rows == 0: not applicable (a span too long
-// for int, or not even a base row and one data row fit).
+// The segmented forward's plan (window_forward_segments), when the vector-tile plan `vt` cannot keep a
+// tile's whole span (the tile and the halos of max_offset): tiles of segment_policy::tile tokens, segments
+// of as many rows as keep min_blocks blocks per SM (at most the span). rows == 0: no segments (vt keeps the
+// span, the span is too long for int, or not even a base row and one data row fit).
 struct segments_plan {
   int tile = 0, rows = 0, left = 0, right = 0;
   std::size_t smem = 0;
 };
 template <class T>
-segments_plan plan_segments(const window_params& w, double max_offset, int nh, std::size_t per_sm) {
+segments_plan plan_segments(const window_params& w, double max_offset, int nh, std::size_t per_sm,
+                            const talkconv::detail::window_tile_plan& vt) {
   using P = window_tile_policy<T>;
   if (!(max_offset >= 0.0) || !std::isfinite(max_offset)) max_offset = 1.0;
   const double hl = talkconv::detail::halo_left_rows(w.max_left, max_offset);
   const double hr = talkconv::detail::halo_right_rows(w.max_right, w.causal, max_offset);
   segments_plan p;
+  if (vt.rows >= vt.tile + hl + hr) return p;
   const int tile = segment_policy<T>::tile;
   if (hl + hr + tile > double(INT_MAX / 4)) return p;
   const std::size_t share = per_sm / P::min_blocks, fixed = smem_reserved_per_block + vtile_static_smem;
@@ -95,34 +97,29 @@ void launch_window_forward(window_args<T> a, const seq_shape& s, const window_pa
                            cudaStream_t stream) {
   if (vector_tiles(a, a.y)) {
     const talkconv::detail::window_tile_plan p = vtile_plan(a, s, w, max_offset, false);
-    const double mo = max_offset >= 0.0 && std::isfinite(max_offset) ? max_offset : 1.0;
-    const double span = p.tile + talkconv::detail::halo_left_rows(w.max_left, mo) +
-                        talkconv::detail::halo_right_rows(w.max_right, w.causal, mo);
-    const segments_plan q = p.rows < span ? plan_segments<T>(w, max_offset, heads_per_block(a.w), smem_per_sm())
-                                          : segments_plan{};
+    const segments_plan q = plan_segments<T>(w, max_offset, heads_per_block(a.w), smem_per_sm(), p);
     if (q.rows > 0) {
       a.tile = q.tile;
       a.tiles = (s.T + q.tile - 1) / q.tile;
       a.cap_rows = q.rows;
       a.left = q.left;
       a.right = q.right;
-      const dim3 grid = window_grid(s, a.tiles, a.w);
-      dispatch_window(fits_int32(s, w.num_offsets()), w.causal, [&](auto I, auto causal) {
-        using Idx = typename decltype(I)::type;
-        auto* kernel = &window_forward_segments_kernel<T, Idx, decltype(causal)::value>;
-        allow_smem(kernel, q.smem, "cudaFuncSetAttribute(window_forward_segments_kernel)");
-        kernel<<<grid, window_tile_policy<T>::threads, q.smem, stream>>>(a);
-        check_launch("window_forward_segments_kernel");
-      });
-      return;
     }
-    const dim3 grid = window_grid(s, a.tiles, a.w);
+    const std::size_t smem = q.rows > 0 ? q.smem : p.smem;
+    auto run = [&](auto* kernel, const char* attr, const char* name) {
+      allow_smem(kernel, smem, attr);
+      kernel<<<window_grid(s, a.tiles, a.w), window_tile_policy<T>::threads, smem, stream>>>(a);
+      check_launch(name);
+    };
     dispatch_window(fits_int32(s, w.num_offsets()), w.causal, [&](auto I, auto causal) {
       using Idx = typename decltype(I)::type;
-      auto* kernel = &window_forward_vtile_kernel<T, Idx, decltype(causal)::value>;
-      allow_smem(kernel, p.smem, "cudaFuncSetAttribute(window_forward_vtile_kernel)");
-      kernel<<<grid, window_tile_policy<T>::threads, p.smem, stream>>>(a);
-      check_launch("window_forward_vtile_kernel");
+      constexpr bool Causal = decltype(causal)::value;
+      if (q.rows > 0)
+        run(&window_forward_segments_kernel<T, Idx, Causal>, "cudaFuncSetAttribute(window_forward_segments_kernel)",
+            "window_forward_segments_kernel");
+      else
+        run(&window_forward_vtile_kernel<T, Idx, Causal>, "cudaFuncSetAttribute(window_forward_vtile_kernel)",
+            "window_forward_vtile_kernel");
     });
     return;
   }

@@ -34,6 +34,18 @@ __device__ __forceinline__ void tf32_split(float v, float& hi, float& lo) {
   lo = __uint_as_float(__float_as_uint(v - hi) & 0xffffe000u);
 }
 
+// A fragment's floats split (tf32_split) into the hi and lo operands of mma_tf32, as bit patterns.
+template <int N>
+__device__ __forceinline__ void tf32_split_fragment(const float (&v)[N], unsigned (&hi)[N], unsigned (&lo)[N]) {
+#pragma unroll
+  for (int e = 0; e < N; ++e) {
+    float h, l;
+    tf32_split(v[e], h, l);
+    hi[e] = __float_as_uint(h);
+    lo[e] = __float_as_uint(l);
+  }
+}
+
 // One aligned 16-byte shared-memory read the compiler issues where it stands: a fragment read inside a
 // step of the products is neither hoisted nor merged with another step's (which would hold them all in
 // registers at once).
