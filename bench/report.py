@@ -10,7 +10,7 @@ kv_attn_step/f32/B:/C:/H:/context:; times are wall-clock (UseRealTime).
 
 GPU sections: one per run directory (bench_cuda.json, peers.json, run.json: what scripts/gpu-bench.sh
 writes), --gpu-run DIR or every directory under bench/cuda/results/ that has a bench_cuda.json; until
-one exists, GPU-PROFILE.md's hand-measured numbers (--profile) stand as the GPU section.
+one exists, the hand-kept profiles (PROFILES, or --profile) stand as the GPU sections.
 Without matplotlib the tables are written and the plots are not.
 """
 import argparse
@@ -670,6 +670,14 @@ def cpu_section(args):
     return "\n".join(md), len(plots) + (1 if dec else 0) if plt is not None else 0
 
 
+# Hand-kept GPU profiles (bench/cuda/results/), newest first, with their section titles: the GPU sections
+# while no `scripts/gpu-bench.sh` run directory exists.
+PROFILES = [
+    ("GPU-PROFILE-2026-11-30.md", "NVIDIA H200, 2026-11-30, commits 994b0fa and 26c1457"),
+    ("GPU-PROFILE-2026-11-29-aaffc58.md", "NVIDIA H200, 2026-11-29, commit aaffc58"),
+]
+
+
 def gpu_runs(args):
     if args.gpu_run:
         return args.gpu_run
@@ -688,8 +696,9 @@ def main(argv=None):
     ap.add_argument("--no-cpu", action="store_true", help="no CPU section")
     ap.add_argument("--gpu-run", action="append", default=[], help="a GPU run directory (repeatable)")
     ap.add_argument("--no-gpu", action="store_true", help="no GPU section (neither runs nor the profile)")
-    ap.add_argument("--profile", default=os.path.join(here, "cuda", "results", "GPU-PROFILE-2026-11-29-aaffc58.md"),
-                    help="hand-measured GPU numbers, the GPU section while no run exists")
+    ap.add_argument("--profile", action="append", default=[],
+                    help="a hand-kept GPU profile, the GPU sections while no run exists (repeatable; default: "
+                         "the ones in PROFILES)")
     ap.add_argument("--keep-profile", action="store_true", help="the profile section even beside measured runs")
     ap.add_argument("--plots", default=os.path.join(here, "plots"))
     ap.add_argument("--results", default=os.path.join(here, "RESULTS.md"))
@@ -709,9 +718,13 @@ def main(argv=None):
             sections.append(report_gpu.section(run, args.plots, rel, plt))
             titles.append(f"GPU: {run.label()}")
             nplots += 3 if plt is not None else 0
-        if (not sections or args.keep_profile) and args.profile and os.path.exists(args.profile):
-            sections.append(report_gpu.profile_section(args.profile))
-            titles.append("GPU: NVIDIA H200, 2026-11-29, commit aaffc58 (GPU-PROFILE.md)")
+        if not sections or args.keep_profile:
+            base = os.path.join(here, "cuda", "results")
+            profiles = [(p, os.path.basename(p)) for p in args.profile] or [(os.path.join(base, f), t) for f, t in PROFILES]
+            for path, title in profiles:
+                if os.path.exists(path):
+                    sections.append(report_gpu.profile_section(path, title))
+                    titles.append(f"GPU: {title}")
     if not args.no_cpu:
         text, n = cpu_section(args)
         sections.append(text)

@@ -331,15 +331,15 @@ def section(run, plots_dir, rel, plt, level="##"):
     return "\n".join(md)
 
 
-def profile_section(path, level="##"):
-    """GPU-PROFILE.md as it was measured, its headings under a GPU section of their own."""
+def profile_section(path, title, level="##"):
+    """A hand-kept GPU profile (bench/cuda/results/GPU-PROFILE-*.md) as it was written, its headings under a
+    GPU section of its own titled `title`."""
     with open(path) as f:
         text = f.read().strip().splitlines()
     body = []
     for line in text[1:]:  # its own title becomes the section's
         body.append(("#" * (len(level) - 1) + line) if line.startswith("#") else line)
-    return "\n".join([f"{level} GPU: NVIDIA H200, 2026-11-29, commit aaffc58 (GPU-PROFILE.md, measured by hand; "
-                      "not from bench/report.py's pipeline)", "",
-                      "These numbers were measured on 2026-11-29 at commit aaffc58 on one H200 and are copied here "
-                      "from GPU-PROFILE.md as they were written; they stay until a run of `scripts/gpu-bench.sh` "
-                      "replaces them.", ""] + body)
+    name = os.path.basename(path)
+    return "\n".join([f"{level} GPU: {title} ({name}, kept by hand; not from bench/report.py's pipeline)", "",
+                      f"Copied from bench/cuda/results/{name} as it was written; it stays until a run of "
+                      "`scripts/gpu-bench.sh` replaces it.", ""] + body)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Smoke test of bench/report.py (ctest bench_report_smoke): a tiny CPU JSON (the bench_cpu_smoke run's)
-plus the GPU fixture run (bench/fixtures: bench_cuda.json, peers.json) and GPU-PROFILE's section give a
+plus the GPU fixture run (bench/fixtures: bench_cuda.json, peers.json) and the hand-kept profiles' sections give a
 RESULTS.md with one section per machine, tables filled, and plots where matplotlib is installed.
 
     python3 bench/test_report.py CPU_SMOKE.json OUT_DIR
@@ -25,8 +25,8 @@ def main():
         text = f.read()
     heads = [line for line in text.splitlines() if line.startswith("## ")]
     print("sections:", *heads, sep="\n  ")
-    assert [h.split(":")[0] for h in heads] == ["## GPU", "## GPU", "## CPU"], heads
-    assert "NVIDIA H200 (fixture)" in heads[0] and "aaffc58" in heads[1], heads
+    assert [h.split(":")[0] for h in heads] == ["## GPU", "## GPU", "## GPU", "## CPU"], heads
+    assert "NVIDIA H200 (fixture)" in heads[0] and "2026-11-30" in heads[1] and "aaffc58" in heads[2], heads
     for must in ["### Targets (issue 10)", "### Window, bf16", "### Peers, every shape", "### Decoding, bf16",
                  "| 262144 | 1 |", "talkconv step f32 (us)", "### Decoding: one step"]:
         assert must in text, f"RESULTS.md lacks {must!r}"
