@@ -10,7 +10,9 @@
 #include "talkconv/detail/mma_layout.hpp"
 #include "talkconv/detail/window_tile.hpp"
 
+#include <algorithm>
 #include <array>
+#include <limits>
 #include <climits>
 
 using namespace tt;
@@ -53,8 +55,13 @@ void device_reach(const ref::problem& pb, const std::vector<A>& o, long& left, l
 }
 
 // dx (window part) as input_grad_tile computes it, for accumulator A (dy given in A) and vector width vec.
+// stage_rows > 0: the 16-bit path's staged dy (vec 8): at most stage_rows tokens per batch, their rows copied
+// to a stage at detail::dx_stage_key / dx_stage_byte, the gather reading its vector there through the event's
+// key (a wrong layout reads another token's or another vector's dy).
 template <class A>
-vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vector<A>& dy, int vec_width) {
+vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vector<A>& dy, int vec_width,
+               int stage_rows = 0) {
+  REQUIRE((stage_rows == 0 || vec_width == 8));
   const td::dx_block_shape S = td::make_dx_block_shape(int(sizeof(A)), vec_width);
   const long R = pb.R();
   const int nh_max = R <= 64 ? static_cast<int>(64 / R) : 1;
@@ -66,7 +73,9 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
   struct event {
     long u;
     A w;
+    unsigned key;  // staged: the row's key
   };
+  const unsigned stage_at = 384;  // any multiple of 128 (the kernel's is after its other buffers)
   for (long b = 0; b < pb.B; ++b)
     for (const channel_block& cb : channel_blocks(pb.C, pb.H))
       for (long t0 = 0; t0 < pb.T; t0 += tile) {
@@ -78,8 +87,24 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
         long u0, u1;
         td::dx_candidates<long>(t0, t1, n, std::min(reach_l, pb.T), std::min(reach_r, pb.T), u0, u1);
         std::vector<A> acc(size_t(S.tile) * 64, A(0)), car(size_t(S.groups) * 64, A(0));
-        const int per_batch = td::dx_tokens_per_batch(S.threads, nh);
+        const int per_batch = td::dx_tokens_per_batch(S.threads, nh, stage_rows);
         for (long ub = u0; ub < u1; ub += per_batch) {
+          // Staged: rows [ub, ub + nt) of the block's 64 channels, 8 vectors of 8 per row, by byte.
+          std::vector<A> stage;
+          if (stage_rows > 0) {
+            const int nt = static_cast<int>(std::min<long>(u1 - ub, per_batch));
+            REQUIRE(nt <= stage_rows);
+            stage.assign(size_t(stage_at + 128u * unsigned(stage_rows)) / 2, std::numeric_limits<A>::quiet_NaN());
+            for (int r = 0; r < nt; ++r)
+              for (int sv = 0; sv < 8; ++sv)
+                for (int i = 0; i < 8 && sv * 8 + i < cb.cn; ++i)
+                  stage[td::dx_stage_byte(td::dx_stage_key(stage_at, r), sv) / 2 + size_t(i)] =
+                      dy[pb.xi(ub + r, b, cb.c0 + sv * 8 + i)];
+          }
+          auto dy_of = [&](const event& e, int c) {
+            if (stage_rows == 0) return dy[pb.xi(e.u, b, cb.c0 + c)];
+            return stage[td::dx_stage_byte(e.key, c / 8) / 2 + size_t(c % 8)];
+          };
           // Events of each thread's pair, then buckets in (warp, tap, lane) order.
           std::vector<std::array<int, 4>> key(size_t(S.threads));
           std::vector<std::array<A, 4>> w(size_t(S.threads));
@@ -106,7 +131,9 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
               for (int lane = 0; lane < 32; ++lane) {
                 const int p = wp * 32 + lane;
                 const int bin = key[size_t(p)][size_t(j)];
-                if (bin >= 0) bucket[size_t(bin)].push_back({ub + p / nh, w[size_t(p)][size_t(j)] * inv_k});
+                if (bin >= 0)
+                  bucket[size_t(bin)].push_back(
+                      {ub + p / nh, w[size_t(p)][size_t(j)] * inv_k, td::dx_stage_key(stage_at, p / nh)});
               }
           // Gather: thread (g, v) sums its rows' buckets, and carry events e with e % groups == g.
           for (int c = 0; c < cb.cn; ++c) {
@@ -114,12 +141,12 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
             for (int row = 0; row < tile; ++row)
               for (const event& e : bucket[size_t(hv * rows1 + row)]) {
                 A& a = acc[size_t(row) * 64 + size_t(c)];
-                a = std::fma(e.w, dy[pb.xi(e.u, b, cb.c0 + c)], a);
+                a = std::fma(e.w, dy_of(e, c), a);
               }
             const auto& cv = bucket[size_t(hv * rows1 + tile)];
             for (size_t e = 0; e < cv.size(); ++e) {
               A& a = car[(e % size_t(S.groups)) * 64 + size_t(c)];
-              a = std::fma(cv[e].w, dy[pb.xi(cv[e].u, b, cb.c0 + c)], a);
+              a = std::fma(cv[e].w, dy_of(cv[e], c), a);
             }
           }
         }
@@ -146,8 +173,8 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
 }
 
 template <class A>
-void check_emulation(const ref::problem& pb, double offset_hi, std::uint64_t seed, int vec_width) {
-  INFO(pb.str(), " offsets in [0, ", offset_hi, "] vec=", vec_width, " acc bytes=", sizeof(A));
+void check_emulation(const ref::problem& pb, double offset_hi, std::uint64_t seed, int vec_width, int stage_rows = 0) {
+  INFO(pb.str(), " offsets in [0, ", offset_hi, "] vec=", vec_width, " acc bytes=", sizeof(A), " stage rows=", stage_rows);
   std::mt19937_64 rng(seed);
   const vec od = uniform_vec(rng, pb.o_size(), 0.0, offset_hi);
   const vec dyd = normal_vec(rng, pb.x_size());
@@ -155,7 +182,7 @@ void check_emulation(const ref::problem& pb, double offset_hi, std::uint64_t see
   const vec ov(o.begin(), o.end()), dyv(dy.begin(), dy.end());
   vec dx_ref, do_ref;
   ref::window_backward(pb, vec(pb.x_size(), 0.0), ov, dyv, dx_ref, do_ref);
-  const vec dx = emulate_dx<A>(pb, o, dy, vec_width);
+  const vec dx = emulate_dx<A>(pb, o, dy, vec_width, stage_rows);
   const double tol = sizeof(A) > 4 ? 1e-12 : 2e-5;
   TT_CHECK_CLOSE("emulated CUDA dx vs reference", dx, dx_ref, tol, dx_scale(dx_ref, dyv));
 }
@@ -244,6 +271,10 @@ TEST_CASE("emulated CUDA dx matches the reference: random shapes, both vector wi
     check_emulation<float>(pb, 1.0, 100 + i, fvec);
     check_emulation<float>(pb, 1.0, 100 + i, 1);
     check_emulation<double>(pb, 1.0, 200 + i, dvec);
+    if (pb.R() % 8 == 0) {  // the 16-bit path: dy staged, a full batch or a few tokens per batch
+      check_emulation<float>(pb, 1.0, 300 + i, 8, td::dx_tokens_per_batch(256, 1));
+      check_emulation<float>(pb, 1.0, 300 + i, 8, static_cast<int>(uniform_int(rng, 1, 70)));
+    }
   }
 }
 
@@ -257,6 +288,10 @@ TEST_CASE("emulated CUDA dx: windows far beyond max_offset, huge L and M on a lo
   big.T = 3000, big.B = 1, big.C = 70, big.H = 1, big.L = 1200, big.M = 900, big.lengths = {2900};
   check_emulation<float>(big, 1.0, 99, 1);
   check_emulation<double>(big, 1.0, 99, 2);
+  ref::problem wide = big;  // staged dy: many batches of 192 or 64 tokens per tile
+  wide.C = 128, wide.H = 2;
+  check_emulation<float>(wide, 1.0, 98, 8, 192);
+  check_emulation<float>(wide, 1.0, 98, 8, 64);
 }
 
 TEST_CASE("emulated CUDA dx: integer bounds (offsets 0 and 1) and many narrow heads") {
@@ -533,6 +568,50 @@ TEST_CASE("dx kernel: the gather roles cover every (vector, row group) of the bl
       }
     for (int c : seen) CHECK(c == 1);
   }
+}
+
+TEST_CASE("dx staged dy: every (row, vector) has its own 16 bytes; staging a row and reading rows of distinct r % 8 / 2 are one wavefront") {
+  // 16-byte accesses: a quarter warp (8 lanes) is one wavefront when its 8 slots differ modulo 8.
+  const unsigned at = 128 * 3;
+  const int rows = 200;
+  std::vector<int> seen(size_t(rows) * 8, 0);
+  for (int r = 0; r < rows; ++r) {
+    std::array<int, 8> quad{};
+    for (int v = 0; v < 8; ++v) {
+      const unsigned byte = td::dx_stage_byte(td::dx_stage_key(at, r), v);
+      REQUIRE(byte % 16 == 0);
+      REQUIRE(byte >= at);
+      REQUIRE(byte < at + 128u * unsigned(rows));
+      ++seen[(byte - at) / 16];
+      quad[size_t(v)] = static_cast<int>(byte / 16 % 8);
+    }
+    std::sort(quad.begin(), quad.end());  // staging: 8 threads write row r's 8 vectors
+    for (int v = 0; v < 8; ++v) CHECK(quad[size_t(v)] == v);
+    CHECK(td::dx_stage_key(at, r + 32) == td::dx_stage_key(at, r) + 32 * 128);  // the kernel's pointer step
+  }
+  for (int c : seen) CHECK(c == 1);
+  // The gather: lanes 8q .. 8q + 7 are vectors 2q, 2q + 1 of its warp's 4 row groups (lane / 4, lane % 4),
+  // each reading the row of its own event.
+  for (int q = 0; q < 4; ++q)
+    for (int base = 0; base < 64; base += 5) {
+      int rsel[4];
+      for (int g = 0; g < 4; ++g) rsel[g] = base + 8 * g + 2 * ((g + base) % 4);  // r % 8 / 2 distinct
+      std::array<int, 8> quad{};
+      for (int l = 0; l < 8; ++l) {
+        const int lane = 8 * q + l, v = lane / 4, g = lane % 4;
+        quad[size_t(l)] = static_cast<int>(td::dx_stage_byte(td::dx_stage_key(at, rsel[g]), v) / 16 % 8);
+      }
+      std::sort(quad.begin(), quad.end());
+      for (int v = 0; v < 8; ++v) CHECK(quad[size_t(v)] == v);
+    }
+  // Rows of the stage: all of a batch when they fit, what fits down to the floor, the floor always.
+  CHECK(td::dx_stage_rows(1000, 256, 64) == 256);
+  CHECK(td::dx_stage_rows(200, 256, 64) == 200);
+  CHECK(td::dx_stage_rows(10, 256, 64) == 64);
+  CHECK(td::dx_stage_rows(0, 32, 64) == 32);
+  CHECK(td::dx_tokens_per_batch(256, 1, 192) == 192);
+  CHECK(td::dx_tokens_per_batch(256, 4, 192) == 64);
+  CHECK(td::dx_tokens_per_batch(256, 2, 0) == 128);
 }
 
 TEST_CASE("offset-gradient products: each token's slots are a permutation; head-sum reads and writes are conflict-free") {

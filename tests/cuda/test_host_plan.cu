@@ -5,6 +5,7 @@
 
 #include <talkconv/cuda/agent_window.cuh>
 #include <talkconv/cuda/device_window.cuh>
+#include <talkconv/cuda/kernel_window_input_grad.cuh>
 
 namespace {
 
@@ -244,4 +245,49 @@ TEST_CASE("segmented forward plan: taken only when a tile's span does not fit; 4
   capped.tile = 32;
   capped.rows = 100;
   CHECK(d::plan_segments<float>(talkconv::window_params{1, index_t(1) << 40, 0, true}, 1.0, 1, 233472, capped).rows == 0);
+}
+
+TEST_CASE("dx kernel's shared memory: staged dy rows within the opt-in; on an H100 / H200 a benchmark tile's candidates in one batch, 4 blocks per SM") {
+  auto check_dx = [](auto tag, auto fuse, const talkconv::seq_shape& s, const talkconv::window_params& w,
+                     std::size_t optin) {
+    using T = decltype(tag);
+    constexpr bool Fused = decltype(fuse)::value;
+    using P = d::dx_policy<T>;
+    const std::size_t per_sm = optin + 1024;
+    INFO("C=", s.C, " H=", w.heads, " L=", w.max_left, " M=", w.max_right, " fused=", Fused, " optin=", optin,
+         " sizeof(T)=", sizeof(T));
+    const d::dx_launch p = d::plan_input_grad<T>(s, w);
+    const index_t np = w.num_offsets();
+    const d::dx_smem_plan q = d::plan_input_grad_smem<T, int, P::vec, Fused>(p, np, per_sm);
+    const int groups = P::shape(P::vec).groups;
+    CHECK(q.smem + d::vtile_static_smem <= optin);
+    if (!P::stage_dy) {
+      CHECK(q.args.stage_rows == 0);
+      return;
+    }
+    const int most = talkconv::detail::dx_tokens_per_batch(P::threads, p.args.nh_max);
+    CHECK(q.args.stage_rows <= most);
+    CHECK(q.args.stage_rows >= std::min(most, P::min_stage_rows));
+    CHECK(q.args.stage_at % 128 == 0);
+    CHECK(q.args.stage_at >= d::dx_smem<T, int>::tail_at(p.bins, groups, q.args.chunks));
+    CHECK(q.args.stage_at + std::size_t(P::stage_row_bytes) * q.args.stage_rows <= (q.args.rank_at ? q.args.rank_at : q.smem));
+    if (Fused) CHECK(q.args.w_at + sizeof(float) * talkconv::detail::dxf_chunk_floats * q.args.chunks <= q.args.stage_at);
+    if (q.args.rank_at) CHECK(q.smem + d::vtile_static_smem + d::smem_reserved_per_block <= per_sm / P::min_blocks);
+    if (optin == 232448 && w.heads == 16 && w.max_left == 16 && s.C == 1024) {
+      // The benchmark shape: 128 rows + 2 x 17 reach = 162 candidate tokens per tile, one batch; rank table.
+      CHECK(q.args.stage_rows >= 162);
+      CHECK(q.args.rank_at > 0);
+    }
+  };
+  for (std::size_t optin : optins)
+    for (const talkconv::window_params& w :
+         {talkconv::window_params{16, 16, 16, false}, talkconv::window_params{16, 63, 0, true},
+          talkconv::window_params{64, 5, 7, false}, talkconv::window_params{64, 255, 255, false}}) {
+      const talkconv::seq_shape s{4096, 16, 1024, layout::tbc};
+      check_dx(__nv_bfloat16{}, std::true_type{}, s, w, optin);
+      check_dx(__nv_bfloat16{}, std::false_type{}, s, w, optin);
+      check_dx(__half{}, std::true_type{}, s, w, optin);
+      check_dx(float{}, std::true_type{}, s, w, optin);
+      check_dx(double{}, std::false_type{}, s, w, optin);
+    }
 }

@@ -27,6 +27,7 @@
 #pragma once
 
 #include "talkconv/cuda/agent_window.cuh"
+#include "talkconv/cuda/async_copy.cuh"
 #include "talkconv/cuda/mma_tf32.cuh"
 #include "talkconv/detail/dx_plan.hpp"
 #include "talkconv/detail/mma_layout.hpp"
@@ -68,6 +69,13 @@ struct dx_policy {
   static constexpr bool split_w = std::is_same<T, float>::value;  // W not exact in TF32
   static constexpr int fused_chunks = 4;
   static constexpr int fused_min_blocks = 4;  // 64 registers, as unfused
+  // 16-bit vectors stage each batch's dy rows in shared memory (cp.async, issued before the pair phase and
+  // waited for before the gather, so the loads' latency hides behind the ranking): the gather's dependent
+  // event -> dy loads are then shared-memory loads. Rows per batch: as many as keep min_blocks blocks per SM,
+  // at most threads / nh, at least min_stage_rows (detail::dx_stage_key gives the layout).
+  static constexpr bool stage_dy = sizeof(T) == 2;
+  static constexpr int stage_row_bytes = 128;  // the block's 64 channels
+  static constexpr int min_stage_rows = 64;
   static_assert(lanes == window_traits::lanes, "dx blocks use the window kernels' channel plan");
   static_assert(threads == warps * 32, "whole warps");
 };
@@ -107,12 +115,19 @@ struct dx_smem {
     return (sizeof(unsigned short) * std::size_t(P::warps) * (std::size_t(bins) + 1) + 15) / 16 * 16;
   }
   // Fused: W^T (chunks x dxf_chunk_floats, twice when split_w), then the dz buffer (the tile's rows x 32
-  // offsets).
-  static std::size_t bytes(int bins, int groups, int chunks = 0) {
-    if (chunks == 0) return weights_at(bins, groups);
+  // offsets). Staged dy (dx_policy::stage_dy): stage_rows rows of stage_row_bytes from stage_at (a multiple
+  // of 128 at or after the dz buffer's start), aliasing the dz buffer: the stage is read in the batches, the
+  // dz buffer after them.
+  static std::size_t tail_at(int bins, int groups, int chunks) {
     return weights_at(bins, groups) +
-           sizeof(float) * (std::size_t(talkconv::detail::dxf_chunk_floats) * std::size_t(chunks) * (P::split_w ? 2 : 1) +
-                            std::size_t(P::tile) * 32);
+           sizeof(float) * std::size_t(talkconv::detail::dxf_chunk_floats) * std::size_t(chunks) * (P::split_w ? 2 : 1);
+  }
+  static std::size_t stage_at(int bins, int groups, int chunks) { return (tail_at(bins, groups, chunks) + 127) / 128 * 128; }
+  static std::size_t bytes(int bins, int groups, int chunks = 0, int stage_rows = 0) {
+    const std::size_t dz = chunks ? tail_at(bins, groups, chunks) + sizeof(float) * std::size_t(P::tile) * 32
+                                  : tail_at(bins, groups, chunks);
+    const std::size_t st = stage_rows ? stage_at(bins, groups, chunks) + std::size_t(P::stage_row_bytes) * std::size_t(stage_rows) : 0;
+    return dz > st ? dz : st;
   }
 };
 
@@ -127,6 +142,8 @@ struct dx_args {
   int chunks = 0;           // fused offset path: 32-offset chunks of W^T staged (0: not fused, a.dz unused)
   std::size_t w_at = 0;     // fused: byte offset of the staged W^T in dynamic shared memory
   std::size_t rank_at = 0;  // byte offset of the rank table (dx_smem::rank_table_bytes), 0: one warp ranks
+  int stage_rows = 0;       // staged dy (dx_policy::stage_dy): rows of the stage = most tokens per batch
+  unsigned stage_at = 0;    // byte offset of the stage in dynamic shared memory (a multiple of 128)
 };
 
 template <class T, int VEC>
@@ -134,12 +151,14 @@ struct dx_vector {
   using A = acc_t<T>;
   // VEC consecutive elements at p (16-byte aligned when VEC > 1), widened. bfloat16 widens by placing
   // its bits (exact, one instruction per element).
+  // Shared: p is in shared memory (the staged dy rows).
+  template <bool Shared = false>
   static __device__ __forceinline__ void load(const T* __restrict__ p, A (&out)[VEC]) {
     if constexpr (VEC == 1) {
-      out[0] = to_acc<T>(__ldg(p));
+      out[0] = to_acc<T>(Shared ? *p : __ldg(p));
     } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
       static_assert(VEC == 8, "16-byte vectors");
-      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+      const uint4 raw = Shared ? *reinterpret_cast<const uint4*>(p) : __ldg(reinterpret_cast<const uint4*>(p));
       const unsigned q[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
@@ -148,7 +167,7 @@ struct dx_vector {
       }
     } else {
       static_assert(VEC * sizeof(T) == 16, "16-byte vectors");
-      const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+      const uint4 raw = Shared ? *reinterpret_cast<const uint4*>(p) : __ldg(reinterpret_cast<const uint4*>(p));
       T e[VEC];
       memcpy(e, &raw, sizeof(raw));
 #pragma unroll
@@ -346,6 +365,10 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   static_assert(groups * RP == P::tile, "row groups cover the tile");
   using event = dx_event<A, Idx>;
   using warp_scan = cub::WarpScan<int>;
+  // dy rows of each batch staged in shared memory (16-bit vectors): events carry the row's key
+  // (detail::dx_stage_key), the gather reads the lane's vector at dx_stage_byte(key, v).
+  constexpr bool Staged = P::stage_dy && VEC == P::vec;
+  static_assert(!Staged || (slots == 8 && threads % 64 == 0), "a staged row is 8 vectors; 8 rows of threads");
   __shared__ typename warp_scan::TempStorage scan_tmp;
   extern __shared__ __align__(16) unsigned char talkconv_smem[];
 
@@ -385,7 +408,7 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   A* sc_car = sc_tot + groups * P::lanes;
 
   // Pair role: (token ub + tid / nh, head h_first + tid % nh).
-  const int per_batch = talkconv::detail::dx_tokens_per_batch(threads, nh);
+  const int per_batch = talkconv::detail::dx_tokens_per_batch(threads, nh, Staged ? d.stage_rows : 0);
   const int pu = tid / nh, ph = tid - pu * nh;
   // Gather role: vector v of row group g, rows [g * RP, g * RP + RP). 16-bit vectors: lane / 4 is the vector,
   // lane % 4 the warp's row group (the fused offset path's mma orders; the same rows per warp either way).
@@ -421,14 +444,28 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
 
   Idx u0, u1;
   talkconv::detail::dx_candidates<Idx>(t0, t1, n, rl, rr, u0, u1);
-  // This thread's vector of dy at token u0: events address dy rows from here.
-  const char* __restrict__ dyv =
-      reinterpret_cast<const char*>(a.dy + (index_t(b) * a.g.xb + index_t(u0) * a.g.xt + index_t(c0) + v * VEC));
-  // An opaque register: keeps the compiler from folding the event offset into this 64-bit sum (one
-  // IMAD.WIDE.U32 per event instead of four 64-bit instructions).
-  asm("" : "+l"(dyv));
+  // Not staged: this thread's vector of dy at token u0, events address dy rows from here. An opaque
+  // register: keeps the compiler from folding the event offset into this 64-bit sum (one IMAD.WIDE.U32 per
+  // event instead of four 64-bit instructions).
+  const char* __restrict__ dyv = nullptr;
+  if constexpr (!Staged) {
+    dyv = reinterpret_cast<const char*>(a.dy + (index_t(b) * a.g.xb + index_t(u0) * a.g.xt + index_t(c0) + v * VEC));
+    asm("" : "+l"(dyv));
+  }
 
   for (Idx ub = u0; ub < u1; ub += per_batch) {
+    if constexpr (Staged) {
+      // 0. the batch's dy rows into the stage, without waiting: thread (row tid / 8, vector tid % 8), then
+      //    every 32nd row (the key's row % 8 repeats: one pointer step each). The previous batch's gather
+      //    ended at a barrier.
+      constexpr int rstep = threads / 8;
+      const int nt = static_cast<int>(u1 - ub < per_batch ? u1 - ub : per_batch), sv = tid % 8, r0 = tid / 8;
+      if (sv * VEC < cn && r0 < nt) {
+        const T* src = a.dy + (index_t(b) * a.g.xb + index_t(c0) + sv * VEC) + (ub + r0) * xt;
+        unsigned char* dst = talkconv_smem + talkconv::detail::dx_stage_byte(talkconv::detail::dx_stage_key(d.stage_at, r0), sv);
+        for (int r = r0; r < nt; r += rstep, src += rstep * xt, dst += rstep * P::stage_row_bytes) cp_async_16(dst, src);
+      }
+    }
     // 1. events of this thread's pair (kept in registers), their buckets staged for the ranking warp.
     const int np = static_cast<int>((u1 - ub < per_batch ? u1 - ub : per_batch) * nh);  // pairs [0, np)
     int key[4] = {-1, -1, -1, -1};
@@ -444,7 +481,10 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
       talkconv::detail::dx_events<A, Idx>(k, t0, t1, d.tile, key, w);
 #pragma unroll
       for (int j = 0; j < 4; ++j) key[j] = key[j] >= 0 ? ph * rows1 + key[j] : -1;
-      off = static_cast<std::make_unsigned_t<Idx>>((u - u0) * xt);
+      if constexpr (Staged)
+        off = talkconv::detail::dx_stage_key(d.stage_at, pu);
+      else
+        off = static_cast<std::make_unsigned_t<Idx>>((u - u0) * xt);
       pkey[tid] = make_int4(key[0], key[1], key[2], key[3]);
     }
     __syncthreads();
@@ -523,8 +563,16 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
           ev[at] = event{off, w[j] * inv_k};  // 1/K folded in once
         }
     }
+    if constexpr (Staged) cp_async_wait_all();  // this thread's staged rows; the barrier: everyone's
     __syncthreads();
     // 4. sum the buckets of this thread's rows, and its share of the carry.
+    auto load_dy = [&](std::make_unsigned_t<Idx> off, A(&y)[VEC]) {
+      if constexpr (Staged)
+        dx_vector<T, VEC>::template load<true>(
+            reinterpret_cast<const T*>(talkconv_smem + talkconv::detail::dx_stage_byte(static_cast<unsigned>(off), v)), y);
+      else
+        dx_vector<T, VEC>::load(reinterpret_cast<const T*>(dyv + std::size_t(off) * sizeof(T)), y);
+    };
     if (active) {
       const int hb = hv * rows1;
 #pragma unroll
@@ -536,7 +584,7 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
         for (int e = cnt[hb + row]; e < e1; ++e) {
           const event x = ev[e];
           A y[VEC];
-          dx_vector<T, VEC>::load(reinterpret_cast<const T*>(dyv + std::size_t(x.off) * sizeof(T)), y);
+          load_dy(x.off, y);
 #pragma unroll
           for (int i = 0; i < VEC; ++i) acc[r][i] += x.w * y[i];
         }
@@ -546,7 +594,7 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
       for (int e = cnt[hb + d.tile] + g; e < e1; e += groups) {
         const event x = ev[e];
         A y[VEC];
-        dx_vector<T, VEC>::load(reinterpret_cast<const T*>(dyv + std::size_t(x.off) * sizeof(T)), y);
+        load_dy(x.off, y);
 #pragma unroll
         for (int i = 0; i < VEC; ++i) car[i] += x.w * y[i];
       }

@@ -36,6 +36,49 @@ inline dx_launch plan_input_grad(const seq_shape& s, const window_params& w) {
   return p;
 }
 
+// The dx kernel's shared memory for one variant (host-testable: pass the SM's shared memory): the fused
+// path's W^T chunks, the staged dy rows (dx_policy::stage_dy: as many as keep min_blocks blocks per SM beside
+// the rank table), and the rank table where it fits. np: offsets per token (P).
+struct dx_smem_plan {
+  dx_args args;
+  std::size_t smem = 0;
+};
+template <class T, class Idx, int VEC, bool Fused>
+dx_smem_plan plan_input_grad_smem(const dx_launch& p, index_t np, std::size_t per_sm) {
+  using P = dx_policy<T>;
+  const int groups = P::shape(VEC).groups;
+  dx_smem_plan q;
+  q.args = p.args;
+  if (Fused) {
+    q.args.chunks = static_cast<int>((np + 31) / 32);
+    q.args.w_at = dx_smem<T, Idx>::weights_at(p.bins, groups);
+  }
+  q.smem = dx_smem<T, Idx>::bytes(p.bins, groups, q.args.chunks);
+  // Shared memory one block may take and keep its resident blocks per SM (the launch bounds').
+  const std::size_t share = per_sm / (Fused ? P::fused_min_blocks : P::min_blocks);
+  const std::size_t fixed = smem_reserved_per_block + vtile_static_smem;
+  const std::size_t budget = share > fixed ? share - fixed : 0;
+  const std::size_t table = dx_smem<T, Idx>::rank_table_bytes(p.bins);
+  if constexpr (P::stage_dy && VEC == P::vec) {
+    // Staged dy: the rows that fit beside the rank table or in the fused path's dz buffer (which the stage
+    // aliases), at most a batch's tokens, at least min_stage_rows (then fewer blocks per SM, the same sums).
+    const std::size_t at = dx_smem<T, Idx>::stage_at(p.bins, groups, q.args.chunks);
+    const int most = talkconv::detail::dx_tokens_per_batch(P::threads, p.args.nh_max);
+    const std::size_t beside = budget > table ? budget - table : 0;
+    const std::size_t limit = beside > q.smem ? beside : q.smem;
+    const std::size_t room = limit > at ? (limit - at) / P::stage_row_bytes : 0;
+    q.args.stage_rows = talkconv::detail::dx_stage_rows(static_cast<long long>(room), most, P::min_stage_rows);
+    q.args.stage_at = static_cast<unsigned>(at);
+    q.smem = dx_smem<T, Idx>::bytes(p.bins, groups, q.args.chunks, q.args.stage_rows);
+  }
+  // The rank table where it keeps min_blocks blocks per SM (else one warp ranks every chunk).
+  if (q.smem + table <= budget) {
+    q.args.rank_at = q.smem;
+    q.smem += table;
+  }
+  return q;
+}
+
 // dx = the window part of the input gradient (overwritten). a.reach: the windows' reach on the device
 // (window_reach_kernel), a.dy, a.dx, a.offsets set. When a.dz is set (with a.weight: the layer's dz after
 // the sigmoid and dropout, zero past the lengths), W^T dz is added in the same pass where the fused path
@@ -59,19 +102,9 @@ bool launch_input_grad(const window_args<T>& a, const seq_shape& s, const window
     auto run = [&](auto vec, auto fuse) {
       constexpr int VEC = decltype(vec)::value;
       constexpr bool Fused = decltype(fuse)::value;
-      const int groups = P::shape(VEC).groups;
-      dx_args args = p.args;
-      if (Fused) {
-        args.chunks = static_cast<int>((np + 31) / 32);
-        args.w_at = dx_smem<T, Idx>::weights_at(p.bins, groups);
-      }
-      std::size_t smem = dx_smem<T, Idx>::bytes(p.bins, groups, args.chunks);
-      // The rank table where it keeps min_blocks blocks per SM (else one warp ranks every chunk).
-      const std::size_t table = dx_smem<T, Idx>::rank_table_bytes(p.bins);
-      if (smem + table + smem_reserved_per_block + vtile_static_smem <= smem_per_sm() / P::min_blocks) {
-        args.rank_at = smem;
-        smem += table;
-      }
+      const dx_smem_plan q = plan_input_grad_smem<T, Idx, VEC, Fused>(p, np, smem_per_sm());
+      const dx_args& args = q.args;
+      const std::size_t smem = q.smem;
       auto* kernel = &input_grad_kernel<T, Idx, VEC, Fused>;
       allow_smem(kernel, smem, "cudaFuncSetAttribute(input_grad_kernel)");
       kernel<<<grid, P::threads, smem, stream>>>(a, args);
