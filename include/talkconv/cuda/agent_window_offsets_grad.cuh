@@ -89,27 +89,34 @@ __device__ void window_offsets_grad_vtile(const window_args<T>& a) {
   unsigned char* bytes = reinterpret_cast<unsigned char*>(rows);
   vtap<A>* taps = reinterpret_cast<vtap<A>*>(bytes + vtile_layout<T>::taps_at(a.cap_rows));
   A* prod = reinterpret_cast<A*>(bytes + vtile_layout<T>::products_at(a.cap_rows, a.tile, a.tap_heads));  // [2][tile][cols]
-  if (v.nval > 0) stage_vtile<Causal, Idx>(a, v, rows, taps);
   const int col = threadIdx.x % P::cols;
+  const bool active = col < v.vcols;
+  const index_t base = c.b * a.g.xb + c.c0 + col * V;  // 64-bit, once
+  constexpr int step = P::threads / P::cols;             // tokens per pass of the block
+  int tok = threadIdx.x / P::cols;
+  const T* __restrict__ dyp = a.dy + (base + (c.t0 + tok) * a.g.xt);
+  const Idx jump = static_cast<Idx>(step) * static_cast<Idx>(a.g.xt);
+  // dy one token ahead: the first token's 16 bytes are requested before the staging (their DRAM latency
+  // hides behind it), each next token's at the top of the loop, used one pass later.
+  uint4 dnext = make_uint4(0u, 0u, 0u, 0u);
+  if (active && tok < v.nval) dnext = load_raw16<T>(dyp);
+  if (v.nval > 0) stage_vtile<Causal, Idx>(a, v, rows, taps);
   const A inv_k = A(1) / A(a.w.L + a.w.M + 1);
-  if (col < v.vcols) {
+  if (active) {
     const int hh = vtile_head(a, c, col);
-    const index_t base = c.b * a.g.xb + c.c0 + col * V;  // 64-bit, once
-    constexpr int step = P::threads / P::cols;             // tokens per pass of the block
-    int tok = threadIdx.x / P::cols;
-    const T* __restrict__ dyp = a.dy + (base + (c.t0 + tok) * a.g.xt);
-    const Idx jump = static_cast<Idx>(step) * static_cast<Idx>(a.g.xt);
     const A* __restrict__ p = rows + col * P::scan_width;  // the column's chunk 0 (P::chunks)
     const vtap<A>* __restrict__ e_at = taps + tok * c.nh + hh;
     bool direct = false;  // some token of this thread left the kept rows: done after the loop
     for (; tok < v.nval; tok += step, dyp += jump, e_at += step * c.nh) {
+      const uint4 dnow = dnext;
+      if (tok + step < v.nval) dnext = load_raw16<T>(dyp + jump);
       const vtap<A> e = *e_at;
       if (e.o0 < 0) {
         direct = true;
         continue;
       }
       A d[V];
-      load_vec<T>(dyp, d);
+      unpack_vec<T>(dnow, d);
       A gl = A(0), gr = A(0);
       constexpr int W = 16 / sizeof(A);
 #pragma unroll

@@ -260,7 +260,20 @@ __device__ void prepare_tile(const window_args<T>& a, const tile_ctx& c, acc_t<T
 using talkconv::detail::tile_rows;
 using talkconv::detail::tile_tap;
 
-// 16 bytes of storage <-> `vec` accumulators.
+// 16 bytes of storage <-> `vec` accumulators (unpack_vec: from 16 bytes already loaded, e.g. a load issued
+// ahead of its use).
+template <class T>
+__device__ __forceinline__ uint4 load_raw16(const T* __restrict__ p) {
+  return __ldg(reinterpret_cast<const uint4*>(p));
+}
+template <class T>
+__device__ __forceinline__ void unpack_vec(const uint4& raw, acc_t<T> (&v)[16 / sizeof(T)]) {
+  constexpr int V = 16 / sizeof(T);
+  T e[V];
+  memcpy(e, &raw, sizeof(raw));
+#pragma unroll
+  for (int j = 0; j < V; ++j) v[j] = to_acc<T>(e[j]);
+}
 template <class T>
 __device__ __forceinline__ void load_vec(const T* __restrict__ p, acc_t<T> (&v)[16 / sizeof(T)]) {
   constexpr int V = 16 / sizeof(T);
