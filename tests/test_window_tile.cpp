@@ -84,6 +84,44 @@ TEST_CASE("window tile plan: tile, rows and bytes for windows from 1 to beyond s
   CHECK(p.smem <= h200_costs().budget);
 }
 
+TEST_CASE("window tile plan: long halos trade blocks per SM for longer tiles, by window_tile_cost") {
+  // The H200's SM: 228 KiB, 1 KiB reserved + 256 B static per block, 4 blocks per SM wanted.
+  for (const std::size_t tb : {std::size_t(16), std::size_t(16 * 8 + 128)})
+    for (const long L : {0L, 16L, 31L, 63L, 127L, 200L, 255L, 300L}) {
+      d::window_tile_costs k = h200_costs(tb);
+      k.per_sm = 233472;
+      k.block_overhead = 1024 + 256;
+      k.min_blocks = 4;
+      const d::window_tile_plan p = d::plan_window_tile(L, L, false, 1.0, k);
+      INFO("L=M=", L, " token_bytes=", tb, " tile=", p.tile, " rows=", p.rows);
+      REQUIRE(p.tile > 0);
+      const double halo = d::halo_left_rows(L, 1.0) + d::halo_right_rows(L, false, 1.0);
+      CHECK(p.rows == p.tile + long(halo));  // the whole span is kept
+      CHECK(p.smem <= k.limit);
+      // Blocks per SM the plan leaves resident (as the plan counts them), and its cost against every other
+      // (occupancy, tile) whose span fits: none is cheaper by more than the margin.
+      int blocks = 1;
+      for (int b = 4; b >= 1; b /= 2)
+        if (double(p.smem) <= (b == 4 ? double(k.budget) : double(k.per_sm / std::size_t(b)) - double(k.block_overhead))) {
+          blocks = b;
+          break;
+        }
+      const double cost = d::window_tile_cost(p.tile, halo, blocks);
+      for (int b = 4; b >= 1; b /= 2) {
+        const double room = b == 4 ? double(k.budget)
+                                   : std::min(double(k.per_sm / std::size_t(b)) - double(k.block_overhead), double(k.limit));
+        for (int t = k.unit; t <= k.max_tile; t += k.unit)
+          if (double(t + halo) * double(k.row_bytes) + double(t) * double(tb) <= room && t <= std::max(64.0, std::ceil(4.0 * halo / 32) * 32))
+            CHECK(d::window_tile_margin * cost <= d::window_tile_cost(t, halo, b) + 1e-12);
+      }
+      if (L <= 16) CHECK(blocks == 4);
+      if (L >= 127) CHECK(p.tile >= 96);  // not the 32-token tiles of 2026-11-30 (0.70 ms at L = 127)
+    }
+  // Without the SM's size the plan keeps occupancy first, as before.
+  const d::window_tile_plan q = d::plan_window_tile(127, 127, false, 1.0, h200_costs());
+  CHECK(q.tile == 32);
+}
+
 TEST_CASE("window tile rows: the base row, the kept rows, clamped to [-1, n - 1]") {
   const int rows = 100, left = 20;
   for (const long n : {0L, 1L, 50L, 1000L})

@@ -158,6 +158,9 @@ talkconv::detail::window_tile_plan plan_vtile(const window_params& w, double max
   k.limit = optin > vtile_static_smem ? optin - vtile_static_smem : 0;
   k.unit = P::unit;
   k.max_tile = P::max_tile;
+  k.per_sm = per_sm;
+  k.block_overhead = smem_reserved_per_block + vtile_static_smem;
+  k.min_blocks = P::min_blocks;
   return talkconv::detail::plan_window_tile(w.max_left, w.causal ? 0 : w.max_right, w.causal, max_offset, k);
 }
 

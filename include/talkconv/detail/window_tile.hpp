@@ -28,11 +28,25 @@ constexpr int max_tile_rows = 32767;
 // What a block's shared memory holds, for the plan: `row_bytes` per kept row of S, `token_bytes` per
 // token of the tile (its tap table and scratch), `fixed_bytes` once. `budget`: the most a block may take
 // and still leave the policy's blocks per SM resident; `limit`: the most a block may take at all.
+// per_sm > 0: the SM's shared memory, so the plan may trade blocks per SM (min_blocks, half of it, ... 1;
+// each block also costing block_overhead) for longer tiles when a window's halo is long.
 struct window_tile_costs {
   std::size_t row_bytes = 0, token_bytes = 0, fixed_bytes = 0, budget = 0, limit = 0;
   int unit = 32;      // tile lengths are multiples of this
   int max_tile = 512; // longest tile
+  std::size_t per_sm = 0, block_overhead = 0;
+  int min_blocks = 4;
 };
+
+// The relative time of a tiling (lower is faster): a block stages and scans its tile + halo rows and
+// writes its tile's tokens, about 1 : 2 per row by the H200 times of 2026-11-30 (bf16 forward: 145 us with
+// 160-token tiles at L = M = 16, 0.70 ms with 32-token tiles at L = M = 127, 1.5 ms at L = M = 255); fewer
+// resident blocks hide less latency, about as the square root of their number by the same times.
+// Fewer blocks per SM only for a cost below this fraction of the best so far (the model is coarse).
+constexpr double window_tile_margin = 0.9;
+inline double window_tile_cost(double tile, double halo, int blocks) {
+  return (3.0 + halo / tile) / std::sqrt(double(blocks > 0 ? blocks : 1));
+}
 
 // Halo rows of a window for offsets up to max_offset: left includes the base row (the lowest tap of token t
 // is floor(t - o L) - 1 >= t - ceil(L o) - 1), right reaches ceil(t + o M) <= t + ceil(M o). Saturated
@@ -45,9 +59,12 @@ inline double halo_right_rows(index_t M, bool causal, double max_offset) {
 }
 
 // The tile: about 4x the halo (halo re-read <= 25%), a multiple of `unit`, shrunk until the block fits
-// `budget` (occupancy); when the whole halo exceeds `limit`, the rows are capped (the tile shrinking
-// until the kept halo is at least as long as the tile) and split between the sides in proportion (tokens reaching past them take the direct path: only speed
-// depends on this, never the result). tile == 0: nothing fits (the caller reports it).
+// `budget` (occupancy). With per_sm, every occupancy from min_blocks down to 1 block per SM is tried, each
+// with its longest tile, and the lowest window_tile_cost wins, fewer blocks only by a margin (a long halo: fewer blocks, longer tiles, not
+// 32-token tiles re-reading a halo 8x their length). When the whole halo exceeds `limit`, the rows are
+// capped (the tile shrinking until the kept halo is at least as long as the tile) and split between the
+// sides in proportion (tokens reaching past them take the direct path: only speed depends on this, never
+// the result). tile == 0: nothing fits (the caller reports it).
 inline window_tile_plan plan_window_tile(index_t L, index_t M, bool causal, double max_offset,
                                          const window_tile_costs& k) {
   if (!(max_offset >= 0.0) || !std::isfinite(max_offset)) max_offset = 1.0;
@@ -56,10 +73,27 @@ inline window_tile_plan plan_window_tile(index_t L, index_t M, bool causal, doub
   auto bytes = [&](double tile, double rows) {
     return rows * double(k.row_bytes) + tile * double(k.token_bytes) + double(k.fixed_bytes);
   };
-  double tile = std::ceil(4.0 * halo / k.unit) * k.unit;
-  if (tile < 2 * k.unit) tile = 2 * k.unit;
-  if (tile > k.max_tile) tile = k.max_tile;
-  while (tile > k.unit && bytes(tile, tile + halo) > double(k.budget)) tile -= k.unit;
+  double longest = std::ceil(4.0 * halo / k.unit) * k.unit;
+  if (longest < 2 * k.unit) longest = 2 * k.unit;
+  if (longest > k.max_tile) longest = k.max_tile;
+  // The longest tile whose whole span fits `room` (0: not even one unit).
+  auto fit = [&](double room) {
+    double t = longest;
+    while (t > k.unit && bytes(t, t + halo) > room) t -= k.unit;
+    return bytes(t, t + halo) <= room ? t : 0.0;
+  };
+  double tile = fit(double(k.budget));
+  if (k.per_sm > 0) {
+    double best = tile > 0.0 ? window_tile_cost(tile, halo, k.min_blocks) : 0.0;
+    for (int b = k.min_blocks / 2; b >= 1; b /= 2) {
+      const double share = double(k.per_sm / std::size_t(b)) - double(k.block_overhead);
+      const double t = fit(share < double(k.limit) ? share : double(k.limit));
+      if (t <= 0.0) continue;
+      const double cost = window_tile_cost(t, halo, b);
+      if (tile <= 0.0 || cost < window_tile_margin * best) tile = t, best = cost;
+    }
+  }
+  if (tile <= 0.0) tile = k.unit;  // no occupancy holds the span: the capped plan below
   window_tile_plan p;
   double rows = tile + halo;
   for (;;) {
