@@ -7,8 +7,9 @@
 #
 #   scripts/gpu-lease.sh [out_dir]      (default $OUT, else ./gpu-lease-out)
 #
-# Environment: STEPS (default "check ncu bench sanitize"), T_CHECK / T_NCU / T_BENCH / T_SANITIZE (seconds
-# per step; defaults 200 / 150 / 150 / 150), SANITIZERS (default "memcheck racecheck"), SANITIZE_CASES
+# Environment: STEPS (default "check ncu decode bench sanitize"; decode: the decoder-step benchmarks alone,
+# about 10 s, so a bench step cut short still leaves them), T_CHECK / T_NCU / T_DECODE / T_BENCH /
+# T_SANITIZE (seconds per step; defaults 200 / 150 / 60 / 150 / 150), SANITIZERS (default "memcheck racecheck"), SANITIZE_CASES
 # (default: the layer's fused dx path and the float layer sweep), DTYPES and STALLS for ncu (default
 # "bf16 f32", 0), BENCH_FILTER (default: the headline shapes, L = 255 and 511 (the segmented forward)
 # and the decoder steps, 75 benchmarks, about 100 s; the whole quick set takes longer, its decoder family
@@ -27,12 +28,13 @@ pack() {
     echo "gpu-lease $(date -u +%Y-%m-%dT%H:%M:%SZ) commit ${TALKCONV_COMMIT:-unnamed} (the device's git says" \
       "$(git rev-parse --short HEAD 2>/dev/null || echo unknown) with $(git status --porcelain 2>/dev/null | wc -l)" \
       "changed files), $((SECONDS - t_start)) s so far"
-    for d in check bench sanitize; do
+    for d in check decode bench sanitize; do
       [ -f "$work/$d/summary.txt" ] && { echo "== $d"; cat "$work/$d/summary.txt"; }
     done
     [ -f "$work/steps.txt" ] && { echo "== steps"; cat "$work/steps.txt"; }
   } >"$out/summary.txt"
   for f in ncu/ncu.md bench/bench_cuda.json; do [ -f "$work/$f" ] && cp "$work/$f" "$out/"; done
+  [ -f "$work/decode/bench_cuda.json" ] && cp "$work/decode/bench_cuda.json" "$out/decode_cuda.json"
   tar -czf "$out/all.tgz" -C "$work" . 2>/dev/null
 }
 step() {  # name, seconds, command...
@@ -50,10 +52,14 @@ export SKIP_TORCH=1 SKIP_PEERS=1
 # B = 64, wide windows (L = 255 and 511, bf16) and the decoder steps. BENCH_FILTER= (empty) runs the whole
 # quick set.
 headline='(T:4096/B:16/C:1024/(min_time|H:16/L:(16|255|511)/M:(16|0|255|511)/))|(T:1024/B:64/C:1024/(min_time|H:16/L:16/M:16/))|decoder_step'
-for s in ${STEPS:-check ncu bench sanitize}; do
+for s in ${STEPS:-check ncu decode bench sanitize}; do
   case $s in
   check) step check "${T_CHECK:-200}" env SKIP_SANITIZE=1 SKIP_BENCH=1 scripts/gpu-check.sh "$work/check" >/dev/null ;;
   ncu) step ncu "${T_NCU:-150}" scripts/gpu-ncu.sh "$work/ncu" >/dev/null 2>"$work/ncu-stderr.txt" ;;
+  decode)
+    step decode "${T_DECODE:-60}" env SKIP_TESTS=1 SKIP_SANITIZE=1 TALKCONV_BENCH_MIN_TIME="${TALKCONV_BENCH_MIN_TIME:-0.03}" \
+      BENCH_FILTER=decoder_step scripts/gpu-check.sh "$work/decode" >/dev/null
+    ;;
   bench)
     step bench "${T_BENCH:-150}" env SKIP_TESTS=1 SKIP_SANITIZE=1 TALKCONV_BENCH_MIN_TIME="${TALKCONV_BENCH_MIN_TIME:-0.03}" \
       BENCH_FILTER="${BENCH_FILTER-$headline}" scripts/gpu-check.sh "$work/bench" >/dev/null
