@@ -40,7 +40,8 @@ std::vector<channel_block> channel_blocks(long C, long H) {
   return v;
 }
 
-// The reach the device computes (window_reach_kernel): every tap of token t lies in [t - left, t + right].
+// The reach the device computes (window_reach_kernel, or the offset gradients' tap tables in passing): every tap
+// of token t lies in [t - left, t + right].
 template <class A>
 void device_reach(const ref::problem& pb, const std::vector<A>& o, long& left, long& right) {
   left = right = 0;
@@ -334,6 +335,58 @@ void emulate_mma(double (&d)[32][4], const double (&a)[32][4], const double (&b)
       for (int k = 0; k < 8; ++k) d[l][e] += A[mma::d_row(l, e)][k] * Bm[k][mma::d_col(l, e)];
 }
 }  // namespace
+
+// One warp's ldmatrix.x4 from a row-major tile of 16-bit elements (stride ld): lane 8 j + r points at row
+// row(8 j + r), column k(8 j + r); register j of lane l gets that matrix's row l / 4, columns 2 (l % 4), + 1.
+template <class RowF, class KF>
+void emulate_ldmatrix(const std::vector<double>& tile, int ld, int row0, int k0, RowF row, KF k, double (&reg)[32][4][2]) {
+  for (int l = 0; l < 32; ++l)
+    for (int j = 0; j < 4; ++j) {
+      const int src = 8 * j + l / 4;  // the lane that gave matrix j's row l / 4
+      for (int h = 0; h < 2; ++h)
+        reg[l][j][h] = tile[size_t((row0 + row(src)) * ld + k0 + k(src) + 2 * (l % 4) + h)];
+    }
+}
+
+TEST_CASE("projection's ldmatrix + m16n8k16 fragments: one warp's 16 rows x 32 offsets emulated == x W^T") {
+  // x: 16 rows x K, W: 32 offsets x K (both row-major, k contiguous, stride ld as the kernel's ldx = K + 8).
+  constexpr int K = 64, ld = K + 8, BN = 32;
+  std::mt19937_64 rng(77);
+  const vec xd = uniform_vec(rng, size_t(16 * ld), -1.0, 1.0), wd = uniform_vec(rng, size_t(BN * ld), -1.0, 1.0);
+  using m16 = td::mma_m16n8k16;
+  double acc[32][BN / 8][4] = {};
+  for (int k0 = 0; k0 < K; k0 += 16) {
+    double fa[32][4][2];
+    emulate_ldmatrix(xd, ld, 0, k0, td::ldsm_a_row, td::ldsm_a_k, fa);
+    for (int jp = 0; jp < BN / 16; ++jp) {
+      double fb[32][4][2];
+      emulate_ldmatrix(wd, ld, 16 * jp, k0, td::ldsm_b_row, td::ldsm_b_k, fb);
+      for (int half = 0; half < 2; ++half) {
+        // mma: gather a and b by the fragment coordinates, d += a b.
+        double A[16][16] = {}, Bm[16][8] = {};
+        for (int l = 0; l < 32; ++l) {
+          for (int i = 0; i < 4; ++i)
+            for (int h = 0; h < 2; ++h) A[m16::a_row(l, i)][m16::a_k(l, i) + h] = fa[l][i][h];
+          for (int i = 0; i < 2; ++i)
+            for (int h = 0; h < 2; ++h) Bm[m16::b_k(l, i) + h][m16::b_col(l, i)] = fb[l][2 * half + i][h];
+        }
+        for (int l = 0; l < 32; ++l)
+          for (int e = 0; e < 4; ++e)
+            for (int k = 0; k < 16; ++k)
+              acc[l][2 * jp + half][e] += A[td::mma_m16n8k8::d_row(l, e)][k] * Bm[k][td::mma_m16n8k8::d_col(l, e)];
+      }
+    }
+  }
+  // The kernel stores d (g + 8 (e / 2), 2 q + e % 2) of column tile j: z[row][8 j + col] must be x W^T.
+  for (int l = 0; l < 32; ++l)
+    for (int j = 0; j < BN / 8; ++j)
+      for (int e = 0; e < 4; ++e) {
+        const int row = td::mma_m16n8k8::d_row(l, e), col = 8 * j + td::mma_m16n8k8::d_col(l, e);
+        double want = 0.0;
+        for (int k = 0; k < K; ++k) want += xd[size_t(row * ld + k)] * wd[size_t(col * ld + k)];
+        CHECK(acc[l][j][e] == doctest::Approx(want).epsilon(1e-12));
+      }
+}
 
 TEST_CASE("mma m16n8k8 fragments: every lane element names a distinct matrix element") {
   int a_seen[16][8] = {}, b_seen[8][8] = {}, d_seen[16][8] = {};

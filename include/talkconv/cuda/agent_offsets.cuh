@@ -7,6 +7,8 @@
 #include "talkconv/detail/dropout.hpp"
 #include "talkconv/detail/math.hpp"
 
+#include <cstdint>
+
 namespace talkconv {
 namespace cuda {
 namespace detail {
@@ -55,48 +57,127 @@ __device__ __forceinline__ void finish_offset(const offsets_args<T>& a, index_t 
   }
 }
 
+// ---- groups of 4 offsets of a token: one dropout draw (detail::dropout_keep4), 16-byte accesses --------------
+// Group g of row r: offsets j0 = 4 g .. j0 + n - 1 (n = min(4, P - j0)), elements i = r P + j0 ... Groups per
+// row: ceil(P / 4). `vec`: P % 4 == 0 and every pointer the kernel touches 16-byte aligned, so a group is one
+// 16-byte access of float (two of double).
+inline __host__ __device__ index_t offset_groups(index_t P) { return (P + 3) / 4; }
+inline __host__ __device__ bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
+
+template <class A>
+__device__ __forceinline__ void load_group(const A* p, A (&v)[4], int n, bool vec) {
+  if (vec) {
+    if constexpr (sizeof(A) == 4) {
+      const float4 f = *reinterpret_cast<const float4*>(p);
+      v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+    } else {
+      const double2 lo = *reinterpret_cast<const double2*>(p), hi = *reinterpret_cast<const double2*>(p + 2);
+      v[0] = lo.x, v[1] = lo.y, v[2] = hi.x, v[3] = hi.y;
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < 4; ++k) v[k] = k < n ? p[k] : A(0);
+  }
+}
+template <class A>
+__device__ __forceinline__ void store_group(A* p, const A (&v)[4], int n, bool vec) {
+  if (vec) {
+    if constexpr (sizeof(A) == 4) {
+      *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+    } else {
+      *reinterpret_cast<double2*>(p) = make_double2(v[0], v[1]);
+      *reinterpret_cast<double2*>(p + 2) = make_double2(v[2], v[3]);
+    }
+  } else {
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      if (k < n) p[k] = v[k];
+  }
+}
+
+// finish_offset for the n offsets of group j0 / 4 of memory row `row` (z[k] for offset j0 + k): one draw.
+template <class T>
+__device__ __forceinline__ void finish_offsets4(const offsets_args<T>& a, index_t row, index_t t, index_t b, bool valid,
+                                                index_t j0, int n, const acc_t<T> (&z)[4], bool vec) {
+  using A = acc_t<T>;
+  const index_t i = row * a.g.P + j0;
+  A pre[4] = {A(0), A(0), A(0), A(0)}, o[4] = {A(0), A(0), A(0), A(0)};
+  if (valid) {
+    A m[4];
+    talkconv::detail::dropout_scale4<A>(a.dropout, a.seed, t + a.t_base, b, j0 / 4, a.p, m);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const A zk = a.bias && k < n ? z[k] + to_acc<T>(a.bias[j0 + k]) : z[k];
+      pre[k] = talkconv::detail::sigmoid<A>(zk);
+      o[k] = pre[k] * m[k];
+    }
+  }
+  if (a.o_pre) store_group(a.o_pre + i, pre, n, vec);
+  if (a.o) store_group(a.o + i, o, n, vec);
+}
+
 // Token of memory row r and whether it lies within its sequence's length.
 __device__ __forceinline__ bool row_token(const seq_geom& g, index_t r, index_t& t, index_t& b) {
   g.token_of(r, t, b);
   return t < g.length(b);
 }
 
-// Element i of the offsets tensor: token (t, b) and offset j.
-__device__ __forceinline__ void offset_element(const seq_geom& g, index_t i, index_t& t, index_t& b, index_t& j) {
-  const index_t r = i / g.P;
-  j = i - r * g.P;
-  g.token_of(r, t, b);
-}
-
-// o = o_pre * m / (1 - p) for element i (zero past the length).
+// o = o_pre * m / (1 - p) for group q = r * groups + g of the offsets (zero past the length): one draw.
 template <class T>
-__device__ void apply_dropout_element(const offsets_args<T>& a, index_t i) {
+__device__ void apply_dropout_group(const offsets_args<T>& a, index_t q, bool vec) {
   using A = acc_t<T>;
-  index_t t, b, j;
-  offset_element(a.g, i, t, b, j);
-  a.o[i] = t < a.g.length(b)
-               ? a.o_pre[i] * talkconv::detail::dropout_scale<A>(a.dropout, a.seed, t + a.t_base, b, j, a.p)
-               : A(0);
+  const index_t G = offset_groups(a.g.P);
+  const index_t r = q / G, j0 = 4 * (q - r * G);
+  const int n = a.g.P - j0 < 4 ? static_cast<int>(a.g.P - j0) : 4;
+  const index_t i = r * a.g.P + j0;
+  index_t t, b;
+  a.g.token_of(r, t, b);
+  A o[4] = {A(0), A(0), A(0), A(0)};
+  if (t < a.g.length(b)) {
+    A pre[4], m[4];
+    load_group(a.o_pre + i, pre, n, vec);
+    talkconv::detail::dropout_scale4<A>(a.dropout, a.seed, t + a.t_base, b, j0 / 4, a.p, m);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) o[k] = pre[k] * m[k];
+  }
+  store_group(a.o + i, o, n, vec);
 }
 
 // dL/do of element i = (L or M) * the head's partial sums in split order; then, when o_pre is given,
 // dz = dL/do * m / (1 - p) * o_pre (1 - o_pre). Written to `out`; zero past the length.
+// Per group q = r * groups + g of the offsets (apply_dropout_group's numbering): one draw for its 4.
 template <class T>
-__device__ void combine_offsets_grad_element(const offsets_args<T>& a, index_t i, acc_t<T>* out) {
+__device__ void combine_offsets_grad_group(const offsets_args<T>& a, index_t q, acc_t<T>* out, bool vec) {
   using A = acc_t<T>;
-  index_t t, b, j;
-  offset_element(a.g, i, t, b, j);
-  if (t >= a.g.length(b)) {
-    out[i] = A(0);
-    return;
+  const index_t G = offset_groups(a.g.P);
+  const index_t r = q / G, j0 = 4 * (q - r * G);
+  const int n = a.g.P - j0 < 4 ? static_cast<int>(a.g.P - j0) : 4;
+  const index_t i = r * a.g.P + j0;
+  index_t t, b;
+  a.g.token_of(r, t, b);
+  A res[4] = {A(0), A(0), A(0), A(0)};
+  if (t < a.g.length(b)) {
+    const index_t NP = a.g.T * a.g.B * a.g.P;
+    A s[4];
+    load_group(a.partial + i, s, n, vec);
+    for (int k = 1; k < a.subs; ++k) {
+      A more[4];
+      load_group(a.partial + (index_t(k) * NP + i), more, n, vec);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s[e] += more[e];
+    }
+    A m[4] = {A(1), A(1), A(1), A(1)}, pre[4];
+    if (a.o_pre) {
+      talkconv::detail::dropout_scale4<A>(a.dropout, a.seed, t + a.t_base, b, j0 / 4, a.p, m);
+      load_group(a.o_pre + i, pre, n, vec);
+    }
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const A d = s[k] * A(j0 + k < a.H ? a.L : a.M);
+      res[k] = a.o_pre ? talkconv::detail::offset_pre_grad<A>(d, m[k], pre[k]) : d;
+    }
   }
-  const index_t NP = a.g.T * a.g.B * a.g.P;
-  A s = a.partial[i];
-  for (int k = 1; k < a.subs; ++k) s += a.partial[index_t(k) * NP + i];
-  const A d = s * A(j < a.H ? a.L : a.M);
-  out[i] = a.o_pre ? talkconv::detail::offset_pre_grad<A>(
-                         d, talkconv::detail::dropout_scale<A>(a.dropout, a.seed, t + a.t_base, b, j, a.p), a.o_pre[i])
-                   : d;
+  store_group(out + i, res, n, vec);
 }
 
 // Stage 2: dW[p, c] and dbias[p] = sums over the chunks in chunk order, rounded once to T.

@@ -1,16 +1,18 @@
 // The offset projection z = x W^T ([N, C] x [C, P]) as a tiled GEMM with SPEC step 1 fused into its
-// epilogue (bias, sigmoid, dropout, zero past the length; o and o_pre written): tensor cores (WMMA) for
-// 16-bit storage, 3xTF32 mma.sync for float, register-tiled FMA otherwise; and a dot-product form for tiny
-// row counts (decoding).
+// epilogue (bias, sigmoid, dropout, zero past the length; o and o_pre written, 4 offsets per thread: one
+// dropout draw, 16-byte stores): tensor cores (ldmatrix + mma.sync m16n8k16) for 16-bit storage, 3xTF32
+// mma.sync for float, register-tiled FMA otherwise; and a dot-product form for tiny row counts (decoding).
 #pragma once
 
 #include "talkconv/cuda/agent_offsets.cuh"
 #include "talkconv/cuda/mma_tf32.cuh"
+#include "talkconv/detail/mma_layout.hpp"
 
 #include <cub/warp/warp_reduce.cuh>
-#include <mma.h>
 
+#include <climits>
 #include <cstdint>
+#include <type_traits>
 
 namespace talkconv {
 namespace cuda {
@@ -37,7 +39,10 @@ struct tile_stage {
 
   __device__ __forceinline__ static int row0(int tid) { return tid / per_row; }
   __device__ __forceinline__ static int col0(int tid) { return (tid % per_row) * V; }
-  __device__ __forceinline__ static bool active(int tid, int i) { return tid + i * Threads < R * per_row; }
+  __device__ __forceinline__ static bool active(int tid, int i) {
+    if constexpr ((R * per_row) % Threads == 0) return true;  // every thread has `count` vectors
+    return tid + i * Threads < R * per_row;
+  }
 
   // p: this thread's first row (column 0); step: elements between its rows (row_step * width).
   __device__ __forceinline__ void load(const T* __restrict__ p, index_t step, int rows_left, int c, int width,
@@ -54,6 +59,13 @@ struct tile_stage {
         for (int k = 0; k < V; ++k) e[k] = ok && c + k < width ? q[k] : zero_of<T>();
       }
     }
+  }
+  // Every row and column present and 16-byte aligned (the block's tile lies inside the matrix): p is this
+  // thread's first vector, step the elements between its rows (an int: one IMAD.WIDE per load).
+  __device__ __forceinline__ void load_full(const T* __restrict__ p, int step, int tid) {
+#pragma unroll
+    for (int i = 0; i < count; ++i)
+      if (active(tid, i)) raw[i] = __ldg(reinterpret_cast<const uint4*>(p + i * step));
   }
   __device__ __forceinline__ const T* elems(int i) const { return reinterpret_cast<const T*>(&raw[i]); }
 };
@@ -152,48 +164,94 @@ struct project_tile {
     const index_t x_step = index_t(x_stage::row_step) * a.g.C, w_step = index_t(w_stage::row_step) * a.g.C;
     x_stage xs;
     w_stage ws;
-    xs.load(xp, x_step, x_left, x_stage::col0(tid), C, vec, tid);
-    ws.load(wp, w_step, w_left, w_stage::col0(tid), C, vec, tid);
-    // K tile c0: its staged registers into the shared tiles once the previous tile's products are done,
-    // then the next tile's loads, in flight during this one's products.
-    auto next_tile = [&](int c0) {
-      __syncthreads();
-      store(sm, xs, ws, tid);
-      __syncthreads();
-      if (c0 + K < C) {
-        xs.load(xp, x_step, x_left, c0 + K + x_stage::col0(tid), C, vec, tid);
-        ws.load(wp, w_step, w_left, c0 + K + w_stage::col0(tid), C, vec, tid);
-      }
+    // The whole tile inside x and W (every block but the last rows' and a partial offset tile), C a whole
+    // number of k tiles: unpredicated 16-byte loads from per-thread pointers (uniform per block).
+    const bool full = vec && r0 + BM <= N && n0 + BN <= P && C % K == 0 &&
+                      index_t(x_stage::row_step) * (x_stage::count - 1) * C <= index_t(INT_MAX);
+    const T* __restrict__ xf = xp + x_stage::col0(tid);
+    const T* __restrict__ wf = wp + w_stage::col0(tid);
+    // The K loop is compiled twice, for full tiles and for the others: one loop's address arithmetic never
+    // runs in the other's.
+    auto k_loop = [&](auto full_tile) {
+      constexpr bool Full = decltype(full_tile)::value;
+      auto load = [&](int c) {
+        if constexpr (Full) {
+          xs.load_full(xf + c, x_stage::row_step * C, tid);
+          ws.load_full(wf + c, w_stage::row_step * C, tid);
+        } else {
+          xs.load(xp, x_step, x_left, c + x_stage::col0(tid), C, vec, tid);
+          ws.load(wp, w_step, w_left, c + w_stage::col0(tid), C, vec, tid);
+        }
+      };
+      load(0);
+      // K tile c0: its staged registers into the shared tiles once the previous tile's products are done,
+      // then the next tile's loads, in flight during this one's products.
+      auto next_tile = [&](int c0) {
+        __syncthreads();
+        store(sm, xs, ws, tid);
+        __syncthreads();
+        if (c0 + K < C) load(c0 + K);
+      };
+      products(sm, C, tid, next_tile);
     };
+    if (full)
+      k_loop(std::true_type{});
+    else
+      k_loop(std::false_type{});
+  }
 
+  // The products of the K loop (next_tile(c0) stages k tile c0), z left in sm.buf as [BM][ldz].
+  template <class NextTile>
+  __device__ __forceinline__ static void products(smem& sm, int C, int tid, NextTile&& next_tile) {
     if constexpr (pol::tensor_cores || pol::tf32x3) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
       if constexpr (pol::tensor_cores) {
-        namespace wmma = nvcuda::wmma;
-        const int warp = tid / 32;
-        wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[BN / 16];
+        // 16-bit: warp w owns rows [16 w, 16 w + 16) and the BN / 8 column tiles; per k step of 16, one
+        // ldmatrix.x4 of x (the a fragment) and one per two column tiles of W (their b fragments), then
+        // mma.sync m16n8k16 per column tile. Rows are ldx = K + 8 elements (144 bytes for K = 64): the 8 row
+        // addresses of a matrix fall in distinct 16-byte bank groups. Shared addresses are 32-bit (WMMA's
+        // fragment loads, before 2026-11-30, went through generic 64-bit addresses: 48 LD.E per k tile
+        // per thread on sm_90, against 12 LDSM).
+        static_assert(BN % 16 == 0 && BM == 16 * (threads / 32) && K % 16 == 0, "whole m16n8k16 tiles, ldmatrix pairs");
+        const int warp = tid / 32, lane = tid % 32;
+        float acc[BN / 8][4];
 #pragma unroll
-        for (int j = 0; j < BN / 16; ++j) wmma::fill_fragment(acc[j], 0.0f);
-        const T* sx = reinterpret_cast<const T*>(sm.buf) + warp * 16 * smem::ldx;
-        const T* sw = reinterpret_cast<const T*>(sm.buf) + BM * smem::ldx;
+        for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[j][e] = 0.0f;
+        const T* sx = reinterpret_cast<const T*>(sm.buf);
+        const T* sw = sx + BM * smem::ldx;
+        // Row addresses of the ldmatrix loads (detail/mma_layout.hpp, CPU-tested): x rows of the warp's 16, W
+        // rows of a pair of column tiles.
+        namespace td = talkconv::detail;
+        const unsigned a_at = static_cast<unsigned>(
+            __cvta_generic_to_shared(sx + (warp * 16 + td::ldsm_a_row(lane)) * smem::ldx + td::ldsm_a_k(lane)));
+        const unsigned b_at = static_cast<unsigned>(
+            __cvta_generic_to_shared(sw + td::ldsm_b_row(lane) * smem::ldx + td::ldsm_b_k(lane)));
+        constexpr bool bf16 = std::is_same<T, __nv_bfloat16>::value;
         for (int c0 = 0; c0 < C; c0 += K) {
           next_tile(c0);
 #pragma unroll
           for (int k = 0; k < K; k += 16) {
-            wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
-            wmma::load_matrix_sync(fa, sx + k, smem::ldx);
+            unsigned fa[4];
+            ldmatrix_x4(fa, a_at + unsigned(k) * unsigned(sizeof(T)));
 #pragma unroll
-            for (int j = 0; j < BN / 16; ++j) {
-              wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
-              wmma::load_matrix_sync(fb, sw + j * 16 * smem::ldx + k, smem::ldx);
-              wmma::mma_sync(acc[j], fa, fb, acc[j]);
+            for (int jp = 0; jp < BN / 16; ++jp) {
+              unsigned fb[4];
+              ldmatrix_x4(fb, b_at + unsigned(jp * 16 * smem::ldx + k) * unsigned(sizeof(T)));
+              mma_16bit<bf16>(acc[2 * jp], fa, fb[0], fb[1]);
+              mma_16bit<bf16>(acc[2 * jp + 1], fa, fb[2], fb[3]);
             }
           }
         }
         __syncthreads();  // z overwrites the staged tiles
-        float* sz = reinterpret_cast<float*>(sm.buf) + warp * 16 * smem::ldz;
+        // d (g + 8 (e / 2), 2 q + e % 2) of column tile j.
+        const int g = lane / 4, q = lane % 4;
+        float* sz = reinterpret_cast<float*>(sm.buf) + (warp * 16 + g) * smem::ldz + 2 * q;
 #pragma unroll
-        for (int j = 0; j < BN / 16; ++j) wmma::store_matrix_sync(sz + j * 16, acc[j], smem::ldz, wmma::mem_row_major);
+        for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) sz[(e / 2) * 8 * smem::ldz + j * 8 + e % 2] = acc[j][e];
       } else {
         // float: warp w owns rows [16 w, 16 w + 16) and the BN / 8 column tiles; per k step of 8, x and W
         // fragments read from the staged tiles (conflict-free: ldx = K + 4) and split hi + lo, then
@@ -236,7 +294,7 @@ struct project_tile {
           for (int e = 0; e < 4; ++e) sz[(e / 2) * 8 * smem::ldz + j * 8 + e % 2] = acc[j][e];
       }
 #else
-      // Before sm_80 (no bf16 WMMA, no TF32 mma): each warp's 16 x BN sums by FMA from the same shared tiles.
+      // Before sm_80 (no bf16 or TF32 mma.sync): each warp's 16 x BN sums by FMA from the same shared tiles.
       const int warp = tid / 32, lane = tid % 32;
       constexpr int per_lane = 16 * BN / 32;
       float acc[per_lane];
@@ -303,11 +361,20 @@ __device__ __forceinline__ void project_tile_block(const offsets_args<T>& a, pro
   __syncthreads();
   const Z* sz = reinterpret_cast<const Z*>(sm.buf);
   const int P = static_cast<int>(a.g.P);
-#pragma unroll 4
-  for (int e = tid; e < BM * BN; e += threads) {
-    const int m = e / BN, n = e % BN;
-    if (r0 + m < N && n0 + n < P)
-      finish_offset(a, r0 + m, sm.t[m], sm.b[m], sm.valid[m], n0 + n, acc_t<T>(sz[m * project_smem<T, BN>::ldz + n]));
+  // Thread e: row e / (BN / 4) and a group of 4 consecutive offsets (one dropout draw, 16-byte stores);
+  // consecutive threads, consecutive groups of a row.
+  static_assert(BN % 4 == 0, "whole groups of 4 offsets");
+  constexpr int G = BN / 4;
+  const bool vec = P % 4 == 0 && aligned16(a.o) && aligned16(a.o_pre);
+#pragma unroll 2
+  for (int e = tid; e < BM * G; e += threads) {
+    const int m = e / G, n = (e % G) * 4;
+    if (r0 + m < N && n0 + n < P) {
+      acc_t<T> z[4];
+#pragma unroll
+      for (int k = 0; k < 4; ++k) z[k] = acc_t<T>(sz[m * project_smem<T, BN>::ldz + n + k]);
+      finish_offsets4(a, r0 + m, sm.t[m], sm.b[m], sm.valid[m], n0 + n, P - (n0 + n) < 4 ? P - (n0 + n) : 4, z, vec);
+    }
   }
 }
 

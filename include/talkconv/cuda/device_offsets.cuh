@@ -31,7 +31,7 @@ void launch_project(const offsets_args<T>& a, const seq_shape& s, cudaStream_t s
   const index_t N = s.T * s.B, P = a.g.P;
   dispatch_heads(P, [&](auto pc) {
     constexpr int PC = decltype(pc)::value;
-    constexpr int BN = pol::tensor_cores && PC < 16 ? 16 : PC;  // WMMA tiles are 16 wide (mma.sync's 8: PC >= 8)
+    constexpr int BN = pol::tensor_cores && PC < 16 ? 16 : PC;  // 16-bit: ldmatrix pairs of 8-column tiles
     const index_t tiles_m = (N + pol::rows - 1) / pol::rows, tiles_n = (P + BN - 1) / BN;
     if (tiles_m * tiles_n < project_min_tiles && N <= 65535) {
       const index_t gx = (P + row_threads / 32 - 1) / (row_threads / 32);
@@ -48,7 +48,7 @@ void launch_project(const offsets_args<T>& a, const seq_shape& s, cudaStream_t s
 
 template <class T>
 void launch_apply_dropout(const offsets_args<T>& a, cudaStream_t stream) {
-  apply_dropout_kernel<T><<<grid_for(a.g.T * a.g.B * a.g.P, row_threads), row_threads, 0, stream>>>(a);
+  apply_dropout_kernel<T><<<grid_for(a.g.T * a.g.B * offset_groups(a.g.P), row_threads), row_threads, 0, stream>>>(a);
   check_launch("apply_dropout_kernel");
 }
 

@@ -34,19 +34,21 @@ static __global__ void __launch_bounds__(row_threads) project_dot_kernel(offsets
   if (j < a.g.P) project_dot_warp(a, index_t(blockIdx.y), j, tmp[warp]);
 }
 
-// Grid-stride over the T * B * P offsets.
+// Grid-stride over the T * B * ceil(P / 4) groups of offsets (offset_groups).
 template <class T>
 static __global__ void __launch_bounds__(row_threads) apply_dropout_kernel(offsets_args<T> a) {
-  const index_t NP = a.g.T * a.g.B * a.g.P;
-  for (index_t i = index_t(blockIdx.x) * row_threads + threadIdx.x; i < NP; i += index_t(gridDim.x) * row_threads)
-    apply_dropout_element(a, i);
+  const index_t NG = a.g.T * a.g.B * offset_groups(a.g.P);
+  const bool vec = a.g.P % 4 == 0 && aligned16(a.o) && aligned16(a.o_pre);
+  for (index_t q = index_t(blockIdx.x) * row_threads + threadIdx.x; q < NG; q += index_t(gridDim.x) * row_threads)
+    apply_dropout_group(a, q, vec);
 }
 
 template <class T>
 static __global__ void __launch_bounds__(row_threads) combine_offsets_grad_kernel(offsets_args<T> a, acc_t<T>* out) {
-  const index_t NP = a.g.T * a.g.B * a.g.P;
-  for (index_t i = index_t(blockIdx.x) * row_threads + threadIdx.x; i < NP; i += index_t(gridDim.x) * row_threads)
-    combine_offsets_grad_element(a, i, out);
+  const index_t NG = a.g.T * a.g.B * offset_groups(a.g.P);
+  const bool vec = a.g.P % 4 == 0 && aligned16(out) && aligned16(a.partial) && aligned16(a.o_pre);
+  for (index_t q = index_t(blockIdx.x) * row_threads + threadIdx.x; q < NG; q += index_t(gridDim.x) * row_threads)
+    combine_offsets_grad_group(a, q, out, vec);
 }
 
 // dx += dz W over offsets [p0, p0 + PC): grid (ceil(N / dx_rows), channel blocks, grid-strided); weights in

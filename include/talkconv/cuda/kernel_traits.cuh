@@ -129,8 +129,9 @@ constexpr int proj_chunk = 32;
 // Tiling of the offset projection z = x W^T ([N, C] x [C, P], N = T * B rows), per storage type: a block
 // owns `rows` rows and an offset tile of BN <= proj_chunk columns and walks C in `k_tile` steps (a
 // 128-byte segment of each row: every x sector fetched is used whole). x is read once when P <= BN.
-//   tensor_cores: 16-bit inputs, WMMA 16x16x16 with float accumulators (products of 16-bit values
-//     are exact in float); 8 warps, 16 rows each. Also picks the tensor-core dW (agent_dw_tc.cuh).
+//   tensor_cores: 16-bit inputs, mma.sync m16n8k16 with float accumulators (products of 16-bit values
+//     are exact in float), fragments by ldmatrix; 8 warps, 16 rows each. Also picks the tensor-core dW
+//     (agent_dw_tc.cuh).
 //   tf32x3: float, TF32 mma.sync m16n8k8 with x and W split hi + lo and three products per pair (3xTF32,
 //     within 2^-19 per product); 8 warps, 16 rows each, the same staged tiles as tensor_cores. Also picks
 //     the tensor-core dW with x split likewise (agent_dw_tc.cuh).
@@ -161,7 +162,7 @@ struct project_policy<__half> {
   static constexpr int threads = 256;
   static constexpr int rows = 128;
   static constexpr int k_tile = 64;
-  static constexpr int min_blocks = 2;  // <= 128 registers (3 spills): 16 warps per SM
+  static constexpr int min_blocks = 3;  // <= 85 registers: 24 warps per SM
 };
 template <>
 struct project_policy<__nv_bfloat16> : project_policy<__half> {};

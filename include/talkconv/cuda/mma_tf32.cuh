@@ -1,6 +1,7 @@
-// TF32 tensor-core primitives shared by the kernels that use them (the dz GEMMs in agent_dw_tc.cuh, the
-// dx kernel's fused offset path in agent_window_input_grad.cuh): one m16n8k8 product and the split of a
-// float into two TF32 parts.
+// Tensor-core primitives shared by the kernels that use them (the dz GEMMs in agent_dw_tc.cuh, the dx
+// kernel's fused offset path in agent_window_input_grad.cuh, the projection in agent_project.cuh): one
+// m16n8k8 TF32 product and the split of a float into two TF32 parts, one m16n8k16 16-bit product and
+// ldmatrix.
 #pragma once
 
 namespace talkconv {
@@ -22,6 +23,42 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], 
   (void)d;
   (void)a;
   (void)b;
+#endif
+}
+
+// One m16n8k16 product d += a b on 16-bit operands (bfloat16 or half, float accumulators), fragments as
+// ldmatrix gives them: a = 4 registers (rows g, g + 8 x k pairs 2q, 2q + 8), b = 2 registers (k pairs 2q,
+// 2q + 8 x column g), d as mma_tf32's.
+template <bool Bf16>
+__device__ __forceinline__ void mma_16bit(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (Bf16)
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  else
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  (void)d;
+  (void)a;
+  (void)b0;
+  (void)b1;
+#endif
+}
+
+// Four 8 x 8 matrices of 16-bit elements from shared memory (ldmatrix.x4): lanes 8 i .. 8 i + 7 give the row
+// addresses (16 bytes each, 32-bit shared addresses) of matrix i, r[i] receives it in the mma fragment order
+// (lane l: row l / 4, elements 2 (l % 4), + 1).
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+#else
+  (void)addr;
+  r[0] = r[1] = r[2] = r[3] = 0u;
 #endif
 }
 

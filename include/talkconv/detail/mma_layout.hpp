@@ -22,6 +22,27 @@ struct mma_m16n8k8 {
   TALKCONV_HOST_DEVICE static constexpr int d_col(int lane, int e) { return 2 * (lane % 4) + e % 2; }
 };
 
+// PTX mma.sync.m16n8k16 with 16-bit operands (bf16 / f16) and .f32 accumulators: 32-bit registers of two
+// elements (k and k + 1). Register i of lane l (g = l / 4, q = l % 4) holds
+//   a (16 x 16, row x k): i = 0..3 at row g + 8 (i % 2), k = 2 q + 8 (i / 2) (and k + 1);
+//   b (16 x 8, k x column): i = 0..1 at k = 2 q + 8 i (and k + 1), column g;
+//   d: as mma_m16n8k8's.
+// ldmatrix.x4 (8 x 8 matrices of 16-bit elements, rows of 16 bytes): lane 8 j + r gives the address of row r
+// of matrix j; lane l receives in register j row l / 4, elements 2 (l % 4) and + 1 of matrix j. The
+// projection (agent_project.cuh) points lane l at x row ldsm_a_row(l), k ldsm_a_k(l) of its warp's 16 rows
+// (register j = a register j), and at W row ldsm_b_row(l), k ldsm_b_k(l) of a pair of 8-column tiles
+// (registers 0, 1 = b of the first tile, 2, 3 = b of the second).
+struct mma_m16n8k16 {
+  TALKCONV_HOST_DEVICE static constexpr int a_row(int lane, int i) { return lane / 4 + 8 * (i % 2); }
+  TALKCONV_HOST_DEVICE static constexpr int a_k(int lane, int i) { return 2 * (lane % 4) + 8 * (i / 2); }
+  TALKCONV_HOST_DEVICE static constexpr int b_k(int lane, int i) { return 2 * (lane % 4) + 8 * i; }
+  TALKCONV_HOST_DEVICE static constexpr int b_col(int lane, int) { return lane / 4; }
+};
+TALKCONV_HOST_DEVICE constexpr int ldsm_a_row(int lane) { return lane % 16; }
+TALKCONV_HOST_DEVICE constexpr int ldsm_a_k(int lane) { return (lane / 16) * 8; }
+TALKCONV_HOST_DEVICE constexpr int ldsm_b_row(int lane) { return (lane / 16) * 8 + lane % 8; }
+TALKCONV_HOST_DEVICE constexpr int ldsm_b_k(int lane) { return ((lane / 8) % 2) * 8; }
+
 // The offset path's column order over a warp's 32 channels: column j of 8-column mma tile n is channel
 // dx_tc_channel(n, j) = 8 (j / 2) + 2 n + j % 2, so that a lane's accumulator columns (2q, 2q + 1 of
 // tiles n = 0..3) are the 8 consecutive channels 8q .. 8q + 7 of one row: one 16-byte load and store of
