@@ -100,7 +100,8 @@ __device__ void window_offsets_grad_vtile(const window_args<T>& a) {
   // hides behind it), each next token's at the top of the loop, used one pass later.
   uint4 dnext = make_uint4(0u, 0u, 0u, 0u);
   if (active && tok < v.nval) dnext = load_raw16<T>(dyp);
-  if (v.nval > 0) stage_vtile<Causal, Idx>(a, v, rows, taps);
+  // The dx kernel's reach in passing (launch_window_backward zeroed it and launches no reach pass).
+  if (v.nval > 0) stage_vtile<Causal, Idx>(a, v, rows, taps, const_cast<unsigned long long*>(a.reach));
   const A inv_k = A(1) / A(a.w.L + a.w.M + 1);
   if (active) {
     const int hh = vtile_head(a, c, col);

@@ -393,32 +393,62 @@ template <class Idx, class T>
 __device__ __forceinline__ void stage_rows(const window_args<T>& a, const tile_ctx& c, int vcols, index_t first,
                                            int data, acc_t<T>* __restrict__ rows);
 
+// The windows' reach (window_reach_rows' definition) folded into reach[0..1] from one warp's maxima: an
+// atomicMax only where the warp's value exceeds what reach already holds (read from L2), so a grid of
+// tiles adds few atomics. Integer maxima: exact and order-free.
+__device__ __forceinline__ void warp_reach(unsigned long long* reach, long long rl, long long rr) {
+#pragma unroll
+  for (int d = 16; d > 0; d /= 2) {
+    const long long ol = __shfl_xor_sync(0xffffffffu, rl, d), orr = __shfl_xor_sync(0xffffffffu, rr, d);
+    rl = ol > rl ? ol : rl;
+    rr = orr > rr ? orr : rr;
+  }
+  if (threadIdx.x % 32 == 0) {
+    if (static_cast<unsigned long long>(rl) > __ldcg(reach)) atomicMax(reach, static_cast<unsigned long long>(rl));
+    if (static_cast<unsigned long long>(rr) > __ldcg(reach + 1)) atomicMax(reach + 1, static_cast<unsigned long long>(rr));
+  }
+}
+
 // Stages a tile: the tap table (once per valid (token, head): detail/math.hpp's make_taps, as rows of the
 // tile), then its rows (stage_rows: x rows first + 1 .. last, local prefix sums). Two barriers.
-// Block-uniform; only for nval > 0.
+// Block-uniform; only for nval > 0. reach (the backward's offset gradients): the reach of the tile's
+// windows is folded into it too (warp_reach), the pass window_reach_kernel would otherwise make.
 template <bool Causal, class Idx, class T>
 __device__ __forceinline__ void stage_vtile(const window_args<T>& a, const vtile& v, acc_t<T>* __restrict__ rows,
-                                            vtap<acc_t<T>>* __restrict__ taps) {
+                                            vtap<acc_t<T>>* __restrict__ taps, unsigned long long* reach = nullptr) {
   using A = acc_t<T>;
   using P = window_tile_policy<T>;
   const tile_ctx& c = v.c;
   // 32-bit tap arithmetic when the sequence, L and M fit (the same make_taps, instantiated on int).
   const bool narrow = a.g.T < INT_MAX / 2 && a.w.L < INT_MAX / 2 && a.w.M < INT_MAX / 2;
   const A* off0 = a.offsets + (c.b * a.g.ob + c.t0 * a.g.ot);  // 64-bit, once
+  long long rl = 0, rr = 0;  // reach of this thread's windows
   for (int i = threadIdx.x; i < v.nval * c.nh; i += P::threads) {
     const int tok = c.nh == 1 ? i : i / c.nh, hh = i - tok * c.nh;
     const A* off = off0 + Idx(tok) * static_cast<Idx>(a.g.ot);
     const index_t hd = c.h_first + hh;
     const A ol = off[hd], orr = Causal ? A(0) : off[a.w.H + hd];
+    const index_t t = c.t0 + tok;
     if (narrow) {
-      const auto k = talkconv::detail::make_taps<A, int>(static_cast<int>(c.t0) + tok, ol, orr, static_cast<int>(a.w.L),
+      const auto k = talkconv::detail::make_taps<A, int>(static_cast<int>(t), ol, orr, static_cast<int>(a.w.L),
                                                          static_cast<int>(a.w.M), static_cast<int>(c.n), Causal);
       taps[i] = to_vtap<T>(talkconv::detail::make_tile_tap<A>(k, v.w));
+      if (reach) {
+        const long long l = t - talkconv::detail::taps_min(k), q = talkconv::detail::taps_max(k) - t;
+        rl = l > rl ? l : rl;
+        rr = q > rr ? q : rr;
+      }
     } else {
-      const window_taps<A> k = head_taps<Causal>(off, c.t0 + tok, hd, a.w, c.n);
+      const window_taps<A> k = head_taps<Causal>(off, t, hd, a.w, c.n);
       taps[i] = to_vtap<T>(talkconv::detail::make_tile_tap<A>(k, v.w));
+      if (reach) {
+        const long long l = t - talkconv::detail::taps_min(k), q = talkconv::detail::taps_max(k) - t;
+        rl = l > rl ? l : rl;
+        rr = q > rr ? q : rr;
+      }
     }
   }
+  if (reach) warp_reach(reach, rl, rr);  // block-uniform: every lane of every warp
   stage_rows<Idx>(a, v.c, v.vcols, v.w.first, v.w.data_rows(), rows);
 }
 

@@ -151,9 +151,14 @@ bool launch_window_backward(window_args<T> a, const seq_shape& s, const window_p
   dispatch_window(use32, w.causal, [&](auto I, auto causal) {
     using Idx = typename decltype(I)::type;
     constexpr bool Causal = decltype(causal)::value;
-    window_reach_kernel<T, Idx, Causal><<<grid_for(s.T * s.B, row_threads), row_threads, 0, stream>>>(a, reach);
-    check_launch("window_reach_kernel");
-    if (a.partial != nullptr && vector_tiles(a, a.dy)) {
+    // The vector-tile offset gradients fold the reach into their tap tables (stage_vtile); any other path
+    // takes the reach pass first.
+    const bool vtile_grad = a.partial != nullptr && vector_tiles(a, a.dy);
+    if (!vtile_grad) {
+      window_reach_kernel<T, Idx, Causal><<<grid_for(s.T * s.B, row_threads), row_threads, 0, stream>>>(a, reach);
+      check_launch("window_reach_kernel");
+    }
+    if (vtile_grad) {
       window_args<T> b = a;
       const talkconv::detail::window_tile_plan p = vtile_plan(b, s, w, max_offset, true);
       auto* kernel = &window_offsets_grad_vtile_kernel<T, Idx, Causal>;
@@ -179,7 +184,7 @@ bool launch_window_backward(window_args<T> a, const seq_shape& s, const window_p
 // dL/do (or dz when a.o_pre is set) from the partial head sums, into out.
 template <class T>
 void launch_combine_offsets_grad(const offsets_args<T>& a, acc_t<T>* out, cudaStream_t stream) {
-  combine_offsets_grad_kernel<T><<<grid_for(a.g.T * a.g.B * a.g.P, row_threads), row_threads, 0, stream>>>(a, out);
+  combine_offsets_grad_kernel<T><<<grid_for(a.g.T * a.g.B * offset_groups(a.g.P), row_threads), row_threads, 0, stream>>>(a, out);
   check_launch("combine_offsets_grad_kernel");
 }
 
