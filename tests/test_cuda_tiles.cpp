@@ -388,6 +388,69 @@ TEST_CASE("projection's ldmatrix + m16n8k16 fragments: one warp's 16 rows x 32 o
       }
 }
 
+// ldmatrix.x4.trans: lane 8 j + r points at row row(8 j + r), column col(8 j + r) (8 consecutive elements);
+// register j of lane l gets rows 2 (l % 4) and + 1 of matrix j at column l / 4.
+template <class RowF, class ColF>
+void emulate_ldmatrix_trans(const std::vector<double>& tile, int ld, int row0, int col0, RowF row, ColF col,
+                            double (&reg)[32][4][2]) {
+  for (int l = 0; l < 32; ++l)
+    for (int j = 0; j < 4; ++j)
+      for (int h = 0; h < 2; ++h) {
+        const int src = 8 * j + 2 * (l % 4) + h;  // the lane that gave that row of matrix j
+        reg[l][j][h] = tile[size_t((row0 + row(src)) * ld + col0 + col(src) + l / 4)];
+      }
+}
+
+TEST_CASE("bfloat16 dW's ldmatrix.trans + m16n8k16 fragments: one warp's 32 offsets x 32 channels == dz^T x") {
+  // dz: 32 rows (k) x 32 offsets, x: 32 rows (k) x 256 channels, as the kernel stages them (k the row).
+  constexpr int KR = 32, PT = 32, CH = 256, ldd = PT + 8, ldx = CH + 8;
+  std::mt19937_64 rng(78);
+  const vec dz = uniform_vec(rng, size_t(KR * ldd), -1.0, 1.0), x = uniform_vec(rng, size_t(KR * ldx), -1.0, 1.0);
+  using m16 = td::mma_m16n8k16;
+  for (const int warp : {0, 5, 7}) {
+    double acc[PT / 16][4][32][4] = {};
+    for (int k0 = 0; k0 < KR; k0 += 16) {
+      double b[4][32][2][2];  // [n tile][lane][register][half]
+      for (int np = 0; np < 2; ++np) {
+        double r4[32][4][2];
+        emulate_ldmatrix_trans(x, ldx, k0, warp * 32 + np * 16, td::ldsm_t_b_k, td::ldsm_t_b_n, r4);
+        for (int l = 0; l < 32; ++l)
+          for (int h = 0; h < 2; ++h) {
+            b[2 * np][l][0][h] = r4[l][0][h], b[2 * np][l][1][h] = r4[l][1][h];
+            b[2 * np + 1][l][0][h] = r4[l][2][h], b[2 * np + 1][l][1][h] = r4[l][3][h];
+          }
+      }
+      for (int m = 0; m < PT / 16; ++m) {
+        double fa[32][4][2];
+        emulate_ldmatrix_trans(dz, ldd, k0, m * 16, td::ldsm_t_a_k, td::ldsm_t_a_m, fa);
+        for (int n = 0; n < 4; ++n) {
+          double A[16][16] = {}, Bm[16][8] = {};
+          for (int l = 0; l < 32; ++l) {
+            for (int i = 0; i < 4; ++i)
+              for (int h = 0; h < 2; ++h) A[m16::a_row(l, i)][m16::a_k(l, i) + h] = fa[l][i][h];
+            for (int i = 0; i < 2; ++i)
+              for (int h = 0; h < 2; ++h) Bm[m16::b_k(l, i) + h][m16::b_col(l, i)] = b[n][l][i][h];
+          }
+          for (int l = 0; l < 32; ++l)
+            for (int e = 0; e < 4; ++e)
+              for (int kk = 0; kk < 16; ++kk)
+                acc[m][n][l][e] += A[td::mma_m16n8k8::d_row(l, e)][kk] * Bm[kk][td::mma_m16n8k8::d_col(l, e)];
+        }
+      }
+    }
+    // The kernel writes accumulator e of tiles (m, n) to offset 16 m + d_row, channel 32 warp + 8 n + d_col.
+    for (int m = 0; m < PT / 16; ++m)
+      for (int n = 0; n < 4; ++n)
+        for (int l = 0; l < 32; ++l)
+          for (int e = 0; e < 4; ++e) {
+            const int p = 16 * m + td::mma_m16n8k8::d_row(l, e), c = 32 * warp + 8 * n + td::mma_m16n8k8::d_col(l, e);
+            double want = 0.0;
+            for (int kk = 0; kk < KR; ++kk) want += dz[size_t(kk * ldd + p)] * x[size_t(kk * ldx + c)];
+            CHECK(acc[m][n][l][e] == doctest::Approx(want).epsilon(1e-12));
+          }
+  }
+}
+
 TEST_CASE("mma m16n8k8 fragments: every lane element names a distinct matrix element") {
   int a_seen[16][8] = {}, b_seen[8][8] = {}, d_seen[16][8] = {};
   for (int l = 0; l < 32; ++l) {

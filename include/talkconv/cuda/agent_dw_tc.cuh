@@ -1,5 +1,6 @@
 // dW = dz^T x (16-bit x and float) and the offset path dx += dz W (16-bit x) on tensor cores: TF32
-// mma.sync m16n8k8 (mma_tf32.cuh) with float accumulators. 16-bit x converts to TF32 exactly (a 16-bit
+// mma.sync m16n8k8 (mma_tf32.cuh) with float accumulators; for bfloat16 x, dW runs on bfloat16
+// m16n8k16 with dz in three bfloat16 pieces instead (param_grads_partial_bf16_block, below). 16-bit x converts to TF32 exactly (a 16-bit
 // significand fits TF32's 11 bits, and TF32 has float's exponent range, half's subnormals included); float
 // x is split hi + lo like dz (3xTF32: a_hi b_hi + a_lo b_hi + a_hi b_lo). dz is float: it is split as
 // dz ~ hi + lo (tf32_split: both truncated to TF32, |dz - hi - lo| < 2^-21 |dz|, float's range: no scaling,
@@ -233,6 +234,169 @@ __device__ __forceinline__ void param_grads_partial_tc_block(const offsets_args<
       }
 #else
   // Before sm_80: the same tile by plain sums from global memory (correct, not fast).
+  (void)sm;
+  (void)vec;
+  for (int e = tid; e < PT * pol::channels; e += pol::threads) {
+    const int p = e / pol::channels, c = e % pol::channels;
+    if (p0 + p >= P || c >= cw) continue;
+    float s = 0.0f;
+    for (index_t r = r0; r < r1; ++r) {
+      index_t t, b;
+      if (row_token(a.g, r, t, b)) s += a.dz[r * P + p0 + p] * to_acc<T>(a.x[r * C + c0 + c]);
+    }
+    a.dw_part[(k * P + p0 + p) * C + c0 + c] = s;
+  }
+  if (bias_block && tid < PT && p0 + tid < P)
+    for (index_t r = r0; r < r1; ++r) {
+      index_t t, b;
+      if (row_token(a.g, r, t, b)) bacc += a.dz[r * P + p0 + tid];
+    }
+#endif
+  if (bias_block && tid < PT && p0 + tid < P) a.db_part[k * P + p0 + tid] = bacc;
+}
+
+// ---- dW for bfloat16 x: bfloat16 mma.sync m16n8k16, dz split in three bfloat16 pieces ------------------------
+// The same block, steps, masking, dbias and output as param_grads_partial_tc_block, with x kept as bfloat16
+// in shared memory (no conversion, half the bytes) and dz split once per block step into hi + mid + lo
+// bfloat16 pieces (bf16_split3: within 2^-23 of dz, float's range; TF32 hi + lo: 2^-21), both operands read by
+// ldmatrix.x4.trans (detail::ldsm_t_*, CPU-tested): per k step of 16 rows a warp loads each offset tile's
+// three pieces (3 ldmatrix) and its channels' x (2 ldmatrix for four 8-channel tiles), and issues 3 mma per
+// (offset tile, channel tile), hi then mid then lo. Products of a bfloat16 x and a bfloat16 piece are exact
+// in float; sums run over rows in row order, as before.
+template <int PT>
+struct dw_bf16_smem {
+  using pol = dw_tc_policy<PT>;
+  static constexpr int ldx = pol::channels + 8;  // bfloat16: 528-byte rows, ldmatrix rows in distinct bank groups
+  static constexpr int ldd = PT + 8;             // bfloat16: 48- or 80-byte rows, likewise
+  alignas(16) __nv_bfloat16 x[pol::k_rows * ldx];   // x rows as staged (zero past nb or the length)
+  alignas(16) __nv_bfloat16 d[3][pol::k_rows * ldd];  // dz pieces hi, mid, lo: element (r, p) at r * ldd + p
+  float bias[pol::warps][PT];
+  bool valid[pol::k_rows];
+};
+
+template <int PT>
+__device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_args<__nv_bfloat16>& a, dw_bf16_smem<PT>& sm) {
+  using T = __nv_bfloat16;
+  using pol = dw_tc_policy<PT>;
+  using sm_t = dw_bf16_smem<PT>;
+  using stage = tile_stage<T, pol::k_rows, pol::channels, pol::threads>;
+  const int tid = static_cast<int>(threadIdx.x);
+  const index_t C = a.g.C, P = a.g.P, N = a.g.T * a.g.B;
+  const index_t c0 = index_t(blockIdx.x) * pol::channels;
+  const index_t k = blockIdx.y, p0 = index_t(blockIdx.z) * PT;
+  const index_t r0 = k * a.rows_per_chunk, r1 = r0 + a.rows_per_chunk < N ? r0 + a.rows_per_chunk : N;
+  const bool bias_block = blockIdx.x == 0;
+  const int cw = static_cast<int>(C - c0 < pol::channels ? C - c0 : pol::channels);
+  const bool vec = C % stage::V == 0 && reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0;
+  float bacc = 0.0f;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  namespace td = talkconv::detail;
+  const int warp = tid / 32, lane = tid % 32;
+  const int dr = tid / pol::dz_cols, dc = (tid % pol::dz_cols) * 4;
+  const bool dz_thread = tid < pol::k_rows * pol::dz_cols;
+  const bool dz_vec = P % 4 == 0 && reinterpret_cast<std::uintptr_t>(a.dz) % 16 == 0;
+  row_walk walk;
+  if (tid < pol::k_rows) walk.start(a.g, r0 + tid, pol::k_rows);
+  constexpr int NT = pol::n_tiles;
+  const int g = lane / 4, q = lane % 4;
+  float acc[PT / 16][NT][4];
+#pragma unroll
+  for (int m = 0; m < PT / 16; ++m)
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[m][n][e] = 0.0f;
+  const int row = stage::row0(tid), cc = stage::col0(tid);
+  const bool full_cols = vec && cw == pol::channels;
+  // ldmatrix row addresses (32-bit shared): dz pieces at (k row, offset column), x at (k row, channel).
+  const unsigned a_at = static_cast<unsigned>(
+      __cvta_generic_to_shared(&sm.d[0][td::ldsm_t_a_k(lane) * sm_t::ldd + td::ldsm_t_a_m(lane)]));
+  const unsigned b_at = static_cast<unsigned>(__cvta_generic_to_shared(
+      &sm.x[td::ldsm_t_b_k(lane) * sm_t::ldx + warp * (NT * 8) + td::ldsm_t_b_n(lane)]));
+  constexpr unsigned piece_bytes = unsigned(sizeof(T)) * pol::k_rows * sm_t::ldd;
+  for (index_t rb = r0; rb < r1; rb += pol::k_rows) {
+    const int nb = static_cast<int>(r1 - rb < pol::k_rows ? r1 - rb : pol::k_rows);
+    stage xs;
+    const T* xp = a.x + ((rb + row) * C + c0);
+    if (full_cols && nb == pol::k_rows) {
+#pragma unroll
+      for (int i = 0; i < stage::count; ++i)
+        xs.raw[i] = __ldg(reinterpret_cast<const uint4*>(xp + i * stage::row_step * C + cc));
+    } else {
+      xs.load(xp, index_t(stage::row_step) * C, nb - row, cc, cw, vec, tid);
+    }
+    float4 dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (dz_thread && dr < nb) dz4 = load_dz4(a.dz + ((rb + dr) * P + p0 + dc), p0 + dc, P, dz_vec);
+    if (tid < pol::k_rows) {
+      sm.valid[tid] = tid < nb && walk.valid(a.g);
+      walk.advance();
+    }
+    __syncthreads();  // valid is set; the previous step's fragments are loaded
+    // x as staged, zero past nb or past the length (NaN there cannot leak in).
+#pragma unroll
+    for (int i = 0; i < stage::count; ++i)
+      if (stage::active(tid, i)) {
+        const int r = row + i * stage::row_step;
+        const bool ok = r < nb && sm.valid[r];
+        *reinterpret_cast<uint4*>(&sm.x[r * sm_t::ldx + cc]) = ok ? xs.raw[i] : make_uint4(0u, 0u, 0u, 0u);
+      }
+    if (dz_thread) {
+      if (!(dr < nb && sm.valid[dr])) dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      const float v[4] = {dz4.x, dz4.y, dz4.z, dz4.w};
+      unsigned pc[3][4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) bf16_split3(v[u], pc[0][u], pc[1][u], pc[2][u]);
+#pragma unroll
+      for (int s = 0; s < 3; ++s)
+        *reinterpret_cast<uint2*>(&sm.d[s][dr * sm_t::ldd + dc]) =
+            make_uint2(pc[s][0] | (pc[s][1] << 16), pc[s][2] | (pc[s][3] << 16));
+      if (bias_block) {
+        float sv[4] = {dz4.x, dz4.y, dz4.z, dz4.w};
+#pragma unroll
+        for (int s = pol::dz_cols; s < 32; s *= 2)
+#pragma unroll
+          for (int u = 0; u < 4; ++u) sv[u] += __shfl_xor_sync(0xffffffffu, sv[u], s);
+        if (lane < pol::dz_cols)
+#pragma unroll
+          for (int u = 0; u < 4; ++u) sm.bias[warp][dc + u] = sv[u];
+      }
+    }
+    __syncthreads();
+    if (bias_block && tid < PT)
+#pragma unroll
+      for (int w = 0; w < pol::k_rows * pol::dz_cols / 32; ++w) bacc += sm.bias[w][tid];
+#pragma unroll
+    for (int k0 = 0; k0 < pol::k_rows; k0 += 16) {
+      unsigned b[NT][2];
+#pragma unroll
+      for (int np = 0; np < NT / 2; ++np) {
+        unsigned r4[4];
+        ldmatrix_x4_trans(r4, b_at + unsigned(sizeof(T)) * unsigned(k0 * sm_t::ldx + np * 16));
+        b[2 * np][0] = r4[0], b[2 * np][1] = r4[1], b[2 * np + 1][0] = r4[2], b[2 * np + 1][1] = r4[3];
+      }
+#pragma unroll
+      for (int m = 0; m < PT / 16; ++m) {
+        unsigned pa[3][4];
+#pragma unroll
+        for (int s = 0; s < 3; ++s)
+          ldmatrix_x4_trans(pa[s], a_at + s * piece_bytes + unsigned(sizeof(T)) * unsigned(k0 * sm_t::ldd + m * 16));
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+#pragma unroll
+          for (int s = 0; s < 3; ++s) mma_16bit<true>(acc[m][n], pa[s], b[n][0], b[n][1]);
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < PT / 16; ++m)
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int p = m * 16 + g + (e >= 2 ? 8 : 0), c = warp * (NT * 8) + n * 8 + 2 * q + (e & 1);
+        if (p0 + p < P && c < cw) a.dw_part[(k * P + p0 + p) * C + c0 + c] = acc[m][n][e];
+      }
+#else
   (void)sm;
   (void)vec;
   for (int e = tid; e < PT * pol::channels; e += pol::threads) {

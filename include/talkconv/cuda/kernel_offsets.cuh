@@ -7,6 +7,8 @@
 #include "talkconv/cuda/agent_offsets.cuh"
 #include "talkconv/cuda/agent_project.cuh"
 
+#include <type_traits>
+
 namespace talkconv {
 namespace cuda {
 namespace detail {
@@ -73,10 +75,17 @@ static __global__ void __launch_bounds__(dz_gemm_policy::threads, dz_gemm_policy
 }
 
 // dW / dbias partials on tensor cores (16-bit x): grid (ceil(C / dw_tc_policy::channels), row chunks, ceil(P / PT)).
+// bfloat16 x: bfloat16 mma with dz in three pieces (param_grads_partial_bf16_block); half and float: TF32.
 template <class T, int PT>
-static __global__ void __launch_bounds__(dw_tc_policy<PT>::threads, 2) param_grads_partial_tc_kernel(offsets_args<T> a) {
-  __shared__ dw_tc_smem<PT> sm;
-  param_grads_partial_tc_block<T, PT>(a, sm);
+static __global__ void __launch_bounds__(dw_tc_policy<PT>::threads, std::is_same<T, __nv_bfloat16>::value ? 3 : 2)
+    param_grads_partial_tc_kernel(offsets_args<T> a) {
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+    __shared__ dw_bf16_smem<PT> sm;
+    param_grads_partial_bf16_block<PT>(a, sm);
+  } else {
+    __shared__ dw_tc_smem<PT> sm;
+    param_grads_partial_tc_block<T, PT>(a, sm);
+  }
 }
 
 // dx += dz W on tensor cores (16-bit dx, P <= 32): grid (ceil(N / 256), channel blocks, grid-strided).

@@ -4,6 +4,8 @@
 // ldmatrix.
 #pragma once
 
+#include <cuda_bf16.h>
+
 namespace talkconv {
 namespace cuda {
 namespace detail {
@@ -60,6 +62,33 @@ __device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
   (void)addr;
   r[0] = r[1] = r[2] = r[3] = 0u;
 #endif
+}
+
+// ldmatrix.x4 with .trans: lane l receives in register j rows 2 (l % 4) and + 1 of matrix j at column
+// l / 4 (the fragment of the transposed matrix), row addresses given as for ldmatrix_x4.
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], unsigned addr) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+#else
+  (void)addr;
+  r[0] = r[1] = r[2] = r[3] = 0u;
+#endif
+}
+
+// v ~ hi + mid + lo in bfloat16 (bit patterns in the low 16 bits): hi and mid truncated (exact remainders,
+// never an overflow to infinity), lo rounded to nearest: |v - hi - mid - lo| < 2^-23 |v| (each truncation
+// leaves less than 2^-7 of its input, the rounding at most 2^-9 of the last remainder), float's range
+// (bfloat16 has float's exponent). Products with a bfloat16 x are exact in float.
+__device__ __forceinline__ void bf16_split3(float v, unsigned& hi, unsigned& mid, unsigned& lo) {
+  const unsigned hb = __float_as_uint(v) & 0xffff0000u;
+  const float r1 = v - __uint_as_float(hb);
+  const unsigned mb = __float_as_uint(r1) & 0xffff0000u;
+  const float r2 = r1 - __uint_as_float(mb);
+  hi = hb >> 16;
+  mid = mb >> 16;
+  lo = static_cast<unsigned>(__bfloat16_as_ushort(__float2bfloat16_rn(r2)));
 }
 
 // v ~ hi + lo, both valid TF32 bit patterns: hi = v with its low 13 significand bits cleared (exact: v - hi

@@ -43,6 +43,16 @@ TALKCONV_HOST_DEVICE constexpr int ldsm_a_k(int lane) { return (lane / 16) * 8; 
 TALKCONV_HOST_DEVICE constexpr int ldsm_b_row(int lane) { return (lane / 16) * 8 + lane % 8; }
 TALKCONV_HOST_DEVICE constexpr int ldsm_b_k(int lane) { return ((lane / 8) % 2) * 8; }
 
+// ldmatrix.x4.trans row addresses of the bfloat16 dW (agent_dw_tc.cuh), both operands stored with the k
+// dimension (rows of x and dz) as the row: lane l points at k row ldsm_t_a_k(l), offset column
+// ldsm_t_a_m(l) of the dz tile (registers = a registers 0..3 of a 16-offset tile), and at k row
+// ldsm_t_b_k(l), channel column ldsm_t_b_n(l) of x (registers 0, 1 = b of a first 8-channel tile, 2, 3
+// of the next).
+TALKCONV_HOST_DEVICE constexpr int ldsm_t_a_k(int lane) { return 8 * (lane / 16) + lane % 8; }
+TALKCONV_HOST_DEVICE constexpr int ldsm_t_a_m(int lane) { return 8 * ((lane / 8) % 2); }
+TALKCONV_HOST_DEVICE constexpr int ldsm_t_b_k(int lane) { return 8 * ((lane / 8) % 2) + lane % 8; }
+TALKCONV_HOST_DEVICE constexpr int ldsm_t_b_n(int lane) { return 8 * (lane / 16); }
+
 // The offset path's column order over a warp's 32 channels: column j of 8-column mma tile n is channel
 // dx_tc_channel(n, j) = 8 (j / 2) + 2 n + j % 2, so that a lane's accumulator columns (2q, 2q + 1 of
 // tiles n = 0..3) are the 8 consecutive channels 8q .. 8q + 7 of one row: one 16-byte load and store of
