@@ -90,6 +90,50 @@ struct row_walk {
   }
 };
 
+// The block's dW tile straight from the accumulators (m16n8 d layout): offsets p0 + 16 m + g (+ 8), channels
+// 8 NT warp + 8 n + 2 q (+ 1) of the block's; partial chunk k.
+template <int PT, int NT, class T>
+__device__ __forceinline__ void store_dw_tile(const offsets_args<T>& a, const float (&acc)[PT / 16][NT][4], index_t k,
+                                              index_t p0, index_t c0, int cw, int warp, int lane) {
+  const index_t C = a.g.C, P = a.g.P;
+  const int g = lane / 4, q = lane % 4;
+#pragma unroll
+  for (int m = 0; m < PT / 16; ++m)
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int p = m * 16 + g + (e >= 2 ? 8 : 0), c = warp * (NT * 8) + n * 8 + 2 * q + (e & 1);
+        if (p0 + p < P && c < cw) a.dw_part[(k * P + p0 + p) * C + c0 + c] = acc[m][n][e];
+      }
+}
+
+// Before sm_80: the block's tile by plain sums from global memory (correct, not fast); returns this thread's
+// dbias sum (bias_block, tid < PT).
+template <class T, int PT>
+__device__ __forceinline__ float dw_tile_plain(const offsets_args<T>& a, index_t k, index_t p0, index_t c0, int cw,
+                                               index_t r0, index_t r1, bool bias_block, int tid) {
+  using pol = dw_tc_policy<PT>;
+  const index_t C = a.g.C, P = a.g.P;
+  for (int e = tid; e < PT * pol::channels; e += pol::threads) {
+    const int p = e / pol::channels, c = e % pol::channels;
+    if (p0 + p >= P || c >= cw) continue;
+    float s = 0.0f;
+    for (index_t r = r0; r < r1; ++r) {
+      index_t t, b;
+      if (row_token(a.g, r, t, b)) s += a.dz[r * P + p0 + p] * to_acc<T>(a.x[r * C + c0 + c]);
+    }
+    a.dw_part[(k * P + p0 + p) * C + c0 + c] = s;
+  }
+  float bacc = 0.0f;
+  if (bias_block && tid < PT && p0 + tid < P)
+    for (index_t r = r0; r < r1; ++r) {
+      index_t t, b;
+      if (row_token(a.g, r, t, b)) bacc += a.dz[r * P + p0 + tid];
+    }
+  return bacc;
+}
+
 // Stage 1 of dW / dbias on tensor cores. Block (channel block x, row chunk y, offset tile z).
 // Per step of k_rows rows: the loads of x and dz are issued first, then one barrier, then x rows
 // (zero past nb or past their length) go to shared memory as float and dz as hi + lo, a second barrier,
@@ -223,34 +267,13 @@ __device__ __forceinline__ void param_grads_partial_tc_block(const offsets_args<
     }
   }
   // The block's dW tile straight from the accumulators: rows p0 + m * 16 + g (+ 8), channels 2q (+ 1).
-#pragma unroll
-  for (int m = 0; m < PT / 16; ++m)
-#pragma unroll
-    for (int n = 0; n < NT; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int p = m * 16 + g + (e >= 2 ? 8 : 0), c = warp * (NT * 8) + n * 8 + 2 * q + (e & 1);
-        if (p0 + p < P && c < cw) a.dw_part[(k * P + p0 + p) * C + c0 + c] = acc[m][n][e];
-      }
+  store_dw_tile<PT, NT>(a, acc, k, p0, c0, cw, warp, lane);
 #else
   // Before sm_80: the same tile by plain sums from global memory (correct, not fast).
   (void)sm;
   (void)vec;
-  for (int e = tid; e < PT * pol::channels; e += pol::threads) {
-    const int p = e / pol::channels, c = e % pol::channels;
-    if (p0 + p >= P || c >= cw) continue;
-    float s = 0.0f;
-    for (index_t r = r0; r < r1; ++r) {
-      index_t t, b;
-      if (row_token(a.g, r, t, b)) s += a.dz[r * P + p0 + p] * to_acc<T>(a.x[r * C + c0 + c]);
-    }
-    a.dw_part[(k * P + p0 + p) * C + c0 + c] = s;
-  }
-  if (bias_block && tid < PT && p0 + tid < P)
-    for (index_t r = r0; r < r1; ++r) {
-      index_t t, b;
-      if (row_token(a.g, r, t, b)) bacc += a.dz[r * P + p0 + tid];
-    }
+  (void)split_x;
+  bacc = dw_tile_plain<T, PT>(a, k, p0, c0, cw, r0, r1, bias_block, tid);
 #endif
   if (bias_block && tid < PT && p0 + tid < P) a.db_part[k * P + p0 + tid] = bacc;
 }
@@ -298,7 +321,6 @@ __device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_arg
   row_walk walk;
   if (tid < pol::k_rows) walk.start(a.g, r0 + tid, pol::k_rows);
   constexpr int NT = pol::n_tiles;
-  const int g = lane / 4, q = lane % 4;
   float acc[PT / 16][NT][4];
 #pragma unroll
   for (int m = 0; m < PT / 16; ++m)
@@ -371,7 +393,7 @@ __device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_arg
 #pragma unroll
       for (int np = 0; np < NT / 2; ++np) {
         unsigned r4[4];
-        ldmatrix_x4_trans(r4, b_at + unsigned(sizeof(T)) * unsigned(k0 * sm_t::ldx + np * 16));
+        ldmatrix_x4<true>(r4, b_at + unsigned(sizeof(T)) * unsigned(k0 * sm_t::ldx + np * 16));
         b[2 * np][0] = r4[0], b[2 * np][1] = r4[1], b[2 * np + 1][0] = r4[2], b[2 * np + 1][1] = r4[3];
       }
 #pragma unroll
@@ -379,7 +401,7 @@ __device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_arg
         unsigned pa[3][4];
 #pragma unroll
         for (int s = 0; s < 3; ++s)
-          ldmatrix_x4_trans(pa[s], a_at + s * piece_bytes + unsigned(sizeof(T)) * unsigned(k0 * sm_t::ldd + m * 16));
+          ldmatrix_x4<true>(pa[s], a_at + s * piece_bytes + unsigned(sizeof(T)) * unsigned(k0 * sm_t::ldd + m * 16));
 #pragma unroll
         for (int n = 0; n < NT; ++n)
 #pragma unroll
@@ -387,33 +409,11 @@ __device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_arg
       }
     }
   }
-#pragma unroll
-  for (int m = 0; m < PT / 16; ++m)
-#pragma unroll
-    for (int n = 0; n < NT; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int p = m * 16 + g + (e >= 2 ? 8 : 0), c = warp * (NT * 8) + n * 8 + 2 * q + (e & 1);
-        if (p0 + p < P && c < cw) a.dw_part[(k * P + p0 + p) * C + c0 + c] = acc[m][n][e];
-      }
+  store_dw_tile<PT, NT>(a, acc, k, p0, c0, cw, warp, lane);
 #else
   (void)sm;
   (void)vec;
-  for (int e = tid; e < PT * pol::channels; e += pol::threads) {
-    const int p = e / pol::channels, c = e % pol::channels;
-    if (p0 + p >= P || c >= cw) continue;
-    float s = 0.0f;
-    for (index_t r = r0; r < r1; ++r) {
-      index_t t, b;
-      if (row_token(a.g, r, t, b)) s += a.dz[r * P + p0 + p] * to_acc<T>(a.x[r * C + c0 + c]);
-    }
-    a.dw_part[(k * P + p0 + p) * C + c0 + c] = s;
-  }
-  if (bias_block && tid < PT && p0 + tid < P)
-    for (index_t r = r0; r < r1; ++r) {
-      index_t t, b;
-      if (row_token(a.g, r, t, b)) bacc += a.dz[r * P + p0 + tid];
-    }
+  bacc = dw_tile_plain<T, PT>(a, k, p0, c0, cw, r0, r1, bias_block, tid);
 #endif
   if (bias_block && tid < PT && p0 + tid < P) a.db_part[k * P + p0 + tid] = bacc;
 }

@@ -122,16 +122,28 @@ __device__ __forceinline__ bool row_token(const seq_geom& g, index_t r, index_t&
   return t < g.length(b);
 }
 
+// Group q = r * groups + g of the offsets: its row's token (t, b), first offset j0, element i and count n.
+struct offset_group {
+  index_t t, b, j0, i;
+  int n;
+  __device__ __forceinline__ static offset_group of(const seq_geom& g, index_t q) {
+    const index_t G = offset_groups(g.P), r = q / G;
+    offset_group e;
+    e.j0 = 4 * (q - r * G);
+    e.n = g.P - e.j0 < 4 ? static_cast<int>(g.P - e.j0) : 4;
+    e.i = r * g.P + e.j0;
+    g.token_of(r, e.t, e.b);
+    return e;
+  }
+};
+
 // o = o_pre * m / (1 - p) for group q = r * groups + g of the offsets (zero past the length): one draw.
 template <class T>
 __device__ void apply_dropout_group(const offsets_args<T>& a, index_t q, bool vec) {
   using A = acc_t<T>;
-  const index_t G = offset_groups(a.g.P);
-  const index_t r = q / G, j0 = 4 * (q - r * G);
-  const int n = a.g.P - j0 < 4 ? static_cast<int>(a.g.P - j0) : 4;
-  const index_t i = r * a.g.P + j0;
-  index_t t, b;
-  a.g.token_of(r, t, b);
+  const offset_group e = offset_group::of(a.g, q);
+  const index_t i = e.i, j0 = e.j0, t = e.t, b = e.b;
+  const int n = e.n;
   A o[4] = {A(0), A(0), A(0), A(0)};
   if (t < a.g.length(b)) {
     A pre[4], m[4];
@@ -149,12 +161,9 @@ __device__ void apply_dropout_group(const offsets_args<T>& a, index_t q, bool ve
 template <class T>
 __device__ void combine_offsets_grad_group(const offsets_args<T>& a, index_t q, acc_t<T>* out, bool vec) {
   using A = acc_t<T>;
-  const index_t G = offset_groups(a.g.P);
-  const index_t r = q / G, j0 = 4 * (q - r * G);
-  const int n = a.g.P - j0 < 4 ? static_cast<int>(a.g.P - j0) : 4;
-  const index_t i = r * a.g.P + j0;
-  index_t t, b;
-  a.g.token_of(r, t, b);
+  const offset_group e = offset_group::of(a.g, q);
+  const index_t i = e.i, j0 = e.j0, t = e.t, b = e.b;
+  const int n = e.n;
   A res[4] = {A(0), A(0), A(0), A(0)};
   if (t < a.g.length(b)) {
     const index_t NP = a.g.T * a.g.B * a.g.P;

@@ -52,25 +52,19 @@ __device__ __forceinline__ void mma_16bit(float (&d)[4], const unsigned (&a)[4],
 
 // Four 8 x 8 matrices of 16-bit elements from shared memory (ldmatrix.x4): lanes 8 i .. 8 i + 7 give the row
 // addresses (16 bytes each, 32-bit shared addresses) of matrix i, r[i] receives it in the mma fragment order
-// (lane l: row l / 4, elements 2 (l % 4), + 1).
+// (lane l: row l / 4, elements 2 (l % 4), + 1). Trans (.trans): lane l receives rows 2 (l % 4) and + 1 at
+// column l / 4 instead (the fragment of the transposed matrix).
+template <bool Trans = false>
 __device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], unsigned addr) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-#else
-  (void)addr;
-  r[0] = r[1] = r[2] = r[3] = 0u;
-#endif
-}
-
-// ldmatrix.x4 with .trans: lane l receives in register j rows 2 (l % 4) and + 1 of matrix j at column
-// l / 4 (the fragment of the transposed matrix), row addresses given as for ldmatrix_x4.
-__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], unsigned addr) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 750
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
+  if constexpr (Trans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
 #else
   (void)addr;
   r[0] = r[1] = r[2] = r[3] = 0u;
