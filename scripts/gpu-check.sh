@@ -254,7 +254,8 @@ if [ "${SKIP_SANITIZE:-0}" != 1 ]; then
       run "$tool" "$cs" --tool "$tool" --error-exitcode 99 "${extra[@]}" "$tests" --no-version --force-colors=false \
         --test-case="$cases"
       rc=$?
-      errors=$(grep -Eo 'ERROR SUMMARY: [0-9]+ errors?' "$out/$tool.txt" | tail -n 1)
+      # memcheck / initcheck / synccheck print "ERROR SUMMARY: n errors", racecheck "RACECHECK SUMMARY: n hazards".
+      errors=$(grep -Eo '(ERROR SUMMARY: [0-9]+ errors?|RACECHECK SUMMARY: [0-9]+ hazards?)' "$out/$tool.txt" | tail -n 1)
       if [ $rc -eq 0 ] && ran_cases "$tool"; then
         note "$tool" OK "$last_secs s, ${errors:-no summary}"
       else

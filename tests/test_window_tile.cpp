@@ -207,9 +207,9 @@ TEST_CASE("window segments: a window's value summed over segments of its span gi
     const bool causal = uniform_int(rng, 0, 3) == 0;
     const long L = uniform_int(rng, 0, 300), M = causal ? 0 : uniform_int(rng, 0, 300);
     const double hi = uniform_int(rng, 0, 3) == 0 ? 2.0 : 1.0;  // offsets past the halo's max_offset = 1
-    const int tile = 32, rows = static_cast<int>(uniform_int(rng, 2, 40));
+    const int tile = 32 << uniform_int(rng, 0, 3), rows = static_cast<int>(uniform_int(rng, 2, 40));  // 32 to 256 tokens
     const int left = static_cast<int>(d::halo_left_rows(L, 1.0)), right = static_cast<int>(d::halo_right_rows(M, causal, 1.0));
-    INFO("T=", T, " n=", n, " L=", L, " M=", M, " causal=", causal, " offsets <= ", hi, " rows=", rows);
+    INFO("T=", T, " n=", n, " L=", L, " M=", M, " causal=", causal, " offsets <= ", hi, " tile=", tile, " rows=", rows);
     const vec x = uniform_vec(rng, static_cast<size_t>(T), -1.0, 1.0);
     std::vector<float> xf(x.begin(), x.end());
     const vec ol = uniform_vec(rng, static_cast<size_t>(T), 0.0, hi), orr = uniform_vec(rng, static_cast<size_t>(T), 0.0, hi);

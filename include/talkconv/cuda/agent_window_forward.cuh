@@ -127,20 +127,27 @@ __device__ void window_forward_vtile(const window_args<T>& a) {
 
 // ---- forward, vector tile in segments: windows wider than the rows a block can keep ----------------------
 // The host picks this when the vector-tile plan cannot keep a tile's whole span (the tile, its left halo
-// with the base row, its right halo): a tile of `seg_tile` tokens, its span [t0 - left, t1 - 1 + right]
-// walked in segments of cap_rows rows (base row included), each staged and scanned like a vector tile
-// (stage_rows), each token adding window_value_frac of its taps clamped into the segment
+// with the base row, its right halo): a tile of `segment_policy::tile` tokens, its span [t0 - left,
+// t1 - 1 + right] walked in segments of cap_rows rows (base row included), each staged and scanned like a
+// vector tile (stage_rows), each token adding window_value_frac of its taps clamped into the segment
 // (detail::segment_row; the sum over segments is the window's sum, see detail/window_tile.hpp). The span's
 // x rows are read once per tile (from L2 mostly: neighbouring tiles share them), never once per token and
 // channel as the direct path does. Tokens whose taps leave the span (offsets past the halo's max_offset)
-// take the direct path. Thread (tok, col): tokens tok, tok + step, ... of the tile, seg_tile / step of them.
+// take the direct path. Thread (tok, col): tokens tok, tok + step, ... of the tile, per_thread of them.
+// The tile is long because every tile stages and scans its whole span: the span's rows per token,
+// (tile + L + M) / tile, is the kernel's cost. A 32-token tile at L = M = 511 staged 33 rows per token
+// (1.88 ms on an H200, 2026-11-30, slower than the original algorithm's global prefix tensor); 256 tokens
+// stage 5. The price is 64 accumulators per thread (tile * 64 channels / 256 threads), so 2 blocks per SM
+// (128 registers) instead of the vector tile's 4; double keeps 128 tokens (64 registers of accumulators).
 template <class T>
 struct segment_policy {
   using P = window_tile_policy<T>;
-  static constexpr int tile = P::unit;                 // tokens per block
-  static constexpr int step = P::threads / P::cols;    // tokens per pass of the block
-  static constexpr int per_thread = tile / step;        // 1 (16-bit), 2 (float), 4 (double)
+  static constexpr int tile = sizeof(acc_t<T>) > 4 ? 4 * P::unit : 8 * P::unit;  // tokens per block
+  static constexpr int step = P::threads / P::cols;                             // tokens per pass of the block
+  static constexpr int per_thread = tile / step;  // 8 (16-bit), 16 (float, double)
+  static constexpr int min_blocks = 2;
   static_assert(tile % step == 0, "whole passes");
+  static_assert(per_thread * P::vec * sizeof(acc_t<T>) <= 256, "64 accumulator registers per thread");
 };
 
 template <bool Causal, class Idx, class T>

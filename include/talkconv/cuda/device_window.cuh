@@ -57,8 +57,9 @@ talkconv::detail::window_tile_plan vtile_plan(window_args<T>& a, const seq_shape
 }
 
 // The segmented forward's plan (window_forward_segments), when the vector-tile plan `vt` cannot keep a
-// tile's whole span (the tile and the halos of max_offset): tiles of segment_policy::tile tokens, segments
-// of as many rows as keep min_blocks blocks per SM (at most the span). rows == 0: no segments (vt keeps the
+// tile's whole span (the tile and the halos of max_offset): tiles of segment_policy::tile tokens (fewer
+// where the tap table would crowd out the rows), segments of as many rows as keep segment_policy::min_blocks
+// blocks per SM (at most the span). rows == 0: no segments (vt keeps the
 // span, the span is too long for int, or not even a base row and one data row fit).
 struct segments_plan {
   int tile = 0, rows = 0, left = 0, right = 0;
@@ -67,21 +68,38 @@ struct segments_plan {
 template <class T>
 segments_plan plan_segments(const window_params& w, double max_offset, int nh, std::size_t per_sm,
                             const talkconv::detail::window_tile_plan& vt) {
-  using P = window_tile_policy<T>;
   if (!(max_offset >= 0.0) || !std::isfinite(max_offset)) max_offset = 1.0;
   const double hl = talkconv::detail::halo_left_rows(w.max_left, max_offset);
   const double hr = talkconv::detail::halo_right_rows(w.max_right, w.causal, max_offset);
   segments_plan p;
   if (vt.rows >= vt.tile + hl + hr) return p;
-  const int tile = segment_policy<T>::tile;
-  if (hl + hr + tile > double(INT_MAX / 4)) return p;
-  const std::size_t share = per_sm / P::min_blocks, fixed = smem_reserved_per_block + vtile_static_smem;
+  using S = segment_policy<T>;
+  if (hl + hr + S::tile > double(INT_MAX / 4)) return p;
+  const std::size_t share = per_sm / S::min_blocks, fixed = smem_reserved_per_block + vtile_static_smem;
+  if (share <= fixed) return p;
+  // The tile (at most S::tile, the tokens the kernel's threads cover) with the least work per token:
+  // span / tile rows staged and scanned, plus one tap evaluation per segment, span / (rows - 1) of them
+  // (about the same cost each). The tap table takes tile * nh entries from the rows: with many heads per
+  // block on a 100 KB SM a shorter tile keeps more rows.
+  const double span = hl + hr;
+  double best = 0.0, best_rows = 0.0;
+  int tile = 0;
+  for (int t = S::tile; t >= window_tile_policy<T>::unit; t /= 2) {
+    const std::size_t taps = vtile_layout<T>::token_bytes(nh, false) * std::size_t(t);
+    if (share <= fixed + taps) continue;
+    const double fit = std::floor(double(share - fixed - taps) / double(vtile_layout<T>::row_bytes()));
+    const double rows = fit < span + t + 1.0 ? fit : span + t + 1.0;
+    if (rows < 2.0) continue;
+    const double cost = (span + t) / t + std::ceil((span + t) / (rows - 1.0));
+    if (tile == 0 || cost < best) {
+      best = cost;
+      best_rows = rows;
+      tile = t;
+    }
+  }
+  if (tile == 0) return p;
+  const double rows = best_rows;
   const std::size_t taps = vtile_layout<T>::token_bytes(nh, false) * std::size_t(tile);
-  if (share <= fixed + taps) return p;
-  const double fit = std::floor(double(share - fixed - taps) / double(vtile_layout<T>::row_bytes()));
-  const double span = hl + hr + tile;
-  const double rows = fit < span + 1.0 ? fit : span + 1.0;
-  if (rows < 2.0) return p;
   p.tile = tile;
   p.rows = static_cast<int>(rows);
   p.left = static_cast<int>(hl);

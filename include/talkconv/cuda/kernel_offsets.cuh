@@ -76,8 +76,11 @@ static __global__ void __launch_bounds__(dz_gemm_policy::threads, dz_gemm_policy
 
 // dW / dbias partials on tensor cores (16-bit x): grid (ceil(C / dw_tc_policy::channels), row chunks, ceil(P / PT)).
 // bfloat16 x: bfloat16 mma with dz in three pieces (param_grads_partial_bf16_block); half and float: TF32.
+// Residency: the benchmark shape's grid is 4 x 128 = 512 blocks. bfloat16 asks for 4 per SM (64 registers,
+// about 40 spilled words per row step to L1) so 512 fit one wave of 132 x 4; with 3 (80 registers, no
+// spill) the H200 ran 396 and then 116 (90 us, 2026-11-30). TF32's 2 per SM fill 2 waves to 97%.
 template <class T, int PT>
-static __global__ void __launch_bounds__(dw_tc_policy<PT>::threads, std::is_same<T, __nv_bfloat16>::value ? 3 : 2)
+static __global__ void __launch_bounds__(dw_tc_policy<PT>::threads, std::is_same<T, __nv_bfloat16>::value ? 4 : 2)
     param_grads_partial_tc_kernel(offsets_args<T> a) {
   if constexpr (std::is_same<T, __nv_bfloat16>::value) {
     __shared__ dw_bf16_smem<PT> sm;

@@ -29,7 +29,7 @@ static __global__ void __launch_bounds__(window_tile_policy<T>::threads, window_
 // Windows wider than a block's rows (the vector-tile plan capped): tiles of segment_policy<T>::tile tokens,
 // their span walked in segments of a.cap_rows rows. Same grid shape; dynamic smem from plan_segments.
 template <class T, class Idx, bool Causal>
-static __global__ void __launch_bounds__(window_tile_policy<T>::threads, window_tile_policy<T>::min_blocks)
+static __global__ void __launch_bounds__(window_tile_policy<T>::threads, segment_policy<T>::min_blocks)
     window_forward_segments_kernel(window_args<T> a) {
   window_forward_segments<Causal, Idx>(a);
 }
