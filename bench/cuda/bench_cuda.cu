@@ -495,14 +495,20 @@ void BM_decoder_step(benchmark::State& st, index_t B, bool graph) {
   BENCH_CUDA(cudaStreamDestroy(s));
 }
 
+constexpr benchmark::IterationCount decoder_iterations = 20;  // x 1000 steps: 20k tokens per benchmark
+
 template <class T>
 void register_decoder() {
   for (bool graph : {false, true})
     for (index_t B : {1, 8, 64}) {
       const std::string name = std::string("decoder_step/dtype:") + dtype_name<T>() + "/B:" + std::to_string(B) +
                                "/C:1024/L:63/H:16" + (graph ? "/graph:1" : "");
+      // A fixed count of iterations: each runs 1000 steps but reports the time of one, so a min_time
+      // (0.03 s of reported time) asked for ~3000 iterations of 1000 steps, 30 s or more per benchmark
+      // (the H200 runs of 2026-11-30 never got past the first decoder benchmark in 100-170 s).
       benchmark::RegisterBenchmark(name.c_str(), [B, graph](benchmark::State& st) { BM_decoder_step<T>(st, B, graph); })
           ->UseManualTime()
+          ->Iterations(decoder_iterations)
           ->Unit(benchmark::kMicrosecond);
     }
 }
