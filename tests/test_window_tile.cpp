@@ -256,4 +256,130 @@ TEST_CASE("window segments: a window's value summed over segments of its span gi
   CHECK(d::segment_row(13, 10, 20) == 3);
 }
 
+// The offset gradients the GPU's way (window_offsets_grad_gather_kernel): per (token, head) the two
+// rows of x that detail::left_slope_row / right_slope_row name (or none), per 16-byte column of V channels
+// the float dot product with dy in channel order times 1/K, per head the columns' sum in column order
+// (slots from products_slot), times L or M at the end (the combine's factor). Against SPEC's S
+// differences in float64 (offsets rounded to float and multiplied by L or M in float, as make_taps
+// does). Offsets include 0, 1, values that make o * L an integer, and values past 1 (clamps).
+TEST_CASE("offset gradients from two rows of x per token: the emulated gather block gives SPEC's dy/do") {
+  std::mt19937_64 rng(4242);
+  long checked = 0, zero_rows = 0;
+  for (int draw = 0; draw < draws(60); ++draw) {
+    const int V = uniform_int(rng, 0, 1) ? 8 : 4, cols = 64 / V;
+    const int R = std::min(64, V << uniform_int(rng, 0, 3)), nh = 64 / R;  // one block of 64 channels
+    const int tile = 2 * (256 / cols);  // offsets_grad_policy: 2 tokens per thread, 256 threads
+    const long T = uniform_int(rng, 1, 700), n = uniform_int(rng, 0, 1) ? T : uniform_int(rng, 0, T);
+    const bool causal = uniform_int(rng, 0, 3) == 0;
+    const long L = uniform_int(rng, 0, 1) ? uniform_int(rng, 0, 20) : uniform_int(rng, 0, 600);
+    const long M = causal ? 0 : (uniform_int(rng, 0, 1) ? uniform_int(rng, 0, 20) : uniform_int(rng, 0, 600));
+    const double K = double(L + M + 1);
+    INFO("T=", T, " n=", n, " L=", L, " M=", M, " causal=", causal, " V=", V, " R=", R);
+    const vec x = uniform_vec(rng, static_cast<size_t>(T * 64), -1.0, 1.0), dy = uniform_vec(rng, static_cast<size_t>(T * 64), -1.0, 1.0);
+    std::vector<float> xf(x.begin(), x.end()), dyf(dy.begin(), dy.end());
+    auto draw_offset = [&](long ext) {
+      switch (uniform_int(rng, 0, 5)) {
+        case 0: return 0.0f;
+        case 1: return 1.0f;
+        case 2: return ext > 0 ? float(uniform_int(rng, 0, ext)) / float(ext) : 0.5f;  // o * ext often an integer
+        case 3: return float(uniform_int(rng, 100, 300)) / 100.0f;                      // past 1: clamps at the ends
+        default: return float(std::uniform_real_distribution<double>(0.0, 1.0)(rng));
+      }
+    };
+    std::vector<float> ol(static_cast<size_t>(T * nh)), orr(static_cast<size_t>(T * nh));
+    for (size_t i = 0; i < ol.size(); ++i) {
+      ol[i] = draw_offset(L);
+      orr[i] = draw_offset(M);
+    }
+    // Reference: S[i] = (1/K) sum_{tau <= i} x[tau] in float64, S[-1] = 0.
+    std::vector<double> S(static_cast<size_t>((T + 1) * 64), 0.0);  // S[i] at row i + 1
+    for (long t = 0; t < T; ++t)
+      for (int c = 0; c < 64; ++c)
+        S[size_t((t + 1) * 64 + c)] = S[size_t(t * 64 + c)] + double(xf[size_t(t * 64 + c)]) / K;
+    auto Sat = [&](long i, int c) { return S[size_t((i + 1) * 64 + c)]; };
+    const float inv_k = 1.0f / float(L + M + 1);
+    double worst = 0.0;
+    for (long t0 = 0; t0 < T; t0 += tile) {
+      const long t1 = std::min(t0 + tile, T), tv1 = std::max(std::min(t1, n), t0);
+      // The table: rows of x (or -1) per (token, head).
+      std::vector<long> lrow(static_cast<size_t>(tile * nh), -1), rrow(static_cast<size_t>(tile * nh), -1);
+      for (long t = t0; t < tv1; ++t)
+        for (int h = 0; h < nh; ++h) {
+          const auto k = d::make_taps<float, int>(int(t), ol[size_t(t * nh + h)], orr[size_t(t * nh + h)], int(L), int(M), int(n), causal);
+          lrow[size_t((t - t0) * nh + h)] = d::slope_code(d::left_slope_row(k), t, 64);
+          rrow[size_t((t - t0) * nh + h)] = d::slope_code(causal ? -1 : d::right_slope_row(k), t, 64);
+        }
+      // Products per (token, column) at their slots, then head sums in column order.
+      std::vector<float> prod(static_cast<size_t>(2 * tile * cols), 0.0f);
+      for (long t = t0; t < tv1; ++t) {
+        const int tok = int(t - t0);
+        for (int col = 0; col < cols; ++col) {
+          const int h = col * V / R;
+          const long ql = lrow[size_t(tok * nh + h)], qr = rrow[size_t(tok * nh + h)];
+          // Every load in bounds (a zero slope reads the token's own row), its product then dropped.
+          const long ol = d::slope_offset(ql), orr2 = d::slope_offset(qr);
+          REQUIRE(ol >= 0);
+          REQUIRE(ol + col * V + V <= T * 64);
+          REQUIRE(orr2 + col * V + V <= T * 64);
+          if (!d::slope_nonzero(ql)) CHECK(ol == t * 64);
+          float gl = 0.0f, gr = 0.0f;
+          for (int j = 0; j < V; ++j) {
+            const float dd = dyf[size_t(t * 64 + col * V + j)];
+            gl += dd * xf[size_t(ol + col * V + j)];
+            gr += dd * xf[size_t(orr2 + col * V + j)];
+          }
+          const int slot = d::products_slot(tok, col, cols);
+          prod[size_t(tok * cols + slot)] = d::slope_nonzero(ql) ? inv_k * gl : 0.0f;
+          prod[size_t((tile + tok) * cols + slot)] = d::slope_nonzero(qr) ? inv_k * gr : 0.0f;
+        }
+      }
+      for (long t = t0; t < tv1; ++t) {
+        const int tok = int(t - t0);
+        for (int h = 0; h < nh; ++h)
+          for (int side = 0; side < (causal ? 1 : 2); ++side) {
+            float sum = 0.0f;
+            for (int k = h * R / V; k < (h + 1) * R / V; ++k)
+              sum += prod[size_t((side * tile + tok) * cols + d::products_slot(tok, k, cols))];
+            const float got = sum * float(side == 0 ? L : M);
+            // SPEC: L (S[ceil(a_l) - 1] - S[floor(a_l) - 1]) and M (S[ceil(a_r)] - S[floor(a_r)]), 0 at integers.
+            const float o = side == 0 ? ol[size_t(t * nh + h)] : orr[size_t(t * nh + h)];
+            const double shift = double(o * float(side == 0 ? L : M));
+            const double a = std::min(std::max(double(t) + (side == 0 ? -shift : shift), 0.0), double(n - 1));
+            double want = 0.0;
+            if (std::floor(a) != a)
+              for (int c = h * R; c < (h + 1) * R; ++c) {
+                const double diff = side == 0 ? Sat(long(std::ceil(a)) - 1, c) - Sat(long(std::floor(a)) - 1, c)
+                                              : Sat(long(std::ceil(a)), c) - Sat(long(std::floor(a)), c);
+                want += double(dyf[size_t(t * 64 + c)]) * double(side == 0 ? L : M) * diff;
+              }
+            else
+              ++zero_rows;
+            worst = std::max(worst, std::fabs(double(got) - want) / double(R));
+            ++checked;
+          }
+      }
+    }
+    CHECK(worst <= 2e-6);
+  }
+  INFO("checked=", checked, " zero slopes=", zero_rows);
+  CHECK(zero_rows > 0);  // integer and clamped bounds were drawn
+  CHECK(checked > zero_rows);
+  // The rows themselves: a fractional left bound reads x[floor(a_l)], a fractional right bound x[ceil(a_r)].
+  const auto k = d::make_taps<float, int>(10, 0.25f, 0.5f, 6, 3, 20, false);  // a_l = 8.5, a_r = 11.5
+  CHECK(d::left_slope_row(k) == 8);
+  CHECK(d::right_slope_row(k) == 12);
+  const auto z = d::make_taps<float, int>(10, 0.5f, 1.0f, 6, 3, 12, false);  // a_l = 7, a_r clamped to 11
+  CHECK(d::left_slope_row(z) == -1);
+  CHECK(d::right_slope_row(z) == -1);
+  // The table's codes: row 0 and a zero slope at t = 0 stay apart; both layouts' strides decode exactly.
+  for (long long xt : {64LL, 16LL * 1024LL, 4096LL * 1024LL}) {
+    CHECK(d::slope_nonzero(d::slope_code(0, 0, xt)));
+    CHECK(d::slope_offset(d::slope_code(0, 0, xt)) == 0);
+    CHECK(!d::slope_nonzero(d::slope_code(-1, 0, xt)));
+    CHECK(d::slope_offset(d::slope_code(-1, 0, xt)) == 0);
+    CHECK(d::slope_offset(d::slope_code(-1, 4095, xt)) == 4095 * xt);
+    CHECK(d::slope_offset(d::slope_code(17, 4095, xt)) == 17 * xt);
+  }
+}
+
 }  // TEST_SUITE

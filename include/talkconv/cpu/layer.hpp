@@ -210,8 +210,8 @@ void layer_backward(const window_params& w, const backward_args<T>& a, const row
           if (o1 > o0) {
             s.z.resize(static_cast<size_t>((o1 - o0) * P));
             const window_taps<A>* own = s.win.taps.data() + (std::min(o0, h1) - h0) * w.heads;
-            offsets_grad_tile(a.x + b * sx.b, a.dy + b * sy.b, sx.t, shape.C, hm, w, inv_k, o0, o1, n, own, s.z.data(),
-                              s.win, span.own_begin);
+            offsets_grad_tile(a.x + b * sx.b, a.dy + b * sy.b, sx.t, hm, w, inv_k, o0, o1, n, own, s.z.data(),
+                              span.own_begin);
             for (index_t t = o0; t < ov1; ++t)
               offsets_pre_grad(s.z.data() + (t - o0) * P, pre_of(b, t), P, t + span.base, b, a.dropout,
                                dz_all.data() + (t - span.own_begin) * so.t + b * so.b);

@@ -195,51 +195,36 @@ void forward_tile(const T* xb, T* yb, index_t stride_t, index_t C, const head_ma
 
 // Backward to the offsets of one tile: d_off[(t - t0) * P + j] = dL/do_j for tokens [t0, t1), zero for
 // t >= n. dy row t is at dyb + (t - dy_row0) * stride_t (here and in input_grad_tile: a time shard's dy
-// holds its own tokens only). Same local sums as the forward; the channel sum of each head runs in a fixed order.
+// holds its own tokens only); x row tau at xb + tau * stride_t. A slope is x at one row over K
+// (detail::left_slope_row / right_slope_row, SPEC's S differences without the prefix sums: the CUDA
+// kernel reads the same rows); the channel sum of each head runs in a fixed order (lane_dot).
 template <class T, class A>
-void offsets_grad_tile(const T* xb, const T* dyb, index_t stride_t, index_t C, const head_map& hm,
-                       const window_params& w, A inv_k, index_t t0, index_t t1, index_t n, const window_taps<A>* taps,
-                       A* d_off, window_scratch<A>& s, index_t dy_row0 = 0) {
+void offsets_grad_tile(const T* xb, const T* dyb, index_t stride_t, const head_map& hm, const window_params& w,
+                       A inv_k, index_t t0, index_t t1, index_t n, const window_taps<A>* taps, A* d_off,
+                       index_t dy_row0 = 0) {
   const index_t P = w.num_offsets(), H = hm.heads;
   std::fill(d_off, d_off + (t1 - t0) * P, A(0));
   const index_t tv1 = std::min(t1, n);
-  if (tv1 <= t0) return;
-  const window_reach r = tile_reach(taps, t0, tv1, H);
-  const index_t cw = chunk_width<A>(ring_size(r.left + r.right + 1), C);
-  for (index_t c0 = 0; c0 < C; c0 += cw) {
-    const index_t cn = std::min(cw, C - c0);
-    const index_t h_first = hm.head_of(c0), h_last = hm.head_of(c0 + cn - 1);
-    stream_prefix(xb, stride_t, c0, cn, inv_k, t0, tv1, n, r, s.ring, [&](index_t t, const ring_rows<A>& S) {
-      const T* dyr = dyb + (t - dy_row0) * stride_t;
-      A* dr = d_off + (t - t0) * P;
-      for (index_t h = h_first; h <= h_last; ++h) {
-        const window_taps<A>& k = taps[(t - t0) * H + h];
-        const index_t ca = std::max(c0, hm.first_channel(h)), cb = std::min(c0 + cn, hm.first_channel(h + 1));
-        if (k.i2 != k.i3 && !w.causal && k.i0 != k.i1) {  // both edges fractional: dy widened once for both
-          const A *s2 = S.row(k.i2) - c0 + ca, *s3 = S.row(k.i3) - c0 + ca;
-          const A *s0 = S.row(k.i0) - c0 + ca, *s1 = S.row(k.i1) - c0 + ca;
-          A d_left, d_right;
-          lane_dot2<T, A>(
-              dyr + ca, cb - ca, [&](index_t j) { return talkconv::detail::left_slope<A>(s2[j], s3[j]); },
-              [&](index_t j) { return talkconv::detail::right_slope<A>(s0[j], s1[j]); }, &d_left, &d_right);
-          dr[hm.left_row(h)] += d_left;
-          dr[hm.right_row(h)] += d_right;
-          continue;
-        }
-        if (k.i2 != k.i3) {
-          const A *s2 = S.row(k.i2) - c0 + ca, *s3 = S.row(k.i3) - c0 + ca;
-          dr[hm.left_row(h)] += lane_dot<T, A>(dyr + ca, cb - ca, [&](index_t j) {
-            return talkconv::detail::left_slope<A>(s2[j], s3[j]);
-          });
-        }
-        if (!w.causal && k.i0 != k.i1) {
-          const A *s0 = S.row(k.i0) - c0 + ca, *s1 = S.row(k.i1) - c0 + ca;
-          dr[hm.right_row(h)] += lane_dot<T, A>(dyr + ca, cb - ca, [&](index_t j) {
-            return talkconv::detail::right_slope<A>(s0[j], s1[j]);
-          });
-        }
+  for (index_t t = t0; t < tv1; ++t) {
+    const T* dyr = dyb + (t - dy_row0) * stride_t;
+    A* dr = d_off + (t - t0) * P;
+    for (index_t h = 0; h < H; ++h) {
+      const window_taps<A>& k = taps[(t - t0) * H + h];
+      const index_t ca = hm.first_channel(h), cn = hm.head_dim;
+      const index_t left = talkconv::detail::left_slope_row(k);
+      const index_t right = w.causal ? index_t(-1) : talkconv::detail::right_slope_row(k);
+      const T* xl = left >= 0 ? xb + left * stride_t + ca : nullptr;
+      const T* xr = right >= 0 ? xb + right * stride_t + ca : nullptr;
+      if (xl && xr) {  // both edges fractional: dy widened once for both
+        lane_dot2<T, A>(
+            dyr + ca, cn, [&](index_t j) { return inv_k * to_acc<T>(xl[j]); },
+            [&](index_t j) { return inv_k * to_acc<T>(xr[j]); }, dr + hm.left_row(h), dr + hm.right_row(h));
+      } else if (xl) {
+        dr[hm.left_row(h)] = lane_dot<T, A>(dyr + ca, cn, [&](index_t j) { return inv_k * to_acc<T>(xl[j]); });
+      } else if (xr) {
+        dr[hm.right_row(h)] = lane_dot<T, A>(dyr + ca, cn, [&](index_t j) { return inv_k * to_acc<T>(xr[j]); });
       }
-    });
+    }
   }
   for (index_t t = t0; t < tv1; ++t)
     for (index_t h = 0; h < H; ++h) {
@@ -465,8 +450,7 @@ void window_backward(const seq_shape& shape, const window_params& w, const T* x,
           std::vector<A>& d = s.d_off;
           d.resize(static_cast<size_t>((t1 - t0) * P));
           const detail::window_taps<A>* own = s.taps.data() + (std::min(t0, h1) - h0) * w.heads;
-          detail::offsets_grad_tile(x + b * sx.b, dy + b * sx.b, sx.t, shape.C, hm, w, inv_k, t0, t1, n, own,
-                                    d.data(), s);
+          detail::offsets_grad_tile(x + b * sx.b, dy + b * sx.b, sx.t, hm, w, inv_k, t0, t1, n, own, d.data());
           for (index_t t = t0; t < t1; ++t)
             std::copy(d.begin() + (t - t0) * P, d.begin() + (t - t0 + 1) * P, d_offsets + t * so.t + b * so.b);
         }

@@ -141,8 +141,8 @@ void window_backward(const seq_shape& shape, const window_params& w, const T* x,
                 std::vector<A>& dd = sc.d_off;
                 dd.resize(static_cast<size_t>((o1 - o0) * P));
                 const detail::window_taps<A>* own = sc.taps.data() + (std::min(o0, h1) - h0) * w.heads;
-                detail::offsets_grad_tile(x + b * sx.b, dy + b * sy.b, sx.t, shape.C, hm, w, inv_k, o0, o1, n, own,
-                                          dd.data(), sc, span.own_begin);
+                detail::offsets_grad_tile(x + b * sx.b, dy + b * sy.b, sx.t, hm, w, inv_k, o0, o1, n, own, dd.data(),
+                                          span.own_begin);
                 for (index_t t = o0; t < o1; ++t)
                   std::copy(dd.begin() + (t - o0) * P, dd.begin() + (t - o0 + 1) * P,
                             d_offsets + (t - span.own_begin) * so.t + b * so.b);

@@ -19,11 +19,15 @@ __device__ void window_offsets_grad_tile(const window_args<T>& a) {
   const tile_ctx c = make_ctx(a);
   const A inv_k = A(1) / A(a.w.L + a.w.M + 1);
   A* sm = dynamic_smem<A>();
-  A* tot = sm + std::size_t(a.cap_rows) * lanes;
-  A* pbuf = tot + segs * lanes;  // [side][lane][token in batch], stride pad
+  A* pbuf = sm + std::size_t(a.cap_rows) * lanes + segs * lanes;  // [side][lane][token in batch], stride pad
   tap_entry<A>* cache = tap_cache(sm + window_smem<A>::accumulators(a.cap_rows, true), c, a.g.T);
-  index_t wlo = 0, whi = -1;
-  if (c.tv1 > c.t0) prepare_tile<Causal, Idx>(a, c, inv_k, sm, tot, cache, wlo, whi);
+  // The tap cache only: a slope is x at one row over K (detail::left_slope_row / right_slope_row), so the
+  // tile's prefix rows are not needed here.
+  if (c.tv1 > c.t0) {
+    index_t lo = 0, hi = -1;
+    tile_span<Causal, Idx>(a, c, cache, lo, hi);
+  }
+  __syncthreads();
   const index_t ch = c.c0 + c.lane, h = c.h_first + a.w.head_in_block(c.lane);
   const T* xc = a.x + (Idx(c.b) * Idx(a.g.xb) + Idx(ch));
   const T* dyc = a.dy + (Idx(c.b) * Idx(a.g.xb) + Idx(ch));
@@ -37,17 +41,9 @@ __device__ void window_offsets_grad_tile(const window_args<T>& a) {
       if (c.lane < c.cn && t < c.tv1) {
         const window_taps<A> k = tile_taps<Causal, Idx>(a, c, cache, t, h);
         const A d = to_acc<T>(dyc[Idx(t) * Idx(a.g.xt)]);
-        A sl, sr;
-        if (talkconv::detail::taps_min(k) >= wlo && talkconv::detail::taps_max(k) <= whi) {
-          const A* s = sm + c.lane;
-          sl = talkconv::detail::left_slope<A>(s[(k.i2 - wlo) * lanes], s[(k.i3 - wlo) * lanes]);
-          sr = talkconv::detail::right_slope<A>(s[(k.i0 - wlo) * lanes], s[(k.i1 - wlo) * lanes]);
-        } else {
-          A dm;
-          direct_diffs<Idx>(xc, a.g.xt, k, inv_k, dm, sr, sl);
-        }
-        if (k.i2 != k.i3) vl = d * sl;
-        if (!Causal && k.i0 != k.i1) vr = d * sr;
+        const index_t lr = talkconv::detail::left_slope_row(k), rr = talkconv::detail::right_slope_row(k);
+        if (lr >= 0) vl = d * (inv_k * to_acc<T>(xc[Idx(lr) * Idx(a.g.xt)]));
+        if (!Causal && rr >= 0) vr = d * (inv_k * to_acc<T>(xc[Idx(rr) * Idx(a.g.xt)]));
       }
       pbuf[c.lane * pad + tl] = vl;
       pbuf[(lanes + c.lane) * pad + tl] = vr;
@@ -72,101 +68,120 @@ __device__ void window_offsets_grad_tile(const window_args<T>& a) {
 }
 
 
-// ---- backward to the offsets, vector tile -----------------------------------------------------------------
-// Same staging as the forward. Thread (tok, col): dy of its vector (one 16-byte load), the four S rows,
-// left = sum_j dy_j (S3 - S2)_j and right = sum_j dy_j (S1 - S0)_j in channel order, times 1/K; both into
-// the products buffer. After one barrier, one thread per (token, head, side) adds the head's vectors in
-// column order (fixed: bitwise reproducible, no atomics) and writes partial[sub][t, b, side * H + h].
+// ---- backward to the offsets, gather of the slope rows (16-byte vectors) ---------------------------------
+// dy/do_l and dy/do_r read x at one row each (detail::left_slope_row / right_slope_row: S[i3] - S[i2] =
+// x[i3] / K for a fractional left bound, 0 for an integer or clamped one; likewise on the right), so no
+// prefix rows are staged and the cost does not grow with the window. Block: a tile of
+// offsets_grad_policy::tile tokens x the block's channels.
+//  1. The rows of every valid (token, head) pair into a table (make_taps once per pair), and the dx
+//     kernel's reach folded in (warp_reach; launch_window_backward zeroed it and launches no reach pass).
+//  2. Thread (tok, col), per_thread tokens: the 16 bytes of dy and of the two x rows, all loads issued
+//     before the first use; left = sum_j dy_j x_left_j and right = sum_j dy_j x_right_j in channel order,
+//     times 1/K, into the products buffer (0 where the slope is, whatever dy holds: the table keeps the
+//     token's own row there, complemented, so every load is in bounds and none is predicated).
+//  3. After one barrier, one thread per (token, head, side) adds the head's vectors in column order
+//     (fixed: bitwise reproducible, no atomics) and writes partial[sub][t, b, side * H + h].
 
 template <bool Causal, class Idx, class T>
-__device__ void window_offsets_grad_vtile(const window_args<T>& a) {
+__device__ void window_offsets_grad_gather(const window_args<T>& a) {
   using A = acc_t<T>;
   using P = window_tile_policy<T>;
-  constexpr int V = P::vec;
-  const vtile v = make_vtile(a);
-  const tile_ctx& c = v.c;
-  A* rows = dynamic_smem<A>();
-  unsigned char* bytes = reinterpret_cast<unsigned char*>(rows);
-  vtap<A>* taps = reinterpret_cast<vtap<A>*>(bytes + vtile_layout<T>::taps_at(a.cap_rows));
-  A* prod = reinterpret_cast<A*>(bytes + vtile_layout<T>::products_at(a.cap_rows, a.tile, a.tap_heads));  // [2][tile][cols]
-  const int col = threadIdx.x % P::cols;
-  const bool active = col < v.vcols;
-  const index_t base = c.b * a.g.xb + c.c0 + col * V;  // 64-bit, once
-  constexpr int step = P::threads / P::cols;             // tokens per pass of the block
-  int tok = threadIdx.x / P::cols;
-  const T* __restrict__ dyp = a.dy + (base + (c.t0 + tok) * a.g.xt);
-  const Idx jump = static_cast<Idx>(step) * static_cast<Idx>(a.g.xt);
-  // dy one token ahead: the first token's 16 bytes are requested before the staging (their DRAM latency
-  // hides behind it), each next token's at the top of the loop, used one pass later.
-  uint4 dnext = make_uint4(0u, 0u, 0u, 0u);
-  if (active && tok < v.nval) dnext = load_raw16<T>(dyp);
-  // The dx kernel's reach in passing (launch_window_backward zeroed it and launches no reach pass).
-  if (v.nval > 0) stage_vtile<Causal, Idx>(a, v, rows, taps, const_cast<unsigned long long*>(a.reach));
-  const A inv_k = A(1) / A(a.w.L + a.w.M + 1);
-  if (active) {
-    const int hh = vtile_head(a, c, col);
-    const A* __restrict__ p = rows + col * P::scan_width;  // the column's chunk 0 (P::chunks)
-    const vtap<A>* __restrict__ e_at = taps + tok * c.nh + hh;
-    bool direct = false;  // some token of this thread left the kept rows: done after the loop
-    for (; tok < v.nval; tok += step, dyp += jump, e_at += step * c.nh) {
-      const uint4 dnow = dnext;
-      if (tok + step < v.nval) dnext = load_raw16<T>(dyp + jump);
-      const vtap<A> e = *e_at;
-      if (e.o0 < 0) {
-        direct = true;
-        continue;
-      }
-      A d[V];
-      unpack_vec<T>(dnow, d);
-      A gl = A(0), gr = A(0);
-      constexpr int W = 16 / sizeof(A);
-#pragma unroll
-      for (int q = 0; q < V / W; ++q) {
-        A s0[W], s1[W], s2[W], s3[W];
-        tap_rows<A>(p + q * P::cols * W, e, s0, s1, s2, s3);
-#pragma unroll
-        for (int j = 0; j < W; ++j) {
-          gl += d[q * W + j] * talkconv::detail::left_slope<A>(s2[j], s3[j]);
-          gr += d[q * W + j] * talkconv::detail::right_slope<A>(s0[j], s1[j]);
-        }
-      }
-      const int slot = talkconv::detail::products_slot(tok, col, P::cols);
-      prod[tok * P::cols + slot] = e.o2 != e.o3 ? inv_k * gl : A(0);
-      prod[(a.tile + tok) * P::cols + slot] = !Causal && e.o0 != e.o1 ? inv_k * gr : A(0);
+  using G = offsets_grad_policy<T>;
+  constexpr int V = P::vec, KT = G::per_thread;
+  const tile_ctx c = make_ctx(a);
+  const int nval = static_cast<int>(c.tv1 - c.t0), ntok = static_cast<int>(c.t1 - c.t0);
+  unsigned char* bytes = reinterpret_cast<unsigned char*>(dynamic_smem<A>());
+  grad_rows* table = reinterpret_cast<grad_rows*>(bytes);
+  A* prod = reinterpret_cast<A*>(bytes + offsets_grad_layout<T>::products_at(a.tile, a.tap_heads));  // [2][tile][cols]
+  // 1. The table. 32-bit tap arithmetic when the sequence, L and M fit (the same make_taps on int).
+  const bool narrow = a.g.T < INT_MAX / 2 && a.w.L < INT_MAX / 2 && a.w.M < INT_MAX / 2;
+  const A* off0 = a.offsets + (c.b * a.g.ob + c.t0 * a.g.ot);  // 64-bit, once
+  long long rl = 0, rr = 0;                                    // reach of this thread's windows
+  for (int i = threadIdx.x; i < nval * c.nh; i += G::threads) {
+    const int tok = c.nh == 1 ? i : i / c.nh, hh = i - tok * c.nh;
+    const A* off = off0 + Idx(tok) * static_cast<Idx>(a.g.ot);
+    const index_t hd = c.h_first + hh, t = c.t0 + tok;
+    long long left, right, lo, hi;
+    if (narrow) {
+      const auto k = talkconv::detail::make_taps<A, int>(static_cast<int>(t), off[hd], Causal ? A(0) : off[a.w.H + hd],
+                                                         static_cast<int>(a.w.L), static_cast<int>(a.w.M),
+                                                         static_cast<int>(c.n), Causal);
+      left = talkconv::detail::left_slope_row(k);
+      right = talkconv::detail::right_slope_row(k);
+      lo = talkconv::detail::taps_min(k);
+      hi = talkconv::detail::taps_max(k);
+    } else {
+      const window_taps<A> k = head_taps<Causal>(off, t, hd, a.w, c.n);
+      left = talkconv::detail::left_slope_row(k);
+      right = talkconv::detail::right_slope_row(k);
+      lo = talkconv::detail::taps_min(k);
+      hi = talkconv::detail::taps_max(k);
     }
-    // Windows that leave the kept rows: slopes straight from global memory (rare; exact).
-    if (direct) {
-      const T* xc = a.x + base;
-      const T* dy0 = a.dy + (base + c.t0 * a.g.xt);
-      for (int k2 = threadIdx.x / P::cols; k2 < v.nval; k2 += step) {
-        if (taps[k2 * c.nh + hh].o0 >= 0) continue;
-        const index_t t = c.t0 + k2;
-        const window_taps<A> k = head_taps<Causal>(offset_row<Idx>(a, t, c.b), t, c.h_first + hh, a.w, c.n);
-        A d[V];
-        load_vec<T>(dy0 + Idx(k2) * static_cast<Idx>(a.g.xt), d);
-        A gl = A(0), gr = A(0);
-        for (int j = 0; j < V; ++j) {
-          A dm, sr, sl;
-          direct_diffs<Idx>(xc + j, a.g.xt, k, inv_k, dm, sr, sl);
-          gl += d[j] * sl;
-          gr += d[j] * sr;
-        }
-        const int slot = talkconv::detail::products_slot(k2, col, P::cols);
-        prod[k2 * P::cols + slot] = k.i2 != k.i3 ? gl : A(0);
-        prod[(a.tile + k2) * P::cols + slot] = !Causal && k.i0 != k.i1 ? gr : A(0);
+    // A zero slope keeps the token's own row, complemented: its load stays in bounds and unconditional.
+    table[i] = grad_rows{talkconv::detail::slope_code(left, t, a.g.xt),
+                         talkconv::detail::slope_code(Causal ? -1 : right, t, a.g.xt)};
+    if (a.reach) {
+      rl = t - lo > rl ? t - lo : rl;
+      rr = hi - t > rr ? hi - t : rr;
+    }
+  }
+  if (a.reach) warp_reach(const_cast<unsigned long long*>(a.reach), rl, rr);  // block-uniform
+  __syncthreads();
+  // 2. Products per (token, column).
+  const int col = threadIdx.x % P::cols, tok0 = threadIdx.x / P::cols;
+  if (col < c.cn / V) {
+    const int hh = vtile_head(a, c, col);
+    const index_t base = c.b * a.g.xb + c.c0 + col * V;  // 64-bit, once
+    const T* __restrict__ xb = a.x + base;
+    const T* __restrict__ dyb = a.dy + (base + c.t0 * a.g.xt);
+    const A inv_k = A(1) / A(a.w.L + a.w.M + 1);
+    const Idx xt = static_cast<Idx>(a.g.xt);
+    uint4 rd[KT] = {}, rx[KT] = {}, ry[KT] = {};  // dy, x at the left row, x at the right row
+    unsigned nonzero = 0u;                         // bit 2k: token k's left slope, bit 2k + 1: its right one
+#pragma unroll
+    for (int k = 0; k < KT; ++k) {
+      const int tok = tok0 + k * G::step;
+      if (tok < nval) {
+        const grad_rows e = table[tok * c.nh + hh];
+        rd[k] = load_raw16<T>(dyb + Idx(tok) * xt);
+        rx[k] = load_raw16<T>(xb + static_cast<Idx>(talkconv::detail::slope_offset(e.left)));
+        if (!Causal) ry[k] = load_raw16<T>(xb + static_cast<Idx>(talkconv::detail::slope_offset(e.right)));
+        nonzero |= (talkconv::detail::slope_nonzero(e.left) ? 1u : 0u) << (2 * k);
+        nonzero |= (talkconv::detail::slope_nonzero(e.right) ? 2u : 0u) << (2 * k);
       }
+    }
+#pragma unroll
+    for (int k = 0; k < KT; ++k) {
+      const int tok = tok0 + k * G::step;
+      if (tok >= nval) continue;
+      A d[V], xl[V], xr[V];
+      unpack_vec<T>(rd[k], d);
+      unpack_vec<T>(rx[k], xl);
+      A gl = A(0), gr = A(0);
+#pragma unroll
+      for (int j = 0; j < V; ++j) gl += d[j] * xl[j];
+      if (!Causal) {
+        unpack_vec<T>(ry[k], xr);
+#pragma unroll
+        for (int j = 0; j < V; ++j) gr += d[j] * xr[j];
+      }
+      // Exactly 0 where the slope is (whatever dy holds, NaN included).
+      const int slot = talkconv::detail::products_slot(tok, col, P::cols);
+      prod[tok * P::cols + slot] = (nonzero >> (2 * k)) & 1u ? inv_k * gl : A(0);
+      prod[(a.tile + tok) * P::cols + slot] = (nonzero >> (2 * k)) & 2u ? inv_k * gr : A(0);
     }
   }
   __syncthreads();
+  // 3. Head sums in column order.
   const int sides = Causal ? 1 : 2;
   const index_t NP = a.g.T * a.g.B * a.g.P;
   A* __restrict__ part = a.partial + (c.sub * NP + c.b * a.g.ob + c.t0 * a.g.ot);  // 64-bit, once
   const Idx ot = static_cast<Idx>(a.g.ot);
-  for (int i = threadIdx.x; i < v.ntok * c.nh * sides; i += P::threads) {
-    const int tok = i % v.ntok, rest = i / v.ntok, hh = rest % c.nh, side = rest / c.nh;
+  for (int i = threadIdx.x; i < ntok * c.nh * sides; i += G::threads) {
+    const int tok = i % ntok, rest = i / ntok, hh = rest % c.nh, side = rest / c.nh;
     const index_t hd = c.h_first + hh;
     A sum = A(0);
-    if (tok < v.nval) {
+    if (tok < nval) {
       const index_t lo = hd * a.w.R > c.c0 ? hd * a.w.R : c.c0;
       const index_t hi = (hd + 1) * a.w.R < c.c0 + c.cn ? (hd + 1) * a.w.R : c.c0 + c.cn;
       const int ca = static_cast<int>(lo - c.c0) / V, cb = static_cast<int>(hi - c.c0) / V;

@@ -274,14 +274,20 @@ __device__ __forceinline__ void unpack_vec(const uint4& raw, acc_t<T> (&v)[16 / 
 #pragma unroll
   for (int j = 0; j < V; ++j) v[j] = to_acc<T>(e[j]);
 }
+// bfloat16 is the high half of a float: one shift or one mask per channel (the generic form above
+// extracts each half and then shifts it: two instructions per channel in the sm_90 SASS). Exact.
+template <>
+__device__ __forceinline__ void unpack_vec<__nv_bfloat16>(const uint4& raw, float (&v)[8]) {
+  const unsigned q[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    v[2 * i] = __uint_as_float(q[i] << 16);
+    v[2 * i + 1] = __uint_as_float(q[i] & 0xffff0000u);
+  }
+}
 template <class T>
 __device__ __forceinline__ void load_vec(const T* __restrict__ p, acc_t<T> (&v)[16 / sizeof(T)]) {
-  constexpr int V = 16 / sizeof(T);
-  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
-  T e[V];
-  memcpy(e, &raw, sizeof(raw));
-#pragma unroll
-  for (int j = 0; j < V; ++j) v[j] = to_acc<T>(e[j]);
+  unpack_vec<T>(__ldg(reinterpret_cast<const uint4*>(p)), v);
 }
 template <class T>
 __device__ __forceinline__ void store_vec(T* __restrict__ p, const acc_t<T> (&v)[16 / sizeof(T)]) {
@@ -411,18 +417,16 @@ __device__ __forceinline__ void warp_reach(unsigned long long* reach, long long 
 
 // Stages a tile: the tap table (once per valid (token, head): detail/math.hpp's make_taps, as rows of the
 // tile), then its rows (stage_rows: x rows first + 1 .. last, local prefix sums). Two barriers.
-// Block-uniform; only for nval > 0. reach (the backward's offset gradients): the reach of the tile's
-// windows is folded into it too (warp_reach), the pass window_reach_kernel would otherwise make.
+// Block-uniform; only for nval > 0.
 template <bool Causal, class Idx, class T>
 __device__ __forceinline__ void stage_vtile(const window_args<T>& a, const vtile& v, acc_t<T>* __restrict__ rows,
-                                            vtap<acc_t<T>>* __restrict__ taps, unsigned long long* reach = nullptr) {
+                                            vtap<acc_t<T>>* __restrict__ taps) {
   using A = acc_t<T>;
   using P = window_tile_policy<T>;
   const tile_ctx& c = v.c;
   // 32-bit tap arithmetic when the sequence, L and M fit (the same make_taps, instantiated on int).
   const bool narrow = a.g.T < INT_MAX / 2 && a.w.L < INT_MAX / 2 && a.w.M < INT_MAX / 2;
   const A* off0 = a.offsets + (c.b * a.g.ob + c.t0 * a.g.ot);  // 64-bit, once
-  long long rl = 0, rr = 0;  // reach of this thread's windows
   for (int i = threadIdx.x; i < v.nval * c.nh; i += P::threads) {
     const int tok = c.nh == 1 ? i : i / c.nh, hh = i - tok * c.nh;
     const A* off = off0 + Idx(tok) * static_cast<Idx>(a.g.ot);
@@ -433,22 +437,11 @@ __device__ __forceinline__ void stage_vtile(const window_args<T>& a, const vtile
       const auto k = talkconv::detail::make_taps<A, int>(static_cast<int>(t), ol, orr, static_cast<int>(a.w.L),
                                                          static_cast<int>(a.w.M), static_cast<int>(c.n), Causal);
       taps[i] = to_vtap<T>(talkconv::detail::make_tile_tap<A>(k, v.w));
-      if (reach) {
-        const long long l = t - talkconv::detail::taps_min(k), q = talkconv::detail::taps_max(k) - t;
-        rl = l > rl ? l : rl;
-        rr = q > rr ? q : rr;
-      }
     } else {
       const window_taps<A> k = head_taps<Causal>(off, t, hd, a.w, c.n);
       taps[i] = to_vtap<T>(talkconv::detail::make_tile_tap<A>(k, v.w));
-      if (reach) {
-        const long long l = t - talkconv::detail::taps_min(k), q = talkconv::detail::taps_max(k) - t;
-        rl = l > rl ? l : rl;
-        rr = q > rr ? q : rr;
-      }
     }
   }
-  if (reach) warp_reach(reach, rl, rr);  // block-uniform: every lane of every warp
   stage_rows<Idx>(a, v.c, v.vcols, v.w.first, v.w.data_rows(), rows);
 }
 

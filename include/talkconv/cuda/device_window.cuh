@@ -169,20 +169,25 @@ bool launch_window_backward(window_args<T> a, const seq_shape& s, const window_p
   dispatch_window(use32, w.causal, [&](auto I, auto causal) {
     using Idx = typename decltype(I)::type;
     constexpr bool Causal = decltype(causal)::value;
-    // The vector-tile offset gradients fold the reach into their tap tables (stage_vtile); any other path
-    // takes the reach pass first.
+    // The vector offset gradients fold the reach into their row tables (window_offsets_grad_gather); any
+    // other path takes the reach pass first.
     const bool vtile_grad = a.partial != nullptr && vector_tiles(a, a.dy);
     if (!vtile_grad) {
       window_reach_kernel<T, Idx, Causal><<<grid_for(s.T * s.B, row_threads), row_threads, 0, stream>>>(a, reach);
       check_launch("window_reach_kernel");
     }
     if (vtile_grad) {
+      // Two x rows per (token, head): no prefix rows, no halo, the same tile whatever the window.
+      using G = offsets_grad_policy<T>;
       window_args<T> b = a;
-      const talkconv::detail::window_tile_plan p = vtile_plan(b, s, w, max_offset, true);
-      auto* kernel = &window_offsets_grad_vtile_kernel<T, Idx, Causal>;
-      allow_smem(kernel, p.smem, "cudaFuncSetAttribute(window_offsets_grad_vtile_kernel)");
-      kernel<<<window_grid(s, b.tiles, b.w), window_tile_policy<T>::threads, p.smem, stream>>>(b);
-      check_launch("window_offsets_grad_vtile_kernel");
+      b.tile = G::tile;
+      b.tiles = (s.T + G::tile - 1) / G::tile;
+      b.tap_heads = heads_per_block(a.w);
+      const std::size_t smem = offsets_grad_layout<T>::bytes(G::tile, b.tap_heads);
+      auto* kernel = &window_offsets_grad_gather_kernel<T, Idx, Causal>;
+      allow_smem(kernel, smem, "cudaFuncSetAttribute(window_offsets_grad_gather_kernel)");
+      kernel<<<window_grid(s, b.tiles, b.w), G::threads, smem, stream>>>(b);
+      check_launch("window_offsets_grad_gather_kernel");
     } else if (a.partial != nullptr) {
       const window_launch p = plan_window<A>(s, w, max_offset, true);
       window_args<T> b = a;

@@ -96,6 +96,35 @@ struct vtile_layout {
   }
 };
 
+// The offset gradients (window_offsets_grad_gather): dy/do needs x at two rows per (token, head) only
+// (detail::left_slope_row / right_slope_row), so a block keeps no prefix rows: a table of the rows of its
+// tile's (token, head) pairs, then per (token, 16-byte column) one dy vector and two x vectors, loaded
+// per_thread tokens at a time, and the products buffer [2][tile][cols] for the column-order head sums.
+template <class T>
+struct offsets_grad_policy {
+  using P = window_tile_policy<T>;
+  static constexpr int threads = P::threads;
+  static constexpr int step = threads / P::cols;       // tokens per pass of the block
+  static constexpr int per_thread = 2;                 // tokens whose loads a thread issues together
+  static constexpr int tile = per_thread * step;       // 64 (16-bit), 32 (float), 16 (double)
+  static constexpr int min_blocks = 4;                 // 64 registers: 6 loads of 16 bytes in flight
+};
+// The two x rows of a (token, head) as detail::slope_code keeps them: row * xt, or -1 - t * xt where the
+// slope is zero (the token's own row, complemented: a load that stays in bounds).
+struct grad_rows {
+  long long left, right;
+};
+template <class T>
+struct offsets_grad_layout {
+  using A = acc_t<T>;
+  TALKCONV_HOST_DEVICE static std::size_t products_at(int tile, int nh) {
+    return sizeof(grad_rows) * std::size_t(tile) * std::size_t(nh);
+  }
+  TALKCONV_HOST_DEVICE static std::size_t bytes(int tile, int nh) {
+    return products_at(tile, nh) + 2 * sizeof(A) * std::size_t(tile) * window_tile_policy<T>::cols;
+  }
+};
+
 // A token's taps for one head, cached in shared memory by the forward and offset-gradient tiles
 // (indices relative to the tile's first token): computed once per (token, head) instead of once per
 // channel. Used when at most tap_cache_heads heads meet a block (R >= 16 channels per head).

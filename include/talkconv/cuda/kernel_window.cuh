@@ -33,10 +33,12 @@ static __global__ void __launch_bounds__(window_tile_policy<T>::threads, segment
     window_forward_segments_kernel(window_args<T> a) {
   window_forward_segments<Causal, Idx>(a);
 }
+// Offset gradients of vector tiles: grid (B * tiles of offsets_grad_policy<T>::tile, channel blocks),
+// dynamic smem offsets_grad_layout<T>::bytes. Writes a.partial, folds the reach into a.reach.
 template <class T, class Idx, bool Causal>
-static __global__ void __launch_bounds__(window_tile_policy<T>::threads, window_tile_policy<T>::min_blocks)
-    window_offsets_grad_vtile_kernel(window_args<T> a) {
-  window_offsets_grad_vtile<Causal, Idx>(a);
+static __global__ void __launch_bounds__(offsets_grad_policy<T>::threads, offsets_grad_policy<T>::min_blocks)
+    window_offsets_grad_gather_kernel(window_args<T> a) {
+  window_offsets_grad_gather<Causal, Idx>(a);
 }
 
 // Grid-stride over tokens; reach must be zeroed first.

@@ -134,8 +134,10 @@ bool launch_input_grad(const window_args<T>& a, const seq_shape& s, const window
 template <class T>
 void check_window_grids(const seq_shape& s, const window_params& w) {
   const window_geom wg = window_geom::make(w, s.C);
-  constexpr index_t shortest = window_tile_policy<T>::unit < window_traits::fwd_tile ? window_tile_policy<T>::unit
-                                                                                     : window_traits::fwd_tile;
+  constexpr index_t vector_shortest = window_tile_policy<T>::unit < offsets_grad_policy<T>::tile
+                                          ? window_tile_policy<T>::unit
+                                          : offsets_grad_policy<T>::tile;
+  constexpr index_t shortest = vector_shortest < window_traits::fwd_tile ? vector_shortest : window_traits::fwd_tile;
   window_grid(s, (s.T + shortest - 1) / shortest, wg);
   window_grid(s, plan_input_grad<T>(s, w).args.blocks_per_seq, wg);
 }

@@ -165,6 +165,20 @@ TALKCONV_HOST_DEVICE inline A right_slope(A s0, A s1) {
   return s1 - s0;
 }
 
+// The same slopes straight from x: a fractional bound has i3 = i2 + 1 (left) or i1 = i0 + 1 (right), and
+// S[i + 1] - S[i] = x[i + 1] / K; an integer or clamped bound has i3 == i2 (i1 == i0) and slope 0. So
+//   dy/do_l = (L / K) x[left_slope_row],  dy/do_r = (M / K) x[right_slope_row],
+// or 0 where the row is -1: two rows of x per token, whatever the window's length (every offset-gradient
+// path, CPU and CUDA, reads them so; the prefix sums above give the same values up to rounding).
+template <class A, class I>
+TALKCONV_HOST_DEVICE inline I left_slope_row(const window_taps<A, I>& k) {
+  return k.i3 != k.i2 ? k.i3 : I(-1);
+}
+template <class A, class I>
+TALKCONV_HOST_DEVICE inline I right_slope_row(const window_taps<A, I>& k) {
+  return k.i1 != k.i0 ? k.i1 : I(-1);
+}
+
 // Offsets to parameters: dz = do * (m / (1 - p)) * o_pre * (1 - o_pre), with keep_scale = m / (1 - p).
 template <class A>
 TALKCONV_HOST_DEVICE inline A offset_pre_grad(A d_offset, A keep_scale, A o_pre) {

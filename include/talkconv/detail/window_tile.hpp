@@ -161,6 +161,16 @@ TALKCONV_HOST_DEVICE inline int odd_up(int v) { return v | 1; }
 // segment_row: a tap's row r (relative to `first`) as a row of the segment [lo, hi] (0: its base row).
 TALKCONV_HOST_DEVICE inline int segment_row(int r, int lo, int hi) { return (r < lo ? lo : (r > hi ? hi : r)) - lo; }
 
+// The CUDA offset gradients' row table (window_offsets_grad_gather): per (token t, head) and side, the
+// element offset row * xt of the x row its slope reads (left_slope_row / right_slope_row), or, where the
+// slope is zero (row -1), -1 - t * xt: the token's own row, complemented, so the kernel's load stays in
+// bounds and unpredicated while the sign still says "zero". Row 0 codes as 0, t = 0 as -1: no overlap.
+TALKCONV_HOST_DEVICE constexpr long long slope_code(long long row, long long t, long long xt) {
+  return row >= 0 ? row * xt : -1 - t * xt;
+}
+TALKCONV_HOST_DEVICE constexpr bool slope_nonzero(long long code) { return code >= 0; }
+TALKCONV_HOST_DEVICE constexpr long long slope_offset(long long code) { return code >= 0 ? code : -1 - code; }
+
 // The offset gradient's products buffer [2][tile][cols] (one value per token and 16-byte column): column
 // col of token tok at tok * cols + products_slot(tok, col, cols). The head sums read it with one thread per
 // token, the 32 consecutive tokens of a warp reading the same column: at tok * cols + col those are
