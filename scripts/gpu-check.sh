@@ -153,8 +153,16 @@ else
     for p in "${pids[@]}"; do wait "$p" || return 1; done
     nvcc "${flags[@]}" "${objs[@]}" -o "$build/talkconv_cuda_tests" "${libdirs[@]}" -lgomp -lpthread
   }
-  direct_bench() {
-    nvcc "${flags[@]}" "$root/bench/cuda/bench_cuda.cu" -o "$build/talkconv_cuda_bench" "${libdirs[@]}" -lbenchmark -lpthread
+  direct_bench() {  # bench_cuda.cu and its per-dtype / decoder translation units, compiled in parallel
+    local objs=() pids=() src
+    for src in "$root"/bench/cuda/bench_cuda*.cu; do
+      objs+=("$build/bench_$(basename "$src").o")
+      nvcc "${flags[@]}" -c "$src" -o "$build/bench_$(basename "$src").o" &
+      pids+=($!)
+      while (($(jobs -rp | wc -l) >= jobs)); do sleep 1; done
+    done
+    for p in "${pids[@]}"; do wait "$p" || return 1; done
+    nvcc "${flags[@]}" "${objs[@]}" -o "$build/talkconv_cuda_bench" "${libdirs[@]}" -lbenchmark -lpthread
   }
   if ! run build direct; then
     note build FAILED "see build.txt (direct nvcc)"

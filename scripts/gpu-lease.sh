@@ -9,8 +9,8 @@
 #
 # Environment: STEPS (default "check ncu decode bench sanitize"; decode: the decoder-step benchmarks alone,
 # about 10 s once the benchmark is built, so a bench step cut short still leaves them; it builds the
-# benchmark, one translation unit that took 100 s on an H200 machine's 16 cores, 2026-11-30: a 50 s limit
-# left no decoder numbers), T_CHECK / T_NCU / T_DECODE / T_BENCH /
+# benchmark: as one translation unit it took 66-100 s on an H200 machine's 16 cores (2026-11-30: a 50 s
+# limit left no decoder numbers); since then five, compiled in parallel), T_CHECK / T_NCU / T_DECODE / T_BENCH /
 # T_SANITIZE (seconds per step; defaults 200 / 150 / 150 / 150 / 150), SANITIZERS (default "memcheck racecheck"), SANITIZE_CASES
 # (default: the layer's fused dx path and the float layer sweep), DTYPES and STALLS for ncu (default
 # "bf16 f32", 0), BENCH_FILTER (default: the headline shapes, L = 255 and 511 (the segmented forward)
