@@ -7,7 +7,8 @@
 #
 #   scripts/gpu-lease.sh [out_dir]      (default $OUT, else ./gpu-lease-out)
 #
-# Environment: STEPS (default "check ncu decode bench sanitize"; decode: the decoder-step benchmarks alone,
+# Environment: STEPS (default "check ncu decode ncu-wide bench sanitize"; ncu-wide: ncu's table at
+# L = M = 511 bf16, NCU_WIDE_SHAPE to change it, T_NCU_WIDE (60 s); decode: the decoder-step benchmarks alone,
 # about 10 s once the benchmark is built, so a bench step cut short still leaves them; it builds the
 # benchmark: as one translation unit it took 66-100 s on an H200 machine's 16 cores (2026-11-30: a 50 s
 # limit left no decoder numbers); since then five, compiled in parallel), T_CHECK / T_NCU / T_DECODE / T_BENCH /
@@ -36,6 +37,7 @@ pack() {
     [ -f "$work/steps.txt" ] && { echo "== steps"; cat "$work/steps.txt"; }
   } >"$out/summary.txt"
   for f in ncu/ncu.md bench/bench_cuda.json; do [ -f "$work/$f" ] && cp "$work/$f" "$out/"; done
+  [ -f "$work/ncu-wide/ncu.md" ] && cp "$work/ncu-wide/ncu.md" "$out/ncu-wide.md"
   [ -f "$work/decode/bench_cuda.json" ] && cp "$work/decode/bench_cuda.json" "$out/decode_cuda.json"
   tar -czf "$out/all.tgz" -C "$work" . 2>/dev/null
 }
@@ -54,10 +56,16 @@ export SKIP_TORCH=1 SKIP_PEERS=1
 # B = 64, wide windows (L = 255 and 511, bf16) and the decoder steps. BENCH_FILTER= (empty) runs the whole
 # quick set.
 headline='(T:4096/B:16/C:1024/(min_time|H:16/L:(16|255|511)/M:(16|0|255|511)/))|(T:1024/B:64/C:1024/(min_time|H:16/L:16/M:16/))|decoder_step'
-for s in ${STEPS:-check ncu decode bench sanitize}; do
+for s in ${STEPS:-check ncu decode ncu-wide bench sanitize}; do
   case $s in
   check) step check "${T_CHECK:-200}" env SKIP_SANITIZE=1 SKIP_BENCH=1 scripts/gpu-check.sh "$work/check" >/dev/null ;;
   ncu) step ncu "${T_NCU:-150}" scripts/gpu-ncu.sh "$work/ncu" >/dev/null 2>"$work/ncu-stderr.txt" ;;
+  # The same table at a wide window (bf16, L = M = 511 unless NCU_WIDE_SHAPE says otherwise): which kernels
+  # grow with the window (2026-11-30: the offset gradients 2957 us and dx 1041 us there). About 25 s.
+  ncu-wide)
+    step ncu-wide "${T_NCU_WIDE:-60}" env SHAPE="${NCU_WIDE_SHAPE:-4096 16 1024 16 511 511 0}" DTYPES=bf16 STALLS=0 \
+      scripts/gpu-ncu.sh "$work/ncu-wide" >/dev/null 2>"$work/ncu-wide-stderr.txt"
+    ;;
   decode)
     step decode "${T_DECODE:-150}" env SKIP_TESTS=1 SKIP_SANITIZE=1 TALKCONV_BENCH_MIN_TIME="${TALKCONV_BENCH_MIN_TIME:-0.03}" \
       BENCH_FILTER=decoder_step scripts/gpu-check.sh "$work/decode" >/dev/null
@@ -77,4 +85,5 @@ done
 pack
 cat "$out/summary.txt"
 [ -f "$work/ncu/ncu.md" ] && cat "$work/ncu/ncu.md"
+[ -f "$work/ncu-wide/ncu.md" ] && sed -n '/^## /,/^$/p' "$work/ncu-wide/ncu.md"
 grep -hE "FAILED|ERROR|error:" "$work"/check/tests.txt 2>/dev/null | head -n 40
