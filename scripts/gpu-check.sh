@@ -142,27 +142,27 @@ else
     for l in "$p/lib/$(gcc -dumpmachine 2>/dev/null)" "$p/lib"; do [ -d "$l" ] && libdirs+=(-L"$l" -Xlinker -rpath="$l"); done
   done
   flags=(-std=c++17 -O3 -DNDEBUG -arch=sm_"$arch" --expt-relaxed-constexpr -Xptxas=-v -Xcompiler=-fopenmp "${inc[@]}")
-  direct() {
-    local objs=() pids=() src
-    for src in "$root"/tests/cuda/*.cu "$root"/tests/cuda/*.cpp; do
-      objs+=("$build/$(basename "$src").o")
-      nvcc "${flags[@]}" -c "$src" -o "$build/$(basename "$src").o" &
+  # Compiles the given sources in parallel (jobs at a time) and links them into $build/<name>.
+  compile_link() {
+    local name=$1 objs=() pids=() src
+    shift 2
+    local libs=("${@}")
+    for src in "${sources[@]}"; do
+      objs+=("$build/${name}_$(basename "$src").o")
+      nvcc "${flags[@]}" -c "$src" -o "$build/${name}_$(basename "$src").o" &
       pids+=($!)
       while (($(jobs -rp | wc -l) >= jobs)); do sleep 1; done
     done
     for p in "${pids[@]}"; do wait "$p" || return 1; done
-    nvcc "${flags[@]}" "${objs[@]}" -o "$build/talkconv_cuda_tests" "${libdirs[@]}" -lgomp -lpthread
+    nvcc "${flags[@]}" "${objs[@]}" -o "$build/$name" "${libdirs[@]}" "${libs[@]}"
   }
-  direct_bench() {  # bench_cuda.cu and its per-dtype / decoder translation units, compiled in parallel
-    local objs=() pids=() src
-    for src in "$root"/bench/cuda/bench_cuda*.cu; do
-      objs+=("$build/bench_$(basename "$src").o")
-      nvcc "${flags[@]}" -c "$src" -o "$build/bench_$(basename "$src").o" &
-      pids+=($!)
-      while (($(jobs -rp | wc -l) >= jobs)); do sleep 1; done
-    done
-    for p in "${pids[@]}"; do wait "$p" || return 1; done
-    nvcc "${flags[@]}" "${objs[@]}" -o "$build/talkconv_cuda_bench" "${libdirs[@]}" -lbenchmark -lpthread
+  direct() {
+    local sources=("$root"/tests/cuda/*.cu "$root"/tests/cuda/*.cpp)
+    compile_link talkconv_cuda_tests -- -lgomp -lpthread
+  }
+  direct_bench() {  # bench_cuda.cu and its per-dtype / decoder translation units
+    local sources=("$root"/bench/cuda/bench_cuda*.cu)
+    compile_link talkconv_cuda_bench -- -lbenchmark -lpthread
   }
   if ! run build direct; then
     note build FAILED "see build.txt (direct nvcc)"

@@ -42,9 +42,10 @@ struct dev {
   dev& operator=(const dev&) = delete;
 };
 
-// Times f() with CUDA events around each iteration (manual time); returns the total seconds.
+// Times f() with CUDA events around each iteration (manual time); returns the total seconds. per: the
+// iteration's time is reported divided by it (f runs `per` units of work, e.g. decoder steps).
 template <class F>
-double time_loop(benchmark::State& st, cudaStream_t s, F&& f) {
+double time_loop(benchmark::State& st, cudaStream_t s, F&& f, double per = 1.0) {
   double total = 0.0;
   cudaEvent_t a, b;
   BENCH_CUDA(cudaEventCreate(&a));
@@ -58,7 +59,7 @@ double time_loop(benchmark::State& st, cudaStream_t s, F&& f) {
     BENCH_CUDA(cudaEventSynchronize(b));
     float ms = 0.0f;
     BENCH_CUDA(cudaEventElapsedTime(&ms, a, b));
-    st.SetIterationTime(double(ms) * 1e-3);
+    st.SetIterationTime(double(ms) * 1e-3 / per);
     total += double(ms) * 1e-3;
   }
   BENCH_CUDA(cudaEventDestroy(a));

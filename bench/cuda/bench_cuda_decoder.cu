@@ -38,22 +38,7 @@ void BM_decoder_step(benchmark::State& st, index_t B, bool graph) {
           dec.step(x.p, W.p, bias.p, y.p, s);
       }
     };
-    cudaEvent_t a, b;
-    BENCH_CUDA(cudaEventCreate(&a));
-    BENCH_CUDA(cudaEventCreate(&b));
-    run();  // warm-up: the ring crosses several re-bases
-    BENCH_CUDA(cudaStreamSynchronize(s));
-    for (auto _ : st) {
-      BENCH_CUDA(cudaEventRecord(a, s));
-      run();
-      BENCH_CUDA(cudaEventRecord(b, s));
-      BENCH_CUDA(cudaEventSynchronize(b));
-      float ms = 0.0f;
-      BENCH_CUDA(cudaEventElapsedTime(&ms, a, b));
-      st.SetIterationTime(double(ms) * 1e-3 / double(steps));
-    }
-    BENCH_CUDA(cudaEventDestroy(a));
-    BENCH_CUDA(cudaEventDestroy(b));
+    time_loop(st, s, run, double(steps));  // warm-up first: the ring crosses several re-bases
     if (graph) {
       BENCH_CUDA(cudaGraphExecDestroy(exec));
       BENCH_CUDA(cudaGraphDestroy(g));
