@@ -759,3 +759,318 @@ TEST_CASE("offset-gradient products: each token's slots are a permutation; head-
   }
   CHECK(td::products_slot(5, 7, 64) == 7);  // wider than a warp: left alone
 }
+
+// ---- the banded dx (agent_window_input_grad_band.cuh), emulated lane by lane ---------------------------
+// The kernel's plan and loops (tiles of 128 rows, segments of the tiles' token spans from the device reach,
+// each warp's band in k steps of 16 tokens), its stage (band_stage_byte) read by an emulated
+// ldmatrix.x4.trans at the kernel's lane addresses, its a fragments built per lane from band_a_token and
+// band_weight and split in two pieces of the 16-bit type, the mma products taken through the PTX fragment
+// coordinates (mma_m16n8k16 / mma_m16n8k8), the fused offset path's W fragments at band_w_index with dz in
+// band_k_perm order, and the kernel's store mapping. A wrong coordinate anywhere moves a weight, a token, a
+// channel or an offset, and the result leaves the float64 reference.
+#include "talkconv/detail/dx_band.hpp"
+
+namespace {
+
+template <class H>
+float round16(float v) {
+  return static_cast<float>(H(v));
+}
+inline float tf32_trunc(float v) {
+  std::uint32_t u;
+  std::memcpy(&u, &v, 4);
+  u &= 0xffffe000u;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+
+// dx (window part / K, plus W^T dz when dz is given) as the banded kernel computes it, before the 16-bit store.
+template <class H>
+vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const std::vector<float>& dy,
+                    const std::vector<float>* W, const std::vector<float>* dz, double max_offset) {
+  using mk16 = td::mma_m16n8k16;
+  using mk8 = td::mma_m16n8k8;
+  const td::dx_band_plan plan = td::make_dx_band_plan(pb.L, pb.M, pb.causal, max_offset);
+  const int S = plan.stage_rows, PR = plan.padded_rows();
+  long rl, rr;
+  device_reach(pb, o, rl, rr);
+  rl = std::min(rl, pb.T), rr = std::min(rr, pb.T);
+  const long R = pb.R(), P = pb.P();
+  const int steps = W ? static_cast<int>((P + 7) / 8) : 0;
+  const float inv_k = 1.0f / float(pb.L + pb.M + 1);
+  vec dx(pb.x_size(), std::numeric_limits<double>::quiet_NaN());
+  for (long b = 0; b < pb.B; ++b)
+    for (const channel_block& cb : channel_blocks(pb.C, pb.H)) {
+      const long n = pb.n(b), h_first = cb.c0 / R;
+      const int nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - h_first + 1);
+      REQUIRE(cb.cn % 16 == 0);
+      int pair_head[4];
+      for (int p = 0; p < 4; ++p) {
+        const int h = R <= 64 ? static_cast<int>(16 * p / R) : 0;
+        pair_head[p] = h < nh ? h : nh - 1;
+      }
+      // W's b fragments, as the kernel's staging loop writes them
+      std::vector<float> wfrag(size_t(steps) * 8 * 32 * 2, std::numeric_limits<float>::quiet_NaN());
+      for (int i = 0; i < steps * 256; ++i) {
+        const int s = i / 256, nt = (i / 32) % 8, l = i % 32, ch = 8 * nt + l / 4;
+        const long k = 8L * s + 2 * (l % 4);
+        float w0 = 0.0f, w1 = 0.0f;
+        if (ch < cb.cn) {
+          if (k < P) w0 = (*W)[size_t(k * pb.C + cb.c0 + ch)];
+          if (k + 1 < P) w1 = (*W)[size_t((k + 1) * pb.C + cb.c0 + ch)];
+        }
+        wfrag[size_t(td::band_w_index(s, nt, l))] = w0;
+        wfrag[size_t(td::band_w_index(s, nt, l)) + 1] = w1;
+      }
+      for (long r0 = 0; r0 < pb.T; r0 += 128) {
+        std::vector<std::array<std::array<float, 4>, 8>> acc(size_t(8 * 32));  // [warp * 32 + lane][tile][e]
+        for (auto& a : acc)
+          for (auto& t : a) t.fill(0.0f);
+        if (r0 < n) {
+          const long span_lo = std::max(r0 - rr, 0L), span_hi = std::min(r0 + 128 + rl, n);
+          for (long seg = span_lo; seg < span_hi; seg += S) {
+            // the stage (16-bit elements by byte / 2; NaN where nothing is written: never read) and the table
+            std::vector<float> stage(size_t(PR) * 64, std::numeric_limits<float>::quiet_NaN());
+            for (int j = 0; j < PR; ++j)
+              for (int v = 0; v < 8; ++v) {
+                const bool valid = v < cb.cn / 8 && j < std::min<long>(S, n - seg);
+                for (int e = 0; e < 8; ++e)
+                  stage[td::band_stage_byte(j, v) / 2 + unsigned(e)] =
+                      valid ? dy[pb.xi(seg + j, b, cb.c0 + 8 * v + e)] : 0.0f;
+              }
+            std::vector<td::band_tap<float>> taps(size_t(nh) * size_t(PR));
+            for (int hh = 0; hh < nh; ++hh)
+              for (int j = 0; j < PR; ++j) {
+                const long u = seg + j, h = h_first + hh;
+                td::band_tap<float> e = td::null_band_tap<float>();
+                if (j < S && u < n) {
+                  const auto k = td::make_taps<float, long>(u, o[pb.oi(u, b, h)], pb.causal ? 0.0f : o[pb.oi(u, b, pb.H + h)],
+                                                            pb.L, pb.M, n, pb.causal);
+                  e = td::make_band_tap<float, long>(k, seg);
+                }
+                taps[size_t(hh) * size_t(PR) + size_t(j)] = e;
+              }
+            for (int warp = 0; warp < 8; ++warp) {
+              const long m0 = r0 + 16 * warp;
+              if (m0 >= n) continue;
+              const long lo = std::max(m0 - rr, seg);
+              const long hi = std::min({m0 + 16 + rl, seg + S, n});
+              for (int j0 = int(lo - seg); j0 < int(hi - seg); j0 += 16)
+                for (int p = 0; p < 4; ++p) {
+                  // a fragments (hi, lo pieces) per lane, then as 16 x 16 matrices by the PTX coordinates
+                  double Ahi[16][16], Alo[16][16], Bm[2][16][8];
+                  for (int l = 0; l < 32; ++l) {
+                    const int g = l / 4;
+                    const float rr0 = float(m0 + g - seg);
+                    float w[4][2];
+                    for (int t = 0; t < 4; ++t) {
+                      const int j = j0 + td::band_a_token(l, t);
+                      REQUIRE(j < PR);
+                      const td::band_tap<float>& e = taps[size_t(pair_head[p]) * size_t(PR) + size_t(j)];
+                      w[t][0] = td::band_weight<float>(e, rr0);
+                      w[t][1] = td::band_weight<float>(e, rr0 + 8.0f);
+                    }
+                    for (int i = 0; i < 4; ++i)
+                      for (int h2 = 0; h2 < 2; ++h2) {
+                        const float wv = w[2 * (i / 2) + h2][i % 2];
+                        const float ph = round16<H>(wv), pl = round16<H>(wv - ph);
+                        Ahi[mk16::a_row(l, i)][mk16::a_k(l, i) + h2] = ph;
+                        Alo[mk16::a_row(l, i)][mk16::a_k(l, i) + h2] = pl;
+                      }
+                  }
+                  // ldmatrix.x4.trans: lane 8 m + r gives row r of matrix m; lane l gets rows 2 (l % 4), + 1 at
+                  // column l / 4 of matrix m in register m
+                  for (int l = 0; l < 32; ++l)
+                    for (int m = 0; m < 4; ++m)
+                      for (int h2 = 0; h2 < 2; ++h2) {
+                        const int src = 8 * m + 2 * (l % 4) + h2;
+                        const unsigned byte = td::band_stage_byte(j0 + td::ldsm_t_b_k(src), 2 * p + td::ldsm_t_b_n(src) / 8);
+                        const float val = stage[byte / 2 + unsigned(l / 4)];
+                        // registers 0, 1: b of tile 2p; 2, 3: of tile 2p + 1
+                        Bm[m / 2][mk16::b_k(l, m % 2) + h2][mk16::b_col(l, m % 2)] = val;
+                      }
+                  for (int l = 0; l < 32; ++l)
+                    for (int t2 = 0; t2 < 2; ++t2)
+                      for (int e = 0; e < 4; ++e) {
+                        const int row = mk8::d_row(l, e), col = mk8::d_col(l, e);
+                        for (const auto* Am : {&Ahi, &Alo}) {
+                          double s = 0.0;
+                          for (int k = 0; k < 16; ++k) s += (*Am)[row][k] * Bm[t2][k][col];
+                          float& a = acc[size_t(warp * 32 + l)][size_t(2 * p + t2)][size_t(e)];
+                          a = float(double(a) + s);
+                        }
+                      }
+                }
+            }
+          }
+        }
+        // epilogue: 1/K, the offset path, the store mapping
+        for (int warp = 0; warp < 8; ++warp) {
+          const long m0 = r0 + 16 * warp;
+          for (int l = 0; l < 32; ++l)
+            for (auto& t : acc[size_t(warp * 32 + l)])
+              for (float& e : t) e *= inv_k;
+          if (dz && m0 < n)
+            for (int s = 0; s < steps; ++s) {
+              double Ahi[16][8], Alo[16][8], Bw[8][8][8];
+              for (int l = 0; l < 32; ++l) {
+                const int g = l / 4, q = l % 4;
+                for (int e = 0; e < 4; ++e) {
+                  const long row = m0 + g + (e % 2 ? 8 : 0), kk = 8L * s + 2 * q + e / 2;
+                  const float v = row < n && kk < P ? (*dz)[pb.oi(row, b, kk)] : 0.0f;
+                  const float vh = tf32_trunc(v), vl = tf32_trunc(v - vh);
+                  // fragment index a_k stands for offset band_k_perm(a_k): the kernel's kk must be that
+                  REQUIRE(8L * s + td::band_k_perm(mk8::a_k(l, e)) == kk);
+                  Ahi[mk8::a_row(l, e)][mk8::a_k(l, e)] = vh;
+                  Alo[mk8::a_row(l, e)][mk8::a_k(l, e)] = vl;
+                }
+                for (int nt = 0; nt < 8; ++nt)
+                  for (int e = 0; e < 2; ++e)
+                    Bw[nt][mk8::b_k(l, e)][mk8::b_col(l, e)] = wfrag[size_t(td::band_w_index(s, nt, l)) + size_t(e)];
+              }
+              for (int l = 0; l < 32; ++l)
+                for (int nt = 0; nt < 8; ++nt)
+                  for (int e = 0; e < 4; ++e) {
+                    for (const auto* Am : {&Ahi, &Alo}) {
+                      double sum = 0.0;
+                      for (int k = 0; k < 8; ++k) sum += (*Am)[mk8::d_row(l, e)][k] * Bw[nt][k][mk8::d_col(l, e)];
+                      float& a = acc[size_t(warp * 32 + l)][size_t(nt)][size_t(e)];
+                      a = float(double(a) + sum);
+                    }
+                  }
+            }
+          for (int l = 0; l < 32; ++l) {
+            const int g = l / 4, q = l % 4;
+            for (int nt = 0; nt < cb.cn / 8; ++nt)
+              for (int hr = 0; hr < 2; ++hr) {
+                const long row = m0 + g + 8 * hr;
+                if (row >= pb.T) continue;
+                for (int c = 0; c < 2; ++c)
+                  dx[pb.xi(row, b, cb.c0 + 8 * nt + 2 * q + c)] =
+                      row < n ? double(acc[size_t(warp * 32 + l)][size_t(nt)][size_t(2 * hr + c)]) : 0.0;
+              }
+          }
+        }
+      }
+    }
+  return dx;
+}
+
+template <class H>
+void check_band_emulation(const ref::problem& pb, double offset_hi, std::uint64_t seed, bool fused, double max_offset = 1.0) {
+  INFO(pb.str(), " offsets in [0, ", offset_hi, "] fused=", fused, " max_offset=", max_offset);
+  std::mt19937_64 rng(seed);
+  vec od = uniform_vec(rng, pb.o_size(), 0.0, offset_hi);
+  for (size_t i = 0; i < od.size(); i += 7) od[i] = double(i % 3 == 0);  // integer bounds: 0 and 1
+  const vec dyd = round_through<H>(normal_vec(rng, pb.x_size()));
+  const std::vector<float> o(od.begin(), od.end()), dy(dyd.begin(), dyd.end());
+  const vec ov(o.begin(), o.end());
+  vec dx_ref, do_ref;
+  ref::window_backward(pb, vec(pb.x_size(), 0.0), ov, dyd, dx_ref, do_ref);
+  std::vector<float> W, dz;
+  if (fused) {
+    const vec Wd = round_through<H>(normal_vec(rng, size_t(pb.P() * pb.C)));
+    W.assign(Wd.begin(), Wd.end());
+    const vec dzd = normal_vec(rng, pb.o_size(), 0.0, 0.5);
+    dz.assign(dzd.begin(), dzd.end());
+    for (long b = 0; b < pb.B; ++b)  // dz is zero past the lengths (the layer's contract)
+      for (long t = pb.n(b); t < pb.T; ++t)
+        for (long j = 0; j < pb.P(); ++j) dz[pb.oi(t, b, j)] = 0.0f;
+    for (long b = 0; b < pb.B; ++b)
+      for (long t = 0; t < pb.n(b); ++t)
+        for (long c = 0; c < pb.C; ++c)
+          for (long j = 0; j < pb.P(); ++j)
+            dx_ref[pb.xi(t, b, c)] += double(W[size_t(j * pb.C + c)]) * double(dz[pb.oi(t, b, j)]);
+  }
+  const vec dx = emulate_dx_band<H>(pb, o, dy, fused ? &W : nullptr, fused ? &dz : nullptr, max_offset);
+  // the weights carry 16 (bfloat16) or 22 (half) bits, the sums float: well inside 2e-5 of the scale
+  TT_CHECK_CLOSE("emulated banded dx vs reference", dx, dx_ref, 2e-5, dx_scale(dx_ref, dyd));
+}
+
+}  // namespace
+
+TEST_SUITE("cuda_tiles") {
+
+TEST_CASE("banded dx: the weight formula is the SPEC's window coefficient at every row, edges and clamps included") {
+  std::mt19937_64 rng(77);
+  for (int i = 0; i < 4000; ++i) {
+    const long n = uniform_int(rng, 1, 60), t = uniform_int(rng, 0, n - 1), L = uniform_int(rng, 0, 20),
+               M = uniform_int(rng, 0, 20), s0 = uniform_int(rng, -30, 30);
+    const bool causal = i % 5 == 4;
+    float ol = float(uniform_vec(rng, 1, 0.0, 1.5)[0]), orr = float(uniform_vec(rng, 1, 0.0, 1.5)[0]);
+    if (i % 4 == 1) ol = float(i % 3 == 0), orr = float(i % 2);
+    const auto k = td::make_taps<float, long>(t, ol, orr, L, causal ? 0 : M, n, causal);
+    const td::band_tap<float> e = td::make_band_tap<float, long>(k, s0);
+    // SPEC: a_l = clamp(t - o_l L, 0, n - 1), a_r = clamp(t + o_r M, 0, n - 1) (causal: t)
+    const double al = std::min(std::max(double(t) - double(ol) * double(float(L)), 0.0), double(n - 1));
+    const double ar = causal ? double(t) : std::min(std::max(double(t) + double(orr) * double(float(M)), 0.0), double(n - 1));
+    for (long tau = 0; tau < n; ++tau) {
+      double want = 0.0;
+      if (tau >= std::ceil(al) && tau <= std::floor(ar)) want = 1.0;
+      if (ar != std::floor(ar) && tau == long(std::ceil(ar))) want = ar - std::floor(ar);
+      if (al != std::floor(al) && tau == long(std::floor(al))) want = std::ceil(al) - al;
+      const float got = td::band_weight<float>(e, float(tau - s0));
+      INFO("t=", t, " n=", n, " L=", L, " M=", M, " o=(", ol, ", ", orr, ") causal=", causal, " tau=", tau);
+      CHECK(std::abs(double(got) - want) <= 1e-6);
+    }
+  }
+  // a NaN offset: no weight anywhere (its dy reaches dx through the offset path)
+  const auto k = td::make_taps<float, long>(5, std::numeric_limits<float>::quiet_NaN(), 0.5f, 4, 4, 20, false);
+  const td::band_tap<float> e = td::make_band_tap<float, long>(k, 0);
+  for (int tau = 0; tau < 20; ++tau) CHECK(td::band_weight<float>(e, float(tau)) == 0.0f);
+  CHECK(td::sat01<float>(std::numeric_limits<float>::quiet_NaN()) == 0.0f);
+}
+
+TEST_CASE("banded dx: every stage byte is distinct, and an ldmatrix matrix's 8 rows lie in distinct bank groups") {
+  std::vector<int> seen(size_t(64) * 8, 0);
+  for (int j = 0; j < 64; ++j)
+    for (int v = 0; v < 8; ++v) {
+      const unsigned byte = td::band_stage_byte(j, v);
+      REQUIRE(byte % 16 == 0);
+      REQUIRE(byte / 16 < seen.size());
+      ++seen[byte / 16];
+    }
+  for (int s : seen) CHECK(s == 1);
+  for (int j0 = 0; j0 < 40; ++j0)
+    for (int v = 0; v < 8; ++v) {
+      std::array<int, 8> grp{};
+      for (int r = 0; r < 8; ++r) grp[size_t(r)] = static_cast<int>(td::band_stage_byte(j0 + r, v) / 16 % 8);
+      std::sort(grp.begin(), grp.end());
+      for (int r = 0; r < 8; ++r) CHECK(grp[size_t(r)] == r);
+    }
+}
+
+TEST_CASE("banded dx emulated lane by lane == reference: random shapes, bfloat16 and half, fused offset path or not") {
+  std::mt19937_64 rng(4242);
+  for (int i = 0; i < draws(16); ++i) {
+    ref::problem pb;
+    const long Rs[] = {16, 32, 48, 64, 80, 128};
+    const long R = Rs[uniform_int(rng, 0, 5)];
+    pb.H = uniform_int(rng, 1, R >= 64 ? 2 : 4);
+    pb.C = pb.H * R;
+    pb.causal = i % 4 == 3;
+    pb.T = uniform_int(rng, 1, 330);
+    pb.B = uniform_int(rng, 1, 2);
+    pb.L = uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, 60);
+    pb.M = pb.causal ? 0 : (uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, 60));
+    if (uniform_int(rng, 0, 1))
+      for (long b = 0; b < pb.B; ++b) pb.lengths.push_back(uniform_int(rng, 0, pb.T));
+    check_band_emulation<Eigen::bfloat16>(pb, 1.0, 500 + i, i % 2 == 0);
+    check_band_emulation<Eigen::half>(pb, 1.0, 600 + i, i % 2 == 1);
+  }
+}
+
+TEST_CASE("banded dx emulated: offsets past the planned max_offset take more segments; the benchmark's head shape") {
+  ref::problem pb;
+  pb.T = 700, pb.B = 1, pb.C = 64, pb.H = 1, pb.L = 40, pb.M = 30, pb.lengths = {650};
+  check_band_emulation<Eigen::bfloat16>(pb, 4.0, 11, true);  // windows reach ~160 tokens: 2-3 segments
+  check_band_emulation<Eigen::bfloat16>(pb, 4.0, 12, false, 4.0);  // planned for them: one segment
+  pb.causal = true, pb.M = 0;
+  check_band_emulation<Eigen::half>(pb, 4.0, 13, true);
+  ref::problem bench;  // the benchmark's heads (R = 64, P = 32) on a short sequence
+  bench.T = 300, bench.B = 2, bench.C = 1024, bench.H = 16, bench.L = 16, bench.M = 16;
+  check_band_emulation<Eigen::bfloat16>(bench, 1.0, 14, true);
+}
+
+}  // TEST_SUITE

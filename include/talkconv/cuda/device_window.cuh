@@ -201,7 +201,7 @@ bool launch_window_backward(window_args<T> a, const seq_shape& s, const window_p
     }
     between();
   });
-  return launch_input_grad(a, s, w, stream);  // W^T dz too when a.dz is set and the fused path applies
+  return launch_input_grad(a, s, w, stream, max_offset);  // W^T dz too when a.dz is set and the fused path applies
 }
 
 // dL/do (or dz when a.o_pre is set) from the partial head sums, into out.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "talkconv/cuda/agent_window_input_grad.cuh"
+#include "talkconv/cuda/agent_window_input_grad_band.cuh"
 #include "talkconv/cuda/dispatch.cuh"
 
 namespace talkconv {
@@ -14,6 +15,50 @@ namespace detail {
 template <class T, class Idx, int VEC, bool Fused>
 static __global__ void __launch_bounds__(dx_policy<T>::threads, Fused ? dx_policy<T>::fused_min_blocks : dx_policy<T>::min_blocks) input_grad_kernel(window_args<T> a, dx_args d) {
   input_grad_tile<Idx, VEC, Fused>(a, d);
+}
+
+// The banded dx (16-bit x, windows up to detail::dx_band_max_k): grid (B * blocks_per_seq, channel blocks),
+// dx_band_policy::threads threads, dynamic smem dx_band_smem::bytes. Fused: W^T dz added too.
+template <class T, class Idx, bool Fused>
+static __global__ void __launch_bounds__(dx_band_policy<T>::threads, dx_band_policy<T>::min_blocks)
+    input_grad_band_kernel(window_args<T> a, dx_band_args d) {
+  if constexpr (dx_band_policy<T>::supported) input_grad_band_tile<T, Idx, Fused>(a, d);
+}
+
+// Whether the banded dx takes a problem: 16-bit x, 16-byte vectors of dy and dx, heads of a multiple of 16
+// channels (pairs of 8-channel mma tiles share a head), K <= dx_band_max_k.
+template <class T>
+bool use_input_grad_band(const window_args<T>& a, const seq_shape& s, const window_params& w) {
+  if constexpr (!dx_band_policy<T>::supported) {
+    (void)a, (void)s, (void)w;
+    return false;
+  } else {
+    return a.w.R % 16 == 0 && s.C % 8 == 0 && w.window_len() <= talkconv::detail::dx_band_max_k &&
+           reinterpret_cast<std::uintptr_t>(a.dy) % 16 == 0 && reinterpret_cast<std::uintptr_t>(a.dx) % 16 == 0;
+  }
+}
+
+// The banded dx's launch plan (host-testable): segment rows, tiles per block, shared memory.
+struct dx_band_launch {
+  dx_band_args args;
+  std::size_t smem = 0;
+};
+template <class T>
+dx_band_launch plan_input_grad_band(const seq_shape& s, const window_params& w, double max_offset, int nh, bool fused) {
+  using P = dx_band_policy<T>;
+  const talkconv::detail::dx_band_plan bp =
+      talkconv::detail::make_dx_band_plan(w.max_left, w.causal ? 0 : w.max_right, w.causal, max_offset);
+  dx_band_launch p;
+  p.args.stage_rows = bp.stage_rows;
+  p.args.tiles_per_block = P::tiles_per_block;
+  const index_t tiles = (s.T + bp.tile - 1) / bp.tile;
+  p.args.blocks_per_seq = (tiles + P::tiles_per_block - 1) / P::tiles_per_block;
+  p.args.causal = w.causal;
+  p.args.steps = fused ? static_cast<int>((w.num_offsets() + 7) / 8) : 0;
+  p.args.taps_at = dx_band_smem::taps_at(bp.stage_rows);
+  p.args.w_at = dx_band_smem::w_at(bp.stage_rows, nh);
+  p.smem = dx_band_smem::bytes(bp.stage_rows, nh, p.args.steps);
+  return p;
 }
 
 // The tile plan of the dx kernel for a problem (host): rows per tile, tiles per sequence, bucket count.
@@ -85,9 +130,30 @@ dx_smem_plan plan_input_grad_smem(const dx_launch& p, index_t np, std::size_t pe
 // applies (dx_policy::fusable: 16-bit types and float; 16-byte vectors; P <= 32 * fused_chunks): returns
 // true then; false means
 // the caller adds W^T dz itself. Asynchronous on `stream`.
+// max_offset: the largest offset expected (sizes the banded path's segments; any offsets give the same sums).
 template <class T>
-bool launch_input_grad(const window_args<T>& a, const seq_shape& s, const window_params& w, cudaStream_t stream) {
+bool launch_input_grad(const window_args<T>& a, const seq_shape& s, const window_params& w, cudaStream_t stream,
+                       double max_offset = 1.0) {
   using P = dx_policy<T>;
+  if (use_input_grad_band(a, s, w)) {
+    const bool fused = a.dz != nullptr && a.weight != nullptr && w.num_offsets() <= 8 * dx_band_policy<T>::max_steps;
+    const dx_band_launch p = plan_input_grad_band<T>(s, w, max_offset, heads_per_block(a.w), fused);
+    const dim3 grid = window_grid(s, p.args.blocks_per_seq, a.w);
+    dispatch_index(fits_int32(s, w.num_offsets()), [&](auto I) {
+      using Idx = typename decltype(I)::type;
+      auto run = [&](auto fuse) {
+        auto* kernel = &input_grad_band_kernel<T, Idx, decltype(fuse)::value>;
+        allow_smem(kernel, p.smem, "cudaFuncSetAttribute(input_grad_band_kernel)");
+        kernel<<<grid, dx_band_policy<T>::threads, p.smem, stream>>>(a, p.args);
+        check_launch("input_grad_band_kernel");
+      };
+      if (fused)
+        run(std::true_type{});
+      else
+        run(std::false_type{});
+    });
+    return fused;
+  }
   dx_launch p = plan_input_grad<T>(s, w);
   const dim3 grid = window_grid(s, p.args.blocks_per_seq, a.w);
   constexpr int V = P::vec;

@@ -1,0 +1,299 @@
+// The window's input gradient as a banded product on 16-bit tensor cores (bfloat16 and half x), for windows up
+// to detail::dx_band_max_k: dX = W dY with W[tau][u] = w_u(tau) (detail/dx_band.hpp: the formula, the plan,
+// the coordinates; the CPU tests emulate this file lane by lane). No sort, no atomics, two block barriers
+// per segment of tokens; wider windows take the event kernel (agent_window_input_grad.cuh).
+//
+// A block owns 64 channels of one sequence and walks tiles_per_block tiles of 128 rows; warp w owns rows
+// [m0, m0 + 16), m0 = r0 + 16 w, as 8 accumulator tiles of 8 channels (m16n8, 32 floats per lane). Per
+// segment of the tile's token span [r0 - reach_right, r0 + 128 + reach_left) (one segment unless offsets
+// exceed the planned max_offset):
+//   1. stage the segment's dy rows (cp.async, 16 bytes per copy, zero past the sequence and the segment)
+//      at detail::band_stage_byte, and each (token, head)'s band_tap (16 bytes) in a table; one barrier;
+//   2. each warp walks its band [m0 - reach_right, m0 + 16 + reach_left) in k steps of 16 tokens: per head
+//      of the block, the lane's 8 weights (band_a_token: rows g, g + 8 x tokens 2q, 2q + 1, 2q + 8, 2q + 9)
+//      from 4 table reads, split hi + lo in the 16-bit type; per pair of 8-channel tiles one ldmatrix.x4.trans
+//      of dY and 4 mma (hi then lo, per tile); one barrier before the next segment is staged.
+// Then the accumulators are scaled by 1/K, the offset path dX += dz W is added where fused (TF32 m16n8k8, dz
+// split hi + lo, W staged once per block as b fragments in detail::band_k_perm order), and each lane stores
+// its 2 rows x 16 channels as 4-byte pairs; rows past the sequence's length are written 0.
+// Deterministic: every sum runs in a fixed order of segments, k steps, heads and pieces.
+#pragma once
+
+#include "talkconv/cuda/agent_window_tile.cuh"
+#include "talkconv/cuda/async_copy.cuh"
+#include "talkconv/cuda/mma_tf32.cuh"
+#include "talkconv/detail/dx_band.hpp"
+#include "talkconv/detail/mma_layout.hpp"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace talkconv {
+namespace cuda {
+namespace detail {
+
+// Per-dtype policy of the banded dx kernel: 16-bit storage types only (their dy is the mma's b operand).
+template <class T>
+struct dx_band_policy {
+  static constexpr bool supported = std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value;
+  static constexpr int threads = 256;  // 8 warps x 16 rows: detail::dx_band_plan
+  static constexpr int min_blocks = 3;
+  static constexpr int tiles_per_block = 4;  // the W stage and the block's setup paid once per 4 tiles
+  static constexpr int max_steps = 16;       // fused offset path: P <= 128 (16 steps of 8 offsets)
+};
+
+struct dx_band_args {
+  int stage_rows = 0;          // tokens per segment (detail::dx_band_plan), padded by 16
+  int tiles_per_block = 1;
+  index_t blocks_per_seq = 0;  // grid x = B * blocks_per_seq
+  bool causal = false;
+  int steps = 0;               // fused offset path: steps of 8 offsets (0: not fused)
+  unsigned taps_at = 0;        // byte offsets in dynamic shared memory: the band_tap table, the W fragments
+  unsigned w_at = 0;
+};
+
+// Dynamic shared memory: the stage (padded rows x 128 bytes), the tap table (heads x padded rows x 16
+// bytes), the fused path's W fragments (steps x 2 KiB).
+struct dx_band_smem {
+  static unsigned taps_at(int stage_rows) { return unsigned(stage_rows + 16) * 128u; }
+  static unsigned w_at(int stage_rows, int nh) { return taps_at(stage_rows) + unsigned(nh) * unsigned(stage_rows + 16) * 16u; }
+  static std::size_t bytes(int stage_rows, int nh, int steps) {
+    return std::size_t(w_at(stage_rows, nh)) + std::size_t(steps) * 8u * 32u * 2u * sizeof(float);
+  }
+};
+
+// 16 bytes from src to dst, or 16 zero bytes when !valid (src is not read then).
+__device__ __forceinline__ void cp_async_16_or_zero(void* dst, const void* src, bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  const int bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes) : "memory");
+#else
+  *reinterpret_cast<uint4*>(dst) = valid ? __ldg(reinterpret_cast<const uint4*>(src)) : make_uint4(0u, 0u, 0u, 0u);
+#endif
+}
+
+// Two weights (tokens k, k + 1 of one row) as the hi and lo 16-bit pieces of one mma register each: hi
+// rounded to nearest, lo = the exact remainder rounded to nearest (bfloat16: the hi halves widen by a shift
+// and a mask, 6 instructions per register).
+template <class T>
+__device__ __forceinline__ void band_pieces(float w0, float w1, unsigned& hi, unsigned& lo) {
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(w0, w1);
+    hi = *reinterpret_cast<const unsigned*>(&h);
+    const __nv_bfloat162 l =
+        __floats2bfloat162_rn(w0 - __uint_as_float(hi << 16), w1 - __uint_as_float(hi & 0xffff0000u));
+    lo = *reinterpret_cast<const unsigned*>(&l);
+  } else {
+    const __half2 h = __floats2half2_rn(w0, w1);
+    const __half2 l = __floats2half2_rn(w0 - __low2float(h), w1 - __high2float(h));
+    hi = *reinterpret_cast<const unsigned*>(&h);
+    lo = *reinterpret_cast<const unsigned*>(&l);
+  }
+}
+
+// The lane's a fragments (hi, lo) of the weights of rows rr0, rr0 + 8 (relative to the segment) and the k
+// step's tokens j0 + band_a_token(lane, 0..3) of one head's table.
+template <class T>
+__device__ __forceinline__ void band_a_fragment(const float4* __restrict__ taps, int j0, int q, float rr0,
+                                                unsigned (&hi)[4], unsigned (&lo)[4]) {
+  namespace td = talkconv::detail;
+  float w[4][2];  // [token][row]
+#pragma unroll
+  for (int t = 0; t < 4; ++t) {
+    const float4 v = taps[j0 + td::band_a_token(4 * q, t)];  // tokens 2q, 2q + 1, 2q + 8, 2q + 9
+    const td::band_tap<float> e{v.x, v.y, v.z, v.w};
+    w[t][0] = td::band_weight<float>(e, rr0);
+    w[t][1] = td::band_weight<float>(e, rr0 + 8.0f);
+  }
+  // register i: row g + 8 (i % 2), tokens 2q + 8 (i / 2) and + 1
+#pragma unroll
+  for (int i = 0; i < 4; ++i) band_pieces<T>(w[2 * (i / 2)][i % 2], w[2 * (i / 2) + 1][i % 2], hi[i], lo[i]);
+}
+
+template <class T, class Idx, bool Fused>
+__device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args& d) {
+  namespace td = talkconv::detail;
+  using pol = dx_band_policy<T>;
+  constexpr bool Bf16 = std::is_same<T, __nv_bfloat16>::value;
+  extern __shared__ __align__(128) unsigned char talkconv_smem[];
+  unsigned char* stage = talkconv_smem;
+  const float4* taps = reinterpret_cast<const float4*>(talkconv_smem + d.taps_at);
+  float4* taps_w = reinterpret_cast<float4*>(talkconv_smem + d.taps_at);
+  float* wfrag = reinterpret_cast<float*>(talkconv_smem + d.w_at);
+  const unsigned stage_base = static_cast<unsigned>(__cvta_generic_to_shared(stage));
+
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
+  const unsigned blk = blockIdx.x, bps = static_cast<unsigned>(d.blocks_per_seq), bq = blk / bps;
+  const index_t b = bq, first_tile = index_t(blk - bq * bps) * d.tiles_per_block;
+  index_t c0, h_first;
+  int cn, sub, nh;
+  a.w.block_channels(static_cast<int>(blockIdx.y), c0, cn, sub);
+  a.w.block_heads(static_cast<int>(blockIdx.y), h_first, nh);
+  const index_t Tn = a.g.T, n = a.g.length(b);
+  // Pairs of 8-channel tiles (the launch asks R % 16 == 0): all four are computed (mma are uniform, no
+  // divergence around them); channels past cn read zero dy and zero W, and pairs past cn use the block's
+  // last head (finite weights), so their products are 0; they are not stored.
+  const int pairs = cn / 16;
+  int pair_head[4];
+#pragma unroll
+  for (int p = 0; p < 4; ++p) {
+    const int h = a.w.head_in_block(16 * p);
+    pair_head[p] = h < nh ? h : nh - 1;
+  }
+  const int S = d.stage_rows, PR = S + 16;
+  const unsigned long long most = static_cast<unsigned long long>(Tn);
+  const index_t rl = static_cast<index_t>(a.reach[0] < most ? a.reach[0] : most);
+  const index_t rr = static_cast<index_t>(a.reach[1] < most ? a.reach[1] : most);
+  const float inv_k = 1.0f / float(a.w.L + a.w.M + 1);
+  const Idx xt = static_cast<Idx>(a.g.xt), ot = static_cast<Idx>(a.g.ot);
+  const T* __restrict__ dy = a.dy + Idx(b) * static_cast<Idx>(a.g.xb) + Idx(c0);
+  T* __restrict__ dx = a.dx + Idx(b) * static_cast<Idx>(a.g.xb) + Idx(c0);
+  const float* __restrict__ offs = a.offsets + Idx(b) * static_cast<Idx>(a.g.ob);
+
+  if constexpr (Fused) {
+    // W's b fragments: step s, tile n, lane l -> W[8 s + 2 q'][c0 + 8 n + g'], W[8 s + 2 q' + 1][...]
+    const index_t P = a.g.P;
+    const int items = d.steps * 8 * 32;
+    for (int i = tid; i < items; i += pol::threads) {
+      const int s = i / 256, nt = (i / 32) % 8, l = i % 32;
+      const int ch = 8 * nt + l / 4;
+      const index_t k = 8 * index_t(s) + 2 * (l % 4);
+      float w0 = 0.0f, w1 = 0.0f;
+      if (ch < cn) {
+        if (k < P) w0 = to_acc<T>(a.weight[Idx(k) * Idx(a.g.C) + Idx(c0 + ch)]);
+        if (k + 1 < P) w1 = to_acc<T>(a.weight[Idx(k + 1) * Idx(a.g.C) + Idx(c0 + ch)]);
+      }
+      float* f = wfrag + td::band_w_index(s, nt, l);
+      f[0] = w0;
+      f[1] = w1;
+    }
+  }
+  __syncthreads();
+
+  for (int it = 0; it < d.tiles_per_block; ++it) {
+    const index_t r0 = (first_tile + it) * 128;
+    if (r0 >= Tn) break;  // block-uniform
+    const index_t m0 = r0 + 16 * warp;
+    float acc[8][4];
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+
+    if (r0 < n) {  // block-uniform: a tile past the length is all zeros
+      const index_t span_lo = r0 - rr > 0 ? r0 - rr : 0;
+      const index_t span_hi = r0 + 128 + rl < n ? r0 + 128 + rl : n;
+      for (index_t seg = span_lo; seg < span_hi; seg += S) {
+        // 1. stage dy rows [seg, seg + S) (zero past the length, in the 16 padding rows and past cn): thread
+        //    (row tid / 8 + 32 i, vector tid % 8), its byte advancing by 32 rows (the swizzle repeats every 8)
+        {
+          const int v = tid % 8, jmax = static_cast<int>(n - seg < S ? n - seg : S);
+          const bool vec_ok = v < cn / 8;
+          int j = tid / 8;
+          // 64-bit pointer steps: rows past T are formed (never read) when the stage overruns the sequence
+          const T* src = dy + (seg + j) * a.g.xt + 8 * v;
+          const index_t step = 32 * a.g.xt;
+          unsigned char* dst = stage + td::band_stage_byte(j, v);
+          for (; j < PR; j += 32, src += step, dst += 32 * 128) {
+            const bool valid = vec_ok && j < jmax;
+            cp_async_16_or_zero(dst, valid ? src : dy, valid);
+          }
+        }
+        for (int hh = 0; hh < nh; ++hh)
+          for (int j = tid; j < PR; j += pol::threads) {
+            const index_t u = seg + j;
+            td::band_tap<float> e = td::null_band_tap<float>();
+            if (j < S && u < n) {
+              // Idx-wide taps: u < n <= T, and L, M < dx_band_max_k
+              const float* off = offs + Idx(u) * ot;
+              const index_t h = h_first + hh;
+              const window_taps<float, Idx> k = td::make_taps<float, Idx>(
+                  Idx(u), off[h], d.causal ? 0.0f : off[a.w.H + h], Idx(a.w.L), Idx(a.w.M), Idx(n), d.causal);
+              e = td::make_band_tap<float, Idx>(k, Idx(seg));
+            }
+            taps_w[hh * PR + j] = make_float4(e.er, e.fr, e.el, e.fl);
+          }
+        cp_async_wait_all();
+        __syncthreads();
+        // 2. this warp's band within the segment
+        if (m0 < n) {
+          const index_t lo = m0 - rr > seg ? m0 - rr : seg;
+          index_t hi = m0 + 16 + rl < seg + S ? m0 + 16 + rl : seg + S;
+          hi = hi < n ? hi : n;
+          const float rr0 = float(m0 + g - seg);
+          for (int j0 = int(lo - seg); j0 < int(hi - seg); j0 += 16) {
+            unsigned ahi[4], alo[4];
+#pragma unroll
+            for (int p = 0; p < 4; ++p) {
+              if (p == 0 || pair_head[p] != pair_head[p - 1])
+                band_a_fragment<T>(taps + pair_head[p] * PR, j0, q, rr0, ahi, alo);
+              unsigned bf[4];
+              ldmatrix_x4<true>(bf, stage_base + td::band_stage_byte(j0 + td::ldsm_t_b_k(lane), 2 * p + td::ldsm_t_b_n(lane) / 8));
+              mma_16bit<Bf16>(acc[2 * p], ahi, bf[0], bf[1]);
+              mma_16bit<Bf16>(acc[2 * p], alo, bf[0], bf[1]);
+              mma_16bit<Bf16>(acc[2 * p + 1], ahi, bf[2], bf[3]);
+              mma_16bit<Bf16>(acc[2 * p + 1], alo, bf[2], bf[3]);
+            }
+          }
+        }
+        __syncthreads();  // the stage and the table are rewritten by the next segment
+      }
+    }
+
+    // Epilogue: 1/K, the offset path, the stores.
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[nt][e] *= inv_k;
+    const index_t row0 = m0 + g, row1 = m0 + g + 8;
+    if constexpr (Fused) {
+      if (m0 < n) {
+        const index_t P = a.g.P;
+        const float* __restrict__ dz = a.dz + Idx(b) * static_cast<Idx>(a.g.ob);
+        for (int s = 0; s < d.steps; ++s) {
+          const index_t k = 8 * index_t(s) + 2 * q;
+          float v[4];  // mma_m16n8k8 a: rows g, g + 8 (e % 2), offsets k, k + 1 (e / 2; band_k_perm)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const index_t row = e % 2 ? row1 : row0, kk = k + e / 2;
+            v[e] = row < n && kk < P ? dz[Idx(row) * ot + Idx(kk)] : 0.0f;
+          }
+          unsigned zhi[4], zlo[4];
+          tf32_split_fragment<4>(v, zhi, zlo);
+#pragma unroll
+          for (int nt = 0; nt < 8; ++nt) {  // tiles past cn: zero W (not stored)
+            const float2 w = *reinterpret_cast<const float2*>(wfrag + td::band_w_index(s, nt, lane));
+            const unsigned bw[2] = {__float_as_uint(w.x), __float_as_uint(w.y)};
+            mma_tf32(acc[nt], zhi, bw);
+            mma_tf32(acc[nt], zlo, bw);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      if (nt < 2 * pairs) {
+        const Idx ch = Idx(8 * nt + 2 * q);
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const index_t row = hr ? row1 : row0;
+          if (row < Tn) {
+            const bool valid = row < n;
+            T e2[2] = {from_acc<T>(valid ? acc[nt][2 * hr] : 0.0f), from_acc<T>(valid ? acc[nt][2 * hr + 1] : 0.0f)};
+            unsigned raw;
+            memcpy(&raw, e2, sizeof(raw));
+            *reinterpret_cast<unsigned*>(dx + Idx(row) * xt + ch) = raw;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace detail
+}  // namespace cuda
+}  // namespace talkconv

@@ -1,0 +1,117 @@
+// The window's input gradient as a banded matrix product, host+device so the CPU tests run the kernel's
+// plan, coordinates and arithmetic (agent_window_input_grad_band.cuh).
+//
+// SPEC: dx[tau] = (1/K) sum_u w_u(tau) dy[u], w_u = 1 inside token u's window, the fractional weights at its
+// edges, 0 outside. With the taps of detail/math.hpp (i0 = floor(a_r), i2 = floor(a_l) - 1, fractions fr, fl)
+// the weight is the suffix sum of the four tap weights, which is
+//
+//   w_u(tau) = sat((i0 + 1 - tau) + fr) - sat((i2 + 1 - tau) + fl),   sat(v) = clamp(v, 0, 1), sat(NaN) = 0,
+//
+// (tau <= i0: 1; tau = i0 + 1: fr; above: 0; minus 1 below i2 + 1, fl at i2 + 1, 0 above). The integer parts
+// are exact small floats relative to the stage's first token (band_tap), so each term is exact: an integer
+// >= 1 saturates to 1, 0 leaves the fraction, <= -1 leaves a negative number that saturates to 0. On the
+// device each weight is two FADD and one FADD.SAT per side.
+//
+// The product dX (rows x channels) = W (rows x tokens) dY (tokens x channels) runs on 16-bit tensor cores
+// (mma.sync m16n8k16, float accumulators): W in registers, built per lane in the a-fragment order and split
+// in two 16-bit pieces (hi = round(w), lo = round(w - hi): within 2^-17 |w| for bfloat16, 2^-22 for half;
+// the window's inner weights are exactly 1), dY staged in shared memory and read with ldmatrix.trans. Rows
+// [m0, m0 + 16) meet the tokens [m0 - reach_right, m0 + 16 + reach_left) (the windows' reach on the device,
+// as the event kernel's candidates): ceil((16 + reach) / 16) k steps of 16 tokens. Cost per element: the
+// weights (shared by a head's channels), 2 mma per 16 tokens and 8 channels: linear in the window, so the
+// layer takes this path up to dx_band_max_k and the event kernel (dx_plan.hpp) past it.
+#pragma once
+
+#include "talkconv/config.hpp"
+#include "talkconv/detail/math.hpp"
+#include "talkconv/detail/window_tile.hpp"
+
+#include <cmath>
+#include <type_traits>
+
+namespace talkconv {
+namespace detail {
+
+// Widest window (K = L + M + 1) the layer sends to the banded product (a speed choice only: both paths
+// compute the same sums). By the instruction count (bench/cuda/BUDGET.md) the banded product costs about
+// 8 + 2.3 ceil((16 + K) / 16) instructions per element, the event kernel 55-60 measured at K = 33.
+constexpr index_t dx_band_max_k = 255;
+
+// The block's plan: `warps` warps of 16 rows each (tile = 16 warps rows), a stage of `stage_rows` tokens
+// (a segment of the block's token span) plus 16 padding rows (zero dy, zero weights) that a warp's last
+// k step may overrun. The stage holds a tile's whole span for offsets up to max_offset (1 for sigmoid
+// offsets, 1 / (1 - p) after dropout); a span beyond it (larger offsets) takes more segments: the same
+// sums, more passes. Host only.
+struct dx_band_plan {
+  int warps = 8, tile = 128, stage_rows = 0;
+  TALKCONV_HOST_DEVICE int padded_rows() const { return stage_rows + 16; }
+};
+inline dx_band_plan make_dx_band_plan(index_t L, index_t M, bool causal, double max_offset) {
+  dx_band_plan p;
+  if (!(max_offset >= 0.0) || !std::isfinite(max_offset)) max_offset = 1.0;
+  // reach_left <= ceil(L o) + 1 and reach_right <= ceil(M o) (window_tile.hpp's halos), at most a band's.
+  const double most = double(dx_band_max_k) + 2.0;
+  double halo = halo_left_rows(L, max_offset) + halo_right_rows(M, causal, max_offset);
+  if (halo > most) halo = most;
+  p.stage_rows = static_cast<int>((p.tile + static_cast<index_t>(halo) + 15) / 16 * 16);
+  return p;
+}
+
+// One token's weights relative to the stage's first token s0 (float integers, exact while |i - s0| < 2^24:
+// the stage holds a few hundred tokens). A NaN fraction (a NaN offset) gives the token no weight in dx (its
+// dy reaches dx through the offset path, which carries the NaN: dz = do * o_pre (1 - o_pre) with o_pre NaN).
+template <class A>
+struct band_tap {
+  A er, fr, el, fl;
+};
+template <class A, class I>
+TALKCONV_HOST_DEVICE inline band_tap<A> make_band_tap(const window_taps<A, I>& k, I s0) {
+  if (is_nan(k.fr) || is_nan(k.fl)) return band_tap<A>{A(0), A(0), A(0), A(0)};
+  return band_tap<A>{A(k.i0 + 1 - s0), k.fr, A(k.i2 + 1 - s0), k.fl};
+}
+// A token that adds nothing (outside [0, n), or a stage's padding row).
+template <class A>
+TALKCONV_HOST_DEVICE inline band_tap<A> null_band_tap() {
+  return band_tap<A>{A(0), A(0), A(0), A(0)};
+}
+
+// clamp(v, 0, 1) with NaN -> 0: PTX's .sat (FADD.SAT), written so the host computes the same.
+template <class A>
+TALKCONV_HOST_DEVICE inline A sat01(A v) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same<A, float>::value) return __saturatef(v);  // folds into the FADD before it
+#endif
+  return v > A(0) ? (v < A(1) ? v : A(1)) : A(0);
+}
+
+// w_u(tau) with rr = tau - s0 (a float integer): the one formula of the banded product.
+template <class A>
+TALKCONV_HOST_DEVICE inline A band_weight(const band_tap<A>& e, A rr) {
+  return sat01<A>((e.er - rr) + e.fr) - sat01<A>((e.el - rr) + e.fl);
+}
+
+// The stage: token j (0 <= j < padded_rows) of the segment, channel vector v (8 channels, 16 bytes) of
+// the block's 64 at byte j * 128 + 16 (v ^ (j % 8)): the 8 rows of an ldmatrix matrix (8 consecutive
+// tokens, one vector) lie in 8 distinct 16-byte bank groups.
+TALKCONV_HOST_DEVICE constexpr unsigned band_stage_byte(int j, int v) {
+  return unsigned(j) * 128u + 16u * unsigned(v ^ (j & 7));
+}
+
+// The a fragment of the weights (mma_m16n8k16: register i of lane l holds row g + 8 (i % 2), tokens k and
+// k + 1 at k = 2 q + 8 (i / 2); g = l / 4, q = l % 4): the 4 tokens a lane reads, relative to the k step's
+// first token, are band_a_token(l, 0..3) = 2 q, 2 q + 1, 2 q + 8, 2 q + 9; its rows g and g + 8.
+TALKCONV_HOST_DEVICE constexpr int band_a_token(int lane, int t) { return 2 * (lane % 4) + (t % 2) + 8 * (t / 2); }
+
+// The fused offset path (dX += dz W on TF32 m16n8k8, dz split hi + lo, 16-bit W exact in TF32): within a
+// k step of 8 offsets, the fragment index k (mma_m16n8k8::a_k / b_k) stands for offset band_k_perm(k), so
+// a lane's two a elements of a row (k = q, q + 4) are the adjacent offsets 2 q, 2 q + 1 and so are its two
+// b elements. Both operands use the same order: the product is the same sum.
+TALKCONV_HOST_DEVICE constexpr int band_k_perm(int k) { return 2 * (k % 4) + k / 4; }
+
+// W's b fragments staged once per block: step s (8 offsets), 8-channel tile n, lane l: two floats (the
+// offsets 8 s + 2 q, + 1 at channel 8 n + g) at float index band_w_index(s, n, l) (one conflict-free
+// 8-byte read per fragment).
+TALKCONV_HOST_DEVICE constexpr int band_w_index(int s, int n, int lane) { return ((s * 8 + n) * 32 + lane) * 2; }
+
+}  // namespace detail
+}  // namespace talkconv
