@@ -104,7 +104,7 @@ __device__ __forceinline__ void band_a_fragment(const float4* __restrict__ taps,
   float w[4][2];  // [token][row]
 #pragma unroll
   for (int t = 0; t < 4; ++t) {
-    const float4 v = taps[j0 + td::band_a_token(4 * q, t)];  // tokens 2q, 2q + 1, 2q + 8, 2q + 9
+    const float4 v = taps[j0 + td::band_a_token(q, t)];  // lane % 4 = q: tokens 2q, 2q + 1, 2q + 8, 2q + 9
     const td::band_tap<float> e{v.x, v.y, v.z, v.w};
     w[t][0] = td::band_weight<float>(e, rr0);
     w[t][1] = td::band_weight<float>(e, rr0 + 8.0f);
