@@ -315,6 +315,9 @@ TEST_CASE("emulated CUDA dx: integer bounds (offsets 0 and 1) and many narrow he
 
 }
 
+// The cases below, up to TEST_SUITE_END, belong to the same ctest entry (they ran in none before 2026-12-01).
+TEST_SUITE_BEGIN("cuda_tiles");
+
 // ---- tensor-core tiles of the offset GEMMs (agent_dw_tc.cuh) ----------------------------------------------
 // One warp's m16n8k8 products emulated from detail::mma_m16n8k8's fragment coordinates: each fragment
 // element must name a distinct matrix element, and the offset path's column order (W staged at
@@ -760,6 +763,8 @@ TEST_CASE("offset-gradient products: each token's slots are a permutation; head-
   CHECK(td::products_slot(5, 7, 64) == 7);  // wider than a warp: left alone
 }
 
+TEST_SUITE_END();
+
 // ---- the banded dx (agent_window_input_grad_band.cuh), emulated lane by lane ---------------------------
 // The kernel's plan and loops (tiles of 128 rows, segments of the tiles' token spans from the device reach,
 // each warp's band in k steps of 16 tokens), its stage (band_stage_byte) read by an emulated
@@ -813,8 +818,9 @@ vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const s
       // W's b fragments, as the kernel's staging loop writes them
       std::vector<float> wfrag(size_t(steps) * 8 * 32 * 2, std::numeric_limits<float>::quiet_NaN());
       for (int i = 0; i < steps * 256; ++i) {
-        const int s = i / 256, nt = (i / 32) % 8, l = i % 32, ch = 8 * nt + l / 4;
-        const long k = 8L * s + 2 * (l % 4);
+        const td::band_w_item it = td::band_w_item_of(i);
+        const int s = it.s, nt = it.n, l = it.lane, ch = td::band_w_channel(it);
+        const long k = td::band_w_offset(it);
         float w0 = 0.0f, w1 = 0.0f;
         if (ch < cb.cn) {
           if (k < P) w0 = (*W)[size_t(k * pb.C + cb.c0 + ch)];
@@ -864,16 +870,15 @@ vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const s
                     const int g = l / 4;
                     const float rr0 = float(m0 + g - seg);
                     float w[4][2];
-                    for (int t = 0; t < 4; ++t) {
-                      const int j = j0 + td::band_a_token(l, t);
-                      REQUIRE(j < PR);
-                      const td::band_tap<float>& e = taps[size_t(pair_head[p]) * size_t(PR) + size_t(j)];
-                      w[t][0] = td::band_weight<float>(e, rr0);
-                      w[t][1] = td::band_weight<float>(e, rr0 + 8.0f);
-                    }
+                    td::band_lane_weights<float>(
+                        [&](int j) {
+                          REQUIRE(j < PR);
+                          return taps[size_t(pair_head[p]) * size_t(PR) + size_t(j)];
+                        },
+                        j0, l % 4, rr0, w);
                     for (int i = 0; i < 4; ++i)
                       for (int h2 = 0; h2 < 2; ++h2) {
-                        const float wv = w[2 * (i / 2) + h2][i % 2];
+                        const float wv = td::band_reg_weight(w, i, h2);
                         const float ph = round16<H>(wv), pl = round16<H>(wv - ph);
                         Ahi[mk16::a_row(l, i)][mk16::a_k(l, i) + h2] = ph;
                         Alo[mk16::a_row(l, i)][mk16::a_k(l, i) + h2] = pl;
@@ -917,7 +922,7 @@ vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const s
               for (int l = 0; l < 32; ++l) {
                 const int g = l / 4, q = l % 4;
                 for (int e = 0; e < 4; ++e) {
-                  const long row = m0 + g + (e % 2 ? 8 : 0), kk = 8L * s + 2 * q + e / 2;
+                  const long row = m0 + g + (e % 2 ? 8 : 0), kk = td::band_dz_offset(s, q, e);
                   const float v = row < n && kk < P ? (*dz)[pb.oi(row, b, kk)] : 0.0f;
                   const float vh = tf32_trunc(v), vl = tf32_trunc(v - vh);
                   // fragment index a_k stands for offset band_k_perm(a_k): the kernel's kk must be that
@@ -955,6 +960,142 @@ vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const s
       }
     }
   return dx;
+}
+
+// y as the banded forward (agent_window_forward_band.cuh) computes it, before the 16-bit store: the kernel's
+// row-tap table, warp ranges and block span, segments, k steps, lane weights by rows, emulated ldmatrix.trans
+// of the staged x and mma products through the PTX coordinates, NaN marks of the epilogue.
+template <class H>
+vec emulate_fwd_band(const ref::problem& pb, const std::vector<float>& o, const std::vector<float>& x, double max_offset) {
+  using mk16 = td::mma_m16n8k16;
+  using mk8 = td::mma_m16n8k8;
+  const td::dx_band_plan plan = td::make_dx_band_plan(pb.L, pb.M, pb.causal, max_offset);
+  const int S = plan.stage_rows, PR = plan.padded_rows();
+  const long R = pb.R();
+  const float inv_k = 1.0f / float(pb.L + pb.M + 1);
+  vec y(pb.x_size(), std::numeric_limits<double>::quiet_NaN());
+  for (long b = 0; b < pb.B; ++b)
+    for (const channel_block& cb : channel_blocks(pb.C, pb.H)) {
+      const long n = pb.n(b), h_first = cb.c0 / R;
+      const int nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - h_first + 1);
+      REQUIRE(cb.cn % 16 == 0);
+      int pair_head[4];
+      for (int p = 0; p < 4; ++p) {
+        const int h = R <= 64 ? static_cast<int>(16 * p / R) : 0;
+        pair_head[p] = h < nh ? h : nh - 1;
+      }
+      for (long r0 = 0; r0 < pb.T; r0 += 128) {
+        std::vector<std::array<std::array<float, 4>, 8>> acc(size_t(8 * 32));
+        for (auto& a : acc)
+          for (auto& t : a) t.fill(0.0f);
+        std::vector<td::band_tap<float>> taps(size_t(nh) * 128);
+        if (r0 < n) {
+          for (int hh = 0; hh < nh; ++hh)
+            for (int j = 0; j < 128; ++j) {
+              const long u = r0 + j, h = h_first + hh;
+              td::band_tap<float> e = td::null_band_tap<float>();
+              if (u < n) {
+                const auto k = td::make_taps<float, long>(u, o[pb.oi(u, b, h)], pb.causal ? 0.0f : o[pb.oi(u, b, pb.H + h)],
+                                                          pb.L, pb.M, n, pb.causal);
+                e = td::make_band_row_tap<float, long>(k, r0);
+              }
+              taps[size_t(hh) * 128 + size_t(j)] = e;
+            }
+          int wlo[8], whi[8], slo = INT_MAX, shi = INT_MIN;
+          for (int warp = 0; warp < 8; ++warp) {
+            wlo[warp] = INT_MAX, whi[warp] = INT_MIN;
+            for (int i = 0; i < 16 * nh; ++i) {
+              const int hh = i / 16, r = i % 16;
+              if (r0 + 16 * warp + r < n) {
+                const auto& e = taps[size_t(hh) * 128 + size_t(16 * warp + r)];
+                wlo[warp] = std::min(wlo[warp], static_cast<int>(e.el));
+                whi[warp] = std::max(whi[warp], static_cast<int>(e.er));
+              }
+            }
+            if (wlo[warp] <= whi[warp]) slo = std::min(slo, wlo[warp]), shi = std::max(shi, whi[warp]);
+          }
+          const long span_lo = std::max(r0 + slo, 0L), span_hi = std::min(r0 + long(shi) + 1, n);
+          for (long seg = span_lo; seg < span_hi; seg += S) {
+            std::vector<float> stage(size_t(PR) * 64, std::numeric_limits<float>::quiet_NaN());
+            for (int j = 0; j < PR; ++j)
+              for (int v = 0; v < 8; ++v) {
+                const bool valid = v < cb.cn / 8 && j < std::min<long>(S, n - seg);
+                for (int e = 0; e < 8; ++e)
+                  stage[td::band_stage_byte(j, v) / 2 + unsigned(e)] = valid ? x[pb.xi(seg + j, b, cb.c0 + 8 * v + e)] : 0.0f;
+              }
+            for (int warp = 0; warp < 8; ++warp) {
+              const long m0 = r0 + 16 * warp;
+              if (m0 >= n || wlo[warp] > whi[warp]) continue;
+              const long klo = std::max(r0 + wlo[warp], seg), khi = std::min({r0 + long(whi[warp]) + 1, seg + S, n});
+              for (int j0 = int(klo - seg); j0 < int(khi - seg); j0 += 16)
+                for (int p = 0; p < 4; ++p) {
+                  double Ahi[16][16], Alo[16][16], Bm[2][16][8];
+                  for (int l = 0; l < 32; ++l) {
+                    const int g = l / 4;
+                    float w[4][2];
+                    td::band_lane_weights_rows<float>(taps[size_t(pair_head[p]) * 128 + size_t(16 * warp + g)],
+                                                      taps[size_t(pair_head[p]) * 128 + size_t(16 * warp + g + 8)],
+                                                      float(seg - r0 + j0), l % 4, w);
+                    for (int i = 0; i < 4; ++i)
+                      for (int h2 = 0; h2 < 2; ++h2) {
+                        const float wv = td::band_reg_weight(w, i, h2);
+                        const float ph = round16<H>(wv), pl = round16<H>(wv - ph);
+                        Ahi[mk16::a_row(l, i)][mk16::a_k(l, i) + h2] = ph;
+                        Alo[mk16::a_row(l, i)][mk16::a_k(l, i) + h2] = pl;
+                      }
+                  }
+                  for (int l = 0; l < 32; ++l)
+                    for (int m = 0; m < 4; ++m)
+                      for (int h2 = 0; h2 < 2; ++h2) {
+                        const int src = 8 * m + 2 * (l % 4) + h2;
+                        REQUIRE(j0 + td::ldsm_t_b_k(src) < PR);
+                        const unsigned byte = td::band_stage_byte(j0 + td::ldsm_t_b_k(src), 2 * p + td::ldsm_t_b_n(src) / 8);
+                        Bm[m / 2][mk16::b_k(l, m % 2) + h2][mk16::b_col(l, m % 2)] = stage[byte / 2 + unsigned(l / 4)];
+                      }
+                  for (int l = 0; l < 32; ++l)
+                    for (int t2 = 0; t2 < 2; ++t2)
+                      for (int e = 0; e < 4; ++e)
+                        for (const auto* Am : {&Ahi, &Alo}) {
+                          double sum = 0.0;
+                          for (int k = 0; k < 16; ++k) sum += (*Am)[mk8::d_row(l, e)][k] * Bm[t2][k][mk8::d_col(l, e)];
+                          float& a = acc[size_t(warp * 32 + l)][size_t(2 * p + t2)][size_t(e)];
+                          a = float(double(a) + sum);
+                        }
+                }
+            }
+          }
+        }
+        for (int warp = 0; warp < 8; ++warp)
+          for (int l = 0; l < 32; ++l) {
+            const int g = l / 4, q = l % 4;
+            for (int nt = 0; nt < cb.cn / 8; ++nt)
+              for (int hr = 0; hr < 2; ++hr) {
+                const long row = r0 + 16 * warp + g + 8 * hr;
+                if (row >= pb.T) continue;
+                const bool valid = row < n;
+                const float mark = valid ? taps[size_t(pair_head[nt / 2]) * 128 + size_t(16 * warp + g + 8 * hr)].fr : 0.0f;
+                const float sc = std::isnan(mark) ? mark : inv_k;
+                for (int c = 0; c < 2; ++c)
+                  y[pb.xi(row, b, cb.c0 + 8 * nt + 2 * q + c)] =
+                      valid ? double(acc[size_t(warp * 32 + l)][size_t(nt)][size_t(2 * hr + c)] * sc) : 0.0;
+              }
+          }
+      }
+    }
+  return y;
+}
+
+template <class H>
+void check_fwd_band_emulation(const ref::problem& pb, double offset_hi, std::uint64_t seed, double max_offset = 1.0) {
+  INFO(pb.str(), " offsets in [0, ", offset_hi, "] max_offset=", max_offset);
+  std::mt19937_64 rng(seed);
+  vec od = uniform_vec(rng, pb.o_size(), 0.0, offset_hi);
+  for (size_t i = 0; i < od.size(); i += 7) od[i] = double(i % 3 == 0);  // integer bounds: 0 and 1
+  const vec xd = round_through<H>(normal_vec(rng, pb.x_size(), 1.0, 1.0));
+  const std::vector<float> o(od.begin(), od.end()), x(xd.begin(), xd.end());
+  const vec y_ref = ref::window_forward(pb, xd, vec(o.begin(), o.end()));
+  const vec y = emulate_fwd_band<H>(pb, o, x, max_offset);
+  TT_CHECK_CLOSE("emulated banded forward vs reference", y, y_ref, 2e-5, std::max(1.0, max_abs(y_ref)));
 }
 
 template <class H>
@@ -1041,7 +1182,7 @@ TEST_CASE("banded dx: every stage byte is distinct, and an ldmatrix matrix's 8 r
     }
 }
 
-TEST_CASE("banded dx emulated lane by lane == reference: random shapes, bfloat16 and half, fused offset path or not") {
+TEST_CASE("banded dx and forward emulated lane by lane == reference: random shapes, bfloat16 and half, fused offset path or not") {
   std::mt19937_64 rng(4242);
   for (int i = 0; i < draws(16); ++i) {
     ref::problem pb;
@@ -1058,6 +1199,8 @@ TEST_CASE("banded dx emulated lane by lane == reference: random shapes, bfloat16
       for (long b = 0; b < pb.B; ++b) pb.lengths.push_back(uniform_int(rng, 0, pb.T));
     check_band_emulation<Eigen::bfloat16>(pb, 1.0, 500 + i, i % 2 == 0);
     check_band_emulation<Eigen::half>(pb, 1.0, 600 + i, i % 2 == 1);
+    check_fwd_band_emulation<Eigen::bfloat16>(pb, 1.0, 700 + i);
+    check_fwd_band_emulation<Eigen::half>(pb, 1.0, 800 + i);
   }
 }
 
@@ -1071,6 +1214,28 @@ TEST_CASE("banded dx emulated: offsets past the planned max_offset take more seg
   ref::problem bench;  // the benchmark's heads (R = 64, P = 32) on a short sequence
   bench.T = 300, bench.B = 2, bench.C = 1024, bench.H = 16, bench.L = 16, bench.M = 16;
   check_band_emulation<Eigen::bfloat16>(bench, 1.0, 14, true);
+  check_fwd_band_emulation<Eigen::bfloat16>(bench, 1.0, 15);
+  pb.causal = false, pb.M = 30;
+  check_fwd_band_emulation<Eigen::bfloat16>(pb, 4.0, 16);       // spans past the plan: segments
+  check_fwd_band_emulation<Eigen::half>(pb, 4.0, 17, 4.0);
+}
+
+TEST_CASE("banded forward emulated: a NaN offset gives NaN in its token's head and nothing else") {
+  ref::problem pb;
+  pb.T = 200, pb.B = 2, pb.C = 64, pb.H = 2, pb.L = 5, pb.M = 4;
+  std::mt19937_64 rng(31);
+  const vec od = uniform_vec(rng, pb.o_size(), 0.0, 1.0);
+  std::vector<float> o(od.begin(), od.end());
+  o[pb.oi(150, 1, 1)] = std::numeric_limits<float>::quiet_NaN();  // left offset of (t = 150, b = 1, head 1)
+  const vec xd = round_through<Eigen::bfloat16>(normal_vec(rng, pb.x_size(), 1.0, 1.0));
+  const std::vector<float> x(xd.begin(), xd.end());
+  const vec y = emulate_fwd_band<Eigen::bfloat16>(pb, o, x, 1.0);
+  for (long t = 0; t < pb.T; ++t)
+    for (long b = 0; b < pb.B; ++b)
+      for (long c = 0; c < pb.C; ++c) {
+        INFO("t=", t, " b=", b, " c=", c);
+        CHECK(std::isnan(y[pb.xi(t, b, c)]) == (t == 150 && b == 1 && c >= 32));
+      }
 }
 
 }  // TEST_SUITE

@@ -173,3 +173,7 @@ TALKCONV_GPU_CASE("layer backward on the fused dx path's shapes: chunks of 32 of
 TALKCONV_GPU_CASE("layer backward: rows past the lengths get dx exactly 0 with NaN in x, dy there and an Inf in W: half") {
   padded_rows_case<__half>();
 }
+
+TALKCONV_GPU_CASE("banded dx on tensor cores: segments past max_offset, K = 255, split and shared heads, causal, ragged: half") {
+  window_band_cases<__half>();
+}

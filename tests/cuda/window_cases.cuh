@@ -113,6 +113,20 @@ void window_long_halo_cases() {
   window_case<T>(shaped_case(96, 1800, 2, 128, 2, 700, 500, false, layout::tbc, {1800, 1234}), 1.5, 1.0f);
 }
 
+// The banded dx (16-bit x, R % 16 == 0, K <= 255): offsets past the planned max_offset (several segments per
+// tile), K = 255 (the widest band), heads split over blocks (R = 80: 64 + 16 channels), several heads per block
+// (R = 16, 32, 48), K = 1, causal, ragged lengths, both layouts.
+template <class T>
+void window_band_cases() {
+  window_case<T>(shaped_case(201, 700, 1, 64, 1, 40, 30, false, layout::tbc, {650}), 4.0, 1.0f);
+  window_case<T>(shaped_case(202, 700, 1, 64, 1, 40, 30, false, layout::btc, {700}), 4.0, 4.0f);
+  window_case<T>(shaped_case(203, 500, 2, 96, 2, 127, 127, false, layout::btc, {500, 333}), 1.0);
+  window_case<T>(shaped_case(204, 400, 2, 160, 2, 20, 0, true, layout::tbc, {400, 17}), 1.0);
+  window_case<T>(shaped_case(205, 300, 3, 128, 4, 3, 5, false, layout::btc, {}), 1.0);
+  window_case<T>(shaped_case(206, 260, 1, 128, 8, 0, 0, false, layout::tbc, {}), 1.0);
+  window_case<T>(shaped_case(207, 333, 2, 1024, 16, 16, 16, false, layout::tbc, {333, 200}), 1.0);
+}
+
 template <class T>
 void window_sweep(int cases, long max_T) {
   for (int i = 0; i < cases; ++i)

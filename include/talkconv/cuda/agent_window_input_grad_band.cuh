@@ -19,81 +19,11 @@
 // Deterministic: every sum runs in a fixed order of segments, k steps, heads and pieces.
 #pragma once
 
-#include "talkconv/cuda/agent_window_tile.cuh"
-#include "talkconv/cuda/async_copy.cuh"
-#include "talkconv/cuda/mma_tf32.cuh"
-#include "talkconv/detail/dx_band.hpp"
-#include "talkconv/detail/mma_layout.hpp"
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
-#include <cstdint>
-#include <type_traits>
+#include "talkconv/cuda/agent_window_band.cuh"
 
 namespace talkconv {
 namespace cuda {
 namespace detail {
-
-// Per-dtype policy of the banded dx kernel: 16-bit storage types only (their dy is the mma's b operand).
-template <class T>
-struct dx_band_policy {
-  static constexpr bool supported = std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value;
-  static constexpr int threads = 256;  // 8 warps x 16 rows: detail::dx_band_plan
-  static constexpr int min_blocks = 3;
-  static constexpr int tiles_per_block = 4;  // the W stage and the block's setup paid once per 4 tiles
-  static constexpr int max_steps = 16;       // fused offset path: P <= 128 (16 steps of 8 offsets)
-};
-
-struct dx_band_args {
-  int stage_rows = 0;          // tokens per segment (detail::dx_band_plan), padded by 16
-  int tiles_per_block = 1;
-  index_t blocks_per_seq = 0;  // grid x = B * blocks_per_seq
-  bool causal = false;
-  int steps = 0;               // fused offset path: steps of 8 offsets (0: not fused)
-  unsigned taps_at = 0;        // byte offsets in dynamic shared memory: the band_tap table, the W fragments
-  unsigned w_at = 0;
-};
-
-// Dynamic shared memory: the stage (padded rows x 128 bytes), the tap table (heads x padded rows x 16
-// bytes), the fused path's W fragments (steps x 2 KiB).
-struct dx_band_smem {
-  static unsigned taps_at(int stage_rows) { return unsigned(stage_rows + 16) * 128u; }
-  static unsigned w_at(int stage_rows, int nh) { return taps_at(stage_rows) + unsigned(nh) * unsigned(stage_rows + 16) * 16u; }
-  static std::size_t bytes(int stage_rows, int nh, int steps) {
-    return std::size_t(w_at(stage_rows, nh)) + std::size_t(steps) * 8u * 32u * 2u * sizeof(float);
-  }
-};
-
-// 16 bytes from src to dst, or 16 zero bytes when !valid (src is not read then).
-__device__ __forceinline__ void cp_async_16_or_zero(void* dst, const void* src, bool valid) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  const int bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes) : "memory");
-#else
-  *reinterpret_cast<uint4*>(dst) = valid ? __ldg(reinterpret_cast<const uint4*>(src)) : make_uint4(0u, 0u, 0u, 0u);
-#endif
-}
-
-// Two weights (tokens k, k + 1 of one row) as the hi and lo 16-bit pieces of one mma register each: hi
-// rounded to nearest, lo = the exact remainder rounded to nearest (bfloat16: the hi halves widen by a shift
-// and a mask, 6 instructions per register).
-template <class T>
-__device__ __forceinline__ void band_pieces(float w0, float w1, unsigned& hi, unsigned& lo) {
-  if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(w0, w1);
-    hi = *reinterpret_cast<const unsigned*>(&h);
-    const __nv_bfloat162 l =
-        __floats2bfloat162_rn(w0 - __uint_as_float(hi << 16), w1 - __uint_as_float(hi & 0xffff0000u));
-    lo = *reinterpret_cast<const unsigned*>(&l);
-  } else {
-    const __half2 h = __floats2half2_rn(w0, w1);
-    const __half2 l = __floats2half2_rn(w0 - __low2float(h), w1 - __high2float(h));
-    hi = *reinterpret_cast<const unsigned*>(&h);
-    lo = *reinterpret_cast<const unsigned*>(&l);
-  }
-}
 
 // The lane's a fragments (hi, lo) of the weights of rows rr0, rr0 + 8 (relative to the segment) and the k
 // step's tokens j0 + band_a_token(lane, 0..3) of one head's table.
@@ -102,16 +32,14 @@ __device__ __forceinline__ void band_a_fragment(const float4* __restrict__ taps,
                                                 unsigned (&hi)[4], unsigned (&lo)[4]) {
   namespace td = talkconv::detail;
   float w[4][2];  // [token][row]
+  td::band_lane_weights<float>(
+      [taps](int j) {
+        const float4 v = taps[j];
+        return td::band_tap<float>{v.x, v.y, v.z, v.w};
+      },
+      j0, q, rr0, w);
 #pragma unroll
-  for (int t = 0; t < 4; ++t) {
-    const float4 v = taps[j0 + td::band_a_token(q, t)];  // lane % 4 = q: tokens 2q, 2q + 1, 2q + 8, 2q + 9
-    const td::band_tap<float> e{v.x, v.y, v.z, v.w};
-    w[t][0] = td::band_weight<float>(e, rr0);
-    w[t][1] = td::band_weight<float>(e, rr0 + 8.0f);
-  }
-  // register i: row g + 8 (i % 2), tokens 2q + 8 (i / 2) and + 1
-#pragma unroll
-  for (int i = 0; i < 4; ++i) band_pieces<T>(w[2 * (i / 2)][i % 2], w[2 * (i / 2) + 1][i % 2], hi[i], lo[i]);
+  for (int i = 0; i < 4; ++i) band_pieces<T>(td::band_reg_weight(w, i, 0), td::band_reg_weight(w, i, 1), hi[i], lo[i]);
 }
 
 template <class T, class Idx, bool Fused>
@@ -159,9 +87,10 @@ __device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args
     const index_t P = a.g.P;
     const int items = d.steps * 8 * 32;
     for (int i = tid; i < items; i += pol::threads) {
-      const int s = i / 256, nt = (i / 32) % 8, l = i % 32;
-      const int ch = 8 * nt + l / 4;
-      const index_t k = 8 * index_t(s) + 2 * (l % 4);
+      const td::band_w_item w_it = td::band_w_item_of(i);
+      const int s = w_it.s, nt = w_it.n, l = w_it.lane;
+      const int ch = td::band_w_channel(w_it);
+      const index_t k = td::band_w_offset(w_it);
       float w0 = 0.0f, w1 = 0.0f;
       if (ch < cn) {
         if (k < P) w0 = to_acc<T>(a.weight[Idx(k) * Idx(a.g.C) + Idx(c0 + ch)]);
@@ -255,11 +184,10 @@ __device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args
         const index_t P = a.g.P;
         const float* __restrict__ dz = a.dz + Idx(b) * static_cast<Idx>(a.g.ob);
         for (int s = 0; s < d.steps; ++s) {
-          const index_t k = 8 * index_t(s) + 2 * q;
-          float v[4];  // mma_m16n8k8 a: rows g, g + 8 (e % 2), offsets k, k + 1 (e / 2; band_k_perm)
+          float v[4];  // mma_m16n8k8 a: rows g, g + 8 (e % 2), offsets band_dz_offset (band_k_perm order)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            const index_t row = e % 2 ? row1 : row0, kk = k + e / 2;
+            const index_t row = e % 2 ? row1 : row0, kk = td::band_dz_offset(s, q, e);
             v[e] = row < n && kk < P ? dz[Idx(row) * ot + Idx(kk)] : 0.0f;
           }
           unsigned zhi[4], zlo[4];

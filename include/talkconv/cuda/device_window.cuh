@@ -108,11 +108,41 @@ segments_plan plan_segments(const window_params& w, double max_offset, int nh, s
   return p;
 }
 
-// y from x and a.offsets, no global prefix tensor: vector tiles when they apply (in segments when a tile's
-// span does not fit a block), else the generic tile.
+// The banded forward's launch plan (host-testable): segment rows, tiles per block, shared memory.
+template <class T>
+dx_band_launch plan_window_forward_band(const seq_shape& s, const window_params& w, double max_offset, int nh) {
+  using P = dx_band_policy<T>;
+  const talkconv::detail::dx_band_plan bp =
+      talkconv::detail::make_dx_band_plan(w.max_left, w.causal ? 0 : w.max_right, w.causal, max_offset);
+  dx_band_launch p;
+  p.args.stage_rows = bp.stage_rows;
+  p.args.tiles_per_block = P::fwd_tiles_per_block;
+  const index_t tiles = (s.T + bp.tile - 1) / bp.tile;
+  p.args.blocks_per_seq = (tiles + P::fwd_tiles_per_block - 1) / P::fwd_tiles_per_block;
+  p.args.causal = w.causal;
+  p.args.taps_at = dx_band_smem::taps_at(bp.stage_rows);
+  p.smem = dx_band_smem::forward_bytes(bp.stage_rows, nh);
+  return p;
+}
+
+// y from x and a.offsets, no global prefix tensor: the banded product on tensor cores for 16-bit x and
+// windows up to dx_band_max_k, else vector tiles when they apply (in segments when a tile's span does not fit
+// a block), else the generic tile.
 template <class T>
 void launch_window_forward(window_args<T> a, const seq_shape& s, const window_params& w, double max_offset,
                            cudaStream_t stream) {
+  if (band_applies<T>(a.w, s, w, a.x, a.y)) {
+    const dx_band_launch p = plan_window_forward_band<T>(s, w, max_offset, heads_per_block(a.w));
+    const dim3 grid = window_grid(s, p.args.blocks_per_seq, a.w);
+    dispatch_index(fits_int32(s, w.num_offsets()), [&](auto I) {
+      using Idx = typename decltype(I)::type;
+      auto* kernel = &window_forward_band_kernel<T, Idx>;
+      allow_smem(kernel, p.smem, "cudaFuncSetAttribute(window_forward_band_kernel)");
+      kernel<<<grid, dx_band_policy<T>::threads, p.smem, stream>>>(a, p.args);
+      check_launch("window_forward_band_kernel");
+    });
+    return;
+  }
   if (vector_tiles(a, a.y)) {
     const talkconv::detail::window_tile_plan p = vtile_plan(a, s, w, max_offset, false);
     const segments_plan q = plan_segments<T>(w, max_offset, heads_per_block(a.w), smem_per_sm(), p);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include "talkconv/cuda/agent_window.cuh"
+#include "talkconv/cuda/agent_window_forward_band.cuh"
 
 namespace talkconv {
 namespace cuda {
@@ -17,6 +18,14 @@ static __global__ void __launch_bounds__(window_traits::threads) window_forward_
 template <class T, class Idx, bool Causal>
 static __global__ void __launch_bounds__(window_traits::threads) window_offsets_grad_kernel(window_args<T> a) {
   window_offsets_grad_tile<Causal, Idx>(a);
+}
+
+// The banded forward (16-bit x, windows up to detail::dx_band_max_k): grid (B * blocks_per_seq, channel
+// blocks), dx_band_policy::threads threads, dynamic smem dx_band_smem::forward_bytes.
+template <class T, class Idx>
+static __global__ void __launch_bounds__(dx_band_policy<T>::threads, dx_band_policy<T>::min_blocks)
+    window_forward_band_kernel(window_args<T> a, dx_band_args d) {
+  if constexpr (dx_band_policy<T>::supported) window_forward_band_tile<T, Idx>(a, d);
 }
 
 // Vector tiles (16-byte channel vectors, R % vec == 0, aligned): grid (B * tiles, channel blocks),

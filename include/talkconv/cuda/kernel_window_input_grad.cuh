@@ -1,5 +1,7 @@
-// The window's input gradient on CUDA: the thin __global__ entry point over agent_window_input_grad.cuh
-// and its launch (tile plan, vector width, index width, shared memory).
+// The window's input gradient on CUDA: the thin __global__ entry points over agent_window_input_grad_band.cuh
+// (16-bit x, windows up to detail::dx_band_max_k: a banded product on tensor cores) and
+// agent_window_input_grad.cuh (every other case: tap events bucketed per tile), and their launch (which path,
+// tile plan, vector width, index width, shared memory).
 #pragma once
 
 #include "talkconv/cuda/agent_window_input_grad.cuh"
@@ -25,17 +27,10 @@ static __global__ void __launch_bounds__(dx_band_policy<T>::threads, dx_band_pol
   if constexpr (dx_band_policy<T>::supported) input_grad_band_tile<T, Idx, Fused>(a, d);
 }
 
-// Whether the banded dx takes a problem: 16-bit x, 16-byte vectors of dy and dx, heads of a multiple of 16
-// channels (pairs of 8-channel mma tiles share a head), K <= dx_band_max_k.
+// Whether the banded dx takes a problem (band_applies: 16-bit x, R % 16 == 0, K <= dx_band_max_k, aligned).
 template <class T>
 bool use_input_grad_band(const window_args<T>& a, const seq_shape& s, const window_params& w) {
-  if constexpr (!dx_band_policy<T>::supported) {
-    (void)a, (void)s, (void)w;
-    return false;
-  } else {
-    return a.w.R % 16 == 0 && s.C % 8 == 0 && w.window_len() <= talkconv::detail::dx_band_max_k &&
-           reinterpret_cast<std::uintptr_t>(a.dy) % 16 == 0 && reinterpret_cast<std::uintptr_t>(a.dx) % 16 == 0;
-  }
+  return band_applies<T>(a.w, s, w, a.dy, a.dx);
 }
 
 // The banded dx's launch plan (host-testable): segment rows, tiles per block, shared memory.

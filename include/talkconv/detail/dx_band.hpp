@@ -69,6 +69,18 @@ TALKCONV_HOST_DEVICE inline band_tap<A> make_band_tap(const window_taps<A, I>& k
   if (is_nan(k.fr) || is_nan(k.fl)) return band_tap<A>{A(0), A(0), A(0), A(0)};
   return band_tap<A>{A(k.i0 + 1 - s0), k.fr, A(k.i2 + 1 - s0), k.fl};
 }
+// The forward's row taps: a NaN offset marks the row (fr = NaN, no weight anywhere: band_weight saturates NaN
+// to 0) and the row's outputs in that head are NaN (SPEC: a NaN offset gives NaN in that token's head).
+template <class A, class I>
+TALKCONV_HOST_DEVICE inline band_tap<A> make_band_row_tap(const window_taps<A, I>& k, I r0) {
+  if (is_nan(k.fr) || is_nan(k.fl)) return band_tap<A>{A(0), k.fr + k.fl, A(0), A(0)};
+  return band_tap<A>{A(k.i0 + 1 - r0), k.fr, A(k.i2 + 1 - r0), k.fl};
+}
+template <class A>
+TALKCONV_HOST_DEVICE inline bool band_row_is_nan(const band_tap<A>& e) {
+  return is_nan(e.fr);
+}
+
 // A token that adds nothing (outside [0, n), or a stage's padding row).
 template <class A>
 TALKCONV_HOST_DEVICE inline band_tap<A> null_band_tap() {
@@ -102,6 +114,40 @@ TALKCONV_HOST_DEVICE constexpr unsigned band_stage_byte(int j, int v) {
 // first token, are band_a_token(l, 0..3) = 2 q, 2 q + 1, 2 q + 8, 2 q + 9; its rows g and g + 8.
 TALKCONV_HOST_DEVICE constexpr int band_a_token(int lane, int t) { return 2 * (lane % 4) + (t % 2) + 8 * (t / 2); }
 
+// The lane's 8 weights of one k step, w[t][r] = weight of token j0 + band_a_token(q, t) at row rr0 + 8 r
+// (rr0 = g's row relative to the stage), tap_at(j) giving token j's band_tap; register i of the a fragment
+// holds band_reg_weight(w, i, 0) and (, 1): row g + 8 (i % 2), tokens 2q + 8 (i / 2) and + 1. The kernel and
+// the CPU emulation both build their fragments through these two.
+template <class A, class TapAt>
+TALKCONV_HOST_DEVICE inline void band_lane_weights(const TapAt& tap_at, int j0, int q, A rr0, A (&w)[4][2]) {
+#pragma unroll
+  for (int t = 0; t < 4; ++t) {
+    const band_tap<A> e = tap_at(j0 + band_a_token(q, t));
+    w[t][0] = band_weight<A>(e, rr0);
+    w[t][1] = band_weight<A>(e, rr0 + A(8));
+  }
+}
+template <class A>
+TALKCONV_HOST_DEVICE constexpr A band_reg_weight(const A (&w)[4][2], int i, int h) {
+  return w[2 * (i / 2) + h][i % 2];
+}
+
+// The forward reads the same weights by rows (y[u] = (1/K) sum_tau w_u(tau) x[tau]): the lane's rows g, g + 8
+// have the taps row0, row1 (relative to the tile's first row r0), the k step's tokens are base +
+// band_a_token(q, t) (base relative to r0); w[t][r] as band_lane_weights', so band_reg_weight assembles the
+// same a fragments. A row's nonzero weights lie on the tokens [el, er] (relative to r0; er = i0 + 1 - r0 >= its
+// highest token i1 - r0, el = i2 + 1 - r0 its lowest).
+template <class A>
+TALKCONV_HOST_DEVICE inline void band_lane_weights_rows(const band_tap<A>& row0, const band_tap<A>& row1, A base, int q,
+                                                        A (&w)[4][2]) {
+#pragma unroll
+  for (int t = 0; t < 4; ++t) {
+    const A rr = base + A(band_a_token(q, t));
+    w[t][0] = band_weight<A>(row0, rr);
+    w[t][1] = band_weight<A>(row1, rr);
+  }
+}
+
 // The fused offset path (dX += dz W on TF32 m16n8k8, dz split hi + lo, 16-bit W exact in TF32): within a
 // k step of 8 offsets, the fragment index k (mma_m16n8k8::a_k / b_k) stands for offset band_k_perm(k), so
 // a lane's two a elements of a row (k = q, q + 4) are the adjacent offsets 2 q, 2 q + 1 and so are its two
@@ -112,6 +158,16 @@ TALKCONV_HOST_DEVICE constexpr int band_k_perm(int k) { return 2 * (k % 4) + k /
 // offsets 8 s + 2 q, + 1 at channel 8 n + g) at float index band_w_index(s, n, l) (one conflict-free
 // 8-byte read per fragment).
 TALKCONV_HOST_DEVICE constexpr int band_w_index(int s, int n, int lane) { return ((s * 8 + n) * 32 + lane) * 2; }
+// Item i of the W staging loop: step s, tile n, lane l; it writes channel band_w_channel(i) (of the block's)
+// and offsets band_w_offset(i), + 1 at band_w_index(s, n, l).
+struct band_w_item {
+  int s, n, lane;
+};
+TALKCONV_HOST_DEVICE constexpr band_w_item band_w_item_of(int i) { return band_w_item{i / 256, (i / 32) % 8, i % 32}; }
+TALKCONV_HOST_DEVICE constexpr int band_w_channel(const band_w_item& it) { return 8 * it.n + it.lane / 4; }
+TALKCONV_HOST_DEVICE constexpr int band_w_offset(const band_w_item& it) { return 8 * it.s + 2 * (it.lane % 4); }
+// The a element e (mma_m16n8k8) of lane q's dz fragment in step s: row g + 8 (e % 2), offset band_dz_offset.
+TALKCONV_HOST_DEVICE constexpr int band_dz_offset(int s, int q, int e) { return 8 * s + 2 * q + e / 2; }
 
 }  // namespace detail
 }  // namespace talkconv

@@ -1,0 +1,106 @@
+// What the banded window kernels share (agent_window_input_grad_band.cuh: dx = W dY; agent_window_forward_band.cuh:
+// y = W^T-shaped X, the same weights read by rows): the per-dtype policy, the arguments, the shared-memory
+// layout, the stage's 16-byte copies and the split of the weights into two 16-bit pieces. The formula, plan and
+// coordinates are detail/dx_band.hpp (host+device, emulated by the CPU tests).
+#pragma once
+
+#include "talkconv/cuda/agent_window_tile.cuh"
+#include "talkconv/cuda/async_copy.cuh"
+#include "talkconv/cuda/mma_tf32.cuh"
+#include "talkconv/detail/dx_band.hpp"
+#include "talkconv/detail/mma_layout.hpp"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace talkconv {
+namespace cuda {
+namespace detail {
+
+// Per-dtype policy of the banded kernels: 16-bit storage types only (their x / dy is the mma's b operand).
+template <class T>
+struct dx_band_policy {
+  static constexpr bool supported = std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value;
+  static constexpr int threads = 256;  // 8 warps x 16 rows: detail::dx_band_plan
+  static constexpr int min_blocks = 3;
+  static constexpr int tiles_per_block = 4;  // the W stage and the block's setup paid once per 4 tiles
+  static constexpr int fwd_tiles_per_block = 2;
+  static constexpr int max_steps = 16;       // fused offset path: P <= 128 (16 steps of 8 offsets)
+};
+
+// The banded kernels' arguments (the forward uses stage_rows, tiles_per_block, blocks_per_seq, causal, taps_at).
+struct dx_band_args {
+  int stage_rows = 0;          // tokens per segment (detail::dx_band_plan), padded by 16
+  int tiles_per_block = 1;
+  index_t blocks_per_seq = 0;  // grid x = B * blocks_per_seq
+  bool causal = false;
+  int steps = 0;               // fused offset path: steps of 8 offsets (0: not fused)
+  unsigned taps_at = 0;        // byte offsets in dynamic shared memory: the band_tap table, the W fragments
+  unsigned w_at = 0;
+};
+
+// Dynamic shared memory: the stage (padded rows x 128 bytes), the tap table (heads x padded rows x 16
+// bytes; the forward's: heads x 128 rows), the fused path's W fragments (steps x 2 KiB).
+struct dx_band_smem {
+  static std::size_t forward_bytes(int stage_rows, int nh) {
+    return std::size_t(taps_at(stage_rows)) + std::size_t(nh) * 128u * 16u;
+  }
+  static unsigned taps_at(int stage_rows) { return unsigned(stage_rows + 16) * 128u; }
+  static unsigned w_at(int stage_rows, int nh) { return taps_at(stage_rows) + unsigned(nh) * unsigned(stage_rows + 16) * 16u; }
+  static std::size_t bytes(int stage_rows, int nh, int steps) {
+    return std::size_t(w_at(stage_rows, nh)) + std::size_t(steps) * 8u * 32u * 2u * sizeof(float);
+  }
+};
+
+// Whether the banded kernels take a problem: 16-bit x, heads of a multiple of 16 channels (pairs of 8-channel
+// mma tiles share a head), C % 8 == 0 and 16-byte aligned tensors (the stage's 16-byte copies), K <=
+// dx_band_max_k (past it the event / prefix-sum kernels cost less). A speed choice only.
+template <class T>
+bool band_applies(const window_geom& wg, const seq_shape& s, const window_params& w, const void* in, const void* out) {
+  if constexpr (!dx_band_policy<T>::supported) {
+    (void)wg, (void)s, (void)w, (void)in, (void)out;
+    return false;
+  } else {
+    auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+    return wg.R % 16 == 0 && s.C % 8 == 0 && w.window_len() <= talkconv::detail::dx_band_max_k && aligned(in) &&
+           aligned(out);
+  }
+}
+
+// 16 bytes from src to dst, or 16 zero bytes when !valid (src is not read then).
+__device__ __forceinline__ void cp_async_16_or_zero(void* dst, const void* src, bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  const int bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes) : "memory");
+#else
+  *reinterpret_cast<uint4*>(dst) = valid ? __ldg(reinterpret_cast<const uint4*>(src)) : make_uint4(0u, 0u, 0u, 0u);
+#endif
+}
+
+// Two weights (tokens k, k + 1 of one row) as the hi and lo 16-bit pieces of one mma register each: hi
+// rounded to nearest, lo = the exact remainder rounded to nearest (bfloat16: the hi halves widen by a shift
+// and a mask, 6 instructions per register).
+template <class T>
+__device__ __forceinline__ void band_pieces(float w0, float w1, unsigned& hi, unsigned& lo) {
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(w0, w1);
+    hi = *reinterpret_cast<const unsigned*>(&h);
+    const __nv_bfloat162 l =
+        __floats2bfloat162_rn(w0 - __uint_as_float(hi << 16), w1 - __uint_as_float(hi & 0xffff0000u));
+    lo = *reinterpret_cast<const unsigned*>(&l);
+  } else {
+    const __half2 h = __floats2half2_rn(w0, w1);
+    const __half2 l = __floats2half2_rn(w0 - __low2float(h), w1 - __high2float(h));
+    hi = *reinterpret_cast<const unsigned*>(&h);
+    lo = *reinterpret_cast<const unsigned*>(&l);
+  }
+}
+
+}  // namespace detail
+}  // namespace cuda
+}  // namespace talkconv

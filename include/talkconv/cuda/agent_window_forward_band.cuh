@@ -1,0 +1,183 @@
+// The window forward as a banded product on 16-bit tensor cores (bfloat16 and half x), for windows up to
+// detail::dx_band_max_k: y = (1/K) W X with W[u][tau] = w_u(tau), the weights of detail/dx_band.hpp read by
+// rows (band_lane_weights_rows; the CPU tests emulate this file lane by lane). The transpose of the banded dx:
+// the lane's rows keep their own taps, the k steps walk the tokens of their windows.
+//
+// A block owns 64 channels of one sequence and walks fwd_tiles_per_block tiles of 128 rows; warp w owns rows
+// [m0, m0 + 16) as 8 accumulator tiles of 8 channels. Per tile:
+//   1. the rows' taps per head (band_tap relative to r0) into a table; one barrier; each warp takes the
+//      token range of its rows' windows from the table ([el, er] of each valid row, warp min / max), the
+//      block's span is the union (shared-memory atomicMin / atomicMax on integers: order-free); one barrier;
+//   2. per segment of the span (one unless offsets exceed the planned max_offset): x rows staged as dx's dy
+//      (cp.async, zero past the length and in the padding), one barrier; each warp walks its range in k
+//      steps of 16 tokens: per head the lane's 8 weights from its 2 rows' taps, split hi + lo, per pair of
+//      8-channel tiles one ldmatrix.x4.trans of X and 4 mma; one barrier.
+// Then 1/K and 4-byte stores of the lane's 2 rows x 16 channels; rows past the length are written 0.
+// Deterministic: fixed orders of segments, k steps, heads and pieces.
+#pragma once
+
+#include "talkconv/cuda/agent_window_band.cuh"
+
+#include <climits>
+
+namespace talkconv {
+namespace cuda {
+namespace detail {
+
+template <class T, class Idx>
+__device__ void window_forward_band_tile(const window_args<T>& a, const dx_band_args& d) {
+  namespace td = talkconv::detail;
+  using pol = dx_band_policy<T>;
+  constexpr bool Bf16 = std::is_same<T, __nv_bfloat16>::value;
+  extern __shared__ __align__(128) unsigned char talkconv_smem[];
+  __shared__ int span_rel[2];  // the block's token span relative to r0: [lo, hi]
+  unsigned char* stage = talkconv_smem;
+  float4* taps = reinterpret_cast<float4*>(talkconv_smem + d.taps_at);
+  const unsigned stage_base = static_cast<unsigned>(__cvta_generic_to_shared(stage));
+
+  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
+  const unsigned blk = blockIdx.x, bps = static_cast<unsigned>(d.blocks_per_seq), bq = blk / bps;
+  const index_t b = bq, first_tile = index_t(blk - bq * bps) * d.tiles_per_block;
+  index_t c0, h_first;
+  int cn, sub, nh;
+  a.w.block_channels(static_cast<int>(blockIdx.y), c0, cn, sub);
+  a.w.block_heads(static_cast<int>(blockIdx.y), h_first, nh);
+  const index_t Tn = a.g.T, n = a.g.length(b);
+  const int pairs = cn / 16;  // all four pairs are computed (zero x past cn), pairs < cn / 16 stored
+  int pair_head[4];
+#pragma unroll
+  for (int p = 0; p < 4; ++p) {
+    const int h = a.w.head_in_block(16 * p);
+    pair_head[p] = h < nh ? h : nh - 1;
+  }
+  const int S = d.stage_rows, PR = S + 16;
+  const float inv_k = 1.0f / float(a.w.L + a.w.M + 1);
+  const Idx xt = static_cast<Idx>(a.g.xt), ot = static_cast<Idx>(a.g.ot);
+  const T* __restrict__ x = a.x + Idx(b) * static_cast<Idx>(a.g.xb) + Idx(c0);
+  T* __restrict__ y = a.y + Idx(b) * static_cast<Idx>(a.g.xb) + Idx(c0);
+  const float* __restrict__ offs = a.offsets + Idx(b) * static_cast<Idx>(a.g.ob);
+
+  for (int it = 0; it < d.tiles_per_block; ++it) {
+    const index_t r0 = (first_tile + it) * 128;
+    if (r0 >= Tn) break;  // block-uniform
+    if (it > 0) __syncthreads();  // the previous tile's span and table (its epilogue's NaN marks) are read
+    const index_t m0 = r0 + 16 * warp;
+    float acc[8][4];
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+
+    if (r0 < n) {  // block-uniform: a tile past the length is all zeros
+      // 1. the rows' taps, the warps' token ranges, the block's span
+      if (tid == 0) span_rel[0] = INT_MAX, span_rel[1] = INT_MIN;
+      for (int hh = 0; hh < nh; ++hh)
+        for (int j = tid; j < 128; j += pol::threads) {
+          const index_t u = r0 + j;
+          td::band_tap<float> e = td::null_band_tap<float>();
+          if (u < n) {
+            const float* off = offs + Idx(u) * ot;
+            const index_t h = h_first + hh;
+            const window_taps<float, Idx> k = td::make_taps<float, Idx>(
+                Idx(u), off[h], d.causal ? 0.0f : off[a.w.H + h], Idx(a.w.L), Idx(a.w.M), Idx(n), d.causal);
+            e = td::make_band_row_tap<float, Idx>(k, Idx(r0));
+          }
+          taps[hh * 128 + j] = make_float4(e.er, e.fr, e.el, e.fl);
+        }
+      __syncthreads();
+      int lo = INT_MAX, hi = INT_MIN;  // this warp's token range relative to r0, inclusive
+      for (int i = lane; i < 16 * nh; i += 32) {
+        const int hh = i / 16, r = i % 16;
+        if (m0 + r < n) {
+          const float4 e = taps[hh * 128 + 16 * warp + r];
+          lo = min(lo, static_cast<int>(e.z));
+          hi = max(hi, static_cast<int>(e.x));
+        }
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o /= 2) {
+        lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, o));
+        hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, o));
+      }
+      if (lane == 0 && lo <= hi) {
+        atomicMin(&span_rel[0], lo);
+        atomicMax(&span_rel[1], hi);
+      }
+      __syncthreads();
+      // tokens [r0 + lo, r0 + hi] within [0, n): the block's span
+      const index_t span_lo = r0 + span_rel[0] > 0 ? r0 + span_rel[0] : 0;
+      const index_t span_hi = r0 + index_t(span_rel[1]) + 1 < n ? r0 + index_t(span_rel[1]) + 1 : n;
+      const index_t wlo = r0 + lo, whi = r0 + index_t(hi) + 1;  // this warp's range [wlo, whi)
+      for (index_t seg = span_lo; seg < span_hi; seg += S) {
+        // 2. stage x rows [seg, seg + S): thread (row tid / 8 + 32 i, vector tid % 8)
+        {
+          const int v = tid % 8, jmax = static_cast<int>(n - seg < S ? n - seg : S);
+          const bool vec_ok = v < cn / 8;
+          int j = tid / 8;
+          const T* src = x + (seg + j) * a.g.xt + 8 * v;  // 64-bit steps: rows past T formed, never read
+          const index_t step = 32 * a.g.xt;
+          unsigned char* dst = stage + td::band_stage_byte(j, v);
+          for (; j < PR; j += 32, src += step, dst += 32 * 128) {
+            const bool valid = vec_ok && j < jmax;
+            cp_async_16_or_zero(dst, valid ? src : x, valid);
+          }
+        }
+        cp_async_wait_all();
+        __syncthreads();
+        if (m0 < n && wlo < whi) {
+          const index_t klo = wlo > seg ? wlo : seg;
+          index_t khi = whi < seg + S ? whi : seg + S;
+          khi = khi < n ? khi : n;
+          for (int j0 = int(klo - seg); j0 < int(khi - seg); j0 += 16) {
+            const float base = float(seg - r0 + j0);
+            unsigned ahi[4], alo[4];
+#pragma unroll
+            for (int p = 0; p < 4; ++p) {
+              if (p == 0 || pair_head[p] != pair_head[p - 1]) {
+                const float4 t0 = taps[pair_head[p] * 128 + 16 * warp + g], t1 = taps[pair_head[p] * 128 + 16 * warp + g + 8];
+                float w[4][2];
+                td::band_lane_weights_rows<float>(td::band_tap<float>{t0.x, t0.y, t0.z, t0.w},
+                                                  td::band_tap<float>{t1.x, t1.y, t1.z, t1.w}, base, q, w);
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+                  band_pieces<T>(td::band_reg_weight(w, i, 0), td::band_reg_weight(w, i, 1), ahi[i], alo[i]);
+              }
+              unsigned bf[4];
+              ldmatrix_x4<true>(bf, stage_base + td::band_stage_byte(j0 + td::ldsm_t_b_k(lane), 2 * p + td::ldsm_t_b_n(lane) / 8));
+              mma_16bit<Bf16>(acc[2 * p], ahi, bf[0], bf[1]);
+              mma_16bit<Bf16>(acc[2 * p], alo, bf[0], bf[1]);
+              mma_16bit<Bf16>(acc[2 * p + 1], ahi, bf[2], bf[3]);
+              mma_16bit<Bf16>(acc[2 * p + 1], alo, bf[2], bf[3]);
+            }
+          }
+        }
+        __syncthreads();  // the stage is rewritten by the next segment
+      }
+    }
+
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      if (nt < 2 * pairs) {
+        const Idx ch = Idx(8 * nt + 2 * q);
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const index_t row = m0 + g + 8 * hr;
+          if (row < Tn) {
+            const bool valid = row < n;
+            // a NaN offset of this row's head: NaN (the table is intact: the next tile rewrites it after a barrier)
+            const float mark = valid ? taps[pair_head[nt / 2] * 128 + 16 * warp + g + 8 * hr].y : 0.0f;
+            const float s = td::is_nan(mark) ? mark : inv_k;
+            T e2[2] = {from_acc<T>(valid ? acc[nt][2 * hr] * s : 0.0f), from_acc<T>(valid ? acc[nt][2 * hr + 1] * s : 0.0f)};
+            unsigned raw;
+            memcpy(&raw, e2, sizeof(raw));
+            *reinterpret_cast<unsigned*>(y + Idx(row) * xt + ch) = raw;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace detail
+}  // namespace cuda
+}  // namespace talkconv
