@@ -7,7 +7,8 @@
 #
 #   scripts/gpu-lease.sh [out_dir]      (default $OUT, else ./gpu-lease-out)
 #
-# Environment: STEPS (default "check ncu decode ncu-wide bench sanitize"; ncu-wide: ncu's table at
+# Environment: STEPS (default "check ncu decode ncu-wide bench sanitize"; ncu-noband: ncu's table with the banded
+# kernels off (-DTALKCONV_CUDA_BAND=0, its own build, ~100 s), for an A/B in one call; ncu-wide: ncu's table at
 # L = M = 511 bf16, NCU_WIDE_SHAPE to change it, T_NCU_WIDE (60 s); decode: the decoder-step benchmarks alone,
 # about 10 s once the benchmark is built, so a bench step cut short still leaves them; it builds the
 # benchmark: as one translation unit it took 66-100 s on an H200 machine's 16 cores (2026-11-30: a 50 s
@@ -38,6 +39,7 @@ pack() {
   } >"$out/summary.txt"
   for f in ncu/ncu.md bench/bench_cuda.json; do [ -f "$work/$f" ] && cp "$work/$f" "$out/"; done
   [ -f "$work/ncu-wide/ncu.md" ] && cp "$work/ncu-wide/ncu.md" "$out/ncu-wide.md"
+  [ -f "$work/ncu-noband/ncu.md" ] && cp "$work/ncu-noband/ncu.md" "$out/ncu-noband.md"
   [ -f "$work/decode/bench_cuda.json" ] && cp "$work/decode/bench_cuda.json" "$out/decode_cuda.json"
   tar -czf "$out/all.tgz" -C "$work" . 2>/dev/null
 }
@@ -66,6 +68,12 @@ for s in ${STEPS:-check ncu decode ncu-wide bench sanitize}; do
     step ncu-wide "${T_NCU_WIDE:-60}" env SHAPE="${NCU_WIDE_SHAPE:-4096 16 1024 16 511 511 0}" DTYPES=bf16 STALLS=0 \
       scripts/gpu-ncu.sh "$work/ncu-wide" >/dev/null 2>"$work/ncu-wide-stderr.txt"
     ;;
+  # The same table with the banded kernels off (-DTALKCONV_CUDA_BAND=0: the vector-tile forward and the event
+  # dx kernel for 16-bit x): an A/B of the 2026-12-01 change in one call. Its own build directory.
+  ncu-noband)
+    step ncu-noband "${T_NCU_NOBAND:-120}" env CUDA_DEFINES=-DTALKCONV_CUDA_BAND=0 BUILD_DIR="$root/build/gpu-noband" \
+      DTYPES=bf16 STALLS=0 scripts/gpu-ncu.sh "$work/ncu-noband" >/dev/null 2>"$work/ncu-noband-stderr.txt"
+    ;;
   decode)
     step decode "${T_DECODE:-150}" env SKIP_TESTS=1 SKIP_SANITIZE=1 TALKCONV_BENCH_MIN_TIME="${TALKCONV_BENCH_MIN_TIME:-0.03}" \
       BENCH_FILTER=decoder_step scripts/gpu-check.sh "$work/decode" >/dev/null
@@ -86,4 +94,5 @@ pack
 cat "$out/summary.txt"
 [ -f "$work/ncu/ncu.md" ] && cat "$work/ncu/ncu.md"
 [ -f "$work/ncu-wide/ncu.md" ] && sed -n '/^## /,/^$/p' "$work/ncu-wide/ncu.md"
+[ -f "$work/ncu-noband/ncu.md" ] && { echo "== banded kernels off (TALKCONV_CUDA_BAND=0)"; sed -n '/^## /,/^$/p' "$work/ncu-noband/ncu.md"; }
 grep -hE "FAILED|ERROR|error:" "$work"/check/tests.txt 2>/dev/null | head -n 40

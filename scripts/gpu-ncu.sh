@@ -8,7 +8,8 @@
 #
 # Environment: STALLS=1 (also stall reasons, bank conflicts, L2 hit rate: more replay passes), DTYPES (default "bf16 f32"), SHAPE (default "4096 16 1024 16 16 16 0": T B C H L M causal),
 # CUDA_ARCH (default: the GPU's compute capability), BUILD_DIR (default build/gpu-check, shared with
-# scripts/gpu-check.sh), NCU (default ncu). About a minute per dtype on an H200.
+# scripts/gpu-check.sh), NCU (default ncu), CUDA_DEFINES (extra -D flags for nvcc, e.g. "-DTALKCONV_CUDA_BAND=0":
+# the kernels before the banded ones; give it its own BUILD_DIR). About a minute per dtype on an H200.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -22,7 +23,7 @@ arch=${arch:-90}
 deps=${DEPS_PREFIX:-$root/build/deps/usr}
 [ -d "$deps" ] && export CMAKE_PREFIX_PATH="$deps${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$arch" \
-  -DTALKCONV_BUILD_EXAMPLES=OFF >"$out/ncu-configure.txt" 2>&1
+  -DTALKCONV_BUILD_EXAMPLES=OFF -DCMAKE_CUDA_FLAGS="${CUDA_DEFINES:-}" >"$out/ncu-configure.txt" 2>&1
 cmake --build "$build" --target talkconv_cuda_profile -j "${JOBS:-$(nproc)}" >"$out/ncu-build.txt" 2>&1
 prog=$build/bench/cuda/talkconv_cuda_profile
 metrics=gpu__time_duration.sum,smsp__inst_executed.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed

@@ -21,10 +21,17 @@ namespace talkconv {
 namespace cuda {
 namespace detail {
 
+// TALKCONV_CUDA_BAND=0 turns the banded kernels off (16-bit x then takes the vector-tile forward and the event
+// dx kernel, as before 2026-12-01): an A/B switch for the benchmarks, the same sums either way.
+#ifndef TALKCONV_CUDA_BAND
+#define TALKCONV_CUDA_BAND 1
+#endif
+
 // Per-dtype policy of the banded kernels: 16-bit storage types only (their x / dy is the mma's b operand).
 template <class T>
 struct dx_band_policy {
-  static constexpr bool supported = std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value;
+  static constexpr bool supported =
+      TALKCONV_CUDA_BAND != 0 && (std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value);
   static constexpr int threads = 256;  // 8 warps x 16 rows: detail::dx_band_plan
   static constexpr int min_blocks = 3;
   static constexpr int tiles_per_block = 4;  // the W stage and the block's setup paid once per 4 tiles
