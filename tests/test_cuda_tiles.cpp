@@ -853,7 +853,7 @@ vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const s
                 if (j < S && u < n) {
                   const auto k = td::make_taps<float, long>(u, o[pb.oi(u, b, h)], pb.causal ? 0.0f : o[pb.oi(u, b, pb.H + h)],
                                                             pb.L, pb.M, n, pb.causal);
-                  e = td::make_band_tap<float, long>(k, seg);
+                  e = td::make_band_tap<float, long>(k, u);
                 }
                 taps[size_t(hh) * size_t(PR) + size_t(j)] = e;
               }
@@ -997,7 +997,7 @@ vec emulate_fwd_band(const ref::problem& pb, const std::vector<float>& o, const 
               if (u < n) {
                 const auto k = td::make_taps<float, long>(u, o[pb.oi(u, b, h)], pb.causal ? 0.0f : o[pb.oi(u, b, pb.H + h)],
                                                           pb.L, pb.M, n, pb.causal);
-                e = td::make_band_row_tap<float, long>(k, r0);
+                e = td::make_band_row_tap<float, long>(k, u);
               }
               taps[size_t(hh) * 128 + size_t(j)] = e;
             }
@@ -1007,9 +1007,12 @@ vec emulate_fwd_band(const ref::problem& pb, const std::vector<float>& o, const 
             for (int i = 0; i < 16 * nh; ++i) {
               const int hh = i / 16, r = i % 16;
               if (r0 + 16 * warp + r < n) {
-                const auto& e = taps[size_t(hh) * 128 + size_t(16 * warp + r)];
-                wlo[warp] = std::min(wlo[warp], static_cast<int>(e.el));
-                whi[warp] = std::max(whi[warp], static_cast<int>(e.er));
+                int a, z;
+                td::band_row_tokens(taps[size_t(hh) * 128 + size_t(16 * warp + r)], a, z);
+                if (a <= z) {
+                  wlo[warp] = std::min(wlo[warp], 16 * warp + r + a);
+                  whi[warp] = std::max(whi[warp], 16 * warp + r + z);
+                }
               }
             }
             if (wlo[warp] <= whi[warp]) slo = std::min(slo, wlo[warp]), shi = std::max(shi, whi[warp]);
@@ -1035,7 +1038,7 @@ vec emulate_fwd_band(const ref::problem& pb, const std::vector<float>& o, const 
                     float w[4][2];
                     td::band_lane_weights_rows<float>(taps[size_t(pair_head[p]) * 128 + size_t(16 * warp + g)],
                                                       taps[size_t(pair_head[p]) * 128 + size_t(16 * warp + g + 8)],
-                                                      float(seg - r0 + j0), l % 4, w);
+                                                      float(seg + j0 - m0 - g), l % 4, w);
                     for (int i = 0; i < 4; ++i)
                       for (int h2 = 0; h2 < 2; ++h2) {
                         const float wv = td::band_reg_weight(w, i, h2);
@@ -1073,7 +1076,7 @@ vec emulate_fwd_band(const ref::problem& pb, const std::vector<float>& o, const 
                 const long row = r0 + 16 * warp + g + 8 * hr;
                 if (row >= pb.T) continue;
                 const bool valid = row < n;
-                const float mark = valid ? taps[size_t(pair_head[nt / 2]) * 128 + size_t(16 * warp + g + 8 * hr)].fr : 0.0f;
+                const float mark = valid ? taps[size_t(pair_head[nt / 2]) * 128 + size_t(16 * warp + g + 8 * hr)].ar : 0.0f;
                 const float sc = std::isnan(mark) ? mark : inv_k;
                 for (int c = 0; c < 2; ++c)
                   y[pb.xi(row, b, cb.c0 + 8 * nt + 2 * q + c)] =
@@ -1137,12 +1140,15 @@ TEST_CASE("banded dx: the weight formula is the SPEC's window coefficient at eve
   std::mt19937_64 rng(77);
   for (int i = 0; i < 4000; ++i) {
     const long n = uniform_int(rng, 1, 60), t = uniform_int(rng, 0, n - 1), L = uniform_int(rng, 0, 20),
-               M = uniform_int(rng, 0, 20), s0 = uniform_int(rng, -30, 30);
+               M = uniform_int(rng, 0, 20);
     const bool causal = i % 5 == 4;
     float ol = float(uniform_vec(rng, 1, 0.0, 1.5)[0]), orr = float(uniform_vec(rng, 1, 0.0, 1.5)[0]);
     if (i % 4 == 1) ol = float(i % 3 == 0), orr = float(i % 2);
     const auto k = td::make_taps<float, long>(t, ol, orr, L, causal ? 0 : M, n, causal);
-    const td::band_tap<float> e = td::make_band_tap<float, long>(k, s0);
+    const td::band_tap<float> e = td::make_band_tap<float, long>(k, t);
+    const td::band_tap<float> er = td::make_band_row_tap<float, long>(k, t);
+    int lo, hi;
+    td::band_row_tokens(er, lo, hi);
     // SPEC: a_l = clamp(t - o_l L, 0, n - 1), a_r = clamp(t + o_r M, 0, n - 1) (causal: t)
     const double al = std::min(std::max(double(t) - double(ol) * double(float(L)), 0.0), double(n - 1));
     const double ar = causal ? double(t) : std::min(std::max(double(t) + double(orr) * double(float(M)), 0.0), double(n - 1));
@@ -1151,15 +1157,25 @@ TEST_CASE("banded dx: the weight formula is the SPEC's window coefficient at eve
       if (tau >= std::ceil(al) && tau <= std::floor(ar)) want = 1.0;
       if (ar != std::floor(ar) && tau == long(std::ceil(ar))) want = ar - std::floor(ar);
       if (al != std::floor(al) && tau == long(std::floor(al))) want = std::ceil(al) - al;
-      const float got = td::band_weight<float>(e, float(tau - s0));
+      const float got = td::band_weight<float>(e, float(tau - t));
       INFO("t=", t, " n=", n, " L=", L, " M=", M, " o=(", ol, ", ", orr, ") causal=", causal, " tau=", tau);
-      CHECK(std::abs(double(got) - want) <= 1e-6);
+      // ar, al are rounded to float at magnitudes up to max(L, M) + 2: the fraction keeps that many bits fewer
+      CHECK(std::abs(double(got) - want) <= double(std::max(L, M) + 2) * 0x1p-23);
+      CHECK(td::band_weight<float>(er, float(tau - t)) == got);
+      if (got != 0.0f) CHECK((tau - t >= lo && tau - t <= hi));  // the forward's token range covers it
     }
   }
   // a NaN offset: no weight anywhere (its dy reaches dx through the offset path)
   const auto k = td::make_taps<float, long>(5, std::numeric_limits<float>::quiet_NaN(), 0.5f, 4, 4, 20, false);
-  const td::band_tap<float> e = td::make_band_tap<float, long>(k, 0);
-  for (int tau = 0; tau < 20; ++tau) CHECK(td::band_weight<float>(e, float(tau)) == 0.0f);
+  const td::band_tap<float> e = td::make_band_tap<float, long>(k, 5), er = td::make_band_row_tap<float, long>(k, 5);
+  for (int tau = 0; tau < 20; ++tau) {
+    CHECK(td::band_weight<float>(e, float(tau - 5)) == 0.0f);
+    CHECK(td::band_weight<float>(er, float(tau - 5)) == 0.0f);
+  }
+  CHECK(td::band_row_is_nan(er));
+  int lo, hi;
+  td::band_row_tokens(er, lo, hi);
+  CHECK(lo > hi);
   CHECK(td::sat01<float>(std::numeric_limits<float>::quiet_NaN()) == 0.0f);
 }
 

@@ -53,13 +53,16 @@ struct dx_band_args {
 // Dynamic shared memory: the stage (padded rows x 128 bytes), the tap table (heads x padded rows x 16
 // bytes; the forward's: heads x 128 rows), the fused path's W fragments (steps x 2 KiB).
 struct dx_band_smem {
-  static std::size_t forward_bytes(int stage_rows, int nh) {
-    return std::size_t(taps_at(stage_rows)) + std::size_t(nh) * 128u * 16u;
-  }
+  static constexpr unsigned tap_bytes = 8;  // a band_tap<float>
   static unsigned taps_at(int stage_rows) { return unsigned(stage_rows + 16) * 128u; }
-  static unsigned w_at(int stage_rows, int nh) { return taps_at(stage_rows) + unsigned(nh) * unsigned(stage_rows + 16) * 16u; }
+  static unsigned w_at(int stage_rows, int nh) {
+    return (taps_at(stage_rows) + unsigned(nh) * unsigned(stage_rows + 16) * tap_bytes + 15u) / 16u * 16u;
+  }
   static std::size_t bytes(int stage_rows, int nh, int steps) {
     return std::size_t(w_at(stage_rows, nh)) + std::size_t(steps) * 8u * 32u * 2u * sizeof(float);
+  }
+  static std::size_t forward_bytes(int stage_rows, int nh) {
+    return std::size_t(taps_at(stage_rows)) + std::size_t(nh) * 128u * tap_bytes;
   }
 };
 

@@ -32,7 +32,7 @@ __device__ void window_forward_band_tile(const window_args<T>& a, const dx_band_
   extern __shared__ __align__(128) unsigned char talkconv_smem[];
   __shared__ int span_rel[2];  // the block's token span relative to r0: [lo, hi]
   unsigned char* stage = talkconv_smem;
-  float4* taps = reinterpret_cast<float4*>(talkconv_smem + d.taps_at);
+  float2* taps = reinterpret_cast<float2*>(talkconv_smem + d.taps_at);
   const unsigned stage_base = static_cast<unsigned>(__cvta_generic_to_shared(stage));
 
   const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
@@ -80,18 +80,22 @@ __device__ void window_forward_band_tile(const window_args<T>& a, const dx_band_
             const index_t h = h_first + hh;
             const window_taps<float, Idx> k = td::make_taps<float, Idx>(
                 Idx(u), off[h], d.causal ? 0.0f : off[a.w.H + h], Idx(a.w.L), Idx(a.w.M), Idx(n), d.causal);
-            e = td::make_band_row_tap<float, Idx>(k, Idx(r0));
+            e = td::make_band_row_tap<float, Idx>(k, Idx(u));
           }
-          taps[hh * 128 + j] = make_float4(e.er, e.fr, e.el, e.fl);
+          taps[hh * 128 + j] = make_float2(e.ar, e.al);
         }
       __syncthreads();
       int lo = INT_MAX, hi = INT_MIN;  // this warp's token range relative to r0, inclusive
       for (int i = lane; i < 16 * nh; i += 32) {
         const int hh = i / 16, r = i % 16;
         if (m0 + r < n) {
-          const float4 e = taps[hh * 128 + 16 * warp + r];
-          lo = min(lo, static_cast<int>(e.z));
-          hi = max(hi, static_cast<int>(e.x));
+          const float2 e = taps[hh * 128 + 16 * warp + r];
+          int a, z;
+          td::band_row_tokens<float>(td::band_tap<float>{e.x, e.y}, a, z);
+          if (a <= z) {
+            lo = min(lo, 16 * warp + r + a);
+            hi = max(hi, 16 * warp + r + z);
+          }
         }
       }
 #pragma unroll
@@ -129,15 +133,15 @@ __device__ void window_forward_band_tile(const window_args<T>& a, const dx_band_
           index_t khi = whi < seg + S ? whi : seg + S;
           khi = khi < n ? khi : n;
           for (int j0 = int(klo - seg); j0 < int(khi - seg); j0 += 16) {
-            const float base = float(seg - r0 + j0);
+            const float base = float(seg + j0 - m0 - g);  // the step's first token relative to row g
             unsigned ahi[4], alo[4];
 #pragma unroll
             for (int p = 0; p < 4; ++p) {
               if (p == 0 || pair_head[p] != pair_head[p - 1]) {
-                const float4 t0 = taps[pair_head[p] * 128 + 16 * warp + g], t1 = taps[pair_head[p] * 128 + 16 * warp + g + 8];
+                const float2 t0 = taps[pair_head[p] * 128 + 16 * warp + g], t1 = taps[pair_head[p] * 128 + 16 * warp + g + 8];
                 float w[4][2];
-                td::band_lane_weights_rows<float>(td::band_tap<float>{t0.x, t0.y, t0.z, t0.w},
-                                                  td::band_tap<float>{t1.x, t1.y, t1.z, t1.w}, base, q, w);
+                td::band_lane_weights_rows<float>(td::band_tap<float>{t0.x, t0.y}, td::band_tap<float>{t1.x, t1.y}, base,
+                                                  q, w);
 #pragma unroll
                 for (int i = 0; i < 4; ++i)
                   band_pieces<T>(td::band_reg_weight(w, i, 0), td::band_reg_weight(w, i, 1), ahi[i], alo[i]);
@@ -165,7 +169,7 @@ __device__ void window_forward_band_tile(const window_args<T>& a, const dx_band_
           if (row < Tn) {
             const bool valid = row < n;
             // a NaN offset of this row's head: NaN (the table is intact: the next tile rewrites it after a barrier)
-            const float mark = valid ? taps[pair_head[nt / 2] * 128 + 16 * warp + g + 8 * hr].y : 0.0f;
+            const float mark = valid ? taps[pair_head[nt / 2] * 128 + 16 * warp + g + 8 * hr].x : 0.0f;
             const float s = td::is_nan(mark) ? mark : inv_k;
             T e2[2] = {from_acc<T>(valid ? acc[nt][2 * hr] * s : 0.0f), from_acc<T>(valid ? acc[nt][2 * hr + 1] * s : 0.0f)};
             unsigned raw;

@@ -28,14 +28,14 @@ namespace detail {
 // The lane's a fragments (hi, lo) of the weights of rows rr0, rr0 + 8 (relative to the segment) and the k
 // step's tokens j0 + band_a_token(lane, 0..3) of one head's table.
 template <class T>
-__device__ __forceinline__ void band_a_fragment(const float4* __restrict__ taps, int j0, int q, float rr0,
+__device__ __forceinline__ void band_a_fragment(const float2* __restrict__ taps, int j0, int q, float rr0,
                                                 unsigned (&hi)[4], unsigned (&lo)[4]) {
   namespace td = talkconv::detail;
   float w[4][2];  // [token][row]
   td::band_lane_weights<float>(
       [taps](int j) {
-        const float4 v = taps[j];
-        return td::band_tap<float>{v.x, v.y, v.z, v.w};
+        const float2 v = taps[j];
+        return td::band_tap<float>{v.x, v.y};
       },
       j0, q, rr0, w);
 #pragma unroll
@@ -49,8 +49,8 @@ __device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args
   constexpr bool Bf16 = std::is_same<T, __nv_bfloat16>::value;
   extern __shared__ __align__(128) unsigned char talkconv_smem[];
   unsigned char* stage = talkconv_smem;
-  const float4* taps = reinterpret_cast<const float4*>(talkconv_smem + d.taps_at);
-  float4* taps_w = reinterpret_cast<float4*>(talkconv_smem + d.taps_at);
+  const float2* taps = reinterpret_cast<const float2*>(talkconv_smem + d.taps_at);
+  float2* taps_w = reinterpret_cast<float2*>(talkconv_smem + d.taps_at);
   float* wfrag = reinterpret_cast<float*>(talkconv_smem + d.w_at);
   const unsigned stage_base = static_cast<unsigned>(__cvta_generic_to_shared(stage));
 
@@ -142,9 +142,9 @@ __device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args
               const index_t h = h_first + hh;
               const window_taps<float, Idx> k = td::make_taps<float, Idx>(
                   Idx(u), off[h], d.causal ? 0.0f : off[a.w.H + h], Idx(a.w.L), Idx(a.w.M), Idx(n), d.causal);
-              e = td::make_band_tap<float, Idx>(k, Idx(seg));
+              e = td::make_band_tap<float, Idx>(k, Idx(u));
             }
-            taps_w[hh * PR + j] = make_float4(e.er, e.fr, e.el, e.fl);
+            taps_w[hh * PR + j] = make_float2(e.ar, e.al);
           }
         cp_async_wait_all();
         __syncthreads();

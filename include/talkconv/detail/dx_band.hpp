@@ -1,25 +1,27 @@
-// The window's input gradient as a banded matrix product, host+device so the CPU tests run the kernel's
-// plan, coordinates and arithmetic (agent_window_input_grad_band.cuh).
+// The window as a banded matrix product, host+device so the CPU tests run the kernels' plan, coordinates and
+// arithmetic (agent_window_input_grad_band.cuh: dx; agent_window_forward_band.cuh: y).
 //
-// SPEC: dx[tau] = (1/K) sum_u w_u(tau) dy[u], w_u = 1 inside token u's window, the fractional weights at its
-// edges, 0 outside. With the taps of detail/math.hpp (i0 = floor(a_r), i2 = floor(a_l) - 1, fractions fr, fl)
-// the weight is the suffix sum of the four tap weights, which is
+// SPEC: y[u] = (1/K) sum_tau w_u(tau) x[tau] and dx[tau] = (1/K) sum_u w_u(tau) dy[u], w_u = 1 inside token u's
+// window, the fractional weights at its edges, 0 outside. With the taps of detail/math.hpp (i0 = floor(a_r),
+// i2 = floor(a_l) - 1, fractions fr, fl) it is the suffix sum of the four tap weights, which is
 //
-//   w_u(tau) = sat((i0 + 1 - tau) + fr) - sat((i2 + 1 - tau) + fl),   sat(v) = clamp(v, 0, 1), sat(NaN) = 0,
+//   w_u(tau) = sat(ar - d) - sat(al - d),   d = tau - u,  ar = (i0 + 1 - u) + fr,  al = (i2 + 1 - u) + fl,
+//   sat(v) = clamp(v, 0, 1), sat(NaN) = 0
 //
-// (tau <= i0: 1; tau = i0 + 1: fr; above: 0; minus 1 below i2 + 1, fl at i2 + 1, 0 above). The integer parts
-// are exact small floats relative to the stage's first token (band_tap), so each term is exact: an integer
-// >= 1 saturates to 1, 0 leaves the fraction, <= -1 leaves a negative number that saturates to 0. On the
-// device each weight is two FADD and one FADD.SAT per side.
+// (tau <= i0: 1; tau = i0 + 1: fr; above: 0; minus 1 below i2 + 1, fl at i2 + 1, 0 above). ar and al are a
+// token's two numbers (band_tap), relative to the token itself: |ar|, |al| <= max(L, M) + 2, so the fractions
+// keep 24 - log2(max(L, M) + 2) bits (19 at L = M = 16, 16 at 254), and d is an exact small integer, so an
+// integer distance saturates exactly and only the fraction is rounded. On the device a weight is two FADD.SAT
+// and one FADD.
 //
-// The product dX (rows x channels) = W (rows x tokens) dY (tokens x channels) runs on 16-bit tensor cores
-// (mma.sync m16n8k16, float accumulators): W in registers, built per lane in the a-fragment order and split
-// in two 16-bit pieces (hi = round(w), lo = round(w - hi): within 2^-17 |w| for bfloat16, 2^-22 for half;
-// the window's inner weights are exactly 1), dY staged in shared memory and read with ldmatrix.trans. Rows
-// [m0, m0 + 16) meet the tokens [m0 - reach_right, m0 + 16 + reach_left) (the windows' reach on the device,
-// as the event kernel's candidates): ceil((16 + reach) / 16) k steps of 16 tokens. Cost per element: the
-// weights (shared by a head's channels), 2 mma per 16 tokens and 8 channels: linear in the window, so the
-// layer takes this path up to dx_band_max_k and the event kernel (dx_plan.hpp) past it.
+// The products run on 16-bit tensor cores (mma.sync m16n8k16, float accumulators): the weights in registers,
+// built per lane in the a-fragment order and split in two 16-bit pieces (hi = round(w), lo = round(w - hi):
+// within 2^-17 |w| for bfloat16, 2^-22 for half; the window's inner weights are exactly 1), dY or X staged in
+// shared memory and read with ldmatrix.trans. dx: rows [m0, m0 + 16) meet the tokens [m0 - reach_right, m0 + 16
+// + reach_left) (the windows' reach on the device, as the event kernel's candidates): ceil((16 + reach) / 16)
+// k steps of 16 tokens. y: row u reads the tokens [u + floor(al), u + ceil(ar)]. Cost per element: the weights
+// (shared by a head's channels), 2 mma per 16 tokens and 8 channels: linear in the window, so the layer takes
+// these paths up to dx_band_max_k and the event kernel / prefix-sum tiles past it.
 #pragma once
 
 #include "talkconv/config.hpp"
@@ -57,34 +59,44 @@ inline dx_band_plan make_dx_band_plan(index_t L, index_t M, bool causal, double 
   return p;
 }
 
-// One token's weights relative to the stage's first token s0 (float integers, exact while |i - s0| < 2^24:
-// the stage holds a few hundred tokens). A NaN fraction (a NaN offset) gives the token no weight in dx (its
-// dy reaches dx through the offset path, which carries the NaN: dz = do * o_pre (1 - o_pre) with o_pre NaN).
+// One token's two numbers (the formula above), relative to the token. A NaN fraction (a NaN offset) gives the
+// token no weight in dx (its dy reaches dx through the offset path, which carries the NaN: dz = do * o_pre (1 -
+// o_pre) with o_pre NaN).
 template <class A>
 struct band_tap {
-  A er, fr, el, fl;
+  A ar, al;
 };
 template <class A, class I>
-TALKCONV_HOST_DEVICE inline band_tap<A> make_band_tap(const window_taps<A, I>& k, I s0) {
-  if (is_nan(k.fr) || is_nan(k.fl)) return band_tap<A>{A(0), A(0), A(0), A(0)};
-  return band_tap<A>{A(k.i0 + 1 - s0), k.fr, A(k.i2 + 1 - s0), k.fl};
+TALKCONV_HOST_DEVICE inline band_tap<A> make_band_tap(const window_taps<A, I>& k, I u) {
+  if (is_nan(k.fr) || is_nan(k.fl)) return band_tap<A>{A(0), A(0)};
+  return band_tap<A>{A(k.i0 + 1 - u) + k.fr, A(k.i2 + 1 - u) + k.fl};
 }
-// The forward's row taps: a NaN offset marks the row (fr = NaN, no weight anywhere: band_weight saturates NaN
-// to 0) and the row's outputs in that head are NaN (SPEC: a NaN offset gives NaN in that token's head).
+// The forward's row taps: a NaN offset marks the row (ar = al = NaN: no weight anywhere, sat(NaN) = 0) and the row's
+// outputs in that head are NaN (SPEC: a NaN offset gives NaN in that token's head).
 template <class A, class I>
-TALKCONV_HOST_DEVICE inline band_tap<A> make_band_row_tap(const window_taps<A, I>& k, I r0) {
-  if (is_nan(k.fr) || is_nan(k.fl)) return band_tap<A>{A(0), k.fr + k.fl, A(0), A(0)};
-  return band_tap<A>{A(k.i0 + 1 - r0), k.fr, A(k.i2 + 1 - r0), k.fl};
+TALKCONV_HOST_DEVICE inline band_tap<A> make_band_row_tap(const window_taps<A, I>& k, I u) {
+  if (is_nan(k.fr) || is_nan(k.fl)) return band_tap<A>{k.fr + k.fl, k.fr + k.fl};
+  return make_band_tap<A, I>(k, u);
 }
 template <class A>
 TALKCONV_HOST_DEVICE inline bool band_row_is_nan(const band_tap<A>& e) {
-  return is_nan(e.fr);
+  return is_nan(e.ar);
 }
-
 // A token that adds nothing (outside [0, n), or a stage's padding row).
 template <class A>
 TALKCONV_HOST_DEVICE inline band_tap<A> null_band_tap() {
-  return band_tap<A>{A(0), A(0), A(0), A(0)};
+  return band_tap<A>{A(0), A(0)};
+}
+// The tokens a row's nonzero weights can lie on, relative to the row: [floor(al), ceil(ar)] (the weight needs
+// al - 1 < d < ar). A marked (NaN) row reads none: lo > hi.
+template <class A>
+TALKCONV_HOST_DEVICE inline void band_row_tokens(const band_tap<A>& e, int& lo, int& hi) {
+  if (is_nan(e.ar) || is_nan(e.al)) {
+    lo = 1, hi = 0;
+    return;
+  }
+  lo = static_cast<int>(floor_(e.al));
+  hi = static_cast<int>(-floor_(-e.ar));  // ceil
 }
 
 // clamp(v, 0, 1) with NaN -> 0: PTX's .sat (FADD.SAT), written so the host computes the same.
@@ -96,10 +108,10 @@ TALKCONV_HOST_DEVICE inline A sat01(A v) {
   return v > A(0) ? (v < A(1) ? v : A(1)) : A(0);
 }
 
-// w_u(tau) with rr = tau - s0 (a float integer): the one formula of the banded product.
+// w_u(tau) with d = tau - u (a float integer): the one formula of the banded products.
 template <class A>
-TALKCONV_HOST_DEVICE inline A band_weight(const band_tap<A>& e, A rr) {
-  return sat01<A>((e.er - rr) + e.fr) - sat01<A>((e.el - rr) + e.fl);
+TALKCONV_HOST_DEVICE inline A band_weight(const band_tap<A>& e, A d) {
+  return sat01<A>(e.ar - d) - sat01<A>(e.al - d);
 }
 
 // The stage: token j (0 <= j < padded_rows) of the segment, channel vector v (8 channels, 16 bytes) of
@@ -114,17 +126,19 @@ TALKCONV_HOST_DEVICE constexpr unsigned band_stage_byte(int j, int v) {
 // first token, are band_a_token(l, 0..3) = 2 q, 2 q + 1, 2 q + 8, 2 q + 9; its rows g and g + 8.
 TALKCONV_HOST_DEVICE constexpr int band_a_token(int lane, int t) { return 2 * (lane % 4) + (t % 2) + 8 * (t / 2); }
 
-// The lane's 8 weights of one k step, w[t][r] = weight of token j0 + band_a_token(q, t) at row rr0 + 8 r
-// (rr0 = g's row relative to the stage), tap_at(j) giving token j's band_tap; register i of the a fragment
-// holds band_reg_weight(w, i, 0) and (, 1): row g + 8 (i % 2), tokens 2q + 8 (i / 2) and + 1. The kernel and
-// the CPU emulation both build their fragments through these two.
+// dx: the lane's 8 weights of one k step, w[t][r] = weight of token j0 + band_a_token(q, t) at row rr0 + 8 r (rows
+// and tokens relative to the stage's first token), tap_at(j) giving token j's band_tap; register i of the a
+// fragment holds band_reg_weight(w, i, 0) and (, 1): row g + 8 (i % 2), tokens 2q + 8 (i / 2) and + 1. The
+// kernel and the CPU emulation both build their fragments through these.
 template <class A, class TapAt>
 TALKCONV_HOST_DEVICE inline void band_lane_weights(const TapAt& tap_at, int j0, int q, A rr0, A (&w)[4][2]) {
 #pragma unroll
   for (int t = 0; t < 4; ++t) {
-    const band_tap<A> e = tap_at(j0 + band_a_token(q, t));
-    w[t][0] = band_weight<A>(e, rr0);
-    w[t][1] = band_weight<A>(e, rr0 + A(8));
+    const int j = j0 + band_a_token(q, t);
+    const band_tap<A> e = tap_at(j);
+    const A d = rr0 - A(j);
+    w[t][0] = band_weight<A>(e, d);
+    w[t][1] = band_weight<A>(e, d + A(8));
   }
 }
 template <class A>
@@ -132,19 +146,18 @@ TALKCONV_HOST_DEVICE constexpr A band_reg_weight(const A (&w)[4][2], int i, int 
   return w[2 * (i / 2) + h][i % 2];
 }
 
-// The forward reads the same weights by rows (y[u] = (1/K) sum_tau w_u(tau) x[tau]): the lane's rows g, g + 8
-// have the taps row0, row1 (relative to the tile's first row r0), the k step's tokens are base +
-// band_a_token(q, t) (base relative to r0); w[t][r] as band_lane_weights', so band_reg_weight assembles the
-// same a fragments. A row's nonzero weights lie on the tokens [el, er] (relative to r0; er = i0 + 1 - r0 >= its
-// highest token i1 - r0, el = i2 + 1 - r0 its lowest).
+// y: the same weights read by rows (y[u] = (1/K) sum_tau w_u(tau) x[tau]). The lane's rows g, g + 8 have the
+// taps row0, row1 (each relative to its own row); the k step's tokens are base + band_a_token(q, t) with base
+// relative to row g; w[t][r] as band_lane_weights', so band_reg_weight assembles the same a fragments.
 template <class A>
 TALKCONV_HOST_DEVICE inline void band_lane_weights_rows(const band_tap<A>& row0, const band_tap<A>& row1, A base, int q,
                                                         A (&w)[4][2]) {
+  const band_tap<A> r1{row1.ar + A(8), row1.al + A(8)};  // relative to row g
 #pragma unroll
   for (int t = 0; t < 4; ++t) {
-    const A rr = base + A(band_a_token(q, t));
-    w[t][0] = band_weight<A>(row0, rr);
-    w[t][1] = band_weight<A>(row1, rr);
+    const A d = base + A(band_a_token(q, t));
+    w[t][0] = band_weight<A>(row0, d);
+    w[t][1] = band_weight<A>(r1, d);
   }
 }
 
