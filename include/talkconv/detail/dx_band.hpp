@@ -132,7 +132,6 @@ TALKCONV_HOST_DEVICE constexpr int band_a_token(int lane, int t) { return 2 * (l
 // kernel and the CPU emulation both build their fragments through these.
 template <class A, class TapAt>
 TALKCONV_HOST_DEVICE inline void band_lane_weights(const TapAt& tap_at, int j0, int q, A rr0, A (&w)[4][2]) {
-#pragma unroll
   for (int t = 0; t < 4; ++t) {
     const int j = j0 + band_a_token(q, t);
     const band_tap<A> e = tap_at(j);
@@ -153,7 +152,6 @@ template <class A>
 TALKCONV_HOST_DEVICE inline void band_lane_weights_rows(const band_tap<A>& row0, const band_tap<A>& row1, A base, int q,
                                                         A (&w)[4][2]) {
   const band_tap<A> r1{row1.ar + A(8), row1.al + A(8)};  // relative to row g
-#pragma unroll
   for (int t = 0; t < 4; ++t) {
     const A d = base + A(band_a_token(q, t));
     w[t][0] = band_weight<A>(row0, d);
