@@ -296,3 +296,35 @@ TEST_CASE("dx kernel's shared memory: staged dy rows within the opt-in; on an H1
       check_dx(double{}, std::false_type{}, s, w, optin);
     }
 }
+
+TEST_CASE("banded kernels' plans: a tile's span in one segment at the planned max_offset, shared memory within every opt-in") {
+  for (const talkconv::window_params& w :
+       {talkconv::window_params{16, 16, 16, false}, talkconv::window_params{16, 63, 0, true},
+        talkconv::window_params{64, 5, 7, false}, talkconv::window_params{64, 127, 127, false},
+        talkconv::window_params{16, 254, 0, true}, talkconv::window_params{4, 0, 0, false}})
+    for (double mo : {1.0, 1.0 / (1.0 - 0.3), 10.0})
+      for (int nh : {1, 4}) {
+        const talkconv::seq_shape s{4096, 16, 1024, layout::tbc};
+        INFO("H=", w.heads, " L=", w.max_left, " M=", w.max_right, " causal=", w.causal, " max_offset=", mo, " nh=", nh);
+        const d::dx_band_launch dx = d::plan_input_grad_band<__nv_bfloat16>(s, w, mo, nh, true);
+        const d::dx_band_launch fw = d::plan_window_forward_band<__nv_bfloat16>(s, w, mo, nh);
+        // reach_left <= ceil(L o) + 1, reach_right <= ceil(M o): one segment while the halo is under the cap
+        const double halo = std::ceil(double(w.max_left) * mo) + 1.0 + (w.causal ? 0.0 : std::ceil(double(w.max_right) * mo));
+        CHECK(dx.args.stage_rows % 16 == 0);
+        CHECK(dx.args.stage_rows >= std::min(128.0 + halo, 128.0 + double(talkconv::detail::dx_band_max_k) + 2.0));
+        CHECK(dx.args.stage_rows <= 128 + talkconv::detail::dx_band_max_k + 2 + 15);
+        CHECK(fw.args.stage_rows == dx.args.stage_rows);
+        CHECK(dx.args.taps_at == unsigned(dx.args.stage_rows + 16) * 128u);
+        CHECK(dx.args.w_at % 16 == 0);
+        CHECK(dx.args.w_at >= dx.args.taps_at + unsigned(nh) * unsigned(dx.args.stage_rows + 16) * 8u);
+        CHECK(dx.smem == dx.args.w_at + std::size_t(dx.args.steps) * 2048u);
+        CHECK(dx.args.steps == (w.num_offsets() + 7) / 8);
+        for (std::size_t optin : optins) {
+          INFO("optin=", optin);
+          CHECK(dx.smem + d::smem_reserved_per_block + 256 <= optin);
+          CHECK(fw.smem + d::smem_reserved_per_block + 256 <= optin);
+        }
+        CHECK(dx.args.blocks_per_seq == (4096 / 128 + 3) / 4);
+        CHECK(fw.args.blocks_per_seq == (4096 / 128 + 1) / 2);
+      }
+}

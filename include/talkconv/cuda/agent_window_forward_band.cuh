@@ -29,7 +29,7 @@ __device__ void window_forward_band_tile(const window_args<T>& a, const dx_band_
   namespace td = talkconv::detail;
   using pol = dx_band_policy<T>;
   constexpr bool Bf16 = std::is_same<T, __nv_bfloat16>::value;
-  extern __shared__ __align__(128) unsigned char talkconv_smem[];
+  extern __shared__ __align__(16) unsigned char talkconv_smem[];
   __shared__ int span_rel[2];  // the block's token span relative to r0: [lo, hi]
   unsigned char* stage = talkconv_smem;
   float2* taps = reinterpret_cast<float2*>(talkconv_smem + d.taps_at);

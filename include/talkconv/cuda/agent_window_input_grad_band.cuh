@@ -47,7 +47,7 @@ __device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args
   namespace td = talkconv::detail;
   using pol = dx_band_policy<T>;
   constexpr bool Bf16 = std::is_same<T, __nv_bfloat16>::value;
-  extern __shared__ __align__(128) unsigned char talkconv_smem[];
+  extern __shared__ __align__(16) unsigned char talkconv_smem[];
   unsigned char* stage = talkconv_smem;
   const float2* taps = reinterpret_cast<const float2*>(talkconv_smem + d.taps_at);
   float2* taps_w = reinterpret_cast<float2*>(talkconv_smem + d.taps_at);

@@ -130,9 +130,11 @@ template <class T>
 bool launch_input_grad(const window_args<T>& a, const seq_shape& s, const window_params& w, cudaStream_t stream,
                        double max_offset = 1.0) {
   using P = dx_policy<T>;
-  if (use_input_grad_band(a, s, w)) {
-    const bool fused = a.dz != nullptr && a.weight != nullptr && w.num_offsets() <= 8 * dx_band_policy<T>::max_steps;
-    const dx_band_launch p = plan_input_grad_band<T>(s, w, max_offset, heads_per_block(a.w), fused);
+  const bool band_fused = a.dz != nullptr && a.weight != nullptr && w.num_offsets() <= 8 * dx_band_policy<T>::max_steps;
+  const dx_band_launch band = plan_input_grad_band<T>(s, w, max_offset, heads_per_block(a.w), band_fused);
+  if (use_input_grad_band(a, s, w) && band.smem + smem_reserved_per_block <= smem_optin()) {
+    const bool fused = band_fused;
+    const dx_band_launch& p = band;
     const dim3 grid = window_grid(s, p.args.blocks_per_seq, a.w);
     dispatch_index(fits_int32(s, w.num_offsets()), [&](auto I) {
       using Idx = typename decltype(I)::type;
