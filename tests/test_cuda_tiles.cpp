@@ -861,7 +861,7 @@ vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const s
               const long m0 = r0 + 16 * warp;
               if (m0 >= n) continue;
               const long lo = std::max(m0 - rr, seg);
-              const long hi = std::min({m0 + 16 + rl, seg + S, n});
+              const long hi = std::min({m0 + 15 + rl, seg + S, n});
               for (int j0 = int(lo - seg); j0 < int(hi - seg); j0 += 16)
                 for (int p = 0; p < 4; ++p) {
                   // a fragments (hi, lo pieces) per lane, then as 16 x 16 matrices by the PTX coordinates

@@ -9,7 +9,7 @@
 // exceed the planned max_offset):
 //   1. stage the segment's dy rows (cp.async, 16 bytes per copy, zero past the sequence and the segment)
 //      at detail::band_stage_byte, and each (token, head)'s band_tap (16 bytes) in a table; one barrier;
-//   2. each warp walks its band [m0 - reach_right, m0 + 16 + reach_left) in k steps of 16 tokens: per head
+//   2. each warp walks its band [m0 - reach_right, m0 + 15 + reach_left) in k steps of 16 tokens: per head
 //      of the block, the lane's 8 weights (band_a_token: rows g, g + 8 x tokens 2q, 2q + 1, 2q + 8, 2q + 9)
 //      from 4 table reads, split hi + lo in the 16-bit type; per pair of 8-channel tiles one ldmatrix.x4.trans
 //      of dY and 4 mma (hi then lo, per tile); one barrier before the next segment is staged.
@@ -151,7 +151,8 @@ __device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args
         // 2. this warp's band within the segment
         if (m0 < n) {
           const index_t lo = m0 - rr > seg ? m0 - rr : seg;
-          index_t hi = m0 + 16 + rl < seg + S ? m0 + 16 + rl : seg + S;
+          // u's weights lie on rows [i2 + 1, i1] with i2 >= u - rl, i1 <= u + rr: tokens [m0 - rr, m0 + 15 + rl)
+          index_t hi = m0 + 15 + rl < seg + S ? m0 + 15 + rl : seg + S;
           hi = hi < n ? hi : n;
           const float rr0 = float(m0 + g - seg);
           for (int j0 = int(lo - seg); j0 < int(hi - seg); j0 += 16) {

@@ -17,9 +17,10 @@
 // The products run on 16-bit tensor cores (mma.sync m16n8k16, float accumulators): the weights in registers,
 // built per lane in the a-fragment order and split in two 16-bit pieces (hi = round(w), lo = round(w - hi):
 // within 2^-17 |w| for bfloat16, 2^-22 for half; the window's inner weights are exactly 1), dY or X staged in
-// shared memory and read with ldmatrix.trans. dx: rows [m0, m0 + 16) meet the tokens [m0 - reach_right, m0 + 16
-// + reach_left) (the windows' reach on the device, as the event kernel's candidates): ceil((16 + reach) / 16)
-// k steps of 16 tokens. y: row u reads the tokens [u + floor(al), u + ceil(ar)]. Cost per element: the weights
+// shared memory and read with ldmatrix.trans. dx: rows [m0, m0 + 16) meet the tokens [m0 - reach_right, m0 + 15
+// + reach_left) (the windows' reach on the device: every tap of u lies in [u - reach_left, u + reach_right], and
+// u's weights in [i2 + 1, i1]): ceil((15 + reach) / 16) k steps of 16 tokens, 3 at L = M = 16. y: row u reads
+// the tokens [u + floor(al), u + ceil(ar) - 1], at most [u - L, u + M]. Cost per element: the weights
 // (shared by a head's channels), 2 mma per 16 tokens and 8 channels: linear in the window, so the layer takes
 // these paths up to dx_band_max_k and the event kernel / prefix-sum tiles past it.
 #pragma once
@@ -87,8 +88,8 @@ template <class A>
 TALKCONV_HOST_DEVICE inline band_tap<A> null_band_tap() {
   return band_tap<A>{A(0), A(0)};
 }
-// The tokens a row's nonzero weights can lie on, relative to the row: [floor(al), ceil(ar)] (the weight needs
-// al - 1 < d < ar). A marked (NaN) row reads none: lo > hi.
+// The tokens a row's nonzero weights can lie on, relative to the row: [floor(al), ceil(ar) - 1] (the weight
+// needs al - 1 < d < ar); at most [-L, M] for offsets in [0, 1]. A marked (NaN) row reads none: lo > hi.
 template <class A>
 TALKCONV_HOST_DEVICE inline void band_row_tokens(const band_tap<A>& e, int& lo, int& hi) {
   if (is_nan(e.ar) || is_nan(e.al)) {
@@ -96,7 +97,7 @@ TALKCONV_HOST_DEVICE inline void band_row_tokens(const band_tap<A>& e, int& lo, 
     return;
   }
   lo = static_cast<int>(floor_(e.al));
-  hi = static_cast<int>(-floor_(-e.ar));  // ceil
+  hi = static_cast<int>(-floor_(-e.ar)) - 1;  // ceil(ar) - 1
 }
 
 // clamp(v, 0, 1) with NaN -> 0: PTX's .sat (FADD.SAT), written so the host computes the same.
