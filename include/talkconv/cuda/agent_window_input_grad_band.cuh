@@ -182,14 +182,19 @@ __device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args
     const index_t row0 = m0 + g, row1 = m0 + g + 8;
     if constexpr (Fused) {
       if (m0 < n) {
-        const index_t P = a.g.P;
+        // The lane's two dz rows (rows past the length read nothing), offsets band_dz_offset(s, q, e) =
+        // 8 s + 2 q + e / 2: the step walks both pointers by 8, its bounds are 32-bit compares with P.
+        const int P = static_cast<int>(a.g.P);  // <= 8 * max_steps
         const float* __restrict__ dz = a.dz + Idx(b) * static_cast<Idx>(a.g.ob);
-        for (int s = 0; s < d.steps; ++s) {
+        const bool ok0 = row0 < n, ok1 = row1 < n;
+        const float* z0 = dz + (ok0 ? Idx(row0) * ot : Idx(0)) + 2 * q;
+        const float* z1 = dz + (ok1 ? Idx(row1) * ot : Idx(0)) + 2 * q;
+        for (int s = 0; s < d.steps; ++s, z0 += 8, z1 += 8) {
           float v[4];  // mma_m16n8k8 a: rows g, g + 8 (e % 2), offsets band_dz_offset (band_k_perm order)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            const index_t row = e % 2 ? row1 : row0, kk = td::band_dz_offset(s, q, e);
-            v[e] = row < n && kk < P ? dz[Idx(row) * ot + Idx(kk)] : 0.0f;
+            const bool in = td::band_dz_offset(s, q, e) < P && (e % 2 ? ok1 : ok0);
+            v[e] = in ? (e % 2 ? z1 : z0)[e / 2] : 0.0f;
           }
           unsigned zhi[4], zlo[4];
           tf32_split_fragment<4>(v, zhi, zlo);
