@@ -790,11 +790,66 @@ inline float tf32_trunc(float v) {
   return r;
 }
 
+// The stage of one segment as stage_band_rows writes it (16-bit elements by byte / 2, values of `src`, zero past
+// the length, in the padding rows and past cn; NaN where nothing is written: never read).
+std::vector<float> band_stage(const ref::problem& pb, const std::vector<float>& src, long b, const channel_block& cb,
+                              long seg, long n, int S) {
+  std::vector<float> stage(size_t(S + 16) * 64, std::numeric_limits<float>::quiet_NaN());
+  for (int j = 0; j < S + 16; ++j)
+    for (int v = 0; v < 8; ++v) {
+      const bool valid = v < cb.cn / 8 && j < std::min<long>(S, n - seg);
+      for (int e = 0; e < 8; ++e)
+        stage[td::band_stage_byte(j, v) / 2 + unsigned(e)] = valid ? src[pb.xi(seg + j, b, cb.c0 + 8 * v + e)] : 0.0f;
+    }
+  return stage;
+}
+
+// One k step of one warp for the pair of 8-channel tiles p, as both banded kernels issue it: each lane's
+// 8 weights (lane_weights(lane, w): the kernel's band_lane_weights or band_lane_weights_rows) split in two
+// pieces of H into a fragments, ldmatrix.x4.trans of the stage at the kernels' lane addresses, and the
+// mma products (hi, then lo) through the PTX coordinates into the warp's accumulators.
+template <class H, class LaneWeights>
+void emulate_band_pair(const std::vector<float>& stage, int j0, int p, const LaneWeights& lane_weights,
+                       std::array<std::array<float, 4>, 8>* acc) {
+  using mk16 = td::mma_m16n8k16;
+  using mk8 = td::mma_m16n8k8;
+  double Ahi[16][16], Alo[16][16], Bm[2][16][8];
+  for (int l = 0; l < 32; ++l) {
+    float w[4][2];
+    lane_weights(l, w);
+    for (int i = 0; i < 4; ++i)
+      for (int h2 = 0; h2 < 2; ++h2) {
+        const float wv = td::band_reg_weight(w, i, h2);
+        const float ph = round16<H>(wv), pl = round16<H>(wv - ph);
+        Ahi[mk16::a_row(l, i)][mk16::a_k(l, i) + h2] = ph;
+        Alo[mk16::a_row(l, i)][mk16::a_k(l, i) + h2] = pl;
+      }
+  }
+  // ldmatrix.x4.trans: lane 8 m + r gives row r of matrix m; lane l gets rows 2 (l % 4), + 1 at column l / 4
+  // of matrix m in register m (registers 0, 1: b of tile 2p; 2, 3: of tile 2p + 1)
+  for (int l = 0; l < 32; ++l)
+    for (int m = 0; m < 4; ++m)
+      for (int h2 = 0; h2 < 2; ++h2) {
+        const int src = 8 * m + 2 * (l % 4) + h2;
+        const unsigned byte = td::band_stage_byte(j0 + td::ldsm_t_b_k(src), 2 * p + td::ldsm_t_b_n(src) / 8);
+        REQUIRE(byte / 2 < stage.size());
+        Bm[m / 2][mk16::b_k(l, m % 2) + h2][mk16::b_col(l, m % 2)] = stage[byte / 2 + unsigned(l / 4)];
+      }
+  for (int l = 0; l < 32; ++l)
+    for (int t2 = 0; t2 < 2; ++t2)
+      for (int e = 0; e < 4; ++e)
+        for (const auto* Am : {&Ahi, &Alo}) {
+          double sum = 0.0;
+          for (int k = 0; k < 16; ++k) sum += (*Am)[mk8::d_row(l, e)][k] * Bm[t2][k][mk8::d_col(l, e)];
+          float& a = acc[l][size_t(2 * p + t2)][size_t(e)];
+          a = float(double(a) + sum);
+        }
+}
+
 // dx (window part / K, plus W^T dz when dz is given) as the banded kernel computes it, before the 16-bit store.
 template <class H>
 vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const std::vector<float>& dy,
                     const std::vector<float>* W, const std::vector<float>* dz, double max_offset) {
-  using mk16 = td::mma_m16n8k16;
   using mk8 = td::mma_m16n8k8;
   const td::dx_band_plan plan = td::make_dx_band_plan(pb.L, pb.M, pb.causal, max_offset);
   const int S = plan.stage_rows, PR = plan.padded_rows();
@@ -836,15 +891,7 @@ vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const s
         if (r0 < n) {
           const long span_lo = std::max(r0 - rr, 0L), span_hi = std::min(r0 + 128 + rl, n);
           for (long seg = span_lo; seg < span_hi; seg += S) {
-            // the stage (16-bit elements by byte / 2; NaN where nothing is written: never read) and the table
-            std::vector<float> stage(size_t(PR) * 64, std::numeric_limits<float>::quiet_NaN());
-            for (int j = 0; j < PR; ++j)
-              for (int v = 0; v < 8; ++v) {
-                const bool valid = v < cb.cn / 8 && j < std::min<long>(S, n - seg);
-                for (int e = 0; e < 8; ++e)
-                  stage[td::band_stage_byte(j, v) / 2 + unsigned(e)] =
-                      valid ? dy[pb.xi(seg + j, b, cb.c0 + 8 * v + e)] : 0.0f;
-              }
+            const std::vector<float> stage = band_stage(pb, dy, b, cb, seg, n, S);
             std::vector<td::band_tap<float>> taps(size_t(nh) * size_t(PR));
             for (int hh = 0; hh < nh; ++hh)
               for (int j = 0; j < PR; ++j) {
@@ -863,50 +910,18 @@ vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const s
               const long lo = std::max(m0 - rr, seg);
               const long hi = std::min({m0 + 15 + rl, seg + S, n});
               for (int j0 = int(lo - seg); j0 < int(hi - seg); j0 += 16)
-                for (int p = 0; p < 4; ++p) {
-                  // a fragments (hi, lo pieces) per lane, then as 16 x 16 matrices by the PTX coordinates
-                  double Ahi[16][16], Alo[16][16], Bm[2][16][8];
-                  for (int l = 0; l < 32; ++l) {
-                    const int g = l / 4;
-                    const float rr0 = float(m0 + g - seg);
-                    float w[4][2];
-                    td::band_lane_weights<float>(
-                        [&](int j) {
-                          REQUIRE(j < PR);
-                          return taps[size_t(pair_head[p]) * size_t(PR) + size_t(j)];
-                        },
-                        j0, l % 4, rr0, w);
-                    for (int i = 0; i < 4; ++i)
-                      for (int h2 = 0; h2 < 2; ++h2) {
-                        const float wv = td::band_reg_weight(w, i, h2);
-                        const float ph = round16<H>(wv), pl = round16<H>(wv - ph);
-                        Ahi[mk16::a_row(l, i)][mk16::a_k(l, i) + h2] = ph;
-                        Alo[mk16::a_row(l, i)][mk16::a_k(l, i) + h2] = pl;
-                      }
-                  }
-                  // ldmatrix.x4.trans: lane 8 m + r gives row r of matrix m; lane l gets rows 2 (l % 4), + 1 at
-                  // column l / 4 of matrix m in register m
-                  for (int l = 0; l < 32; ++l)
-                    for (int m = 0; m < 4; ++m)
-                      for (int h2 = 0; h2 < 2; ++h2) {
-                        const int src = 8 * m + 2 * (l % 4) + h2;
-                        const unsigned byte = td::band_stage_byte(j0 + td::ldsm_t_b_k(src), 2 * p + td::ldsm_t_b_n(src) / 8);
-                        const float val = stage[byte / 2 + unsigned(l / 4)];
-                        // registers 0, 1: b of tile 2p; 2, 3: of tile 2p + 1
-                        Bm[m / 2][mk16::b_k(l, m % 2) + h2][mk16::b_col(l, m % 2)] = val;
-                      }
-                  for (int l = 0; l < 32; ++l)
-                    for (int t2 = 0; t2 < 2; ++t2)
-                      for (int e = 0; e < 4; ++e) {
-                        const int row = mk8::d_row(l, e), col = mk8::d_col(l, e);
-                        for (const auto* Am : {&Ahi, &Alo}) {
-                          double s = 0.0;
-                          for (int k = 0; k < 16; ++k) s += (*Am)[row][k] * Bm[t2][k][col];
-                          float& a = acc[size_t(warp * 32 + l)][size_t(2 * p + t2)][size_t(e)];
-                          a = float(double(a) + s);
-                        }
-                      }
-                }
+                for (int p = 0; p < 4; ++p)
+                  emulate_band_pair<H>(
+                      stage, j0, p,
+                      [&](int l, float(&w)[4][2]) {
+                        td::band_lane_weights<float>(
+                            [&](int j) {
+                              REQUIRE(j < PR);
+                              return taps[size_t(pair_head[p]) * size_t(PR) + size_t(j)];
+                            },
+                            j0, l % 4, float(m0 + l / 4 - seg), w);
+                      },
+                      &acc[size_t(warp * 32)]);
             }
           }
         }
@@ -967,10 +982,8 @@ vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const s
 // of the staged x and mma products through the PTX coordinates, NaN marks of the epilogue.
 template <class H>
 vec emulate_fwd_band(const ref::problem& pb, const std::vector<float>& o, const std::vector<float>& x, double max_offset) {
-  using mk16 = td::mma_m16n8k16;
-  using mk8 = td::mma_m16n8k8;
   const td::dx_band_plan plan = td::make_dx_band_plan(pb.L, pb.M, pb.causal, max_offset);
-  const int S = plan.stage_rows, PR = plan.padded_rows();
+  const int S = plan.stage_rows;
   const long R = pb.R();
   const float inv_k = 1.0f / float(pb.L + pb.M + 1);
   vec y(pb.x_size(), std::numeric_limits<double>::quiet_NaN());
@@ -1019,52 +1032,22 @@ vec emulate_fwd_band(const ref::problem& pb, const std::vector<float>& o, const 
           }
           const long span_lo = std::max(r0 + slo, 0L), span_hi = std::min(r0 + long(shi) + 1, n);
           for (long seg = span_lo; seg < span_hi; seg += S) {
-            std::vector<float> stage(size_t(PR) * 64, std::numeric_limits<float>::quiet_NaN());
-            for (int j = 0; j < PR; ++j)
-              for (int v = 0; v < 8; ++v) {
-                const bool valid = v < cb.cn / 8 && j < std::min<long>(S, n - seg);
-                for (int e = 0; e < 8; ++e)
-                  stage[td::band_stage_byte(j, v) / 2 + unsigned(e)] = valid ? x[pb.xi(seg + j, b, cb.c0 + 8 * v + e)] : 0.0f;
-              }
+            const std::vector<float> stage = band_stage(pb, x, b, cb, seg, n, S);
             for (int warp = 0; warp < 8; ++warp) {
               const long m0 = r0 + 16 * warp;
               if (m0 >= n || wlo[warp] > whi[warp]) continue;
               const long klo = std::max(r0 + wlo[warp], seg), khi = std::min({r0 + long(whi[warp]) + 1, seg + S, n});
               for (int j0 = int(klo - seg); j0 < int(khi - seg); j0 += 16)
-                for (int p = 0; p < 4; ++p) {
-                  double Ahi[16][16], Alo[16][16], Bm[2][16][8];
-                  for (int l = 0; l < 32; ++l) {
-                    const int g = l / 4;
-                    float w[4][2];
-                    td::band_lane_weights_rows<float>(taps[size_t(pair_head[p]) * 128 + size_t(16 * warp + g)],
-                                                      taps[size_t(pair_head[p]) * 128 + size_t(16 * warp + g + 8)],
-                                                      float(seg + j0 - m0 - g), l % 4, w);
-                    for (int i = 0; i < 4; ++i)
-                      for (int h2 = 0; h2 < 2; ++h2) {
-                        const float wv = td::band_reg_weight(w, i, h2);
-                        const float ph = round16<H>(wv), pl = round16<H>(wv - ph);
-                        Ahi[mk16::a_row(l, i)][mk16::a_k(l, i) + h2] = ph;
-                        Alo[mk16::a_row(l, i)][mk16::a_k(l, i) + h2] = pl;
-                      }
-                  }
-                  for (int l = 0; l < 32; ++l)
-                    for (int m = 0; m < 4; ++m)
-                      for (int h2 = 0; h2 < 2; ++h2) {
-                        const int src = 8 * m + 2 * (l % 4) + h2;
-                        REQUIRE(j0 + td::ldsm_t_b_k(src) < PR);
-                        const unsigned byte = td::band_stage_byte(j0 + td::ldsm_t_b_k(src), 2 * p + td::ldsm_t_b_n(src) / 8);
-                        Bm[m / 2][mk16::b_k(l, m % 2) + h2][mk16::b_col(l, m % 2)] = stage[byte / 2 + unsigned(l / 4)];
-                      }
-                  for (int l = 0; l < 32; ++l)
-                    for (int t2 = 0; t2 < 2; ++t2)
-                      for (int e = 0; e < 4; ++e)
-                        for (const auto* Am : {&Ahi, &Alo}) {
-                          double sum = 0.0;
-                          for (int k = 0; k < 16; ++k) sum += (*Am)[mk8::d_row(l, e)][k] * Bm[t2][k][mk8::d_col(l, e)];
-                          float& a = acc[size_t(warp * 32 + l)][size_t(2 * p + t2)][size_t(e)];
-                          a = float(double(a) + sum);
-                        }
-                }
+                for (int p = 0; p < 4; ++p)
+                  emulate_band_pair<H>(
+                      stage, j0, p,
+                      [&](int l, float(&w)[4][2]) {
+                        const int g = l / 4;
+                        td::band_lane_weights_rows<float>(taps[size_t(pair_head[p]) * 128 + size_t(16 * warp + g)],
+                                                          taps[size_t(pair_head[p]) * 128 + size_t(16 * warp + g + 8)],
+                                                          float(seg + j0 - m0 - g), l % 4, w);
+                      },
+                      &acc[size_t(warp * 32)]);
             }
           }
         }

@@ -92,6 +92,68 @@ __device__ __forceinline__ void cp_async_16_or_zero(void* dst, const void* src, 
 #endif
 }
 
+// What a block of either banded kernel owns and who this thread is: sequence b (valid length n), tiles
+// [first_tile, first_tile + tiles_per_block) of 128 rows, channels [c0, c0 + cn) with heads [h_first, h_first
+// + nh); lane (g, q) of warp `warp`. Pairs of 8-channel tiles (the launch asks R % 16 == 0): all four are
+// computed (the mma stay uniform, no divergence around them); channels past cn read zero x / dy (and zero
+// W), and pairs past cn use the block's last head (finite weights), so their products are 0; they are not
+// stored. pair_head[p]: the head (of the block's) of channels 16 p .. 16 p + 15.
+struct band_block {
+  int tid, warp, lane, g, q;
+  index_t b, first_tile, c0, h_first, T, n;
+  int cn, nh, pairs;
+  int pair_head[4];
+};
+template <class T>
+__device__ __forceinline__ band_block make_band_block(const window_args<T>& a, const dx_band_args& d) {
+  band_block k;
+  k.tid = static_cast<int>(threadIdx.x);
+  k.warp = k.tid / 32, k.lane = k.tid % 32, k.g = k.lane / 4, k.q = k.lane % 4;
+  const unsigned blk = blockIdx.x, bps = static_cast<unsigned>(d.blocks_per_seq), bq = blk / bps;
+  k.b = bq;
+  k.first_tile = index_t(blk - bq * bps) * d.tiles_per_block;
+  int sub;
+  a.w.block_channels(static_cast<int>(blockIdx.y), k.c0, k.cn, sub);
+  a.w.block_heads(static_cast<int>(blockIdx.y), k.h_first, k.nh);
+  k.T = a.g.T;
+  k.n = a.g.length(k.b);
+  k.pairs = k.cn / 16;
+#pragma unroll
+  for (int p = 0; p < 4; ++p) {
+    const int h = a.w.head_in_block(16 * p);
+    k.pair_head[p] = h < k.nh ? h : k.nh - 1;
+  }
+  return k;
+}
+
+// Stage rows [seg, seg + S) of `src` (the block's sequence and first channel; row stride xt) into the
+// stage at detail::band_stage_byte, zero past the length, in the 16 padding rows and past cn: thread (row
+// tid / 8 + 32 i, vector tid % 8), its byte advancing by 32 rows (the swizzle repeats every 8). Asynchronous:
+// cp_async_wait_all and a barrier before the stage is read.
+template <class T>
+__device__ __forceinline__ void stage_band_rows(unsigned char* stage, const T* src, index_t xt, index_t seg, int S,
+                                                const band_block& k) {
+  const int v = k.tid % 8, jmax = static_cast<int>(k.n - seg < S ? k.n - seg : S);
+  const bool vec_ok = v < k.cn / 8;
+  int j = k.tid / 8;
+  const T* p = src + (seg + j) * xt + 8 * v;  // 64-bit steps: rows past T are formed, never read
+  const index_t step = 32 * xt;
+  unsigned char* dst = stage + talkconv::detail::band_stage_byte(j, v);
+  for (; j < S + 16; j += 32, p += step, dst += 32 * 128) {
+    const bool valid = vec_ok && j < jmax;
+    cp_async_16_or_zero(dst, valid ? p : src, valid);
+  }
+}
+
+// The taps of token u (u < n) for head h (of the layer's) from its offsets row `off`: Idx-wide (u < n <= T,
+// and L, M < dx_band_max_k).
+template <class Idx>
+__device__ __forceinline__ window_taps<float, Idx> band_token_taps(const float* off, index_t u, index_t h,
+                                                                   const window_geom& w, index_t n, bool causal) {
+  return talkconv::detail::make_taps<float, Idx>(Idx(u), off[h], causal ? 0.0f : off[w.H + h], Idx(w.L), Idx(w.M),
+                                                 Idx(n), causal);
+}
+
 // Two weights (tokens k, k + 1 of one row) as the hi and lo 16-bit pieces of one mma register each: hi
 // rounded to nearest, lo = the exact remainder rounded to nearest (bfloat16: the hi halves widen by a shift
 // and a mask, 6 instructions per register).

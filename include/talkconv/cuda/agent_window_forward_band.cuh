@@ -35,22 +35,10 @@ __device__ void window_forward_band_tile(const window_args<T>& a, const dx_band_
   float2* taps = reinterpret_cast<float2*>(talkconv_smem + d.taps_at);
   const unsigned stage_base = static_cast<unsigned>(__cvta_generic_to_shared(stage));
 
-  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
-  const unsigned blk = blockIdx.x, bps = static_cast<unsigned>(d.blocks_per_seq), bq = blk / bps;
-  const index_t b = bq, first_tile = index_t(blk - bq * bps) * d.tiles_per_block;
-  index_t c0, h_first;
-  int cn, sub, nh;
-  a.w.block_channels(static_cast<int>(blockIdx.y), c0, cn, sub);
-  a.w.block_heads(static_cast<int>(blockIdx.y), h_first, nh);
-  const index_t Tn = a.g.T, n = a.g.length(b);
-  const int pairs = cn / 16;  // all four pairs are computed (zero x past cn), pairs < cn / 16 stored
-  int pair_head[4];
-#pragma unroll
-  for (int p = 0; p < 4; ++p) {
-    const int h = a.w.head_in_block(16 * p);
-    pair_head[p] = h < nh ? h : nh - 1;
-  }
-  const int S = d.stage_rows, PR = S + 16;
+  const band_block k = make_band_block(a, d);
+  const int tid = k.tid, warp = k.warp, lane = k.lane, g = k.g, q = k.q, nh = k.nh, pairs = k.pairs;
+  const index_t b = k.b, c0 = k.c0, h_first = k.h_first, Tn = k.T, n = k.n, first_tile = k.first_tile;
+  const int S = d.stage_rows;
   const float inv_k = 1.0f / float(a.w.L + a.w.M + 1);
   const Idx xt = static_cast<Idx>(a.g.xt), ot = static_cast<Idx>(a.g.ot);
   const T* __restrict__ x = a.x + Idx(b) * static_cast<Idx>(a.g.xb) + Idx(c0);
@@ -75,13 +63,9 @@ __device__ void window_forward_band_tile(const window_args<T>& a, const dx_band_
         for (int j = tid; j < 128; j += pol::threads) {
           const index_t u = r0 + j;
           td::band_tap<float> e = td::null_band_tap<float>();
-          if (u < n) {
-            const float* off = offs + Idx(u) * ot;
-            const index_t h = h_first + hh;
-            const window_taps<float, Idx> k = td::make_taps<float, Idx>(
-                Idx(u), off[h], d.causal ? 0.0f : off[a.w.H + h], Idx(a.w.L), Idx(a.w.M), Idx(n), d.causal);
-            e = td::make_band_row_tap<float, Idx>(k, Idx(u));
-          }
+          if (u < n)
+            e = td::make_band_row_tap<float, Idx>(band_token_taps<Idx>(offs + Idx(u) * ot, u, h_first + hh, a.w, n, d.causal),
+                                                  Idx(u));
           taps[hh * 128 + j] = make_float2(e.ar, e.al);
         }
       __syncthreads();
@@ -113,19 +97,8 @@ __device__ void window_forward_band_tile(const window_args<T>& a, const dx_band_
       const index_t span_hi = r0 + index_t(span_rel[1]) + 1 < n ? r0 + index_t(span_rel[1]) + 1 : n;
       const index_t wlo = r0 + lo, whi = r0 + index_t(hi) + 1;  // this warp's range [wlo, whi)
       for (index_t seg = span_lo; seg < span_hi; seg += S) {
-        // 2. stage x rows [seg, seg + S): thread (row tid / 8 + 32 i, vector tid % 8)
-        {
-          const int v = tid % 8, jmax = static_cast<int>(n - seg < S ? n - seg : S);
-          const bool vec_ok = v < cn / 8;
-          int j = tid / 8;
-          const T* src = x + (seg + j) * a.g.xt + 8 * v;  // 64-bit steps: rows past T formed, never read
-          const index_t step = 32 * a.g.xt;
-          unsigned char* dst = stage + td::band_stage_byte(j, v);
-          for (; j < PR; j += 32, src += step, dst += 32 * 128) {
-            const bool valid = vec_ok && j < jmax;
-            cp_async_16_or_zero(dst, valid ? src : x, valid);
-          }
-        }
+        // 2. stage x rows [seg, seg + S)
+        stage_band_rows(stage, x, a.g.xt, seg, S, k);
         cp_async_wait_all();
         __syncthreads();
         if (m0 < n && wlo < whi) {
@@ -137,8 +110,8 @@ __device__ void window_forward_band_tile(const window_args<T>& a, const dx_band_
             unsigned ahi[4], alo[4];
 #pragma unroll
             for (int p = 0; p < 4; ++p) {
-              if (p == 0 || pair_head[p] != pair_head[p - 1]) {
-                const float2 t0 = taps[pair_head[p] * 128 + 16 * warp + g], t1 = taps[pair_head[p] * 128 + 16 * warp + g + 8];
+              if (p == 0 || k.pair_head[p] != k.pair_head[p - 1]) {
+                const float2 t0 = taps[k.pair_head[p] * 128 + 16 * warp + g], t1 = taps[k.pair_head[p] * 128 + 16 * warp + g + 8];
                 float w[4][2];
                 td::band_lane_weights_rows<float>(td::band_tap<float>{t0.x, t0.y}, td::band_tap<float>{t1.x, t1.y}, base,
                                                   q, w);
@@ -169,7 +142,7 @@ __device__ void window_forward_band_tile(const window_args<T>& a, const dx_band_
           if (row < Tn) {
             const bool valid = row < n;
             // a NaN offset of this row's head: NaN (the table is intact: the next tile rewrites it after a barrier)
-            const float mark = valid ? taps[pair_head[nt / 2] * 128 + 16 * warp + g + 8 * hr].x : 0.0f;
+            const float mark = valid ? taps[k.pair_head[nt / 2] * 128 + 16 * warp + g + 8 * hr].x : 0.0f;
             const float s = td::is_nan(mark) ? mark : inv_k;
             T e2[2] = {from_acc<T>(valid ? acc[nt][2 * hr] * s : 0.0f), from_acc<T>(valid ? acc[nt][2 * hr + 1] * s : 0.0f)};
             unsigned raw;

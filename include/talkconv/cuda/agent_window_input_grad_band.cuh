@@ -54,24 +54,9 @@ __device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args
   float* wfrag = reinterpret_cast<float*>(talkconv_smem + d.w_at);
   const unsigned stage_base = static_cast<unsigned>(__cvta_generic_to_shared(stage));
 
-  const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
-  const unsigned blk = blockIdx.x, bps = static_cast<unsigned>(d.blocks_per_seq), bq = blk / bps;
-  const index_t b = bq, first_tile = index_t(blk - bq * bps) * d.tiles_per_block;
-  index_t c0, h_first;
-  int cn, sub, nh;
-  a.w.block_channels(static_cast<int>(blockIdx.y), c0, cn, sub);
-  a.w.block_heads(static_cast<int>(blockIdx.y), h_first, nh);
-  const index_t Tn = a.g.T, n = a.g.length(b);
-  // Pairs of 8-channel tiles (the launch asks R % 16 == 0): all four are computed (mma are uniform, no
-  // divergence around them); channels past cn read zero dy and zero W, and pairs past cn use the block's
-  // last head (finite weights), so their products are 0; they are not stored.
-  const int pairs = cn / 16;
-  int pair_head[4];
-#pragma unroll
-  for (int p = 0; p < 4; ++p) {
-    const int h = a.w.head_in_block(16 * p);
-    pair_head[p] = h < nh ? h : nh - 1;
-  }
+  const band_block k = make_band_block(a, d);
+  const int tid = k.tid, warp = k.warp, lane = k.lane, g = k.g, q = k.q, cn = k.cn, nh = k.nh, pairs = k.pairs;
+  const index_t b = k.b, c0 = k.c0, h_first = k.h_first, Tn = k.T, n = k.n, first_tile = k.first_tile;
   const int S = d.stage_rows, PR = S + 16;
   const unsigned long long most = static_cast<unsigned long long>(Tn);
   const index_t rl = static_cast<index_t>(a.reach[0] < most ? a.reach[0] : most);
@@ -90,11 +75,11 @@ __device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args
       const td::band_w_item w_it = td::band_w_item_of(i);
       const int s = w_it.s, nt = w_it.n, l = w_it.lane;
       const int ch = td::band_w_channel(w_it);
-      const index_t k = td::band_w_offset(w_it);
+      const index_t kw = td::band_w_offset(w_it);
       float w0 = 0.0f, w1 = 0.0f;
       if (ch < cn) {
-        if (k < P) w0 = to_acc<T>(a.weight[Idx(k) * Idx(a.g.C) + Idx(c0 + ch)]);
-        if (k + 1 < P) w1 = to_acc<T>(a.weight[Idx(k + 1) * Idx(a.g.C) + Idx(c0 + ch)]);
+        if (kw < P) w0 = to_acc<T>(a.weight[Idx(kw) * Idx(a.g.C) + Idx(c0 + ch)]);
+        if (kw + 1 < P) w1 = to_acc<T>(a.weight[Idx(kw + 1) * Idx(a.g.C) + Idx(c0 + ch)]);
       }
       float* f = wfrag + td::band_w_index(s, nt, l);
       f[0] = w0;
@@ -117,33 +102,15 @@ __device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args
       const index_t span_lo = r0 - rr > 0 ? r0 - rr : 0;
       const index_t span_hi = r0 + 128 + rl < n ? r0 + 128 + rl : n;
       for (index_t seg = span_lo; seg < span_hi; seg += S) {
-        // 1. stage dy rows [seg, seg + S) (zero past the length, in the 16 padding rows and past cn): thread
-        //    (row tid / 8 + 32 i, vector tid % 8), its byte advancing by 32 rows (the swizzle repeats every 8)
-        {
-          const int v = tid % 8, jmax = static_cast<int>(n - seg < S ? n - seg : S);
-          const bool vec_ok = v < cn / 8;
-          int j = tid / 8;
-          // 64-bit pointer steps: rows past T are formed (never read) when the stage overruns the sequence
-          const T* src = dy + (seg + j) * a.g.xt + 8 * v;
-          const index_t step = 32 * a.g.xt;
-          unsigned char* dst = stage + td::band_stage_byte(j, v);
-          for (; j < PR; j += 32, src += step, dst += 32 * 128) {
-            const bool valid = vec_ok && j < jmax;
-            cp_async_16_or_zero(dst, valid ? src : dy, valid);
-          }
-        }
+        // 1. stage dy rows [seg, seg + S), the taps of every (token, head)
+        stage_band_rows(stage, dy, a.g.xt, seg, S, k);
         for (int hh = 0; hh < nh; ++hh)
           for (int j = tid; j < PR; j += pol::threads) {
             const index_t u = seg + j;
             td::band_tap<float> e = td::null_band_tap<float>();
-            if (j < S && u < n) {
-              // Idx-wide taps: u < n <= T, and L, M < dx_band_max_k
-              const float* off = offs + Idx(u) * ot;
-              const index_t h = h_first + hh;
-              const window_taps<float, Idx> k = td::make_taps<float, Idx>(
-                  Idx(u), off[h], d.causal ? 0.0f : off[a.w.H + h], Idx(a.w.L), Idx(a.w.M), Idx(n), d.causal);
-              e = td::make_band_tap<float, Idx>(k, Idx(u));
-            }
+            if (j < S && u < n)
+              e = td::make_band_tap<float, Idx>(band_token_taps<Idx>(offs + Idx(u) * ot, u, h_first + hh, a.w, n, d.causal),
+                                                Idx(u));
             taps_w[hh * PR + j] = make_float2(e.ar, e.al);
           }
         cp_async_wait_all();
@@ -159,8 +126,8 @@ __device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args
             unsigned ahi[4], alo[4];
 #pragma unroll
             for (int p = 0; p < 4; ++p) {
-              if (p == 0 || pair_head[p] != pair_head[p - 1])
-                band_a_fragment<T>(taps + pair_head[p] * PR, j0, q, rr0, ahi, alo);
+              if (p == 0 || k.pair_head[p] != k.pair_head[p - 1])
+                band_a_fragment<T>(taps + k.pair_head[p] * PR, j0, q, rr0, ahi, alo);
               unsigned bf[4];
               ldmatrix_x4<true>(bf, stage_base + td::band_stage_byte(j0 + td::ldsm_t_b_k(lane), 2 * p + td::ldsm_t_b_n(lane) / 8));
               mma_16bit<Bf16>(acc[2 * p], ahi, bf[0], bf[1]);

@@ -111,17 +111,8 @@ segments_plan plan_segments(const window_params& w, double max_offset, int nh, s
 // The banded forward's launch plan (host-testable): segment rows, tiles per block, shared memory.
 template <class T>
 dx_band_launch plan_window_forward_band(const seq_shape& s, const window_params& w, double max_offset, int nh) {
-  using P = dx_band_policy<T>;
-  const talkconv::detail::dx_band_plan bp =
-      talkconv::detail::make_dx_band_plan(w.max_left, w.causal ? 0 : w.max_right, w.causal, max_offset);
-  dx_band_launch p;
-  p.args.stage_rows = bp.stage_rows;
-  p.args.tiles_per_block = P::fwd_tiles_per_block;
-  const index_t tiles = (s.T + bp.tile - 1) / bp.tile;
-  p.args.blocks_per_seq = (tiles + P::fwd_tiles_per_block - 1) / P::fwd_tiles_per_block;
-  p.args.causal = w.causal;
-  p.args.taps_at = dx_band_smem::taps_at(bp.stage_rows);
-  p.smem = dx_band_smem::forward_bytes(bp.stage_rows, nh);
+  dx_band_launch p = plan_band(s, w, max_offset, dx_band_policy<T>::fwd_tiles_per_block);
+  p.smem = dx_band_smem::forward_bytes(p.args.stage_rows, nh);
   return p;
 }
 

@@ -33,26 +33,30 @@ bool use_input_grad_band(const window_args<T>& a, const seq_shape& s, const wind
   return band_applies<T>(a.w, s, w, a.dy, a.dx);
 }
 
-// The banded dx's launch plan (host-testable): segment rows, tiles per block, shared memory.
+// The banded kernels' launch plans (host-testable): segment rows and grid for tiles_per_block tiles per block
+// (plan_band), then the dx's W fragments and shared memory; the forward's are plan_window_forward_band.
 struct dx_band_launch {
   dx_band_args args;
   std::size_t smem = 0;
 };
-template <class T>
-dx_band_launch plan_input_grad_band(const seq_shape& s, const window_params& w, double max_offset, int nh, bool fused) {
-  using P = dx_band_policy<T>;
+inline dx_band_launch plan_band(const seq_shape& s, const window_params& w, double max_offset, int tiles_per_block) {
   const talkconv::detail::dx_band_plan bp =
       talkconv::detail::make_dx_band_plan(w.max_left, w.causal ? 0 : w.max_right, w.causal, max_offset);
   dx_band_launch p;
   p.args.stage_rows = bp.stage_rows;
-  p.args.tiles_per_block = P::tiles_per_block;
+  p.args.tiles_per_block = tiles_per_block;
   const index_t tiles = (s.T + bp.tile - 1) / bp.tile;
-  p.args.blocks_per_seq = (tiles + P::tiles_per_block - 1) / P::tiles_per_block;
+  p.args.blocks_per_seq = (tiles + tiles_per_block - 1) / tiles_per_block;
   p.args.causal = w.causal;
-  p.args.steps = fused ? static_cast<int>((w.num_offsets() + 7) / 8) : 0;
   p.args.taps_at = dx_band_smem::taps_at(bp.stage_rows);
-  p.args.w_at = dx_band_smem::w_at(bp.stage_rows, nh);
-  p.smem = dx_band_smem::bytes(bp.stage_rows, nh, p.args.steps);
+  return p;
+}
+template <class T>
+dx_band_launch plan_input_grad_band(const seq_shape& s, const window_params& w, double max_offset, int nh, bool fused) {
+  dx_band_launch p = plan_band(s, w, max_offset, dx_band_policy<T>::tiles_per_block);
+  p.args.steps = fused ? static_cast<int>((w.num_offsets() + 7) / 8) : 0;
+  p.args.w_at = dx_band_smem::w_at(p.args.stage_rows, nh);
+  p.smem = dx_band_smem::bytes(p.args.stage_rows, nh, p.args.steps);
   return p;
 }
 
