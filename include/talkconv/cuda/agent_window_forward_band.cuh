@@ -5,9 +5,10 @@
 //
 // A block owns 64 channels of one sequence and walks fwd_tiles_per_block tiles of 128 rows; warp w owns rows
 // [m0, m0 + 16) as 8 accumulator tiles of 8 channels. Per tile:
-//   1. the rows' taps per head (band_tap relative to r0) into a table; one barrier; each warp takes the
-//      token range of its rows' windows from the table ([el, er] of each valid row, warp min / max), the
-//      block's span is the union (shared-memory atomicMin / atomicMax on integers: order-free); one barrier;
+//   1. the rows' taps per head (band_tap, each relative to its row) into a table; one barrier; each warp takes
+//      the token range of its rows' windows from the table (band_row_tokens of each valid row, warp min /
+//      max), the block's span is the union (shared-memory atomicMin / atomicMax on integers: order-free);
+//      one barrier;
 //   2. per segment of the span (one unless offsets exceed the planned max_offset): x rows staged as dx's dy
 //      (cp.async, zero past the length and in the padding), one barrier; each warp walks its range in k
 //      steps of 16 tokens: per head the lane's 8 weights from its 2 rows' taps, split hi + lo, per pair of
