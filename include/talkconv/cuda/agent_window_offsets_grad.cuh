@@ -2,6 +2,7 @@
 #pragma once
 
 #include "talkconv/cuda/agent_window_tile.cuh"
+#include "talkconv/detail/dropout.hpp"
 
 namespace talkconv {
 namespace cuda {
@@ -80,7 +81,25 @@ __device__ void window_offsets_grad_tile(const window_args<T>& a) {
 //     times 1/K, into the products buffer (0 where the slope is, whatever dy holds: the table keeps the
 //     token's own row there, complemented, so every load is in bounds and none is predicated).
 //  3. After one barrier, one thread per (token, head, side) adds the head's vectors in column order
-//     (fixed: bitwise reproducible, no atomics) and writes partial[sub][t, b, side * H + h].
+//     (fixed: bitwise reproducible, no atomics) and writes partial[sub][t, b, side * H + h], or, with
+//     a.finish.on (the block holds the head whole), the finished dL/do or dz there (finish_offset_grad):
+//     no combine pass.
+
+// The finish of offset j of token (t, b) from its head sum (a.finish.on: the block held the head whole):
+// combine_offsets_grad_group's formula for one offset, the same operations in the same order.
+template <class T>
+__device__ __forceinline__ acc_t<T> finish_offset_grad(const window_args<T>& a, index_t b, index_t t, index_t j,
+                                                       acc_t<T> sum) {
+  using A = acc_t<T>;
+  const A d = talkconv::detail::offset_grad_of_sum<A>(sum, j < a.w.H, a.w.L, a.w.M);
+  const offsets_finish<A>& f = a.finish;
+  if (f.o_pre == nullptr) return d;
+  A m[4];
+  talkconv::detail::dropout_scale4<A>(f.dropout, f.seed, t + f.t_base, b, j / 4, f.p, m);
+  const int k = static_cast<int>(j % 4);  // selected, not indexed: m stays in registers
+  const A keep = k == 0 ? m[0] : k == 1 ? m[1] : k == 2 ? m[2] : m[3];
+  return talkconv::detail::offset_pre_grad<A>(d, keep, f.o_pre[b * a.g.ob + t * a.g.ot + j]);
+}
 
 template <bool Causal, class Idx, class T>
 __device__ void window_offsets_grad_gather(const window_args<T>& a) {
@@ -187,6 +206,7 @@ __device__ void window_offsets_grad_gather(const window_args<T>& a) {
       const int ca = static_cast<int>(lo - c.c0) / V, cb = static_cast<int>(hi - c.c0) / V;
       const A* q = prod + (side * a.tile + tok) * P::cols;
       for (int k = ca; k < cb; ++k) sum += q[talkconv::detail::products_slot(tok, k, P::cols)];
+      if (a.finish.on) sum = finish_offset_grad(a, c.b, c.t0 + tok, side == 0 ? hd : a.w.H + hd, sum);
     }
     part[Idx(tok) * ot + static_cast<Idx>(side == 0 ? hd : a.w.H + hd)] = sum;
   }

@@ -12,6 +12,7 @@
 #include <cub/warp/warp_scan.cuh>
 
 #include <climits>
+#include <cstdint>
 #include <cstring>
 
 namespace talkconv {
@@ -19,6 +20,19 @@ namespace cuda {
 namespace detail {
 
 using talkconv::detail::window_taps;
+
+// The offset gradients finished inside the offset-gradient kernel when a block holds each of its heads
+// whole (subs == 1): dL/do = the head sum times L or M, then, with o_pre, dz = dL/do * m / (1 - p) *
+// o_pre (1 - o_pre): the combine kernel's formula (combine_offsets_grad_group), which is then not launched.
+template <class A>
+struct offsets_finish {
+  bool on = false;            // set by launch_window_backward where it applies
+  const A* o_pre = nullptr;   // layout of the offsets, or null: write dL/do
+  bool dropout = false;       // the mask's draw (detail::dropout_scale4), with o_pre
+  float p = 0.0f;
+  std::uint64_t seed = 0;
+  index_t t_base = 0;         // the dropout counter's row 0
+};
 
 // Everything a window kernel reads; built on the host, passed by value.
 template <class T>
@@ -41,6 +55,7 @@ struct window_args {
   int left = 0;       // vector tile: kept rows before the tile's first token, base row included
   int tap_heads = 1;  // vector tile: heads per token in the tap table (the plan's; a block may use fewer)
   int right = 0;      // segmented forward: rows of the span after the tile's last token
+  offsets_finish<A> finish;  // offset gradients: finished in the kernel (launch_window_backward decides)
 };
 
 struct min_op {

@@ -179,8 +179,11 @@ void launch_window_forward(window_args<T> a, const seq_shape& s, const window_pa
 
 // Reach of all windows into reach[0..1] (zeroed here), then, when a.partial is set, the offsets'
 // partial head sums, then dx: the window part, plus W^T dz when a.dz is set and the fused path applies
-// (launch_input_grad; returns whether it did, else the caller adds W^T dz). `between()` runs after the
-// offset gradients and before dx (the layer turns them into dz there: the fused dx reads it).
+// (launch_input_grad; returns whether it did, else the caller adds W^T dz). `between(finished)` runs
+// after the offset gradients and before dx (the layer turns them into dz there: the fused dx reads it);
+// finished: the offset-gradient kernel already applied a.finish (its formula is the combine's; it does
+// where a.finish.on is asked, the gather kernel runs and a block holds its heads whole), so a.partial
+// holds the result and no combine is needed.
 template <class T, class Between>
 bool launch_window_backward(window_args<T> a, const seq_shape& s, const window_params& w, double max_offset,
                             unsigned long long* reach, cudaStream_t stream, Between&& between) {
@@ -188,6 +191,9 @@ bool launch_window_backward(window_args<T> a, const seq_shape& s, const window_p
   const bool use32 = fits_int32(s, w.num_offsets());
   check(cudaMemsetAsync(reach, 0, 2 * sizeof(unsigned long long), stream), "cudaMemsetAsync(reach)");
   a.reach = reach;
+  const bool finish_asked = a.finish.on;
+  a.finish.on = false;
+  bool finished = false;
   dispatch_window(use32, w.causal, [&](auto I, auto causal) {
     using Idx = typename decltype(I)::type;
     constexpr bool Causal = decltype(causal)::value;
@@ -205,11 +211,13 @@ bool launch_window_backward(window_args<T> a, const seq_shape& s, const window_p
       b.tile = G::tile;
       b.tiles = (s.T + G::tile - 1) / G::tile;
       b.tap_heads = heads_per_block(a.w);
+      b.finish.on = finish_asked && a.w.subs == 1;
       const std::size_t smem = offsets_grad_layout<T>::bytes(G::tile, b.tap_heads);
       auto* kernel = &window_offsets_grad_gather_kernel<T, Idx, Causal>;
       allow_smem(kernel, smem, "cudaFuncSetAttribute(window_offsets_grad_gather_kernel)");
       kernel<<<window_grid(s, b.tiles, b.w), G::threads, smem, stream>>>(b);
       check_launch("window_offsets_grad_gather_kernel");
+      finished = b.finish.on;
     } else if (a.partial != nullptr) {
       const window_launch p = plan_window<A>(s, w, max_offset, true);
       window_args<T> b = a;
@@ -221,7 +229,7 @@ bool launch_window_backward(window_args<T> a, const seq_shape& s, const window_p
       kernel<<<window_grid(s, p.tiles, b.w), window_traits::threads, p.smem, stream>>>(b);
       check_launch("window_offsets_grad_kernel");
     }
-    between();
+    between(finished);
   });
   return launch_input_grad(a, s, w, stream, max_offset);  // W^T dz too when a.dz is set and the fused path applies
 }
@@ -296,9 +304,10 @@ void window_backward(void* workspace, std::size_t& workspace_bytes, const seq_sh
   a.dy = dy;
   a.dx = dx;
   if (d_offsets) a.partial = wg.subs > 1 ? reinterpret_cast<A*>(ws + at_partial) : d_offsets;
+  a.finish.on = true;  // dL/do = head sum * L or M in the offset-gradient kernel where it can (o_pre null)
   detail::launch_window_backward(a, shape, w, max_offset, reinterpret_cast<unsigned long long*>(ws + at_reach), stream,
-                                 [&] {
-                                   if (!d_offsets) return;
+                                 [&](bool finished) {
+                                   if (!d_offsets || finished) return;
                                    detail::offsets_args<T> c;
                                    c.g = a.g;
                                    c.partial = a.partial;

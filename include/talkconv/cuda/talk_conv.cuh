@@ -142,19 +142,22 @@ class talk_conv : public basic_talk_conv<Heads> {
   void forward_at(void* workspace, std::size_t& workspace_bytes, const forward_args<T>& a, cudaStream_t stream,
                   index_t t_base) const {
     const bool empty = check(a.shape, a.dropout);
+    // Without dropout the offsets the window reads are o_pre itself (both zero past the length): when the
+    // caller saves o_pre, the window reads it there and no second copy is written.
+    const bool own_o = a.dropout.active() || a.saved_offsets == nullptr;
     detail::workspace_plan plan;
-    const std::size_t at_o =
-        plan.add(detail::checked_bytes(a.shape.T * a.shape.B * num_offsets(), sizeof(acc_type), "T*B*P"));
+    const std::size_t at_o = plan.add(
+        own_o ? detail::checked_bytes(a.shape.T * a.shape.B * num_offsets(), sizeof(acc_type), "T*B*P") : 0);
     if (detail::workspace_query(workspace, workspace_bytes, empty ? 0 : plan.bytes) || empty) return;
     talkconv::detail::require_pointer(a.x, "x");
     talkconv::detail::require_pointer(a.weight, "weight");
     talkconv::detail::require_pointer(a.y, "y");
-    acc_type* o = reinterpret_cast<acc_type*>(static_cast<char*>(workspace) + at_o);
+    acc_type* o = own_o ? reinterpret_cast<acc_type*>(static_cast<char*>(workspace) + at_o) : a.saved_offsets;
     detail::offsets_args<T> p = detail::make_offsets_args<T>(a.shape, window(), a.lengths, a.dropout);
     p.x = a.x;
     p.weight = a.weight;
     p.bias = a.bias;
-    p.o = o;
+    p.o = own_o ? o : nullptr;
     p.o_pre = a.saved_offsets;
     p.t_base = t_base;
     detail::launch_project(p, a.shape, stream);
@@ -174,7 +177,9 @@ class talk_conv : public basic_talk_conv<Heads> {
     const detail::param_plan pp = detail::param_plan::make(N, P, this->cfg_.channels);
     const std::size_t bytes_np = detail::checked_bytes(NP, sizeof(acc_type), "T*B*P");
     detail::workspace_plan plan;
-    const std::size_t at_o = plan.add(bytes_np);
+    // Without dropout o = o_pre (zero past the length both): the window reads o_pre, no copy is made.
+    const bool active = a.dropout.active();
+    const std::size_t at_o = plan.add(active ? bytes_np : 0);
     const std::size_t at_pre = plan.add(a.saved_offsets ? 0 : bytes_np);
     const std::size_t at_reach = plan.add(2 * sizeof(unsigned long long));
     const std::size_t at_part =
@@ -191,7 +196,7 @@ class talk_conv : public basic_talk_conv<Heads> {
     talkconv::detail::require_pointer(a.dx, "dx");
     talkconv::detail::require_pointer(a.dweight, "dweight");
     char* ws = static_cast<char*>(workspace);
-    acc_type* o = reinterpret_cast<acc_type*>(ws + at_o);
+    acc_type* o = active ? reinterpret_cast<acc_type*>(ws + at_o) : nullptr;
     acc_type* dz = reinterpret_cast<acc_type*>(ws + at_dz);
     detail::offsets_args<T> p = detail::make_offsets_args<T>(a.shape, w, a.lengths, a.dropout);
     p.x = a.x;
@@ -199,19 +204,20 @@ class talk_conv : public basic_talk_conv<Heads> {
     p.bias = a.bias;
     p.t_base = t_base;
     const acc_type* o_pre = a.saved_offsets;
-    if (o_pre == nullptr) {  // recompute: one projection, writing both o_pre and o
+    if (o_pre == nullptr) {  // recompute: one projection, writing o_pre (and o when dropout is active)
       p.o_pre = reinterpret_cast<acc_type*>(ws + at_pre);
       p.o = o;
       detail::launch_project(p, a.shape, stream);
       o_pre = p.o_pre;
-    } else {
+    } else if (active) {
       p.o_pre = const_cast<acc_type*>(o_pre);  // read only below
       p.o = o;
       detail::launch_apply_dropout(p, stream);
     }
+    const acc_type* offsets = active ? o : o_pre;
     detail::window_args<T> wa = detail::make_window_args<T>(a.shape, w, a.lengths);
     wa.x = a.x;
-    wa.offsets = o;
+    wa.offsets = offsets;
     wa.dy = a.dy;
     wa.dx = a.dx;
     wa.partial = wg.subs > 1 ? reinterpret_cast<acc_type*>(ws + at_part) : dz;
@@ -221,9 +227,18 @@ class talk_conv : public basic_talk_conv<Heads> {
     c.subs = wg.subs;
     wa.dz = dz;  // written by the combine below, before dx: 16-bit dx adds W^T dz in the same pass
     wa.weight = a.weight;
-    const bool fused = detail::launch_window_backward(wa, a.shape, w, max_offset(a.dropout),
-                                                      reinterpret_cast<unsigned long long*>(ws + at_reach), stream,
-                                                      [&] { detail::launch_combine_offsets_grad(c, dz, stream); });
+    // dz finished in the offset-gradient kernel where a block holds whole heads (then no combine pass).
+    wa.finish.on = true;
+    wa.finish.o_pre = o_pre;
+    wa.finish.dropout = p.dropout;
+    wa.finish.p = p.p;
+    wa.finish.seed = p.seed;
+    wa.finish.t_base = p.t_base;
+    const bool fused = detail::launch_window_backward(
+        wa, a.shape, w, max_offset(a.dropout), reinterpret_cast<unsigned long long*>(ws + at_reach), stream,
+        [&](bool finished) {
+          if (!finished) detail::launch_combine_offsets_grad(c, dz, stream);
+        });
     c.dz = dz;
     c.dx = a.dx;
     if (!fused) detail::launch_offset_path(c, stream);  // dx += W^T dz as its own pass (device_offsets.cuh)

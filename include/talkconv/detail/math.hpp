@@ -185,6 +185,13 @@ TALKCONV_HOST_DEVICE inline A offset_pre_grad(A d_offset, A keep_scale, A o_pre)
   return d_offset * keep_scale * sigmoid_grad(o_pre);
 }
 
+// dL/do of a left (j < H) or right offset from its head's sum of dy * slope / K: times L or M (the CUDA
+// combine and the offset-gradient kernel's in-block finish, in this order, so both give the same bits).
+template <class A, class I>
+TALKCONV_HOST_DEVICE inline A offset_grad_of_sum(A head_sum, bool left, I L, I M) {
+  return head_sum * A(left ? L : M);
+}
+
 // ---- head tying ------------------------------------------------------------------------------------------
 
 // Head h ties channels [h * R, (h + 1) * R). Bidirectional offsets: left of head h in row h, right in H + h.
