@@ -177,3 +177,7 @@ TALKCONV_GPU_CASE("layer backward: rows past the lengths get dx exactly 0 with N
 TALKCONV_GPU_CASE("banded dx on tensor cores: segments past max_offset, K = 255, split and shared heads, causal, ragged: half") {
   window_band_cases<__half>();
 }
+
+TALKCONV_GPU_CASE("window handles integer bounds and a NaN offset like the CPU, heads of 16: half") {
+  window_nan_offset_case<__half>();
+}

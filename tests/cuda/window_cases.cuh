@@ -115,7 +115,7 @@ void window_long_halo_cases() {
 
 // The banded dx (16-bit x, R % 16 == 0, K <= 255): offsets past the planned max_offset (several segments per
 // tile), K = 255 (the widest band), heads split over blocks (R = 80: 64 + 16 channels), several heads per block
-// (R = 16, 32, 48), K = 1, causal, ragged lengths, both layouts.
+// (R = 16, 32, 48), partial channel blocks, K = 1, causal, ragged lengths, both layouts.
 template <class T>
 void window_band_cases() {
   window_case<T>(shaped_case(201, 700, 1, 64, 1, 40, 30, false, layout::tbc, {650}), 4.0, 1.0f);
@@ -125,6 +125,43 @@ void window_band_cases() {
   window_case<T>(shaped_case(205, 300, 3, 128, 4, 3, 5, false, layout::btc, {}), 1.0);
   window_case<T>(shaped_case(206, 260, 1, 128, 8, 0, 0, false, layout::tbc, {}), 1.0);
   window_case<T>(shaped_case(207, 333, 2, 1024, 16, 16, 16, false, layout::tbc, {333, 200}), 1.0);
+  // A partial last channel block holding several heads (96 = 64 + 32 channels: 4 + 2 heads of 16, or
+  // 2 + 1 of 32) and one holding a single narrow head (80 = 64 + 16, H = 5).
+  window_case<T>(shaped_case(208, 300, 2, 96, 6, 9, 7, false, layout::btc, {300, 141}), 1.0);
+  window_case<T>(shaped_case(209, 300, 2, 96, 3, 12, 0, true, layout::tbc, {}), 1.0);
+  window_case<T>(shaped_case(210, 257, 1, 80, 5, 30, 31, false, layout::tbc, {250}), 1.0);
+}
+
+// Offsets on integer bounds (0 and 1) and one NaN offset, 16-bit x with heads of 16 channels (the banded
+// kernels where they apply): y is NaN in that token's head only and agrees with the CPU elsewhere.
+template <class T>
+void window_nan_offset_case() {
+  test_case c = random_case(6, false, layout::tbc, 100);
+  c.pb.T = 100;
+  c.pb.B = 2;
+  c.pb.H = 4;
+  c.pb.C = 64;
+  c.pb.L = 5;
+  c.pb.M = 4;
+  c.pb.lengths.clear();
+  using A = acc_t<T>;
+  const ref::problem& pb = c.pb;
+  INFO(c.str(), " dtype=", tol<T>::name);
+  std::vector<A> o = to_type<A>(random_uniform(pb.o_size(), 11, 0.0, 1.0));
+  for (size_t i = 0; i < o.size(); i += 3) o[i] = (i % 2) ? A(1) : A(0);
+  o[pb.oi(50, 1, 0)] = std::numeric_limits<A>::quiet_NaN();
+  const std::vector<T> x = to_type<T>(random_vec(pb.x_size(), 12, 1.0, 1.0));
+  dbuf<T> d_x(x), d_y(pb.x_size());
+  dbuf<A> d_o(o);
+  tcu::window_forward<T>(c.shape(), c.window(), d_x.p, d_o.p, d_y.p, nullptr, nullptr);
+  std::vector<T> y_cpu(pb.x_size());
+  cpu_side::window_forward<T>(c.canonical(), c.window(), x.data(), o.data(), y_cpu.data(), nullptr);
+  const std::vector<double> y_gpu = to_double(d_y.download());
+  check_close(y_gpu, to_double(y_cpu), tol<T>::value, "y vs CPU");
+  // The NaN stays in its head (channels 0..15 of token (50, 1)), nowhere else.
+  for (long t = 0; t < pb.T; ++t)
+    for (long b = 0; b < pb.B; ++b)
+      for (long ch = 0; ch < pb.C; ++ch) CHECK(std::isnan(y_gpu[pb.xi(t, b, ch)]) == (t == 50 && b == 1 && ch < 16));
 }
 
 template <class T>

@@ -11,6 +11,7 @@
 
 #include "talkconv/cuda/agent_dz_gemm.cuh"
 #include "talkconv/cuda/agent_project.cuh"
+#include "talkconv/cuda/async_copy.cuh"
 #include "talkconv/cuda/mma_tf32.cuh"
 #include "talkconv/detail/mma_layout.hpp"
 
@@ -286,18 +287,90 @@ __device__ __forceinline__ void param_grads_partial_tc_block(const offsets_args<
 // three pieces (3 ldmatrix) and its channels' x (2 ldmatrix for four 8-channel tiles), and issues 3 mma per
 // (offset tile, channel tile), hi then mid then lo. Products of a bfloat16 x and a bfloat16 piece are exact
 // in float; sums run over rows in row order, as before.
+//
+// x's rows reach shared memory two ways. Aligned x with C % 8 == 0 (the usual case, Async): a two-stage cp.async
+// pipeline, x[2] in shared memory: the copies of step s + 1 (zero-filled past nb and past the length) and the
+// dz of step s + 1 go out before step s's products, so their latency hides behind them, and each step has
+// two barriers with no x in registers (the register staging of 4 x 16 bytes per thread spilled at the
+// 64-register cap, and the loads were waited for before the step's barrier; 84 us at 8.6 instructions per
+// element and 6 cycles per issue waiting at barriers, H200, 2026-11-30). Otherwise: element loads through
+// registers (tile_stage), one step at a time, into x[0].
 template <int PT>
 struct dw_bf16_smem {
   using pol = dw_tc_policy<PT>;
   static constexpr int ldx = pol::channels + 8;  // bfloat16: 528-byte rows, ldmatrix rows in distinct bank groups
   static constexpr int ldd = PT + 8;             // bfloat16: 48- or 80-byte rows, likewise
-  alignas(16) __nv_bfloat16 x[pol::k_rows * ldx];   // x rows as staged (zero past nb or the length)
+  alignas(16) __nv_bfloat16 x[2][pol::k_rows * ldx];  // x rows as staged (zero past nb or the length), 2 stages
   alignas(16) __nv_bfloat16 d[3][pol::k_rows * ldd];  // dz pieces hi, mid, lo: element (r, p) at r * ldd + p
   float bias[pol::warps][PT];
-  bool valid[pol::k_rows];
+  bool valid[2][pol::k_rows];
 };
 
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+// One step's dz pieces: dz4 (row dr, offsets [dc, dc + 4) of the tile; the caller zeroes it for a row that
+// is not valid) split into hi, mid, lo at (dr, dc); in channel block 0 also the warp's column sums of dz
+// into sm.bias[warp] (dbias).
 template <int PT>
+__device__ __forceinline__ void dw_bf16_stage_dz(dw_bf16_smem<PT>& sm, float4 dz4, int dr, int dc, bool bias_block,
+                                                 int warp, int lane) {
+  using pol = dw_tc_policy<PT>;
+  using sm_t = dw_bf16_smem<PT>;
+  const float v[4] = {dz4.x, dz4.y, dz4.z, dz4.w};
+  unsigned pc[3][4];
+#pragma unroll
+  for (int u = 0; u < 4; ++u) bf16_split3(v[u], pc[0][u], pc[1][u], pc[2][u]);
+#pragma unroll
+  for (int s = 0; s < 3; ++s)
+    *reinterpret_cast<uint2*>(&sm.d[s][dr * sm_t::ldd + dc]) =
+        make_uint2(pc[s][0] | (pc[s][1] << 16), pc[s][2] | (pc[s][3] << 16));
+  if (bias_block) {
+    float sv[4] = {dz4.x, dz4.y, dz4.z, dz4.w};
+#pragma unroll
+    for (int s = pol::dz_cols; s < 32; s *= 2)
+#pragma unroll
+      for (int u = 0; u < 4; ++u) sv[u] += __shfl_xor_sync(0xffffffffu, sv[u], s);
+    if (lane < pol::dz_cols)
+#pragma unroll
+      for (int u = 0; u < 4; ++u) sm.bias[warp][dc + u] = sv[u];
+  }
+}
+
+// One step's products: acc[m][n] += (dz pieces of offset tile m)^T x (x of the warp's channel tile n), over
+// the step's k_rows rows in order, hi then mid then lo. a_at: the lane's ldmatrix address in the hi piece;
+// b_at: in the step's x stage.
+template <int PT, int NT>
+__device__ __forceinline__ void dw_bf16_step_mma(float (&acc)[PT / 16][NT][4], unsigned a_at, unsigned b_at) {
+  using T = __nv_bfloat16;
+  using pol = dw_tc_policy<PT>;
+  using sm_t = dw_bf16_smem<PT>;
+  constexpr unsigned piece_bytes = unsigned(sizeof(T)) * pol::k_rows * sm_t::ldd;
+#pragma unroll
+  for (int k0 = 0; k0 < pol::k_rows; k0 += 16) {
+    unsigned b[NT][2];
+#pragma unroll
+    for (int np = 0; np < NT / 2; ++np) {
+      unsigned r4[4];
+      ldmatrix_x4<true>(r4, b_at + unsigned(sizeof(T)) * unsigned(k0 * sm_t::ldx + np * 16));
+      b[2 * np][0] = r4[0], b[2 * np][1] = r4[1], b[2 * np + 1][0] = r4[2], b[2 * np + 1][1] = r4[3];
+    }
+#pragma unroll
+    for (int m = 0; m < PT / 16; ++m) {
+      unsigned pa[3][4];
+#pragma unroll
+      for (int s = 0; s < 3; ++s)
+        ldmatrix_x4<true>(pa[s], a_at + s * piece_bytes + unsigned(sizeof(T)) * unsigned(k0 * sm_t::ldd + m * 16));
+#pragma unroll
+      for (int n = 0; n < NT; ++n)
+#pragma unroll
+        for (int s = 0; s < 3; ++s) mma_16bit<true>(acc[m][n], pa[s], b[n][0], b[n][1]);
+    }
+  }
+}
+#endif
+
+// Async: the cp.async pipeline (the launch chooses it when x is 16-byte aligned and C % 8 == 0), else the
+// register staging; two kernels, so that neither path's registers constrain the other's.
+template <int PT, bool Async>
 __device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_args<__nv_bfloat16>& a, dw_bf16_smem<PT>& sm) {
   using T = __nv_bfloat16;
   using pol = dw_tc_policy<PT>;
@@ -329,84 +402,106 @@ __device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_arg
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[m][n][e] = 0.0f;
   const int row = stage::row0(tid), cc = stage::col0(tid);
-  const bool full_cols = vec && cw == pol::channels;
   // ldmatrix row addresses (32-bit shared): dz pieces at (k row, offset column), x at (k row, channel).
   const unsigned a_at = static_cast<unsigned>(
       __cvta_generic_to_shared(&sm.d[0][td::ldsm_t_a_k(lane) * sm_t::ldd + td::ldsm_t_a_m(lane)]));
   const unsigned b_at = static_cast<unsigned>(__cvta_generic_to_shared(
-      &sm.x[td::ldsm_t_b_k(lane) * sm_t::ldx + warp * (NT * 8) + td::ldsm_t_b_n(lane)]));
-  constexpr unsigned piece_bytes = unsigned(sizeof(T)) * pol::k_rows * sm_t::ldd;
-  for (index_t rb = r0; rb < r1; rb += pol::k_rows) {
-    const int nb = static_cast<int>(r1 - rb < pol::k_rows ? r1 - rb : pol::k_rows);
-    stage xs;
-    const T* xp = a.x + ((rb + row) * C + c0);
-    if (full_cols && nb == pol::k_rows) {
+      &sm.x[0][td::ldsm_t_b_k(lane) * sm_t::ldx + warp * (NT * 8) + td::ldsm_t_b_n(lane)]));
+  constexpr unsigned stage_bytes = unsigned(sizeof(T)) * pol::k_rows * sm_t::ldx;
+  auto rows_at = [&](index_t rb) { return static_cast<int>(r1 - rb < pol::k_rows ? r1 - rb : pol::k_rows); };
+  auto dz_at = [&](index_t rb, int nb) {
+    return dz_thread && dr < nb ? load_dz4(a.dz + ((rb + dr) * P + p0 + dc), p0 + dc, P, dz_vec)
+                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  };
+  if constexpr (Async) {
+    // The pipeline (vec holds: the launch checked it). valid[buf] of a step is written (warp 0) before the barrier that precedes its copies.
+    // Addresses walk: this thread's first x vector and dz row of the next step to issue, one add per step.
+    const index_t x_step = index_t(pol::k_rows) * C, x_rows = index_t(stage::row_step) * C;
+    const T* xq = a.x + ((r0 + row) * C + c0 + cc);
+    const float* dzq = a.dz + ((r0 + dr) * P + p0 + dc);
+    const bool col_ok = cc < cw;  // cw % 8 == 0 here: a vector is all in or all out
+    auto set_valid = [&](int buf, int nb) {
+      if (tid < pol::k_rows) {
+        sm.valid[buf][tid] = tid < nb && walk.valid(a.g);
+        walk.advance();
+      }
+    };
+    auto issue = [&](int buf) {  // this thread's copies of the step's x rows (at xq), then one commit
 #pragma unroll
       for (int i = 0; i < stage::count; ++i)
-        xs.raw[i] = __ldg(reinterpret_cast<const uint4*>(xp + i * stage::row_step * C + cc));
-    } else {
-      xs.load(xp, index_t(stage::row_step) * C, nb - row, cc, cw, vec, tid);
-    }
+        if (stage::active(tid, i)) {
+          const int r = row + i * stage::row_step;
+          const bool ok = col_ok && sm.valid[buf][r];
+          cp_async_16_or_zero(&sm.x[buf][r * sm_t::ldx + cc], ok ? xq + i * x_rows : a.x, ok);
+        }
+      cp_async_commit();
+      xq += x_step;
+    };
+    auto next_dz = [&](int nb) {  // the dz of the step at dzq, then dzq to the next step
+      const float4 v = dz_thread && dr < nb ? load_dz4(dzq, p0 + dc, P, dz_vec) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      dzq += index_t(pol::k_rows) * P;
+      return v;
+    };
+    const int steps = r1 > r0 ? static_cast<int>((r1 - r0 + pol::k_rows - 1) / pol::k_rows) : 0;
     float4 dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (dz_thread && dr < nb) dz4 = load_dz4(a.dz + ((rb + dr) * P + p0 + dc), p0 + dc, P, dz_vec);
-    if (tid < pol::k_rows) {
-      sm.valid[tid] = tid < nb && walk.valid(a.g);
-      walk.advance();
+    if (steps > 0) {
+      set_valid(0, rows_at(r0));
+      dz4 = next_dz(rows_at(r0));
+      __syncthreads();
+      issue(0);
     }
-    __syncthreads();  // valid is set; the previous step's fragments are loaded
-    // x as staged, zero past nb or past the length (NaN there cannot leak in).
-#pragma unroll
-    for (int i = 0; i < stage::count; ++i)
-      if (stage::active(tid, i)) {
-        const int r = row + i * stage::row_step;
-        const bool ok = r < nb && sm.valid[r];
-        *reinterpret_cast<uint4*>(&sm.x[r * sm_t::ldx + cc]) = ok ? xs.raw[i] : make_uint4(0u, 0u, 0u, 0u);
+    for (int st = 0; st < steps; ++st) {
+      const int cur = st & 1;
+      const index_t rn = r0 + index_t(st + 1) * pol::k_rows;
+      const bool more = st + 1 < steps;
+      const int nb_next = more ? rows_at(rn) : 0;
+      if (more) set_valid(cur ^ 1, nb_next);
+      __syncthreads();  // valid[cur ^ 1] is set; every warp is done with step st - 1 (x[cur ^ 1], d, bias)
+      if (more)
+        issue(cur ^ 1);
+      else
+        cp_async_commit();  // an empty group: the wait below still means "step st's copies"
+      if (dz_thread) {
+        if (!sm.valid[cur][dr]) dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        dw_bf16_stage_dz<PT>(sm, dz4, dr, dc, bias_block, warp, lane);
       }
-    if (dz_thread) {
-      if (!(dr < nb && sm.valid[dr])) dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      const float v[4] = {dz4.x, dz4.y, dz4.z, dz4.w};
-      unsigned pc[3][4];
+      const float4 dz_next = next_dz(nb_next);
+      cp_async_wait_group<1>();  // this thread's copies of step st
+      __syncthreads();           // everyone's: x[cur], the pieces and the bias sums are in place
+      if (bias_block && tid < PT)
 #pragma unroll
-      for (int u = 0; u < 4; ++u) bf16_split3(v[u], pc[0][u], pc[1][u], pc[2][u]);
-#pragma unroll
-      for (int s = 0; s < 3; ++s)
-        *reinterpret_cast<uint2*>(&sm.d[s][dr * sm_t::ldd + dc]) =
-            make_uint2(pc[s][0] | (pc[s][1] << 16), pc[s][2] | (pc[s][3] << 16));
-      if (bias_block) {
-        float sv[4] = {dz4.x, dz4.y, dz4.z, dz4.w};
-#pragma unroll
-        for (int s = pol::dz_cols; s < 32; s *= 2)
-#pragma unroll
-          for (int u = 0; u < 4; ++u) sv[u] += __shfl_xor_sync(0xffffffffu, sv[u], s);
-        if (lane < pol::dz_cols)
-#pragma unroll
-          for (int u = 0; u < 4; ++u) sm.bias[warp][dc + u] = sv[u];
-      }
+        for (int w = 0; w < pol::k_rows * pol::dz_cols / 32; ++w) bacc += sm.bias[w][tid];
+      dw_bf16_step_mma<PT, NT>(acc, a_at, b_at + unsigned(cur) * stage_bytes);
+      dz4 = dz_next;
     }
-    __syncthreads();
-    if (bias_block && tid < PT)
-#pragma unroll
-      for (int w = 0; w < pol::k_rows * pol::dz_cols / 32; ++w) bacc += sm.bias[w][tid];
-#pragma unroll
-    for (int k0 = 0; k0 < pol::k_rows; k0 += 16) {
-      unsigned b[NT][2];
-#pragma unroll
-      for (int np = 0; np < NT / 2; ++np) {
-        unsigned r4[4];
-        ldmatrix_x4<true>(r4, b_at + unsigned(sizeof(T)) * unsigned(k0 * sm_t::ldx + np * 16));
-        b[2 * np][0] = r4[0], b[2 * np][1] = r4[1], b[2 * np + 1][0] = r4[2], b[2 * np + 1][1] = r4[3];
+  } else {
+    for (index_t rb = r0; rb < r1; rb += pol::k_rows) {
+      const int nb = rows_at(rb);
+      stage xs;
+      xs.load(a.x + ((rb + row) * C + c0), index_t(stage::row_step) * C, nb - row, cc, cw, vec, tid);
+      float4 dz4 = dz_at(rb, nb);
+      if (tid < pol::k_rows) {
+        sm.valid[0][tid] = tid < nb && walk.valid(a.g);
+        walk.advance();
       }
+      __syncthreads();  // valid is set; the previous step's fragments are loaded
+      // x as staged, zero past nb or past the length (NaN there cannot leak in).
 #pragma unroll
-      for (int m = 0; m < PT / 16; ++m) {
-        unsigned pa[3][4];
-#pragma unroll
-        for (int s = 0; s < 3; ++s)
-          ldmatrix_x4<true>(pa[s], a_at + s * piece_bytes + unsigned(sizeof(T)) * unsigned(k0 * sm_t::ldd + m * 16));
-#pragma unroll
-        for (int n = 0; n < NT; ++n)
-#pragma unroll
-          for (int s = 0; s < 3; ++s) mma_16bit<true>(acc[m][n], pa[s], b[n][0], b[n][1]);
+      for (int i = 0; i < stage::count; ++i)
+        if (stage::active(tid, i)) {
+          const int r = row + i * stage::row_step;
+          const bool ok = r < nb && sm.valid[0][r];
+          *reinterpret_cast<uint4*>(&sm.x[0][r * sm_t::ldx + cc]) = ok ? xs.raw[i] : make_uint4(0u, 0u, 0u, 0u);
+        }
+      if (dz_thread) {
+        if (!(dr < nb && sm.valid[0][dr])) dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        dw_bf16_stage_dz<PT>(sm, dz4, dr, dc, bias_block, warp, lane);
       }
+      __syncthreads();
+      if (bias_block && tid < PT)
+#pragma unroll
+        for (int w = 0; w < pol::k_rows * pol::dz_cols / 32; ++w) bacc += sm.bias[w][tid];
+      dw_bf16_step_mma<PT, NT>(acc, a_at, b_at);
     }
   }
   store_dw_tile<PT, NT>(a, acc, k, p0, c0, cw, warp, lane);

@@ -81,17 +81,6 @@ bool band_applies(const window_geom& wg, const seq_shape& s, const window_params
   }
 }
 
-// 16 bytes from src to dst, or 16 zero bytes when !valid (src is not read then).
-__device__ __forceinline__ void cp_async_16_or_zero(void* dst, const void* src, bool valid) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  const int bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes) : "memory");
-#else
-  *reinterpret_cast<uint4*>(dst) = valid ? __ldg(reinterpret_cast<const uint4*>(src)) : make_uint4(0u, 0u, 0u, 0u);
-#endif
-}
-
 // What a block of either banded kernel owns and who this thread is: sequence b (valid length n), tiles
 // [first_tile, first_tile + tiles_per_block) of 128 rows, channels [c0, c0 + cn) with heads [h_first, h_first
 // + nh); lane (g, q) of warp `warp`. Pairs of 8-channel tiles (the launch asks R % 16 == 0): all four are

@@ -5,6 +5,9 @@
 #include "talkconv/cuda/dispatch.cuh"
 #include "talkconv/cuda/kernel_offsets.cuh"
 
+#include <cstdint>
+#include <type_traits>
+
 namespace talkconv {
 namespace cuda {
 namespace detail {
@@ -96,7 +99,11 @@ void launch_param_grads(offsets_args<T> a, const seq_shape& s, const param_plan&
       using pol = dw_tc_policy<PT>;
       const dim3 grid(static_cast<unsigned>((a.g.C + pol::channels - 1) / pol::channels),
                       static_cast<unsigned>(pp.chunks), static_cast<unsigned>((a.g.P + PT - 1) / PT));
-      param_grads_partial_tc_kernel<T, PT><<<grid, pol::threads, 0, stream>>>(a);
+      constexpr bool bf16 = std::is_same<T, __nv_bfloat16>::value;
+      if (bf16 && a.g.C % 8 == 0 && reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0)
+        param_grads_partial_tc_kernel<T, PT, bf16><<<grid, pol::threads, 0, stream>>>(a);
+      else
+        param_grads_partial_tc_kernel<T, PT><<<grid, pol::threads, 0, stream>>>(a);
       check_launch("param_grads_partial_tc_kernel");
     } else {
       const dim3 grid(static_cast<unsigned>((a.g.C + dz_gemm_policy::channels - 1) / dz_gemm_policy::channels),

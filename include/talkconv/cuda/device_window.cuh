@@ -123,7 +123,8 @@ template <class T>
 void launch_window_forward(window_args<T> a, const seq_shape& s, const window_params& w, double max_offset,
                            cudaStream_t stream) {
   const dx_band_launch band = plan_window_forward_band<T>(s, w, max_offset, heads_per_block(a.w));
-  if (band_applies<T>(a.w, s, w, a.x, a.y) && band.smem + smem_reserved_per_block <= smem_optin()) {
+  if (band_applies<T>(a.w, s, w, a.x, a.y) && band.smem + smem_reserved_per_block <= smem_optin() &&
+      band_kernels_built<T>()) {
     const dx_band_launch& p = band;
     const dim3 grid = window_grid(s, p.args.blocks_per_seq, a.w);
     dispatch_index(fits_int32(s, w.num_offsets()), [&](auto I) {

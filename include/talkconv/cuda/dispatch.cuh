@@ -87,6 +87,17 @@ void allow_smem(Kernel* kernel, std::size_t bytes, const char* name) {
     check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(most)), name);
 }
 
+// Whether `kernel`'s code on the current device was compiled for sm_80 or later: its SASS's architecture,
+// or, when the driver JIT-compiled it from PTX, that PTX's (the code's __CUDA_ARCH__). Kernels without a
+// path below sm_80 (the banded window) are launched only then.
+template <class Kernel>
+bool built_for_sm80(Kernel* kernel) {
+  cudaFuncAttributes attr{};
+  check(cudaFuncGetAttributes(&attr, kernel), "cudaFuncGetAttributes");
+  const int arch = attr.ptxVersion > 0 && attr.ptxVersion < attr.binaryVersion ? attr.ptxVersion : attr.binaryVersion;
+  return arch >= 80;
+}
+
 // Blocks for a grid-stride kernel over n items.
 inline unsigned grid_for(index_t n, int threads) {
   const index_t blocks = (n + threads - 1) / threads;

@@ -25,7 +25,11 @@ static __global__ void __launch_bounds__(window_traits::threads) window_offsets_
 template <class T, class Idx>
 static __global__ void __launch_bounds__(dx_band_policy<T>::threads, dx_band_policy<T>::min_blocks)
     window_forward_band_kernel(window_args<T> a, dx_band_args d) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // no mma.sync on 16-bit types or cp.async: never launched (band_kernels_built)
+#else
   if constexpr (dx_band_policy<T>::supported) window_forward_band_tile<T, Idx>(a, d);
+#endif
 }
 
 // Vector tiles (16-byte channel vectors, R % vec == 0, aligned): grid (B * tiles, channel blocks),

@@ -24,13 +24,29 @@ static __global__ void __launch_bounds__(dx_policy<T>::threads, Fused ? dx_polic
 template <class T, class Idx, bool Fused>
 static __global__ void __launch_bounds__(dx_band_policy<T>::threads, dx_band_policy<T>::min_blocks)
     input_grad_band_kernel(window_args<T> a, dx_band_args d) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // no mma.sync on 16-bit types or cp.async: never launched (band_kernels_built)
+#else
   if constexpr (dx_band_policy<T>::supported) input_grad_band_tile<T, Idx, Fused>(a, d);
+#endif
 }
 
-// Whether the banded dx takes a problem (band_applies: 16-bit x, R % 16 == 0, K <= dx_band_max_k, aligned).
+// Whether this program's banded kernels for T run on the current device: built (SASS, or PTX it was
+// JIT-compiled from) for sm_80 or later. A program built for older targets takes the other kernels.
+template <class T>
+bool band_kernels_built() {
+  if constexpr (!dx_band_policy<T>::supported) {
+    return false;
+  } else {
+    return built_for_sm80(&input_grad_band_kernel<T, int, false>);
+  }
+}
+
+// Whether the banded dx takes a problem (band_applies: 16-bit x, R % 16 == 0, K <= dx_band_max_k, aligned;
+// and code for sm_80 or later).
 template <class T>
 bool use_input_grad_band(const window_args<T>& a, const seq_shape& s, const window_params& w) {
-  return band_applies<T>(a.w, s, w, a.dy, a.dx);
+  return band_applies<T>(a.w, s, w, a.dy, a.dx) && band_kernels_built<T>();
 }
 
 // The banded kernels' launch plans (host-testable): segment rows and grid for tiles_per_block tiles per block
