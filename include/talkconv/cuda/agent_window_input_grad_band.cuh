@@ -17,6 +17,13 @@
 // split hi + lo, W staged once per block as b fragments in detail::band_k_perm order), and each lane stores
 // its 2 rows x 16 channels as 4-byte pairs; rows past the sequence's length are written 0.
 // Deterministic: every sum runs in a fixed order of segments, k steps, heads and pieces.
+// Non-finite inputs (SPEC asks only that they stay in bounds): a NaN offset gives its token no weight, so its
+// dy drops out of the window part of dx (the event kernel and the CPU carry a NaN down their running sums
+// instead; in the layer, the token's NaN dz reaches its own dx row through W^T dz either way). An Inf or NaN
+// in dy reaches every row of the 16-row tiles whose k steps include its token (0 x Inf = NaN in the mma, as
+// in the forward: agent_window_forward_band.cuh), and an Inf inside a window comes back NaN, not Inf (the
+// lo piece of an interior weight 1 is 0).
+// Needs sm_80 or later (mma.sync on 16-bit types, cp.async): the launch checks the code it runs was built so.
 #pragma once
 
 #include "talkconv/cuda/agent_window_band.cuh"
