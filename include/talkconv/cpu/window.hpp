@@ -228,8 +228,11 @@ void offsets_grad_tile(const T* xb, const T* dyb, index_t stride_t, const head_m
   }
   for (index_t t = t0; t < tv1; ++t)
     for (index_t h = 0; h < H; ++h) {
-      d_off[(t - t0) * P + hm.left_row(h)] *= A(w.max_left);
-      if (!w.causal) d_off[(t - t0) * P + hm.right_row(h)] *= A(w.max_right);
+      A* dr = d_off + (t - t0) * P;
+      dr[hm.left_row(h)] = talkconv::detail::offset_grad_of_sum<A>(dr[hm.left_row(h)], true, w.max_left, w.max_right);
+      if (!w.causal)
+        dr[hm.right_row(h)] =
+            talkconv::detail::offset_grad_of_sum<A>(dr[hm.right_row(h)], false, w.max_left, w.max_right);
     }
 }
 

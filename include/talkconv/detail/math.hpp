@@ -185,8 +185,9 @@ TALKCONV_HOST_DEVICE inline A offset_pre_grad(A d_offset, A keep_scale, A o_pre)
   return d_offset * keep_scale * sigmoid_grad(o_pre);
 }
 
-// dL/do of a left (j < H) or right offset from its head's sum of dy * slope / K: times L or M (the CUDA
-// combine and the offset-gradient kernel's in-block finish, in this order, so both give the same bits).
+// dL/do of a left (j < H) or right offset from its head's sum of dy * slope / K: times L or M. The CPU tile,
+// the CUDA combine and the CUDA offset-gradient kernel's in-block finish all scale here (the two CUDA ones
+// then give the same bits).
 template <class A, class I>
 TALKCONV_HOST_DEVICE inline A offset_grad_of_sum(A head_sum, bool left, I L, I M) {
   return head_sum * A(left ? L : M);
