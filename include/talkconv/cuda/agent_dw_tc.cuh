@@ -475,10 +475,18 @@ __device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_arg
       dz4 = dz_next;
     }
   } else {
+    const bool full_cols = vec && cw == pol::channels;
     for (index_t rb = r0; rb < r1; rb += pol::k_rows) {
       const int nb = rows_at(rb);
       stage xs;
-      xs.load(a.x + ((rb + row) * C + c0), index_t(stage::row_step) * C, nb - row, cc, cw, vec, tid);
+      const T* xp = a.x + ((rb + row) * C + c0);
+      if (full_cols && nb == pol::k_rows) {
+#pragma unroll
+        for (int i = 0; i < stage::count; ++i)
+          xs.raw[i] = __ldg(reinterpret_cast<const uint4*>(xp + i * stage::row_step * C + cc));
+      } else {
+        xs.load(xp, index_t(stage::row_step) * C, nb - row, cc, cw, vec, tid);
+      }
       float4 dz4 = dz_at(rb, nb);
       if (tid < pol::k_rows) {
         sm.valid[0][tid] = tid < nb && walk.valid(a.g);

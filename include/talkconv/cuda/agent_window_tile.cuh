@@ -44,6 +44,7 @@ struct window_args {
   const T* dy = nullptr;                      // backward input
   T* dx = nullptr;                            // backward output
   A* partial = nullptr;                       // offset gradients: per-split head sums [subs][T * B * P], unscaled
+                                              // (finished in place instead when finish.on)
   const A* dz = nullptr;                      // dx: the offset path W^T dz is added when dz is not null
   const T* weight = nullptr;                  // [P, C], with dz
   const unsigned long long* reach = nullptr;  // dx: {left, right} reach of every valid window (device)

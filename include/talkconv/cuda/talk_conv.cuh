@@ -40,15 +40,17 @@ class talk_conv : public basic_talk_conv<Heads> {
   using base::window;
 
   // y = TaLK(x): the projection kernel (offsets after dropout into the workspace, o_pre into
-  // saved_offsets when given), then the fused window kernel. Workspace: T * B * P accumulators.
+  // saved_offsets when given), then the fused window kernel. Workspace: T * B * P accumulators, or 256
+  // bytes when saved_offsets is given and dropout is off (the window then reads saved_offsets).
   void forward(void* workspace, std::size_t& workspace_bytes, const forward_args<T>& a, cudaStream_t stream) const {
     forward_at(workspace, workspace_bytes, a, stream, 0);
   }
 
   // dx, dweight, dbias from dy: offsets (saved or recomputed) -> reach of the windows -> offset
   // gradients (per-head sums, fixed order) -> dz -> dx = window part, then dx += W^T dz (each rounded to
-  // T) -> dW, dbias (row-chunk partial sums, combined in order). Workspace: about (4 + subs) * T * B * P accumulators
-  // plus the dW partials.
+  // T) -> dW, dbias (row-chunk partial sums, combined in order). Workspace: T * B * P accumulators (dz), as
+  // many again for the offsets after dropout (dropout on) and for o_pre (saved_offsets null), subs times as
+  // many for split heads' partial sums (a head wider than a block), plus the dW partials.
   void backward(void* workspace, std::size_t& workspace_bytes, const backward_args<T>& a, cudaStream_t stream) const {
     backward_at(workspace, workspace_bytes, a, stream, 0);
   }
@@ -144,10 +146,12 @@ class talk_conv : public basic_talk_conv<Heads> {
     const bool empty = check(a.shape, a.dropout);
     // Without dropout the offsets the window reads are o_pre itself (both zero past the length): when the
     // caller saves o_pre, the window reads it there and no second copy is written.
+    // The workspace is never 0 bytes for a non-empty problem (one aligned block then): a caller's
+    // allocation of 0 bytes is a null pointer, which the second call would take for another size query.
     const bool own_o = a.dropout.active() || a.saved_offsets == nullptr;
     detail::workspace_plan plan;
     const std::size_t at_o = plan.add(
-        own_o ? detail::checked_bytes(a.shape.T * a.shape.B * num_offsets(), sizeof(acc_type), "T*B*P") : 0);
+        own_o ? detail::checked_bytes(a.shape.T * a.shape.B * num_offsets(), sizeof(acc_type), "T*B*P") : 1);
     if (detail::workspace_query(workspace, workspace_bytes, empty ? 0 : plan.bytes) || empty) return;
     talkconv::detail::require_pointer(a.x, "x");
     talkconv::detail::require_pointer(a.weight, "weight");
@@ -225,7 +229,7 @@ class talk_conv : public basic_talk_conv<Heads> {
     c.o_pre = const_cast<acc_type*>(o_pre);
     c.partial = wa.partial;
     c.subs = wg.subs;
-    wa.dz = dz;  // written by the combine below, before dx: 16-bit dx adds W^T dz in the same pass
+    wa.dz = dz;  // written before dx (the offset-gradient kernel's finish or the combine): the fused dx reads it
     wa.weight = a.weight;
     // dz finished in the offset-gradient kernel where a block holds whole heads (then no combine pass).
     wa.finish.on = true;
