@@ -260,6 +260,24 @@ TEST_CASE("CUDA entry points fail with the CPU's named errors before touching me
   std::size_t bytes = 0;
   layer.forward(nullptr, bytes, f, nullptr);
   CHECK(bytes > 0);
+  // A non-empty problem never asks for 0 bytes, whatever saved_offsets and dropout are: a 0-byte allocation
+  // is a null pointer, which the second call would read as another size query (and launch nothing).
+  for (bool saved : {false, true})
+    for (bool drop : {false, true}) {
+      talkconv::forward_args<float> q = f;
+      q.saved_offsets = saved ? fake : nullptr;
+      q.dropout = drop ? talkconv::dropout_params{0.25f, 7, true} : talkconv::dropout_params{};
+      std::size_t need = 0;
+      layer.forward(nullptr, need, q, nullptr);
+      CHECK(need > 0);
+      talkconv::backward_args<float> r;
+      r.shape = s;
+      r.saved_offsets = q.saved_offsets;
+      r.dropout = q.dropout;
+      need = 0;
+      layer.backward(nullptr, need, r, nullptr);
+      CHECK(need > 0);
+    }
   std::size_t small = bytes - 1;
   CHECK(code_of([&] { layer.forward(fake, small, f, nullptr); }) == status::workspace_too_small);
   f.dropout = talkconv::dropout_params{1.0f, 0, true};
