@@ -1219,6 +1219,27 @@ TEST_CASE("banded dx emulated: offsets past the planned max_offset take more seg
   check_fwd_band_emulation<Eigen::half>(pb, 4.0, 17, 4.0);
 }
 
+TEST_CASE("banded dx and forward emulated: partial channel blocks holding several heads (the CUDA band cases 208-210)") {
+  struct shape {
+    long T, B, C, H, L, M;
+    bool causal;
+    std::vector<long> lengths;
+  };
+  const shape shapes[] = {{300, 2, 96, 6, 9, 7, false, {300, 141}},  // blocks of 4 + 2 heads of 16
+                          {300, 2, 96, 3, 12, 0, true, {}},         // 2 + 1 heads of 32
+                          {257, 1, 80, 5, 30, 31, false, {250}}};   // 4 + 1 heads of 16
+  std::uint64_t seed = 900;
+  for (const shape& sh : shapes) {
+    ref::problem pb;
+    pb.T = sh.T, pb.B = sh.B, pb.C = sh.C, pb.H = sh.H, pb.L = sh.L, pb.M = sh.M, pb.causal = sh.causal;
+    pb.lengths = sh.lengths;
+    check_band_emulation<Eigen::bfloat16>(pb, 1.0, ++seed, true);
+    check_band_emulation<Eigen::half>(pb, 1.0, ++seed, false);
+    check_fwd_band_emulation<Eigen::bfloat16>(pb, 1.0, ++seed);
+    check_fwd_band_emulation<Eigen::half>(pb, 1.0, ++seed);
+  }
+}
+
 TEST_CASE("banded forward emulated: a NaN offset gives NaN in its token's head and nothing else") {
   ref::problem pb;
   pb.T = 200, pb.B = 2, pb.C = 64, pb.H = 2, pb.L = 5, pb.M = 4;
