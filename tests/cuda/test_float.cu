@@ -26,31 +26,7 @@ TALKCONV_GPU_CASE("window tokens beyond the shared-memory halo take the exact di
 
 // Offsets that put bounds exactly on integers (0 and 1, dropout zeros) and NaN offsets.
 TALKCONV_GPU_CASE("window handles integer bounds and NaN offsets like the CPU") {
-  test_case c = random_case(5, false, layout::tbc, 100);
-  c.pb.T = 100;
-  c.pb.B = 2;
-  c.pb.H = 2;
-  c.pb.C = 8;
-  c.pb.L = 5;
-  c.pb.M = 4;
-  c.pb.lengths.clear();
-  using A = float;
-  const ref::problem& pb = c.pb;
-  std::vector<A> o = to_type<A>(random_uniform(pb.o_size(), 11, 0.0, 1.0));
-  for (size_t i = 0; i < o.size(); i += 3) o[i] = (i % 2) ? 1.0f : 0.0f;
-  o[pb.oi(50, 1, 0)] = std::numeric_limits<float>::quiet_NaN();
-  const std::vector<float> x = to_type<float>(random_vec(pb.x_size(), 12, 1.0, 1.0));
-  dbuf<float> d_x(x), d_y(pb.x_size());
-  dbuf<A> d_o(o);
-  tcu::window_forward<float>(c.shape(), c.window(), d_x.p, d_o.p, d_y.p, nullptr, nullptr);
-  std::vector<float> y_cpu(pb.x_size());
-  cpu_side::window_forward<float>(c.canonical(), c.window(), x.data(), o.data(), y_cpu.data(), nullptr);
-  const std::vector<float> y_gpu = d_y.download();
-  check_close(to_double(y_gpu), to_double(y_cpu), 2e-5, "y vs CPU");
-  // The NaN stays in its head (channels 0..3 of token (50, 1)), nowhere else.
-  for (long t = 0; t < pb.T; ++t)
-    for (long b = 0; b < pb.B; ++b)
-      for (long ch = 0; ch < pb.C; ++ch) CHECK(std::isnan(y_gpu[pb.xi(t, b, ch)]) == (t == 50 && b == 1 && ch < 4));
+  window_nan_offset_case<float>(5, 2, 8);  // heads of 4 channels
 }
 
 TALKCONV_GPU_CASE("offsets: projection, sigmoid and dropout match the CPU, with bitwise the same mask") {

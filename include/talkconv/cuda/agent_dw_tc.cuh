@@ -135,6 +135,29 @@ __device__ __forceinline__ float dw_tile_plain(const offsets_args<T>& a, index_t
   return bacc;
 }
 
+// dbias of one k step, in two halves around the step's barrier. Before it (dz staging threads of a
+// bias block): the warp's column sums of its rows' dz4 (offsets [dc, dc + 4)), in a fixed butterfly order,
+// into bias[warp]. After it (threads tid < PT): bacc += the warps' sums in warp order.
+template <int PT>
+__device__ __forceinline__ void dw_bias_warp_sums(float (&bias)[dw_tc_policy<PT>::warps][PT], float4 dz4, int dc,
+                                                  int warp, int lane) {
+  using pol = dw_tc_policy<PT>;
+  float sv[4] = {dz4.x, dz4.y, dz4.z, dz4.w};
+#pragma unroll
+  for (int s = pol::dz_cols; s < 32; s *= 2)
+#pragma unroll
+    for (int u = 0; u < 4; ++u) sv[u] += __shfl_xor_sync(0xffffffffu, sv[u], s);
+  if (lane < pol::dz_cols)
+#pragma unroll
+    for (int u = 0; u < 4; ++u) bias[warp][dc + u] = sv[u];
+}
+template <int PT>
+__device__ __forceinline__ void dw_bias_add(const float (&bias)[dw_tc_policy<PT>::warps][PT], int tid, float& bacc) {
+  using pol = dw_tc_policy<PT>;
+#pragma unroll
+  for (int w = 0; w < pol::k_rows * pol::dz_cols / 32; ++w) bacc += bias[w][tid];
+}
+
 // Stage 1 of dW / dbias on tensor cores. Block (channel block x, row chunk y, offset tile z).
 // Per step of k_rows rows: the loads of x and dz are issued first, then one barrier, then x rows
 // (zero past nb or past their length) go to shared memory as float and dz as hi + lo, a second barrier,
@@ -210,22 +233,10 @@ __device__ __forceinline__ void param_grads_partial_tc_block(const offsets_args<
     if (dz_thread) {
       if (!(dr < nb && sm.valid[dr])) dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
       store_tf32_split(sm.hi + dr * pol::ldd + dc, sm.lo + dr * pol::ldd + dc, dz4);
-      if (bias_block) {
-        // Column sums of this warp's rows (fixed butterfly order), then one partial per warp.
-        float sv[4] = {dz4.x, dz4.y, dz4.z, dz4.w};
-#pragma unroll
-        for (int s = pol::dz_cols; s < 32; s *= 2)
-#pragma unroll
-          for (int u = 0; u < 4; ++u) sv[u] += __shfl_xor_sync(0xffffffffu, sv[u], s);
-        if (lane < pol::dz_cols)
-#pragma unroll
-          for (int u = 0; u < 4; ++u) sm.bias[warp][dc + u] = sv[u];
-      }
+      if (bias_block) dw_bias_warp_sums<PT>(sm.bias, dz4, dc, warp, lane);
     }
     __syncthreads();
-    if (bias_block && tid < PT)
-#pragma unroll
-      for (int w = 0; w < pol::k_rows * pol::dz_cols / 32; ++w) bacc += sm.bias[w][tid];
+    if (bias_block && tid < PT) dw_bias_add<PT>(sm.bias, tid, bacc);
     // A = dz^T (hi, then lo) from [row][offset], B = x from [row][channel]: rows are the k dimension.
     const float* xw = sm.x + q * pol::ldx + warp * (NT * 8) + g;
     const float* hw = sm.hi + q * pol::ldd + g;
@@ -313,7 +324,6 @@ struct dw_bf16_smem {
 template <int PT>
 __device__ __forceinline__ void dw_bf16_stage_dz(dw_bf16_smem<PT>& sm, float4 dz4, int dr, int dc, bool bias_block,
                                                  int warp, int lane) {
-  using pol = dw_tc_policy<PT>;
   using sm_t = dw_bf16_smem<PT>;
   const float v[4] = {dz4.x, dz4.y, dz4.z, dz4.w};
   unsigned pc[3][4];
@@ -323,16 +333,7 @@ __device__ __forceinline__ void dw_bf16_stage_dz(dw_bf16_smem<PT>& sm, float4 dz
   for (int s = 0; s < 3; ++s)
     *reinterpret_cast<uint2*>(&sm.d[s][dr * sm_t::ldd + dc]) =
         make_uint2(pc[s][0] | (pc[s][1] << 16), pc[s][2] | (pc[s][3] << 16));
-  if (bias_block) {
-    float sv[4] = {dz4.x, dz4.y, dz4.z, dz4.w};
-#pragma unroll
-    for (int s = pol::dz_cols; s < 32; s *= 2)
-#pragma unroll
-      for (int u = 0; u < 4; ++u) sv[u] += __shfl_xor_sync(0xffffffffu, sv[u], s);
-    if (lane < pol::dz_cols)
-#pragma unroll
-      for (int u = 0; u < 4; ++u) sm.bias[warp][dc + u] = sv[u];
-  }
+  if (bias_block) dw_bias_warp_sums<PT>(sm.bias, dz4, dc, warp, lane);
 }
 
 // One step's products: acc[m][n] += (dz pieces of offset tile m)^T x (x of the warp's channel tile n), over
@@ -413,19 +414,19 @@ __device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_arg
     return dz_thread && dr < nb ? load_dz4(a.dz + ((rb + dr) * P + p0 + dc), p0 + dc, P, dz_vec)
                                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   };
+  // The validity of a step's rows (warp 0, walking them in order): row < nb and within its length.
+  auto set_valid = [&](int buf, int nb) {
+    if (tid < pol::k_rows) {
+      sm.valid[buf][tid] = tid < nb && walk.valid(a.g);
+      walk.advance();
+    }
+  };
   if constexpr (Async) {
-    // The pipeline (vec holds: the launch checked it). valid[buf] of a step is written (warp 0) before the barrier that precedes its copies.
-    // Addresses walk: this thread's first x vector and dz row of the next step to issue, one add per step.
+    // The pipeline (vec holds: the launch checked it). valid[buf] of a step is set before the barrier that
+    // precedes its copies. xq: this thread's first x vector of the next step to issue, one add per step.
     const index_t x_step = index_t(pol::k_rows) * C, x_rows = index_t(stage::row_step) * C;
     const T* xq = a.x + ((r0 + row) * C + c0 + cc);
-    const float* dzq = a.dz + ((r0 + dr) * P + p0 + dc);
     const bool col_ok = cc < cw;  // cw % 8 == 0 here: a vector is all in or all out
-    auto set_valid = [&](int buf, int nb) {
-      if (tid < pol::k_rows) {
-        sm.valid[buf][tid] = tid < nb && walk.valid(a.g);
-        walk.advance();
-      }
-    };
     auto issue = [&](int buf) {  // this thread's copies of the step's x rows (at xq), then one commit
 #pragma unroll
       for (int i = 0; i < stage::count; ++i)
@@ -437,16 +438,11 @@ __device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_arg
       cp_async_commit();
       xq += x_step;
     };
-    auto next_dz = [&](int nb) {  // the dz of the step at dzq, then dzq to the next step
-      const float4 v = dz_thread && dr < nb ? load_dz4(dzq, p0 + dc, P, dz_vec) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      dzq += index_t(pol::k_rows) * P;
-      return v;
-    };
     const int steps = r1 > r0 ? static_cast<int>((r1 - r0 + pol::k_rows - 1) / pol::k_rows) : 0;
     float4 dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     if (steps > 0) {
       set_valid(0, rows_at(r0));
-      dz4 = next_dz(rows_at(r0));
+      dz4 = dz_at(r0, rows_at(r0));
       __syncthreads();
       issue(0);
     }
@@ -465,12 +461,10 @@ __device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_arg
         if (!sm.valid[cur][dr]) dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         dw_bf16_stage_dz<PT>(sm, dz4, dr, dc, bias_block, warp, lane);
       }
-      const float4 dz_next = next_dz(nb_next);
+      const float4 dz_next = dz_at(rn, nb_next);  // zero past the last step (nb_next = 0)
       cp_async_wait_group<1>();  // this thread's copies of step st
       __syncthreads();           // everyone's: x[cur], the pieces and the bias sums are in place
-      if (bias_block && tid < PT)
-#pragma unroll
-        for (int w = 0; w < pol::k_rows * pol::dz_cols / 32; ++w) bacc += sm.bias[w][tid];
+      if (bias_block && tid < PT) dw_bias_add<PT>(sm.bias, tid, bacc);
       dw_bf16_step_mma<PT, NT>(acc, a_at, b_at + unsigned(cur) * stage_bytes);
       dz4 = dz_next;
     }
@@ -488,10 +482,7 @@ __device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_arg
         xs.load(xp, index_t(stage::row_step) * C, nb - row, cc, cw, vec, tid);
       }
       float4 dz4 = dz_at(rb, nb);
-      if (tid < pol::k_rows) {
-        sm.valid[0][tid] = tid < nb && walk.valid(a.g);
-        walk.advance();
-      }
+      set_valid(0, nb);
       __syncthreads();  // valid is set; the previous step's fragments are loaded
       // x as staged, zero past nb or past the length (NaN there cannot leak in).
 #pragma unroll
@@ -506,9 +497,7 @@ __device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_arg
         dw_bf16_stage_dz<PT>(sm, dz4, dr, dc, bias_block, warp, lane);
       }
       __syncthreads();
-      if (bias_block && tid < PT)
-#pragma unroll
-        for (int w = 0; w < pol::k_rows * pol::dz_cols / 32; ++w) bacc += sm.bias[w][tid];
+      if (bias_block && tid < PT) dw_bias_add<PT>(sm.bias, tid, bacc);
       dw_bf16_step_mma<PT, NT>(acc, a_at, b_at);
     }
   }

@@ -94,10 +94,7 @@ __device__ __forceinline__ acc_t<T> finish_offset_grad(const window_args<T>& a, 
   const A d = talkconv::detail::offset_grad_of_sum<A>(sum, j < a.w.H, a.w.L, a.w.M);
   const offsets_finish<A>& f = a.finish;
   if (f.o_pre == nullptr) return d;
-  A m[4];
-  talkconv::detail::dropout_scale4<A>(f.dropout, f.seed, t + f.t_base, b, j / 4, f.p, m);
-  const int k = static_cast<int>(j % 4);  // selected, not indexed: m stays in registers
-  const A keep = k == 0 ? m[0] : k == 1 ? m[1] : k == 2 ? m[2] : m[3];
+  const A keep = talkconv::detail::dropout_scale<A>(f.dropout, f.seed, t + f.t_base, b, j, f.p);
   return talkconv::detail::offset_pre_grad<A>(d, keep, f.o_pre[b * a.g.ob + t * a.g.ot + j]);
 }
 

@@ -105,9 +105,9 @@ void launch_param_grads(offsets_args<T> a, const seq_shape& s, const param_plan&
       using pol = dw_tc_policy<PT>;
       const dim3 grid(static_cast<unsigned>((a.g.C + pol::channels - 1) / pol::channels),
                       static_cast<unsigned>(pp.chunks), static_cast<unsigned>((a.g.P + PT - 1) / PT));
-      constexpr bool bf16 = TALKCONV_CUDA_DW_ASYNC != 0 && std::is_same<T, __nv_bfloat16>::value;
-      if (bf16 && a.g.C % 8 == 0 && reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0)
-        param_grads_partial_tc_kernel<T, PT, bf16><<<grid, pol::threads, 0, stream>>>(a);
+      constexpr bool async = TALKCONV_CUDA_DW_ASYNC != 0 && std::is_same<T, __nv_bfloat16>::value;
+      if (async && a.g.C % 8 == 0 && reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0)
+        param_grads_partial_tc_kernel<T, PT, async><<<grid, pol::threads, 0, stream>>>(a);
       else
         param_grads_partial_tc_kernel<T, PT><<<grid, pol::threads, 0, stream>>>(a);
       check_launch("param_grads_partial_tc_kernel");

@@ -8,8 +8,6 @@
 #include "talkconv/cuda/agent_window_input_grad_band.cuh"
 #include "talkconv/cuda/dispatch.cuh"
 
-#include <atomic>
-
 namespace talkconv {
 namespace cuda {
 namespace detail {
@@ -34,24 +32,14 @@ static __global__ void __launch_bounds__(dx_band_policy<T>::threads, dx_band_pol
 }
 
 // Whether this program's banded kernels for T run on the current device: built (SASS, or PTX it was
-// JIT-compiled from) for sm_80 or later. A program built for older targets takes the other kernels.
-// Asked once per device (cudaFuncGetAttributes), then read from a cache (0 unknown, 1 yes, -1 no).
+// JIT-compiled from) for sm_80 or later. A program built for older targets takes the other kernels. One
+// cudaFuncGetAttributes per call (as allow_smem), no synchronization.
 template <class T>
 bool band_kernels_built() {
   if constexpr (!dx_band_policy<T>::supported) {
     return false;
   } else {
-    constexpr int cached_devices = 64;
-    static std::atomic<int> known[cached_devices];  // zero-initialized (static storage)
-    const int dev = current_device();
-    std::atomic<int>* slot = dev >= 0 && dev < cached_devices ? &known[dev] : nullptr;
-    if (slot != nullptr) {
-      const int v = slot->load(std::memory_order_relaxed);
-      if (v != 0) return v > 0;
-    }
-    const bool built = built_for_sm80(&input_grad_band_kernel<T, int, false>);
-    if (slot != nullptr) slot->store(built ? 1 : -1, std::memory_order_relaxed);
-    return built;
+    return built_for_sm80(&input_grad_band_kernel<T, int, false>);
   }
 }
 
