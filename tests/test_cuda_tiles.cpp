@@ -469,6 +469,49 @@ TEST_CASE("mma m16n8k8 fragments: every lane element names a distinct matrix ele
     }
 }
 
+TEST_CASE("float projection's W split at staging: each lane's b operands, hi and lo, are one 8-byte load, conflict-free") {
+  // agent_project.cuh, 3xTF32: a staged W row is 2 (K + 4) words; the thread staging 4 consecutive k of a row
+  // writes hi of k at tf32_b_pair_word(k), lo 8 words after; lane (g, q) of n tile j, k step k0 reads the two
+  // 8-byte words at row (8 j + g) * 2 (K + 4) + tf32_b_pair_word(k0) + 2 q (hi) and + 8 (lo).
+  constexpr int K = 32, BN = 32, ldw = 2 * (K + 4);
+  std::vector<int> owner(size_t(BN * ldw), -1);  // which (row, k, part) a staged word holds
+  for (int n = 0; n < BN; ++n)
+    for (int c0 = 0; c0 < K; c0 += 4)  // one thread's 16-byte vector of W: k = c0 .. c0 + 3
+      for (int k = c0; k < c0 + 4; ++k)
+        for (int part = 0; part < 2; ++part) {
+          const int w = n * ldw + td::tf32_b_pair_word(k) + 8 * part;
+          CHECK(td::tf32_b_pair_word(k) + 8 * part < ldw - 8);  // inside the row, before its 8 words of skew
+          CHECK(owner[size_t(w)] == -1);                       // no two elements share a word
+          owner[size_t(w)] = (n * K + k) * 2 + part;
+        }
+  for (int j = 0; j < BN / 8; ++j)
+    for (int k0 = 0; k0 < K; k0 += 8) {
+      for (int part = 0; part < 2; ++part) {
+        std::array<int, 32> word{};
+        for (int l = 0; l < 32; ++l) {
+          const int g = l / 4, q = l % 4;
+          const int at = (8 * j + g) * ldw + td::tf32_b_pair_word(k0) + 2 * q + 8 * part;
+          CHECK(at % 2 == 0);  // an aligned 8-byte load
+          for (int e = 0; e < 2; ++e) {
+            // register e of the pair is b element e: k = k0 + b_k(l, e), column (W row) 8 j + b_col(l, e)
+            const int n = 8 * j + mma::b_col(l, e), k = k0 + mma::b_k(l, e);
+            CHECK(owner[size_t(at + e)] == (n * K + k) * 2 + part);
+          }
+          word[size_t(l)] = at;
+        }
+        // 8-byte loads: each half warp is one wavefront when its 16 loads cover distinct bank pairs
+        for (int h = 0; h < 2; ++h) {
+          std::array<int, 32> bank_use{};
+          for (int l = 16 * h; l < 16 * h + 16; ++l) {
+            ++bank_use[size_t(word[size_t(l)] % 32)];
+            ++bank_use[size_t((word[size_t(l)] + 1) % 32)];
+          }
+          for (int b = 0; b < 32; ++b) CHECK(bank_use[size_t(b)] == 1);
+        }
+      }
+    }
+}
+
 TEST_CASE("offset path column order: a lane's accumulators are 8 consecutive channels; emulated tile == dx + dz W") {
   // The order is a permutation of a warp's 32 channels, and dx_tc_position inverts dx_tc_channel.
   int seen[32] = {};

@@ -76,13 +76,18 @@ template <class T, int BN, bool TensorCores = project_policy<T>::tensor_cores ||
 struct project_smem;
 
 // Tensor cores (and 3xTF32): x [rows][K + 8] and W [BN][K + 8] in T (K + 4 for float: rows 16-byte
-// aligned, skewed against bank conflicts of the fragment reads), z [rows][BN + 4] in float.
+// aligned, skewed against bank conflicts of the fragment reads), z [rows][BN + 4] in float. 3xTF32 keeps
+// W split once, as it is staged (tf32_split): a row of W is 2 (K + 4) words, each 8 k [8 kb, 8 kb + 8) in
+// 16 of them in b-fragment order, hi of k and k + 4 adjacent at 16 kb + 2 (k % 4) + (k % 8) / 4, lo 8 words
+// after (detail::tf32_b_pair_word): the products read a fragment's hi and lo operands with one 8-byte load each,
+// straight into the mma's register pairs, instead of splitting W in every warp.
 template <class T, int BN>
 struct project_smem<T, BN, true> {
   using pol = project_policy<T>;
   static constexpr int ldx = pol::k_tile + (sizeof(T) == 4 ? 4 : 8);
   static constexpr int ldz = BN + 4;
-  static constexpr int stage_bytes = int(sizeof(T)) * (pol::rows + BN) * ldx;
+  static constexpr int w_words = pol::tf32x3 ? 2 : 1;  // elements of T per staged W element
+  static constexpr int stage_bytes = int(sizeof(T)) * (pol::rows + w_words * BN) * ldx;
   static constexpr int z_bytes = 4 * pol::rows * ldz;
   alignas(32) unsigned char buf[stage_bytes > z_bytes ? stage_bytes : z_bytes];
   index_t t[pol::rows], b[pol::rows];
@@ -126,9 +131,24 @@ struct project_tile {
               xs.raw[i];
 #pragma unroll
       for (int i = 0; i < w_stage::count; ++i)
-        if (w_stage::active(tid, i))
-          *reinterpret_cast<uint4*>(sw + (w_stage::row0(tid) + i * w_stage::row_step) * smem::ldx + w_stage::col0(tid)) =
-              ws.raw[i];
+        if (w_stage::active(tid, i)) {
+          T* d = sw + (w_stage::row0(tid) + i * w_stage::row_step) * smem::w_words * smem::ldx;
+          if constexpr (pol::tf32x3) {
+            // 4 floats of a W row -> their hi and lo at tf32_b_pair_word (the split the products made per
+            // fragment before: the same operands, the same bits)
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+              const int at = talkconv::detail::tf32_b_pair_word(w_stage::col0(tid) + k);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+              tf32_split(ws.elems(i)[k], d[at], d[at + 8]);
+#else
+              d[at] = ws.elems(i)[k], d[at + 8] = 0.0f;  // the FMA fallback below reads w exactly
+#endif
+            }
+          } else {
+            *reinterpret_cast<uint4*>(d + w_stage::col0(tid)) = ws.raw[i];
+          }
+        }
     } else {
       A* sx = reinterpret_cast<A*>(sm.buf);
       A* sw = sx + BM * smem::ldx;
@@ -265,7 +285,9 @@ struct project_tile {
 #pragma unroll
           for (int e = 0; e < 4; ++e) acc[j][e] = 0.0f;
         const float* sx = reinterpret_cast<const float*>(sm.buf) + (warp * 16 + g) * smem::ldx + q;
-        const float* sw = reinterpret_cast<const float*>(sm.buf) + BM * smem::ldx + g * smem::ldx + q;
+        // W split (store above): per n tile and k step, hi (k = q, q + 4) and lo as two 8-byte loads; a half
+        // warp's 16 loads in distinct banks (rows 2 (K + 4) = 72 words apart: 8 banks)
+        const float* sw = reinterpret_cast<const float*>(sm.buf) + BM * smem::ldx + g * 2 * smem::ldx + 2 * q;
         for (int c0 = 0; c0 < C; c0 += K) {
           next_tile(c0);
 #pragma unroll
@@ -276,9 +298,10 @@ struct project_tile {
             tf32_split_fragment(xa, ah, al);
 #pragma unroll
             for (int j = 0; j < BN / 8; ++j) {
-              const float wb[2] = {sw[j * 8 * smem::ldx + k], sw[j * 8 * smem::ldx + k + 4]};
-              unsigned bh[2], bl[2];
-              tf32_split_fragment(wb, bh, bl);
+              const float* wj = sw + j * 16 * smem::ldx + talkconv::detail::tf32_b_pair_word(k);
+              const float2 wh = *reinterpret_cast<const float2*>(wj), wl = *reinterpret_cast<const float2*>(wj + 8);
+              const unsigned bh[2] = {__float_as_uint(wh.x), __float_as_uint(wh.y)};
+              const unsigned bl[2] = {__float_as_uint(wl.x), __float_as_uint(wl.y)};
               mma_tf32(acc[j], ah, bh);
               mma_tf32(acc[j], ah, bl);
               mma_tf32(acc[j], al, bh);
@@ -307,7 +330,10 @@ struct project_tile {
 #pragma unroll
         for (int e = 0; e < per_lane; ++e) {
           const int m = (lane + 32 * e) / BN, n = (lane + 32 * e) % BN;
-          for (int k = 0; k < K; ++k) acc[e] += to_acc<T>(sx[m * smem::ldx + k]) * to_acc<T>(sw[n * smem::ldx + k]);
+          for (int k = 0; k < K; ++k) {
+            const int wk = pol::tf32x3 ? talkconv::detail::tf32_b_pair_word(k) : k;
+            acc[e] += to_acc<T>(sx[m * smem::ldx + k]) * to_acc<T>(sw[n * smem::w_words * smem::ldx + wk]);
+          }
         }
       }
       __syncthreads();

@@ -22,6 +22,13 @@ struct mma_m16n8k8 {
   TALKCONV_HOST_DEVICE static constexpr int d_col(int lane, int e) { return 2 * (lane % 4) + e % 2; }
 };
 
+// A row of b operands (k along the row) split hi + lo for 3xTF32, stored so that each lane's fragment
+// operands are one 8-byte load: within each 8 k [8 kb, 8 kb + 8), 16 words, hi of k at word
+// tf32_b_pair_word(k) = 16 kb + 2 (k % 4) + (k % 8) / 4 (so hi of k and k + 4, lane q's b registers 0 and 1
+// for k = 8 kb + q, are adjacent at 16 kb + 2 q) and lo of k 8 words after (the projection's staged W,
+// agent_project.cuh).
+TALKCONV_HOST_DEVICE constexpr int tf32_b_pair_word(int k) { return 16 * (k / 8) + 2 * (k % 4) + (k % 8) / 4; }
+
 // PTX mma.sync.m16n8k16 with 16-bit operands (bf16 / f16) and .f32 accumulators: 32-bit registers of two
 // elements (k and k + 1). Register i of lane l (g = l / 4, q = l % 4) holds
 //   a (16 x 16, row x k): i = 0..3 at row g + 8 (i % 2), k = 2 q + 8 (i / 2) (and k + 1);
