@@ -8,7 +8,7 @@
 #   scripts/gpu-lease.sh [out_dir]      (default $OUT, else ./gpu-lease-out)
 #
 # Environment: STEPS (default "check ncu decode ncu-wide bench sanitize"; ncu-noband: ncu's table with the banded
-# kernels and the bfloat16 dW pipeline off (-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0, its own build,
+# kernels and the cp.async pipelines of bfloat16 dW and the 16-bit projection off (-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0, its own build,
 # ~100 s), for an A/B in one call; ncu-wide: ncu's table at
 # L = M = 511 bf16, NCU_WIDE_SHAPE to change it, T_NCU_WIDE (60 s); decode: the decoder-step benchmarks alone,
 # about 10 s once the benchmark is built, so a bench step cut short still leaves them; it builds the
@@ -70,11 +70,11 @@ for s in ${STEPS:-check ncu decode ncu-wide bench sanitize}; do
       scripts/gpu-ncu.sh "$work/ncu-wide" >/dev/null 2>"$work/ncu-wide-stderr.txt"
     ;;
   # The same table with the banded kernels off (-DTALKCONV_CUDA_BAND=0: the vector-tile forward and the event
-  # dx kernel for 16-bit x) and bfloat16 dW register-staged (-DTALKCONV_CUDA_DW_ASYNC=0): an A/B of the
-  # 2026-12-01 kernel changes in one call. Its own build directory. (The passes removed from the backward the
+  # dx kernel for 16-bit x), bfloat16 dW and the 16-bit projection register-staged (-DTALKCONV_CUDA_DW_ASYNC=0
+  # -DTALKCONV_CUDA_PROJECT_ASYNC=0): an A/B of the 2026-12-01 kernel changes in one call. Its own build directory. (The passes removed from the backward the
   # same day, dropout copy and offset-gradient combine, have no switch: they show as absent kernels.)
   ncu-noband)
-    step ncu-noband "${T_NCU_NOBAND:-120}" env CUDA_DEFINES="-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0" BUILD_DIR="$root/build/gpu-noband" \
+    step ncu-noband "${T_NCU_NOBAND:-120}" env CUDA_DEFINES="-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0" BUILD_DIR="$root/build/gpu-noband" \
       DTYPES=bf16 STALLS=0 scripts/gpu-ncu.sh "$work/ncu-noband" >/dev/null 2>"$work/ncu-noband-stderr.txt"
     ;;
   decode)
@@ -97,5 +97,5 @@ pack
 cat "$out/summary.txt"
 [ -f "$work/ncu/ncu.md" ] && cat "$work/ncu/ncu.md"
 [ -f "$work/ncu-wide/ncu.md" ] && sed -n '/^## /,/^$/p' "$work/ncu-wide/ncu.md"
-[ -f "$work/ncu-noband/ncu.md" ] && { echo "== banded kernels and dW pipeline off (TALKCONV_CUDA_BAND=0, TALKCONV_CUDA_DW_ASYNC=0)"; sed -n '/^## /,/^$/p' "$work/ncu-noband/ncu.md"; }
+[ -f "$work/ncu-noband/ncu.md" ] && { echo "== banded kernels and cp.async pipelines off (TALKCONV_CUDA_BAND=0, TALKCONV_CUDA_DW_ASYNC=0, TALKCONV_CUDA_PROJECT_ASYNC=0)"; sed -n '/^## /,/^$/p' "$work/ncu-noband/ncu.md"; }
 grep -hE "FAILED|ERROR|error:" "$work"/check/tests.txt 2>/dev/null | head -n 40

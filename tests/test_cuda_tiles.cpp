@@ -391,6 +391,91 @@ TEST_CASE("projection's ldmatrix + m16n8k16 fragments: one warp's 16 rows x 32 o
       }
 }
 
+TEST_CASE("projection's cp.async ring (16-bit x): swizzled 64-byte rows staged, ldmatrix'd and multiplied == x W^T, conflict-free") {
+  // agent_project.cuh, project_tile::run_async, one stage (k tile of 32) of BM = 128 x rows and BN = 32 W rows:
+  // thread tid copies x row tid / 2, chunks 2 (tid % 2) and + 1, and (tid < 4 BN) W row tid / 4, chunk tid % 4;
+  // lane l of warp w reads x at swizzle64_byte(16 w + ldsm_a_row(l), ldsm_a_k(l) / 8) ^ 32 ks and W at
+  // x_bytes + swizzle64_byte(ldsm_b_row(l), ldsm_b_k(l) / 8) ^ 32 ks, + 1024 per pair of column tiles.
+  constexpr int BM = 128, BN = 32, KA = 32, threads = 256, x_bytes = BM * 64, stage_bytes = (BM + BN) * 64;
+  std::mt19937_64 rng(79);
+  const vec xd = uniform_vec(rng, size_t(BM * KA), -1.0, 1.0), wd = uniform_vec(rng, size_t(BN * KA), -1.0, 1.0);
+  std::vector<double> mem(size_t(stage_bytes / 2), std::numeric_limits<double>::quiet_NaN());
+  std::vector<int> written(size_t(stage_bytes / 16), 0);
+  auto copy = [&](int at, const vec& src, int row, int chunk) {  // 16 bytes = 8 elements of a row
+    CHECK(at % 16 == 0);
+    ++written[size_t(at / 16)];
+    for (int e = 0; e < 8; ++e) mem[size_t(at / 2 + e)] = src[size_t(row * KA + 8 * chunk + e)];
+  };
+  for (int part = 0; part < 3; ++part) {  // the three copy instructions: x chunk 0, x chunk 1, W
+    for (int t0 = 0; t0 < threads; t0 += 8) {
+      std::array<int, 8> groups{};  // 16-byte bank groups of a 128-byte wavefront, 8 consecutive threads
+      int active = 0;
+      for (int tid = t0; tid < t0 + 8; ++tid) {
+        int at = -1;
+        if (part < 2) {
+          at = td::swizzle64_byte(tid / 2, 2 * (tid % 2) + part);
+          copy(at, xd, tid / 2, 2 * (tid % 2) + part);
+        } else if (tid < 4 * BN) {
+          at = x_bytes + td::swizzle64_byte(tid / 4, tid % 4);
+          copy(at, wd, tid / 4, tid % 4);
+        }
+        if (at >= 0) ++groups[size_t((at / 16) % 8)], ++active;
+      }
+      for (int g = 0; g < 8; ++g) CHECK(groups[size_t(g)] <= 1);
+      CHECK((active == 0 || active == 8));
+    }
+  }
+  for (int w = 0; w < stage_bytes / 16; ++w) CHECK(written[size_t(w)] == 1);  // every chunk once
+  for (int r = 0; r < 64; ++r)
+    for (int c = 0; c < 2; ++c) CHECK(td::swizzle64_byte(r, c + 2) == (td::swizzle64_byte(r, c) ^ 32));
+  using m16 = td::mma_m16n8k16;
+  for (int warp = 0; warp < 8; ++warp) {
+    double acc[32][BN / 8][4] = {};
+    for (int ks = 0; ks < 2; ++ks) {
+      // ldmatrix.x4 at byte addresses: register j of lane l = 2 elements at (address of lane 8 j + l / 4) + 4 (l % 4)
+      auto ldsm = [&](auto addr, double (&reg)[32][4][2]) {
+        for (int j = 0; j < 4; ++j) {
+          std::array<int, 8> groups{};
+          for (int r = 0; r < 8; ++r) ++groups[size_t((addr(8 * j + r) / 16) % 8)];
+          for (int g = 0; g < 8; ++g) CHECK(groups[size_t(g)] == 1);  // one wavefront per matrix
+        }
+        for (int l = 0; l < 32; ++l)
+          for (int j = 0; j < 4; ++j)
+            for (int h = 0; h < 2; ++h) reg[l][j][h] = mem[size_t((addr(8 * j + l / 4) + 4 * (l % 4)) / 2 + h)];
+      };
+      double fa[32][4][2];
+      ldsm([&](int l) { return td::swizzle64_byte(16 * warp + td::ldsm_a_row(l), td::ldsm_a_k(l) / 8) ^ (32 * ks); }, fa);
+      for (int jp = 0; jp < BN / 16; ++jp) {
+        double fb[32][4][2];
+        ldsm([&](int l) {
+          return ((x_bytes + td::swizzle64_byte(td::ldsm_b_row(l), td::ldsm_b_k(l) / 8)) ^ (32 * ks)) + 1024 * jp;
+        }, fb);
+        for (int half = 0; half < 2; ++half) {
+          double A[16][16] = {}, Bm[16][8] = {};
+          for (int l = 0; l < 32; ++l) {
+            for (int i = 0; i < 4; ++i)
+              for (int h = 0; h < 2; ++h) A[m16::a_row(l, i)][m16::a_k(l, i) + h] = fa[l][i][h];
+            for (int i = 0; i < 2; ++i)
+              for (int h = 0; h < 2; ++h) Bm[m16::b_k(l, i) + h][m16::b_col(l, i)] = fb[l][2 * half + i][h];
+          }
+          for (int l = 0; l < 32; ++l)
+            for (int e = 0; e < 4; ++e)
+              for (int k = 0; k < 16; ++k)
+                acc[l][2 * jp + half][e] += A[td::mma_m16n8k8::d_row(l, e)][k] * Bm[k][td::mma_m16n8k8::d_col(l, e)];
+        }
+      }
+    }
+    for (int l = 0; l < 32; ++l)
+      for (int j = 0; j < BN / 8; ++j)
+        for (int e = 0; e < 4; ++e) {
+          const int row = 16 * warp + td::mma_m16n8k8::d_row(l, e), col = 8 * j + td::mma_m16n8k8::d_col(l, e);
+          double want = 0.0;
+          for (int k = 0; k < KA; ++k) want += xd[size_t(row * KA + k)] * wd[size_t(col * KA + k)];
+          CHECK(acc[l][j][e] == doctest::Approx(want).epsilon(1e-12));
+        }
+  }
+}
+
 // ldmatrix.x4.trans: lane 8 j + r points at row row(8 j + r), column col(8 j + r) (8 consecutive elements);
 // register j of lane l gets rows 2 (l % 4) and + 1 of matrix j at column l / 4.
 template <class RowF, class ColF>

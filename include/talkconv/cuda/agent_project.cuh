@@ -5,6 +5,7 @@
 #pragma once
 
 #include "talkconv/cuda/agent_offsets.cuh"
+#include "talkconv/cuda/async_copy.cuh"
 #include "talkconv/cuda/mma_tf32.cuh"
 #include "talkconv/detail/mma_layout.hpp"
 
@@ -13,6 +14,12 @@
 #include <climits>
 #include <cstdint>
 #include <type_traits>
+
+// TALKCONV_CUDA_PROJECT_ASYNC=0 keeps 16-bit x on the register-staged K loop for full tiles too (an A/B switch
+// for the profiler: scripts/gpu-lease.sh's ncu-noband step builds with it).
+#ifndef TALKCONV_CUDA_PROJECT_ASYNC
+#define TALKCONV_CUDA_PROJECT_ASYNC 1
+#endif
 
 namespace talkconv {
 namespace cuda {
@@ -89,7 +96,18 @@ struct project_smem<T, BN, true> {
   static constexpr int w_words = pol::tf32x3 ? 2 : 1;  // elements of T per staged W element
   static constexpr int stage_bytes = int(sizeof(T)) * (pol::rows + w_words * BN) * ldx;
   static constexpr int z_bytes = 4 * pol::rows * ldz;
-  alignas(32) unsigned char buf[stage_bytes > z_bytes ? stage_bytes : z_bytes];
+  // 16-bit x on full tiles (project_tile::run_async): a cp.async ring of async_stages stages, each k tile of
+  // 32 (64-byte rows, swizzled: detail::swizzle64_byte) of x's rows and W's.
+  static constexpr int async_k = 32, async_stages = 4;
+  static constexpr int async_x_bytes = pol::rows * 64, async_stage_bytes = (pol::rows + BN) * 64;
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  static constexpr int async_bytes = pol::tensor_cores ? async_stages * async_stage_bytes : 0;
+#else
+  static constexpr int async_bytes = 0;  // no cp.async before sm_80: the register-staged loop's 25 KB
+#endif
+  static constexpr int buf_bytes = stage_bytes > z_bytes ? (stage_bytes > async_bytes ? stage_bytes : async_bytes)
+                                                         : (z_bytes > async_bytes ? z_bytes : async_bytes);
+  alignas(128) unsigned char buf[buf_bytes];
   index_t t[pol::rows], b[pol::rows];
   bool valid[pol::rows];
 };
@@ -214,11 +232,109 @@ struct project_tile {
       };
       products(sm, C, tid, next_tile);
     };
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if constexpr (pol::tensor_cores && TALKCONV_CUDA_PROJECT_ASYNC != 0) {
+      if (full) {
+        run_async(sm, a.x + r0 * a.g.C, a.weight + index_t(n0) * a.g.C, C, tid);
+        return;
+      }
+    }
+#endif
     if (full)
       k_loop(std::true_type{});
     else
       k_loop(std::false_type{});
   }
+
+  // z of the warp's 16 rows into sm.buf as [BM][ldz] (16-bit and 3xTF32 layouts): d (g + 8 (e / 2), 2 q + e % 2)
+  // of column tile j. The caller has passed a barrier after the last read of the staged tiles.
+  __device__ __forceinline__ static void store_z(smem& sm, const float (&acc)[BN / 8][4], int warp, int lane) {
+    const int g = lane / 4, q = lane % 4;
+    float* sz = reinterpret_cast<float*>(sm.buf) + (warp * 16 + g) * smem::ldz + 2 * q;
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) sz[(e / 2) * 8 * smem::ldz + j * 8 + e % 2] = acc[j][e];
+  }
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  // 16-bit x, a full tile (every row and offset inside x and W, C a multiple of 64, 16-byte aligned rows): the K
+  // loop as a cp.async ring (no register staging, one barrier per k tile of 32). x_blk, w_blk: the block's first
+  // row of x and of W. Stage s holds x rows [0, BM) then W rows [0, BN), 64 bytes each at swizzle64_byte. Per
+  // k tile: wait for its copies, one barrier (every thread's copies landed, every warp done with the stage the
+  // next copies overwrite), the copies of k tile kt + stages - 1, then its two k steps: all six fragments loaded
+  // before the first mma. The same k steps of 16 in the same order as the register path: the same sums.
+  __device__ __forceinline__ static void run_async(smem& sm, const T* __restrict__ x_blk, const T* __restrict__ w_blk,
+                                                   int C, int tid) {
+    namespace td = talkconv::detail;
+    constexpr int KA = smem::async_k, S = smem::async_stages;
+    static_assert(BN % 16 == 0 && BM == 16 * (threads / 32) && threads == 2 * BM && BN * 4 <= threads,
+                  "two x chunks of one row and at most one W chunk per thread per stage");
+    const int warp = tid / 32, lane = tid % 32;
+    const unsigned base = static_cast<unsigned>(__cvta_generic_to_shared(sm.buf));
+    // This thread's copies per stage: x row tid / 2, chunks 2 (tid % 2) and + 1 (one pointer, 16 bytes apart);
+    // W row tid / 4, chunk tid % 4, for the first 4 BN threads. 8 consecutive threads fill a 128-byte line.
+    const int xr = tid / 2, xc = 2 * (tid % 2), wr = tid / 4, wc = tid % 4;
+    const T* __restrict__ xg = x_blk + index_t(xr) * C + 8 * xc;
+    const T* __restrict__ wg = w_blk + index_t(wr < BN ? wr : 0) * C + 8 * wc;
+    const bool w_copy = wr < BN;
+    const int x_d0 = td::swizzle64_byte(xr, xc), x_d1 = td::swizzle64_byte(xr, xc + 1);
+    const int w_d = smem::async_x_bytes + td::swizzle64_byte(wr, wc);
+    auto issue = [&](int stage) {  // the next k tile's copies into `stage`; the pointers move on by KA
+      unsigned char* st = sm.buf + stage * smem::async_stage_bytes;
+      cp_async_16(st + x_d0, xg);
+      cp_async_16(st + x_d1, xg + 8);
+      if (w_copy) cp_async_16(st + w_d, wg);
+      xg += KA;
+      wg += KA;
+    };
+    // ldmatrix rows (detail/mma_layout.hpp): x rows of the warp's 16 at k chunk 2 ks + ldsm_a_k / 8, W rows of a
+    // pair of column tiles at 2 ks + ldsm_b_k / 8 (rows 16 apart share the swizzle: 16 jp rows = 1024 bytes).
+    // The second k step's chunks are the first's with bit 1 flipped (chunk 2 + h = h ^ 2 before the swizzle's
+    // XOR): its addresses are the first's ^ 32 (stage bases are multiples of 64).
+    const int ar = warp * 16 + td::ldsm_a_row(lane), br = td::ldsm_b_row(lane);
+    const unsigned a_off = unsigned(td::swizzle64_byte(ar, td::ldsm_a_k(lane) / 8));
+    const unsigned b_off = unsigned(smem::async_x_bytes + td::swizzle64_byte(br, td::ldsm_b_k(lane) / 8));
+    static_assert(smem::async_stage_bytes % 64 == 0 && smem::async_x_bytes % 64 == 0, "bit 5 is the chunk's");
+    float acc[BN / 8][4];
+#pragma unroll
+    for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[j][e] = 0.0f;
+    constexpr bool bf16 = std::is_same<T, __nv_bfloat16>::value;
+    const int nk = C / KA;
+#pragma unroll
+    for (int s = 0; s < S - 1; ++s) {
+      if (s < nk) issue(s);
+      cp_async_commit();  // (empty groups keep the count: k tile kt is group kt)
+    }
+#pragma unroll 1
+    for (int kt = 0; kt < nk; ++kt) {
+      cp_async_wait_group<S - 2>();
+      __syncthreads();
+      if (kt + S - 1 < nk) issue((kt + S - 1) % S);
+      cp_async_commit();
+      const unsigned st = base + unsigned((kt % S) * smem::async_stage_bytes);
+      unsigned fa[2][4], fb[2][BN / 16][4];
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks) {
+        ldmatrix_x4(fa[ks], st + (a_off ^ unsigned(32 * ks)));
+#pragma unroll
+        for (int jp = 0; jp < BN / 16; ++jp) ldmatrix_x4(fb[ks][jp], st + (b_off ^ unsigned(32 * ks)) + unsigned(jp * 16 * 64));
+      }
+#pragma unroll
+      for (int ks = 0; ks < 2; ++ks)
+#pragma unroll
+        for (int jp = 0; jp < BN / 16; ++jp) {
+          mma_16bit<bf16>(acc[2 * jp], fa[ks], fb[ks][jp][0], fb[ks][jp][1]);
+          mma_16bit<bf16>(acc[2 * jp + 1], fa[ks], fb[ks][jp][2], fb[ks][jp][3]);
+        }
+    }
+    cp_async_wait_group<0>();  // only empty groups are left
+    __syncthreads();           // z overwrites the stages
+    store_z(sm, acc, warp, lane);
+  }
+#endif
 
   // The products of the K loop (next_tile(c0) stages k tile c0), z left in sm.buf as [BM][ldz].
   template <class NextTile>
@@ -265,13 +381,7 @@ struct project_tile {
           }
         }
         __syncthreads();  // z overwrites the staged tiles
-        // d (g + 8 (e / 2), 2 q + e % 2) of column tile j.
-        const int g = lane / 4, q = lane % 4;
-        float* sz = reinterpret_cast<float*>(sm.buf) + (warp * 16 + g) * smem::ldz + 2 * q;
-#pragma unroll
-        for (int j = 0; j < BN / 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) sz[(e / 2) * 8 * smem::ldz + j * 8 + e % 2] = acc[j][e];
+        store_z(sm, acc, warp, lane);
       } else {
         // float: warp w owns rows [16 w, 16 w + 16) and the BN / 8 column tiles; per k step of 8, x and W
         // fragments read from the staged tiles (conflict-free: ldx = K + 4) and split hi + lo, then
@@ -309,12 +419,7 @@ struct project_tile {
           }
         }
         __syncthreads();  // z overwrites the staged tiles
-        // d (g + 8 (e / 2), 2 q + e % 2) of column tile j.
-        float* sz = reinterpret_cast<float*>(sm.buf) + (warp * 16 + g) * smem::ldz + 2 * q;
-#pragma unroll
-        for (int j = 0; j < BN / 8; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) sz[(e / 2) * 8 * smem::ldz + j * 8 + e % 2] = acc[j][e];
+        store_z(sm, acc, warp, lane);
       }
 #else
       // Before sm_80 (no bf16 or TF32 mma.sync): each warp's 16 x BN sums by FMA from the same shared tiles.

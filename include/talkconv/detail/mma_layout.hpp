@@ -29,6 +29,12 @@ struct mma_m16n8k8 {
 // agent_project.cuh).
 TALKCONV_HOST_DEVICE constexpr int tf32_b_pair_word(int k) { return 16 * (k / 8) + 2 * (k % 4) + (k % 8) / 4; }
 
+// Rows of 64 bytes (32 16-bit elements: 4 chunks of 16 bytes) without padding, for ldmatrix: chunk c of row r at
+// byte r * 64 + 16 (c ^ ((r / 2) % 4)). The 8 rows of an ldmatrix matrix (8 consecutive rows from a multiple of
+// 8, one chunk each) then fill the 8 16-byte bank groups of a 128-byte line once, and so do 8 consecutive
+// threads copying 2 rows x 4 chunks (the projection's cp.async ring, agent_project.cuh).
+TALKCONV_HOST_DEVICE constexpr int swizzle64_byte(int row, int chunk) { return row * 64 + 16 * (chunk ^ ((row / 2) % 4)); }
+
 // PTX mma.sync.m16n8k16 with 16-bit operands (bf16 / f16) and .f32 accumulators: 32-bit registers of two
 // elements (k and k + 1). Register i of lane l (g = l / 4, q = l % 4) holds
 //   a (16 x 16, row x k): i = 0..3 at row g + 8 (i % 2), k = 2 q + 8 (i / 2) (and k + 1);
