@@ -2,6 +2,8 @@
 # Installs what talkconv builds with, from Debian's packages (Debian 12). Safe to re-run.
 set -euo pipefail
 pkgs=(cmake g++ make libeigen3-dev doctest-dev libbenchmark-dev librandom123-dev)
+# scripts/test.sh stops its background fuzz step with pgrep (procps) when an earlier step fails.
+pkgs+=(procps)
 # talkconv::mpi (include/talkconv/mpi/sharded.hpp): its tests and example run under Open MPI's mpirun.
 pkgs+=(libopenmpi-dev openmpi-bin)
 # The fuzz step (scripts/fuzz.sh: clang-14 with libFuzzer and the sanitizer runtimes), unless skipped.

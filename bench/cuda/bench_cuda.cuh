@@ -387,21 +387,27 @@ struct registry {
         ->Unit(benchmark::kMicrosecond)
         ->MinTime(min_time);
   }
-  // Defined here, instantiated once per dtype in its own translation unit (bench_cuda_<dtype>.cu): the
-  // benchmark's kernels then compile in parallel (one file took 66-100 s on a 16-core H200 machine).
   template <class T>
-  void add(unsigned fams, const problem& pb) {
-    const std::string d = std::string("/dtype:") + dtype_name<T>(), s = d + pb.suffix();
-    if (fams & copy) add_one("copy" + d + pb.tbc(), &BM_copy<T>, pb);
-    if (fams & window_fwd) add_one("window_fwd" + s, &BM_window_forward<T>, pb);
-    if (fams & layer_fwd) add_one("layer_fwd" + s, &BM_layer_forward<T>, pb);
-    if (fams & layer_bwd) add_one("layer_bwd" + s, &BM_layer_backward<T>, pb);
-    if (fams & orig_fwd) add_one("orig_fwd" + s, &BM_original_forward<T>, pb);
-    if (fams & orig_bwd) add_one("orig_bwd" + s, &BM_original_backward<T>, pb);
-    if (fams & offsets_fwd) add_one("offsets_fwd" + s, &BM_offsets_forward<T>, pb);
-    if (fams & offsets_bwd) add_one("offsets_bwd" + s, &BM_offsets_backward<T>, pb);
-  }
+  void add(unsigned fams, const problem& pb);
 };
+
+// Defined out of the class (so not inline: the extern template declarations below then keep every other
+// translation unit from instantiating it, and the kernels with it), instantiated once per dtype in its own
+// translation unit (bench_cuda_<dtype>.cu): the benchmark's kernels compile once each, in parallel (one file
+// took 66-100 s on a 16-core H200 machine). Defined in the class, it was inline, and bench_cuda.cu compiled
+// every kernel of all three dtypes again (cicc 71 s + ptxas 57 s here, 2026-12-01).
+template <class T>
+void registry::add(unsigned fams, const problem& pb) {
+  const std::string d = std::string("/dtype:") + dtype_name<T>(), s = d + pb.suffix();
+  if (fams & copy) add_one("copy" + d + pb.tbc(), &BM_copy<T>, pb);
+  if (fams & window_fwd) add_one("window_fwd" + s, &BM_window_forward<T>, pb);
+  if (fams & layer_fwd) add_one("layer_fwd" + s, &BM_layer_forward<T>, pb);
+  if (fams & layer_bwd) add_one("layer_bwd" + s, &BM_layer_backward<T>, pb);
+  if (fams & orig_fwd) add_one("orig_fwd" + s, &BM_original_forward<T>, pb);
+  if (fams & orig_bwd) add_one("orig_bwd" + s, &BM_original_backward<T>, pb);
+  if (fams & offsets_fwd) add_one("offsets_fwd" + s, &BM_offsets_forward<T>, pb);
+  if (fams & offsets_bwd) add_one("offsets_bwd" + s, &BM_offsets_backward<T>, pb);
+}
 
 using bf16 = __nv_bfloat16;
 using f16 = __half;
