@@ -97,13 +97,20 @@ struct project_smem<T, BN, true> {
   static constexpr int stage_bytes = int(sizeof(T)) * (pol::rows + w_words * BN) * ldx;
   static constexpr int z_bytes = 4 * pol::rows * ldz;
   // 16-bit x on full tiles (project_tile::run_async): a cp.async ring of async_stages stages, each k tile of
-  // 32 (64-byte rows, swizzled: detail::swizzle64_byte) of x's rows and W's.
-  static constexpr int async_k = 32, async_stages = 4;
+  // 32 (64-byte rows, swizzled: detail::swizzle64_byte) of x's rows and W's. 4 stages (43 KB a block) where 4
+  // blocks fit an SM's shared memory (sm_90: 228 KB), 3 on sm_80 .. sm_89 (A100's 164 KB: 4 blocks of 34 KB);
+  // none before sm_80 (no cp.async) or with TALKCONV_CUDA_PROJECT_ASYNC=0: the register-staged loop's 25 KB.
+  static constexpr int async_k = 32;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  static constexpr int async_stages = 3;
+#else
+  static constexpr int async_stages = 4;
+#endif
   static constexpr int async_x_bytes = pol::rows * 64, async_stage_bytes = (pol::rows + BN) * 64;
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#if (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800) && TALKCONV_CUDA_PROJECT_ASYNC != 0
   static constexpr int async_bytes = pol::tensor_cores ? async_stages * async_stage_bytes : 0;
 #else
-  static constexpr int async_bytes = 0;  // no cp.async before sm_80: the register-staged loop's 25 KB
+  static constexpr int async_bytes = 0;
 #endif
   static constexpr int buf_bytes = stage_bytes > z_bytes ? (stage_bytes > async_bytes ? stage_bytes : async_bytes)
                                                          : (z_bytes > async_bytes ? z_bytes : async_bytes);
@@ -308,19 +315,22 @@ struct project_tile {
       if (s < nk) issue(s);
       cp_async_commit();  // (empty groups keep the count: k tile kt is group kt)
     }
+    int cur = 0;  // k tile kt's stage, kt % S (the next copies go to the stage before it)
 #pragma unroll 1
     for (int kt = 0; kt < nk; ++kt) {
       cp_async_wait_group<S - 2>();
       __syncthreads();
-      if (kt + S - 1 < nk) issue((kt + S - 1) % S);
+      if (kt + S - 1 < nk) issue(cur == 0 ? S - 1 : cur - 1);
       cp_async_commit();
-      const unsigned st = base + unsigned((kt % S) * smem::async_stage_bytes);
+      const unsigned st = base + unsigned(cur * smem::async_stage_bytes);
+      cur = cur == S - 1 ? 0 : cur + 1;
       unsigned fa[2][4], fb[2][BN / 16][4];
 #pragma unroll
       for (int ks = 0; ks < 2; ++ks) {
         ldmatrix_x4(fa[ks], st + (a_off ^ unsigned(32 * ks)));
 #pragma unroll
-        for (int jp = 0; jp < BN / 16; ++jp) ldmatrix_x4(fb[ks][jp], st + (b_off ^ unsigned(32 * ks)) + unsigned(jp * 16 * 64));
+        for (int jp = 0; jp < BN / 16; ++jp)
+          ldmatrix_x4(fb[ks][jp], st + (b_off ^ unsigned(32 * ks)) + unsigned(jp * 16 * 64));
       }
 #pragma unroll
       for (int ks = 0; ks < 2; ++ks)
