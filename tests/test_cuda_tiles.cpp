@@ -1245,7 +1245,9 @@ void check_band_emulation(const ref::problem& pb, double offset_hi, std::uint64_
 
 }  // namespace
 
-TEST_SUITE("cuda_tiles") {
+// The banded kernels' emulation: a ctest entry of its own (band_tiles), so that under the sanitizers it runs
+// beside the other tile cases instead of after them.
+TEST_SUITE("band_tiles") {
 
 TEST_CASE("banded dx: the weight formula is the SPEC's window coefficient at every row, edges and clamps included") {
   std::mt19937_64 rng(77);
