@@ -1,8 +1,10 @@
 // The offset kernels: thin __global__ entry points (internal linkage) over agent_offsets.cuh (elementwise),
-// agent_project.cuh (projection) and agent_dz_gemm.cuh (dW partials, offset path of dx).
+// agent_project.cuh (projection), agent_dz_gemm.cuh (dW partials, offset path of dx by FMA), agent_dw_tc.cuh and
+// agent_offset_path_tc.cuh (the same on tensor cores).
 #pragma once
 
 #include "talkconv/cuda/agent_dw_tc.cuh"
+#include "talkconv/cuda/agent_offset_path_tc.cuh"
 #include "talkconv/cuda/agent_dz_gemm.cuh"
 #include "talkconv/cuda/agent_offsets.cuh"
 #include "talkconv/cuda/agent_project.cuh"

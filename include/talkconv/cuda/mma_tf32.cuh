@@ -1,5 +1,6 @@
-// Tensor-core primitives shared by the kernels that use them (the dz GEMMs in agent_dw_tc.cuh, the dx
-// kernel's fused offset path in agent_window_input_grad.cuh, the projection in agent_project.cuh): one
+// Tensor-core primitives shared by the kernels that use them (the dz GEMMs in agent_dw_tc.cuh and
+// agent_offset_path_tc.cuh, the dx kernel's fused offset path in agent_window_input_grad.cuh, the projection
+// in agent_project.cuh): one
 // m16n8k8 TF32 product and the split of a float into two TF32 parts, one m16n8k16 16-bit product and
 // ldmatrix.
 #pragma once
