@@ -97,6 +97,12 @@ void offsets_gemm_sweep() {
       {1025, 9, 37, 1, false, layout::btc, {}, true},
       // P = 40: two offset tiles in the projection and dW, the wide offset path.
       {4100, 2, 80, 20, false, layout::tbc, {3000, 4100}, false},
+      // Full tiles (what the benchmark shape runs: every row and offset inside, C % 64 == 0; 16-bit x takes the
+      // cp.async ring there): 33 row tiles, the last partial. C = 64: two k tiles of 32, fewer than the ring's
+      // stages; P = 32, one whole offset tile; ragged lengths and dropout.
+      {2100, 2, 64, 16, false, layout::tbc, {2100, 1500}, true},
+      // C = 192: six k tiles (the ring wraps, 4 stages on sm_90, 3 before); causal P = 16 (BN = 16); btc.
+      {1030, 4, 192, 16, true, layout::btc, {1030, 700, 1, 1029}, false},
       // A decoder-like token batch (the dot-product form): C = 1024, P = 16.
       {1, 5, 1024, 16, true, layout::tbc, {}, false},
       // The dot-product form with odd C and ragged lengths.
