@@ -96,19 +96,12 @@ struct project_smem<T, BN, true> {
   static constexpr int w_words = pol::tf32x3 ? 2 : 1;  // elements of T per staged W element
   static constexpr int stage_bytes = int(sizeof(T)) * (pol::rows + w_words * BN) * ldx;
   static constexpr int z_bytes = 4 * pol::rows * ldz;
-  // 16-bit x on full tiles (project_tile::run_async): a cp.async ring of async_stages stages, each k tile of
-  // 32 (64-byte rows, swizzled: detail::swizzle64_byte) of x's rows and W's. 4 stages (43 KB a block) where 4
-  // blocks fit an SM's shared memory (sm_90: 228 KB), 3 on sm_80 .. sm_89 (A100's 164 KB: 4 blocks of 34 KB);
-  // none before sm_80 (no cp.async) or with TALKCONV_CUDA_PROJECT_ASYNC=0: the register-staged loop's 25 KB.
-  static constexpr int async_k = 32;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
-  static constexpr int async_stages = 3;
-#else
-  static constexpr int async_stages = 4;
-#endif
+  // 16-bit x on full tiles (project_tile::run_async): a cp.async ring of project_policy::ring_stages stages,
+  // each a k tile of ring_k = 32 (64-byte rows, swizzled: detail::swizzle64_byte) of x's rows and W's; none
+  // before sm_80 (no cp.async) or with TALKCONV_CUDA_PROJECT_ASYNC=0: the register-staged loop's 25 KB.
   static constexpr int async_x_bytes = pol::rows * 64, async_stage_bytes = (pol::rows + BN) * 64;
 #if (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800) && TALKCONV_CUDA_PROJECT_ASYNC != 0
-  static constexpr int async_bytes = pol::tensor_cores ? async_stages * async_stage_bytes : 0;
+  static constexpr int async_bytes = pol::tensor_cores ? pol::ring_stages * async_stage_bytes : 0;
 #else
   static constexpr int async_bytes = 0;
 #endif
@@ -274,7 +267,8 @@ struct project_tile {
   __device__ __forceinline__ static void run_async(smem& sm, const T* __restrict__ x_blk, const T* __restrict__ w_blk,
                                                    int C, int tid) {
     namespace td = talkconv::detail;
-    constexpr int KA = smem::async_k, S = smem::async_stages;
+    constexpr int KA = pol::ring_k, S = pol::ring_stages;
+    static_assert(KA == 32, "64-byte rows: swizzle64_byte");
     static_assert(BN % 16 == 0 && BM == 16 * (threads / 32) && threads == 2 * BM && BN * 4 <= threads,
                   "two x chunks of one row and at most one W chunk per thread per stage");
     const int warp = tid / 32, lane = tid % 32;

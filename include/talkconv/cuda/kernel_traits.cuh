@@ -174,6 +174,7 @@ struct project_policy {
   static constexpr int rows = threads;
   static constexpr int k_tile = 128 / int(sizeof(T));
   static constexpr int min_blocks = sizeof(acc_t<T>) > 4 ? 1 : 2;  // float: <= 128 registers
+  static constexpr int ring_k = 0, ring_stages = 0;                  // no cp.async ring (16-bit x only)
 };
 template <>
 struct project_policy<float> {
@@ -183,6 +184,7 @@ struct project_policy<float> {
   static constexpr int rows = 128;
   static constexpr int k_tile = 32;  // 128 bytes of each row per step
   static constexpr int min_blocks = 2;
+  static constexpr int ring_k = 0, ring_stages = 0;
 };
 template <>
 struct project_policy<__half> {
@@ -195,6 +197,15 @@ struct project_policy<__half> {
   // T * B = 65536 tokens in one wave of 132 x 4 (3 per SM, 80 registers, ran 396 then 116: 62 us on an
   // H200, 2026-11-30).
   static constexpr int min_blocks = 4;
+  // Full tiles through a cp.async ring (project_tile::run_async): k tiles of ring_k, ring_stages of them, each
+  // (rows + BN) x 64 bytes. 4 stages (43 KB a block at BN = 32) where 4 blocks fit an SM's shared memory
+  // (sm_90: 228 KB); 3 on sm_80 .. sm_89 (A100's 164 KB: 4 blocks of 34 KB).
+  static constexpr int ring_k = 32;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  static constexpr int ring_stages = 3;
+#else
+  static constexpr int ring_stages = 4;
+#endif
 };
 template <>
 struct project_policy<__nv_bfloat16> : project_policy<__half> {};
