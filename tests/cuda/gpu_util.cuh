@@ -3,6 +3,7 @@
 #pragma once
 
 #include "cpu_side.hpp"
+#include "has_gpu.hpp"
 #include "reference.hpp"
 
 #include <talkconv/cuda/talkconv.cuh>
@@ -25,14 +26,6 @@ namespace tcu = talkconv::cuda;
 using talkconv::acc_t;
 using talkconv::index_t;
 
-// True when a CUDA device can run kernels. GPU cases are decorated with doctest::skip(!has_gpu()).
-inline bool has_gpu() {
-  static const bool yes = [] {
-    int n = 0;
-    return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-  }();
-  return yes;
-}
 
 #define CUDA_OK(expr) REQUIRE_EQ(cudaSuccess, (expr))
 

@@ -1,7 +1,9 @@
 // doctest main of the CUDA tests: without a GPU every GPU case is skipped and the program exits 77,
 // which ctest reports as "Skipped" (SKIP_RETURN_CODE), never as passed.
 #define DOCTEST_CONFIG_IMPLEMENT
-#include "gpu_util.cuh"
+#include "has_gpu.hpp"
+
+#include <doctest/doctest.h>
 
 #include <cstdio>
 
