@@ -351,12 +351,30 @@ void emulate_ldmatrix(const std::vector<double>& tile, int ld, int row0, int k0,
     }
 }
 
+// One mma.sync m16n8k16 of a warp, emulated: a from the x ldmatrix registers fa, b from registers 2 half and
+// 2 half + 1 of the W ldmatrix registers fb (one 8-column tile of a pair), gathered by the PTX fragment
+// coordinates; d += a b into column tile j of the lanes' accumulators.
+template <int NT>
+void emulate_mma16816(double (&acc)[32][NT][4], int j, const double (&fa)[32][4][2], const double (&fb)[32][4][2],
+                      int half) {
+  using m16 = td::mma_m16n8k16;
+  double A[16][16] = {}, Bm[16][8] = {};
+  for (int l = 0; l < 32; ++l) {
+    for (int i = 0; i < 4; ++i)
+      for (int h = 0; h < 2; ++h) A[m16::a_row(l, i)][m16::a_k(l, i) + h] = fa[l][i][h];
+    for (int i = 0; i < 2; ++i)
+      for (int h = 0; h < 2; ++h) Bm[m16::b_k(l, i) + h][m16::b_col(l, i)] = fb[l][2 * half + i][h];
+  }
+  for (int l = 0; l < 32; ++l)
+    for (int e = 0; e < 4; ++e)
+      for (int k = 0; k < 16; ++k) acc[l][j][e] += A[td::mma_m16n8k8::d_row(l, e)][k] * Bm[k][td::mma_m16n8k8::d_col(l, e)];
+}
+
 TEST_CASE("projection's ldmatrix + m16n8k16 fragments: one warp's 16 rows x 32 offsets emulated == x W^T") {
   // x: 16 rows x K, W: 32 offsets x K (both row-major, k contiguous, stride ld as the kernel's ldx = K + 8).
   constexpr int K = 64, ld = K + 8, BN = 32;
   std::mt19937_64 rng(77);
   const vec xd = uniform_vec(rng, size_t(16 * ld), -1.0, 1.0), wd = uniform_vec(rng, size_t(BN * ld), -1.0, 1.0);
-  using m16 = td::mma_m16n8k16;
   double acc[32][BN / 8][4] = {};
   for (int k0 = 0; k0 < K; k0 += 16) {
     double fa[32][4][2];
@@ -364,20 +382,7 @@ TEST_CASE("projection's ldmatrix + m16n8k16 fragments: one warp's 16 rows x 32 o
     for (int jp = 0; jp < BN / 16; ++jp) {
       double fb[32][4][2];
       emulate_ldmatrix(wd, ld, 16 * jp, k0, td::ldsm_b_row, td::ldsm_b_k, fb);
-      for (int half = 0; half < 2; ++half) {
-        // mma: gather a and b by the fragment coordinates, d += a b.
-        double A[16][16] = {}, Bm[16][8] = {};
-        for (int l = 0; l < 32; ++l) {
-          for (int i = 0; i < 4; ++i)
-            for (int h = 0; h < 2; ++h) A[m16::a_row(l, i)][m16::a_k(l, i) + h] = fa[l][i][h];
-          for (int i = 0; i < 2; ++i)
-            for (int h = 0; h < 2; ++h) Bm[m16::b_k(l, i) + h][m16::b_col(l, i)] = fb[l][2 * half + i][h];
-        }
-        for (int l = 0; l < 32; ++l)
-          for (int e = 0; e < 4; ++e)
-            for (int k = 0; k < 16; ++k)
-              acc[l][2 * jp + half][e] += A[td::mma_m16n8k8::d_row(l, e)][k] * Bm[k][td::mma_m16n8k8::d_col(l, e)];
-      }
+      for (int half = 0; half < 2; ++half) emulate_mma16816(acc, 2 * jp + half, fa, fb, half);
     }
   }
   // The kernel stores d (g + 8 (e / 2), 2 q + e % 2) of column tile j: z[row][8 j + col] must be x W^T.
@@ -428,7 +433,6 @@ TEST_CASE("projection's cp.async ring (16-bit x): swizzled 64-byte rows staged, 
   for (int w = 0; w < stage_bytes / 16; ++w) CHECK(written[size_t(w)] == 1);  // every chunk once
   for (int r = 0; r < 64; ++r)
     for (int c = 0; c < 2; ++c) CHECK(td::swizzle64_byte(r, c + 2) == (td::swizzle64_byte(r, c) ^ 32));
-  using m16 = td::mma_m16n8k16;
   for (int warp = 0; warp < 8; ++warp) {
     double acc[32][BN / 8][4] = {};
     for (int ks = 0; ks < 2; ++ks) {
@@ -450,19 +454,7 @@ TEST_CASE("projection's cp.async ring (16-bit x): swizzled 64-byte rows staged, 
         ldsm([&](int l) {
           return ((x_bytes + td::swizzle64_byte(td::ldsm_b_row(l), td::ldsm_b_k(l) / 8)) ^ (32 * ks)) + 1024 * jp;
         }, fb);
-        for (int half = 0; half < 2; ++half) {
-          double A[16][16] = {}, Bm[16][8] = {};
-          for (int l = 0; l < 32; ++l) {
-            for (int i = 0; i < 4; ++i)
-              for (int h = 0; h < 2; ++h) A[m16::a_row(l, i)][m16::a_k(l, i) + h] = fa[l][i][h];
-            for (int i = 0; i < 2; ++i)
-              for (int h = 0; h < 2; ++h) Bm[m16::b_k(l, i) + h][m16::b_col(l, i)] = fb[l][2 * half + i][h];
-          }
-          for (int l = 0; l < 32; ++l)
-            for (int e = 0; e < 4; ++e)
-              for (int k = 0; k < 16; ++k)
-                acc[l][2 * jp + half][e] += A[td::mma_m16n8k8::d_row(l, e)][k] * Bm[k][td::mma_m16n8k8::d_col(l, e)];
-        }
+        for (int half = 0; half < 2; ++half) emulate_mma16816(acc, 2 * jp + half, fa, fb, half);
       }
     }
     for (int l = 0; l < 32; ++l)

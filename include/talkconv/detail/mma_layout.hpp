@@ -33,7 +33,9 @@ TALKCONV_HOST_DEVICE constexpr int tf32_b_pair_word(int k) { return 16 * (k / 8)
 // byte r * 64 + 16 (c ^ ((r / 2) % 4)). The 8 rows of an ldmatrix matrix (8 consecutive rows from a multiple of
 // 8, one chunk each) then fill the 8 16-byte bank groups of a 128-byte line once, and so do 8 consecutive
 // threads copying 2 rows x 4 chunks (the projection's cp.async ring, agent_project.cuh).
-TALKCONV_HOST_DEVICE constexpr int swizzle64_byte(int row, int chunk) { return row * 64 + 16 * (chunk ^ ((row / 2) % 4)); }
+TALKCONV_HOST_DEVICE constexpr int swizzle64_byte(int row, int chunk) {
+  return row * 64 + 16 * (chunk ^ ((row / 2) % 4));
+}
 
 // PTX mma.sync.m16n8k16 with 16-bit operands (bf16 / f16) and .f32 accumulators: 32-bit registers of two
 // elements (k and k + 1). Register i of lane l (g = l / 4, q = l % 4) holds
