@@ -1235,6 +1235,252 @@ void check_band_emulation(const ref::problem& pb, double offset_hi, std::uint64_
   TT_CHECK_CLOSE("emulated banded dx vs reference", dx, dx_ref, 2e-5, dx_scale(dx_ref, dyd));
 }
 
+// ---- the float banded dx (agent_window_input_grad_band_tf32.cuh), emulated lane by lane ----------------------
+// The kernel's stage (every thread's items at band_tf32_stage_item, its two pointers and their 16-byte stores, the
+// split of each value), tap table, k steps of 8 tokens from an even token (the lane's operand pointer stepped by
+// 1024 +- 4 words alternately, d stepped by -8), a elements from band_tf32_lane_weights, the 3xTF32 products through the
+// m16n8k8 coordinates with k standing for token band_k_perm(k), the fused offset path's W fragments at
+// band_tf32_w_index (split when staged) and the store mapping; max_rows caps the stage as the launch plan does.
+struct tf32_pieces {
+  float hi, lo;
+};
+inline tf32_pieces tf32_split_host(float v) {
+  const float hi = tf32_trunc(v);
+  return tf32_pieces{hi, tf32_trunc(v - hi)};
+}
+
+// acc[l][e] += A B through the m16n8k8 coordinates: a(l, e) are lane l's a elements, b(l, e) its b elements.
+template <class AOf, class BOf>
+void emulate_mma1688(const AOf& a_of, const BOf& b_of, std::array<float, 4>* acc) {
+  using mk8 = td::mma_m16n8k8;
+  double A[16][8], Bm[8][8];
+  for (int l = 0; l < 32; ++l) {
+    for (int e = 0; e < 4; ++e) A[mk8::a_row(l, e)][mk8::a_k(l, e)] = a_of(l, e);
+    for (int e = 0; e < 2; ++e) Bm[mk8::b_k(l, e)][mk8::b_col(l, e)] = b_of(l, e);
+  }
+  for (int l = 0; l < 32; ++l)
+    for (int e = 0; e < 4; ++e) {
+      double sum = 0.0;
+      for (int k = 0; k < 8; ++k) sum += A[mk8::d_row(l, e)][k] * Bm[k][mk8::d_col(l, e)];
+      acc[l][size_t(e)] = float(double(acc[l][size_t(e)]) + sum);
+    }
+}
+
+vec emulate_dx_band_tf32(const ref::problem& pb, const std::vector<float>& o, const std::vector<float>& dy,
+                         const std::vector<float>* W, const std::vector<float>* dz, double max_offset, int max_rows) {
+  using mk8 = td::mma_m16n8k8;
+  const td::dx_band_plan plan = td::make_dx_band_plan(pb.L, pb.M, pb.causal, max_offset, max_rows);
+  const int S = plan.stage_rows, PR = S + td::band_tf32_pad;
+  REQUIRE(S % 16 == 0);
+  long rl, rr;
+  device_reach(pb, o, rl, rr);
+  rl = std::min(rl, pb.T), rr = std::min(rr, pb.T);
+  const long R = pb.R(), P = pb.P();
+  const int steps = W ? static_cast<int>((P + 7) / 8) : 0;
+  const float inv_k = 1.0f / float(pb.L + pb.M + 1);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  vec dx(pb.x_size(), std::numeric_limits<double>::quiet_NaN());
+  for (long b = 0; b < pb.B; ++b)
+    for (const channel_block& cb : channel_blocks(pb.C, pb.H)) {
+      const long n = pb.n(b), h_first = cb.c0 / R;
+      const int nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - h_first + 1);
+      REQUIRE(cb.cn % 16 == 0);
+      int pair_head[4];
+      for (int p = 0; p < 4; ++p) {
+        const int h = R <= 64 ? static_cast<int>(16 * p / R) : 0;
+        pair_head[p] = h < nh ? h : nh - 1;
+      }
+      std::vector<float> wfrag(size_t(steps) * 256 * 4, nan);
+      for (int i = 0; i < steps * 256; ++i) {
+        const td::band_w_item it = td::band_w_item_of(i);
+        const int ch = td::band_w_channel(it);
+        const long k = td::band_w_offset(it);
+        float w0 = 0.0f, w1 = 0.0f;
+        if (ch < cb.cn) {
+          if (k < P) w0 = (*W)[size_t(k * pb.C + cb.c0 + ch)];
+          if (k + 1 < P) w1 = (*W)[size_t((k + 1) * pb.C + cb.c0 + ch)];
+        }
+        const tf32_pieces a = tf32_split_host(w0), c = tf32_split_host(w1);
+        float* f = &wfrag[size_t(td::band_tf32_w_index(it.s, it.n, it.lane))];
+        f[0] = a.hi, f[1] = c.hi, f[2] = a.lo, f[3] = c.lo;
+      }
+      for (long r0 = 0; r0 < pb.T; r0 += 128) {
+        std::vector<std::array<std::array<float, 4>, 8>> acc(size_t(8 * 32));  // [warp * 32 + lane][tile][e]
+        for (auto& a : acc)
+          for (auto& t : a) t.fill(0.0f);
+        if (r0 < n) {
+          const long span_lo = std::max(r0 - rr, 0L), span_hi = std::min(r0 + 128 + rl, n);
+          for (long seg = span_lo; seg < span_hi; seg += S) {
+            const int used = static_cast<int>(std::min<long>(span_hi - seg, S));
+            const int rows = (used + td::band_tf32_pad + 1) / 2 * 2;
+            REQUIRE(rows <= PR);
+            // 1. the stage, as the 256 threads write it
+            std::vector<float> stage(size_t(PR / 2) * 256, nan);
+            std::vector<int> written(stage.size(), 0);
+            for (int t = 0; t < 256; ++t) {
+              const td::band_tf32_item item = td::band_tf32_stage_item(t);
+              int i = 0;
+              for (int j = 2 * item.pair; j < rows; j += 32, ++i) {
+                unsigned at[4];  // the kernel's 4 pointers, 4096 words per iteration
+                for (int c = 0; c < 4; ++c)
+                  at[c] = td::band_tf32_stage_word(2 * item.pair, 4 * item.quad + c, 0) + 4096u * unsigned(i);
+                for (int c = 0; c < 4; ++c) {
+                  const int ch = 4 * item.quad + c;
+                  float v[2];
+                  for (int tok = 0; tok < 2; ++tok)
+                    v[tok] = ch < cb.cn && j + tok < used ? dy[pb.xi(seg + j + tok, b, cb.c0 + ch)] : 0.0f;
+                  const tf32_pieces p0 = tf32_split_host(v[0]), p1 = tf32_split_host(v[1]);
+                  const float words[4] = {p0.hi, p1.hi, p0.lo, p1.lo};
+                  for (int e = 0; e < 4; ++e) {
+                    REQUIRE(at[c] + unsigned(e) < stage.size());
+                    stage[at[c] + unsigned(e)] = words[e];
+                    ++written[at[c] + unsigned(e)];
+                  }
+                }
+              }
+            }
+            for (size_t wd = 0; wd < size_t(rows / 2) * 256; ++wd) REQUIRE(written[wd] == 1);
+            std::vector<td::band_tap<float>> taps(size_t(nh) * size_t(PR), td::band_tap<float>{nan, nan});
+            for (int hh = 0; hh < nh; ++hh)
+              for (int j = 0; j < rows; ++j) {
+                const long u = seg + j, h = h_first + hh;
+                td::band_tap<float> e = td::null_band_tap<float>();
+                if (j < used) {
+                  const auto k = td::make_taps<float, long>(u, o[pb.oi(u, b, h)], pb.causal ? 0.0f : o[pb.oi(u, b, pb.H + h)],
+                                                            pb.L, pb.M, n, pb.causal);
+                  e = td::make_band_tap<float, long>(k, u);
+                }
+                taps[size_t(hh) * size_t(PR) + size_t(j)] = e;
+              }
+            // 2. each warp's k steps
+            for (int warp = 0; warp < 8; ++warp) {
+              const long m0 = r0 + 16 * warp;
+              if (m0 >= n) continue;
+              const long lo = std::max(m0 - rr, seg), hi = std::min(m0 + 15 + rl, seg + long(used));
+              const int jstart = int(lo - seg) & ~1, jend = int(hi - seg);
+              int step = 0;
+              for (int j0 = jstart; j0 < jend; j0 += 8, ++step) {
+                for (int p = 0; p < 4; ++p) {
+                  float w[32][4];
+                  for (int l = 0; l < 32; ++l) {
+                    const int g = l / 4, q = l % 4;
+                    REQUIRE(j0 + 2 * q + 1 < rows);
+                    const float d = float(m0 + g - seg) - float(jstart + 2 * q) - 8.0f * float(step);
+                    td::band_tf32_lane_weights<float>(taps[size_t(pair_head[p]) * size_t(PR) + size_t(j0 + 2 * q)],
+                                                      taps[size_t(pair_head[p]) * size_t(PR) + size_t(j0 + 2 * q + 1)], d,
+                                                      w[l]);
+                  }
+                  for (int h = 0; h < 2; ++h) {
+                    const int nt = 2 * p + h;
+                    auto bword = [&](int l, int e) {
+                      const int g = l / 4, q = l % 4;
+                      // the kernel's pointer: its first k step's word, advanced by adv, then 2048 - adv, ...
+                      const int first = td::band_tf32_lane_word(jstart, q, g);
+                      const int adv = td::band_tf32_lane_word(jstart + 8, q, g) - first;
+                      const int at = first + 2048 * (step / 2) + (step % 2 ? adv : 0) + 32 * nt + e;
+                      REQUIRE(at == td::band_tf32_lane_word(j0, q, g) + 32 * nt + e);
+                      REQUIRE(size_t(at) < size_t(rows / 2) * 256);
+                      // a and b name the same tokens: b element e is token 2 q + e, k = band_k_perm order
+                      REQUIRE(td::band_k_perm(mk8::b_k(l, e % 2)) == 2 * q + e % 2);
+                      return stage[size_t(at)];
+                    };
+                    auto a_piece = [&](bool lo_piece) {
+                      return [&, lo_piece](int l, int e) {
+                        REQUIRE(td::band_k_perm(mk8::a_k(l, e)) == td::band_tf32_a_token(l % 4, e));
+                        const tf32_pieces pc = tf32_split_host(w[l][e]);
+                        return double(lo_piece ? pc.lo : pc.hi);
+                      };
+                    };
+                    std::array<float, 4> tile[32];
+                    for (int l = 0; l < 32; ++l) tile[l] = acc[size_t(warp * 32 + l)][size_t(nt)];
+                    emulate_mma1688(a_piece(false), [&](int l, int e) { return double(bword(l, e)); }, tile);
+                    emulate_mma1688(a_piece(false), [&](int l, int e) { return double(bword(l, 2 + e)); }, tile);
+                    emulate_mma1688(a_piece(true), [&](int l, int e) { return double(bword(l, e)); }, tile);
+                    for (int l = 0; l < 32; ++l) acc[size_t(warp * 32 + l)][size_t(nt)] = tile[l];
+                  }
+                }
+              }
+            }
+          }
+        }
+        // epilogue: 1/K, the offset path (3xTF32), the store mapping
+        for (int warp = 0; warp < 8; ++warp) {
+          const long m0 = r0 + 16 * warp;
+          for (int l = 0; l < 32; ++l)
+            for (auto& t : acc[size_t(warp * 32 + l)])
+              for (float& e : t) e *= inv_k;
+          if (dz && m0 < n)
+            for (int s = 0; s < steps; ++s)
+              for (int nt = 0; nt < 8; ++nt) {
+                auto z_piece = [&](bool lo_piece) {
+                  return [&, lo_piece](int l, int e) {
+                    const int g = l / 4, q = l % 4;
+                    const long row = m0 + g + (e % 2 ? 8 : 0), kk = td::band_dz_offset(s, q, e);
+                    const float v = row < n && kk < P ? (*dz)[pb.oi(row, b, kk)] : 0.0f;
+                    const tf32_pieces pc = tf32_split_host(v);
+                    return double(lo_piece ? pc.lo : pc.hi);
+                  };
+                };
+                auto w_piece = [&](bool lo_piece) {
+                  return [&, lo_piece](int l, int e) {
+                    return double(wfrag[size_t(td::band_tf32_w_index(s, nt, l)) + size_t(lo_piece ? 2 : 0) + size_t(e)]);
+                  };
+                };
+                std::array<float, 4> tile[32];
+                for (int l = 0; l < 32; ++l) tile[l] = acc[size_t(warp * 32 + l)][size_t(nt)];
+                emulate_mma1688(z_piece(false), w_piece(false), tile);
+                emulate_mma1688(z_piece(false), w_piece(true), tile);
+                emulate_mma1688(z_piece(true), w_piece(false), tile);
+                for (int l = 0; l < 32; ++l) acc[size_t(warp * 32 + l)][size_t(nt)] = tile[l];
+              }
+          for (int l = 0; l < 32; ++l) {
+            const int g = l / 4, q = l % 4;
+            for (int nt = 0; nt < cb.cn / 8; ++nt)
+              for (int hr = 0; hr < 2; ++hr) {
+                const long row = m0 + g + 8 * hr;
+                if (row >= pb.T) continue;
+                for (int c = 0; c < 2; ++c)
+                  dx[pb.xi(row, b, cb.c0 + 8 * nt + 2 * q + c)] =
+                      row < n ? double(acc[size_t(warp * 32 + l)][size_t(nt)][size_t(2 * hr + c)]) : 0.0;
+              }
+          }
+        }
+      }
+    }
+  return dx;
+}
+
+void check_band_tf32_emulation(const ref::problem& pb, double offset_hi, std::uint64_t seed, bool fused,
+                               double max_offset = 1.0, int max_rows = 0) {
+  INFO(pb.str(), " offsets in [0, ", offset_hi, "] fused=", fused, " max_offset=", max_offset, " max_rows=", max_rows);
+  std::mt19937_64 rng(seed);
+  vec od = uniform_vec(rng, pb.o_size(), 0.0, offset_hi);
+  for (size_t i = 0; i < od.size(); i += 7) od[i] = double(i % 3 == 0);  // integer bounds: 0 and 1
+  const vec dyd0 = normal_vec(rng, pb.x_size());
+  const std::vector<float> o(od.begin(), od.end()), dy(dyd0.begin(), dyd0.end());
+  const vec dyd(dy.begin(), dy.end()), ov(o.begin(), o.end());
+  vec dx_ref, do_ref;
+  ref::window_backward(pb, vec(pb.x_size(), 0.0), ov, dyd, dx_ref, do_ref);
+  std::vector<float> W, dz;
+  if (fused) {
+    const vec Wd = normal_vec(rng, size_t(pb.P() * pb.C));
+    W.assign(Wd.begin(), Wd.end());
+    const vec dzd = normal_vec(rng, pb.o_size(), 0.0, 0.5);
+    dz.assign(dzd.begin(), dzd.end());
+    for (long b = 0; b < pb.B; ++b)  // dz is zero past the lengths (the layer's contract)
+      for (long t = pb.n(b); t < pb.T; ++t)
+        for (long j = 0; j < pb.P(); ++j) dz[pb.oi(t, b, j)] = 0.0f;
+    for (long b = 0; b < pb.B; ++b)
+      for (long t = 0; t < pb.n(b); ++t)
+        for (long c = 0; c < pb.C; ++c)
+          for (long j = 0; j < pb.P(); ++j)
+            dx_ref[pb.xi(t, b, c)] += double(W[size_t(j * pb.C + c)]) * double(dz[pb.oi(t, b, j)]);
+  }
+  const vec dx = emulate_dx_band_tf32(pb, o, dy, fused ? &W : nullptr, fused ? &dz : nullptr, max_offset, max_rows);
+  // 3xTF32: each product within 2^-20 of the float one; the sums float
+  TT_CHECK_CLOSE("emulated float banded dx vs reference", dx, dx_ref, 1e-5, dx_scale(dx_ref, dyd));
+}
+
 }  // namespace
 
 // The banded kernels' emulation: a ctest entry of its own (band_tiles), so that under the sanitizers it runs
@@ -1360,6 +1606,91 @@ TEST_CASE("banded dx and forward emulated: partial channel blocks holding severa
     check_fwd_band_emulation<Eigen::bfloat16>(pb, 1.0, ++seed);
     check_fwd_band_emulation<Eigen::half>(pb, 1.0, ++seed);
   }
+}
+
+TEST_CASE("float banded dx: stage words written once, a quarter-warp's stores and a lane's operand reads conflict-free") {
+  // staging: the 8 lanes of each quarter-warp write 16-byte groups in 8 distinct bank groups (4 stores per item)
+  for (int t0 = 0; t0 < 256; t0 += 8)
+    for (int c = 0; c < 4; ++c) {
+      std::array<int, 8> grp{};
+      for (int l = 0; l < 8; ++l) {
+        const td::band_tf32_item it = td::band_tf32_stage_item(t0 + l);
+        const unsigned w = td::band_tf32_stage_word(2 * it.pair, 4 * it.quad + c, 0);
+        REQUIRE(w % 4 == 0);
+        grp[size_t(l)] = static_cast<int>((w / 4) % 8);
+      }
+      std::sort(grp.begin(), grp.end());
+      for (int l = 0; l < 8; ++l) CHECK(grp[size_t(l)] == l);
+    }
+  // every (token, channel, piece) has its own word, channel pairs adjacent
+  std::vector<int> seen(size_t(32) * 256, 0);
+  for (int j = 0; j < 64; ++j)
+    for (int c = 0; c < 64; ++c)
+      for (int piece = 0; piece < 2; ++piece) {
+        const unsigned w = td::band_tf32_stage_word(j, c, piece);
+        REQUIRE(w < seen.size());
+        ++seen[w];
+        CHECK(td::band_tf32_slot(c, j / 2) / 8 == c / 8);  // in its 8-channel tile
+      }
+  for (int v : seen) CHECK(v == 1);
+  // k step reads: lane (g, q) at band_tf32_lane_word(j0, q, g) + 32 n: its own 4 words, and a quarter-warp's 8
+  // lanes read 8 distinct 16-byte bank groups
+  for (int j0 = 0; j0 < 40; j0 += 2)
+    for (int nt = 0; nt < 8; ++nt) {
+      for (int l = 0; l < 32; ++l) {
+        const int g = l / 4, q = l % 4, at = td::band_tf32_lane_word(j0, q, g) + 32 * nt;
+        for (int piece = 0; piece < 2; ++piece)
+          for (int e = 0; e < 2; ++e)
+            CHECK(unsigned(at + 2 * piece + e) == td::band_tf32_stage_word(j0 + 2 * q + e, 8 * nt + g, piece));
+        CHECK(td::band_tf32_lane_word(j0 + 16, q, g) == td::band_tf32_lane_word(j0, q, g) + 2048);
+        CHECK(std::abs(td::band_tf32_lane_word(j0 + 8, q, g) - td::band_tf32_lane_word(j0, q, g) - 1024) == 4);
+      }
+      for (int l0 = 0; l0 < 32; l0 += 8) {
+        std::array<int, 8> grp{};
+        for (int l = 0; l < 8; ++l)
+          grp[size_t(l)] = (td::band_tf32_lane_word(j0, (l0 + l) % 4, (l0 + l) / 4) + 32 * nt) / 4 % 8;
+        std::sort(grp.begin(), grp.end());
+        for (int l = 0; l < 8; ++l) CHECK(grp[size_t(l)] == l);
+      }
+    }
+}
+
+TEST_CASE("float banded dx emulated lane by lane == reference: random shapes, capped stages, fused offset path or not") {
+  std::mt19937_64 rng(4343);
+  for (int i = 0; i < draws(12); ++i) {
+    ref::problem pb;
+    const long Rs[] = {16, 32, 48, 64, 80, 128};
+    const long R = Rs[uniform_int(rng, 0, 5)];
+    pb.H = uniform_int(rng, 1, R >= 64 ? 2 : 4);
+    pb.C = pb.H * R;
+    pb.causal = i % 4 == 3;
+    pb.T = uniform_int(rng, 1, 330);
+    pb.B = uniform_int(rng, 1, 2);
+    pb.L = uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, 60);
+    pb.M = pb.causal ? 0 : (uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, 60));
+    if (uniform_int(rng, 0, 1))
+      for (long b = 0; b < pb.B; ++b) pb.lengths.push_back(uniform_int(rng, 0, pb.T));
+    const int caps[] = {0, 32, 48, 144};
+    check_band_tf32_emulation(pb, 1.0, 1500 + i, i % 2 == 0, 1.0, caps[i % 4]);
+  }
+}
+
+TEST_CASE("float banded dx emulated: segments past max_offset, K = 127, several heads per block, the benchmark's heads") {
+  ref::problem pb;
+  pb.T = 700, pb.B = 1, pb.C = 64, pb.H = 1, pb.L = 40, pb.M = 30, pb.lengths = {650};
+  check_band_tf32_emulation(pb, 4.0, 21, true);          // windows reach ~160 tokens: 2-3 segments
+  check_band_tf32_emulation(pb, 4.0, 22, false, 4.0, 176);
+  pb.causal = true, pb.M = 0;
+  check_band_tf32_emulation(pb, 4.0, 23, true);
+  ref::problem wide;  // K = 127 (the float band's widest), R = 48 (a head of 48 channels per block)
+  wide.T = 400, wide.B = 2, wide.C = 96, wide.H = 2, wide.L = 63, wide.M = 63, wide.lengths = {400, 333};
+  check_band_tf32_emulation(wide, 1.0, 24, true, 1.0, 176);
+  ref::problem heads;  // a partial last block with several heads (96 = 64 + 32 channels, heads of 16)
+  heads.T = 300, heads.B = 2, heads.C = 96, heads.H = 6, heads.L = 9, heads.M = 7, heads.lengths = {300, 141};
+  check_band_tf32_emulation(heads, 1.0, 25, true);
+  ref::problem bench;  // the benchmark's heads (R = 64, P = 32) on a short sequence, the H200 plan's stage
+  bench.T = 300, bench.B = 2, bench.C = 1024, bench.H = 16, bench.L = 16, bench.M = 16;
+  check_band_tf32_emulation(bench, 1.0, 26, true, 1.0, 176);
 }
 
 TEST_CASE("banded forward emulated: a NaN offset gives NaN in its token's head and nothing else") {

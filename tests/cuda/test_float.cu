@@ -24,6 +24,16 @@ TALKCONV_GPU_CASE("window tokens beyond the shared-memory halo take the exact di
   window_long_halo_cases<float>();
 }
 
+// The banded dx on TF32 tensor cores (R % 16 == 0, K <= 127; wider windows take the event kernel): the 16-bit band
+// family (segments, split and shared heads, causal, ragged; its K = 255 case takes the event kernel here), K = 127
+// in capped stages, and the benchmark's heads.
+TALKCONV_GPU_CASE("banded dx on TF32 tensor cores: segments past max_offset, K = 127, split and shared heads, causal, ragged: float") {
+  window_band_cases<float>();
+  window_case<float>(shaped_case(211, 600, 2, 96, 2, 63, 63, false, layout::btc, {600, 333}), 1.0);
+  window_case<float>(shaped_case(212, 500, 1, 128, 2, 100, 0, true, layout::tbc, {480}), 1.5, 1.0f);
+  window_case<float>(shaped_case(213, 300, 2, 1024, 16, 16, 16, false, layout::tbc, {300, 200}), 1.0);
+}
+
 // Offsets that put bounds exactly on integers (0 and 1, dropout zeros) and NaN offsets.
 TALKCONV_GPU_CASE("window handles integer bounds and NaN offsets like the CPU") {
   window_nan_offset_case<float>(5, 2, 8);  // heads of 4 channels

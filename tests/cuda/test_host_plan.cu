@@ -328,3 +328,36 @@ TEST_CASE("banded kernels' plans: a tile's span in one segment at the planned ma
         CHECK(fw.args.blocks_per_seq == (4096 / 128 + 1) / 2);
       }
 }
+
+TEST_CASE("float banded dx's plan: the stage capped to keep 2 blocks per SM; the benchmark tile's span in one segment on an H100 / H200") {
+  using pol = d::dx_band_policy<float>;
+  for (const talkconv::window_params& w :
+       {talkconv::window_params{16, 16, 16, false}, talkconv::window_params{16, 63, 0, true},
+        talkconv::window_params{64, 5, 7, false}, talkconv::window_params{4, 63, 63, false},
+        talkconv::window_params{4, 0, 0, false}})
+    for (double mo : {1.0, 1.0 / (1.0 - 0.3), 10.0})
+      for (int nh : {1, 4})
+        for (bool fused : {true, false})
+          for (std::size_t optin : optins) {
+            const std::size_t per_sm = optin + 1024;
+            const talkconv::seq_shape s{4096, 16, 1024, layout::tbc};
+            INFO("H=", w.heads, " L=", w.max_left, " M=", w.max_right, " causal=", w.causal, " max_offset=", mo,
+                 " nh=", nh, " fused=", fused, " optin=", optin);
+            const d::dx_band_launch p = d::plan_input_grad_band<float>(s, w, mo, nh, fused, per_sm);
+            CHECK(p.args.stage_rows % 16 == 0);
+            CHECK(p.args.stage_rows >= 32);
+            CHECK(p.args.taps_at == unsigned(p.args.stage_rows + pol::pad_rows) * pol::row_bytes);
+            CHECK(p.args.w_at % 16 == 0);
+            CHECK(p.args.w_at >= p.args.taps_at + unsigned(nh) * unsigned(p.args.stage_rows + pol::pad_rows) * 8u);
+            CHECK(p.args.steps == (fused ? (w.num_offsets() + 7) / 8 : 0));
+            CHECK(p.smem == p.args.w_at + std::size_t(p.args.steps) * 256u * 16u);
+            // uncapped it is the 16-bit plan's stage; capped, 2 blocks per SM fit whenever 32 rows do
+            const d::dx_band_launch open = d::plan_input_grad_band<float>(s, w, mo, nh, fused);
+            CHECK(p.args.stage_rows <= open.args.stage_rows);
+            if (p.args.stage_rows > 32 || p.args.stage_rows == open.args.stage_rows)
+              CHECK(p.smem + d::smem_reserved_per_block <= per_sm / pol::min_blocks);
+            CHECK(p.smem + d::smem_reserved_per_block <= optin);
+            if (optin == 232448 && w.heads == 16 && w.max_left == 16 && mo == 1.0 && nh == 1)
+              CHECK(p.args.stage_rows == open.args.stage_rows);  // the benchmark shape: one segment per tile
+          }
+}

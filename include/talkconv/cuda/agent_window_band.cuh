@@ -27,21 +27,31 @@ namespace detail {
 #define TALKCONV_CUDA_BAND 1
 #endif
 
-// Per-dtype policy of the banded kernels: 16-bit storage types only (their x / dy is the mma's b operand).
+// Per-dtype policy of the banded kernels. The dx (input gradient) runs for 16-bit x on m16n8k16 (x / dy is the
+// mma's b operand) and for float on TF32 m16n8k8 (3xTF32: agent_window_input_grad_band_tf32.cuh); the forward
+// for 16-bit x only (float keeps the vector-tile forward).
 template <class T>
 struct dx_band_policy {
-  static constexpr bool supported =
-      TALKCONV_CUDA_BAND != 0 && (std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value);
+  static constexpr bool sixteen = std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value;
+  static constexpr bool tf32 = std::is_same<T, float>::value;
+  static constexpr bool supported = TALKCONV_CUDA_BAND != 0 && (sixteen || tf32);  // the dx kernel
+  static constexpr bool forward = TALKCONV_CUDA_BAND != 0 && sixteen;            // the forward kernel
   static constexpr int threads = 256;  // 8 warps x 16 rows: detail::dx_band_plan
-  static constexpr int min_blocks = 3;
+  // float: a staged token is 512 bytes (hi and lo of 64 channels), so a tile's span at K = 33 (176 rows,
+  // 88 KB) leaves room for 2 blocks per SM; 16-bit: 128 bytes, 3 blocks.
+  static constexpr int min_blocks = tf32 ? 2 : 3;
   static constexpr int tiles_per_block = 4;  // the W stage and the block's setup paid once per 4 tiles
   static constexpr int fwd_tiles_per_block = 2;
-  static constexpr int max_steps = 16;       // fused offset path: P <= 128 (16 steps of 8 offsets)
+  static constexpr int max_steps = tf32 ? 8 : 16;  // fused offset path: P <= 64 / 128 (steps of 8 offsets)
+  static constexpr index_t max_k = tf32 ? talkconv::detail::dx_band_max_k_tf32 : talkconv::detail::dx_band_max_k;
+  static constexpr int pad_rows = tf32 ? talkconv::detail::band_tf32_pad : 16;          // past a segment's rows
+  static constexpr unsigned row_bytes = tf32 ? talkconv::detail::band_tf32_row_bytes : 128u;  // per staged token
+  static constexpr unsigned w_frag_bytes = tf32 ? 16u : 8u;  // per (step, tile, lane): W hi (+ lo) of 2 offsets
 };
 
 // The banded kernels' arguments (the forward uses stage_rows, tiles_per_block, blocks_per_seq, causal, taps_at).
 struct dx_band_args {
-  int stage_rows = 0;          // tokens per segment (detail::dx_band_plan), padded by 16
+  int stage_rows = 0;          // tokens per segment (detail::dx_band_plan), padded by dx_band_policy::pad_rows
   int tiles_per_block = 1;
   index_t blocks_per_seq = 0;  // grid x = B * blocks_per_seq
   bool causal = false;
@@ -50,33 +60,35 @@ struct dx_band_args {
   unsigned w_at = 0;
 };
 
-// Dynamic shared memory: the stage (padded rows x 128 bytes), the tap table (heads x padded rows x 16
-// bytes; the forward's: heads x 128 rows), the fused path's W fragments (steps x 2 KiB).
+// Dynamic shared memory: the stage (padded rows x row_bytes), the tap table (heads x padded rows x 8 bytes;
+// the forward's: heads x 128 rows), the fused path's W fragments (steps x 256 x w_frag_bytes).
+template <class T>
 struct dx_band_smem {
+  using pol = dx_band_policy<T>;
   static constexpr unsigned tap_bytes = 8;  // a band_tap<float>
-  static unsigned taps_at(int stage_rows) { return unsigned(stage_rows + 16) * 128u; }
+  static unsigned taps_at(int stage_rows) { return unsigned(stage_rows + pol::pad_rows) * pol::row_bytes; }
   static unsigned w_at(int stage_rows, int nh) {
-    return (taps_at(stage_rows) + unsigned(nh) * unsigned(stage_rows + 16) * tap_bytes + 15u) / 16u * 16u;
+    return (taps_at(stage_rows) + unsigned(nh) * unsigned(stage_rows + pol::pad_rows) * tap_bytes + 15u) / 16u * 16u;
   }
   static std::size_t bytes(int stage_rows, int nh, int steps) {
-    return std::size_t(w_at(stage_rows, nh)) + std::size_t(steps) * 8u * 32u * 2u * sizeof(float);
+    return std::size_t(w_at(stage_rows, nh)) + std::size_t(steps) * 256u * pol::w_frag_bytes;
   }
   static std::size_t forward_bytes(int stage_rows, int nh) {
     return std::size_t(taps_at(stage_rows)) + std::size_t(nh) * 128u * tap_bytes;
   }
 };
 
-// Whether the banded kernels take a problem: 16-bit x, heads of a multiple of 16 channels (pairs of 8-channel
-// mma tiles share a head), C % 8 == 0 and 16-byte aligned tensors (the stage's 16-byte copies), K <=
-// dx_band_max_k (past it the event / prefix-sum kernels cost less). A speed choice only.
-template <class T>
+// Whether a banded kernel takes a problem: a supported x type (Forward: 16-bit only), heads of a multiple of 16
+// channels (pairs of 8-channel mma tiles share a head), C % 8 == 0 and 16-byte aligned tensors (the stage's
+// vector copies), K <= max_k (past it the event / prefix-sum kernels cost less). A speed choice only.
+template <class T, bool Forward = false>
 bool band_applies(const window_geom& wg, const seq_shape& s, const window_params& w, const void* in, const void* out) {
-  if constexpr (!dx_band_policy<T>::supported) {
+  if constexpr (!(Forward ? dx_band_policy<T>::forward : dx_band_policy<T>::supported)) {
     (void)wg, (void)s, (void)w, (void)in, (void)out;
     return false;
   } else {
     auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
-    return wg.R % 16 == 0 && s.C % 8 == 0 && w.window_len() <= talkconv::detail::dx_band_max_k && aligned(in) &&
+    return wg.R % 16 == 0 && s.C % 8 == 0 && w.window_len() <= dx_band_policy<T>::max_k && aligned(in) &&
            aligned(out);
   }
 }

@@ -111,8 +111,8 @@ segments_plan plan_segments(const window_params& w, double max_offset, int nh, s
 // The banded forward's launch plan (host-testable): segment rows, tiles per block, shared memory.
 template <class T>
 dx_band_launch plan_window_forward_band(const seq_shape& s, const window_params& w, double max_offset, int nh) {
-  dx_band_launch p = plan_band(s, w, max_offset, dx_band_policy<T>::fwd_tiles_per_block);
-  p.smem = dx_band_smem::forward_bytes(p.args.stage_rows, nh);
+  dx_band_launch p = plan_band<T>(s, w, max_offset, dx_band_policy<T>::fwd_tiles_per_block);
+  p.smem = dx_band_smem<T>::forward_bytes(p.args.stage_rows, nh);
   return p;
 }
 
@@ -123,7 +123,7 @@ template <class T>
 void launch_window_forward(window_args<T> a, const seq_shape& s, const window_params& w, double max_offset,
                            cudaStream_t stream) {
   const dx_band_launch band = plan_window_forward_band<T>(s, w, max_offset, heads_per_block(a.w));
-  if (band_applies<T>(a.w, s, w, a.x, a.y) && band.smem + smem_reserved_per_block <= smem_optin() &&
+  if (band_applies<T, true>(a.w, s, w, a.x, a.y) && band.smem + smem_reserved_per_block <= smem_optin() &&
       band_kernels_built<T>()) {
     const dx_band_launch& p = band;
     const dim3 grid = window_grid(s, p.args.blocks_per_seq, a.w);

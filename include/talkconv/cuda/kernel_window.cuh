@@ -28,7 +28,7 @@ static __global__ void __launch_bounds__(dx_band_policy<T>::threads, dx_band_pol
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // no mma.sync on 16-bit types or cp.async: never launched (band_kernels_built)
 #else
-  if constexpr (dx_band_policy<T>::supported) window_forward_band_tile<T, Idx>(a, d);
+  if constexpr (dx_band_policy<T>::forward) window_forward_band_tile<T, Idx>(a, d);
 #endif
 }
 

@@ -6,6 +6,7 @@
 
 #include "talkconv/cuda/agent_window_input_grad.cuh"
 #include "talkconv/cuda/agent_window_input_grad_band.cuh"
+#include "talkconv/cuda/agent_window_input_grad_band_tf32.cuh"
 #include "talkconv/cuda/dispatch.cuh"
 
 namespace talkconv {
@@ -27,7 +28,10 @@ static __global__ void __launch_bounds__(dx_band_policy<T>::threads, dx_band_pol
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // no mma.sync on 16-bit types or cp.async: never launched (band_kernels_built)
 #else
-  if constexpr (dx_band_policy<T>::supported) input_grad_band_tile<T, Idx, Fused>(a, d);
+  if constexpr (dx_band_policy<T>::tf32)
+    input_grad_band_tile_tf32<Idx, Fused>(a, d);
+  else if constexpr (dx_band_policy<T>::supported)
+    input_grad_band_tile<T, Idx, Fused>(a, d);
 #endif
 }
 
@@ -56,24 +60,41 @@ struct dx_band_launch {
   dx_band_args args;
   std::size_t smem = 0;
 };
-inline dx_band_launch plan_band(const seq_shape& s, const window_params& w, double max_offset, int tiles_per_block) {
+template <class T>
+dx_band_launch plan_band(const seq_shape& s, const window_params& w, double max_offset, int tiles_per_block,
+                         int max_rows = 0) {
   const talkconv::detail::dx_band_plan bp =
-      talkconv::detail::make_dx_band_plan(w.max_left, w.causal ? 0 : w.max_right, w.causal, max_offset);
+      talkconv::detail::make_dx_band_plan(w.max_left, w.causal ? 0 : w.max_right, w.causal, max_offset, max_rows);
   dx_band_launch p;
   p.args.stage_rows = bp.stage_rows;
   p.args.tiles_per_block = tiles_per_block;
   const index_t tiles = (s.T + bp.tile - 1) / bp.tile;
   p.args.blocks_per_seq = (tiles + tiles_per_block - 1) / tiles_per_block;
   p.args.causal = w.causal;
-  p.args.taps_at = dx_band_smem::taps_at(bp.stage_rows);
+  p.args.taps_at = dx_band_smem<T>::taps_at(bp.stage_rows);
   return p;
 }
+// per_sm (the SM's shared memory; 0: no cap): float's stage is capped to keep dx_band_policy::min_blocks
+// blocks per SM (a wider span takes more segments: the same sums).
 template <class T>
-dx_band_launch plan_input_grad_band(const seq_shape& s, const window_params& w, double max_offset, int nh, bool fused) {
-  dx_band_launch p = plan_band(s, w, max_offset, dx_band_policy<T>::tiles_per_block);
-  p.args.steps = fused ? static_cast<int>((w.num_offsets() + 7) / 8) : 0;
-  p.args.w_at = dx_band_smem::w_at(p.args.stage_rows, nh);
-  p.smem = dx_band_smem::bytes(p.args.stage_rows, nh, p.args.steps);
+dx_band_launch plan_input_grad_band(const seq_shape& s, const window_params& w, double max_offset, int nh, bool fused,
+                                    std::size_t per_sm = 0) {
+  using pol = dx_band_policy<T>;
+  const int steps = fused ? static_cast<int>((w.num_offsets() + 7) / 8) : 0;
+  int max_rows = 0;
+  if (pol::tf32 && per_sm > 0) {
+    const std::size_t share = per_sm / pol::min_blocks, fixed = smem_reserved_per_block + 16u;
+    const std::size_t w_bytes = std::size_t(steps) * 256u * pol::w_frag_bytes;
+    const std::size_t room = share > fixed + w_bytes ? share - fixed - w_bytes : 0;
+    const long long rows = static_cast<long long>(room / (pol::row_bytes + std::size_t(nh) * dx_band_smem<T>::tap_bytes)) -
+                           pol::pad_rows;
+    max_rows = static_cast<int>(rows / 16 * 16);
+    if (max_rows < 32) max_rows = 32;  // then fewer blocks per SM
+  }
+  dx_band_launch p = plan_band<T>(s, w, max_offset, pol::tiles_per_block, max_rows);
+  p.args.steps = steps;
+  p.args.w_at = dx_band_smem<T>::w_at(p.args.stage_rows, nh);
+  p.smem = dx_band_smem<T>::bytes(p.args.stage_rows, nh, p.args.steps);
   return p;
 }
 
@@ -152,7 +173,8 @@ bool launch_input_grad(const window_args<T>& a, const seq_shape& s, const window
                        double max_offset = 1.0) {
   using P = dx_policy<T>;
   const bool band_fused = a.dz != nullptr && a.weight != nullptr && w.num_offsets() <= 8 * dx_band_policy<T>::max_steps;
-  const dx_band_launch band = plan_input_grad_band<T>(s, w, max_offset, heads_per_block(a.w), band_fused);
+  const dx_band_launch band =
+      plan_input_grad_band<T>(s, w, max_offset, heads_per_block(a.w), band_fused, smem_per_sm());
   if (use_input_grad_band(a, s, w) && band.smem + smem_reserved_per_block <= smem_optin()) {
     const bool fused = band_fused;
     const dx_band_launch& p = band;

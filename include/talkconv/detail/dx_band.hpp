@@ -49,7 +49,8 @@ struct dx_band_plan {
   int warps = 8, tile = 128, stage_rows = 0;
   TALKCONV_HOST_DEVICE int padded_rows() const { return stage_rows + 16; }
 };
-inline dx_band_plan make_dx_band_plan(index_t L, index_t M, bool causal, double max_offset) {
+// max_rows (a multiple of 16; 0: none) caps the stage where shared memory is short (float's 512-byte tokens).
+inline dx_band_plan make_dx_band_plan(index_t L, index_t M, bool causal, double max_offset, int max_rows = 0) {
   dx_band_plan p;
   if (!(max_offset >= 0.0) || !std::isfinite(max_offset)) max_offset = 1.0;
   // reach_left <= ceil(L o) + 1 and reach_right <= ceil(M o) (window_tile.hpp's halos), at most a band's.
@@ -57,6 +58,7 @@ inline dx_band_plan make_dx_band_plan(index_t L, index_t M, bool causal, double 
   double halo = halo_left_rows(L, max_offset) + halo_right_rows(M, causal, max_offset);
   if (halo > most) halo = most;
   p.stage_rows = static_cast<int>((p.tile + static_cast<index_t>(halo) + 15) / 16 * 16);
+  if (max_rows > 0 && p.stage_rows > max_rows) p.stage_rows = max_rows;
   return p;
 }
 
@@ -180,6 +182,61 @@ TALKCONV_HOST_DEVICE constexpr int band_w_channel(const band_w_item& it) { retur
 TALKCONV_HOST_DEVICE constexpr int band_w_offset(const band_w_item& it) { return 8 * it.s + 2 * (it.lane % 4); }
 // The a element e (mma_m16n8k8) of lane q's dz fragment in step s: row g + 8 (e % 2), offset band_dz_offset.
 TALKCONV_HOST_DEVICE constexpr int band_dz_offset(int s, int q, int e) { return 8 * s + 2 * q + e / 2; }
+
+// ---- float x: the banded dx on TF32 tensor cores (agent_window_input_grad_band_tf32.cuh) ----
+// mma.sync m16n8k8 with TF32 operands, 3xTF32 (weights and dY split hi + lo, the products hi hi, hi lo, lo hi:
+// within 2^-20 |w dy| each), k steps of 8 tokens. The fragment index k stands for token band_k_perm(k) of the
+// step (as the fused offset path's offsets), so lane (g, q)'s a elements e are rows g + 8 (e % 2) at token
+// band_tf32_a_token(q, e) = 2 q + e / 2 and its b elements e = 0, 1 the tokens 2 q + e at channel g of an
+// 8-channel tile: two adjacent tokens each, one 16-byte table read of their taps, one 16-byte stage read (hi
+// and lo) per tile. Windows up to dx_band_max_k_tf32 (the band's cost per element is about twice the 16-bit
+// kernels' per token; past it the event kernel costs less).
+constexpr index_t dx_band_max_k_tf32 = 127;
+// Rows a stage keeps past its segment (zero): a warp's last k step reads at most 7 tokens past its band.
+constexpr int band_tf32_pad = 8;
+TALKCONV_HOST_DEVICE constexpr int band_tf32_a_token(int q, int e) { return 2 * q + e / 2; }
+
+// The float stage: tokens in pairs (2 p, 2 p + 1), pair p in 256 words (64 channels x 16 bytes): channel c at
+// words 4 band_tf32_slot(c, p) + 2 piece + token % 2 (piece 0: hi, 1: lo), slot = c XOR f(p % 8) with f(p) =
+// 2 (p % 4) + (p / 4) % 2 < 8, so a channel stays in its 8-channel tile. A lane's b operands of a tile (tokens
+// 2 q, 2 q + 1 of channel g, hi and lo) are one 16-byte read: the 8 lanes of a quarter-warp (g = 2 i, 2 i + 1 x
+// 4 consecutive pairs, whose f / 2 differ) read 8 distinct 16-byte bank groups, and so do the staging's 8 lanes
+// of one channel in 8 consecutive pairs (whose f differ).
+TALKCONV_HOST_DEVICE constexpr int band_tf32_slot(int c, int p) { return c ^ (2 * (p % 4) + (p / 4) % 2); }
+TALKCONV_HOST_DEVICE constexpr unsigned band_tf32_stage_word(int j, int c, int piece) {
+  return unsigned(j / 2) * 256u + 4u * unsigned(band_tf32_slot(c, j / 2)) + 2u * unsigned(piece) + unsigned(j % 2);
+}
+constexpr unsigned band_tf32_row_bytes = 512;  // 64 channels x 2 pieces x 4 bytes per token
+// The staging's thread mapping (agent_window_input_grad_band_tf32.cuh, 256 threads): thread t takes channels
+// 4 quad .. 4 quad + 3 of token pairs pair, pair + 16, ... (pair % 8 and so each channel's slot stay): lanes
+// t % 8 on 8 consecutive pairs, so a quarter-warp's 16-byte stores of one channel hit 8 distinct bank groups.
+struct band_tf32_item {
+  int pair, quad;
+};
+TALKCONV_HOST_DEVICE constexpr band_tf32_item band_tf32_stage_item(int t) {
+  return band_tf32_item{t % 8 + 8 * (t / 128), (t / 8) % 16};
+}
+// Lane (g, q)'s operands at the k step from token j0 (even): tile n's at word band_tf32_lane_word(j0, q, g) + 32 n
+// (hi of tokens 2 q, 2 q + 1, then lo). The k step 8 tokens on (pair + 4) flips the XOR's low bit: the kernel
+// keeps two pointers, for even and odd steps, each 2048 words per two steps.
+TALKCONV_HOST_DEVICE constexpr int band_tf32_lane_word(int j0, int q, int g) {
+  return (j0 / 2 + q) * 256 + 4 * band_tf32_slot(g, j0 / 2 + q);
+}
+
+// The lane's 4 a elements of one k step: e0, e1 the taps of tokens j0 + 2 q and j0 + 2 q + 1 (j0 even, relative
+// to the stage), d = rr0 - (j0 + 2 q) with rr0 the lane's first row g relative to the stage (an exact small
+// integer; the kernel steps it by -8). w[e]: row rr0 + 8 (e % 2), token j0 + band_tf32_a_token(q, e).
+template <class A>
+TALKCONV_HOST_DEVICE inline void band_tf32_lane_weights(const band_tap<A>& e0, const band_tap<A>& e1, A d, A (&w)[4]) {
+  w[0] = band_weight<A>(e0, d);
+  w[1] = band_weight<A>(e0, d + A(8));
+  w[2] = band_weight<A>(e1, d - A(1));
+  w[3] = band_weight<A>(e1, d + A(7));
+}
+
+// The fused offset path's W b fragments for float W: step s, tile n, lane l at float band_tf32_w_index(s, n, l):
+// hi of offsets 8 s + 2 q, + 1 (channel 8 n + g), then their lo (one 16-byte read per fragment).
+TALKCONV_HOST_DEVICE constexpr int band_tf32_w_index(int s, int n, int lane) { return ((s * 8 + n) * 32 + lane) * 4; }
 
 }  // namespace detail
 }  // namespace talkconv

@@ -1,0 +1,230 @@
+// The window's input gradient for float x as a banded product on TF32 tensor cores, for windows up to
+// detail::dx_band_max_k_tf32: dX = W dY with W[tau][u] = w_u(tau) (detail/dx_band.hpp: the formula, the plan, the
+// float coordinates; the CPU tests emulate this file lane by lane). The 16-bit kernel's plan and loops
+// (agent_window_input_grad_band.cuh) on mma.sync m16n8k8 with 3xTF32 products: no sort, no atomics, two block
+// barriers per segment; wider windows and double take the event kernel (agent_window_input_grad.cuh).
+//
+// A block owns 64 channels of one sequence and walks tiles_per_block tiles of 128 rows; warp w owns rows
+// [m0, m0 + 16), m0 = r0 + 16 w, as 8 accumulator tiles of 8 channels (32 floats per lane). Per segment of the
+// tile's token span [r0 - reach_right, r0 + 128 + reach_left) (one segment at the benchmark shape; the plan caps
+// the stage to keep 2 blocks per SM, so wide windows take more):
+//   1. stage the segment's dy rows split once into TF32 hi and lo (detail::band_tf32_stage_word: pairs of tokens,
+//      a lane's b operands one 16-byte read per tile; 8-byte loads, zero past the length and the span), and each
+//      (token, head)'s band_tap (8 bytes) in a table; one barrier;
+//   2. each warp walks its band in k steps of 8 tokens (from an even token): per head of the block, the lane's
+//      4 weights (rows g, g + 8 x tokens 2q, 2q + 1: one 16-byte table read) split hi + lo; per 8-channel tile
+//      one 16-byte stage read (hi and lo of 2 tokens) and 3 mma (hi hi, hi lo, lo hi); one barrier before the next segment is staged.
+// Then the accumulators are scaled by 1/K, the offset path dX += dz W is added where fused (3xTF32: dz split
+// per step, W split once when staged, band_tf32_w_index), and each lane stores its 2 rows x 16 channels as 8-byte
+// pairs; rows past the sequence's length are written 0. Deterministic: every sum runs in a fixed order.
+// Non-finite inputs as the 16-bit kernel's (a NaN offset gives its token no weight; an Inf or NaN in dy reaches
+// the rows of the 16-row tiles whose k steps include its token).
+// Needs sm_80 or later (TF32 mma.sync): the launch checks the code it runs was built so.
+#pragma once
+
+#include "talkconv/cuda/agent_window_band.cuh"
+
+namespace talkconv {
+namespace cuda {
+namespace detail {
+
+// Stage rows [seg, seg + rows) of dy (rows even; the block's sequence and first channel, row stride xt), split
+// hi + lo (detail::band_tf32_stage_word): thread t takes channels 4 cq .. 4 cq + 3 of token pairs pr + 16 i
+// (detail::band_tf32_stage_item), 16 bytes of each token (zero past `valid_rows` and past cn), and writes each
+// channel's 4 words (hi, lo of both tokens) with one 16-byte store, through 4 pointers (the pair's XOR permutes
+// the quad's channels; pr % 8, hence the permutation, stays): a quarter-warp's stores hit 8 distinct bank groups.
+__device__ __forceinline__ void stage_band_rows_tf32(float* stage, const float* src, index_t xt, index_t seg, int rows,
+                                                     int valid_rows, const band_block& k) {
+  namespace td = talkconv::detail;
+  const td::band_tf32_item item = td::band_tf32_stage_item(k.tid);
+  const bool ch_ok = 4 * item.quad < k.cn;
+  int j = 2 * item.pair;
+  const float* p0 = src + (seg + j) * xt + 4 * item.quad;  // tokens j and j + 1; 64-bit steps: rows past T are
+  const float* p1 = p0 + xt;                               // formed, never read
+  const index_t step = 32 * xt;
+  float* w[4];
+#pragma unroll
+  for (int c = 0; c < 4; ++c) w[c] = stage + td::band_tf32_stage_word(j, 4 * item.quad + c, 0);
+  for (; j < rows; j += 32, p0 += step, p1 += step) {
+    float4 v0 = make_float4(0.0f, 0.0f, 0.0f, 0.0f), v1 = v0;
+    if (ch_ok && j < valid_rows) v0 = __ldg(reinterpret_cast<const float4*>(p0));
+    if (ch_ok && j + 1 < valid_rows) v1 = __ldg(reinterpret_cast<const float4*>(p1));
+    const float a[4] = {v0.x, v0.y, v0.z, v0.w}, b[4] = {v1.x, v1.y, v1.z, v1.w};
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {  // channel 4 cq + c: hi of tokens j, j + 1, then lo
+      float4 o;
+      tf32_split(a[c], o.x, o.z);
+      tf32_split(b[c], o.y, o.w);
+      *reinterpret_cast<float4*>(w[c]) = o;
+      w[c] += 4096;
+    }
+  }
+}
+
+template <class Idx, bool Fused>
+__device__ void input_grad_band_tile_tf32(const window_args<float>& a, const dx_band_args& d) {
+  namespace td = talkconv::detail;
+  using pol = dx_band_policy<float>;
+  extern __shared__ __align__(16) unsigned char talkconv_smem[];
+  float* stage = reinterpret_cast<float*>(talkconv_smem);
+  const float4* taps2 = reinterpret_cast<const float4*>(talkconv_smem + d.taps_at);  // two tokens' (ar, al)
+  float2* taps_w = reinterpret_cast<float2*>(talkconv_smem + d.taps_at);
+  float* wfrag = reinterpret_cast<float*>(talkconv_smem + d.w_at);
+
+  const band_block k = make_band_block(a, d);
+  const int tid = k.tid, warp = k.warp, lane = k.lane, g = k.g, q = k.q, cn = k.cn, nh = k.nh, pairs = k.pairs;
+  const index_t b = k.b, c0 = k.c0, h_first = k.h_first, Tn = k.T, n = k.n, first_tile = k.first_tile;
+  const int S = d.stage_rows, PR = S + pol::pad_rows;  // PR even: a head's table rows stay 16-byte aligned
+  const unsigned long long most = static_cast<unsigned long long>(Tn);
+  const index_t rl = static_cast<index_t>(a.reach[0] < most ? a.reach[0] : most);
+  const index_t rr = static_cast<index_t>(a.reach[1] < most ? a.reach[1] : most);
+  const float inv_k = 1.0f / float(a.w.L + a.w.M + 1);
+  const Idx xt = static_cast<Idx>(a.g.xt), ot = static_cast<Idx>(a.g.ot);
+  const float* __restrict__ dy = a.dy + Idx(b) * static_cast<Idx>(a.g.xb) + Idx(c0);
+  float* __restrict__ dx = a.dx + Idx(b) * static_cast<Idx>(a.g.xb) + Idx(c0);
+  const float* __restrict__ offs = a.offsets + Idx(b) * static_cast<Idx>(a.g.ob);
+
+  if constexpr (Fused) {
+    // W's b fragments split once: step s, tile n, lane l -> hi, lo of W[8 s + 2 q'][c0 + 8 n + g'] and of + 1
+    const index_t P = a.g.P;
+    const int items = d.steps * 8 * 32;
+    for (int i = tid; i < items; i += pol::threads) {
+      const td::band_w_item w_it = td::band_w_item_of(i);
+      const int ch = td::band_w_channel(w_it);
+      const index_t kw = td::band_w_offset(w_it);
+      float w0 = 0.0f, w1 = 0.0f;
+      if (ch < cn) {
+        if (kw < P) w0 = a.weight[Idx(kw) * Idx(a.g.C) + Idx(c0 + ch)];
+        if (kw + 1 < P) w1 = a.weight[Idx(kw + 1) * Idx(a.g.C) + Idx(c0 + ch)];
+      }
+      float h0, l0, h1, l1;
+      tf32_split(w0, h0, l0);
+      tf32_split(w1, h1, l1);
+      *reinterpret_cast<float4*>(wfrag + td::band_tf32_w_index(w_it.s, w_it.n, w_it.lane)) = make_float4(h0, h1, l0, l1);
+    }
+  }
+  __syncthreads();
+
+  for (int it = 0; it < d.tiles_per_block; ++it) {
+    const index_t r0 = (first_tile + it) * 128;
+    if (r0 >= Tn) break;  // block-uniform
+    const index_t m0 = r0 + 16 * warp;
+    float acc[8][4];
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+
+    if (r0 < n) {  // block-uniform: a tile past the length is all zeros
+      const index_t span_lo = r0 - rr > 0 ? r0 - rr : 0;
+      const index_t span_hi = r0 + 128 + rl < n ? r0 + 128 + rl : n;
+      for (index_t seg = span_lo; seg < span_hi; seg += S) {
+        // 1. the rows the warps' k steps read: the segment's part of the span and up to 7 past it (even)
+        const int used = static_cast<int>(span_hi - seg < S ? span_hi - seg : S);
+        const int rows = (used + pol::pad_rows + 1) / 2 * 2;
+        stage_band_rows_tf32(stage, dy, a.g.xt, seg, rows, used, k);
+        for (int hh = 0; hh < nh; ++hh)
+          for (int j = tid; j < rows; j += pol::threads) {
+            const index_t u = seg + j;
+            td::band_tap<float> e = td::null_band_tap<float>();
+            if (j < used)
+              e = td::make_band_tap<float, Idx>(band_token_taps<Idx>(offs + Idx(u) * ot, u, h_first + hh, a.w, n, d.causal),
+                                                Idx(u));
+            taps_w[hh * PR + j] = make_float2(e.ar, e.al);
+          }
+        __syncthreads();
+        // 2. this warp's band within the segment, from an even token
+        if (m0 < n) {
+          const index_t lo = m0 - rr > seg ? m0 - rr : seg;
+          const index_t hi = m0 + 15 + rl < seg + used ? m0 + 15 + rl : seg + used;
+          int j0 = int(lo - seg) & ~1;
+          const int jend = int(hi - seg);
+          int pr = j0 / 2 + q;  // the lane's token pair
+          // the operands' word: 1024 words per k step, +-4 as the pair's XOR flips its low bit (alternating)
+          const float* bp = stage + td::band_tf32_lane_word(j0, q, g);
+          int adv = td::band_tf32_lane_word(j0 + 8, q, g) - td::band_tf32_lane_word(j0, q, g);
+          const int adv_sum = 2048;
+          float dq = float(m0 + g - seg) - float(j0 + 2 * q);
+          for (; j0 < jend; j0 += 8, pr += 4, bp += adv, adv = adv_sum - adv, dq -= 8.0f) {
+            unsigned ahi[4], alo[4];
+#pragma unroll
+            for (int p = 0; p < 4; ++p) {
+              if (p == 0 || k.pair_head[p] != k.pair_head[p - 1]) {
+                const float4 t = taps2[k.pair_head[p] * (PR / 2) + pr];
+                float w[4];
+                td::band_tf32_lane_weights<float>(td::band_tap<float>{t.x, t.y}, td::band_tap<float>{t.z, t.w}, dq, w);
+                tf32_split_fragment<4>(w, ahi, alo);
+              }
+#pragma unroll
+              for (int h = 0; h < 2; ++h) {
+                const int nt = 2 * p + h;
+                const float4 v = *reinterpret_cast<const float4*>(bp + 32 * nt);
+                const unsigned bhi[2] = {__float_as_uint(v.x), __float_as_uint(v.y)};
+                const unsigned blo[2] = {__float_as_uint(v.z), __float_as_uint(v.w)};
+                mma_tf32(acc[nt], ahi, bhi);
+                mma_tf32(acc[nt], ahi, blo);
+                mma_tf32(acc[nt], alo, bhi);
+              }
+            }
+          }
+        }
+        __syncthreads();  // the stage and the table are rewritten by the next segment
+      }
+    }
+
+    // Epilogue: 1/K, the offset path, the stores.
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[nt][e] *= inv_k;
+    const index_t row0 = m0 + g, row1 = m0 + g + 8;
+    if constexpr (Fused) {
+      if (m0 < n) {
+        // dz as the 16-bit kernel reads it (band_dz_offset), split per step; W hi, lo from the staged fragments.
+        const int P = static_cast<int>(a.g.P);  // <= 8 * max_steps
+        const float* __restrict__ dz = a.dz + Idx(b) * static_cast<Idx>(a.g.ob);
+        const bool ok0 = row0 < n, ok1 = row1 < n;
+        const float* z0 = dz + (ok0 ? Idx(row0) * ot : Idx(0)) + 2 * q;
+        const float* z1 = dz + (ok1 ? Idx(row1) * ot : Idx(0)) + 2 * q;
+        for (int s = 0; s < d.steps; ++s, z0 += 8, z1 += 8) {
+          float v[4];  // mma_m16n8k8 a: rows g, g + 8 (e % 2), offsets band_dz_offset (band_k_perm order)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const bool in = td::band_dz_offset(s, q, e) < P && (e % 2 ? ok1 : ok0);
+            v[e] = in ? (e % 2 ? z1 : z0)[e / 2] : 0.0f;
+          }
+          unsigned zhi[4], zlo[4];
+          tf32_split_fragment<4>(v, zhi, zlo);
+#pragma unroll
+          for (int nt = 0; nt < 8; ++nt) {  // tiles past cn: zero W (not stored)
+            const float4 w = *reinterpret_cast<const float4*>(wfrag + td::band_tf32_w_index(s, nt, lane));
+            const unsigned whi[2] = {__float_as_uint(w.x), __float_as_uint(w.y)};
+            const unsigned wlo[2] = {__float_as_uint(w.z), __float_as_uint(w.w)};
+            mma_tf32(acc[nt], zhi, whi);
+            mma_tf32(acc[nt], zhi, wlo);
+            mma_tf32(acc[nt], zlo, whi);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      if (nt < 2 * pairs) {
+        const Idx ch = Idx(8 * nt + 2 * q);
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const index_t row = hr ? row1 : row0;
+          if (row < Tn) {
+            const bool valid = row < n;
+            *reinterpret_cast<float2*>(dx + Idx(row) * xt + ch) =
+                make_float2(valid ? acc[nt][2 * hr] : 0.0f, valid ? acc[nt][2 * hr + 1] : 0.0f);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace detail
+}  // namespace cuda
+}  // namespace talkconv
