@@ -1280,6 +1280,7 @@ vec emulate_dx_band_tf32(const ref::problem& pb, const std::vector<float>& o, co
   const float inv_k = 1.0f / float(pb.L + pb.M + 1);
   const float nan = std::numeric_limits<float>::quiet_NaN();
   vec dx(pb.x_size(), std::numeric_limits<double>::quiet_NaN());
+  long bad = 0;  // coordinate checks of the hot loops, counted (one assertion at the end, not one per element)
   for (long b = 0; b < pb.B; ++b)
     for (const channel_block& cb : channel_blocks(pb.C, pb.H)) {
       const long n = pb.n(b), h_first = cb.c0 / R;
@@ -1332,14 +1333,14 @@ vec emulate_dx_band_tf32(const ref::problem& pb, const std::vector<float>& o, co
                   const tf32_pieces p0 = tf32_split_host(v[0]), p1 = tf32_split_host(v[1]);
                   const float words[4] = {p0.hi, p1.hi, p0.lo, p1.lo};
                   for (int e = 0; e < 4; ++e) {
-                    REQUIRE(at[c] + unsigned(e) < stage.size());
+                    if (at[c] + unsigned(e) >= stage.size()) FAIL("staged word past the stage");
                     stage[at[c] + unsigned(e)] = words[e];
                     ++written[at[c] + unsigned(e)];
                   }
                 }
               }
             }
-            for (size_t wd = 0; wd < size_t(rows / 2) * 256; ++wd) REQUIRE(written[wd] == 1);
+            for (size_t wd = 0; wd < size_t(rows / 2) * 256; ++wd) bad += written[wd] != 1;
             std::vector<td::band_tap<float>> taps(size_t(nh) * size_t(PR), td::band_tap<float>{nan, nan});
             for (int hh = 0; hh < nh; ++hh)
               for (int j = 0; j < rows; ++j) {
@@ -1364,7 +1365,7 @@ vec emulate_dx_band_tf32(const ref::problem& pb, const std::vector<float>& o, co
                   float w[32][4];
                   for (int l = 0; l < 32; ++l) {
                     const int g = l / 4, q = l % 4;
-                    REQUIRE(j0 + 2 * q + 1 < rows);
+                    if (j0 + 2 * q + 1 >= rows) FAIL("tap read past the table's rows");
                     const float d = float(m0 + g - seg) - float(jstart + 2 * q) - 8.0f * float(step);
                     td::band_tf32_lane_weights<float>(taps[size_t(pair_head[p]) * size_t(PR) + size_t(j0 + 2 * q)],
                                                       taps[size_t(pair_head[p]) * size_t(PR) + size_t(j0 + 2 * q + 1)], d,
@@ -1378,15 +1379,15 @@ vec emulate_dx_band_tf32(const ref::problem& pb, const std::vector<float>& o, co
                       const int first = td::band_tf32_lane_word(jstart, q, g);
                       const int adv = td::band_tf32_lane_word(jstart + 8, q, g) - first;
                       const int at = first + 2048 * (step / 2) + (step % 2 ? adv : 0) + 32 * nt + e;
-                      REQUIRE(at == td::band_tf32_lane_word(j0, q, g) + 32 * nt + e);
-                      REQUIRE(size_t(at) < size_t(rows / 2) * 256);
+                      bad += at != td::band_tf32_lane_word(j0, q, g) + 32 * nt + e;
                       // a and b name the same tokens: b element e is token 2 q + e, k = band_k_perm order
-                      REQUIRE(td::band_k_perm(mk8::b_k(l, e % 2)) == 2 * q + e % 2);
+                      bad += td::band_k_perm(mk8::b_k(l, e % 2)) != 2 * q + e % 2;
+                      if (size_t(at) >= size_t(rows / 2) * 256) FAIL("stage read past the staged rows");
                       return stage[size_t(at)];
                     };
                     auto a_piece = [&](bool lo_piece) {
                       return [&, lo_piece](int l, int e) {
-                        REQUIRE(td::band_k_perm(mk8::a_k(l, e)) == td::band_tf32_a_token(l % 4, e));
+                        bad += td::band_k_perm(mk8::a_k(l, e)) != td::band_tf32_a_token(l % 4, e);
                         const tf32_pieces pc = tf32_split_host(w[l][e]);
                         return double(lo_piece ? pc.lo : pc.hi);
                       };
@@ -1447,6 +1448,7 @@ vec emulate_dx_band_tf32(const ref::problem& pb, const std::vector<float>& o, co
         }
       }
     }
+  CHECK(bad == 0);
   return dx;
 }
 
