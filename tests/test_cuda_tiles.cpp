@@ -1303,7 +1303,7 @@ vec emulate_dx_band_tf32(const ref::problem& pb, const std::vector<float>& o, co
         }
         const tf32_pieces a = tf32_split_host(w0), c = tf32_split_host(w1);
         float* f = &wfrag[size_t(td::band_tf32_w_index(it.s, it.n, it.lane))];
-        f[0] = a.hi, f[1] = c.hi, f[2] = a.lo, f[3] = c.lo;
+        f[0] = a.hi, f[1] = c.hi, f[2] = std::isinf(a.hi) ? 0.0f : a.lo, f[3] = std::isinf(c.hi) ? 0.0f : c.lo;
       }
       for (long r0 = 0; r0 < pb.T; r0 += 128) {
         std::vector<std::array<std::array<float, 4>, 8>> acc(size_t(8 * 32));  // [warp * 32 + lane][tile][e]
@@ -1693,6 +1693,9 @@ TEST_CASE("float banded dx emulated: segments past max_offset, K = 127, several 
   ref::problem bench;  // the benchmark's heads (R = 64, P = 32) on a short sequence, the H200 plan's stage
   bench.T = 300, bench.B = 2, bench.C = 1024, bench.H = 16, bench.L = 16, bench.M = 16;
   check_band_tf32_emulation(bench, 1.0, 26, true, 1.0, 176);
+  ref::problem wide_p;  // P = 128 fused (16 steps of split W), 4 heads per block, the stage an H200 plan leaves
+  wide_p.T = 150, wide_p.B = 1, wide_p.C = 1024, wide_p.H = 64, wide_p.L = 5, wide_p.M = 6, wide_p.lengths = {141};
+  check_band_tf32_emulation(wide_p, 1.0, 27, true, 1.0, 80);
 }
 
 TEST_CASE("banded forward emulated: a NaN offset gives NaN in its token's head and nothing else") {

@@ -159,7 +159,7 @@ void layer_sweep(int cases) {
 // vectors: W^T dz added in the window's dx pass, agent_window_input_grad.cuh) and its edges: one chunk of 32 offsets
 // and a partial one (P = 24, staged by elements when P % 4 != 0: P = 30), several chunks (P = 64, 100), a
 // channel block narrower than 64, causal, ragged lengths, both layouts, dropout; and P = 144, past the fused
-// path's chunks (the separate offset path).
+// path's chunks (the separate offset path). Shapes with heads of 16 channels run the banded dx's fused path instead.
 template <class T>
 void fused_dx_sweep() {
   struct shape {
@@ -176,6 +176,10 @@ void fused_dx_sweep() {
       {90, 2, 400, 50, 3, 30, false, layout::tbc, {0, 77}},       // P = 100: four chunks, the last partial
       {260, 3, 128, 16, 40, 0, true, layout::btc, {260, 1, 199}},  // causal, P = 16
       {40, 1, 1152, 72, 6, 6, false, layout::tbc, {}},            // P = 144: not fused
+      // Heads of 16 channels take the banded dx (16-bit x; float with K <= 127) for the shapes above: these
+      // keep whole chunks of 32 (P = 32, 64) on the event kernel's fused path (heads of 8 channels)
+      {210, 2, 128, 16, 12, 10, false, layout::tbc, {210, 99}},    // P = 32, R = 8
+      {120, 1, 256, 32, 9, 14, false, layout::btc, {}},            // P = 64, R = 8
   };
   std::uint64_t seed = 9100;
   for (const shape& sh : shapes) {

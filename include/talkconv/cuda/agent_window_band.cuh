@@ -37,12 +37,14 @@ struct dx_band_policy {
   static constexpr bool supported = TALKCONV_CUDA_BAND != 0 && (sixteen || tf32);  // the dx kernel
   static constexpr bool forward = TALKCONV_CUDA_BAND != 0 && sixteen;            // the forward kernel
   static constexpr int threads = 256;  // 8 warps x 16 rows: detail::dx_band_plan
-  // float: a staged token is 512 bytes (hi and lo of 64 channels), so a tile's span at K = 33 (176 rows,
-  // 88 KB) leaves room for 2 blocks per SM; 16-bit: 128 bytes, 3 blocks.
+  // float: a staged token is 512 bytes (hi and lo of 64 channels), so a tile's span at K = 33 (a stage of
+  // 176 + 8 rows, 92 KB, and W's split fragments, 16 KB at P = 32) leaves room for 2 blocks per SM; 16-bit:
+  // 128 bytes, 3 blocks.
   static constexpr int min_blocks = tf32 ? 2 : 3;
   static constexpr int tiles_per_block = 4;  // the W stage and the block's setup paid once per 4 tiles
   static constexpr int fwd_tiles_per_block = 2;
-  static constexpr int max_steps = tf32 ? 8 : 16;  // fused offset path: P <= 64 / 128 (steps of 8 offsets)
+  // Fused offset path: P <= 128 (steps of 8 offsets; float's W fragments, 4 KB a step, shorten its stage).
+  static constexpr int max_steps = 16;
   static constexpr index_t max_k = tf32 ? talkconv::detail::dx_band_max_k_tf32 : talkconv::detail::dx_band_max_k;
   static constexpr int pad_rows = tf32 ? talkconv::detail::band_tf32_pad : 16;          // past a segment's rows
   static constexpr unsigned row_bytes = tf32 ? talkconv::detail::band_tf32_row_bytes : 128u;  // per staged token

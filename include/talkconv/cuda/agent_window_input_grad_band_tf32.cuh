@@ -17,8 +17,10 @@
 // Then the accumulators are scaled by 1/K, the offset path dX += dz W is added where fused (3xTF32: dz split
 // per step, W split once when staged, band_tf32_w_index), and each lane stores its 2 rows x 16 channels as 8-byte
 // pairs; rows past the sequence's length are written 0. Deterministic: every sum runs in a fixed order.
-// Non-finite inputs as the 16-bit kernel's (a NaN offset gives its token no weight; an Inf or NaN in dy reaches
-// the rows of the 16-row tiles whose k steps include its token).
+// Non-finite inputs (SPEC asks only that they stay in bounds): a NaN offset gives its token no weight, as in the
+// 16-bit kernel; an Inf or NaN in dy reaches the rows of the 16-row tiles whose k steps include its token, as NaN
+// (its lo piece is Inf - Inf); an Inf in W is staged with lo = 0, so W^T dz carries it as Inf, as the 16-bit
+// kernel's exact W does.
 // Needs sm_80 or later (TF32 mma.sync): the launch checks the code it runs was built so.
 #pragma once
 
@@ -100,6 +102,8 @@ __device__ void input_grad_band_tile_tf32(const window_args<float>& a, const dx_
       float h0, l0, h1, l1;
       tf32_split(w0, h0, l0);
       tf32_split(w1, h1, l1);
+      l0 = isinf(h0) ? 0.0f : l0;  // once per block: an Inf weight stays Inf in W^T dz
+      l1 = isinf(h1) ? 0.0f : l1;
       *reinterpret_cast<float4*>(wfrag + td::band_tf32_w_index(w_it.s, w_it.n, w_it.lane)) = make_float4(h0, h1, l0, l1);
     }
   }

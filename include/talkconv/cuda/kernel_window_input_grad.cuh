@@ -1,5 +1,6 @@
 // The window's input gradient on CUDA: the thin __global__ entry points over agent_window_input_grad_band.cuh
-// (16-bit x, windows up to detail::dx_band_max_k: a banded product on tensor cores) and
+// and agent_window_input_grad_band_tf32.cuh (16-bit x up to K = detail::dx_band_max_k, float up to
+// detail::dx_band_max_k_tf32: a banded product on tensor cores) and
 // agent_window_input_grad.cuh (every other case: tap events bucketed per tile), and their launch (which path,
 // tile plan, vector width, index width, shared memory).
 #pragma once
@@ -20,15 +21,15 @@ static __global__ void __launch_bounds__(dx_policy<T>::threads, Fused ? dx_polic
   input_grad_tile<Idx, VEC, Fused>(a, d);
 }
 
-// The banded dx (16-bit x, windows up to detail::dx_band_max_k): grid (B * blocks_per_seq, channel blocks),
+// The banded dx (16-bit x and float, windows up to dx_band_policy::max_k): grid (B * blocks_per_seq, channel blocks),
 // dx_band_policy::threads threads, dynamic smem dx_band_smem::bytes. Fused: W^T dz added too.
 template <class T, class Idx, bool Fused>
 static __global__ void __launch_bounds__(dx_band_policy<T>::threads, dx_band_policy<T>::min_blocks)
     input_grad_band_kernel(window_args<T> a, dx_band_args d) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  __trap();  // no mma.sync on 16-bit types or cp.async: never launched (band_kernels_built)
+  __trap();  // no mma.sync on 16-bit types or TF32, no cp.async: never launched (band_kernels_built)
 #else
-  if constexpr (dx_band_policy<T>::tf32)
+  if constexpr (dx_band_policy<T>::supported && dx_band_policy<T>::tf32)
     input_grad_band_tile_tf32<Idx, Fused>(a, d);
   else if constexpr (dx_band_policy<T>::supported)
     input_grad_band_tile<T, Idx, Fused>(a, d);
@@ -47,7 +48,7 @@ bool band_kernels_built() {
   }
 }
 
-// Whether the banded dx takes a problem (band_applies: 16-bit x, R % 16 == 0, K <= dx_band_max_k, aligned;
+// Whether the banded dx takes a problem (band_applies: 16-bit x or float, R % 16 == 0, K <= max_k, aligned;
 // and code for sm_80 or later).
 template <class T>
 bool use_input_grad_band(const window_args<T>& a, const seq_shape& s, const window_params& w) {

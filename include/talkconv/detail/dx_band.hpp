@@ -47,7 +47,7 @@ constexpr index_t dx_band_max_k = 255;
 // sums, more passes. Host only.
 struct dx_band_plan {
   int warps = 8, tile = 128, stage_rows = 0;
-  TALKCONV_HOST_DEVICE int padded_rows() const { return stage_rows + 16; }
+  TALKCONV_HOST_DEVICE int padded_rows(int pad = 16) const { return stage_rows + pad; }  // float: band_tf32_pad
 };
 // max_rows (a multiple of 16; 0: none) caps the stage where shared memory is short (float's 512-byte tokens).
 inline dx_band_plan make_dx_band_plan(index_t L, index_t M, bool causal, double max_offset, int max_rows = 0) {
