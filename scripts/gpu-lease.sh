@@ -9,7 +9,7 @@
 #
 # Environment: STEPS (default "check ncu decode ncu-wide bench sanitize"; ncu-noband: ncu's table with the banded
 # kernels and the cp.async pipelines of bfloat16 dW and the 16-bit projection off (-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0, its own build,
-# ~100 s), for an A/B in one call; ncu-wide: ncu's table at
+# bf16 and f32, ~150 s, T_NCU_NOBAND default 180), for an A/B in one call; ncu-wide: ncu's table at
 # L = M = 511 bf16, NCU_WIDE_SHAPE to change it, T_NCU_WIDE (60 s); decode: the decoder-step benchmarks alone,
 # about 10 s once the benchmark is built, so a bench step cut short still leaves them; it builds the
 # benchmark: as one translation unit it took 66-100 s on an H200 machine's 16 cores (2026-11-30: a 50 s
@@ -70,12 +70,12 @@ for s in ${STEPS:-check ncu decode ncu-wide bench sanitize}; do
       scripts/gpu-ncu.sh "$work/ncu-wide" >/dev/null 2>"$work/ncu-wide-stderr.txt"
     ;;
   # The same table with the banded kernels off (-DTALKCONV_CUDA_BAND=0: the vector-tile forward and the event
-  # dx kernel for 16-bit x), bfloat16 dW and the 16-bit projection register-staged (-DTALKCONV_CUDA_DW_ASYNC=0
+  # dx kernel for 16-bit x and float), bfloat16 dW and the 16-bit projection register-staged (-DTALKCONV_CUDA_DW_ASYNC=0
   # -DTALKCONV_CUDA_PROJECT_ASYNC=0): an A/B of the 2026-12-01 kernel changes in one call. Its own build directory. (The passes removed from the backward the
   # same day, dropout copy and offset-gradient combine, have no switch: they show as absent kernels.)
   ncu-noband)
-    step ncu-noband "${T_NCU_NOBAND:-120}" env CUDA_DEFINES="-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0" BUILD_DIR="$root/build/gpu-noband" \
-      DTYPES=bf16 STALLS=0 scripts/gpu-ncu.sh "$work/ncu-noband" >/dev/null 2>"$work/ncu-noband-stderr.txt"
+    step ncu-noband "${T_NCU_NOBAND:-180}" env CUDA_DEFINES="-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0" BUILD_DIR="$root/build/gpu-noband" \
+      DTYPES="bf16 f32" STALLS=0 scripts/gpu-ncu.sh "$work/ncu-noband" >/dev/null 2>"$work/ncu-noband-stderr.txt"
     ;;
   decode)
     step decode "${T_DECODE:-150}" env SKIP_TESTS=1 SKIP_SANITIZE=1 TALKCONV_BENCH_MIN_TIME="${TALKCONV_BENCH_MIN_TIME:-0.03}" \

@@ -1266,6 +1266,37 @@ void emulate_mma1688(const AOf& a_of, const BOf& b_of, std::array<float, 4>* acc
     }
 }
 
+// Float's stage of one segment as stage_band_rows_tf32 writes it: each of the 256 threads' items
+// (band_tf32_stage_item), its 4 pointers advancing 4096 words per item, each value split hi + lo; zero past
+// `used` and past cn, NaN where nothing is written. Counts into `bad` every word of the rows not written once.
+std::vector<float> band_tf32_stage(const ref::problem& pb, const std::vector<float>& src, long b, const channel_block& cb,
+                                   long seg, int rows, int used, int PR, long& bad) {
+  std::vector<float> stage(size_t(PR / 2) * 256, std::numeric_limits<float>::quiet_NaN());
+  std::vector<int> written(stage.size(), 0);
+  for (int t = 0; t < 256; ++t) {
+    const td::band_tf32_item item = td::band_tf32_stage_item(t);
+    int i = 0;
+    for (int j = 2 * item.pair; j < rows; j += 32, ++i) {
+      unsigned at[4];  // the kernel's 4 pointers, 4096 words per iteration
+      for (int c = 0; c < 4; ++c) at[c] = td::band_tf32_stage_word(2 * item.pair, 4 * item.quad + c, 0) + 4096u * unsigned(i);
+      for (int c = 0; c < 4; ++c) {
+        const int ch = 4 * item.quad + c;
+        float v[2];
+        for (int tok = 0; tok < 2; ++tok) v[tok] = ch < cb.cn && j + tok < used ? src[pb.xi(seg + j + tok, b, cb.c0 + ch)] : 0.0f;
+        const tf32_pieces p0 = tf32_split_host(v[0]), p1 = tf32_split_host(v[1]);
+        const float words[4] = {p0.hi, p1.hi, p0.lo, p1.lo};
+        for (int e = 0; e < 4; ++e) {
+          if (at[c] + unsigned(e) >= stage.size()) FAIL("staged word past the stage");
+          stage[at[c] + unsigned(e)] = words[e];
+          ++written[at[c] + unsigned(e)];
+        }
+      }
+    }
+  }
+  for (size_t wd = 0; wd < size_t(rows / 2) * 256; ++wd) bad += written[wd] != 1;
+  return stage;
+}
+
 vec emulate_dx_band_tf32(const ref::problem& pb, const std::vector<float>& o, const std::vector<float>& dy,
                          const std::vector<float>* W, const std::vector<float>* dz, double max_offset, int max_rows) {
   using mk8 = td::mma_m16n8k8;
@@ -1316,31 +1347,7 @@ vec emulate_dx_band_tf32(const ref::problem& pb, const std::vector<float>& o, co
             const int rows = (used + td::band_tf32_pad + 1) / 2 * 2;
             REQUIRE(rows <= PR);
             // 1. the stage, as the 256 threads write it
-            std::vector<float> stage(size_t(PR / 2) * 256, nan);
-            std::vector<int> written(stage.size(), 0);
-            for (int t = 0; t < 256; ++t) {
-              const td::band_tf32_item item = td::band_tf32_stage_item(t);
-              int i = 0;
-              for (int j = 2 * item.pair; j < rows; j += 32, ++i) {
-                unsigned at[4];  // the kernel's 4 pointers, 4096 words per iteration
-                for (int c = 0; c < 4; ++c)
-                  at[c] = td::band_tf32_stage_word(2 * item.pair, 4 * item.quad + c, 0) + 4096u * unsigned(i);
-                for (int c = 0; c < 4; ++c) {
-                  const int ch = 4 * item.quad + c;
-                  float v[2];
-                  for (int tok = 0; tok < 2; ++tok)
-                    v[tok] = ch < cb.cn && j + tok < used ? dy[pb.xi(seg + j + tok, b, cb.c0 + ch)] : 0.0f;
-                  const tf32_pieces p0 = tf32_split_host(v[0]), p1 = tf32_split_host(v[1]);
-                  const float words[4] = {p0.hi, p1.hi, p0.lo, p1.lo};
-                  for (int e = 0; e < 4; ++e) {
-                    if (at[c] + unsigned(e) >= stage.size()) FAIL("staged word past the stage");
-                    stage[at[c] + unsigned(e)] = words[e];
-                    ++written[at[c] + unsigned(e)];
-                  }
-                }
-              }
-            }
-            for (size_t wd = 0; wd < size_t(rows / 2) * 256; ++wd) bad += written[wd] != 1;
+            const std::vector<float> stage = band_tf32_stage(pb, dy, b, cb, seg, rows, used, PR, bad);
             std::vector<td::band_tap<float>> taps(size_t(nh) * size_t(PR), td::band_tap<float>{nan, nan});
             for (int hh = 0; hh < nh; ++hh)
               for (int j = 0; j < rows; ++j) {
@@ -1450,6 +1457,147 @@ vec emulate_dx_band_tf32(const ref::problem& pb, const std::vector<float>& o, co
     }
   CHECK(bad == 0);
   return dx;
+}
+
+// y as the float banded forward (agent_window_forward_band_tf32.cuh) computes it: the 16-bit forward's row-tap table,
+// warp ranges, block span and segments (emulate_fwd_band), float's stage and k steps of 8 tokens from an even token
+// (the lane's pointer as the kernel advances it, d stepped by +8), a elements by rows
+// (band_tf32_lane_weights_rows), 3xTF32 products through the m16n8k8 coordinates, NaN marks, the store mapping.
+vec emulate_fwd_band_tf32(const ref::problem& pb, const std::vector<float>& o, const std::vector<float>& x, double max_offset,
+                          int max_rows) {
+  using mk8 = td::mma_m16n8k8;
+  const td::dx_band_plan plan = td::make_dx_band_plan(pb.L, pb.M, pb.causal, max_offset, max_rows);
+  const int S = plan.stage_rows, PR = S + td::band_tf32_pad;
+  const long R = pb.R();
+  const float inv_k = 1.0f / float(pb.L + pb.M + 1);
+  vec y(pb.x_size(), std::numeric_limits<double>::quiet_NaN());
+  long bad = 0;
+  for (long b = 0; b < pb.B; ++b)
+    for (const channel_block& cb : channel_blocks(pb.C, pb.H)) {
+      const long n = pb.n(b), h_first = cb.c0 / R;
+      const int nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - h_first + 1);
+      REQUIRE(cb.cn % 16 == 0);
+      int pair_head[4];
+      for (int p = 0; p < 4; ++p) {
+        const int h = R <= 64 ? static_cast<int>(16 * p / R) : 0;
+        pair_head[p] = h < nh ? h : nh - 1;
+      }
+      for (long r0 = 0; r0 < pb.T; r0 += 128) {
+        std::vector<std::array<std::array<float, 4>, 8>> acc(size_t(8 * 32));
+        for (auto& a : acc)
+          for (auto& t : a) t.fill(0.0f);
+        std::vector<td::band_tap<float>> taps(size_t(nh) * 128);
+        if (r0 < n) {
+          for (int hh = 0; hh < nh; ++hh)
+            for (int j = 0; j < 128; ++j) {
+              const long u = r0 + j, h = h_first + hh;
+              td::band_tap<float> e = td::null_band_tap<float>();
+              if (u < n) {
+                const auto k = td::make_taps<float, long>(u, o[pb.oi(u, b, h)], pb.causal ? 0.0f : o[pb.oi(u, b, pb.H + h)],
+                                                          pb.L, pb.M, n, pb.causal);
+                e = td::make_band_row_tap<float, long>(k, u);
+              }
+              taps[size_t(hh) * 128 + size_t(j)] = e;
+            }
+          int wlo[8], whi[8], slo = INT_MAX, shi = INT_MIN;
+          for (int warp = 0; warp < 8; ++warp) {
+            wlo[warp] = INT_MAX, whi[warp] = INT_MIN;
+            for (int i = 0; i < 16 * nh; ++i) {
+              const int hh = i / 16, r = i % 16;
+              if (r0 + 16 * warp + r < n) {
+                int a, z;
+                td::band_row_tokens(taps[size_t(hh) * 128 + size_t(16 * warp + r)], a, z);
+                if (a <= z) {
+                  wlo[warp] = std::min(wlo[warp], 16 * warp + r + a);
+                  whi[warp] = std::max(whi[warp], 16 * warp + r + z);
+                }
+              }
+            }
+            if (wlo[warp] <= whi[warp]) slo = std::min(slo, wlo[warp]), shi = std::max(shi, whi[warp]);
+          }
+          const long span_lo = std::max(r0 + slo, 0L), span_hi = std::min(r0 + long(shi) + 1, n);
+          for (long seg = span_lo; seg < span_hi; seg += S) {
+            const int used = static_cast<int>(std::min<long>(span_hi - seg, S));
+            const int rows = (used + td::band_tf32_pad + 1) / 2 * 2;
+            REQUIRE(rows <= PR);
+            const std::vector<float> stage = band_tf32_stage(pb, x, b, cb, seg, rows, used, PR, bad);
+            for (int warp = 0; warp < 8; ++warp) {
+              const long m0 = r0 + 16 * warp;
+              if (m0 >= n || wlo[warp] > whi[warp]) continue;
+              const long klo = std::max(r0 + wlo[warp], seg), khi = std::min(r0 + long(whi[warp]) + 1, seg + long(used));
+              const int jstart = int(klo - seg) & ~1, jend = int(khi - seg);
+              int step = 0;
+              for (int j0 = jstart; j0 < jend; j0 += 8, ++step)
+                for (int p = 0; p < 4; ++p) {
+                  float w[32][4];
+                  for (int l = 0; l < 32; ++l) {
+                    const int g = l / 4, q = l % 4;
+                    const float d = float(seg + jstart + 2 * q - m0 - g) + 8.0f * float(step);
+                    td::band_tf32_lane_weights_rows<float>(taps[size_t(pair_head[p]) * 128 + size_t(16 * warp + g)],
+                                                           taps[size_t(pair_head[p]) * 128 + size_t(16 * warp + g + 8)], d,
+                                                           w[l]);
+                  }
+                  for (int h = 0; h < 2; ++h) {
+                    const int nt = 2 * p + h;
+                    auto bword = [&](int l, int e) {
+                      const int g = l / 4, q = l % 4;
+                      const int first = td::band_tf32_lane_word(jstart, q, g);
+                      const int adv = td::band_tf32_lane_word(jstart + 8, q, g) - first;
+                      const int at = first + 2048 * (step / 2) + (step % 2 ? adv : 0) + 32 * nt + e;
+                      bad += at != td::band_tf32_lane_word(j0, q, g) + 32 * nt + e;
+                      if (size_t(at) >= size_t(rows / 2) * 256) FAIL("stage read past the staged rows");
+                      return double(stage[size_t(at)]);
+                    };
+                    auto a_piece = [&](bool lo_piece) {
+                      return [&, lo_piece](int l, int e) {
+                        bad += td::band_k_perm(mk8::a_k(l, e)) != td::band_tf32_a_token(l % 4, e);
+                        const tf32_pieces pc = tf32_split_host(w[l][e]);
+                        return double(lo_piece ? pc.lo : pc.hi);
+                      };
+                    };
+                    std::array<float, 4> tile[32];
+                    for (int l = 0; l < 32; ++l) tile[l] = acc[size_t(warp * 32 + l)][size_t(nt)];
+                    emulate_mma1688(a_piece(false), [&](int l, int e) { return bword(l, e); }, tile);
+                    emulate_mma1688(a_piece(false), [&](int l, int e) { return bword(l, 2 + e); }, tile);
+                    emulate_mma1688(a_piece(true), [&](int l, int e) { return bword(l, e); }, tile);
+                    for (int l = 0; l < 32; ++l) acc[size_t(warp * 32 + l)][size_t(nt)] = tile[l];
+                  }
+                }
+            }
+          }
+        }
+        for (int warp = 0; warp < 8; ++warp)
+          for (int l = 0; l < 32; ++l) {
+            const int g = l / 4, q = l % 4;
+            for (int nt = 0; nt < cb.cn / 8; ++nt)
+              for (int hr = 0; hr < 2; ++hr) {
+                const long row = r0 + 16 * warp + g + 8 * hr;
+                if (row >= pb.T) continue;
+                const bool valid = row < n;
+                const float mark = valid ? taps[size_t(pair_head[nt / 2]) * 128 + size_t(16 * warp + g + 8 * hr)].ar : 0.0f;
+                const float sc = std::isnan(mark) ? mark : inv_k;
+                for (int c = 0; c < 2; ++c)
+                  y[pb.xi(row, b, cb.c0 + 8 * nt + 2 * q + c)] =
+                      valid ? double(acc[size_t(warp * 32 + l)][size_t(nt)][size_t(2 * hr + c)] * sc) : 0.0;
+              }
+          }
+      }
+    }
+  CHECK(bad == 0);
+  return y;
+}
+
+void check_fwd_band_tf32_emulation(const ref::problem& pb, double offset_hi, std::uint64_t seed, double max_offset = 1.0,
+                                   int max_rows = 0) {
+  INFO(pb.str(), " offsets in [0, ", offset_hi, "] max_offset=", max_offset, " max_rows=", max_rows);
+  std::mt19937_64 rng(seed);
+  vec od = uniform_vec(rng, pb.o_size(), 0.0, offset_hi);
+  for (size_t i = 0; i < od.size(); i += 7) od[i] = double(i % 3 == 0);  // integer bounds: 0 and 1
+  const vec xd0 = normal_vec(rng, pb.x_size(), 1.0, 1.0);
+  const std::vector<float> o(od.begin(), od.end()), x(xd0.begin(), xd0.end());
+  const vec y_ref = ref::window_forward(pb, vec(x.begin(), x.end()), vec(o.begin(), o.end()));
+  const vec y = emulate_fwd_band_tf32(pb, o, x, max_offset, max_rows);
+  TT_CHECK_CLOSE("emulated float banded forward vs reference", y, y_ref, 1e-5, std::max(1.0, max_abs(y_ref)));
 }
 
 void check_band_tf32_emulation(const ref::problem& pb, double offset_hi, std::uint64_t seed, bool fused,
@@ -1657,7 +1805,7 @@ TEST_CASE("float banded dx: stage words written once, a quarter-warp's stores an
     }
 }
 
-TEST_CASE("float banded dx emulated lane by lane == reference: random shapes, capped stages, fused offset path or not") {
+TEST_CASE("float banded dx and forward emulated lane by lane == reference: random shapes, capped stages, fused offset path or not") {
   std::mt19937_64 rng(4343);
   for (int i = 0; i < draws(12); ++i) {
     ref::problem pb;
@@ -1674,10 +1822,11 @@ TEST_CASE("float banded dx emulated lane by lane == reference: random shapes, ca
       for (long b = 0; b < pb.B; ++b) pb.lengths.push_back(uniform_int(rng, 0, pb.T));
     const int caps[] = {0, 32, 48, 144};
     check_band_tf32_emulation(pb, 1.0, 1500 + i, i % 2 == 0, 1.0, caps[i % 4]);
+    check_fwd_band_tf32_emulation(pb, 1.0, 1600 + i, 1.0, caps[(i + 1) % 4]);
   }
 }
 
-TEST_CASE("float banded dx emulated: segments past max_offset, K = 127, several heads per block, the benchmark's heads") {
+TEST_CASE("float banded dx and forward emulated: segments past max_offset, K = 127, several heads per block, the benchmark's heads") {
   ref::problem pb;
   pb.T = 700, pb.B = 1, pb.C = 64, pb.H = 1, pb.L = 40, pb.M = 30, pb.lengths = {650};
   check_band_tf32_emulation(pb, 4.0, 21, true);          // windows reach ~160 tokens: 2-3 segments
@@ -1696,6 +1845,28 @@ TEST_CASE("float banded dx emulated: segments past max_offset, K = 127, several 
   ref::problem wide_p;  // P = 128 fused (16 steps of split W), 4 heads per block, the stage an H200 plan leaves
   wide_p.T = 150, wide_p.B = 1, wide_p.C = 1024, wide_p.H = 64, wide_p.L = 5, wide_p.M = 6, wide_p.lengths = {141};
   check_band_tf32_emulation(wide_p, 1.0, 27, true, 1.0, 80);
+  check_fwd_band_tf32_emulation(bench, 1.0, 28, 1.0, 176);  // the forward: the benchmark's heads, one segment
+  check_fwd_band_tf32_emulation(pb, 4.0, 29, 1.0, 48);      // causal, spans past the plan: segments
+  pb.causal = false, pb.M = 30;
+  check_fwd_band_tf32_emulation(pb, 4.0, 30, 4.0, 176);
+  check_fwd_band_tf32_emulation(heads, 1.0, 31);
+}
+
+TEST_CASE("float banded forward emulated: a NaN offset gives NaN in its token's head and nothing else") {
+  ref::problem pb;
+  pb.T = 200, pb.B = 2, pb.C = 64, pb.H = 2, pb.L = 5, pb.M = 4;
+  std::mt19937_64 rng(32);
+  const vec od = uniform_vec(rng, pb.o_size(), 0.0, 1.0);
+  std::vector<float> o(od.begin(), od.end());
+  o[pb.oi(150, 1, 1)] = std::numeric_limits<float>::quiet_NaN();  // left offset of (t = 150, b = 1, head 1)
+  const vec xd = normal_vec(rng, pb.x_size(), 1.0, 1.0);
+  const std::vector<float> x(xd.begin(), xd.end());
+  const vec y = emulate_fwd_band_tf32(pb, o, x, 1.0, 0);
+  size_t wrong = 0;
+  for (long t = 0; t < pb.T; ++t)
+    for (long b = 0; b < pb.B; ++b)
+      for (long c = 0; c < pb.C; ++c) wrong += std::isnan(y[pb.xi(t, b, c)]) != (t == 150 && b == 1 && c >= 32);
+  CHECK(wrong == 0);
 }
 
 TEST_CASE("banded forward emulated: a NaN offset gives NaN in its token's head and nothing else") {

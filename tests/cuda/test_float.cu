@@ -24,10 +24,10 @@ TALKCONV_GPU_CASE("window tokens beyond the shared-memory halo take the exact di
   window_long_halo_cases<float>();
 }
 
-// The banded dx on TF32 tensor cores (R % 16 == 0, K <= 127; wider windows take the event kernel): the 16-bit band
-// family (segments, split and shared heads, causal, ragged; its K = 255 case takes the event kernel here), K = 127
-// in capped stages, and the benchmark's heads.
-TALKCONV_GPU_CASE("banded dx on TF32 tensor cores: segments past max_offset, K = 127, split and shared heads, causal, ragged: float") {
+// The banded dx and forward on TF32 tensor cores (R % 16 == 0; dx K <= 127, forward K <= 63; wider windows take the
+// event kernel and the vector tiles): the 16-bit band family (segments, split and shared heads, causal, ragged; its
+// K = 255 case takes the other kernels here), K = 127 in capped stages, and the benchmark's heads.
+TALKCONV_GPU_CASE("banded dx and forward on TF32 tensor cores: segments past max_offset, K = 127, split and shared heads, causal, ragged: float") {
   window_band_cases<float>();
   window_case<float>(shaped_case(211, 600, 2, 96, 2, 63, 63, false, layout::btc, {600, 333}), 1.0);
   window_case<float>(shaped_case(212, 500, 1, 128, 2, 100, 0, true, layout::tbc, {480}), 1.5, 1.0f);
@@ -36,7 +36,8 @@ TALKCONV_GPU_CASE("banded dx on TF32 tensor cores: segments past max_offset, K =
 
 // Offsets that put bounds exactly on integers (0 and 1, dropout zeros) and NaN offsets.
 TALKCONV_GPU_CASE("window handles integer bounds and NaN offsets like the CPU") {
-  window_nan_offset_case<float>(5, 2, 8);  // heads of 4 channels
+  window_nan_offset_case<float>(5, 2, 8);   // heads of 4 channels
+  window_nan_offset_case<float>(6, 4, 64);  // heads of 16: the banded forward
 }
 
 TALKCONV_GPU_CASE("offsets: projection, sigmoid and dropout match the CPU, with bitwise the same mask") {

@@ -329,7 +329,7 @@ TEST_CASE("banded kernels' plans: a tile's span in one segment at the planned ma
       }
 }
 
-TEST_CASE("float banded dx's plan: the stage capped to keep 2 blocks per SM; the benchmark tile's span in one segment on an H100 / H200") {
+TEST_CASE("float banded dx's and forward's plans: the stage capped to keep 2 blocks per SM; the benchmark tile's span in one segment on an H100 / H200") {
   using pol = d::dx_band_policy<float>;
   for (const talkconv::window_params& w :
        {talkconv::window_params{16, 16, 16, false}, talkconv::window_params{16, 63, 0, true},
@@ -359,5 +359,15 @@ TEST_CASE("float banded dx's plan: the stage capped to keep 2 blocks per SM; the
             CHECK(p.smem + d::smem_reserved_per_block <= optin);
             if (optin == 232448 && w.heads == 16 && w.max_left == 16 && mo == 1.0 && nh == 1)
               CHECK(p.args.stage_rows == open.args.stage_rows);  // the benchmark shape: one segment per tile
+            // the forward's: its 128-row tap table beside the stage
+            const d::dx_band_launch fw = d::plan_window_forward_band<float>(s, w, mo, nh, per_sm);
+            const d::dx_band_launch fw_open = d::plan_window_forward_band<float>(s, w, mo, nh);
+            CHECK(fw.args.stage_rows % 16 == 0);
+            CHECK(fw.args.stage_rows <= fw_open.args.stage_rows);
+            CHECK(fw.smem == std::size_t(fw.args.taps_at) + std::size_t(nh) * 128u * 8u);
+            if (fw.args.stage_rows > 32 || fw.args.stage_rows == fw_open.args.stage_rows)
+              CHECK(fw.smem + d::smem_reserved_per_block <= per_sm / pol::min_blocks);
+            if (optin == 232448 && w.heads == 16 && w.max_left == 16 && mo == 1.0 && nh == 1)
+              CHECK(fw.args.stage_rows == fw_open.args.stage_rows);
           }
 }

@@ -27,15 +27,15 @@ namespace detail {
 #define TALKCONV_CUDA_BAND 1
 #endif
 
-// Per-dtype policy of the banded kernels. The dx (input gradient) runs for 16-bit x on m16n8k16 (x / dy is the
-// mma's b operand) and for float on TF32 m16n8k8 (3xTF32: agent_window_input_grad_band_tf32.cuh); the forward
-// for 16-bit x only (float keeps the vector-tile forward).
+// Per-dtype policy of the banded kernels: for 16-bit x on m16n8k16 (x / dy is the mma's b operand), for float on
+// TF32 m16n8k8 (3xTF32: agent_window_input_grad_band_tf32.cuh, agent_window_forward_band_tf32.cuh), each up to
+// its widest window (max_k: dx, fwd_max_k: forward).
 template <class T>
 struct dx_band_policy {
   static constexpr bool sixteen = std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value;
   static constexpr bool tf32 = std::is_same<T, float>::value;
   static constexpr bool supported = TALKCONV_CUDA_BAND != 0 && (sixteen || tf32);  // the dx kernel
-  static constexpr bool forward = TALKCONV_CUDA_BAND != 0 && sixteen;            // the forward kernel
+  static constexpr bool forward = supported;                                    // the forward kernel
   static constexpr int threads = 256;  // 8 warps x 16 rows: detail::dx_band_plan
   // float: a staged token is 512 bytes (hi and lo of 64 channels), so a tile's span at K = 33 (a stage of
   // 176 + 8 rows, 92 KB, and W's split fragments, 16 KB at P = 32) leaves room for 2 blocks per SM; 16-bit:
@@ -46,6 +46,7 @@ struct dx_band_policy {
   // Fused offset path: P <= 128 (steps of 8 offsets; float's W fragments, 4 KB a step, shorten its stage).
   static constexpr int max_steps = 16;
   static constexpr index_t max_k = tf32 ? talkconv::detail::dx_band_max_k_tf32 : talkconv::detail::dx_band_max_k;
+  static constexpr index_t fwd_max_k = tf32 ? talkconv::detail::fwd_band_max_k_tf32 : talkconv::detail::dx_band_max_k;
   static constexpr int pad_rows = tf32 ? talkconv::detail::band_tf32_pad : 16;          // past a segment's rows
   static constexpr unsigned row_bytes = tf32 ? talkconv::detail::band_tf32_row_bytes : 128u;  // per staged token
   static constexpr unsigned w_frag_bytes = tf32 ? 16u : 8u;  // per (step, tile, lane): W hi (+ lo) of 2 offsets
@@ -80,9 +81,10 @@ struct dx_band_smem {
   }
 };
 
-// Whether a banded kernel takes a problem: a supported x type (Forward: 16-bit only), heads of a multiple of 16
-// channels (pairs of 8-channel mma tiles share a head), C % 8 == 0 and 16-byte aligned tensors (the stage's
-// vector copies), K <= max_k (past it the event / prefix-sum kernels cost less). A speed choice only.
+// Whether a banded kernel takes a problem (Forward: the forward's, else the dx's): a supported x type, heads of a
+// multiple of 16 channels (pairs of 8-channel mma tiles share a head), C % 8 == 0 and 16-byte aligned tensors
+// (the stage's vector copies), K <= max_k / fwd_max_k (past it the event / prefix-sum kernels cost less). A
+// speed choice only.
 template <class T, bool Forward = false>
 bool band_applies(const window_geom& wg, const seq_shape& s, const window_params& w, const void* in, const void* out) {
   if constexpr (!(Forward ? dx_band_policy<T>::forward : dx_band_policy<T>::supported)) {
@@ -90,7 +92,8 @@ bool band_applies(const window_geom& wg, const seq_shape& s, const window_params
     return false;
   } else {
     auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
-    return wg.R % 16 == 0 && s.C % 8 == 0 && w.window_len() <= dx_band_policy<T>::max_k && aligned(in) &&
+    return wg.R % 16 == 0 && s.C % 8 == 0 &&
+           w.window_len() <= (Forward ? dx_band_policy<T>::fwd_max_k : dx_band_policy<T>::max_k) && aligned(in) &&
            aligned(out);
   }
 }
@@ -145,6 +148,39 @@ __device__ __forceinline__ void stage_band_rows(unsigned char* stage, const T* s
   for (; j < S + 16; j += 32, p += step, dst += 32 * 128) {
     const bool valid = vec_ok && j < jmax;
     cp_async_16_or_zero(dst, valid ? p : src, valid);
+  }
+}
+
+// Float's stage (both banded float kernels): rows [seg, seg + rows) of dy or x (rows even; the block's sequence and first channel, row stride xt), split
+// hi + lo (detail::band_tf32_stage_word): thread t takes channels 4 cq .. 4 cq + 3 of token pairs pr + 16 i
+// (detail::band_tf32_stage_item), 16 bytes of each token (zero past `valid_rows` and past cn), and writes each
+// channel's 4 words (hi, lo of both tokens) with one 16-byte store, through 4 pointers (the pair's XOR permutes
+// the quad's channels; pr % 8, hence the permutation, stays): a quarter-warp's stores hit 8 distinct bank groups.
+__device__ __forceinline__ void stage_band_rows_tf32(float* stage, const float* src, index_t xt, index_t seg, int rows,
+                                                     int valid_rows, const band_block& k) {
+  namespace td = talkconv::detail;
+  const td::band_tf32_item item = td::band_tf32_stage_item(k.tid);
+  const bool ch_ok = 4 * item.quad < k.cn;
+  int j = 2 * item.pair;
+  const float* p0 = src + (seg + j) * xt + 4 * item.quad;  // tokens j and j + 1; 64-bit steps: rows past T are
+  const float* p1 = p0 + xt;                               // formed, never read
+  const index_t step = 32 * xt;
+  float* w[4];
+#pragma unroll
+  for (int c = 0; c < 4; ++c) w[c] = stage + td::band_tf32_stage_word(j, 4 * item.quad + c, 0);
+  for (; j < rows; j += 32, p0 += step, p1 += step) {
+    float4 v0 = make_float4(0.0f, 0.0f, 0.0f, 0.0f), v1 = v0;
+    if (ch_ok && j < valid_rows) v0 = __ldg(reinterpret_cast<const float4*>(p0));
+    if (ch_ok && j + 1 < valid_rows) v1 = __ldg(reinterpret_cast<const float4*>(p1));
+    const float a[4] = {v0.x, v0.y, v0.z, v0.w}, b[4] = {v1.x, v1.y, v1.z, v1.w};
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {  // channel 4 cq + c: hi of tokens j, j + 1, then lo
+      float4 o;
+      tf32_split(a[c], o.x, o.z);
+      tf32_split(b[c], o.y, o.w);
+      *reinterpret_cast<float4*>(w[c]) = o;
+      w[c] += 4096;
+    }
   }
 }
 

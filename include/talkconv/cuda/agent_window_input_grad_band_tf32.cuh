@@ -30,39 +30,6 @@ namespace talkconv {
 namespace cuda {
 namespace detail {
 
-// Stage rows [seg, seg + rows) of dy (rows even; the block's sequence and first channel, row stride xt), split
-// hi + lo (detail::band_tf32_stage_word): thread t takes channels 4 cq .. 4 cq + 3 of token pairs pr + 16 i
-// (detail::band_tf32_stage_item), 16 bytes of each token (zero past `valid_rows` and past cn), and writes each
-// channel's 4 words (hi, lo of both tokens) with one 16-byte store, through 4 pointers (the pair's XOR permutes
-// the quad's channels; pr % 8, hence the permutation, stays): a quarter-warp's stores hit 8 distinct bank groups.
-__device__ __forceinline__ void stage_band_rows_tf32(float* stage, const float* src, index_t xt, index_t seg, int rows,
-                                                     int valid_rows, const band_block& k) {
-  namespace td = talkconv::detail;
-  const td::band_tf32_item item = td::band_tf32_stage_item(k.tid);
-  const bool ch_ok = 4 * item.quad < k.cn;
-  int j = 2 * item.pair;
-  const float* p0 = src + (seg + j) * xt + 4 * item.quad;  // tokens j and j + 1; 64-bit steps: rows past T are
-  const float* p1 = p0 + xt;                               // formed, never read
-  const index_t step = 32 * xt;
-  float* w[4];
-#pragma unroll
-  for (int c = 0; c < 4; ++c) w[c] = stage + td::band_tf32_stage_word(j, 4 * item.quad + c, 0);
-  for (; j < rows; j += 32, p0 += step, p1 += step) {
-    float4 v0 = make_float4(0.0f, 0.0f, 0.0f, 0.0f), v1 = v0;
-    if (ch_ok && j < valid_rows) v0 = __ldg(reinterpret_cast<const float4*>(p0));
-    if (ch_ok && j + 1 < valid_rows) v1 = __ldg(reinterpret_cast<const float4*>(p1));
-    const float a[4] = {v0.x, v0.y, v0.z, v0.w}, b[4] = {v1.x, v1.y, v1.z, v1.w};
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {  // channel 4 cq + c: hi of tokens j, j + 1, then lo
-      float4 o;
-      tf32_split(a[c], o.x, o.z);
-      tf32_split(b[c], o.y, o.w);
-      *reinterpret_cast<float4*>(w[c]) = o;
-      w[c] += 4096;
-    }
-  }
-}
-
 template <class Idx, bool Fused>
 __device__ void input_grad_band_tile_tf32(const window_args<float>& a, const dx_band_args& d) {
   namespace td = talkconv::detail;

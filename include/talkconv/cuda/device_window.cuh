@@ -109,9 +109,12 @@ segments_plan plan_segments(const window_params& w, double max_offset, int nh, s
 }
 
 // The banded forward's launch plan (host-testable): segment rows, tiles per block, shared memory.
+// per_sm (the SM's shared memory; 0: no cap): float's stage is capped by band_stage_cap.
 template <class T>
-dx_band_launch plan_window_forward_band(const seq_shape& s, const window_params& w, double max_offset, int nh) {
-  dx_band_launch p = plan_band<T>(s, w, max_offset, dx_band_policy<T>::fwd_tiles_per_block);
+dx_band_launch plan_window_forward_band(const seq_shape& s, const window_params& w, double max_offset, int nh,
+                                        std::size_t per_sm = 0) {
+  const int max_rows = band_stage_cap<T>(per_sm, std::size_t(nh) * 128u * dx_band_smem<T>::tap_bytes, 0);
+  dx_band_launch p = plan_band<T>(s, w, max_offset, dx_band_policy<T>::fwd_tiles_per_block, max_rows);
   p.smem = dx_band_smem<T>::forward_bytes(p.args.stage_rows, nh);
   return p;
 }
@@ -122,7 +125,7 @@ dx_band_launch plan_window_forward_band(const seq_shape& s, const window_params&
 template <class T>
 void launch_window_forward(window_args<T> a, const seq_shape& s, const window_params& w, double max_offset,
                            cudaStream_t stream) {
-  const dx_band_launch band = plan_window_forward_band<T>(s, w, max_offset, heads_per_block(a.w));
+  const dx_band_launch band = plan_window_forward_band<T>(s, w, max_offset, heads_per_block(a.w), smem_per_sm());
   if (band_applies<T, true>(a.w, s, w, a.x, a.y) && band.smem + smem_reserved_per_block <= smem_optin() &&
       band_kernels_built<T>()) {
     const dx_band_launch& p = band;

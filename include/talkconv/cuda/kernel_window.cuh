@@ -3,6 +3,7 @@
 
 #include "talkconv/cuda/agent_window.cuh"
 #include "talkconv/cuda/agent_window_forward_band.cuh"
+#include "talkconv/cuda/agent_window_forward_band_tf32.cuh"
 
 namespace talkconv {
 namespace cuda {
@@ -20,7 +21,7 @@ static __global__ void __launch_bounds__(window_traits::threads) window_offsets_
   window_offsets_grad_tile<Causal, Idx>(a);
 }
 
-// The banded forward (16-bit x, windows up to detail::dx_band_max_k): grid (B * blocks_per_seq, channel
+// The banded forward (16-bit x and float, windows up to dx_band_policy::fwd_max_k): grid (B * blocks_per_seq, channel
 // blocks), dx_band_policy::threads threads, dynamic smem dx_band_smem::forward_bytes.
 template <class T, class Idx>
 static __global__ void __launch_bounds__(dx_band_policy<T>::threads, dx_band_policy<T>::min_blocks)
@@ -28,7 +29,10 @@ static __global__ void __launch_bounds__(dx_band_policy<T>::threads, dx_band_pol
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // no mma.sync on 16-bit types or cp.async: never launched (band_kernels_built)
 #else
-  if constexpr (dx_band_policy<T>::forward) window_forward_band_tile<T, Idx>(a, d);
+  if constexpr (dx_band_policy<T>::forward && dx_band_policy<T>::tf32)
+    window_forward_band_tile_tf32<Idx>(a, d);
+  else if constexpr (dx_band_policy<T>::forward)
+    window_forward_band_tile<T, Idx>(a, d);
 #endif
 }
 

@@ -75,23 +75,27 @@ dx_band_launch plan_band(const seq_shape& s, const window_params& w, double max_
   p.args.taps_at = dx_band_smem<T>::taps_at(bp.stage_rows);
   return p;
 }
-// per_sm (the SM's shared memory; 0: no cap): float's stage is capped to keep dx_band_policy::min_blocks
-// blocks per SM (a wider span takes more segments: the same sums).
+// Float's stage cap (0: none): the most rows (a multiple of 16, at least 32) that keep dx_band_policy::min_blocks
+// blocks per SM of per_sm bytes (0: no cap) beside `fixed` bytes and `per_row` more bytes per staged row (the tap
+// table). A wider span takes more segments: the same sums. 16-bit x: none (its rows are 128 bytes).
+template <class T>
+int band_stage_cap(std::size_t per_sm, std::size_t fixed, std::size_t per_row) {
+  using pol = dx_band_policy<T>;
+  if (!pol::tf32 || per_sm == 0) return 0;
+  const std::size_t share = per_sm / pol::min_blocks, reserved = smem_reserved_per_block + 16u;
+  const std::size_t room = share > reserved + fixed ? share - reserved - fixed : 0;
+  const long long rows = static_cast<long long>(room / (pol::row_bytes + per_row)) - pol::pad_rows;
+  const int cap = static_cast<int>(rows / 16 * 16);
+  return cap < 32 ? 32 : cap;  // then fewer blocks per SM
+}
+// per_sm (the SM's shared memory; 0: no cap): float's stage is capped by band_stage_cap.
 template <class T>
 dx_band_launch plan_input_grad_band(const seq_shape& s, const window_params& w, double max_offset, int nh, bool fused,
                                     std::size_t per_sm = 0) {
   using pol = dx_band_policy<T>;
   const int steps = fused ? static_cast<int>((w.num_offsets() + 7) / 8) : 0;
-  int max_rows = 0;
-  if (pol::tf32 && per_sm > 0) {
-    const std::size_t share = per_sm / pol::min_blocks, fixed = smem_reserved_per_block + 16u;
-    const std::size_t w_bytes = std::size_t(steps) * 256u * pol::w_frag_bytes;
-    const std::size_t room = share > fixed + w_bytes ? share - fixed - w_bytes : 0;
-    const long long rows = static_cast<long long>(room / (pol::row_bytes + std::size_t(nh) * dx_band_smem<T>::tap_bytes)) -
-                           pol::pad_rows;
-    max_rows = static_cast<int>(rows / 16 * 16);
-    if (max_rows < 32) max_rows = 32;  // then fewer blocks per SM
-  }
+  const int max_rows = band_stage_cap<T>(per_sm, std::size_t(steps) * 256u * pol::w_frag_bytes,
+                                         std::size_t(nh) * dx_band_smem<T>::tap_bytes);
   dx_band_launch p = plan_band<T>(s, w, max_offset, pol::tiles_per_block, max_rows);
   p.args.steps = steps;
   p.args.w_at = dx_band_smem<T>::w_at(p.args.stage_rows, nh);

@@ -234,6 +234,22 @@ TALKCONV_HOST_DEVICE inline void band_tf32_lane_weights(const band_tap<A>& e0, c
   w[3] = band_weight<A>(e1, d + A(7));
 }
 
+// The float forward (agent_window_forward_band_tf32.cuh): the same a elements read by rows. row0, row1: the taps of
+// the lane's rows g and g + 8, each relative to its own row; d = the token j0 + 2 q relative to row g (an exact
+// small integer; the kernel steps it by +8). w[e]: row g + 8 (e % 2), token j0 + band_tf32_a_token(q, e), each
+// row's distance exact (no shifted taps).
+template <class A>
+TALKCONV_HOST_DEVICE inline void band_tf32_lane_weights_rows(const band_tap<A>& row0, const band_tap<A>& row1, A d,
+                                                             A (&w)[4]) {
+  w[0] = band_weight<A>(row0, d);
+  w[1] = band_weight<A>(row1, d - A(8));
+  w[2] = band_weight<A>(row0, d + A(1));
+  w[3] = band_weight<A>(row1, d - A(7));
+}
+// Widest window the float forward takes as a banded product: its cost per element grows by ~1.9 per 8 tokens
+// from ~16 (BUDGET.md), the vector-tile forward's is ~35 at any K (measured at K = 33): even near K = 63.
+constexpr index_t fwd_band_max_k_tf32 = 63;
+
 // The fused offset path's W b fragments for float W: step s, tile n, lane l at float band_tf32_w_index(s, n, l):
 // hi of offsets 8 s + 2 q, + 1 (channel 8 n + g), then their lo (one 16-byte read per fragment).
 TALKCONV_HOST_DEVICE constexpr int band_tf32_w_index(int s, int n, int lane) { return ((s * 8 + n) * 32 + lane) * 4; }
