@@ -32,6 +32,9 @@ TALKCONV_GPU_CASE("banded dx and forward on TF32 tensor cores: segments past max
   window_case<float>(shaped_case(211, 600, 2, 96, 2, 63, 63, false, layout::btc, {600, 333}), 1.0);
   window_case<float>(shaped_case(212, 500, 1, 128, 2, 100, 0, true, layout::tbc, {480}), 1.5, 1.0f);
   window_case<float>(shaped_case(213, 300, 2, 1024, 16, 16, 16, false, layout::tbc, {300, 200}), 1.0);
+  // the banded forward past its planned span (K = 61, offsets up to 4: several segments) and at K = 63
+  window_case<float>(shaped_case(214, 700, 1, 64, 1, 30, 30, false, layout::tbc, {650}), 4.0, 1.0f);
+  window_case<float>(shaped_case(215, 400, 2, 128, 4, 31, 31, false, layout::btc, {400, 257}), 1.0);
 }
 
 // Offsets that put bounds exactly on integers (0 and 1, dropout zeros) and NaN offsets.

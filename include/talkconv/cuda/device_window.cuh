@@ -119,8 +119,8 @@ dx_band_launch plan_window_forward_band(const seq_shape& s, const window_params&
   return p;
 }
 
-// y from x and a.offsets, no global prefix tensor: the banded product on tensor cores for 16-bit x and
-// windows up to dx_band_max_k, else vector tiles when they apply (in segments when a tile's span does not fit
+// y from x and a.offsets, no global prefix tensor: the banded product on tensor cores for 16-bit x and float
+// with windows up to dx_band_policy::fwd_max_k, else vector tiles when they apply (in segments when a tile's span does not fit
 // a block), else the generic tile.
 template <class T>
 void launch_window_forward(window_args<T> a, const seq_shape& s, const window_params& w, double max_offset,

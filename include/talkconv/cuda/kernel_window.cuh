@@ -27,7 +27,7 @@ template <class T, class Idx>
 static __global__ void __launch_bounds__(dx_band_policy<T>::threads, dx_band_policy<T>::min_blocks)
     window_forward_band_kernel(window_args<T> a, dx_band_args d) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  __trap();  // no mma.sync on 16-bit types or cp.async: never launched (band_kernels_built)
+  __trap();  // no mma.sync on 16-bit types or TF32, no cp.async: never launched (band_kernels_built)
 #else
   if constexpr (dx_band_policy<T>::forward && dx_band_policy<T>::tf32)
     window_forward_band_tile_tf32<Idx>(a, d);

@@ -89,7 +89,8 @@ __device__ __forceinline__ void bf16_split3(float v, unsigned& hi, unsigned& mid
 // v ~ hi + lo, both valid TF32 bit patterns: hi = v with its low 13 significand bits cleared (exact: v - hi
 // is a float), lo = (v - hi) likewise truncated. |v - hi - lo| < 2^-21 |v| over float's whole range (no
 // scaling, no underflow of a 16-bit type); 3 instructions per value. Products by a TF32-exact operand are
-// summed hi first. NaN and Inf stay NaN and Inf in hi + lo.
+// summed hi first. A NaN stays NaN in hi and lo; an Inf stays Inf in hi, its lo is NaN (Inf - Inf): callers that
+// must carry an Inf set lo to 0 (the banded float dx's staged W).
 __device__ __forceinline__ void tf32_split(float v, float& hi, float& lo) {
   hi = __uint_as_float(__float_as_uint(v) & 0xffffe000u);
   lo = __uint_as_float(__float_as_uint(v - hi) & 0xffffe000u);
