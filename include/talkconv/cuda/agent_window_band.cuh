@@ -13,6 +13,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <climits>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
@@ -191,6 +192,63 @@ __device__ __forceinline__ window_taps<float, Idx> band_token_taps(const float* 
                                                                    const window_geom& w, index_t n, bool causal) {
   return talkconv::detail::make_taps<float, Idx>(Idx(u), off[h], causal ? 0.0f : off[w.H + h], Idx(w.L), Idx(w.M),
                                                  Idx(n), causal);
+}
+
+// The banded forwards' tile prologue (16-bit and float): the tile's row taps per head into `taps` (heads x 128,
+// each relative to its row, a NaN offset marking its row: band_tap via make_band_row_tap), one barrier; this
+// warp's token range from its valid rows' windows (band_row_tokens, warp min / max) and the block's span as
+// their union (shared-memory atomicMin / atomicMax on integers: order-free), one barrier. Returns the warp's
+// range [wlo, whi) (empty: wlo >= whi) and the block's span [span_lo, span_hi) within [0, n). span_rel: the
+// kernel's static pair, rewritten here (the caller's barrier orders it after the previous tile's reads).
+struct band_fwd_span {
+  index_t span_lo, span_hi, wlo, whi;
+};
+template <class Idx>
+__device__ __forceinline__ band_fwd_span band_forward_prologue(float2* taps, int* span_rel, const float* offs, Idx ot,
+                                                               const window_geom& w, bool causal, index_t r0,
+                                                               const band_block& k) {
+  namespace td = talkconv::detail;
+  const int tid = k.tid, warp = k.warp, lane = k.lane, nh = k.nh;
+  const index_t n = k.n, m0 = r0 + 16 * warp;
+  if (tid == 0) span_rel[0] = INT_MAX, span_rel[1] = INT_MIN;
+  for (int hh = 0; hh < nh; ++hh)
+    for (int j = tid; j < 128; j += dx_band_policy<float>::threads) {
+      const index_t u = r0 + j;
+      td::band_tap<float> e = td::null_band_tap<float>();
+      if (u < n)
+        e = td::make_band_row_tap<float, Idx>(band_token_taps<Idx>(offs + Idx(u) * ot, u, k.h_first + hh, w, n, causal),
+                                              Idx(u));
+      taps[hh * 128 + j] = make_float2(e.ar, e.al);
+    }
+  __syncthreads();
+  int lo = INT_MAX, hi = INT_MIN;  // this warp's token range relative to r0, inclusive
+  for (int i = lane; i < 16 * nh; i += 32) {
+    const int hh = i / 16, r = i % 16;
+    if (m0 + r < n) {
+      const float2 e = taps[hh * 128 + 16 * warp + r];
+      int a, z;
+      td::band_row_tokens<float>(td::band_tap<float>{e.x, e.y}, a, z);
+      if (a <= z) {
+        lo = min(lo, 16 * warp + r + a);
+        hi = max(hi, 16 * warp + r + z);
+      }
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) {
+    lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, o));
+    hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, o));
+  }
+  if (lane == 0 && lo <= hi) {
+    atomicMin(&span_rel[0], lo);
+    atomicMax(&span_rel[1], hi);
+  }
+  __syncthreads();
+  band_fwd_span sp;  // tokens [r0 + lo, r0 + hi] within [0, n): the block's span
+  sp.span_lo = r0 + span_rel[0] > 0 ? r0 + span_rel[0] : 0;
+  sp.span_hi = r0 + index_t(span_rel[1]) + 1 < n ? r0 + index_t(span_rel[1]) + 1 : n;
+  sp.wlo = r0 + lo, sp.whi = r0 + index_t(hi) + 1;
+  return sp;
 }
 
 // Two weights (tokens k, k + 1 of one row) as the hi and lo 16-bit pieces of one mma register each: hi

@@ -36,8 +36,8 @@ __device__ void window_forward_band_tile_tf32(const window_args<float>& a, const
   float2* taps = reinterpret_cast<float2*>(talkconv_smem + d.taps_at);
 
   const band_block k = make_band_block(a, d);
-  const int tid = k.tid, warp = k.warp, lane = k.lane, g = k.g, q = k.q, nh = k.nh, pairs = k.pairs;
-  const index_t b = k.b, c0 = k.c0, h_first = k.h_first, Tn = k.T, n = k.n, first_tile = k.first_tile;
+  const int warp = k.warp, g = k.g, q = k.q, pairs = k.pairs;
+  const index_t b = k.b, c0 = k.c0, Tn = k.T, n = k.n, first_tile = k.first_tile;
   const int S = d.stage_rows;
   const float inv_k = 1.0f / float(a.w.L + a.w.M + 1);
   const Idx xt = static_cast<Idx>(a.g.xt), ot = static_cast<Idx>(a.g.ot);
@@ -58,44 +58,8 @@ __device__ void window_forward_band_tile_tf32(const window_args<float>& a, const
 
     if (r0 < n) {  // block-uniform: a tile past the length is all zeros
       // 1. the rows' taps, the warps' token ranges, the block's span
-      if (tid == 0) span_rel[0] = INT_MAX, span_rel[1] = INT_MIN;
-      for (int hh = 0; hh < nh; ++hh)
-        for (int j = tid; j < 128; j += pol::threads) {
-          const index_t u = r0 + j;
-          td::band_tap<float> e = td::null_band_tap<float>();
-          if (u < n)
-            e = td::make_band_row_tap<float, Idx>(band_token_taps<Idx>(offs + Idx(u) * ot, u, h_first + hh, a.w, n, d.causal),
-                                                  Idx(u));
-          taps[hh * 128 + j] = make_float2(e.ar, e.al);
-        }
-      __syncthreads();
-      int lo = INT_MAX, hi = INT_MIN;  // this warp's token range relative to r0, inclusive
-      for (int i = lane; i < 16 * nh; i += 32) {
-        const int hh = i / 16, r = i % 16;
-        if (m0 + r < n) {
-          const float2 e = taps[hh * 128 + 16 * warp + r];
-          int a0, z0;
-          td::band_row_tokens<float>(td::band_tap<float>{e.x, e.y}, a0, z0);
-          if (a0 <= z0) {
-            lo = min(lo, 16 * warp + r + a0);
-            hi = max(hi, 16 * warp + r + z0);
-          }
-        }
-      }
-#pragma unroll
-      for (int o = 16; o > 0; o /= 2) {
-        lo = min(lo, __shfl_xor_sync(0xffffffffu, lo, o));
-        hi = max(hi, __shfl_xor_sync(0xffffffffu, hi, o));
-      }
-      if (lane == 0 && lo <= hi) {
-        atomicMin(&span_rel[0], lo);
-        atomicMax(&span_rel[1], hi);
-      }
-      __syncthreads();
-      // tokens [r0 + lo, r0 + hi] within [0, n): the block's span
-      const index_t span_lo = r0 + span_rel[0] > 0 ? r0 + span_rel[0] : 0;
-      const index_t span_hi = r0 + index_t(span_rel[1]) + 1 < n ? r0 + index_t(span_rel[1]) + 1 : n;
-      const index_t wlo = r0 + lo, whi = r0 + index_t(hi) + 1;  // this warp's range [wlo, whi)
+      const band_fwd_span sp = band_forward_prologue<Idx>(taps, span_rel, offs, ot, a.w, d.causal, r0, k);
+      const index_t span_lo = sp.span_lo, span_hi = sp.span_hi, wlo = sp.wlo, whi = sp.whi;
       for (index_t seg = span_lo; seg < span_hi; seg += S) {
         // 2. stage x rows [seg, seg + used) and up to 7 past them (zero; even)
         const int used = static_cast<int>(span_hi - seg < S ? span_hi - seg : S);
