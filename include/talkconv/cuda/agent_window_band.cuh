@@ -194,6 +194,30 @@ __device__ __forceinline__ window_taps<float, Idx> band_token_taps(const float* 
                                                  Idx(n), causal);
 }
 
+// The banded dx kernels' fused offset path walk (16-bit and float): the lane's dz rows row0 = m0 + g and row0 + 8
+// (rows past the length read nothing), step s's a fragment (mma_m16n8k8: rows g, g + 8 (e % 2), offsets
+// band_dz_offset, i.e. band_k_perm order) split hi + lo, then product(s, zhi, zlo) (the dtype's W fragments and
+// mma). Both pointers walk by 8 offsets a step; the bounds are 32-bit compares with P.
+template <class Idx, class Product>
+__device__ __forceinline__ void band_offset_path(const float* dz, Idx ot, index_t row0, index_t n, int q, int P, int steps,
+                                                 Product&& product) {
+  namespace td = talkconv::detail;
+  const bool ok0 = row0 < n, ok1 = row0 + 8 < n;
+  const float* z0 = dz + (ok0 ? Idx(row0) * ot : Idx(0)) + 2 * q;
+  const float* z1 = dz + (ok1 ? Idx(row0 + 8) * ot : Idx(0)) + 2 * q;
+  for (int s = 0; s < steps; ++s, z0 += 8, z1 += 8) {
+    float v[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const bool in = td::band_dz_offset(s, q, e) < P && (e % 2 ? ok1 : ok0);
+      v[e] = in ? (e % 2 ? z1 : z0)[e / 2] : 0.0f;
+    }
+    unsigned zhi[4], zlo[4];
+    tf32_split_fragment<4>(v, zhi, zlo);
+    product(s, zhi, zlo);
+  }
+}
+
 // The banded forwards' tile prologue (16-bit and float): the tile's row taps per head into `taps` (heads x 128,
 // each relative to its row, a NaN offset marking its row: band_tap via make_band_row_tap), one barrier; this
 // warp's token range from its valid rows' windows (band_row_tokens, warp min / max) and the block's span as

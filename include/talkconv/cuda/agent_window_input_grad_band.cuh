@@ -156,30 +156,17 @@ __device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args
     const index_t row0 = m0 + g, row1 = m0 + g + 8;
     if constexpr (Fused) {
       if (m0 < n) {
-        // The lane's two dz rows (rows past the length read nothing), offsets band_dz_offset(s, q, e) =
-        // 8 s + 2 q + e / 2: the step walks both pointers by 8, its bounds are 32-bit compares with P.
-        const int P = static_cast<int>(a.g.P);  // <= 8 * max_steps
-        const float* __restrict__ dz = a.dz + Idx(b) * static_cast<Idx>(a.g.ob);
-        const bool ok0 = row0 < n, ok1 = row1 < n;
-        const float* z0 = dz + (ok0 ? Idx(row0) * ot : Idx(0)) + 2 * q;
-        const float* z1 = dz + (ok1 ? Idx(row1) * ot : Idx(0)) + 2 * q;
-        for (int s = 0; s < d.steps; ++s, z0 += 8, z1 += 8) {
-          float v[4];  // mma_m16n8k8 a: rows g, g + 8 (e % 2), offsets band_dz_offset (band_k_perm order)
+        // dz (band_offset_path), W exact in TF32 for 16-bit x: dz hi, then lo.
+        band_offset_path<Idx>(a.dz + Idx(b) * static_cast<Idx>(a.g.ob), ot, row0, n, q, static_cast<int>(a.g.P), d.steps,
+                              [&](int s, const unsigned(&zhi)[4], const unsigned(&zlo)[4]) {
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const bool in = td::band_dz_offset(s, q, e) < P && (e % 2 ? ok1 : ok0);
-            v[e] = in ? (e % 2 ? z1 : z0)[e / 2] : 0.0f;
-          }
-          unsigned zhi[4], zlo[4];
-          tf32_split_fragment<4>(v, zhi, zlo);
-#pragma unroll
-          for (int nt = 0; nt < 8; ++nt) {  // tiles past cn: zero W (not stored)
-            const float2 w = *reinterpret_cast<const float2*>(wfrag + td::band_w_index(s, nt, lane));
-            const unsigned bw[2] = {__float_as_uint(w.x), __float_as_uint(w.y)};
-            mma_tf32(acc[nt], zhi, bw);
-            mma_tf32(acc[nt], zlo, bw);
-          }
-        }
+                                for (int nt = 0; nt < 8; ++nt) {  // tiles past cn: zero W (not stored)
+                                  const float2 w = *reinterpret_cast<const float2*>(wfrag + td::band_w_index(s, nt, lane));
+                                  const unsigned bw[2] = {__float_as_uint(w.x), __float_as_uint(w.y)};
+                                  mma_tf32(acc[nt], zhi, bw);
+                                  mma_tf32(acc[nt], zlo, bw);
+                                }
+                              });
       }
     }
 #pragma unroll

@@ -151,31 +151,19 @@ __device__ void input_grad_band_tile_tf32(const window_args<float>& a, const dx_
     const index_t row0 = m0 + g, row1 = m0 + g + 8;
     if constexpr (Fused) {
       if (m0 < n) {
-        // dz as the 16-bit kernel reads it (band_dz_offset), split per step; W hi, lo from the staged fragments.
-        const int P = static_cast<int>(a.g.P);  // <= 8 * max_steps
-        const float* __restrict__ dz = a.dz + Idx(b) * static_cast<Idx>(a.g.ob);
-        const bool ok0 = row0 < n, ok1 = row1 < n;
-        const float* z0 = dz + (ok0 ? Idx(row0) * ot : Idx(0)) + 2 * q;
-        const float* z1 = dz + (ok1 ? Idx(row1) * ot : Idx(0)) + 2 * q;
-        for (int s = 0; s < d.steps; ++s, z0 += 8, z1 += 8) {
-          float v[4];  // mma_m16n8k8 a: rows g, g + 8 (e % 2), offsets band_dz_offset (band_k_perm order)
+        // dz as the 16-bit kernel reads it (band_offset_path), W hi, lo from the staged fragments: 3xTF32.
+        band_offset_path<Idx>(a.dz + Idx(b) * static_cast<Idx>(a.g.ob), ot, row0, n, q, static_cast<int>(a.g.P), d.steps,
+                              [&](int s, const unsigned(&zhi)[4], const unsigned(&zlo)[4]) {
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const bool in = td::band_dz_offset(s, q, e) < P && (e % 2 ? ok1 : ok0);
-            v[e] = in ? (e % 2 ? z1 : z0)[e / 2] : 0.0f;
-          }
-          unsigned zhi[4], zlo[4];
-          tf32_split_fragment<4>(v, zhi, zlo);
-#pragma unroll
-          for (int nt = 0; nt < 8; ++nt) {  // tiles past cn: zero W (not stored)
-            const float4 w = *reinterpret_cast<const float4*>(wfrag + td::band_tf32_w_index(s, nt, lane));
-            const unsigned whi[2] = {__float_as_uint(w.x), __float_as_uint(w.y)};
-            const unsigned wlo[2] = {__float_as_uint(w.z), __float_as_uint(w.w)};
-            mma_tf32(acc[nt], zhi, whi);
-            mma_tf32(acc[nt], zhi, wlo);
-            mma_tf32(acc[nt], zlo, whi);
-          }
-        }
+                                for (int nt = 0; nt < 8; ++nt) {  // tiles past cn: zero W (not stored)
+                                  const float4 w = *reinterpret_cast<const float4*>(wfrag + td::band_tf32_w_index(s, nt, lane));
+                                  const unsigned whi[2] = {__float_as_uint(w.x), __float_as_uint(w.y)};
+                                  const unsigned wlo[2] = {__float_as_uint(w.z), __float_as_uint(w.w)};
+                                  mma_tf32(acc[nt], zhi, whi);
+                                  mma_tf32(acc[nt], zhi, wlo);
+                                  mma_tf32(acc[nt], zlo, whi);
+                                }
+                              });
       }
     }
 #pragma unroll
