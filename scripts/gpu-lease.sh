@@ -7,7 +7,8 @@
 #
 #   scripts/gpu-lease.sh [out_dir]      (default $OUT, else ./gpu-lease-out)
 #
-# Environment: STEPS (default "check ncu decode ncu-wide bench sanitize"; ncu-noband: ncu's table with the banded
+# Environment: STEPS (default "check ncu decode ncu-wide bench sanitize"; ksweep-f32: the f32 window sweep over
+# K = 16 .. 127 for the banded float kernels' crossover, T_KSWEEP (120 s); ncu-noband: ncu's table with the banded
 # kernels and the cp.async pipelines of bfloat16 dW and the 16-bit projection off (-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0, its own build,
 # bf16 and f32, ~150 s, T_NCU_NOBAND default 180), for an A/B in one call; ncu-wide: ncu's table at
 # L = M = 511 bf16, NCU_WIDE_SHAPE to change it, T_NCU_WIDE (60 s); decode: the decoder-step benchmarks alone,
@@ -33,7 +34,7 @@ pack() {
     echo "gpu-lease $(date -u +%Y-%m-%dT%H:%M:%SZ) commit ${TALKCONV_COMMIT:-unnamed} (the device's git says" \
       "$(git rev-parse --short HEAD 2>/dev/null || echo unknown) with $(git status --porcelain 2>/dev/null | wc -l)" \
       "changed files), $((SECONDS - t_start)) s so far"
-    for d in check decode bench sanitize; do
+    for d in check decode bench ksweep-f32 sanitize; do
       [ -f "$work/$d/summary.txt" ] && { echo "== $d"; cat "$work/$d/summary.txt"; }
     done
     [ -f "$work/steps.txt" ] && { echo "== steps"; cat "$work/steps.txt"; }
@@ -42,6 +43,7 @@ pack() {
   [ -f "$work/ncu-wide/ncu.md" ] && cp "$work/ncu-wide/ncu.md" "$out/ncu-wide.md"
   [ -f "$work/ncu-noband/ncu.md" ] && cp "$work/ncu-noband/ncu.md" "$out/ncu-noband.md"
   [ -f "$work/decode/bench_cuda.json" ] && cp "$work/decode/bench_cuda.json" "$out/decode_cuda.json"
+  [ -f "$work/ksweep-f32/bench_cuda.json" ] && cp "$work/ksweep-f32/bench_cuda.json" "$out/ksweep_f32.json"
   tar -czf "$out/all.tgz" -C "$work" . 2>/dev/null
 }
 step() {  # name, seconds, command...
@@ -84,6 +86,16 @@ for s in ${STEPS:-check ncu decode ncu-wide bench sanitize}; do
   bench)
     step bench "${T_BENCH:-150}" env SKIP_TESTS=1 SKIP_SANITIZE=1 TALKCONV_BENCH_MIN_TIME="${TALKCONV_BENCH_MIN_TIME:-0.03}" \
       BENCH_FILTER="${BENCH_FILTER-$headline}" scripts/gpu-check.sh "$work/bench" >/dev/null
+    ;;
+  # The f32 window forward and layer backward over K (L = M = 15, 31, 63 and causal: K = 16 .. 127), where the
+  # banded float kernels meet the vector tiles / event dx (BUDGET.md, "What to measure first for float"): sets
+  # fwd_band_max_k_tf32 and dx_band_max_k_tf32 against ncu-noband's f32 table or a build with
+  # -DTALKCONV_CUDA_BAND=0. The full benchmark set's f32 window sweep, filtered; ~20 benchmarks.
+  ksweep-f32)
+    step ksweep-f32 "${T_KSWEEP:-120}" env SKIP_TESTS=1 SKIP_SANITIZE=1 TALKCONV_BENCH_SET=full \
+      TALKCONV_BENCH_MIN_TIME="${TALKCONV_BENCH_MIN_TIME:-0.03}" \
+      BENCH_FILTER='(copy|window_fwd|layer_bwd)/dtype:f32/T:4096/B:16/C:1024/(min_time|H:16/L:(15|31|63)/)' \
+      scripts/gpu-check.sh "$work/ksweep-f32" >/dev/null
     ;;
   sanitize)
     step sanitize "${T_SANITIZE:-150}" env SKIP_TESTS=1 SKIP_BENCH=1 SANITIZERS="${SANITIZERS:-memcheck racecheck}" \
