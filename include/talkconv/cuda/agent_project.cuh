@@ -416,9 +416,7 @@ struct project_tile {
               const float2 wh = *reinterpret_cast<const float2*>(wj), wl = *reinterpret_cast<const float2*>(wj + 8);
               const unsigned bh[2] = {__float_as_uint(wh.x), __float_as_uint(wh.y)};
               const unsigned bl[2] = {__float_as_uint(wl.x), __float_as_uint(wl.y)};
-              mma_tf32(acc[j], ah, bh);
-              mma_tf32(acc[j], ah, bl);
-              mma_tf32(acc[j], al, bh);
+              mma_tf32x3(acc[j], ah, al, bh, bl);
             }
           }
         }

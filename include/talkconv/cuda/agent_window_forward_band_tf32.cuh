@@ -91,12 +91,7 @@ __device__ void window_forward_band_tile_tf32(const window_args<float>& a, const
 #pragma unroll
                 for (int h = 0; h < 2; ++h) {
                   const int nt = 2 * p + h;
-                  const float4 v = *reinterpret_cast<const float4*>(bp + 32 * nt);
-                  const unsigned bhi[2] = {__float_as_uint(v.x), __float_as_uint(v.y)};
-                  const unsigned blo[2] = {__float_as_uint(v.z), __float_as_uint(v.w)};
-                  mma_tf32(acc[nt], ahi, bhi);
-                  mma_tf32(acc[nt], ahi, blo);
-                  mma_tf32(acc[nt], alo, bhi);
+                  mma_tf32x3(acc[nt], ahi, alo, *reinterpret_cast<const float4*>(bp + 32 * nt));
                 }
               }
             }

@@ -332,9 +332,7 @@ __device__ __forceinline__ void add_fused_offset_path(float (&out)[RV][CV], cons
             float acc[4];
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[e] = out[td::dxf_d_row(nt, e)][td::dxf_d_channel(m, e)];
-            mma_tf32(acc, ah, bh);
-            mma_tf32(acc, ah, bl);
-            mma_tf32(acc, al, bh);
+            mma_tf32x3(acc, ah, al, bh, bl);
 #pragma unroll
             for (int e = 0; e < 4; ++e) out[td::dxf_d_row(nt, e)][td::dxf_d_channel(m, e)] = acc[e];
           }

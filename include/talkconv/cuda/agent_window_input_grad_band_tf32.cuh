@@ -129,12 +129,7 @@ __device__ void input_grad_band_tile_tf32(const window_args<float>& a, const dx_
 #pragma unroll
               for (int h = 0; h < 2; ++h) {
                 const int nt = 2 * p + h;
-                const float4 v = *reinterpret_cast<const float4*>(bp + 32 * nt);
-                const unsigned bhi[2] = {__float_as_uint(v.x), __float_as_uint(v.y)};
-                const unsigned blo[2] = {__float_as_uint(v.z), __float_as_uint(v.w)};
-                mma_tf32(acc[nt], ahi, bhi);
-                mma_tf32(acc[nt], ahi, blo);
-                mma_tf32(acc[nt], alo, bhi);
+                mma_tf32x3(acc[nt], ahi, alo, *reinterpret_cast<const float4*>(bp + 32 * nt));
               }
             }
           }
@@ -156,12 +151,8 @@ __device__ void input_grad_band_tile_tf32(const window_args<float>& a, const dx_
                               [&](int s, const unsigned(&zhi)[4], const unsigned(&zlo)[4]) {
 #pragma unroll
                                 for (int nt = 0; nt < 8; ++nt) {  // tiles past cn: zero W (not stored)
-                                  const float4 w = *reinterpret_cast<const float4*>(wfrag + td::band_tf32_w_index(s, nt, lane));
-                                  const unsigned whi[2] = {__float_as_uint(w.x), __float_as_uint(w.y)};
-                                  const unsigned wlo[2] = {__float_as_uint(w.z), __float_as_uint(w.w)};
-                                  mma_tf32(acc[nt], zhi, whi);
-                                  mma_tf32(acc[nt], zhi, wlo);
-                                  mma_tf32(acc[nt], zlo, whi);
+                                  mma_tf32x3(acc[nt], zhi, zlo,
+                                             *reinterpret_cast<const float4*>(wfrag + td::band_tf32_w_index(s, nt, lane)));
                                 }
                               });
       }

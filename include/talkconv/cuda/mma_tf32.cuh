@@ -1,8 +1,7 @@
 // Tensor-core primitives shared by the kernels that use them (the dz GEMMs in agent_dw_tc.cuh and
-// agent_offset_path_tc.cuh, the dx kernel's fused offset path in agent_window_input_grad.cuh, the projection
-// in agent_project.cuh): one
-// m16n8k8 TF32 product and the split of a float into two TF32 parts, one m16n8k16 16-bit product and
-// ldmatrix.
+// agent_offset_path_tc.cuh, the dx kernels' offset paths, the banded float window kernels, the projection in
+// agent_project.cuh): one m16n8k8 TF32 product, the split of a float into two TF32 parts and the 3xTF32
+// product of split operands, one m16n8k16 16-bit product and ldmatrix.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -106,6 +105,24 @@ __device__ __forceinline__ void tf32_split_fragment(const float (&v)[N], unsigne
     hi[e] = __float_as_uint(h);
     lo[e] = __float_as_uint(l);
   }
+}
+
+// d += a b in 3xTF32 (hi hi + hi lo + lo hi, in that order; lo lo dropped): a and b each split by
+// tf32_split into its hi and lo parts. |error| ~ 2^-21 of each product's terms (tf32_split), float-class
+// accuracy on TF32 tensor cores. The one place the three products are written.
+__device__ __forceinline__ void mma_tf32x3(float (&d)[4], const unsigned (&ahi)[4], const unsigned (&alo)[4],
+                                           const unsigned (&bhi)[2], const unsigned (&blo)[2]) {
+  mma_tf32(d, ahi, bhi);
+  mma_tf32(d, ahi, blo);
+  mma_tf32(d, alo, bhi);
+}
+
+// The same with b as staged by the banded float kernels: one float4 holding b's hi parts (x, y) and lo parts
+// (z, w), as bit patterns.
+__device__ __forceinline__ void mma_tf32x3(float (&d)[4], const unsigned (&ahi)[4], const unsigned (&alo)[4], const float4 b) {
+  const unsigned bhi[2] = {__float_as_uint(b.x), __float_as_uint(b.y)};
+  const unsigned blo[2] = {__float_as_uint(b.z), __float_as_uint(b.w)};
+  mma_tf32x3(d, ahi, alo, bhi, blo);
 }
 
 // One aligned 16-byte shared-memory read the compiler issues where it stands: a fragment read inside a
