@@ -77,9 +77,16 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
     unsigned key;  // staged: the row's key
   };
   const unsigned stage_at = 384;  // any multiple of 128 (the kernel's is after its other buffers)
+  const long tiles = (pb.T + tile - 1) / tile;
   for (long b = 0; b < pb.B; ++b)
     for (const channel_block& cb : channel_blocks(pb.C, pb.H))
-      for (long t0 = 0; t0 < pb.T; t0 += tile) {
+      for (long k0 = 0; k0 < tiles; k0 += td::dx_tiles_per_block) {
+      // A block's tiles from the last to the first; the lower tiles' carry chained from the tile above.
+      const long kend = std::min(k0 + td::dx_tiles_per_block, tiles);
+      std::vector<A> chain(64, A(0));
+      for (long kt = kend - 1; kt >= k0; --kt) {
+        const bool last = kt == kend - 1;
+        const long t0 = kt * tile;
         const long t1 = std::min(t0 + tile, pb.T), n = pb.n(b);
         const long h_first = cb.c0 / R;
         const int nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - h_first + 1);
@@ -119,7 +126,7 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
                                                        pb.L, pb.M, n, pb.causal);
               int kk[4];
               A ww[4];
-              td::dx_events<A, long>(k, t0, t1, tile, kk, ww);
+              td::dx_events<A, long>(k, t0, t1, tile, kk, ww, last);
               for (int j = 0; j < 4; ++j) {
                 key[size_t(p)][size_t(j)] = kk[j] >= 0 ? ph * rows1 + kk[j] : -1;
                 w[size_t(p)][size_t(j)] = ww[j];
@@ -157,18 +164,23 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
             for (int r = S.rows - 2; r >= 0; --r)
               acc[size_t(g * S.rows + r) * 64 + size_t(c)] += acc[size_t(g * S.rows + r + 1) * 64 + size_t(c)];
           std::vector<A> above(size_t(S.groups));
-          A x = A(0);
-          for (int g = 0; g < S.groups; ++g) x += car[size_t(g) * 64 + size_t(c)];
+          A x = chain[size_t(c)];
+          if (last)
+            for (int g = 0; g < S.groups; ++g) x += car[size_t(g) * 64 + size_t(c)];
+          else
+            for (int g = 0; g < S.groups; ++g) REQUIRE(car[size_t(g) * 64 + size_t(c)] == A(0));  // no carry events
           for (int g = S.groups - 1; g >= 0; --g) {
             above[size_t(g)] = x;
             x += acc[size_t(g * S.rows) * 64 + size_t(c)];
           }
+          chain[size_t(c)] = x;
           for (long t = t0; t < t1; ++t) {
             const int row = static_cast<int>(t - t0);
             dx[pb.xi(t, b, cb.c0 + c)] =
                 double(acc[size_t(row) * 64 + size_t(c)] + above[size_t(row / S.rows)]);
           }
         }
+      }
       }
   return dx;
 }
@@ -250,6 +262,16 @@ TEST_CASE("dx events: taps below the tile drop, taps past it go to the carry, mi
   for (int j = 0; j < 4; ++j) CHECK(key[j] == -1);
   // Every tap below t0: skipped.
   CHECK_FALSE(td::dx_events<A, long>(k, 14, 20, 6, key, w));
+  // Without the carry (a block's lower tiles): taps at or past t1 drop, row events stay, unmerged.
+  CHECK(td::dx_events<A, long>(k, 8, 12, 4, key, w, false));
+  CHECK(key[3] == 0);
+  CHECK(key[0] == -1);
+  CHECK(key[1] == -1);
+  CHECK(key[2] == -1);
+  CHECK(w[3] == td::make_tap_weights(k).w3);
+  // A window covering the whole tile has no event left: tile [9, 12) (taps 7, 8 below, 12, 13 past).
+  CHECK_FALSE(td::dx_events<A, long>(k, 9, 12, 3, key, w, false));
+  for (int j = 0; j < 4; ++j) CHECK(key[j] == -1);
 }
 
 TEST_CASE("emulated CUDA dx matches the reference: random shapes, both vector widths, float and double") {

@@ -14,6 +14,10 @@
 //      through L1, float accumulators); carry events are split over the row groups (index mod groups).
 // Then each thread suffix-sums its rows; a raking pass over shared memory gives each row group the sum
 // of the groups above it plus the carry, in a fixed order. Deterministic: no atomics on values at all.
+// A block walks its detail::dx_tiles_per_block tiles from the last to the first: only the last one has
+// carry events (the tokens whose taps reach past it, ~K per head); each lower tile's carry is the tile above's
+// window dx at its first row, which the raking pass has just summed (the chained carry: carry gathers once
+// per block instead of once per tile).
 //
 // Fused offset path (16-bit x and float, 16-byte vectors, P <= 32 * fused_chunks): before the store, each
 // warp adds W^T dz to its rows x channels on tensor cores (TF32 m16n8k8; dz split hi + lo as in the dz
@@ -61,7 +65,8 @@ struct dx_policy {
   // gather's dependent event -> dy loads; the spills this costs, 13 reloads and 3 stores per batch of
   // pairs on sm_90, lie outside the per-event loops); 2 for 8-byte accumulators.
   static constexpr int min_blocks = sizeof(A) > 4 ? 2 : 4;
-  static constexpr int tiles_per_block = 4;  // consecutive tiles per block: setup and divisions amortized
+  // consecutive tiles per block, walked last to first: setup and divisions amortized, the carry chained
+  static constexpr int tiles_per_block = talkconv::detail::dx_tiles_per_block;
   // The fused offset path (add_fused_offset_path): 16-bit types and float with 16-byte vectors (8 channels x
   // 4 rows, 4 x 8 per thread), W^T of at most fused_chunks chunks of 32 offsets staged (8 KiB each, twice
   // for float: W is split hi + lo, 3xTF32).
@@ -426,7 +431,12 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
     stage_fused_weights<T, VEC>(reinterpret_cast<float*>(talkconv_smem + d.w_at), a.weight, a.g.P, a.g.C, c0l, cn,
                                 d.chunks, tid, threads);
 
-  for (Idx kt = k0; kt < k0 + d.tiles_per_block && kt * d.tile < Tn; ++kt) {
+  // The block's tiles from the last to the first: the last tile's carry from its carry events, each lower
+  // tile's from the one above it (`chain`, thread tid < cn: the window part of dx at that tile's first row).
+  const Idx kend = k0 + d.tiles_per_block < static_cast<Idx>(d.tiles) ? k0 + d.tiles_per_block : static_cast<Idx>(d.tiles);
+  A chain = A(0);
+  for (Idx kt = kend - 1; kt >= k0; --kt) {
+  const bool last = kt == kend - 1;
   // The tile: rows [t0, t1); 64-bit base pointers decided here, offsets from them are Idx.
   const Idx t0 = kt * d.tile;
   const Idx t1 = t0 + d.tile < Tn ? t0 + d.tile : Tn;
@@ -476,7 +486,7 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
       const talkconv::detail::window_taps<A, Idx> k = talkconv::detail::make_taps<A, Idx>(
           u, o[h], d.causal ? A(0) : o[static_cast<Idx>(a.w.H) + h], static_cast<Idx>(a.w.L),
           static_cast<Idx>(a.w.M), n, d.causal);
-      talkconv::detail::dx_events<A, Idx>(k, t0, t1, d.tile, key, w);
+      talkconv::detail::dx_events<A, Idx>(k, t0, t1, d.tile, key, w, last);
 #pragma unroll
       for (int j = 0; j < 4; ++j) key[j] = key[j] >= 0 ? ph * rows1 + key[j] : -1;
       if constexpr (Staged)
@@ -613,13 +623,15 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
     }
   __syncthreads();
   if (tid < cn) {
-    A x = A(0);
-    for (int q = 0; q < groups; ++q) x += sc_car[q * P::lanes + tid];
+    A x = chain;  // the block's last tile: 0, then its carry events' sums (the lower tiles have none)
+    if (last)
+      for (int q = 0; q < groups; ++q) x += sc_car[q * P::lanes + tid];
     for (int q = groups - 1; q >= 0; --q) {
       const A t = sc_tot[q * P::lanes + tid];
       sc_tot[q * P::lanes + tid] = x;
       x += t;
     }
+    chain = x;  // the carry of the tile below
   }
   __syncthreads();
   if (active) {

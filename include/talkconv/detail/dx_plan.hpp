@@ -35,6 +35,11 @@ TALKCONV_HOST_DEVICE constexpr dx_block_shape make_dx_block_shape(int acc_bytes,
                         acc_bytes > 4 ? 64 : 128};
 }
 
+// Consecutive tiles one dx block walks, from the last to the first: the last tile's carry comes from its
+// events (the tokens whose taps reach past it), each lower tile's from the tile above it (the suffix sum at
+// that tile's first row, the chained carry): carry events are gathered once per block instead of once per tile.
+constexpr int dx_tiles_per_block = 4;
+
 // (head, row) buckets of one batch: counters per warp (for the stable rank) are bins * warps ints.
 TALKCONV_HOST_DEVICE constexpr int dx_max_bins(int tile) { return 4 * (tile + 1); }
 
@@ -98,12 +103,25 @@ TALKCONV_HOST_DEVICE inline dx_role dx_gather_role(int warp, int lane, int slots
 // tap i1 = ceil(a_r) is in the carry, every carry tap is merged into slot 1 (weights summed in tap order):
 // the carry is one event per token. Returns false, with every key -1, when the token misses the tile or
 // only adds zero to it (all its taps at or above t1).
+// with_carry = false: taps at or above t1 are dropped too (the caller has the tile's carry otherwise: the chained
+// carry of a block's lower tiles, dx_tiles_per_block); returns whether any event is left.
 template <class A, class I>
-TALKCONV_HOST_DEVICE inline bool dx_events(const window_taps<A, I>& k, I t0, I t1, int tile, int key[4], A w[4]) {
+TALKCONV_HOST_DEVICE inline bool dx_events(const window_taps<A, I>& k, I t0, I t1, int tile, int key[4], A w[4],
+                                           bool with_carry = true) {
   const bool used = !(taps_max(k) < t0 || taps_min(k) >= t1);
   const tap_weights<A> tw = make_tap_weights(k);
   const I idx[4] = {k.i0, k.i1, k.i2, k.i3};
   const A wv[4] = {tw.w0, tw.w1, tw.w2, tw.w3};
+  if (!with_carry) {
+    bool any = false;
+    for (int j = 0; j < 4; ++j) {
+      const bool live = used && idx[j] >= t0 && idx[j] < t1 && wv[j] != A(0);
+      w[j] = wv[j];
+      key[j] = live ? static_cast<int>(idx[j] - t0) : -1;
+      any = any || live;
+    }
+    return any;
+  }
   const bool merge = k.i1 >= t1;
   A carry = A(0);
   for (int j = 0; j < 4; ++j) {
