@@ -95,43 +95,58 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
         long u0, u1;
         td::dx_candidates<long>(t0, t1, n, std::min(reach_l, pb.T), std::min(reach_r, pb.T), u0, u1);
         std::vector<A> acc(size_t(S.tile) * 64, A(0)), car(size_t(S.groups) * 64, A(0));
-        const int per_batch = td::dx_tokens_per_batch(S.threads, nh, stage_rows);
-        for (long ub = u0; ub < u1; ub += per_batch) {
-          // Staged: rows [ub, ub + nt) of the block's 64 channels, 8 vectors of 8 per row, by byte.
+        // The pairs' events in this tile (bucket keys, -1: none; weights), as the kernel's pair_events.
+        auto pair_events = [&](long u, int ph, std::array<int, 4>& key, std::array<A, 4>& w) {
+          const long h = h_first + ph;
+          const auto k = td::make_taps<A, long>(u, o[pb.oi(u, b, h)], pb.causal ? A(0) : o[pb.oi(u, b, pb.H + h)], pb.L,
+                                                pb.M, n, pb.causal);
+          int kk[4];
+          A ww[4];
+          td::dx_events<A, long>(k, t0, t1, tile, kk, ww, last);
+          for (int j = 0; j < 4; ++j) {
+            key[size_t(j)] = kk[j] >= 0 ? ph * rows1 + kk[j] : -1;
+            w[size_t(j)] = ww[j];
+          }
+        };
+        // Rounds of per_round tokens x nh heads queue the pairs with an event, in pair order; batches take
+        // `cap` queued records at a time (the kernel interleaves rounds and batches; the queue is first in,
+        // first out, so the batches are these).
+        const int per_round = td::dx_tokens_per_batch(S.threads, nh);
+        const int cap = stage_rows > 0 ? stage_rows : S.threads;
+        REQUIRE(cap <= S.threads);
+        std::vector<std::pair<long, int>> records;
+        for (long ur = u0; ur < u1; ur += per_round)
+          for (int p = 0; p < S.threads; ++p) {
+            const int pu = p / nh, ph = p - pu * nh;
+            const long u = ur + pu;
+            if (pu >= per_round || u >= u1) continue;
+            const long h = h_first + ph;
+            const auto k = td::make_taps<A, long>(u, o[pb.oi(u, b, h)], pb.causal ? A(0) : o[pb.oi(u, b, pb.H + h)],
+                                                  pb.L, pb.M, n, pb.causal);
+            if (td::dx_pair_queued<A, long>(k, t0, t1, last)) records.push_back({u, ph});
+          }
+        for (size_t r0 = 0; r0 < records.size(); r0 += size_t(cap)) {
+          const int np = static_cast<int>(std::min(records.size() - r0, size_t(cap)));
+          // Staged: record r's dy row at stage row r (the block's 64 channels, 8 vectors of 8 per row), by byte.
           std::vector<A> stage;
           if (stage_rows > 0) {
-            const int nt = static_cast<int>(std::min<long>(u1 - ub, per_batch));
-            REQUIRE(nt <= stage_rows);
             stage.assign(size_t(stage_at + 128u * unsigned(stage_rows)) / 2, std::numeric_limits<A>::quiet_NaN());
-            for (int r = 0; r < nt; ++r)
+            for (int r = 0; r < np; ++r)
               for (int sv = 0; sv < 8; ++sv)
                 for (int i = 0; i < 8 && sv * 8 + i < cb.cn; ++i)
                   stage[td::dx_stage_byte(td::dx_stage_key(stage_at, r), sv) / 2 + size_t(i)] =
-                      dy[pb.xi(ub + r, b, cb.c0 + sv * 8 + i)];
+                      dy[pb.xi(records[r0 + size_t(r)].first, b, cb.c0 + sv * 8 + i)];
           }
           auto dy_of = [&](const event& e, int c) {
             if (stage_rows == 0) return dy[pb.xi(e.u, b, cb.c0 + c)];
             return stage[td::dx_stage_byte(e.key, c / 8) / 2 + size_t(c % 8)];
           };
-          // Events of each thread's pair, then buckets in (warp, tap, lane) order.
+          // Events of each thread's record, then buckets in (warp, tap, lane) order.
           std::vector<std::array<int, 4>> key(size_t(S.threads));
           std::vector<std::array<A, 4>> w(size_t(S.threads));
           for (int p = 0; p < S.threads; ++p) {
             key[size_t(p)] = {-1, -1, -1, -1};
-            const int pu = p / nh, ph = p - pu * nh;
-            const long u = ub + pu;
-            if (pu < per_batch && u < u1) {
-              const long h = h_first + ph;
-              const auto k = td::make_taps<A, long>(u, o[pb.oi(u, b, h)], pb.causal ? A(0) : o[pb.oi(u, b, pb.H + h)],
-                                                       pb.L, pb.M, n, pb.causal);
-              int kk[4];
-              A ww[4];
-              td::dx_events<A, long>(k, t0, t1, tile, kk, ww, last);
-              for (int j = 0; j < 4; ++j) {
-                key[size_t(p)][size_t(j)] = kk[j] >= 0 ? ph * rows1 + kk[j] : -1;
-                w[size_t(p)][size_t(j)] = ww[j];
-              }
-            }
+            if (p < np) pair_events(records[r0 + size_t(p)].first, records[r0 + size_t(p)].second, key[size_t(p)], w[size_t(p)]);
           }
           std::vector<std::vector<event>> bucket(size_t(nh * rows1));
           for (int wp = 0; wp < S.warps; ++wp)
@@ -141,7 +156,7 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
                 const int bin = key[size_t(p)][size_t(j)];
                 if (bin >= 0)
                   bucket[size_t(bin)].push_back(
-                      {ub + p / nh, w[size_t(p)][size_t(j)] * inv_k, td::dx_stage_key(stage_at, p / nh)});
+                      {records[r0 + size_t(p)].first, w[size_t(p)][size_t(j)] * inv_k, td::dx_stage_key(stage_at, p)});
               }
           // Gather: thread (g, v) sums its rows' buckets, and carry events e with e % groups == g.
           for (int c = 0; c < cb.cn; ++c) {
@@ -272,6 +287,39 @@ TEST_CASE("dx events: taps below the tile drop, taps past it go to the carry, mi
   // A window covering the whole tile has no event left: tile [9, 12) (taps 7, 8 below, 12, 13 past).
   CHECK_FALSE(td::dx_events<A, long>(k, 9, 12, 3, key, w, false));
   for (int j = 0; j < 4; ++j) CHECK(key[j] == -1);
+}
+
+TEST_CASE("dx rounds queue every pair with an event, and without the carry none whose window covers the tile") {
+  using A = double;
+  std::mt19937_64 rng(77);
+  long queued = 0, with_event = 0, covering = 0;
+  for (int i = 0; i < 20000; ++i) {
+    const long L = uniform_int(rng, 0, 300), M = uniform_int(rng, 0, 300), n = uniform_int(rng, 1, 900);
+    const bool causal = uniform_int(rng, 0, 3) == 0;
+    const long u = uniform_int(rng, 0, n - 1);
+    std::uniform_real_distribution<double> off(0.0, 1.0);
+    // exact integers now and then (zero-weight taps)
+    const A ol = uniform_int(rng, 0, 4) == 0 ? 0.5 : off(rng), orr = uniform_int(rng, 0, 4) == 0 ? 0.0 : off(rng);
+    const auto k = td::make_taps<A, long>(u, ol, orr, L, M, n, causal);
+    const long t0 = uniform_int(rng, 0, n - 1), t1 = std::min(n, t0 + uniform_int(rng, 1, 128));
+    for (bool carry : {true, false}) {
+      int key[4];
+      A w[4];
+      td::dx_events<A, long>(k, t0, t1, int(t1 - t0), key, w, carry);
+      const bool any = key[0] >= 0 || key[1] >= 0 || key[2] >= 0 || key[3] >= 0;
+      const bool q = td::dx_pair_queued<A, long>(k, t0, t1, carry);
+      if (any) CHECK(q);
+      queued += q;
+      with_event += any;
+      if (!carry && td::taps_max(k) >= t1 && td::taps_min(k) < t0 && k.i0 >= t1 && k.i1 >= t1 && k.i2 < t0 && k.i3 < t0) {
+        ++covering;
+        CHECK_FALSE(q);
+      }
+    }
+  }
+  CHECK(with_event > 1000);
+  CHECK(covering > 100);
+  CHECK(queued >= with_event);
 }
 
 TEST_CASE("emulated CUDA dx matches the reference: random shapes, both vector widths, float and double") {

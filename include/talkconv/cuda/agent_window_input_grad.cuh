@@ -105,8 +105,12 @@ struct dx_smem {
   TALKCONV_HOST_DEVICE static std::size_t events_at(int bins) {
     return counters_bytes(bins) + 2 * sizeof(int4) * std::size_t(P::threads);
   }
-  static std::size_t bucketing(int bins) {
+  // The compaction's ring of 2 * threads records (token offset, head byte), then one count per warp.
+  TALKCONV_HOST_DEVICE static std::size_t queue_at(int bins) {
     return events_at(bins) + sizeof(dx_event<A, Idx>) * std::size_t(P::threads) * 4;
+  }
+  static std::size_t bucketing(int bins) {
+    return (queue_at(bins) + (sizeof(Idx) + 1) * 2 * std::size_t(P::threads) + sizeof(int) * P::warps + 15) / 16 * 16;
   }
   static std::size_t scan(int groups) { return sizeof(A) * 2 * std::size_t(groups) * P::lanes; }
   // W^T staged for the fused offset path, after everything else (never aliased): `chunks` chunks of 32 offsets.
@@ -407,12 +411,20 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   // The rank table [chunks][bins + 1] (16-bit), when the host found room for it: every warp ranks its own 32
   // pairs at once instead of one warp ranking them all while the others wait at the barrier.
   unsigned short* ranks = d.rank_at ? reinterpret_cast<unsigned short*>(talkconv_smem + d.rank_at) : nullptr;
+  // The ring of queued records (token - u0, head - h_first) and the rounds' per-warp counts.
+  constexpr unsigned qmask = 2u * threads - 1u;
+  static_assert((2 * threads & (2 * threads - 1)) == 0, "the ring's size is a power of two");
+  auto* qdu = reinterpret_cast<std::make_unsigned_t<Idx>*>(talkconv_smem + dx_smem<T, Idx>::queue_at(bins));
+  auto* qph = reinterpret_cast<unsigned char*>(qdu + 2 * threads);
+  int* qcount = reinterpret_cast<int*>(qph + 2 * threads);
   A* sc_tot = reinterpret_cast<A*>(talkconv_smem);  // [groups][lanes], aliases the above after the batches
   A* sc_car = sc_tot + groups * P::lanes;
 
   // Pair role: (token ub + tid / nh, head h_first + tid % nh).
-  const int per_batch = talkconv::detail::dx_tokens_per_batch(threads, nh, Staged ? d.stage_rows : 0);
+  const int per_round = talkconv::detail::dx_tokens_per_batch(threads, nh);
   const int pu = tid / nh, ph = tid - pu * nh;
+  // Batches of at most `cap` records (one per thread; staged: one stage row each).
+  const int cap = Staged ? d.stage_rows : threads;
   // Gather role: vector v of row group g, rows [g * RP, g * RP + RP). 16-bit vectors: lane / 4 is the vector,
   // lane % 4 the warp's row group (the fused offset path's mma orders; the same rows per warp either way).
   // The fused path's roles (lane / 4 the vector of the warp's 8, lane % 4 the row group of its 4) for the
@@ -461,40 +473,82 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
     asm("" : "+l"(dyv));
   }
 
-  for (Idx ub = u0; ub < u1; ub += per_batch) {
+  // The taps of pair (token u0 + du, head h_first + hp), and its events in this tile: bucket keys (-1: none)
+  // and weights.
+  auto pair_taps = [&](Idx du, int hp) {
+    const Idx u = u0 + du;
+    const A* o = offs + u * ot;
+    const Idx h = h_first + hp;
+    return talkconv::detail::make_taps<A, Idx>(u, o[h], d.causal ? A(0) : o[static_cast<Idx>(a.w.H) + h],
+                                               static_cast<Idx>(a.w.L), static_cast<Idx>(a.w.M), n, d.causal);
+  };
+  auto pair_events = [&](Idx du, int hp, int(&key)[4], A(&w)[4]) {
+    talkconv::detail::dx_events<A, Idx>(pair_taps(du, hp), t0, t1, d.tile, key, w, last);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) key[j] = key[j] >= 0 ? hp * rows1 + key[j] : -1;
+  };
+
+  // Rounds of per_round candidate tokens x nh heads (one pair per thread) queue the pairs with an event in
+  // the tile, in pair order, in a ring of 2 * threads records; batches of `cap` queued records are ranked
+  // and gathered. A pair without an event (a window covering the tile whole when its carry is chained, ~K
+  // per head) costs one evaluation in a round, never a place in a batch.
+  int fill = 0;         // queued records (block-uniform)
+  unsigned qhead = 0;   // the first one's place in the ring
+  for (Idx ur = u0;;) {
+    if (ur < u1 && fill < cap) {
+      const Idx u = ur + pu;
+      bool has = false;
+      if (pu < per_round && u < u1) has = talkconv::detail::dx_pair_queued<A, Idx>(pair_taps(u - u0, ph), t0, t1, last);
+      const unsigned m = __ballot_sync(0xffffffffu, has);
+      if (lane == 0) qcount[warp] = __popc(m);
+      __syncthreads();
+      int pos = __popc(m & lt), total = 0;
+#pragma unroll
+      for (int i = 0; i < S.warps; ++i) {
+        const int c = qcount[i];
+        pos += i < warp ? c : 0;
+        total += c;
+      }
+      if (has) {
+        const unsigned at = (qhead + static_cast<unsigned>(fill + pos)) & qmask;
+        qdu[at] = static_cast<std::make_unsigned_t<Idx>>(u - u0);
+        qph[at] = static_cast<unsigned char>(ph);
+      }
+      fill += total;
+      ur += per_round;
+      __syncthreads();  // the records written, qcount read
+      continue;
+    }
+    if (fill == 0) break;
+    const int np = fill < cap ? fill : cap;  // this batch: records [0, np) from qhead
     if constexpr (Staged) {
-      // 0. the batch's dy rows into the stage, without waiting: thread (row tid / 8, vector tid % 8), then
-      //    every 32nd row (the key's row % 8 repeats: one pointer step each). The previous batch's gather
-      //    ended at a barrier.
+      // 0. the records' dy rows into the stage (row r: record r's token), without waiting: thread (row tid / 8,
+      //    vector tid % 8), then every 32nd row. The previous batch's gather ended at a barrier.
       constexpr int rstep = threads / 8;
-      const int nt = static_cast<int>(u1 - ub < per_batch ? u1 - ub : per_batch), sv = tid % 8, r0 = tid / 8;
-      if (sv * VEC < cn && r0 < nt) {
-        const T* src = a.dy + (index_t(b) * a.g.xb + index_t(c0) + sv * VEC) + (ub + r0) * xt;
+      const int sv = tid % 8, r0 = tid / 8;
+      if (sv * VEC < cn) {
+        const T* src = a.dy + (index_t(b) * a.g.xb + index_t(c0) + sv * VEC) + u0 * xt;
         unsigned char* dst = talkconv_smem + talkconv::detail::dx_stage_byte(talkconv::detail::dx_stage_key(d.stage_at, r0), sv);
-        for (int r = r0; r < nt; r += rstep, src += rstep * xt, dst += rstep * P::stage_row_bytes) cp_async_16(dst, src);
+        for (int r = r0; r < np; r += rstep, dst += rstep * P::stage_row_bytes)
+          cp_async_16(dst, src + static_cast<Idx>(qdu[(qhead + static_cast<unsigned>(r)) & qmask]) * xt);
       }
     }
-    // 1. events of this thread's pair (kept in registers), their buckets staged for the ranking warp.
-    const int np = static_cast<int>((u1 - ub < per_batch ? u1 - ub : per_batch) * nh);  // pairs [0, np)
+    // 1. events of this thread's record (kept in registers), their buckets staged for the ranking.
     int key[4] = {-1, -1, -1, -1};
     A w[4];
-    const Idx u = ub + pu;
     std::make_unsigned_t<Idx> off = 0;
     if (tid < np) {
-      const A* o = offs + u * ot;
-      const Idx h = h_first + ph;
-      const talkconv::detail::window_taps<A, Idx> k = talkconv::detail::make_taps<A, Idx>(
-          u, o[h], d.causal ? A(0) : o[static_cast<Idx>(a.w.H) + h], static_cast<Idx>(a.w.L),
-          static_cast<Idx>(a.w.M), n, d.causal);
-      talkconv::detail::dx_events<A, Idx>(k, t0, t1, d.tile, key, w, last);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) key[j] = key[j] >= 0 ? ph * rows1 + key[j] : -1;
+      const unsigned at = (qhead + static_cast<unsigned>(tid)) & qmask;
+      const std::make_unsigned_t<Idx> du = qdu[at];
+      pair_events(static_cast<Idx>(du), qph[at], key, w);
       if constexpr (Staged)
-        off = talkconv::detail::dx_stage_key(d.stage_at, pu);
+        off = talkconv::detail::dx_stage_key(d.stage_at, tid);
       else
-        off = static_cast<std::make_unsigned_t<Idx>>((u - u0) * xt);
+        off = static_cast<std::make_unsigned_t<Idx>>(du * static_cast<std::make_unsigned_t<Idx>>(xt));
       pkey[tid] = make_int4(key[0], key[1], key[2], key[3]);
     }
+    qhead = (qhead + static_cast<unsigned>(np)) & qmask;
+    fill -= np;
     __syncthreads();
     // 2. rank every event stably in (pair / 32, tap, lane) order and find where each bucket starts:
     //    cnt[bin] = the bucket's first event, cnt[bins] = the total. rank32 ranks the 32 pairs of chunk c

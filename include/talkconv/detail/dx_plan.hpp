@@ -138,5 +138,15 @@ TALKCONV_HOST_DEVICE inline bool dx_events(const window_taps<A, I>& k, I t0, I t
   return used;
 }
 
+// Whether a token's taps may have an event in rows [t0, t1) (dx_events): a tap in the tile, or, with the carry, taps
+// on both sides of t1. A superset of the tokens dx_events gives an event (it also drops zero weights), from
+// the tap indices alone: the dx kernel's rounds queue these pairs, its batches rank their events.
+template <class A, class I>
+TALKCONV_HOST_DEVICE inline bool dx_pair_queued(const window_taps<A, I>& k, I t0, I t1, bool with_carry) {
+  const bool in = (k.i0 >= t0 && k.i0 < t1) || (k.i1 >= t0 && k.i1 < t1) || (k.i2 >= t0 && k.i2 < t1) ||
+                  (k.i3 >= t0 && k.i3 < t1);
+  return in || (with_carry && taps_max(k) >= t1 && taps_min(k) < t1);
+}
+
 }  // namespace detail
 }  // namespace talkconv
