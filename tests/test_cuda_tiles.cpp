@@ -56,7 +56,7 @@ void device_reach(const ref::problem& pb, const std::vector<A>& o, long& left, l
 }
 
 // dx (window part) as input_grad_tile computes it, for accumulator A (dy given in A) and vector width vec.
-// stage_rows > 0: the 16-bit path's staged dy (vec 8): at most stage_rows tokens per batch, their rows copied
+// stage_rows > 0: the 16-bit path's staged dy (vec 8): at most stage_rows records per batch, their rows copied
 // to a stage at detail::dx_stage_key / dx_stage_byte, the gather reading its vector there through the event's
 // key (a wrong layout reads another token's or another vector's dy).
 template <class A>
@@ -111,7 +111,7 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
         // Rounds of per_round tokens x nh heads queue the pairs with an event, in pair order; batches take
         // `cap` queued records at a time (the kernel interleaves rounds and batches; the queue is first in,
         // first out, so the batches are these).
-        const int per_round = td::dx_tokens_per_batch(S.threads, nh);
+        const int per_round = td::dx_tokens_per_round(S.threads, nh);
         const int cap = stage_rows > 0 ? stage_rows : S.threads;
         REQUIRE(cap <= S.threads);
         std::vector<std::pair<long, int>> records;
@@ -227,7 +227,7 @@ TEST_CASE("dx plan: tile rows keep the buckets within bounds, candidates clamp t
       CHECK(rows <= tile);
       CHECK(nh * (rows + 1) <= td::dx_max_bins(tile));
       if (nh * (tile + 1) <= td::dx_max_bins(tile)) CHECK(rows == tile);
-      CHECK(td::dx_tokens_per_batch(256, nh) * nh <= 256);
+      CHECK(td::dx_tokens_per_round(256, nh) * nh <= 256);
     }
   long u0, u1;
   td::dx_candidates<long>(128, 256, 1000, 17, 16, u0, u1);
@@ -343,7 +343,7 @@ TEST_CASE("emulated CUDA dx matches the reference: random shapes, both vector wi
     check_emulation<float>(pb, 1.0, 100 + i, 1);
     check_emulation<double>(pb, 1.0, 200 + i, dvec);
     if (pb.R() % 8 == 0) {  // the 16-bit path: dy staged, a full batch or a few tokens per batch
-      check_emulation<float>(pb, 1.0, 300 + i, 8, td::dx_tokens_per_batch(256, 1));
+      check_emulation<float>(pb, 1.0, 300 + i, 8, 256);
       check_emulation<float>(pb, 1.0, 300 + i, 8, static_cast<int>(uniform_int(rng, 1, 70)));
     }
   }
@@ -918,9 +918,8 @@ TEST_CASE("dx staged dy: every (row, vector) has its own 16 bytes; staging a row
   CHECK(td::dx_stage_rows(200, 256, 64) == 200);
   CHECK(td::dx_stage_rows(10, 256, 64) == 64);
   CHECK(td::dx_stage_rows(0, 32, 64) == 32);
-  CHECK(td::dx_tokens_per_batch(256, 1, 192) == 192);
-  CHECK(td::dx_tokens_per_batch(256, 4, 192) == 64);
-  CHECK(td::dx_tokens_per_batch(256, 2, 0) == 128);
+  CHECK(td::dx_tokens_per_round(256, 4) == 64);
+  CHECK(td::dx_tokens_per_round(256, 3) == 85);
 }
 
 TEST_CASE("offset-gradient products: each token's slots are a permutation; head-sum reads and writes are conflict-free") {

@@ -76,8 +76,8 @@ struct dx_policy {
   static constexpr int fused_min_blocks = 4;  // 64 registers, as unfused
   // 16-bit vectors stage each batch's dy rows in shared memory (cp.async, issued before the pair phase and
   // waited for before the gather, so the loads' latency hides behind the ranking): the gather's dependent
-  // event -> dy loads are then shared-memory loads. Rows per batch: as many as keep min_blocks blocks per SM,
-  // at most threads / nh, at least min_stage_rows (detail::dx_stage_key gives the layout).
+  // event -> dy loads are then shared-memory loads. Rows (= records) per batch: as many as keep min_blocks
+  // blocks per SM, at most threads, at least min_stage_rows (detail::dx_stage_key gives the layout).
   static constexpr bool stage_dy = sizeof(T) == 2;
   static constexpr int stage_row_bytes = 128;  // the block's 64 channels
   static constexpr int min_stage_rows = 64;
@@ -105,13 +105,15 @@ struct dx_smem {
   TALKCONV_HOST_DEVICE static std::size_t events_at(int bins) {
     return counters_bytes(bins) + 2 * sizeof(int4) * std::size_t(P::threads);
   }
-  // The compaction's ring of 2 * threads records (token offset, head byte), then one count per warp.
-  TALKCONV_HOST_DEVICE static std::size_t queue_at(int bins) {
+  static std::size_t bucketing(int bins) {
     return events_at(bins) + sizeof(dx_event<A, Idx>) * std::size_t(P::threads) * 4;
   }
-  static std::size_t bucketing(int bins) {
-    return (queue_at(bins) + (sizeof(Idx) + 1) * 2 * std::size_t(P::threads) + sizeof(int) * P::warps + 15) / 16 * 16;
-  }
+  // The compaction's ring of 2 * threads records (token offset, head byte), then one count per warp: where the
+  // host puts it (dx_args::queue_at): in the fused path's dz buffer when that is not the dy stage (the ring is
+  // empty when the buffer is written, after a tile's batches), else after everything else.
+  static constexpr std::size_t queue_bytes = ((sizeof(Idx) + 1) * 2 * std::size_t(P::threads) + sizeof(int) * P::warps + 15) / 16 * 16;
+  static_assert(queue_bytes <= sizeof(float) * std::size_t(P::tile) * 32, "the ring fits the fused path's dz buffer");
+  static constexpr bool queue_in_dz(bool fused) { return fused && !P::stage_dy; }
   static std::size_t scan(int groups) { return sizeof(A) * 2 * std::size_t(groups) * P::lanes; }
   // W^T staged for the fused offset path, after everything else (never aliased): `chunks` chunks of 32 offsets.
   static std::size_t weights_at(int bins, int groups) {
@@ -151,8 +153,9 @@ struct dx_args {
   int chunks = 0;           // fused offset path: 32-offset chunks of W^T staged (0: not fused, a.dz unused)
   std::size_t w_at = 0;     // fused: byte offset of the staged W^T in dynamic shared memory
   std::size_t rank_at = 0;  // byte offset of the rank table (dx_smem::rank_table_bytes), 0: one warp ranks
-  int stage_rows = 0;       // staged dy (dx_policy::stage_dy): rows of the stage = most tokens per batch
+  int stage_rows = 0;       // staged dy (dx_policy::stage_dy): rows of the stage = most records per batch
   unsigned stage_at = 0;    // byte offset of the stage in dynamic shared memory (a multiple of 128)
+  std::size_t queue_at = 0;  // byte offset of the compaction's ring (dx_smem::queue_bytes; a multiple of 16)
 };
 
 template <class T, int VEC>
@@ -414,14 +417,14 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   // The ring of queued records (token - u0, head - h_first) and the rounds' per-warp counts.
   constexpr unsigned qmask = 2u * threads - 1u;
   static_assert((2 * threads & (2 * threads - 1)) == 0, "the ring's size is a power of two");
-  auto* qdu = reinterpret_cast<std::make_unsigned_t<Idx>*>(talkconv_smem + dx_smem<T, Idx>::queue_at(bins));
+  auto* qdu = reinterpret_cast<std::make_unsigned_t<Idx>*>(talkconv_smem + d.queue_at);
   auto* qph = reinterpret_cast<unsigned char*>(qdu + 2 * threads);
   int* qcount = reinterpret_cast<int*>(qph + 2 * threads);
   A* sc_tot = reinterpret_cast<A*>(talkconv_smem);  // [groups][lanes], aliases the above after the batches
   A* sc_car = sc_tot + groups * P::lanes;
 
   // Pair role: (token ub + tid / nh, head h_first + tid % nh).
-  const int per_round = talkconv::detail::dx_tokens_per_batch(threads, nh);
+  const int per_round = talkconv::detail::dx_tokens_per_round(threads, nh);
   const int pu = tid / nh, ph = tid - pu * nh;
   // Batches of at most `cap` records (one per thread; staged: one stage row each).
   const int cap = Staged ? d.stage_rows : threads;

@@ -130,6 +130,8 @@ struct dx_smem_plan {
   dx_args args;
   std::size_t smem = 0;
 };
+// Whether a plan's block fits the GPU's opt-in shared memory (the kernel's static shared memory included).
+inline bool dx_plan_fits(const dx_smem_plan& q, std::size_t optin) { return q.smem + vtile_static_smem <= optin; }
 template <class T, class Idx, int VEC, bool Fused>
 dx_smem_plan plan_input_grad_smem(const dx_launch& p, index_t np, std::size_t per_sm) {
   using P = dx_policy<T>;
@@ -141,22 +143,32 @@ dx_smem_plan plan_input_grad_smem(const dx_launch& p, index_t np, std::size_t pe
     q.args.w_at = dx_smem<T, Idx>::weights_at(p.bins, groups);
   }
   q.smem = dx_smem<T, Idx>::bytes(p.bins, groups, q.args.chunks);
+  // The compaction's ring: in the fused float path's dz buffer (free during the batches), else after the rest.
+  const bool ring_in_dz = dx_smem<T, Idx>::queue_in_dz(Fused);
+  const std::size_t ring = ring_in_dz ? 0 : dx_smem<T, Idx>::queue_bytes;
   // Shared memory one block may take and keep its resident blocks per SM (the launch bounds').
   const std::size_t share = per_sm / (Fused ? P::fused_min_blocks : P::min_blocks);
   const std::size_t fixed = smem_reserved_per_block + vtile_static_smem;
   const std::size_t budget = share > fixed ? share - fixed : 0;
   const std::size_t table = dx_smem<T, Idx>::rank_table_bytes(p.bins);
   if constexpr (P::stage_dy && VEC == P::vec) {
-    // Staged dy: the rows that fit beside the rank table or in the fused path's dz buffer (which the stage
-    // aliases), at most a batch's tokens, at least min_stage_rows (then fewer blocks per SM, the same sums).
+    // Staged dy: the rows that fit beside the ring and the rank table or in the fused path's dz buffer (which
+    // the stage aliases), at most a batch's records (one row each), at least min_stage_rows (then fewer blocks
+    // per SM, the same sums).
     const std::size_t at = dx_smem<T, Idx>::stage_at(p.bins, groups, q.args.chunks);
-    const int most = talkconv::detail::dx_tokens_per_batch(P::threads, p.args.nh_max);
-    const std::size_t beside = budget > table ? budget - table : 0;
+    const int most = P::threads;
+    const std::size_t beside = budget > table + ring ? budget - table - ring : 0;
     const std::size_t limit = beside > q.smem ? beside : q.smem;
     const std::size_t room = limit > at ? (limit - at) / P::stage_row_bytes : 0;
     q.args.stage_rows = talkconv::detail::dx_stage_rows(static_cast<long long>(room), most, P::min_stage_rows);
     q.args.stage_at = static_cast<unsigned>(at);
     q.smem = dx_smem<T, Idx>::bytes(p.bins, groups, q.args.chunks, q.args.stage_rows);
+  }
+  if (ring_in_dz) {
+    q.args.queue_at = dx_smem<T, Idx>::tail_at(p.bins, groups, q.args.chunks);
+  } else {
+    q.args.queue_at = (q.smem + 15) / 16 * 16;
+    q.smem = q.args.queue_at + ring;
   }
   // The rank table where it keeps min_blocks blocks per SM (else one warp ranks every chunk).
   if (q.smem + table <= budget) {
@@ -210,10 +222,13 @@ bool launch_input_grad(const window_args<T>& a, const seq_shape& s, const window
   bool done = false;
   dispatch_index(fits_int32(s, np), [&](auto I) {
     using Idx = typename decltype(I)::type;
+    // Launches the variant; false (nothing launched) for a fused plan beyond the opt-in (W^T of many offsets
+    // in float on a GPU with less shared memory): the unfused kernel runs then, the caller adds W^T dz.
     auto run = [&](auto vec, auto fuse) {
       constexpr int VEC = decltype(vec)::value;
       constexpr bool Fused = decltype(fuse)::value;
       const dx_smem_plan q = plan_input_grad_smem<T, Idx, VEC, Fused>(p, np, smem_per_sm());
+      if (Fused && !dx_plan_fits(q, smem_optin())) return false;
       const dx_args& args = q.args;
       const std::size_t smem = q.smem;
       auto* kernel = &input_grad_kernel<T, Idx, VEC, Fused>;
@@ -221,14 +236,12 @@ bool launch_input_grad(const window_args<T>& a, const seq_shape& s, const window
       kernel<<<grid, P::threads, smem, stream>>>(a, args);
       check_launch("input_grad_kernel");
       done = Fused;
+      return true;
     };
     if constexpr (V > 1) {
       if (vectors) {
         if constexpr (P::fusable) {
-          if (fused) {
-            run(std::integral_constant<int, V>{}, std::true_type{});
-            return;
-          }
+          if (fused && run(std::integral_constant<int, V>{}, std::true_type{})) return;
         }
         run(std::integral_constant<int, V>{}, std::false_type{});
         return;
