@@ -275,6 +275,78 @@ __device__ __forceinline__ band_fwd_span band_forward_prologue(float2* taps, int
   return sp;
 }
 
+// Two adjacent outputs of a row (channels ch, ch + 1) in T: one 4-byte store for 16-bit T, 8 bytes for float.
+template <class T>
+__device__ __forceinline__ void band_store_pair(T* p, float v0, float v1) {
+  if constexpr (std::is_same<T, float>::value) {
+    *reinterpret_cast<float2*>(p) = make_float2(v0, v1);
+  } else {
+    T e2[2] = {from_acc<T>(v0), from_acc<T>(v1)};
+    unsigned raw;
+    memcpy(&raw, e2, sizeof(raw));
+    *reinterpret_cast<unsigned*>(p) = raw;
+  }
+}
+
+// The banded forward's walk, shared by the 16-bit and the float kernels: the block's fwd_tiles_per_block tiles of
+// 128 rows; per tile the accumulators cleared, the prologue (band_forward_prologue), the span's segments of
+// d.stage_rows tokens (segment(acc, seg, m0, span) stages them, a barrier, and multiplies; a barrier after each),
+// then 1/K (NaN for a NaN offset of the row's head) and the stores of the lane's 2 rows x 16 channels (rows past
+// the length: 0; a tile past the length is all zeros).
+template <class T, class Idx, class Segment>
+__device__ __forceinline__ void band_forward_walk(const window_args<T>& a, const dx_band_args& d, const band_block& k,
+                                                  float2* taps, int* span_rel, Segment&& segment) {
+  namespace td = talkconv::detail;
+  const int warp = k.warp, g = k.g, q = k.q, pairs = k.pairs;
+  const index_t b = k.b, c0 = k.c0, Tn = k.T, n = k.n, first_tile = k.first_tile;
+  const int S = d.stage_rows;
+  const float inv_k = 1.0f / float(a.w.L + a.w.M + 1);
+  const Idx xt = static_cast<Idx>(a.g.xt), ot = static_cast<Idx>(a.g.ot);
+  T* __restrict__ y = a.y + Idx(b) * static_cast<Idx>(a.g.xb) + Idx(c0);
+  const float* __restrict__ offs = a.offsets + Idx(b) * static_cast<Idx>(a.g.ob);
+
+  for (int it = 0; it < d.tiles_per_block; ++it) {
+    const index_t r0 = (first_tile + it) * 128;
+    if (r0 >= Tn) break;  // block-uniform
+    if (it > 0) __syncthreads();  // the previous tile's span and table (its epilogue's NaN marks) are read
+    const index_t m0 = r0 + 16 * warp;
+    float acc[8][4];
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+
+    if (r0 < n) {  // block-uniform: a tile past the length is all zeros
+      // 1. the rows' taps, the warps' token ranges, the block's span
+      const band_fwd_span sp = band_forward_prologue<Idx>(taps, span_rel, offs, ot, a.w, d.causal, r0, k);
+      for (index_t seg = sp.span_lo; seg < sp.span_hi; seg += S) {
+        // 2. stage rows from seg, multiply
+        segment(acc, seg, m0, sp);
+        __syncthreads();  // the stage is rewritten by the next segment
+      }
+    }
+
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      if (nt < 2 * pairs) {
+        const Idx ch = Idx(8 * nt + 2 * q);
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const index_t row = m0 + g + 8 * hr;
+          if (row < Tn) {
+            const bool valid = row < n;
+            // a NaN offset of this row's head: NaN (the table is intact: the next tile rewrites it after a barrier)
+            const float mark = valid ? taps[k.pair_head[nt / 2] * 128 + 16 * warp + g + 8 * hr].x : 0.0f;
+            const float s = td::is_nan(mark) ? mark : inv_k;
+            band_store_pair<T>(y + Idx(row) * xt + ch, valid ? acc[nt][2 * hr] * s : 0.0f,
+                               valid ? acc[nt][2 * hr + 1] * s : 0.0f);
+          }
+        }
+      }
+    }
+  }
+}
+
 // Two weights (tokens k, k + 1 of one row) as the hi and lo 16-bit pieces of one mma register each: hi
 // rounded to nearest, lo = the exact remainder rounded to nearest (bfloat16: the hi halves widen by a shift
 // and a mask, 6 instructions per register).

@@ -28,7 +28,6 @@ namespace detail {
 template <class T, class Idx>
 __device__ void window_forward_band_tile(const window_args<T>& a, const dx_band_args& d) {
   namespace td = talkconv::detail;
-  using pol = dx_band_policy<T>;
   constexpr bool Bf16 = std::is_same<T, __nv_bfloat16>::value;
   extern __shared__ __align__(16) unsigned char talkconv_smem[];
   __shared__ int span_rel[2];  // the block's token span relative to r0: [lo, hi]
@@ -37,87 +36,44 @@ __device__ void window_forward_band_tile(const window_args<T>& a, const dx_band_
   const unsigned stage_base = static_cast<unsigned>(__cvta_generic_to_shared(stage));
 
   const band_block k = make_band_block(a, d);
-  const int warp = k.warp, lane = k.lane, g = k.g, q = k.q, pairs = k.pairs;
-  const index_t b = k.b, c0 = k.c0, Tn = k.T, n = k.n, first_tile = k.first_tile;
+  const int warp = k.warp, lane = k.lane, g = k.g, q = k.q;
+  const index_t n = k.n;
   const int S = d.stage_rows;
-  const float inv_k = 1.0f / float(a.w.L + a.w.M + 1);
-  const Idx xt = static_cast<Idx>(a.g.xt), ot = static_cast<Idx>(a.g.ot);
-  const T* __restrict__ x = a.x + Idx(b) * static_cast<Idx>(a.g.xb) + Idx(c0);
-  T* __restrict__ y = a.y + Idx(b) * static_cast<Idx>(a.g.xb) + Idx(c0);
-  const float* __restrict__ offs = a.offsets + Idx(b) * static_cast<Idx>(a.g.ob);
+  const T* __restrict__ x = a.x + Idx(k.b) * static_cast<Idx>(a.g.xb) + Idx(k.c0);
 
-  for (int it = 0; it < d.tiles_per_block; ++it) {
-    const index_t r0 = (first_tile + it) * 128;
-    if (r0 >= Tn) break;  // block-uniform
-    if (it > 0) __syncthreads();  // the previous tile's span and table (its epilogue's NaN marks) are read
-    const index_t m0 = r0 + 16 * warp;
-    float acc[8][4];
+  band_forward_walk<T, Idx>(a, d, k, taps, span_rel, [&](float(&acc)[8][4], index_t seg, index_t m0, const band_fwd_span& sp) {
+    // x rows [seg, seg + S)
+    stage_band_rows(stage, x, a.g.xt, seg, S, k);
+    cp_async_wait_all();
+    __syncthreads();
+    if (m0 < n && sp.wlo < sp.whi) {
+      const index_t klo = sp.wlo > seg ? sp.wlo : seg;
+      index_t khi = sp.whi < seg + S ? sp.whi : seg + S;
+      khi = khi < n ? khi : n;
+      for (int j0 = int(klo - seg); j0 < int(khi - seg); j0 += 16) {
+        const float base = float(seg + j0 - m0 - g);  // the step's first token relative to row g
+        unsigned ahi[4], alo[4];
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt)
+        for (int p = 0; p < 4; ++p) {
+          if (p == 0 || k.pair_head[p] != k.pair_head[p - 1]) {
+            const float2 t0 = taps[k.pair_head[p] * 128 + 16 * warp + g], t1 = taps[k.pair_head[p] * 128 + 16 * warp + g + 8];
+            float w[4][2];
+            td::band_lane_weights_rows<float>(td::band_tap<float>{t0.x, t0.y}, td::band_tap<float>{t1.x, t1.y}, base,
+                                              q, w);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
-
-    if (r0 < n) {  // block-uniform: a tile past the length is all zeros
-      // 1. the rows' taps, the warps' token ranges, the block's span
-      const band_fwd_span sp = band_forward_prologue<Idx>(taps, span_rel, offs, ot, a.w, d.causal, r0, k);
-      const index_t span_lo = sp.span_lo, span_hi = sp.span_hi, wlo = sp.wlo, whi = sp.whi;
-      for (index_t seg = span_lo; seg < span_hi; seg += S) {
-        // 2. stage x rows [seg, seg + S)
-        stage_band_rows(stage, x, a.g.xt, seg, S, k);
-        cp_async_wait_all();
-        __syncthreads();
-        if (m0 < n && wlo < whi) {
-          const index_t klo = wlo > seg ? wlo : seg;
-          index_t khi = whi < seg + S ? whi : seg + S;
-          khi = khi < n ? khi : n;
-          for (int j0 = int(klo - seg); j0 < int(khi - seg); j0 += 16) {
-            const float base = float(seg + j0 - m0 - g);  // the step's first token relative to row g
-            unsigned ahi[4], alo[4];
-#pragma unroll
-            for (int p = 0; p < 4; ++p) {
-              if (p == 0 || k.pair_head[p] != k.pair_head[p - 1]) {
-                const float2 t0 = taps[k.pair_head[p] * 128 + 16 * warp + g], t1 = taps[k.pair_head[p] * 128 + 16 * warp + g + 8];
-                float w[4][2];
-                td::band_lane_weights_rows<float>(td::band_tap<float>{t0.x, t0.y}, td::band_tap<float>{t1.x, t1.y}, base,
-                                                  q, w);
-#pragma unroll
-                for (int i = 0; i < 4; ++i)
-                  band_pieces<T>(td::band_reg_weight(w, i, 0), td::band_reg_weight(w, i, 1), ahi[i], alo[i]);
-              }
-              unsigned bf[4];
-              ldmatrix_x4<true>(bf, stage_base + td::band_stage_byte(j0 + td::ldsm_t_b_k(lane), 2 * p + td::ldsm_t_b_n(lane) / 8));
-              mma_16bit<Bf16>(acc[2 * p], ahi, bf[0], bf[1]);
-              mma_16bit<Bf16>(acc[2 * p], alo, bf[0], bf[1]);
-              mma_16bit<Bf16>(acc[2 * p + 1], ahi, bf[2], bf[3]);
-              mma_16bit<Bf16>(acc[2 * p + 1], alo, bf[2], bf[3]);
-            }
+            for (int i = 0; i < 4; ++i)
+              band_pieces<T>(td::band_reg_weight(w, i, 0), td::band_reg_weight(w, i, 1), ahi[i], alo[i]);
           }
-        }
-        __syncthreads();  // the stage is rewritten by the next segment
-      }
-    }
-
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-      if (nt < 2 * pairs) {
-        const Idx ch = Idx(8 * nt + 2 * q);
-#pragma unroll
-        for (int hr = 0; hr < 2; ++hr) {
-          const index_t row = m0 + g + 8 * hr;
-          if (row < Tn) {
-            const bool valid = row < n;
-            // a NaN offset of this row's head: NaN (the table is intact: the next tile rewrites it after a barrier)
-            const float mark = valid ? taps[k.pair_head[nt / 2] * 128 + 16 * warp + g + 8 * hr].x : 0.0f;
-            const float s = td::is_nan(mark) ? mark : inv_k;
-            T e2[2] = {from_acc<T>(valid ? acc[nt][2 * hr] * s : 0.0f), from_acc<T>(valid ? acc[nt][2 * hr + 1] * s : 0.0f)};
-            unsigned raw;
-            memcpy(&raw, e2, sizeof(raw));
-            *reinterpret_cast<unsigned*>(y + Idx(row) * xt + ch) = raw;
-          }
+          unsigned bf[4];
+          ldmatrix_x4<true>(bf, stage_base + td::band_stage_byte(j0 + td::ldsm_t_b_k(lane), 2 * p + td::ldsm_t_b_n(lane) / 8));
+          mma_16bit<Bf16>(acc[2 * p], ahi, bf[0], bf[1]);
+          mma_16bit<Bf16>(acc[2 * p], alo, bf[0], bf[1]);
+          mma_16bit<Bf16>(acc[2 * p + 1], ahi, bf[2], bf[3]);
+          mma_16bit<Bf16>(acc[2 * p + 1], alo, bf[2], bf[3]);
         }
       }
     }
-  }
+  });
 }
 
 }  // namespace detail
