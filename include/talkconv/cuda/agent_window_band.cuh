@@ -347,6 +347,80 @@ __device__ __forceinline__ void band_forward_walk(const window_args<T>& a, const
   }
 }
 
+// The windows' reach on the device (a.reach: every tap of token u within [u - left, u + right]), clamped to T.
+struct band_reach {
+  index_t left, right;
+};
+template <class T>
+__device__ __forceinline__ band_reach band_reach_of(const window_args<T>& a, index_t Tn) {
+  const unsigned long long most = static_cast<unsigned long long>(Tn);
+  return band_reach{static_cast<index_t>(a.reach[0] < most ? a.reach[0] : most),
+                    static_cast<index_t>(a.reach[1] < most ? a.reach[1] : most)};
+}
+
+// The banded dx's walk, shared by the 16-bit and the float kernels (after their W staging and its barrier): the
+// block's tiles_per_block tiles of 128 rows; per tile the accumulators cleared, the span of tokens whose taps
+// reach the tile ([r0 - right, r0 + 128 + left) within [0, n)) in segments of d.stage_rows tokens
+// (segment(acc, seg, span_hi, m0) stages them and the taps, a barrier, and multiplies; a barrier after each),
+// then 1/K, with Fused W^T dz (band_offset_path; w_step(acc, s, zhi, zlo) adds step s's products), and the stores
+// of the lane's 2 rows x 16 channels (rows past the length: 0).
+template <class T, class Idx, bool Fused, class Segment, class WStep>
+__device__ __forceinline__ void band_dx_walk(const window_args<T>& a, const dx_band_args& d, const band_block& k,
+                                             Segment&& segment, WStep&& w_step) {
+  const int warp = k.warp, g = k.g, q = k.q, pairs = k.pairs;
+  const index_t b = k.b, c0 = k.c0, Tn = k.T, n = k.n, first_tile = k.first_tile;
+  const band_reach reach = band_reach_of(a, Tn);
+  const float inv_k = 1.0f / float(a.w.L + a.w.M + 1);
+  const Idx xt = static_cast<Idx>(a.g.xt), ot = static_cast<Idx>(a.g.ot);
+  T* __restrict__ dx = a.dx + Idx(b) * static_cast<Idx>(a.g.xb) + Idx(c0);
+
+  for (int it = 0; it < d.tiles_per_block; ++it) {
+    const index_t r0 = (first_tile + it) * 128;
+    if (r0 >= Tn) break;  // block-uniform
+    const index_t m0 = r0 + 16 * warp;
+    float acc[8][4];
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+
+    if (r0 < n) {  // block-uniform: a tile past the length is all zeros
+      const index_t span_lo = r0 - reach.right > 0 ? r0 - reach.right : 0;
+      const index_t span_hi = r0 + 128 + reach.left < n ? r0 + 128 + reach.left : n;
+      for (index_t seg = span_lo; seg < span_hi; seg += d.stage_rows) {
+        segment(acc, seg, span_hi, m0);
+        __syncthreads();  // the stage and the table are rewritten by the next segment
+      }
+    }
+
+    // Epilogue: 1/K, the offset path, the stores.
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[nt][e] *= inv_k;
+    const index_t row0 = m0 + g, row1 = m0 + g + 8;
+    if constexpr (Fused) {
+      if (m0 < n)
+        band_offset_path<Idx>(a.dz + Idx(b) * static_cast<Idx>(a.g.ob), ot, row0, n, q, static_cast<int>(a.g.P), d.steps,
+                              [&](int s, const unsigned(&zhi)[4], const unsigned(&zlo)[4]) { w_step(acc, s, zhi, zlo); });
+    }
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt) {
+      if (nt < 2 * pairs) {
+        const Idx ch = Idx(8 * nt + 2 * q);
+#pragma unroll
+        for (int hr = 0; hr < 2; ++hr) {
+          const index_t row = hr ? row1 : row0;
+          if (row < Tn) {
+            const bool valid = row < n;
+            band_store_pair<T>(dx + Idx(row) * xt + ch, valid ? acc[nt][2 * hr] : 0.0f, valid ? acc[nt][2 * hr + 1] : 0.0f);
+          }
+        }
+      }
+    }
+  }
+}
+
 // Two weights (tokens k, k + 1 of one row) as the hi and lo 16-bit pieces of one mma register each: hi
 // rounded to nearest, lo = the exact remainder rounded to nearest (bfloat16: the hi halves widen by a shift
 // and a mask, 6 instructions per register).

@@ -41,16 +41,13 @@ __device__ void input_grad_band_tile_tf32(const window_args<float>& a, const dx_
   float* wfrag = reinterpret_cast<float*>(talkconv_smem + d.w_at);
 
   const band_block k = make_band_block(a, d);
-  const int tid = k.tid, warp = k.warp, lane = k.lane, g = k.g, q = k.q, cn = k.cn, nh = k.nh, pairs = k.pairs;
-  const index_t b = k.b, c0 = k.c0, h_first = k.h_first, Tn = k.T, n = k.n, first_tile = k.first_tile;
+  const int tid = k.tid, lane = k.lane, g = k.g, q = k.q, cn = k.cn, nh = k.nh;
+  const index_t b = k.b, c0 = k.c0, h_first = k.h_first, n = k.n;
   const int S = d.stage_rows, PR = S + pol::pad_rows;  // PR even: a head's table rows stay 16-byte aligned
-  const unsigned long long most = static_cast<unsigned long long>(Tn);
-  const index_t rl = static_cast<index_t>(a.reach[0] < most ? a.reach[0] : most);
-  const index_t rr = static_cast<index_t>(a.reach[1] < most ? a.reach[1] : most);
-  const float inv_k = 1.0f / float(a.w.L + a.w.M + 1);
-  const Idx xt = static_cast<Idx>(a.g.xt), ot = static_cast<Idx>(a.g.ot);
+  const band_reach reach = band_reach_of(a, k.T);
+  const index_t rl = reach.left, rr = reach.right;
+  const Idx ot = static_cast<Idx>(a.g.ot);
   const float* __restrict__ dy = a.dy + Idx(b) * static_cast<Idx>(a.g.xb) + Idx(c0);
-  float* __restrict__ dx = a.dx + Idx(b) * static_cast<Idx>(a.g.xb) + Idx(c0);
   const float* __restrict__ offs = a.offsets + Idx(b) * static_cast<Idx>(a.g.ob);
 
   if constexpr (Fused) {
@@ -76,20 +73,9 @@ __device__ void input_grad_band_tile_tf32(const window_args<float>& a, const dx_
   }
   __syncthreads();
 
-  for (int it = 0; it < d.tiles_per_block; ++it) {
-    const index_t r0 = (first_tile + it) * 128;
-    if (r0 >= Tn) break;  // block-uniform
-    const index_t m0 = r0 + 16 * warp;
-    float acc[8][4];
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
-
-    if (r0 < n) {  // block-uniform: a tile past the length is all zeros
-      const index_t span_lo = r0 - rr > 0 ? r0 - rr : 0;
-      const index_t span_hi = r0 + 128 + rl < n ? r0 + 128 + rl : n;
-      for (index_t seg = span_lo; seg < span_hi; seg += S) {
+  band_dx_walk<float, Idx, Fused>(
+      a, d, k,
+      [&](float(&acc)[8][4], index_t seg, index_t span_hi, index_t m0) {
         // 1. the rows the warps' k steps read: the segment's part of the span and up to 7 past it (even)
         const int used = static_cast<int>(span_hi - seg < S ? span_hi - seg : S);
         const int rows = (used + pol::pad_rows + 1) / 2 * 2;
@@ -134,45 +120,13 @@ __device__ void input_grad_band_tile_tf32(const window_args<float>& a, const dx_
             }
           }
         }
-        __syncthreads();  // the stage and the table are rewritten by the next segment
-      }
-    }
-
-    // Epilogue: 1/K, the offset path, the stores.
+      },
+      // W^T dz: dz as the 16-bit kernel reads it (band_offset_path), W hi, lo from the staged fragments: 3xTF32.
+      [&](float(&acc)[8][4], int s, const unsigned(&zhi)[4], const unsigned(&zlo)[4]) {
 #pragma unroll
-    for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[nt][e] *= inv_k;
-    const index_t row0 = m0 + g, row1 = m0 + g + 8;
-    if constexpr (Fused) {
-      if (m0 < n) {
-        // dz as the 16-bit kernel reads it (band_offset_path), W hi, lo from the staged fragments: 3xTF32.
-        band_offset_path<Idx>(a.dz + Idx(b) * static_cast<Idx>(a.g.ob), ot, row0, n, q, static_cast<int>(a.g.P), d.steps,
-                              [&](int s, const unsigned(&zhi)[4], const unsigned(&zlo)[4]) {
-#pragma unroll
-                                for (int nt = 0; nt < 8; ++nt) {  // tiles past cn: zero W (not stored)
-                                  mma_tf32x3(acc[nt], zhi, zlo,
-                                             *reinterpret_cast<const float4*>(wfrag + td::band_tf32_w_index(s, nt, lane)));
-                                }
-                              });
-      }
-    }
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-      if (nt < 2 * pairs) {
-        const Idx ch = Idx(8 * nt + 2 * q);
-#pragma unroll
-        for (int hr = 0; hr < 2; ++hr) {
-          const index_t row = hr ? row1 : row0;
-          if (row < Tn) {
-            const bool valid = row < n;
-            *reinterpret_cast<float2*>(dx + Idx(row) * xt + ch) =
-                make_float2(valid ? acc[nt][2 * hr] : 0.0f, valid ? acc[nt][2 * hr + 1] : 0.0f);
-          }
-        }
-      }
-    }
-  }
+        for (int nt = 0; nt < 8; ++nt)  // tiles past cn: zero W (not stored)
+          mma_tf32x3(acc[nt], zhi, zlo, *reinterpret_cast<const float4*>(wfrag + td::band_tf32_w_index(s, nt, lane)));
+      });
 }
 
 }  // namespace detail
