@@ -1166,31 +1166,41 @@ vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const s
   return dx;
 }
 
-// y as the banded forward (agent_window_forward_band.cuh) computes it, before the 16-bit store: the kernel's
-// row-tap table, warp ranges and block span, segments, k steps, lane weights by rows, emulated ldmatrix.trans
-// of the staged x and mma products through the PTX coordinates, NaN marks of the epilogue.
-template <class H>
-vec emulate_fwd_band(const ref::problem& pb, const std::vector<float>& o, const std::vector<float>& x, double max_offset) {
-  const td::dx_band_plan plan = td::make_dx_band_plan(pb.L, pb.M, pb.causal, max_offset);
-  const int S = plan.stage_rows;
+// The banded forward's walk as band_forward_walk does it, shared by both emulations: per block and tile of 128
+// rows the row-tap table, the warps' token ranges [r0 + wlo, r0 + whi] and the block span, its segments of S tokens
+// (segment(fb, seg, span_hi, acc) multiplies one, fb the block's and tile's state), the NaN marks, 1/K and the
+// store mapping.
+struct fwd_band_block {
+  long b, r0, n;
+  channel_block cb;
+  int pair_head[4];
+  int wlo[8], whi[8];
+  std::vector<td::band_tap<float>> taps;  // [head][128 rows]
+  const td::band_tap<float>& tap(int p, int row) const { return taps[size_t(pair_head[p]) * 128 + size_t(row)]; }
+};
+using band_acc = std::vector<std::array<std::array<float, 4>, 8>>;  // [warp * 32 + lane][tile][element]
+template <class Segment>
+vec emulate_band_forward_walk(const ref::problem& pb, const std::vector<float>& o, int S, Segment&& segment) {
   const long R = pb.R();
   const float inv_k = 1.0f / float(pb.L + pb.M + 1);
   vec y(pb.x_size(), std::numeric_limits<double>::quiet_NaN());
   for (long b = 0; b < pb.B; ++b)
     for (const channel_block& cb : channel_blocks(pb.C, pb.H)) {
-      const long n = pb.n(b), h_first = cb.c0 / R;
+      fwd_band_block fb;
+      fb.b = b, fb.cb = cb, fb.n = pb.n(b);
+      const long n = fb.n, h_first = cb.c0 / R;
       const int nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - h_first + 1);
       REQUIRE(cb.cn % 16 == 0);
-      int pair_head[4];
       for (int p = 0; p < 4; ++p) {
         const int h = R <= 64 ? static_cast<int>(16 * p / R) : 0;
-        pair_head[p] = h < nh ? h : nh - 1;
+        fb.pair_head[p] = h < nh ? h : nh - 1;
       }
       for (long r0 = 0; r0 < pb.T; r0 += 128) {
-        std::vector<std::array<std::array<float, 4>, 8>> acc(size_t(8 * 32));
+        fb.r0 = r0;
+        band_acc acc(size_t(8 * 32));
         for (auto& a : acc)
           for (auto& t : a) t.fill(0.0f);
-        std::vector<td::band_tap<float>> taps(size_t(nh) * 128);
+        fb.taps.assign(size_t(nh) * 128, td::null_band_tap<float>());
         if (r0 < n) {
           for (int hh = 0; hh < nh; ++hh)
             for (int j = 0; j < 128; ++j) {
@@ -1201,44 +1211,26 @@ vec emulate_fwd_band(const ref::problem& pb, const std::vector<float>& o, const 
                                                           pb.L, pb.M, n, pb.causal);
                 e = td::make_band_row_tap<float, long>(k, u);
               }
-              taps[size_t(hh) * 128 + size_t(j)] = e;
+              fb.taps[size_t(hh) * 128 + size_t(j)] = e;
             }
-          int wlo[8], whi[8], slo = INT_MAX, shi = INT_MIN;
+          int slo = INT_MAX, shi = INT_MIN;
           for (int warp = 0; warp < 8; ++warp) {
-            wlo[warp] = INT_MAX, whi[warp] = INT_MIN;
+            fb.wlo[warp] = INT_MAX, fb.whi[warp] = INT_MIN;
             for (int i = 0; i < 16 * nh; ++i) {
               const int hh = i / 16, r = i % 16;
               if (r0 + 16 * warp + r < n) {
                 int a, z;
-                td::band_row_tokens(taps[size_t(hh) * 128 + size_t(16 * warp + r)], a, z);
+                td::band_row_tokens(fb.taps[size_t(hh) * 128 + size_t(16 * warp + r)], a, z);
                 if (a <= z) {
-                  wlo[warp] = std::min(wlo[warp], 16 * warp + r + a);
-                  whi[warp] = std::max(whi[warp], 16 * warp + r + z);
+                  fb.wlo[warp] = std::min(fb.wlo[warp], 16 * warp + r + a);
+                  fb.whi[warp] = std::max(fb.whi[warp], 16 * warp + r + z);
                 }
               }
             }
-            if (wlo[warp] <= whi[warp]) slo = std::min(slo, wlo[warp]), shi = std::max(shi, whi[warp]);
+            if (fb.wlo[warp] <= fb.whi[warp]) slo = std::min(slo, fb.wlo[warp]), shi = std::max(shi, fb.whi[warp]);
           }
           const long span_lo = std::max(r0 + slo, 0L), span_hi = std::min(r0 + long(shi) + 1, n);
-          for (long seg = span_lo; seg < span_hi; seg += S) {
-            const std::vector<float> stage = band_stage(pb, x, b, cb, seg, n, S);
-            for (int warp = 0; warp < 8; ++warp) {
-              const long m0 = r0 + 16 * warp;
-              if (m0 >= n || wlo[warp] > whi[warp]) continue;
-              const long klo = std::max(r0 + wlo[warp], seg), khi = std::min({r0 + long(whi[warp]) + 1, seg + S, n});
-              for (int j0 = int(klo - seg); j0 < int(khi - seg); j0 += 16)
-                for (int p = 0; p < 4; ++p)
-                  emulate_band_pair<H>(
-                      stage, j0, p,
-                      [&](int l, float(&w)[4][2]) {
-                        const int g = l / 4;
-                        td::band_lane_weights_rows<float>(taps[size_t(pair_head[p]) * 128 + size_t(16 * warp + g)],
-                                                          taps[size_t(pair_head[p]) * 128 + size_t(16 * warp + g + 8)],
-                                                          float(seg + j0 - m0 - g), l % 4, w);
-                      },
-                      &acc[size_t(warp * 32)]);
-            }
-          }
+          for (long seg = span_lo; seg < span_hi; seg += S) segment(fb, seg, span_hi, acc);
         }
         for (int warp = 0; warp < 8; ++warp)
           for (int l = 0; l < 32; ++l) {
@@ -1248,7 +1240,7 @@ vec emulate_fwd_band(const ref::problem& pb, const std::vector<float>& o, const 
                 const long row = r0 + 16 * warp + g + 8 * hr;
                 if (row >= pb.T) continue;
                 const bool valid = row < n;
-                const float mark = valid ? taps[size_t(pair_head[nt / 2]) * 128 + size_t(16 * warp + g + 8 * hr)].ar : 0.0f;
+                const float mark = valid ? fb.tap(nt / 2, 16 * warp + g + 8 * hr).ar : 0.0f;
                 const float sc = std::isnan(mark) ? mark : inv_k;
                 for (int c = 0; c < 2; ++c)
                   y[pb.xi(row, b, cb.c0 + 8 * nt + 2 * q + c)] =
@@ -1258,6 +1250,34 @@ vec emulate_fwd_band(const ref::problem& pb, const std::vector<float>& o, const 
       }
     }
   return y;
+}
+
+// y as the banded forward (agent_window_forward_band.cuh) computes it, before the 16-bit store: the walk above,
+// k steps of 16 tokens, lane weights by rows, emulated ldmatrix.trans of the staged x and mma products through
+// the PTX coordinates.
+template <class H>
+vec emulate_fwd_band(const ref::problem& pb, const std::vector<float>& o, const std::vector<float>& x, double max_offset) {
+  const td::dx_band_plan plan = td::make_dx_band_plan(pb.L, pb.M, pb.causal, max_offset);
+  const int S = plan.stage_rows;
+  return emulate_band_forward_walk(pb, o, S, [&](const fwd_band_block& fb, long seg, long, band_acc& acc) {
+    const long r0 = fb.r0, n = fb.n;
+    const std::vector<float> stage = band_stage(pb, x, fb.b, fb.cb, seg, n, S);
+    for (int warp = 0; warp < 8; ++warp) {
+      const long m0 = r0 + 16 * warp;
+      if (m0 >= n || fb.wlo[warp] > fb.whi[warp]) continue;
+      const long klo = std::max(r0 + fb.wlo[warp], seg), khi = std::min({r0 + long(fb.whi[warp]) + 1, seg + S, n});
+      for (int j0 = int(klo - seg); j0 < int(khi - seg); j0 += 16)
+        for (int p = 0; p < 4; ++p)
+          emulate_band_pair<H>(
+              stage, j0, p,
+              [&](int l, float(&w)[4][2]) {
+                const int g = l / 4;
+                td::band_lane_weights_rows<float>(fb.tap(p, 16 * warp + g), fb.tap(p, 16 * warp + g + 8),
+                                                  float(seg + j0 - m0 - g), l % 4, w);
+              },
+              &acc[size_t(warp * 32)]);
+    }
+  });
 }
 
 template <class H>
@@ -1528,130 +1548,64 @@ vec emulate_dx_band_tf32(const ref::problem& pb, const std::vector<float>& o, co
   return dx;
 }
 
-// y as the float banded forward (agent_window_forward_band_tf32.cuh) computes it: the 16-bit forward's row-tap table,
-// warp ranges, block span and segments (emulate_fwd_band), float's stage and k steps of 8 tokens from an even token
+// y as the float banded forward (agent_window_forward_band_tf32.cuh) computes it: the walk (emulate_band_forward_walk:
+// row taps, warp ranges, block span, segments, NaN marks, stores), float's stage and k steps of 8 tokens from an even token
 // (the lane's pointer as the kernel advances it, d stepped by +8), a elements by rows
-// (band_tf32_lane_weights_rows), 3xTF32 products through the m16n8k8 coordinates, NaN marks, the store mapping.
+// (band_tf32_lane_weights_rows), 3xTF32 products through the m16n8k8 coordinates.
 vec emulate_fwd_band_tf32(const ref::problem& pb, const std::vector<float>& o, const std::vector<float>& x, double max_offset,
                           int max_rows) {
   using mk8 = td::mma_m16n8k8;
   const td::dx_band_plan plan = td::make_dx_band_plan(pb.L, pb.M, pb.causal, max_offset, max_rows);
   const int S = plan.stage_rows, PR = S + td::band_tf32_pad;
-  const long R = pb.R();
-  const float inv_k = 1.0f / float(pb.L + pb.M + 1);
-  vec y(pb.x_size(), std::numeric_limits<double>::quiet_NaN());
   long bad = 0;
-  for (long b = 0; b < pb.B; ++b)
-    for (const channel_block& cb : channel_blocks(pb.C, pb.H)) {
-      const long n = pb.n(b), h_first = cb.c0 / R;
-      const int nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - h_first + 1);
-      REQUIRE(cb.cn % 16 == 0);
-      int pair_head[4];
-      for (int p = 0; p < 4; ++p) {
-        const int h = R <= 64 ? static_cast<int>(16 * p / R) : 0;
-        pair_head[p] = h < nh ? h : nh - 1;
-      }
-      for (long r0 = 0; r0 < pb.T; r0 += 128) {
-        std::vector<std::array<std::array<float, 4>, 8>> acc(size_t(8 * 32));
-        for (auto& a : acc)
-          for (auto& t : a) t.fill(0.0f);
-        std::vector<td::band_tap<float>> taps(size_t(nh) * 128);
-        if (r0 < n) {
-          for (int hh = 0; hh < nh; ++hh)
-            for (int j = 0; j < 128; ++j) {
-              const long u = r0 + j, h = h_first + hh;
-              td::band_tap<float> e = td::null_band_tap<float>();
-              if (u < n) {
-                const auto k = td::make_taps<float, long>(u, o[pb.oi(u, b, h)], pb.causal ? 0.0f : o[pb.oi(u, b, pb.H + h)],
-                                                          pb.L, pb.M, n, pb.causal);
-                e = td::make_band_row_tap<float, long>(k, u);
-              }
-              taps[size_t(hh) * 128 + size_t(j)] = e;
-            }
-          int wlo[8], whi[8], slo = INT_MAX, shi = INT_MIN;
-          for (int warp = 0; warp < 8; ++warp) {
-            wlo[warp] = INT_MAX, whi[warp] = INT_MIN;
-            for (int i = 0; i < 16 * nh; ++i) {
-              const int hh = i / 16, r = i % 16;
-              if (r0 + 16 * warp + r < n) {
-                int a, z;
-                td::band_row_tokens(taps[size_t(hh) * 128 + size_t(16 * warp + r)], a, z);
-                if (a <= z) {
-                  wlo[warp] = std::min(wlo[warp], 16 * warp + r + a);
-                  whi[warp] = std::max(whi[warp], 16 * warp + r + z);
-                }
-              }
-            }
-            if (wlo[warp] <= whi[warp]) slo = std::min(slo, wlo[warp]), shi = std::max(shi, whi[warp]);
-          }
-          const long span_lo = std::max(r0 + slo, 0L), span_hi = std::min(r0 + long(shi) + 1, n);
-          for (long seg = span_lo; seg < span_hi; seg += S) {
-            const int used = static_cast<int>(std::min<long>(span_hi - seg, S));
-            const int rows = (used + td::band_tf32_pad + 1) / 2 * 2;
-            REQUIRE(rows <= PR);
-            const std::vector<float> stage = band_tf32_stage(pb, x, b, cb, seg, rows, used, PR, bad);
-            for (int warp = 0; warp < 8; ++warp) {
-              const long m0 = r0 + 16 * warp;
-              if (m0 >= n || wlo[warp] > whi[warp]) continue;
-              const long klo = std::max(r0 + wlo[warp], seg), khi = std::min(r0 + long(whi[warp]) + 1, seg + long(used));
-              const int jstart = int(klo - seg) & ~1, jend = int(khi - seg);
-              int step = 0;
-              for (int j0 = jstart; j0 < jend; j0 += 8, ++step)
-                for (int p = 0; p < 4; ++p) {
-                  float w[32][4];
-                  for (int l = 0; l < 32; ++l) {
-                    const int g = l / 4, q = l % 4;
-                    const float d = float(seg + jstart + 2 * q - m0 - g) + 8.0f * float(step);
-                    td::band_tf32_lane_weights_rows<float>(taps[size_t(pair_head[p]) * 128 + size_t(16 * warp + g)],
-                                                           taps[size_t(pair_head[p]) * 128 + size_t(16 * warp + g + 8)], d,
-                                                           w[l]);
-                  }
-                  for (int h = 0; h < 2; ++h) {
-                    const int nt = 2 * p + h;
-                    auto bword = [&](int l, int e) {
-                      const int g = l / 4, q = l % 4;
-                      const int first = td::band_tf32_lane_word(jstart, q, g);
-                      const int adv = td::band_tf32_lane_word(jstart + 8, q, g) - first;
-                      const int at = first + 2048 * (step / 2) + (step % 2 ? adv : 0) + 32 * nt + e;
-                      bad += at != td::band_tf32_lane_word(j0, q, g) + 32 * nt + e;
-                      if (size_t(at) >= size_t(rows / 2) * 256) FAIL("stage read past the staged rows");
-                      return double(stage[size_t(at)]);
-                    };
-                    auto a_piece = [&](bool lo_piece) {
-                      return [&, lo_piece](int l, int e) {
-                        bad += td::band_k_perm(mk8::a_k(l, e)) != td::band_tf32_a_token(l % 4, e);
-                        const tf32_pieces pc = tf32_split_host(w[l][e]);
-                        return double(lo_piece ? pc.lo : pc.hi);
-                      };
-                    };
-                    std::array<float, 4> tile[32];
-                    for (int l = 0; l < 32; ++l) tile[l] = acc[size_t(warp * 32 + l)][size_t(nt)];
-                    emulate_mma1688(a_piece(false), [&](int l, int e) { return bword(l, e); }, tile);
-                    emulate_mma1688(a_piece(false), [&](int l, int e) { return bword(l, 2 + e); }, tile);
-                    emulate_mma1688(a_piece(true), [&](int l, int e) { return bword(l, e); }, tile);
-                    for (int l = 0; l < 32; ++l) acc[size_t(warp * 32 + l)][size_t(nt)] = tile[l];
-                  }
-                }
-            }
-          }
-        }
-        for (int warp = 0; warp < 8; ++warp)
+  const vec y = emulate_band_forward_walk(pb, o, S, [&](const fwd_band_block& fb, long seg, long span_hi, band_acc& acc) {
+    const long r0 = fb.r0, n = fb.n;
+    const int used = static_cast<int>(std::min<long>(span_hi - seg, S));
+    const int rows = (used + td::band_tf32_pad + 1) / 2 * 2;
+    REQUIRE(rows <= PR);
+    const std::vector<float> stage = band_tf32_stage(pb, x, fb.b, fb.cb, seg, rows, used, PR, bad);
+    for (int warp = 0; warp < 8; ++warp) {
+      const long m0 = r0 + 16 * warp;
+      if (m0 >= n || fb.wlo[warp] > fb.whi[warp]) continue;
+      const long klo = std::max(r0 + fb.wlo[warp], seg), khi = std::min(r0 + long(fb.whi[warp]) + 1, seg + long(used));
+      const int jstart = int(klo - seg) & ~1, jend = int(khi - seg);
+      int step = 0;
+      for (int j0 = jstart; j0 < jend; j0 += 8, ++step)
+        for (int p = 0; p < 4; ++p) {
+          float w[32][4];
           for (int l = 0; l < 32; ++l) {
             const int g = l / 4, q = l % 4;
-            for (int nt = 0; nt < cb.cn / 8; ++nt)
-              for (int hr = 0; hr < 2; ++hr) {
-                const long row = r0 + 16 * warp + g + 8 * hr;
-                if (row >= pb.T) continue;
-                const bool valid = row < n;
-                const float mark = valid ? taps[size_t(pair_head[nt / 2]) * 128 + size_t(16 * warp + g + 8 * hr)].ar : 0.0f;
-                const float sc = std::isnan(mark) ? mark : inv_k;
-                for (int c = 0; c < 2; ++c)
-                  y[pb.xi(row, b, cb.c0 + 8 * nt + 2 * q + c)] =
-                      valid ? double(acc[size_t(warp * 32 + l)][size_t(nt)][size_t(2 * hr + c)] * sc) : 0.0;
-              }
+            const float d = float(seg + jstart + 2 * q - m0 - g) + 8.0f * float(step);
+            td::band_tf32_lane_weights_rows<float>(fb.tap(p, 16 * warp + g), fb.tap(p, 16 * warp + g + 8), d, w[l]);
           }
-      }
+          for (int h = 0; h < 2; ++h) {
+            const int nt = 2 * p + h;
+            auto bword = [&](int l, int e) {
+              const int g = l / 4, q = l % 4;
+              const int first = td::band_tf32_lane_word(jstart, q, g);
+              const int adv = td::band_tf32_lane_word(jstart + 8, q, g) - first;
+              const int at = first + 2048 * (step / 2) + (step % 2 ? adv : 0) + 32 * nt + e;
+              bad += at != td::band_tf32_lane_word(j0, q, g) + 32 * nt + e;
+              if (size_t(at) >= size_t(rows / 2) * 256) FAIL("stage read past the staged rows");
+              return double(stage[size_t(at)]);
+            };
+            auto a_piece = [&](bool lo_piece) {
+              return [&, lo_piece](int l, int e) {
+                bad += td::band_k_perm(mk8::a_k(l, e)) != td::band_tf32_a_token(l % 4, e);
+                const tf32_pieces pc = tf32_split_host(w[l][e]);
+                return double(lo_piece ? pc.lo : pc.hi);
+              };
+            };
+            std::array<float, 4> tile[32];
+            for (int l = 0; l < 32; ++l) tile[l] = acc[size_t(warp * 32 + l)][size_t(nt)];
+            emulate_mma1688(a_piece(false), [&](int l, int e) { return bword(l, e); }, tile);
+            emulate_mma1688(a_piece(false), [&](int l, int e) { return bword(l, 2 + e); }, tile);
+            emulate_mma1688(a_piece(true), [&](int l, int e) { return bword(l, e); }, tile);
+            for (int l = 0; l < 32; ++l) acc[size_t(warp * 32 + l)][size_t(nt)] = tile[l];
+          }
+        }
     }
+  });
   CHECK(bad == 0);
   return y;
 }
