@@ -1722,9 +1722,9 @@ TEST_CASE("banded dx: every stage byte is distinct, and an ldmatrix matrix's 8 r
     }
 }
 
-TEST_CASE("banded dx and forward emulated lane by lane == reference: random shapes, bfloat16 and half, fused offset path or not") {
-  std::mt19937_64 rng(4242);
-  for (int i = 0; i < draws(16); ++i) {
+// A random problem for the banded kernels' emulations: heads of 16 .. 128 channels (whole 16-channel pieces),
+// windows to 121 tokens, a causal one every fourth draw, ragged lengths half the time.
+ref::problem random_band_problem(std::mt19937_64& rng, int i) {
     ref::problem pb;
     const long Rs[] = {16, 32, 48, 64, 80, 128};
     const long R = Rs[uniform_int(rng, 0, 5)];
@@ -1737,6 +1737,13 @@ TEST_CASE("banded dx and forward emulated lane by lane == reference: random shap
     pb.M = pb.causal ? 0 : (uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, 60));
     if (uniform_int(rng, 0, 1))
       for (long b = 0; b < pb.B; ++b) pb.lengths.push_back(uniform_int(rng, 0, pb.T));
+  return pb;
+}
+
+TEST_CASE("banded dx and forward emulated lane by lane == reference: random shapes, bfloat16 and half, fused offset path or not") {
+  std::mt19937_64 rng(4242);
+  for (int i = 0; i < draws(16); ++i) {
+    const ref::problem pb = random_band_problem(rng, i);
     check_band_emulation<Eigen::bfloat16>(pb, 1.0, 500 + i, i % 2 == 0);
     check_band_emulation<Eigen::half>(pb, 1.0, 600 + i, i % 2 == 1);
     check_fwd_band_emulation<Eigen::bfloat16>(pb, 1.0, 700 + i);
@@ -1831,18 +1838,7 @@ TEST_CASE("float banded dx: stage words written once, a quarter-warp's stores an
 TEST_CASE("float banded dx and forward emulated lane by lane == reference: random shapes, capped stages, fused offset path or not") {
   std::mt19937_64 rng(4343);
   for (int i = 0; i < draws(12); ++i) {
-    ref::problem pb;
-    const long Rs[] = {16, 32, 48, 64, 80, 128};
-    const long R = Rs[uniform_int(rng, 0, 5)];
-    pb.H = uniform_int(rng, 1, R >= 64 ? 2 : 4);
-    pb.C = pb.H * R;
-    pb.causal = i % 4 == 3;
-    pb.T = uniform_int(rng, 1, 330);
-    pb.B = uniform_int(rng, 1, 2);
-    pb.L = uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, 60);
-    pb.M = pb.causal ? 0 : (uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, 60));
-    if (uniform_int(rng, 0, 1))
-      for (long b = 0; b < pb.B; ++b) pb.lengths.push_back(uniform_int(rng, 0, pb.T));
+    const ref::problem pb = random_band_problem(rng, i);
     const int caps[] = {0, 32, 48, 144};
     check_band_tf32_emulation(pb, 1.0, 1500 + i, i % 2 == 0, 1.0, caps[i % 4]);
     check_fwd_band_tf32_emulation(pb, 1.0, 1600 + i, 1.0, caps[(i + 1) % 4]);
