@@ -1035,84 +1035,45 @@ void emulate_band_pair(const std::vector<float>& stage, int j0, int p, const Lan
         }
 }
 
-// dx (window part / K, plus W^T dz when dz is given) as the banded kernel computes it, before the 16-bit store.
-template <class H>
-vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const std::vector<float>& dy,
-                    const std::vector<float>* W, const std::vector<float>* dz, double max_offset) {
-  using mk8 = td::mma_m16n8k8;
-  const td::dx_band_plan plan = td::make_dx_band_plan(pb.L, pb.M, pb.causal, max_offset);
-  const int S = plan.stage_rows, PR = plan.padded_rows();
+// The banded dx's walk as band_dx_walk does it, shared by both emulations: per block (its state db; block(db)
+// stages W) and tile of 128 rows the span of tokens within the device's reach in segments of S tokens
+// (segment(db, r0, seg, span_hi, acc) multiplies one), then per warp 1/K, with dz offset_path(db, m0, warp, acc), and
+// the store mapping.
+using band_acc = std::vector<std::array<std::array<float, 4>, 8>>;  // [warp * 32 + lane][tile][element]
+struct dx_band_block {
+  long b, n, h_first, rl, rr;
+  int nh;
+  channel_block cb;
+  int pair_head[4];
+};
+template <class Block, class Segment, class OffsetPath>
+vec emulate_band_dx_walk(const ref::problem& pb, const std::vector<float>& o, int S, bool fused, Block&& block,
+                         Segment&& segment, OffsetPath&& offset_path) {
   long rl, rr;
   device_reach(pb, o, rl, rr);
   rl = std::min(rl, pb.T), rr = std::min(rr, pb.T);
-  const long R = pb.R(), P = pb.P();
-  const int steps = W ? static_cast<int>((P + 7) / 8) : 0;
+  const long R = pb.R();
   const float inv_k = 1.0f / float(pb.L + pb.M + 1);
   vec dx(pb.x_size(), std::numeric_limits<double>::quiet_NaN());
   for (long b = 0; b < pb.B; ++b)
     for (const channel_block& cb : channel_blocks(pb.C, pb.H)) {
-      const long n = pb.n(b), h_first = cb.c0 / R;
-      const int nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - h_first + 1);
+      dx_band_block db;
+      db.b = b, db.cb = cb, db.n = pb.n(b), db.h_first = cb.c0 / R, db.rl = rl, db.rr = rr;
+      db.nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - db.h_first + 1);
+      const long n = db.n;
       REQUIRE(cb.cn % 16 == 0);
-      int pair_head[4];
       for (int p = 0; p < 4; ++p) {
         const int h = R <= 64 ? static_cast<int>(16 * p / R) : 0;
-        pair_head[p] = h < nh ? h : nh - 1;
+        db.pair_head[p] = h < db.nh ? h : db.nh - 1;
       }
-      // W's b fragments, as the kernel's staging loop writes them
-      std::vector<float> wfrag(size_t(steps) * 8 * 32 * 2, std::numeric_limits<float>::quiet_NaN());
-      for (int i = 0; i < steps * 256; ++i) {
-        const td::band_w_item it = td::band_w_item_of(i);
-        const int s = it.s, nt = it.n, l = it.lane, ch = td::band_w_channel(it);
-        const long k = td::band_w_offset(it);
-        float w0 = 0.0f, w1 = 0.0f;
-        if (ch < cb.cn) {
-          if (k < P) w0 = (*W)[size_t(k * pb.C + cb.c0 + ch)];
-          if (k + 1 < P) w1 = (*W)[size_t((k + 1) * pb.C + cb.c0 + ch)];
-        }
-        wfrag[size_t(td::band_w_index(s, nt, l))] = w0;
-        wfrag[size_t(td::band_w_index(s, nt, l)) + 1] = w1;
-      }
+      block(db);
       for (long r0 = 0; r0 < pb.T; r0 += 128) {
-        std::vector<std::array<std::array<float, 4>, 8>> acc(size_t(8 * 32));  // [warp * 32 + lane][tile][e]
+        band_acc acc(size_t(8 * 32));
         for (auto& a : acc)
           for (auto& t : a) t.fill(0.0f);
         if (r0 < n) {
           const long span_lo = std::max(r0 - rr, 0L), span_hi = std::min(r0 + 128 + rl, n);
-          for (long seg = span_lo; seg < span_hi; seg += S) {
-            const std::vector<float> stage = band_stage(pb, dy, b, cb, seg, n, S);
-            std::vector<td::band_tap<float>> taps(size_t(nh) * size_t(PR));
-            for (int hh = 0; hh < nh; ++hh)
-              for (int j = 0; j < PR; ++j) {
-                const long u = seg + j, h = h_first + hh;
-                td::band_tap<float> e = td::null_band_tap<float>();
-                if (j < S && u < n) {
-                  const auto k = td::make_taps<float, long>(u, o[pb.oi(u, b, h)], pb.causal ? 0.0f : o[pb.oi(u, b, pb.H + h)],
-                                                            pb.L, pb.M, n, pb.causal);
-                  e = td::make_band_tap<float, long>(k, u);
-                }
-                taps[size_t(hh) * size_t(PR) + size_t(j)] = e;
-              }
-            for (int warp = 0; warp < 8; ++warp) {
-              const long m0 = r0 + 16 * warp;
-              if (m0 >= n) continue;
-              const long lo = std::max(m0 - rr, seg);
-              const long hi = std::min({m0 + 15 + rl, seg + S, n});
-              for (int j0 = int(lo - seg); j0 < int(hi - seg); j0 += 16)
-                for (int p = 0; p < 4; ++p)
-                  emulate_band_pair<H>(
-                      stage, j0, p,
-                      [&](int l, float(&w)[4][2]) {
-                        td::band_lane_weights<float>(
-                            [&](int j) {
-                              REQUIRE(j < PR);
-                              return taps[size_t(pair_head[p]) * size_t(PR) + size_t(j)];
-                            },
-                            j0, l % 4, float(m0 + l / 4 - seg), w);
-                      },
-                      &acc[size_t(warp * 32)]);
-            }
-          }
+          for (long seg = span_lo; seg < span_hi; seg += S) segment(db, r0, seg, span_hi, acc);
         }
         // epilogue: 1/K, the offset path, the store mapping
         for (int warp = 0; warp < 8; ++warp) {
@@ -1120,35 +1081,7 @@ vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const s
           for (int l = 0; l < 32; ++l)
             for (auto& t : acc[size_t(warp * 32 + l)])
               for (float& e : t) e *= inv_k;
-          if (dz && m0 < n)
-            for (int s = 0; s < steps; ++s) {
-              double Ahi[16][8], Alo[16][8], Bw[8][8][8];
-              for (int l = 0; l < 32; ++l) {
-                const int g = l / 4, q = l % 4;
-                for (int e = 0; e < 4; ++e) {
-                  const long row = m0 + g + (e % 2 ? 8 : 0), kk = td::band_dz_offset(s, q, e);
-                  const float v = row < n && kk < P ? (*dz)[pb.oi(row, b, kk)] : 0.0f;
-                  const float vh = tf32_trunc(v), vl = tf32_trunc(v - vh);
-                  // fragment index a_k stands for offset band_k_perm(a_k): the kernel's kk must be that
-                  REQUIRE(8L * s + td::band_k_perm(mk8::a_k(l, e)) == kk);
-                  Ahi[mk8::a_row(l, e)][mk8::a_k(l, e)] = vh;
-                  Alo[mk8::a_row(l, e)][mk8::a_k(l, e)] = vl;
-                }
-                for (int nt = 0; nt < 8; ++nt)
-                  for (int e = 0; e < 2; ++e)
-                    Bw[nt][mk8::b_k(l, e)][mk8::b_col(l, e)] = wfrag[size_t(td::band_w_index(s, nt, l)) + size_t(e)];
-              }
-              for (int l = 0; l < 32; ++l)
-                for (int nt = 0; nt < 8; ++nt)
-                  for (int e = 0; e < 4; ++e) {
-                    for (const auto* Am : {&Ahi, &Alo}) {
-                      double sum = 0.0;
-                      for (int k = 0; k < 8; ++k) sum += (*Am)[mk8::d_row(l, e)][k] * Bw[nt][k][mk8::d_col(l, e)];
-                      float& a = acc[size_t(warp * 32 + l)][size_t(nt)][size_t(e)];
-                      a = float(double(a) + sum);
-                    }
-                  }
-            }
+          if (fused && m0 < n) offset_path(db, m0, warp, acc);
           for (int l = 0; l < 32; ++l) {
             const int g = l / 4, q = l % 4;
             for (int nt = 0; nt < cb.cn / 8; ++nt)
@@ -1166,6 +1099,106 @@ vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const s
   return dx;
 }
 
+// The band tap (make_band_tap) of token u, head h of sequence b (valid length n).
+td::band_tap<float> band_token_tap(const ref::problem& pb, const std::vector<float>& o, long b, long n, long u, long h) {
+  const auto k = td::make_taps<float, long>(u, o[pb.oi(u, b, h)], pb.causal ? 0.0f : o[pb.oi(u, b, pb.H + h)], pb.L, pb.M,
+                                            n, pb.causal);
+  return td::make_band_tap<float, long>(k, u);
+}
+
+// dx (window part / K, plus W^T dz when dz is given) as the banded kernel computes it, before the 16-bit store:
+// the walk above, dy staged, the segment's tap table, k steps of 16 tokens, emulated ldmatrix.trans and mma
+// products, W's fragments as the kernel stages them and the offset path's TF32 products.
+template <class H>
+vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const std::vector<float>& dy,
+                    const std::vector<float>* W, const std::vector<float>* dz, double max_offset) {
+  using mk8 = td::mma_m16n8k8;
+  const td::dx_band_plan plan = td::make_dx_band_plan(pb.L, pb.M, pb.causal, max_offset);
+  const int S = plan.stage_rows, PR = plan.padded_rows();
+  const long P = pb.P();
+  const int steps = W ? static_cast<int>((P + 7) / 8) : 0;
+  std::vector<float> wfrag;
+  return emulate_band_dx_walk(
+      pb, o, S, dz != nullptr,
+      [&](const dx_band_block& db) {
+        // W's b fragments, as the kernel's staging loop writes them
+        wfrag.assign(size_t(steps) * 8 * 32 * 2, std::numeric_limits<float>::quiet_NaN());
+        for (int i = 0; i < steps * 256; ++i) {
+          const td::band_w_item it = td::band_w_item_of(i);
+          const int s = it.s, nt = it.n, l = it.lane, ch = td::band_w_channel(it);
+          const long k = td::band_w_offset(it);
+          float w0 = 0.0f, w1 = 0.0f;
+          if (ch < db.cb.cn) {
+            if (k < P) w0 = (*W)[size_t(k * pb.C + db.cb.c0 + ch)];
+            if (k + 1 < P) w1 = (*W)[size_t((k + 1) * pb.C + db.cb.c0 + ch)];
+          }
+          wfrag[size_t(td::band_w_index(s, nt, l))] = w0;
+          wfrag[size_t(td::band_w_index(s, nt, l)) + 1] = w1;
+        }
+      },
+      [&](const dx_band_block& db, long r0, long seg, long, band_acc& acc) {
+        const long n = db.n;
+        const std::vector<float> stage = band_stage(pb, dy, db.b, db.cb, seg, n, S);
+        std::vector<td::band_tap<float>> taps(size_t(db.nh) * size_t(PR));
+        for (int hh = 0; hh < db.nh; ++hh)
+          for (int j = 0; j < PR; ++j) {
+            const long u = seg + j;
+            taps[size_t(hh) * size_t(PR) + size_t(j)] =
+                j < S && u < n ? band_token_tap(pb, o, db.b, n, u, db.h_first + hh) : td::null_band_tap<float>();
+          }
+        for (int warp = 0; warp < 8; ++warp) {
+          const long m0 = r0 + 16 * warp;
+          if (m0 >= n) continue;
+          const long lo = std::max(m0 - db.rr, seg);
+          const long hi = std::min({m0 + 15 + db.rl, seg + S, n});
+          for (int j0 = int(lo - seg); j0 < int(hi - seg); j0 += 16)
+            for (int p = 0; p < 4; ++p)
+              emulate_band_pair<H>(
+                  stage, j0, p,
+                  [&](int l, float(&w)[4][2]) {
+                    td::band_lane_weights<float>(
+                        [&](int j) {
+                          REQUIRE(j < PR);
+                          return taps[size_t(db.pair_head[p]) * size_t(PR) + size_t(j)];
+                        },
+                        j0, l % 4, float(m0 + l / 4 - seg), w);
+                  },
+                  &acc[size_t(warp * 32)]);
+        }
+      },
+      [&](const dx_band_block& db, long m0, int warp, band_acc& acc) {
+        const long n = db.n;
+        for (int s = 0; s < steps; ++s) {
+          double Ahi[16][8], Alo[16][8], Bw[8][8][8];
+          for (int l = 0; l < 32; ++l) {
+            const int g = l / 4, q = l % 4;
+            for (int e = 0; e < 4; ++e) {
+              const long row = m0 + g + (e % 2 ? 8 : 0), kk = td::band_dz_offset(s, q, e);
+              const float v = row < n && kk < P ? (*dz)[pb.oi(row, db.b, kk)] : 0.0f;
+              const float vh = tf32_trunc(v), vl = tf32_trunc(v - vh);
+              // fragment index a_k stands for offset band_k_perm(a_k): the kernel's kk must be that
+              REQUIRE(8L * s + td::band_k_perm(mk8::a_k(l, e)) == kk);
+              Ahi[mk8::a_row(l, e)][mk8::a_k(l, e)] = vh;
+              Alo[mk8::a_row(l, e)][mk8::a_k(l, e)] = vl;
+            }
+            for (int nt = 0; nt < 8; ++nt)
+              for (int e = 0; e < 2; ++e)
+                Bw[nt][mk8::b_k(l, e)][mk8::b_col(l, e)] = wfrag[size_t(td::band_w_index(s, nt, l)) + size_t(e)];
+          }
+          for (int l = 0; l < 32; ++l)
+            for (int nt = 0; nt < 8; ++nt)
+              for (int e = 0; e < 4; ++e) {
+                for (const auto* Am : {&Ahi, &Alo}) {
+                  double sum = 0.0;
+                  for (int k = 0; k < 8; ++k) sum += (*Am)[mk8::d_row(l, e)][k] * Bw[nt][k][mk8::d_col(l, e)];
+                  float& a = acc[size_t(warp * 32 + l)][size_t(nt)][size_t(e)];
+                  a = float(double(a) + sum);
+                }
+              }
+        }
+      });
+}
+
 // The banded forward's walk as band_forward_walk does it, shared by both emulations: per block and tile of 128
 // rows the row-tap table, the warps' token ranges [r0 + wlo, r0 + whi] and the block span, its segments of S tokens
 // (segment(fb, seg, span_hi, acc) multiplies one, fb the block's and tile's state), the NaN marks, 1/K and the
@@ -1178,7 +1211,6 @@ struct fwd_band_block {
   std::vector<td::band_tap<float>> taps;  // [head][128 rows]
   const td::band_tap<float>& tap(int p, int row) const { return taps[size_t(pair_head[p]) * 128 + size_t(row)]; }
 };
-using band_acc = std::vector<std::array<std::array<float, 4>, 8>>;  // [warp * 32 + lane][tile][element]
 template <class Segment>
 vec emulate_band_forward_walk(const ref::problem& pb, const std::vector<float>& o, int S, Segment&& segment) {
   const long R = pb.R();
@@ -1392,158 +1424,117 @@ vec emulate_dx_band_tf32(const ref::problem& pb, const std::vector<float>& o, co
   const td::dx_band_plan plan = td::make_dx_band_plan(pb.L, pb.M, pb.causal, max_offset, max_rows);
   const int S = plan.stage_rows, PR = S + td::band_tf32_pad;
   REQUIRE(S % 16 == 0);
-  long rl, rr;
-  device_reach(pb, o, rl, rr);
-  rl = std::min(rl, pb.T), rr = std::min(rr, pb.T);
-  const long R = pb.R(), P = pb.P();
+  const long P = pb.P();
   const int steps = W ? static_cast<int>((P + 7) / 8) : 0;
-  const float inv_k = 1.0f / float(pb.L + pb.M + 1);
   const float nan = std::numeric_limits<float>::quiet_NaN();
-  vec dx(pb.x_size(), std::numeric_limits<double>::quiet_NaN());
   long bad = 0;  // coordinate checks of the hot loops, counted (one assertion at the end, not one per element)
-  for (long b = 0; b < pb.B; ++b)
-    for (const channel_block& cb : channel_blocks(pb.C, pb.H)) {
-      const long n = pb.n(b), h_first = cb.c0 / R;
-      const int nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - h_first + 1);
-      REQUIRE(cb.cn % 16 == 0);
-      int pair_head[4];
-      for (int p = 0; p < 4; ++p) {
-        const int h = R <= 64 ? static_cast<int>(16 * p / R) : 0;
-        pair_head[p] = h < nh ? h : nh - 1;
-      }
-      std::vector<float> wfrag(size_t(steps) * 256 * 4, nan);
-      for (int i = 0; i < steps * 256; ++i) {
-        const td::band_w_item it = td::band_w_item_of(i);
-        const int ch = td::band_w_channel(it);
-        const long k = td::band_w_offset(it);
-        float w0 = 0.0f, w1 = 0.0f;
-        if (ch < cb.cn) {
-          if (k < P) w0 = (*W)[size_t(k * pb.C + cb.c0 + ch)];
-          if (k + 1 < P) w1 = (*W)[size_t((k + 1) * pb.C + cb.c0 + ch)];
-        }
-        const tf32_pieces a = tf32_split_host(w0), c = tf32_split_host(w1);
-        float* f = &wfrag[size_t(td::band_tf32_w_index(it.s, it.n, it.lane))];
-        f[0] = a.hi, f[1] = c.hi, f[2] = std::isinf(a.hi) ? 0.0f : a.lo, f[3] = std::isinf(c.hi) ? 0.0f : c.lo;
-      }
-      for (long r0 = 0; r0 < pb.T; r0 += 128) {
-        std::vector<std::array<std::array<float, 4>, 8>> acc(size_t(8 * 32));  // [warp * 32 + lane][tile][e]
-        for (auto& a : acc)
-          for (auto& t : a) t.fill(0.0f);
-        if (r0 < n) {
-          const long span_lo = std::max(r0 - rr, 0L), span_hi = std::min(r0 + 128 + rl, n);
-          for (long seg = span_lo; seg < span_hi; seg += S) {
-            const int used = static_cast<int>(std::min<long>(span_hi - seg, S));
-            const int rows = (used + td::band_tf32_pad + 1) / 2 * 2;
-            REQUIRE(rows <= PR);
-            // 1. the stage, as the 256 threads write it
-            const std::vector<float> stage = band_tf32_stage(pb, dy, b, cb, seg, rows, used, PR, bad);
-            std::vector<td::band_tap<float>> taps(size_t(nh) * size_t(PR), td::band_tap<float>{nan, nan});
-            for (int hh = 0; hh < nh; ++hh)
-              for (int j = 0; j < rows; ++j) {
-                const long u = seg + j, h = h_first + hh;
-                td::band_tap<float> e = td::null_band_tap<float>();
-                if (j < used) {
-                  const auto k = td::make_taps<float, long>(u, o[pb.oi(u, b, h)], pb.causal ? 0.0f : o[pb.oi(u, b, pb.H + h)],
-                                                            pb.L, pb.M, n, pb.causal);
-                  e = td::make_band_tap<float, long>(k, u);
-                }
-                taps[size_t(hh) * size_t(PR) + size_t(j)] = e;
-              }
-            // 2. each warp's k steps
-            for (int warp = 0; warp < 8; ++warp) {
-              const long m0 = r0 + 16 * warp;
-              if (m0 >= n) continue;
-              const long lo = std::max(m0 - rr, seg), hi = std::min(m0 + 15 + rl, seg + long(used));
-              const int jstart = int(lo - seg) & ~1, jend = int(hi - seg);
-              int step = 0;
-              for (int j0 = jstart; j0 < jend; j0 += 8, ++step) {
-                for (int p = 0; p < 4; ++p) {
-                  float w[32][4];
-                  for (int l = 0; l < 32; ++l) {
-                    const int g = l / 4, q = l % 4;
-                    if (j0 + 2 * q + 1 >= rows) FAIL("tap read past the table's rows");
-                    const float d = float(m0 + g - seg) - float(jstart + 2 * q) - 8.0f * float(step);
-                    td::band_tf32_lane_weights<float>(taps[size_t(pair_head[p]) * size_t(PR) + size_t(j0 + 2 * q)],
-                                                      taps[size_t(pair_head[p]) * size_t(PR) + size_t(j0 + 2 * q + 1)], d,
-                                                      w[l]);
-                  }
-                  for (int h = 0; h < 2; ++h) {
-                    const int nt = 2 * p + h;
-                    auto bword = [&](int l, int e) {
-                      const int g = l / 4, q = l % 4;
-                      // the kernel's pointer: its first k step's word, advanced by adv, then 2048 - adv, ...
-                      const int first = td::band_tf32_lane_word(jstart, q, g);
-                      const int adv = td::band_tf32_lane_word(jstart + 8, q, g) - first;
-                      const int at = first + 2048 * (step / 2) + (step % 2 ? adv : 0) + 32 * nt + e;
-                      bad += at != td::band_tf32_lane_word(j0, q, g) + 32 * nt + e;
-                      // a and b name the same tokens: b element e is token 2 q + e, k = band_k_perm order
-                      bad += td::band_k_perm(mk8::b_k(l, e % 2)) != 2 * q + e % 2;
-                      if (size_t(at) >= size_t(rows / 2) * 256) FAIL("stage read past the staged rows");
-                      return stage[size_t(at)];
-                    };
-                    auto a_piece = [&](bool lo_piece) {
-                      return [&, lo_piece](int l, int e) {
-                        bad += td::band_k_perm(mk8::a_k(l, e)) != td::band_tf32_a_token(l % 4, e);
-                        const tf32_pieces pc = tf32_split_host(w[l][e]);
-                        return double(lo_piece ? pc.lo : pc.hi);
-                      };
-                    };
-                    std::array<float, 4> tile[32];
-                    for (int l = 0; l < 32; ++l) tile[l] = acc[size_t(warp * 32 + l)][size_t(nt)];
-                    emulate_mma1688(a_piece(false), [&](int l, int e) { return double(bword(l, e)); }, tile);
-                    emulate_mma1688(a_piece(false), [&](int l, int e) { return double(bword(l, 2 + e)); }, tile);
-                    emulate_mma1688(a_piece(true), [&](int l, int e) { return double(bword(l, e)); }, tile);
-                    for (int l = 0; l < 32; ++l) acc[size_t(warp * 32 + l)][size_t(nt)] = tile[l];
-                  }
-                }
-              }
-            }
+  std::vector<float> wfrag;
+  const vec dx = emulate_band_dx_walk(
+      pb, o, S, dz != nullptr,
+      [&](const dx_band_block& db) {
+        wfrag.assign(size_t(steps) * 256 * 4, nan);
+        for (int i = 0; i < steps * 256; ++i) {
+          const td::band_w_item it = td::band_w_item_of(i);
+          const int ch = td::band_w_channel(it);
+          const long k = td::band_w_offset(it);
+          float w0 = 0.0f, w1 = 0.0f;
+          if (ch < db.cb.cn) {
+            if (k < P) w0 = (*W)[size_t(k * pb.C + db.cb.c0 + ch)];
+            if (k + 1 < P) w1 = (*W)[size_t((k + 1) * pb.C + db.cb.c0 + ch)];
           }
+          const tf32_pieces a = tf32_split_host(w0), c = tf32_split_host(w1);
+          float* f = &wfrag[size_t(td::band_tf32_w_index(it.s, it.n, it.lane))];
+          f[0] = a.hi, f[1] = c.hi, f[2] = std::isinf(a.hi) ? 0.0f : a.lo, f[3] = std::isinf(c.hi) ? 0.0f : c.lo;
         }
-        // epilogue: 1/K, the offset path (3xTF32), the store mapping
+      },
+      [&](const dx_band_block& db, long r0, long seg, long span_hi, band_acc& acc) {
+        const long n = db.n;
+        const int used = static_cast<int>(std::min<long>(span_hi - seg, S));
+        const int rows = (used + td::band_tf32_pad + 1) / 2 * 2;
+        REQUIRE(rows <= PR);
+        // 1. the stage, as the 256 threads write it
+        const std::vector<float> stage = band_tf32_stage(pb, dy, db.b, db.cb, seg, rows, used, PR, bad);
+        std::vector<td::band_tap<float>> taps(size_t(db.nh) * size_t(PR), td::band_tap<float>{nan, nan});
+        for (int hh = 0; hh < db.nh; ++hh)
+          for (int j = 0; j < rows; ++j)
+            taps[size_t(hh) * size_t(PR) + size_t(j)] =
+                j < used ? band_token_tap(pb, o, db.b, n, seg + j, db.h_first + hh) : td::null_band_tap<float>();
+        // 2. each warp's k steps
         for (int warp = 0; warp < 8; ++warp) {
           const long m0 = r0 + 16 * warp;
-          for (int l = 0; l < 32; ++l)
-            for (auto& t : acc[size_t(warp * 32 + l)])
-              for (float& e : t) e *= inv_k;
-          if (dz && m0 < n)
-            for (int s = 0; s < steps; ++s)
-              for (int nt = 0; nt < 8; ++nt) {
-                auto z_piece = [&](bool lo_piece) {
-                  return [&, lo_piece](int l, int e) {
-                    const int g = l / 4, q = l % 4;
-                    const long row = m0 + g + (e % 2 ? 8 : 0), kk = td::band_dz_offset(s, q, e);
-                    const float v = row < n && kk < P ? (*dz)[pb.oi(row, b, kk)] : 0.0f;
-                    const tf32_pieces pc = tf32_split_host(v);
-                    return double(lo_piece ? pc.lo : pc.hi);
-                  };
+          if (m0 >= n) continue;
+          const long lo = std::max(m0 - db.rr, seg), hi = std::min(m0 + 15 + db.rl, seg + long(used));
+          const int jstart = int(lo - seg) & ~1, jend = int(hi - seg);
+          int step = 0;
+          for (int j0 = jstart; j0 < jend; j0 += 8, ++step) {
+            for (int p = 0; p < 4; ++p) {
+              float w[32][4];
+              for (int l = 0; l < 32; ++l) {
+                const int g = l / 4, q = l % 4;
+                if (j0 + 2 * q + 1 >= rows) FAIL("tap read past the table's rows");
+                const float d = float(m0 + g - seg) - float(jstart + 2 * q) - 8.0f * float(step);
+                td::band_tf32_lane_weights<float>(taps[size_t(db.pair_head[p]) * size_t(PR) + size_t(j0 + 2 * q)],
+                                                  taps[size_t(db.pair_head[p]) * size_t(PR) + size_t(j0 + 2 * q + 1)], d,
+                                                  w[l]);
+              }
+              for (int h = 0; h < 2; ++h) {
+                const int nt = 2 * p + h;
+                auto bword = [&](int l, int e) {
+                  const int g = l / 4, q = l % 4;
+                  // the kernel's pointer: its first k step's word, advanced by adv, then 2048 - adv, ...
+                  const int first = td::band_tf32_lane_word(jstart, q, g);
+                  const int adv = td::band_tf32_lane_word(jstart + 8, q, g) - first;
+                  const int at = first + 2048 * (step / 2) + (step % 2 ? adv : 0) + 32 * nt + e;
+                  bad += at != td::band_tf32_lane_word(j0, q, g) + 32 * nt + e;
+                  // a and b name the same tokens: b element e is token 2 q + e, k = band_k_perm order
+                  bad += td::band_k_perm(mk8::b_k(l, e % 2)) != 2 * q + e % 2;
+                  if (size_t(at) >= size_t(rows / 2) * 256) FAIL("stage read past the staged rows");
+                  return stage[size_t(at)];
                 };
-                auto w_piece = [&](bool lo_piece) {
+                auto a_piece = [&](bool lo_piece) {
                   return [&, lo_piece](int l, int e) {
-                    return double(wfrag[size_t(td::band_tf32_w_index(s, nt, l)) + size_t(lo_piece ? 2 : 0) + size_t(e)]);
+                    bad += td::band_k_perm(mk8::a_k(l, e)) != td::band_tf32_a_token(l % 4, e);
+                    const tf32_pieces pc = tf32_split_host(w[l][e]);
+                    return double(lo_piece ? pc.lo : pc.hi);
                   };
                 };
                 std::array<float, 4> tile[32];
                 for (int l = 0; l < 32; ++l) tile[l] = acc[size_t(warp * 32 + l)][size_t(nt)];
-                emulate_mma1688(z_piece(false), w_piece(false), tile);
-                emulate_mma1688(z_piece(false), w_piece(true), tile);
-                emulate_mma1688(z_piece(true), w_piece(false), tile);
+                emulate_mma1688(a_piece(false), [&](int l, int e) { return double(bword(l, e)); }, tile);
+                emulate_mma1688(a_piece(false), [&](int l, int e) { return double(bword(l, 2 + e)); }, tile);
+                emulate_mma1688(a_piece(true), [&](int l, int e) { return double(bword(l, e)); }, tile);
                 for (int l = 0; l < 32; ++l) acc[size_t(warp * 32 + l)][size_t(nt)] = tile[l];
               }
-          for (int l = 0; l < 32; ++l) {
-            const int g = l / 4, q = l % 4;
-            for (int nt = 0; nt < cb.cn / 8; ++nt)
-              for (int hr = 0; hr < 2; ++hr) {
-                const long row = m0 + g + 8 * hr;
-                if (row >= pb.T) continue;
-                for (int c = 0; c < 2; ++c)
-                  dx[pb.xi(row, b, cb.c0 + 8 * nt + 2 * q + c)] =
-                      row < n ? double(acc[size_t(warp * 32 + l)][size_t(nt)][size_t(2 * hr + c)]) : 0.0;
-              }
+            }
           }
         }
-      }
-    }
+      },
+      // the offset path (3xTF32)
+      [&](const dx_band_block& db, long m0, int warp, band_acc& acc) {
+        for (int s = 0; s < steps; ++s)
+          for (int nt = 0; nt < 8; ++nt) {
+            auto z_piece = [&](bool lo_piece) {
+              return [&, lo_piece](int l, int e) {
+                const int g = l / 4, q = l % 4;
+                const long row = m0 + g + (e % 2 ? 8 : 0), kk = td::band_dz_offset(s, q, e);
+                const float v = row < db.n && kk < P ? (*dz)[pb.oi(row, db.b, kk)] : 0.0f;
+                const tf32_pieces pc = tf32_split_host(v);
+                return double(lo_piece ? pc.lo : pc.hi);
+              };
+            };
+            auto w_piece = [&](bool lo_piece) {
+              return [&, lo_piece](int l, int e) {
+                return double(wfrag[size_t(td::band_tf32_w_index(s, nt, l)) + size_t(lo_piece ? 2 : 0) + size_t(e)]);
+              };
+            };
+            std::array<float, 4> tile[32];
+            for (int l = 0; l < 32; ++l) tile[l] = acc[size_t(warp * 32 + l)][size_t(nt)];
+            emulate_mma1688(z_piece(false), w_piece(false), tile);
+            emulate_mma1688(z_piece(false), w_piece(true), tile);
+            emulate_mma1688(z_piece(true), w_piece(false), tile);
+            for (int l = 0; l < 32; ++l) acc[size_t(warp * 32 + l)][size_t(nt)] = tile[l];
+          }
+      });
   CHECK(bad == 0);
   return dx;
 }
