@@ -70,13 +70,9 @@ class talk_conv : public basic_talk_conv<Heads> {
     e.shape = xs;
     std::size_t inner = 0;
     forward_at(nullptr, inner, e, stream, 0);
-    detail::workspace_plan plan;
-    const std::size_t at_in = plan.add(inner);
-    const std::size_t at_y = plan.add(detail::checked_bytes(xs.T * xs.B * xs.C, sizeof(T), "T*B*C"));
-    const std::size_t at_s =
-        plan.add(a.saved_offsets ? detail::checked_bytes(xs.T * xs.B * num_offsets(), sizeof(acc_type), "T*B*P") : 0);
-    const std::size_t at_n = plan.add(a.lengths ? std::size_t(xs.B) * sizeof(index_t) : 0);
-    if (detail::workspace_query(workspace, workspace_bytes, plan.bytes)) return;
+    const shard_workspace sw = plan_shard_workspace(inner, xs, a.saved_offsets != nullptr, a.lengths != nullptr);
+    const std::size_t at_in = sw.inner, at_y = sw.rows, at_s = sw.saved, at_n = sw.lengths;
+    if (detail::workspace_query(workspace, workspace_bytes, sw.bytes)) return;
     talkconv::detail::require_pointer(a.x, "x");
     talkconv::detail::require_pointer(a.weight, "weight");
     talkconv::detail::require_pointer(a.y, "y");
@@ -103,13 +99,9 @@ class talk_conv : public basic_talk_conv<Heads> {
     e.shape = xs;
     std::size_t inner = 0;
     backward_at(nullptr, inner, e, stream, 0);
-    detail::workspace_plan plan;
-    const std::size_t at_in = plan.add(inner);
-    const std::size_t at_dy = plan.add(detail::checked_bytes(xs.T * xs.B * xs.C, sizeof(T), "T*B*C"));
-    const std::size_t at_s =
-        plan.add(a.saved_offsets ? detail::checked_bytes(xs.T * xs.B * num_offsets(), sizeof(acc_type), "T*B*P") : 0);
-    const std::size_t at_n = plan.add(a.lengths ? std::size_t(xs.B) * sizeof(index_t) : 0);
-    if (detail::workspace_query(workspace, workspace_bytes, plan.bytes)) return;
+    const shard_workspace sw = plan_shard_workspace(inner, xs, a.saved_offsets != nullptr, a.lengths != nullptr);
+    const std::size_t at_in = sw.inner, at_dy = sw.rows, at_s = sw.saved, at_n = sw.lengths;
+    if (detail::workspace_query(workspace, workspace_bytes, sw.bytes)) return;
     talkconv::detail::require_pointer(a.x, "x");
     talkconv::detail::require_pointer(a.weight, "weight");
     talkconv::detail::require_pointer(a.dy, "dy");
@@ -254,6 +246,22 @@ class talk_conv : public basic_talk_conv<Heads> {
   }
 
   // Global lengths shifted to the shard's rows (device, into `at`), or null.
+  // The shard calls' workspace: the inner call's, one T*B*C tensor of T over the extended rows (y or dy), the
+  // saved offsets over them (when given), the shifted lengths (when given); byte offsets and the total.
+  struct shard_workspace {
+    std::size_t inner, rows, saved, lengths, bytes;
+  };
+  shard_workspace plan_shard_workspace(std::size_t inner, const seq_shape& xs, bool saved, bool lengths) const {
+    detail::workspace_plan plan;
+    shard_workspace w;
+    w.inner = plan.add(inner);
+    w.rows = plan.add(detail::checked_bytes(xs.T * xs.B * xs.C, sizeof(T), "T*B*C"));
+    w.saved = plan.add(saved ? detail::checked_bytes(xs.T * xs.B * num_offsets(), sizeof(acc_type), "T*B*P") : 0);
+    w.lengths = plan.add(lengths ? std::size_t(xs.B) * sizeof(index_t) : 0);
+    w.bytes = plan.bytes;
+    return w;
+  }
+
   static const index_t* shard_lengths(const index_t* lengths, const shard_params& s, index_t B, char* at,
                                       cudaStream_t stream) {
     if (lengths == nullptr) return nullptr;
