@@ -245,7 +245,6 @@ class talk_conv : public basic_talk_conv<Heads> {
     detail::launch_param_grads(c, a.shape, pp, stream);
   }
 
-  // Global lengths shifted to the shard's rows (device, into `at`), or null.
   // The shard calls' workspace: the inner call's, one T*B*C tensor of T over the extended rows (y or dy), the
   // saved offsets over them (when given), the shifted lengths (when given); byte offsets and the total.
   struct shard_workspace {
@@ -262,6 +261,7 @@ class talk_conv : public basic_talk_conv<Heads> {
     return w;
   }
 
+  // Global lengths shifted to the shard's rows (device, into `at`), or null.
   static const index_t* shard_lengths(const index_t* lengths, const shard_params& s, index_t B, char* at,
                                       cudaStream_t stream) {
     if (lengths == nullptr) return nullptr;
