@@ -111,6 +111,10 @@ void window_long_halo_cases() {
   // (window_forward_segments_kernel); offsets up to 1.5 against a span sized for 1 put some windows past
   // the span (the direct path) beside the segmented ones.
   window_case<T>(shaped_case(96, 1800, 2, 128, 2, 700, 500, false, layout::tbc, {1800, 1234}), 1.5, 1.0f);
+  // Narrow heads past the banded limits (R = 16: 4 heads per block; 16-bit x stages one dy row per queued
+  // record): the input gradient's rounds, ring and batches, its carry chained over blocks of 4 tiles and a
+  // partial last block (9 tiles), a ragged sequence.
+  window_case<T>(shaped_case(95, 1100, 2, 64, 4, 200, 150, false, layout::btc, {1100, 901}), 1.0);
 }
 
 // The banded dx (16-bit x, R % 16 == 0, K <= 255): offsets past the planned max_offset (several segments per
