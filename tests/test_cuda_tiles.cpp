@@ -365,6 +365,39 @@ TEST_CASE("emulated CUDA dx: windows far beyond max_offset, huge L and M on a lo
   check_emulation<float>(wide, 1.0, 98, 8, 64);
 }
 
+TEST_CASE("emulated CUDA dx: a NaN offset gives NaN in its head's rows at or below it within its block, never another head") {
+  // Token 700 (block 1: rows 512 .. 1023, tiles of 128) with a NaN left offset in head 0: its left taps sit at row
+  // 699 with NaN weights, the suffix sums carry the NaN down to the block's first row through the chained carry.
+  ref::problem pb;
+  pb.T = 1100, pb.B = 1, pb.C = 128, pb.H = 2, pb.L = 20, pb.M = 20;
+  std::mt19937_64 rng(31);
+  vec od = uniform_vec(rng, pb.o_size(), 0.0, 1.0);
+  const vec dyd = normal_vec(rng, pb.x_size());
+  std::vector<float> o(od.begin(), od.end());
+  const std::vector<float> dy(dyd.begin(), dyd.end());
+  o[pb.oi(700, 0, 0)] = std::numeric_limits<float>::quiet_NaN();
+  const vec dx = emulate_dx<float>(pb, o, dy, 4);
+  vec dx_ref, do_ref;  // head 1 does not depend on head 0's offsets: the reference (finite offsets only) has 0.5 there
+  vec o_ref(o.begin(), o.end());
+  o_ref[size_t(pb.oi(700, 0, 0))] = 0.5;
+  ref::window_backward(pb, vec(pb.x_size(), 0.0), o_ref, vec(dy.begin(), dy.end()), dx_ref, do_ref);
+  long bad_head1 = 0, nan_head0 = 0, bad_head0 = 0;
+  for (long t = 0; t < pb.T; ++t)
+    for (long c = 0; c < pb.C; ++c) {
+      const double v = dx[pb.xi(t, 0, c)];
+      if (c >= 64) {
+        bad_head1 += !(std::abs(v - dx_ref[pb.xi(t, 0, c)]) <= 1e-4);
+      } else if (t >= 512 && t <= 699) {
+        nan_head0 += std::isnan(v);
+      } else {
+        bad_head0 += !std::isfinite(v);
+      }
+    }
+  CHECK(bad_head1 == 0);
+  CHECK(bad_head0 == 0);
+  CHECK(nan_head0 == (699 - 512 + 1) * 64);
+}
+
 TEST_CASE("emulated CUDA dx: integer bounds (offsets 0 and 1) and many narrow heads") {
   ref::problem pb;
   pb.T = 300, pb.B = 2, pb.C = 64, pb.H = 64, pb.L = 5, pb.M = 7;  // 64 heads in one block: short tiles

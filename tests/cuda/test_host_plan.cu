@@ -266,7 +266,7 @@ TEST_CASE("dx kernel's shared memory: staged dy rows within the opt-in; on an H1
     const d::dx_smem_plan q = d::plan_input_grad_smem<T, int, P::vec, Fused>(p, np, per_sm);
     const int groups = P::shape(P::vec).groups;
     // A fused plan beyond the opt-in is not launched (launch_input_grad runs the unfused kernel): that one fits.
-    // Only float with many offsets (P = 128) on a GPU with 99 KiB per block takes that way.
+    // With 32-bit indices none does here (the 64-bit case below does).
     if (Fused && !d::dx_plan_fits(q, optin)) {
       CHECK((std::is_same<T, float>::value && np > 64 && optin < 200000));
       CHECK(d::dx_plan_fits(d::plan_input_grad_smem<T, int, P::vec, false>(p, np, per_sm), optin));
@@ -311,6 +311,18 @@ TEST_CASE("dx kernel's shared memory: staged dy rows within the opt-in; on an H1
       check_dx(float{}, std::true_type{}, s, w, optin);
       check_dx(double{}, std::false_type{}, s, w, optin);
     }
+  // 64-bit indices, float, P = 128 (H = 64) on 99 KiB per block (sm_86 / sm_89): the fused plan (W^T split hi + lo,
+  // 64 KB) does not fit, the launcher runs the unfused kernel, whose plan does; with 32-bit indices the fused one fits.
+  {
+    using P = d::dx_policy<float>;
+    const talkconv::seq_shape s{4096, 16, 1024, layout::tbc};
+    const talkconv::window_params w{64, 255, 255, false};
+    const d::dx_launch p = d::plan_input_grad<float>(s, w);
+    const std::size_t optin = 101376, per_sm = optin + 1024;
+    CHECK_FALSE(d::dx_plan_fits(d::plan_input_grad_smem<float, long long, P::vec, true>(p, w.num_offsets(), per_sm), optin));
+    CHECK(d::dx_plan_fits(d::plan_input_grad_smem<float, long long, P::vec, false>(p, w.num_offsets(), per_sm), optin));
+    CHECK(d::dx_plan_fits(d::plan_input_grad_smem<float, int, P::vec, true>(p, w.num_offsets(), per_sm), optin));
+  }
 }
 
 TEST_CASE("banded kernels' plans: a tile's span in one segment at the planned max_offset, shared memory within every opt-in") {
