@@ -108,12 +108,10 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
             w[size_t(j)] = ww[j];
           }
         };
-        // Rounds of per_round tokens x nh heads queue the pairs with an event, in pair order; batches take
-        // `cap` queued records at a time (the kernel interleaves rounds and batches; the queue is first in,
-        // first out, so the batches are these).
+        // Rounds of per_round tokens x nh heads queue the pairs with an event, in pair order; batches take up to
+        // 256 queued records (the kernel interleaves rounds and batches; the queue is first in, first out, so the
+        // batches are these), staged: and at most stage_rows distinct tokens, one stage row each.
         const int per_round = td::dx_tokens_per_round(S.threads, nh);
-        const int cap = stage_rows > 0 ? stage_rows : S.threads;
-        REQUIRE(cap <= S.threads);
         std::vector<std::pair<long, int>> records;
         for (long ur = u0; ur < u1; ur += per_round)
           for (int p = 0; p < S.threads; ++p) {
@@ -125,17 +123,28 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
                                                   pb.L, pb.M, n, pb.causal);
             if (td::dx_pair_queued<A, long>(k, t0, t1, last)) records.push_back({u, ph});
           }
-        for (size_t r0 = 0; r0 < records.size(); r0 += size_t(cap)) {
-          const int np = static_cast<int>(std::min(records.size() - r0, size_t(cap)));
-          // Staged: record r's dy row at stage row r (the block's 64 channels, 8 vectors of 8 per row), by byte.
+        for (size_t r0 = 0; r0 < records.size();) {
+          // the batch: records [r0, r0 + np), srow[p] = the stage row of record r0 + p (its token's)
+          std::vector<int> srow;
+          int rows = 0;
+          for (size_t r = r0; r < records.size() && srow.size() < size_t(S.threads); ++r) {
+            const bool opens = r == r0 || records[r].first != records[r - 1].first;
+            if (stage_rows > 0 && opens && rows == stage_rows) break;
+            rows += opens;
+            srow.push_back(rows - 1);
+          }
+          const int np = static_cast<int>(srow.size());
+          // Staged: stage row i holds the dy of the batch's i-th token (the block's 64 channels, 8 vectors of 8
+          // per row), by byte.
           std::vector<A> stage;
           if (stage_rows > 0) {
+            REQUIRE(rows <= stage_rows);
             stage.assign(size_t(stage_at + 128u * unsigned(stage_rows)) / 2, std::numeric_limits<A>::quiet_NaN());
-            for (int r = 0; r < np; ++r)
+            for (int p = 0; p < np; ++p)
               for (int sv = 0; sv < 8; ++sv)
                 for (int i = 0; i < 8 && sv * 8 + i < cb.cn; ++i)
-                  stage[td::dx_stage_byte(td::dx_stage_key(stage_at, r), sv) / 2 + size_t(i)] =
-                      dy[pb.xi(records[r0 + size_t(r)].first, b, cb.c0 + sv * 8 + i)];
+                  stage[td::dx_stage_byte(td::dx_stage_key(stage_at, srow[size_t(p)]), sv) / 2 + size_t(i)] =
+                      dy[pb.xi(records[r0 + size_t(p)].first, b, cb.c0 + sv * 8 + i)];
           }
           auto dy_of = [&](const event& e, int c) {
             if (stage_rows == 0) return dy[pb.xi(e.u, b, cb.c0 + c)];
@@ -156,7 +165,8 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
                 const int bin = key[size_t(p)][size_t(j)];
                 if (bin >= 0)
                   bucket[size_t(bin)].push_back(
-                      {records[r0 + size_t(p)].first, w[size_t(p)][size_t(j)] * inv_k, td::dx_stage_key(stage_at, p)});
+                      {records[r0 + size_t(p)].first, w[size_t(p)][size_t(j)] * inv_k,
+                       td::dx_stage_key(stage_at, srow[size_t(p)])});
               }
           // Gather: thread (g, v) sums its rows' buckets, and carry events e with e % groups == g.
           for (int c = 0; c < cb.cn; ++c) {
@@ -172,6 +182,7 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
               a = std::fma(cv[e].w, dy_of(cv[e], c), a);
             }
           }
+          r0 += size_t(np);
         }
         // Suffix within each thread's rows, raking over groups (carry first), then the output.
         for (int c = 0; c < cb.cn; ++c) {

@@ -76,8 +76,8 @@ struct dx_policy {
   static constexpr int fused_min_blocks = 4;  // 64 registers, as unfused
   // 16-bit vectors stage each batch's dy rows in shared memory (cp.async, issued before the pair phase and
   // waited for before the gather, so the loads' latency hides behind the ranking): the gather's dependent
-  // event -> dy loads are then shared-memory loads. Rows (= records) per batch: as many as keep min_blocks
-  // blocks per SM, at most threads, at least min_stage_rows (detail::dx_stage_key gives the layout).
+  // event -> dy loads are then shared-memory loads. Rows (one per distinct token of a batch): as many as keep
+  // min_blocks blocks per SM, at most threads, at least min_stage_rows (detail::dx_stage_key gives the layout).
   static constexpr bool stage_dy = sizeof(T) == 2;
   static constexpr int stage_row_bytes = 128;  // the block's 64 channels
   static constexpr int min_stage_rows = 64;
@@ -153,7 +153,7 @@ struct dx_args {
   int chunks = 0;           // fused offset path: 32-offset chunks of W^T staged (0: not fused, a.dz unused)
   std::size_t w_at = 0;     // fused: byte offset of the staged W^T in dynamic shared memory
   std::size_t rank_at = 0;  // byte offset of the rank table (dx_smem::rank_table_bytes), 0: one warp ranks
-  int stage_rows = 0;       // staged dy (dx_policy::stage_dy): rows of the stage = most records per batch
+  int stage_rows = 0;       // staged dy (dx_policy::stage_dy): rows of the stage = most distinct tokens per batch
   unsigned stage_at = 0;    // byte offset of the stage in dynamic shared memory (a multiple of 128)
   std::size_t queue_at = 0;  // byte offset of the compaction's ring (dx_smem::queue_bytes; a multiple of 16)
 };
@@ -426,8 +426,9 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   // Pair role: (token ub + tid / nh, head h_first + tid % nh).
   const int per_round = talkconv::detail::dx_tokens_per_round(threads, nh);
   const int pu = tid / nh, ph = tid - pu * nh;
-  // Batches of at most `cap` records (one per thread; staged: one stage row each).
-  const int cap = Staged ? d.stage_rows : threads;
+  // Batches of at most `cap` records (one per thread; staged: and at most d.stage_rows distinct tokens, one stage
+  // row each: detail::dx_batch_records).
+  const int cap = threads;
   // Gather role: vector v of row group g, rows [g * RP, g * RP + RP). 16-bit vectors: lane / 4 is the vector,
   // lane % 4 the warp's row group (the fused offset path's mma orders; the same rows per warp either way).
   // The fused path's roles (lane / 4 the vector of the warp's 8, lane % 4 the row group of its 4) for the
@@ -523,17 +524,39 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
       continue;
     }
     if (fill == 0) break;
-    const int np = fill < cap ? fill : cap;  // this batch: records [0, np) from qhead
+    int np = fill < cap ? fill : cap;  // this batch: records [0, np) from qhead
+    int srow = tid;                    // staged: the stage row of this thread's record (its token's)
     if constexpr (Staged) {
-      // 0. the records' dy rows into the stage (row r: record r's token), without waiting: thread (row tid / 8,
-      //    vector tid % 8), then every 32nd row. The previous batch's gather ended at a barrier.
+      // 0a. one stage row per distinct token (records are token-major): record t opens a row when its token
+      //     differs from record t - 1's; the batch ends before the (stage_rows + 1)-th token. rowtok (aliasing
+      //     prank, unused until the ranking) names each row's token.
+      auto* rowtok = reinterpret_cast<std::make_unsigned_t<Idx>*>(prank);
+      const bool mine = tid < np;
+      const std::make_unsigned_t<Idx> du = mine ? qdu[(qhead + static_cast<unsigned>(tid)) & qmask] : 0;
+      const bool opens = mine && (tid == 0 || qdu[(qhead + static_cast<unsigned>(tid) - 1u) & qmask] != du);
+      const unsigned m = __ballot_sync(0xffffffffu, opens);
+      if (lane == 0) qcount[warp] = __popc(m);
+      __syncthreads();
+      int before = __popc(m & lt), tokens = 0;
+#pragma unroll
+      for (int i = 0; i < S.warps; ++i) {
+        const int c = qcount[i];
+        before += i < warp ? c : 0;
+        tokens += c;
+      }
+      srow = before + (opens ? 0 : -1);
+      if (opens && srow < d.stage_rows) rowtok[srow] = du;
+      np = __syncthreads_count(mine && srow < d.stage_rows);  // also orders rowtok before the staging reads it
+      // 0b. the rows' dy into the stage, without waiting: thread (row tid / 8, vector tid % 8), then every 32nd
+      //     row. The previous batch's gather ended at a barrier.
+      const int nrows = tokens < d.stage_rows ? tokens : d.stage_rows;
       constexpr int rstep = threads / 8;
       const int sv = tid % 8, r0 = tid / 8;
       if (sv * VEC < cn) {
         const T* src = a.dy + (index_t(b) * a.g.xb + index_t(c0) + sv * VEC) + u0 * xt;
         unsigned char* dst = talkconv_smem + talkconv::detail::dx_stage_byte(talkconv::detail::dx_stage_key(d.stage_at, r0), sv);
-        for (int r = r0; r < np; r += rstep, dst += rstep * P::stage_row_bytes)
-          cp_async_16(dst, src + static_cast<Idx>(qdu[(qhead + static_cast<unsigned>(r)) & qmask]) * xt);
+        for (int r = r0; r < nrows; r += rstep, dst += rstep * P::stage_row_bytes)
+          cp_async_16(dst, src + static_cast<Idx>(rowtok[r]) * xt);
       }
     }
     // 1. events of this thread's record (kept in registers), their buckets staged for the ranking.
@@ -545,7 +568,7 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
       const std::make_unsigned_t<Idx> du = qdu[at];
       pair_events(static_cast<Idx>(du), qph[at], key, w);
       if constexpr (Staged)
-        off = talkconv::detail::dx_stage_key(d.stage_at, tid);
+        off = talkconv::detail::dx_stage_key(d.stage_at, srow);
       else
         off = static_cast<std::make_unsigned_t<Idx>>(du * static_cast<std::make_unsigned_t<Idx>>(xt));
       pkey[tid] = make_int4(key[0], key[1], key[2], key[3]);

@@ -153,8 +153,8 @@ dx_smem_plan plan_input_grad_smem(const dx_launch& p, index_t np, std::size_t pe
   const std::size_t table = dx_smem<T, Idx>::rank_table_bytes(p.bins);
   if constexpr (P::stage_dy && VEC == P::vec) {
     // Staged dy: the rows that fit beside the ring and the rank table or in the fused path's dz buffer (which
-    // the stage aliases), at most a batch's records (one row each), at least min_stage_rows (then fewer blocks
-    // per SM, the same sums).
+    // the stage aliases), at most the distinct tokens of a batch's 256 records (one row each), at least
+    // min_stage_rows (then fewer blocks per SM, the same sums).
     const std::size_t at = dx_smem<T, Idx>::stage_at(p.bins, groups, q.args.chunks);
     const int most = P::threads;
     const std::size_t beside = budget > table + ring ? budget - table - ring : 0;

@@ -53,8 +53,8 @@ TALKCONV_HOST_DEVICE inline int dx_tile_rows(int tile, int nh) {
 // Candidate tokens per round of the dx kernel's compaction: every (token, head) pair of a round is one thread's.
 TALKCONV_HOST_DEVICE inline int dx_tokens_per_round(int threads, int nh) { return threads / (nh > 0 ? nh : 1); }
 
-// The staged dy rows of a batch (16-bit vectors: row r is the dy of the batch's record r, the block's 64
-// channels, 8 vectors of 16 bytes): vector v of staged row r at byte r * 128 + 16 * (v ^ (r % 8)) of the stage.
+// The staged dy rows of a batch (16-bit vectors: row r is the dy of the batch's r-th distinct token, the block's
+// 64 channels, 8 vectors of 16 bytes): vector v of staged row r at byte r * 128 + 16 * (v ^ (r % 8)) of the stage.
 // A quarter warp's eight 16-byte accesses then meet in distinct bank groups when it stages one row (8 vectors)
 // and, in the gather, when its row groups read rows that differ in r % 8 >> 1. The events of a record carry
 // the row's key (stage offset included, a multiple of 128): one XOR with the lane's 16 v gives its vector's byte.
@@ -62,7 +62,7 @@ TALKCONV_HOST_DEVICE constexpr unsigned dx_stage_key(unsigned stage_at, int row)
   return stage_at + unsigned(row) * 128u + (unsigned(row & 7) << 4);
 }
 TALKCONV_HOST_DEVICE constexpr unsigned dx_stage_byte(unsigned key, int v) { return key ^ (unsigned(v) << 4); }
-// Rows of the stage: `room` rows fit the block's shared-memory budget, a batch has at most `most` records;
+// Rows of the stage: `room` rows fit the block's shared-memory budget, a batch has at most `most` tokens;
 // at least min(most, least) whatever the budget (fewer blocks per SM then, the same sums).
 TALKCONV_HOST_DEVICE inline int dx_stage_rows(long long room, int most, int least) {
   const int floor_rows = most < least ? most : least;
