@@ -56,9 +56,9 @@ void device_reach(const ref::problem& pb, const std::vector<A>& o, long& left, l
 }
 
 // dx (window part) as input_grad_tile computes it, for accumulator A (dy given in A) and vector width vec.
-// stage_rows > 0: the 16-bit path's staged dy (vec 8): at most stage_rows records per batch, their rows copied
-// to a stage at detail::dx_stage_key / dx_stage_byte, the gather reading its vector there through the event's
-// key (a wrong layout reads another token's or another vector's dy).
+// stage_rows > 0: the 16-bit path's staged dy (vec 8): at most 256 records and stage_rows distinct tokens per batch,
+// one row per token, copied to a stage at detail::dx_stage_key / dx_stage_byte, the gather reading its vector
+// there through the event's key (a wrong layout reads another token's or another vector's dy).
 template <class A>
 vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vector<A>& dy, int vec_width,
                int stage_rows = 0) {

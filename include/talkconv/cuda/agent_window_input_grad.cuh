@@ -427,7 +427,7 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   const int per_round = talkconv::detail::dx_tokens_per_round(threads, nh);
   const int pu = tid / nh, ph = tid - pu * nh;
   // Batches of at most `cap` records (one per thread; staged: and at most d.stage_rows distinct tokens, one stage
-  // row each: detail::dx_batch_records).
+  // row each: step 0a below).
   const int cap = threads;
   // Gather role: vector v of row group g, rows [g * RP, g * RP + RP). 16-bit vectors: lane / 4 is the vector,
   // lane % 4 the warp's row group (the fused offset path's mma orders; the same rows per warp either way).
