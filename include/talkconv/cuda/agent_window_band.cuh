@@ -288,6 +288,28 @@ __device__ __forceinline__ void band_store_pair(T* p, float v0, float v1) {
   }
 }
 
+// A tile's accumulators (8 tiles of 8 channels x the m16n8 fragment) cleared.
+__device__ __forceinline__ void band_clear(float (&acc)[8][4]) {
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+}
+
+// One 16-bit k step of 16 tokens for the channel pair p (two 8-channel tiles): the staged operand of tokens
+// [j0, j0 + 16) by ldmatrix.x4.trans at stage_base, times the a pieces hi then lo (m16n8k16).
+template <bool Bf16>
+__device__ __forceinline__ void band_mma_pair16(float (&acc)[8][4], int p, const unsigned (&ahi)[4],
+                                                const unsigned (&alo)[4], unsigned stage_base, int j0, int lane) {
+  namespace td = talkconv::detail;
+  unsigned bf[4];
+  ldmatrix_x4<true>(bf, stage_base + td::band_stage_byte(j0 + td::ldsm_t_b_k(lane), 2 * p + td::ldsm_t_b_n(lane) / 8));
+  mma_16bit<Bf16>(acc[2 * p], ahi, bf[0], bf[1]);
+  mma_16bit<Bf16>(acc[2 * p], alo, bf[0], bf[1]);
+  mma_16bit<Bf16>(acc[2 * p + 1], ahi, bf[2], bf[3]);
+  mma_16bit<Bf16>(acc[2 * p + 1], alo, bf[2], bf[3]);
+}
+
 // The banded forward's walk, shared by the 16-bit and the float kernels: the block's fwd_tiles_per_block tiles of
 // 128 rows; per tile the accumulators cleared, the prologue (band_forward_prologue), the span's segments of
 // d.stage_rows tokens (segment(acc, seg, m0, span) stages them, a barrier, and multiplies; a barrier after each),
@@ -311,10 +333,7 @@ __device__ __forceinline__ void band_forward_walk(const window_args<T>& a, const
     if (it > 0) __syncthreads();  // the previous tile's span and table (its epilogue's NaN marks) are read
     const index_t m0 = r0 + 16 * warp;
     float acc[8][4];
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+    band_clear(acc);
 
     if (r0 < n) {  // block-uniform: a tile past the length is all zeros
       // 1. the rows' taps, the warps' token ranges, the block's span
@@ -379,10 +398,7 @@ __device__ __forceinline__ void band_dx_walk(const window_args<T>& a, const dx_b
     if (r0 >= Tn) break;  // block-uniform
     const index_t m0 = r0 + 16 * warp;
     float acc[8][4];
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[nt][e] = 0.0f;
+    band_clear(acc);
 
     if (r0 < n) {  // block-uniform: a tile past the length is all zeros
       const index_t span_lo = r0 - reach.right > 0 ? r0 - reach.right : 0;

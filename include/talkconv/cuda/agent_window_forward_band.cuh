@@ -64,12 +64,7 @@ __device__ void window_forward_band_tile(const window_args<T>& a, const dx_band_
             for (int i = 0; i < 4; ++i)
               band_pieces<T>(td::band_reg_weight(w, i, 0), td::band_reg_weight(w, i, 1), ahi[i], alo[i]);
           }
-          unsigned bf[4];
-          ldmatrix_x4<true>(bf, stage_base + td::band_stage_byte(j0 + td::ldsm_t_b_k(lane), 2 * p + td::ldsm_t_b_n(lane) / 8));
-          mma_16bit<Bf16>(acc[2 * p], ahi, bf[0], bf[1]);
-          mma_16bit<Bf16>(acc[2 * p], alo, bf[0], bf[1]);
-          mma_16bit<Bf16>(acc[2 * p + 1], ahi, bf[2], bf[3]);
-          mma_16bit<Bf16>(acc[2 * p + 1], alo, bf[2], bf[3]);
+          band_mma_pair16<Bf16>(acc, p, ahi, alo, stage_base, j0, lane);
         }
       }
     }

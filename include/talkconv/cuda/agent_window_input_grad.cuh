@@ -366,6 +366,24 @@ __device__ __forceinline__ void add_fused_offset_path(float (&out)[RV][CV], cons
   }
 }
 
+// A flag counted over the block in thread order (whole warps, one barrier): x = the flags set in the threads
+// before this one, y = the block's total. counts: one int per warp in shared memory, not read by anyone else
+// between the caller's previous barrier and this call's.
+template <int Warps>
+__device__ __forceinline__ int2 block_flag_count(bool flag, int* counts, int warp, int lane) {
+  const unsigned m = __ballot_sync(0xffffffffu, flag);
+  if (lane == 0) counts[warp] = __popc(m);
+  __syncthreads();
+  int before = __popc(m & ((1u << lane) - 1u)), total = 0;
+#pragma unroll
+  for (int i = 0; i < Warps; ++i) {
+    const int c = counts[i];
+    before += i < warp ? c : 0;
+    total += c;
+  }
+  return make_int2(before, total);
+}
+
 template <class Idx, int VEC, bool Fused, class T>
 __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   using A = acc_t<T>;
@@ -503,16 +521,8 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
       const Idx u = ur + pu;
       bool has = false;
       if (pu < per_round && u < u1) has = talkconv::detail::dx_pair_queued<A, Idx>(pair_taps(u - u0, ph), t0, t1, last);
-      const unsigned m = __ballot_sync(0xffffffffu, has);
-      if (lane == 0) qcount[warp] = __popc(m);
-      __syncthreads();
-      int pos = __popc(m & lt), total = 0;
-#pragma unroll
-      for (int i = 0; i < S.warps; ++i) {
-        const int c = qcount[i];
-        pos += i < warp ? c : 0;
-        total += c;
-      }
+      const int2 cnt2 = block_flag_count<S.warps>(has, qcount, warp, lane);
+      const int pos = cnt2.x, total = cnt2.y;
       if (has) {
         const unsigned at = (qhead + static_cast<unsigned>(fill + pos)) & qmask;
         qdu[at] = static_cast<std::make_unsigned_t<Idx>>(u - u0);
@@ -534,16 +544,8 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
       const bool mine = tid < np;
       const std::make_unsigned_t<Idx> du = mine ? qdu[(qhead + static_cast<unsigned>(tid)) & qmask] : 0;
       const bool opens = mine && (tid == 0 || qdu[(qhead + static_cast<unsigned>(tid) - 1u) & qmask] != du);
-      const unsigned m = __ballot_sync(0xffffffffu, opens);
-      if (lane == 0) qcount[warp] = __popc(m);
-      __syncthreads();
-      int before = __popc(m & lt), tokens = 0;
-#pragma unroll
-      for (int i = 0; i < S.warps; ++i) {
-        const int c = qcount[i];
-        before += i < warp ? c : 0;
-        tokens += c;
-      }
+      const int2 cnt2 = block_flag_count<S.warps>(opens, qcount, warp, lane);
+      const int before = cnt2.x, tokens = cnt2.y;
       srow = before + (opens ? 0 : -1);
       if (opens && srow < d.stage_rows) rowtok[srow] = du;
       np = __syncthreads_count(mine && srow < d.stage_rows);  // also orders rowtok before the staging reads it
