@@ -1431,6 +1431,18 @@ void emulate_mma1688(const AOf& a_of, const BOf& b_of, std::array<float, 4>* acc
     }
 }
 
+// The stage word lane l's element e of tile nt reads at k step `step` as the float kernels' pointer walks it (the
+// first step's word, advanced by adv, then 2048 - adv, ...); a mismatch with the layout's word of token j0 counts
+// into bad.
+int tf32_walk_word(int jstart, int j0, int step, int l, int nt, int e, long& bad) {
+  const int g = l / 4, q = l % 4;
+  const int first = td::band_tf32_lane_word(jstart, q, g);
+  const int adv = td::band_tf32_lane_word(jstart + 8, q, g) - first;
+  const int at = first + 2048 * (step / 2) + (step % 2 ? adv : 0) + 32 * nt + e;
+  bad += at != td::band_tf32_lane_word(j0, q, g) + 32 * nt + e;
+  return at;
+}
+
 // Float's stage of one segment as stage_band_rows_tf32 writes it: each of the 256 threads' items
 // (band_tf32_stage_item), its 4 pointers advancing 4096 words per item, each value split hi + lo; zero past
 // `used` and past cn, NaN where nothing is written. Counts into `bad` every word of the rows not written once.
@@ -1524,12 +1536,8 @@ vec emulate_dx_band_tf32(const ref::problem& pb, const std::vector<float>& o, co
               for (int h = 0; h < 2; ++h) {
                 const int nt = 2 * p + h;
                 auto bword = [&](int l, int e) {
-                  const int g = l / 4, q = l % 4;
-                  // the kernel's pointer: its first k step's word, advanced by adv, then 2048 - adv, ...
-                  const int first = td::band_tf32_lane_word(jstart, q, g);
-                  const int adv = td::band_tf32_lane_word(jstart + 8, q, g) - first;
-                  const int at = first + 2048 * (step / 2) + (step % 2 ? adv : 0) + 32 * nt + e;
-                  bad += at != td::band_tf32_lane_word(j0, q, g) + 32 * nt + e;
+                  const int q = l % 4;
+                  const int at = tf32_walk_word(jstart, j0, step, l, nt, e, bad);
                   // a and b name the same tokens: b element e is token 2 q + e, k = band_k_perm order
                   bad += td::band_k_perm(mk8::b_k(l, e % 2)) != 2 * q + e % 2;
                   if (size_t(at) >= size_t(rows / 2) * 256) FAIL("stage read past the staged rows");
@@ -1616,11 +1624,7 @@ vec emulate_fwd_band_tf32(const ref::problem& pb, const std::vector<float>& o, c
           for (int h = 0; h < 2; ++h) {
             const int nt = 2 * p + h;
             auto bword = [&](int l, int e) {
-              const int g = l / 4, q = l % 4;
-              const int first = td::band_tf32_lane_word(jstart, q, g);
-              const int adv = td::band_tf32_lane_word(jstart + 8, q, g) - first;
-              const int at = first + 2048 * (step / 2) + (step % 2 ? adv : 0) + 32 * nt + e;
-              bad += at != td::band_tf32_lane_word(j0, q, g) + 32 * nt + e;
+              const int at = tf32_walk_word(jstart, j0, step, l, nt, e, bad);
               if (size_t(at) >= size_t(rows / 2) * 256) FAIL("stage read past the staged rows");
               return double(stage[size_t(at)]);
             };
