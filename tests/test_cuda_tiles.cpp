@@ -1443,6 +1443,16 @@ int tf32_walk_word(int jstart, int j0, int step, int l, int nt, int e, long& bad
   return at;
 }
 
+// The a operand of the float kernels' m16n8k8 products from the lanes' weights w[l][e]: their hi or lo TF32
+// piece; a fragment index standing for another token than the kernel's counts into bad.
+auto tf32_a_piece(const float (&w)[32][4], bool lo_piece, long& bad) {
+  return [&w, lo_piece, &bad](int l, int e) {
+    bad += td::band_k_perm(td::mma_m16n8k8::a_k(l, e)) != td::band_tf32_a_token(l % 4, e);
+    const tf32_pieces pc = tf32_split_host(w[l][e]);
+    return double(lo_piece ? pc.lo : pc.hi);
+  };
+}
+
 // Float's stage of one segment as stage_band_rows_tf32 writes it: each of the 256 threads' items
 // (band_tf32_stage_item), its 4 pointers advancing 4096 words per item, each value split hi + lo; zero past
 // `used` and past cn, NaN where nothing is written. Counts into `bad` every word of the rows not written once.
@@ -1543,13 +1553,7 @@ vec emulate_dx_band_tf32(const ref::problem& pb, const std::vector<float>& o, co
                   if (size_t(at) >= size_t(rows / 2) * 256) FAIL("stage read past the staged rows");
                   return stage[size_t(at)];
                 };
-                auto a_piece = [&](bool lo_piece) {
-                  return [&, lo_piece](int l, int e) {
-                    bad += td::band_k_perm(mk8::a_k(l, e)) != td::band_tf32_a_token(l % 4, e);
-                    const tf32_pieces pc = tf32_split_host(w[l][e]);
-                    return double(lo_piece ? pc.lo : pc.hi);
-                  };
-                };
+                auto a_piece = [&](bool lo_piece) { return tf32_a_piece(w, lo_piece, bad); };
                 std::array<float, 4> tile[32];
                 for (int l = 0; l < 32; ++l) tile[l] = acc[size_t(warp * 32 + l)][size_t(nt)];
                 emulate_mma1688(a_piece(false), [&](int l, int e) { return double(bword(l, e)); }, tile);
@@ -1597,7 +1601,6 @@ vec emulate_dx_band_tf32(const ref::problem& pb, const std::vector<float>& o, co
 // (band_tf32_lane_weights_rows), 3xTF32 products through the m16n8k8 coordinates.
 vec emulate_fwd_band_tf32(const ref::problem& pb, const std::vector<float>& o, const std::vector<float>& x, double max_offset,
                           int max_rows) {
-  using mk8 = td::mma_m16n8k8;
   const td::dx_band_plan plan = td::make_dx_band_plan(pb.L, pb.M, pb.causal, max_offset, max_rows);
   const int S = plan.stage_rows, PR = S + td::band_tf32_pad;
   long bad = 0;
@@ -1628,13 +1631,7 @@ vec emulate_fwd_band_tf32(const ref::problem& pb, const std::vector<float>& o, c
               if (size_t(at) >= size_t(rows / 2) * 256) FAIL("stage read past the staged rows");
               return double(stage[size_t(at)]);
             };
-            auto a_piece = [&](bool lo_piece) {
-              return [&, lo_piece](int l, int e) {
-                bad += td::band_k_perm(mk8::a_k(l, e)) != td::band_tf32_a_token(l % 4, e);
-                const tf32_pieces pc = tf32_split_host(w[l][e]);
-                return double(lo_piece ? pc.lo : pc.hi);
-              };
-            };
+            auto a_piece = [&](bool lo_piece) { return tf32_a_piece(w, lo_piece, bad); };
             std::array<float, 4> tile[32];
             for (int l = 0; l < 32; ++l) tile[l] = acc[size_t(warp * 32 + l)][size_t(nt)];
             emulate_mma1688(a_piece(false), [&](int l, int e) { return bword(l, e); }, tile);
