@@ -288,6 +288,29 @@ __device__ __forceinline__ void band_store_pair(T* p, float v0, float v1) {
   }
 }
 
+// The stores of a lane's 2 rows (row0, row0 + 8) x 16 channels of a tile (8-channel tiles of the block's `pairs`
+// pairs): value(nt, hr, v0, v1) gives row row0 + 8 hr's channels 8 nt + 2 q, + 1; rows past the length n are
+// written 0 (value not called), rows past T not at all.
+template <class T, class Idx, class Value>
+__device__ __forceinline__ void band_store_tile(T* __restrict__ out, Idx xt, int pairs, int q, index_t row0, index_t Tn,
+                                                index_t n, Value&& value) {
+#pragma unroll
+  for (int nt = 0; nt < 8; ++nt) {
+    if (nt < 2 * pairs) {
+      const Idx ch = Idx(8 * nt + 2 * q);
+#pragma unroll
+      for (int hr = 0; hr < 2; ++hr) {
+        const index_t row = row0 + 8 * hr;
+        if (row < Tn) {
+          float v0 = 0.0f, v1 = 0.0f;
+          if (row < n) value(nt, hr, v0, v1);
+          band_store_pair<T>(out + Idx(row) * xt + ch, v0, v1);
+        }
+      }
+    }
+  }
+}
+
 // A tile's accumulators (8 tiles of 8 channels x the m16n8 fragment) cleared.
 __device__ __forceinline__ void band_clear(float (&acc)[8][4]) {
 #pragma unroll
@@ -345,24 +368,13 @@ __device__ __forceinline__ void band_forward_walk(const window_args<T>& a, const
       }
     }
 
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-      if (nt < 2 * pairs) {
-        const Idx ch = Idx(8 * nt + 2 * q);
-#pragma unroll
-        for (int hr = 0; hr < 2; ++hr) {
-          const index_t row = m0 + g + 8 * hr;
-          if (row < Tn) {
-            const bool valid = row < n;
-            // a NaN offset of this row's head: NaN (the table is intact: the next tile rewrites it after a barrier)
-            const float mark = valid ? taps[k.pair_head[nt / 2] * 128 + 16 * warp + g + 8 * hr].x : 0.0f;
-            const float s = td::is_nan(mark) ? mark : inv_k;
-            band_store_pair<T>(y + Idx(row) * xt + ch, valid ? acc[nt][2 * hr] * s : 0.0f,
-                               valid ? acc[nt][2 * hr + 1] * s : 0.0f);
-          }
-        }
-      }
-    }
+    band_store_tile<T, Idx>(y, xt, pairs, q, m0 + g, Tn, n, [&](int nt, int hr, float& v0, float& v1) {
+      // a NaN offset of this row's head: NaN (the table is intact: the next tile rewrites it after a barrier)
+      const float mark = taps[k.pair_head[nt / 2] * 128 + 16 * warp + g + 8 * hr].x;
+      const float s = td::is_nan(mark) ? mark : inv_k;
+      v0 = acc[nt][2 * hr] * s;
+      v1 = acc[nt][2 * hr + 1] * s;
+    });
   }
 }
 
@@ -414,26 +426,16 @@ __device__ __forceinline__ void band_dx_walk(const window_args<T>& a, const dx_b
     for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[nt][e] *= inv_k;
-    const index_t row0 = m0 + g, row1 = m0 + g + 8;
+    const index_t row0 = m0 + g;
     if constexpr (Fused) {
       if (m0 < n)
         band_offset_path<Idx>(a.dz + Idx(b) * static_cast<Idx>(a.g.ob), ot, row0, n, q, static_cast<int>(a.g.P), d.steps,
                               [&](int s, const unsigned(&zhi)[4], const unsigned(&zlo)[4]) { w_step(acc, s, zhi, zlo); });
     }
-#pragma unroll
-    for (int nt = 0; nt < 8; ++nt) {
-      if (nt < 2 * pairs) {
-        const Idx ch = Idx(8 * nt + 2 * q);
-#pragma unroll
-        for (int hr = 0; hr < 2; ++hr) {
-          const index_t row = hr ? row1 : row0;
-          if (row < Tn) {
-            const bool valid = row < n;
-            band_store_pair<T>(dx + Idx(row) * xt + ch, valid ? acc[nt][2 * hr] : 0.0f, valid ? acc[nt][2 * hr + 1] : 0.0f);
-          }
-        }
-      }
-    }
+    band_store_tile<T, Idx>(dx, xt, pairs, q, row0, Tn, n, [&](int nt, int hr, float& v0, float& v1) {
+      v0 = acc[nt][2 * hr];
+      v1 = acc[nt][2 * hr + 1];
+    });
   }
 }
 
