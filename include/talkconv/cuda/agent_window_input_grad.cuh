@@ -3,8 +3,10 @@
 // detail/dx_plan.hpp (host+device, run by the CPU tests). For 16-bit x and float the layer's W^T dz is added here too
 // (the fused offset path below: dx is written once); otherwise the offsets' kernels add it after.
 //
-// Per tile of `tile` rows x 64 channels, per batch of (token, head) pairs (one per thread):
-//   1. taps of the pair (detail::make_taps, index type Idx) -> up to 4 events (row or carry, weight);
+// Per tile of `tile` rows x 64 channels: rounds of candidate (token, head) pairs (one per thread) queue those
+// that may have an event in the tile (detail::dx_pair_queued) in a ring, in pair order; per batch of up to 256
+// queued records (one per thread):
+//   1. taps of the record's pair (detail::make_taps, index type Idx) -> up to 4 events (row or carry, weight);
 //   2. every warp ranks the events of its 32 pairs stably (__match_any_sync, its own 16-bit counter per
 //      bucket), the chunks' counts are scanned per bucket in chunk order and the buckets' sizes across
 //      buckets (cub::WarpScan): where each bucket starts (when the table does not fit, one warp ranks all
@@ -62,8 +64,8 @@ struct dx_policy {
   static constexpr int tile = shape(1).tile;
   static constexpr int max_bins = talkconv::detail::dx_max_bins(tile);
   // Resident blocks per SM the registers must allow: 4 (32 warps, 64 registers: half the SM's warps, for the
-  // gather's dependent event -> dy loads; the spills this costs, 13 reloads and 3 stores per batch of
-  // pairs on sm_90, lie outside the per-event loops); 2 for 8-byte accumulators.
+  // gather's dependent event -> dy loads; the spills this costs lie outside the row-gather loops: bench/cuda/
+  // BUDGET.md, thirteenth session); 2 for 8-byte accumulators.
   static constexpr int min_blocks = sizeof(A) > 4 ? 2 : 4;
   // consecutive tiles per block, walked last to first: setup and divisions amortized, the carry chained
   static constexpr int tiles_per_block = talkconv::detail::dx_tiles_per_block;
@@ -441,7 +443,7 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
   A* sc_tot = reinterpret_cast<A*>(talkconv_smem);  // [groups][lanes], aliases the above after the batches
   A* sc_car = sc_tot + groups * P::lanes;
 
-  // Pair role: (token ub + tid / nh, head h_first + tid % nh).
+  // Pair role in a round: (token ur + tid / nh, head h_first + tid % nh).
   const int per_round = talkconv::detail::dx_tokens_per_round(threads, nh);
   const int pu = tid / nh, ph = tid - pu * nh;
   // Batches of at most `cap` records (one per thread; staged: and at most d.stage_rows distinct tokens, one stage
