@@ -189,6 +189,95 @@ void fused_dx_sweep() {
   }
 }
 
+// The fused layer forward (16-bit x: projection and banded window in one kernel, agent_forward_fused.cuh) on the
+// shapes it takes: enough time tiles for two blocks per SM (B scaled to the device), a partial last tile, ragged
+// lengths (0, inside a tile, a tile's edge), both layouts, causal, dropout, P from 4 to 32 (BN 16 and 32), heads
+// of 16 to 128 channels (a head across two channel blocks), a partial channel block, K up to 201. Each: the layer
+// forward takes the fused path (checked, so that the test cannot pass on the two kernels alone), y and o_pre are
+// bitwise the two-kernel path's (launch_project then launch_window_forward: the same K loop, epilogue and k steps),
+// and y is within the dtype's bar of the float64 reference.
+template <class T>
+void fused_forward_cases() {
+  namespace td = talkconv::cuda::detail;
+  using A = acc_t<T>;
+  struct shape {
+    long t, c, h, l, m;
+    bool causal;
+    layout lay;
+    int lengths;  // 0: all T; 1: ragged
+    float p;      // dropout
+  };
+  const shape shapes[] = {
+      {1100, 128, 8, 16, 16, false, layout::tbc, 1, 0.0f},   // P = 16, the benchmark's window
+      {700, 256, 16, 30, 5, false, layout::btc, 0, 0.1f},    // P = 32 (BN = 32), dropout
+      {520, 192, 6, 40, 0, true, layout::tbc, 1, 0.0f},      // causal, P = 6, heads of 32
+      {300, 256, 2, 7, 7, false, layout::btc, 1, 0.2f},      // P = 4, heads of 128 (two channel blocks each)
+      {640, 96, 6, 100, 100, false, layout::tbc, 0, 0.0f},   // K = 201, a partial channel block (64 + 32)
+  };
+  int sms = 0;
+  CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  std::uint64_t seed = 9400;
+  for (const shape& sh : shapes) {
+    const long tiles = (sh.t + 127) / 128, B = (2 * sms + tiles - 1) / tiles + 1;
+    std::vector<long> lengths;
+    if (sh.lengths)
+      for (long b = 0; b < B; ++b) {
+        const long pick[] = {sh.t, 0, 128, 129, sh.t - 1, sh.t / 3, 1};
+        lengths.push_back(pick[b % 7]);
+      }
+    const test_case c = shaped_case(++seed, sh.t, B, sh.c, sh.h, sh.l, sh.m, sh.causal, sh.lay, lengths);
+    const talkconv::dropout_params d{sh.p, seed, sh.p > 0};
+    INFO(c.str(), " dtype=", tol<T>::name, " dropout p=", d.p);
+    const ref::problem& pb = c.pb;
+    const layer_data<T> h = make_layer_data<T>(c);
+    lengths_on_device len(c);
+    dbuf<T> x(to_layout(h.x, pb.T, pb.B, pb.C, c.lay)), W(h.W), b(h.bias), y(pb.x_size()), y2(pb.x_size());
+    dbuf<A> pre(pb.o_size()), pre2(pb.o_size()), o2(pb.o_size());
+    const tcu::talk_conv<T> layer(c.config());
+    const double max_offset = d.active() ? 1.0 / (1.0 - double(d.p)) : 1.0;
+
+    // the fused path takes it
+    td::window_args<T> wa = td::make_window_args<T>(c.shape(), layer.window(), len.d());
+    wa.x = x.p;
+    wa.y = y.p;
+    td::offsets_args<T> oa = td::make_offsets_args<T>(c.shape(), layer.window(), len.d(), d);
+    oa.x = x.p;
+    oa.weight = W.p;
+    oa.bias = b.p;
+    oa.o_pre = pre.p;
+    REQUIRE(td::launch_forward_fused(oa, wa, c.shape(), layer.window(), max_offset, nullptr, false));
+
+    talkconv::forward_args<T> f;
+    f.shape = c.shape();
+    f.x = x.p;
+    f.weight = W.p;
+    f.bias = b.p;
+    f.y = y.p;
+    f.saved_offsets = pre.p;
+    f.lengths = len.d();
+    f.dropout = d;
+    layer.forward(f, nullptr);
+
+    // the two kernels
+    oa.o_pre = pre2.p;
+    oa.o = o2.p;
+    td::launch_project(oa, c.shape(), nullptr);
+    wa.y = y2.p;
+    wa.offsets = o2.p;
+    td::launch_window_forward(wa, c.shape(), layer.window(), max_offset, nullptr);
+    CUDA_OK(cudaDeviceSynchronize());
+
+    const std::vector<T> yf = y.download(), yu = y2.download();
+    const std::vector<A> pf = pre.download(), pu = pre2.download();
+    CHECK(std::memcmp(yf.data(), yu.data(), yf.size() * sizeof(T)) == 0);
+    CHECK(std::memcmp(pf.data(), pu.data(), pf.size() * sizeof(A)) == 0);
+
+    const ref::dropout rd{d.active(), d.p, d.seed};
+    const ref::vec y_ref = ref::layer_forward(pb, to_double(h.x), to_double(h.W), to_double(h.bias), rd, nullptr);
+    check_close(to_double(from_layout(yf, pb.T, pb.B, pb.C, c.lay)), y_ref, tol<T>::value, "fused y vs reference");
+  }
+}
+
 // Rows past the lengths get dx exactly 0, whatever x and dy hold there (NaN) and even with an Inf in W: the
 // fused dx path multiplies W^T by the zero dz of those rows (Inf * 0 = NaN) and must still write zeros.
 template <class T>

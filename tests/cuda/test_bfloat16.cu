@@ -43,3 +43,7 @@ TALKCONV_GPU_CASE("banded dx on tensor cores: segments past max_offset, K = 255,
 TALKCONV_GPU_CASE("window handles integer bounds and a NaN offset like the CPU, heads of 16: bfloat16") {
   window_nan_offset_case<__nv_bfloat16>(6, 4, 64);
 }
+
+TALKCONV_GPU_CASE("layer forward in one kernel (projection + banded window): the fused path taken, bitwise the two kernels', within the bar of the reference: bfloat16") {
+  fused_forward_cases<__nv_bfloat16>();
+}

@@ -181,3 +181,7 @@ TALKCONV_GPU_CASE("banded dx on tensor cores: segments past max_offset, K = 255,
 TALKCONV_GPU_CASE("window handles integer bounds and a NaN offset like the CPU, heads of 16: half") {
   window_nan_offset_case<__half>(6, 4, 64);
 }
+
+TALKCONV_GPU_CASE("layer forward in one kernel (projection + banded window): the fused path taken, bitwise the two kernels', within the bar of the reference: half") {
+  fused_forward_cases<__half>();
+}

@@ -399,3 +399,39 @@ TEST_CASE("float banded dx's and forward's plans: the stage capped to keep 2 blo
               CHECK(fw.args.stage_rows == fw_open.args.stage_rows);
           }
 }
+
+TEST_CASE("fused layer forward's plan: the banded forward's segments, its parts carved in order, 2 blocks per SM on every opt-in at the benchmark's windows") {
+  for (const talkconv::window_params& w :
+       {talkconv::window_params{16, 16, 16, false}, talkconv::window_params{16, 63, 0, true},
+        talkconv::window_params{8, 5, 7, false}, talkconv::window_params{16, 127, 127, false},
+        talkconv::window_params{32, 254, 0, true}, talkconv::window_params{2, 0, 0, false}})
+    for (double mo : {1.0, 1.0 / (1.0 - 0.3)}) {
+      const talkconv::seq_shape s{4100, 16, 1024, layout::tbc};
+      INFO("H=", w.heads, " L=", w.max_left, " M=", w.max_right, " causal=", w.causal, " max_offset=", mo);
+      auto check_plan = [&](auto bn) {
+        constexpr int BN = decltype(bn)::value;
+        using fsm = d::forward_fused_smem<__nv_bfloat16, BN>;
+        const d::forward_fused_launch p = d::plan_forward_fused<__nv_bfloat16, BN>(s, w, mo);
+        const d::dx_band_launch fw = d::plan_window_forward_band<__nv_bfloat16>(s, w, mo, 1);
+        CHECK(p.tiles == (4100 + 127) / 128);
+        CHECK(p.args.stage_rows == fw.args.stage_rows);  // the banded forward's segments: its bits
+        CHECK(p.args.causal == w.causal);
+        // the projection's tiles or the stage, then the offsets tile, then the taps table
+        CHECK(fsm::front(p.args.stage_rows) >= sizeof(d::project_smem<__nv_bfloat16, BN>));
+        CHECK(fsm::front(p.args.stage_rows) >= std::size_t(p.args.stage_rows + 16) * 128u);
+        CHECK(fsm::offsets_at(p.args.stage_rows) % 128 == 0);
+        CHECK(fsm::taps_at(p.args.stage_rows, w.num_offsets()) % 16 == 0);
+        CHECK(fsm::taps_at(p.args.stage_rows, w.num_offsets()) >=
+              fsm::offsets_at(p.args.stage_rows) + 128u * std::size_t(w.num_offsets()) * 4u);
+        CHECK(p.smem == fsm::taps_at(p.args.stage_rows, w.num_offsets()) + std::size_t(w.heads) * 1024u);
+        if (w.window_len() <= 33)  // the benchmark's windows: 2 blocks per SM on an A100 and an H100 / H200
+          for (std::size_t optin : {optins[0], optins[2]}) {
+            INFO("optin=", optin);
+            CHECK(2 * (p.smem + 128 + d::smem_reserved_per_block) <= optin + 1024);
+          }
+        CHECK(p.smem + 128 + d::smem_reserved_per_block <= optins[0]);  // one block on an A100 at any K <= 255
+      };
+      if (w.num_offsets() <= 16) check_plan(std::integral_constant<int, 16>{});
+      if (w.num_offsets() <= 32) check_plan(std::integral_constant<int, 32>{});
+    }
+}

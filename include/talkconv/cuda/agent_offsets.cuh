@@ -98,7 +98,8 @@ __device__ __forceinline__ void store_group(A* p, const A (&v)[4], int n, bool v
 // finish_offset for the n offsets of group j0 / 4 of memory row `row` (z[k] for offset j0 + k): one draw.
 template <class T>
 __device__ __forceinline__ void finish_offsets4(const offsets_args<T>& a, index_t row, index_t t, index_t b, bool valid,
-                                                index_t j0, int n, const acc_t<T> (&z)[4], bool vec) {
+                                                index_t j0, int n, const acc_t<T> (&z)[4], bool vec,
+                                                acc_t<T>* keep = nullptr) {
   using A = acc_t<T>;
   const index_t i = row * a.g.P + j0;
   A pre[4] = {A(0), A(0), A(0), A(0)}, o[4] = {A(0), A(0), A(0), A(0)};
@@ -114,6 +115,11 @@ __device__ __forceinline__ void finish_offsets4(const offsets_args<T>& a, index_
   }
   if (a.o_pre) store_group(a.o_pre + i, pre, n, vec);
   if (a.o) store_group(a.o + i, o, n, vec);
+  if (keep) {  // the fused forward's copy of the offsets the window reads (o, 0 past the length)
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      if (k < n) keep[k] = o[k];
+  }
 }
 
 // Token of memory row r and whether it lies within its sequence's length.

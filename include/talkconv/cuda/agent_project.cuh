@@ -190,22 +190,31 @@ struct project_tile {
   // z for rows [r0, r0 + BM) of x and offsets [n0, n0 + BN): K loop with the next k tile's loads in
   // flight during this one's products; leaves z in sm.buf ([BM][ldz], float or acc_t<T>).
   __device__ __forceinline__ static void run(const offsets_args<T>& a, smem& sm, index_t r0, int n0, int tid) {
-    const index_t N = a.g.T * a.g.B;
+    run_rows(a, sm, a.x + r0 * a.g.C, static_cast<int>(a.g.C), a.g.T * a.g.B - r0, n0, tid);
+  }
+  // The same for the BM rows of x from x_tile, ldr elements apart (C for rows of the [T * B, C] matrix; the fused
+  // forward's time tile of one sequence: x's time stride), rows_in of them present (rows past it read as zero).
+  // Ld: int (the [T * B, C] rows: ldr is C, one register with the loop bound) or index_t.
+  template <class Ld>
+  __device__ __forceinline__ static void run_rows(const offsets_args<T>& a, smem& sm, const T* x_tile, Ld ldr,
+                                                  index_t rows_in, int n0, int tid) {
     const int C = static_cast<int>(a.g.C), P = static_cast<int>(a.g.P);
-    const bool vec = C % x_stage::V == 0 && reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0 &&
+    const bool vec = C % x_stage::V == 0 && ldr % x_stage::V == 0 &&
+                     reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0 &&
                      reinterpret_cast<std::uintptr_t>(a.weight) % 16 == 0;
-    const index_t rows_left = N - r0 - x_stage::row0(tid);
+    const index_t rows_left = rows_in - x_stage::row0(tid);
     const int x_left = static_cast<int>(rows_left < BM ? rows_left : BM);
     const int w_left = P - n0 - w_stage::row0(tid);
-    const T* __restrict__ xp = a.x + (r0 + x_stage::row0(tid)) * a.g.C;
+    const T* __restrict__ xp = x_tile + index_t(x_stage::row0(tid)) * ldr;
     const T* __restrict__ wp = a.weight + index_t(n0 + w_stage::row0(tid)) * a.g.C;
-    const index_t x_step = index_t(x_stage::row_step) * a.g.C, w_step = index_t(w_stage::row_step) * a.g.C;
+    const index_t x_step = index_t(x_stage::row_step) * ldr, w_step = index_t(w_stage::row_step) * a.g.C;
     x_stage xs;
     w_stage ws;
     // The whole tile inside x and W (every block but the last rows' and a partial offset tile), C a whole
     // number of k tiles: unpredicated 16-byte loads from per-thread pointers (uniform per block).
-    const bool full = vec && r0 + BM <= N && n0 + BN <= P && C % K == 0 &&
-                      index_t(x_stage::row_step) * (x_stage::count - 1) * C <= index_t(INT_MAX);
+    const bool full = vec && rows_in >= BM && n0 + BN <= P && C % K == 0 &&
+                      index_t(x_stage::row_step) * (x_stage::count - 1) * ldr <= index_t(INT_MAX);
+    const int x_step_full = static_cast<int>(x_stage::row_step * ldr);  // used only when full
     const T* __restrict__ xf = xp + x_stage::col0(tid);
     const T* __restrict__ wf = wp + w_stage::col0(tid);
     // The K loop is compiled twice, for full tiles and for the others: one loop's address arithmetic never
@@ -214,7 +223,7 @@ struct project_tile {
       constexpr bool Full = decltype(full_tile)::value;
       auto load = [&](int c) {
         if constexpr (Full) {
-          xs.load_full(xf + c, x_stage::row_step * C, tid);
+          xs.load_full(xf + c, x_step_full, tid);
           ws.load_full(wf + c, w_stage::row_step * C, tid);
         } else {
           xs.load(xp, x_step, x_left, c + x_stage::col0(tid), C, vec, tid);
@@ -235,7 +244,7 @@ struct project_tile {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     if constexpr (pol::tensor_cores && TALKCONV_CUDA_PROJECT_ASYNC != 0) {
       if (full) {
-        run_async(sm, a.x + r0 * a.g.C, a.weight + index_t(n0) * a.g.C, C, tid);
+        run_async(sm, x_tile, a.weight + index_t(n0) * a.g.C, C, ldr, tid);
         return;
       }
     }
@@ -260,12 +269,13 @@ struct project_tile {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   // 16-bit x, a full tile (every row and offset inside x and W, C a multiple of 64, 16-byte aligned rows): the K
   // loop as a cp.async ring (no register staging, one barrier per k tile of 32). x_blk, w_blk: the block's first
-  // row of x and of W. Stage s holds x rows [0, BM) then W rows [0, BN), 64 bytes each at swizzle64_byte. Per
+  // row of x and of W; ldr: elements between x's rows (W's are C apart). Stage s holds x rows [0, BM) then W rows [0, BN), 64 bytes each at swizzle64_byte. Per
   // k tile: wait for its copies, one barrier (every thread's copies landed, every warp done with the stage the
   // next copies overwrite), the copies of k tile kt + stages - 1, then its two k steps: all six fragments loaded
   // before the first mma. The same k steps of 16 in the same order as the register path: the same sums.
+  template <class Ld>
   __device__ __forceinline__ static void run_async(smem& sm, const T* __restrict__ x_blk, const T* __restrict__ w_blk,
-                                                   int C, int tid) {
+                                                   int C, Ld ldr, int tid) {
     namespace td = talkconv::detail;
     constexpr int KA = pol::ring_k, S = pol::ring_stages;
     static_assert(KA == 32, "64-byte rows: swizzle64_byte");
@@ -276,7 +286,7 @@ struct project_tile {
     // This thread's copies per stage: x row tid / 2, chunks 2 (tid % 2) and + 1 (one pointer, 16 bytes apart);
     // W row tid / 4, chunk tid % 4, for the first 4 BN threads. 8 consecutive threads fill a 128-byte line.
     const int xr = tid / 2, xc = 2 * (tid % 2), wr = tid / 4, wc = tid % 4;
-    const T* __restrict__ xg = x_blk + index_t(xr) * C + 8 * xc;
+    const T* __restrict__ xg = x_blk + index_t(xr) * ldr + 8 * xc;
     const T* __restrict__ wg = w_blk + index_t(wr < BN ? wr : 0) * C + 8 * wc;
     const bool w_copy = wr < BN;
     const int x_d0 = td::swizzle64_byte(xr, xc), x_d1 = td::swizzle64_byte(xr, xc + 1);

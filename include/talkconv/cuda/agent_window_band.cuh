@@ -111,17 +111,17 @@ struct band_block {
   int cn, nh, pairs;
   int pair_head[4];
 };
+// The block of sequence b from tile first_tile, channel block cb (the fused forward walks its channel blocks).
 template <class T>
-__device__ __forceinline__ band_block make_band_block(const window_args<T>& a, const dx_band_args& d) {
+__device__ __forceinline__ band_block make_band_block_at(const window_args<T>& a, index_t b, index_t first_tile, int cb) {
   band_block k;
   k.tid = static_cast<int>(threadIdx.x);
   k.warp = k.tid / 32, k.lane = k.tid % 32, k.g = k.lane / 4, k.q = k.lane % 4;
-  const unsigned blk = blockIdx.x, bps = static_cast<unsigned>(d.blocks_per_seq), bq = blk / bps;
-  k.b = bq;
-  k.first_tile = index_t(blk - bq * bps) * d.tiles_per_block;
+  k.b = b;
+  k.first_tile = first_tile;
   int sub;
-  a.w.block_channels(static_cast<int>(blockIdx.y), k.c0, k.cn, sub);
-  a.w.block_heads(static_cast<int>(blockIdx.y), k.h_first, k.nh);
+  a.w.block_channels(cb, k.c0, k.cn, sub);
+  a.w.block_heads(cb, k.h_first, k.nh);
   k.T = a.g.T;
   k.n = a.g.length(k.b);
   k.pairs = k.cn / 16;
@@ -131,6 +131,12 @@ __device__ __forceinline__ band_block make_band_block(const window_args<T>& a, c
     k.pair_head[p] = h < k.nh ? h : k.nh - 1;
   }
   return k;
+}
+// This block's (grid: B * blocks_per_seq, channel blocks).
+template <class T>
+__device__ __forceinline__ band_block make_band_block(const window_args<T>& a, const dx_band_args& d) {
+  const unsigned blk = blockIdx.x, bps = static_cast<unsigned>(d.blocks_per_seq), bq = blk / bps;
+  return make_band_block_at(a, index_t(bq), index_t(blk - bq * bps) * d.tiles_per_block, static_cast<int>(blockIdx.y));
 }
 
 // Stage rows [seg, seg + S) of `src` (the block's sequence and first channel; row stride xt) into the
@@ -227,24 +233,30 @@ __device__ __forceinline__ void band_offset_path(const float* dz, Idx ot, index_
 struct band_fwd_span {
   index_t span_lo, span_hi, wlo, whi;
 };
+// The forward's row taps: heads [h_first, h_first + nh) of rows [r0, r0 + 128) (those below the length n; the
+// others a null tap) into taps[hh * 128 + j], from the offsets rows at offs_r0 (row r0's) + j * ot.
 template <class Idx>
-__device__ __forceinline__ band_fwd_span band_forward_prologue(float2* taps, int* span_rel, const float* offs, Idx ot,
-                                                               const window_geom& w, bool causal, index_t r0,
-                                                               const band_block& k) {
+__device__ __forceinline__ void band_forward_taps(float2* taps, const float* offs_r0, Idx ot, const window_geom& w,
+                                                  bool causal, index_t r0, index_t n, index_t h_first, int nh, int tid) {
   namespace td = talkconv::detail;
-  const int tid = k.tid, warp = k.warp, lane = k.lane, nh = k.nh;
-  const index_t n = k.n, m0 = r0 + 16 * warp;
-  if (tid == 0) span_rel[0] = INT_MAX, span_rel[1] = INT_MIN;
   for (int hh = 0; hh < nh; ++hh)
     for (int j = tid; j < 128; j += dx_band_policy<float>::threads) {
       const index_t u = r0 + j;
       td::band_tap<float> e = td::null_band_tap<float>();
       if (u < n)
-        e = td::make_band_row_tap<float, Idx>(band_token_taps<Idx>(offs + Idx(u) * ot, u, k.h_first + hh, w, n, causal),
+        e = td::make_band_row_tap<float, Idx>(band_token_taps<Idx>(offs_r0 + Idx(j) * ot, u, h_first + hh, w, n, causal),
                                               Idx(u));
       taps[hh * 128 + j] = make_float2(e.ar, e.al);
     }
-  __syncthreads();
+}
+
+// The warps' token ranges and the block's span from the table (rows of the block's heads at taps[hh * 128 + j]),
+// after a barrier that follows the table's writes and span_rel's reset to {INT_MAX, INT_MIN}; ends at a barrier.
+__device__ __forceinline__ band_fwd_span band_forward_span(const float2* taps, int* span_rel, index_t r0,
+                                                           const band_block& k) {
+  namespace td = talkconv::detail;
+  const int warp = k.warp, lane = k.lane, nh = k.nh;
+  const index_t n = k.n, m0 = r0 + 16 * warp;
   int lo = INT_MAX, hi = INT_MIN;  // this warp's token range relative to r0, inclusive
   for (int i = lane; i < 16 * nh; i += 32) {
     const int hh = i / 16, r = i % 16;
@@ -273,6 +285,16 @@ __device__ __forceinline__ band_fwd_span band_forward_prologue(float2* taps, int
   sp.span_hi = r0 + index_t(span_rel[1]) + 1 < n ? r0 + index_t(span_rel[1]) + 1 : n;
   sp.wlo = r0 + lo, sp.whi = r0 + index_t(hi) + 1;
   return sp;
+}
+
+template <class Idx>
+__device__ __forceinline__ band_fwd_span band_forward_prologue(float2* taps, int* span_rel, const float* offs, Idx ot,
+                                                               const window_geom& w, bool causal, index_t r0,
+                                                               const band_block& k) {
+  if (k.tid == 0) span_rel[0] = INT_MAX, span_rel[1] = INT_MIN;
+  band_forward_taps<Idx>(taps, offs + Idx(r0) * ot, ot, w, causal, r0, k.n, k.h_first, k.nh, k.tid);
+  __syncthreads();
+  return band_forward_span(taps, span_rel, r0, k);
 }
 
 // Two adjacent outputs of a row (channels ch, ch + 1) in T: one 4-byte store for 16-bit T, 8 bytes for float.
@@ -333,48 +355,60 @@ __device__ __forceinline__ void band_mma_pair16(float (&acc)[8][4], int p, const
   mma_16bit<Bf16>(acc[2 * p + 1], alo, bf[2], bf[3]);
 }
 
-// The banded forward's walk, shared by the 16-bit and the float kernels: the block's fwd_tiles_per_block tiles of
-// 128 rows; per tile the accumulators cleared, the prologue (band_forward_prologue), the span's segments of
-// d.stage_rows tokens (segment(acc, seg, m0, span) stages them, a barrier, and multiplies; a barrier after each),
+// One tile of the banded forward, rows [r0, r0 + 128) of the block's sequence and channels: the accumulators
+// cleared; below the length, the span from prologue() (the tile's row taps in `taps`, heads x 128, and the warps'
+// ranges: band_forward_prologue or the fused forward's band_forward_span; it ends at a barrier) and its segments of
+// d.stage_rows tokens (segment(acc, seg, m0, span) stages them, a barrier, and multiplies; a barrier after each);
 // then 1/K (NaN for a NaN offset of the row's head) and the stores of the lane's 2 rows x 16 channels (rows past
 // the length: 0; a tile past the length is all zeros).
+template <class T, class Idx, class Prologue, class Segment>
+__device__ __forceinline__ void band_forward_tile(const window_args<T>& a, const dx_band_args& d, const band_block& k,
+                                                  index_t r0, const float2* taps, Prologue&& prologue,
+                                                  Segment&& segment) {
+  namespace td = talkconv::detail;
+  const int warp = k.warp, g = k.g, q = k.q, pairs = k.pairs;
+  const index_t b = k.b, c0 = k.c0, Tn = k.T, n = k.n;
+  const int S = d.stage_rows;
+  const float inv_k = 1.0f / float(a.w.L + a.w.M + 1);
+  const Idx xt = static_cast<Idx>(a.g.xt);
+  T* __restrict__ y = a.y + Idx(b) * static_cast<Idx>(a.g.xb) + Idx(c0);
+  const index_t m0 = r0 + 16 * warp;
+  float acc[8][4];
+  band_clear(acc);
+
+  if (r0 < n) {  // block-uniform: a tile past the length is all zeros
+    // 1. the rows' taps, the warps' token ranges, the block's span
+    const band_fwd_span sp = prologue();
+    for (index_t seg = sp.span_lo; seg < sp.span_hi; seg += S) {
+      // 2. stage rows from seg, multiply
+      segment(acc, seg, m0, sp);
+      __syncthreads();  // the stage is rewritten by the next segment
+    }
+  }
+
+  band_store_tile<T, Idx>(y, xt, pairs, q, m0 + g, Tn, n, [&](int nt, int hr, float& v0, float& v1) {
+    // a NaN offset of this row's head: NaN (the table is intact: the next tile rewrites it after a barrier)
+    const float mark = taps[k.pair_head[nt / 2] * 128 + 16 * warp + g + 8 * hr].x;
+    const float s = td::is_nan(mark) ? mark : inv_k;
+    v0 = acc[nt][2 * hr] * s;
+    v1 = acc[nt][2 * hr + 1] * s;
+  });
+}
+
+// The banded forward's walk, shared by the 16-bit and the float kernels: the block's fwd_tiles_per_block tiles of
+// 128 rows, each a band_forward_tile with band_forward_prologue (the table from the offsets in global memory).
 template <class T, class Idx, class Segment>
 __device__ __forceinline__ void band_forward_walk(const window_args<T>& a, const dx_band_args& d, const band_block& k,
                                                   float2* taps, int* span_rel, Segment&& segment) {
-  namespace td = talkconv::detail;
-  const int warp = k.warp, g = k.g, q = k.q, pairs = k.pairs;
-  const index_t b = k.b, c0 = k.c0, Tn = k.T, n = k.n, first_tile = k.first_tile;
-  const int S = d.stage_rows;
-  const float inv_k = 1.0f / float(a.w.L + a.w.M + 1);
-  const Idx xt = static_cast<Idx>(a.g.xt), ot = static_cast<Idx>(a.g.ot);
-  T* __restrict__ y = a.y + Idx(b) * static_cast<Idx>(a.g.xb) + Idx(c0);
-  const float* __restrict__ offs = a.offsets + Idx(b) * static_cast<Idx>(a.g.ob);
-
+  const Idx ot = static_cast<Idx>(a.g.ot);
+  const float* __restrict__ offs = a.offsets + Idx(k.b) * static_cast<Idx>(a.g.ob);
   for (int it = 0; it < d.tiles_per_block; ++it) {
-    const index_t r0 = (first_tile + it) * 128;
-    if (r0 >= Tn) break;  // block-uniform
+    const index_t r0 = (k.first_tile + it) * 128;
+    if (r0 >= k.T) break;  // block-uniform
     if (it > 0) __syncthreads();  // the previous tile's span and table (its epilogue's NaN marks) are read
-    const index_t m0 = r0 + 16 * warp;
-    float acc[8][4];
-    band_clear(acc);
-
-    if (r0 < n) {  // block-uniform: a tile past the length is all zeros
-      // 1. the rows' taps, the warps' token ranges, the block's span
-      const band_fwd_span sp = band_forward_prologue<Idx>(taps, span_rel, offs, ot, a.w, d.causal, r0, k);
-      for (index_t seg = sp.span_lo; seg < sp.span_hi; seg += S) {
-        // 2. stage rows from seg, multiply
-        segment(acc, seg, m0, sp);
-        __syncthreads();  // the stage is rewritten by the next segment
-      }
-    }
-
-    band_store_tile<T, Idx>(y, xt, pairs, q, m0 + g, Tn, n, [&](int nt, int hr, float& v0, float& v1) {
-      // a NaN offset of this row's head: NaN (the table is intact: the next tile rewrites it after a barrier)
-      const float mark = taps[k.pair_head[nt / 2] * 128 + 16 * warp + g + 8 * hr].x;
-      const float s = td::is_nan(mark) ? mark : inv_k;
-      v0 = acc[nt][2 * hr] * s;
-      v1 = acc[nt][2 * hr + 1] * s;
-    });
+    band_forward_tile<T, Idx>(
+        a, d, k, r0, taps, [&] { return band_forward_prologue<Idx>(taps, span_rel, offs, ot, a.w, d.causal, r0, k); },
+        segment);
   }
 }
 

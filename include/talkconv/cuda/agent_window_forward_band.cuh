@@ -25,10 +25,46 @@ namespace talkconv {
 namespace cuda {
 namespace detail {
 
+// One segment of a tile (16-bit x): x rows [seg, seg + S) of the block's sequence and channels (x: its row 0,
+// channel c0) staged, a barrier, then the warp's k steps over its range [sp.wlo, sp.whi) within the segment and the
+// length, with the rows' taps from `taps` (heads x 128, the block's heads).
 template <class T, class Idx>
-__device__ void window_forward_band_tile(const window_args<T>& a, const dx_band_args& d) {
+__device__ __forceinline__ void band_forward_segment16(float (&acc)[8][4], unsigned char* stage, unsigned stage_base,
+                                                       const T* x, index_t xt, const float2* taps, index_t seg,
+                                                       index_t m0, const band_fwd_span& sp, int S, const band_block& k) {
   namespace td = talkconv::detail;
   constexpr bool Bf16 = std::is_same<T, __nv_bfloat16>::value;
+  const int warp = k.warp, lane = k.lane, g = k.g, q = k.q;
+  const index_t n = k.n;
+  stage_band_rows(stage, x, xt, seg, S, k);
+  cp_async_wait_all();
+  __syncthreads();
+  if (m0 < n && sp.wlo < sp.whi) {
+    const index_t klo = sp.wlo > seg ? sp.wlo : seg;
+    index_t khi = sp.whi < seg + S ? sp.whi : seg + S;
+    khi = khi < n ? khi : n;
+    for (int j0 = int(klo - seg); j0 < int(khi - seg); j0 += 16) {
+      const float base = float(seg + j0 - m0 - g);  // the step's first token relative to row g
+      unsigned ahi[4], alo[4];
+#pragma unroll
+      for (int p = 0; p < 4; ++p) {
+        if (p == 0 || k.pair_head[p] != k.pair_head[p - 1]) {
+          const float2 t0 = taps[k.pair_head[p] * 128 + 16 * warp + g], t1 = taps[k.pair_head[p] * 128 + 16 * warp + g + 8];
+          float w[4][2];
+          td::band_lane_weights_rows<float>(td::band_tap<float>{t0.x, t0.y}, td::band_tap<float>{t1.x, t1.y}, base,
+                                            q, w);
+#pragma unroll
+          for (int i = 0; i < 4; ++i)
+            band_pieces<T>(td::band_reg_weight(w, i, 0), td::band_reg_weight(w, i, 1), ahi[i], alo[i]);
+        }
+        band_mma_pair16<Bf16>(acc, p, ahi, alo, stage_base, j0, lane);
+      }
+    }
+  }
+}
+
+template <class T, class Idx>
+__device__ void window_forward_band_tile(const window_args<T>& a, const dx_band_args& d) {
   extern __shared__ __align__(16) unsigned char talkconv_smem[];
   __shared__ int span_rel[2];  // the block's token span relative to r0: [lo, hi]
   unsigned char* stage = talkconv_smem;
@@ -36,38 +72,10 @@ __device__ void window_forward_band_tile(const window_args<T>& a, const dx_band_
   const unsigned stage_base = static_cast<unsigned>(__cvta_generic_to_shared(stage));
 
   const band_block k = make_band_block(a, d);
-  const int warp = k.warp, lane = k.lane, g = k.g, q = k.q;
-  const index_t n = k.n;
-  const int S = d.stage_rows;
   const T* __restrict__ x = a.x + Idx(k.b) * static_cast<Idx>(a.g.xb) + Idx(k.c0);
 
   band_forward_walk<T, Idx>(a, d, k, taps, span_rel, [&](float(&acc)[8][4], index_t seg, index_t m0, const band_fwd_span& sp) {
-    // x rows [seg, seg + S)
-    stage_band_rows(stage, x, a.g.xt, seg, S, k);
-    cp_async_wait_all();
-    __syncthreads();
-    if (m0 < n && sp.wlo < sp.whi) {
-      const index_t klo = sp.wlo > seg ? sp.wlo : seg;
-      index_t khi = sp.whi < seg + S ? sp.whi : seg + S;
-      khi = khi < n ? khi : n;
-      for (int j0 = int(klo - seg); j0 < int(khi - seg); j0 += 16) {
-        const float base = float(seg + j0 - m0 - g);  // the step's first token relative to row g
-        unsigned ahi[4], alo[4];
-#pragma unroll
-        for (int p = 0; p < 4; ++p) {
-          if (p == 0 || k.pair_head[p] != k.pair_head[p - 1]) {
-            const float2 t0 = taps[k.pair_head[p] * 128 + 16 * warp + g], t1 = taps[k.pair_head[p] * 128 + 16 * warp + g + 8];
-            float w[4][2];
-            td::band_lane_weights_rows<float>(td::band_tap<float>{t0.x, t0.y}, td::band_tap<float>{t1.x, t1.y}, base,
-                                              q, w);
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-              band_pieces<T>(td::band_reg_weight(w, i, 0), td::band_reg_weight(w, i, 1), ahi[i], alo[i]);
-          }
-          band_mma_pair16<Bf16>(acc, p, ahi, alo, stage_base, j0, lane);
-        }
-      }
-    }
+    band_forward_segment16<T, Idx>(acc, stage, stage_base, x, a.g.xt, taps, seg, m0, sp, d.stage_rows, k);
   });
 }
 

@@ -6,6 +6,9 @@
 #include "talkconv/cuda/kernel_window.cuh"
 #include "talkconv/cuda/kernel_window_input_grad.cuh"
 
+#include <cstdint>
+#include <limits>
+
 namespace talkconv {
 namespace cuda {
 namespace detail {
@@ -117,6 +120,65 @@ dx_band_launch plan_window_forward_band(const seq_shape& s, const window_params&
   dx_band_launch p = plan_band<T>(s, w, max_offset, dx_band_policy<T>::fwd_tiles_per_block, max_rows);
   p.smem = dx_band_smem<T>::forward_bytes(p.args.stage_rows, nh);
   return p;
+}
+
+// The fused layer forward's plan (host-testable): the banded forward's segments for one tile of 128 rows per block,
+// the grid's tiles per sequence and the shared memory (forward_fused_smem).
+struct forward_fused_launch {
+  dx_band_args args;
+  index_t tiles = 0;
+  std::size_t smem = 0;
+};
+template <class T, int BN>
+forward_fused_launch plan_forward_fused(const seq_shape& s, const window_params& w, double max_offset) {
+  const dx_band_launch b = plan_band<T>(s, w, max_offset, 1);
+  forward_fused_launch p;
+  p.args = b.args;
+  p.tiles = (s.T + 127) / 128;
+  p.smem = forward_fused_smem<T, BN>::bytes(p.args.stage_rows, w.num_offsets(), w.heads);
+  return p;
+}
+
+// The layer forward in one kernel (agent_forward_fused.cuh) where it applies: 16-bit x on tensor cores for both
+// halves (sm_80+ code), P <= 32 (one offset tile), the banded forward's conditions (band_applies), at least two
+// blocks (time tiles of 128 rows) per SM (fewer: the two kernels spread the window over channel blocks too, which
+// the fused block walks one after the other) and shared memory within the opt-in; TALKCONV_CUDA_FUSED_FORWARD=0
+// turns it off. oa: the projection's arguments (oa.o is not written: the offsets stay in shared memory; oa.o_pre is,
+// when set), wa: the window's (wa.offsets unused). Returns false (nothing launched) where it does not apply: the
+// caller runs launch_project and launch_window_forward then. With launch = false, only whether it applies (tests).
+// A speed choice only: y and o_pre are the two kernels' bits. Asynchronous on `stream`.
+template <class T>
+bool launch_forward_fused(offsets_args<T> oa, const window_args<T>& wa, const seq_shape& s, const window_params& w,
+                          double max_offset, cudaStream_t stream, bool launch = true) {
+  if constexpr (!(TALKCONV_CUDA_FUSED_FORWARD != 0 && dx_band_policy<T>::forward && !dx_band_policy<T>::tf32 &&
+                  project_policy<T>::tensor_cores)) {
+    (void)oa, (void)wa, (void)s, (void)w, (void)max_offset, (void)stream, (void)launch;
+    return false;
+  } else {
+    const index_t P = w.num_offsets();
+    if (P > proj_chunk || !band_applies<T, true>(wa.w, s, w, wa.x, wa.y) || !band_kernels_built<T>()) return false;
+    oa.o = nullptr;
+    bool done = false;
+    dispatch_heads(P, [&](auto pc) {
+      constexpr int PC = decltype(pc)::value;
+      constexpr int BN = PC < 16 ? 16 : PC;  // as launch_project's: ldmatrix pairs of 8-column tiles
+      const forward_fused_launch p = plan_forward_fused<T, BN>(s, w, max_offset);
+      const index_t blocks = s.B * p.tiles;
+      if (blocks < 2 * index_t(sm_count()) || blocks > std::numeric_limits<std::int32_t>::max() ||
+          p.smem + 128u + smem_reserved_per_block > smem_optin())  // + the static span pair (aligned)
+        return;
+      done = true;
+      if (!launch) return;
+      dispatch_index(fits_int32(s, P), [&](auto I) {
+        using Idx = typename decltype(I)::type;
+        auto* kernel = &forward_fused_kernel<T, BN, Idx>;
+        allow_smem(kernel, p.smem, "cudaFuncSetAttribute(forward_fused_kernel)");
+        kernel<<<static_cast<unsigned>(blocks), dx_band_policy<T>::threads, p.smem, stream>>>(oa, wa, p.args, p.tiles);
+        check_launch("forward_fused_kernel");
+      });
+    });
+    return done;
+  }
 }
 
 // y from x and a.offsets, no global prefix tensor: the banded product on tensor cores for 16-bit x and float

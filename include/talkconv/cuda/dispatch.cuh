@@ -149,6 +149,14 @@ inline std::size_t smem_per_sm() {
   return static_cast<std::size_t>(v);
 }
 
+// Streaming multiprocessors of the current device.
+inline int sm_count() {
+  int v = 0;
+  check(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, current_device()),
+        "cudaDeviceGetAttribute(MultiProcessorCount)");
+  return v;
+}
+
 // Static shared memory the vector tiles keep besides the plan's dynamic bytes (the warp scans' storage),
 // and what the runtime reserves per block: an upper bound, so a plan never overshoots the opt-in.
 constexpr std::size_t vtile_static_smem = 256;

@@ -156,11 +156,13 @@ class talk_conv : public basic_talk_conv<Heads> {
     p.o = own_o ? o : nullptr;
     p.o_pre = a.saved_offsets;
     p.t_base = t_base;
-    detail::launch_project(p, a.shape, stream);
     detail::window_args<T> w = detail::make_window_args<T>(a.shape, window(), a.lengths);
     w.x = a.x;
     w.offsets = o;
     w.y = a.y;
+    // 16-bit x where both halves take it: one kernel, x read once (o then stays in shared memory).
+    if (detail::launch_forward_fused(p, w, a.shape, window(), max_offset(a.dropout), stream)) return;
+    detail::launch_project(p, a.shape, stream);
     detail::launch_window_forward(w, a.shape, window(), max_offset(a.dropout), stream);
   }
 

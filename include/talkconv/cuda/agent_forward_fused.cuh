@@ -1,0 +1,117 @@
+// The layer forward of 16-bit x in one pass over x: the offset projection and the banded window of a time tile in
+// one block, so that x is read from DRAM once (the two-kernel forward reads it twice: the projection, then the
+// window). A block owns 128 rows [t0, t0 + 128) of sequence b and every channel:
+//   1. the projection of its rows (project_tile::run_rows: the projection kernel's K loop, rows x's time stride
+//      apart), its epilogue (finish_offsets4: bias, sigmoid, dropout, o_pre stored when the caller saves it) keeping
+//      the offsets the window reads (o) in shared memory; one barrier;
+//   2. the rows' taps of every head from them (band_forward_taps), into a table of H x 128;
+//   3. per channel block of 64 channels: the warps' token ranges and the span (band_forward_span), the span's
+//      segments (band_forward_segment16: x rows staged again, from L2 when the tile's own rows are still there, the
+//      k steps on tensor cores) and the stores (band_forward_tile): the banded forward kernel's arithmetic.
+// The same sums as the projection kernel followed by the banded forward (the same K loop and epilogue; the same
+// k steps per segment), deterministic. Shared memory: the projection's tiles, then (aliasing them) the stage;
+// the offsets tile (128 x P floats) and the taps table (H x 128 x 8 bytes). Applies where both halves do: 16-bit
+// x, P <= 32 (one offset tile), the banded forward's conditions (device_window.cuh: forward_fused_applies).
+#pragma once
+
+#include "talkconv/cuda/agent_project.cuh"
+#include "talkconv/cuda/agent_window_forward_band.cuh"
+
+#include <climits>
+
+// TALKCONV_CUDA_FUSED_FORWARD=0 keeps the layer forward on its two kernels (projection, then window): an A/B switch
+// for the profiler (scripts/gpu-lease.sh's ncu-noband step builds with it).
+#ifndef TALKCONV_CUDA_FUSED_FORWARD
+#define TALKCONV_CUDA_FUSED_FORWARD 1
+#endif
+
+namespace talkconv {
+namespace cuda {
+namespace detail {
+
+// Where the fused forward's parts lie in dynamic shared memory (host-testable): [0, front) the projection's tiles
+// or the window's stage, then the offsets tile [128][P] (floats), then the taps table [H][128] (float2).
+template <class T, int BN>
+struct forward_fused_smem {
+  static constexpr std::size_t project_bytes = sizeof(project_smem<T, BN>);
+  TALKCONV_HOST_DEVICE static std::size_t front(int stage_rows) {
+    const std::size_t stage = std::size_t(stage_rows + dx_band_policy<T>::pad_rows) * dx_band_policy<T>::row_bytes;
+    const std::size_t f = project_bytes > stage ? project_bytes : stage;
+    return (f + 127) / 128 * 128;
+  }
+  TALKCONV_HOST_DEVICE static std::size_t offsets_at(int stage_rows) { return front(stage_rows); }
+  TALKCONV_HOST_DEVICE static std::size_t taps_at(int stage_rows, index_t P) {
+    return (offsets_at(stage_rows) + std::size_t(128) * std::size_t(P) * 4u + 15u) / 16u * 16u;
+  }
+  TALKCONV_HOST_DEVICE static std::size_t bytes(int stage_rows, index_t P, index_t H) {
+    return taps_at(stage_rows, P) + std::size_t(H) * 128u * 8u;
+  }
+};
+
+// Block blockIdx.x = b * tiles + tile. oa: the projection's arguments (o unused: the offsets stay in shared
+// memory), wa: the window's (wa.offsets unused), d: the banded forward's plan (stage_rows, causal).
+template <class T, int BN, class Idx>
+__device__ void forward_fused_tile(const offsets_args<T>& oa, const window_args<T>& wa, const dx_band_args& d,
+                                   index_t tiles) {
+  using tile = project_tile<T, BN>;
+  using fsm = forward_fused_smem<T, BN>;
+  constexpr int BM = tile::BM, threads = tile::threads;
+  static_assert(BM == 128 && threads == dx_band_policy<T>::threads, "a time tile of 128 rows, one block shape");
+  extern __shared__ __align__(128) unsigned char talkconv_fused_smem[];
+  __shared__ int span_rel[2];
+  const int tid = static_cast<int>(threadIdx.x);
+  const index_t blk = blockIdx.x, b = blk / tiles, it = blk - b * tiles, t0 = it * 128;
+  const index_t Tn = oa.g.T, n = oa.g.length(b), P = oa.g.P;
+  const index_t rows_in = Tn - t0 < 128 ? Tn - t0 : 128;
+  const int S = d.stage_rows;
+  auto& sm = *reinterpret_cast<project_smem<T, BN>*>(talkconv_fused_smem);
+  float* o_s = reinterpret_cast<float*>(talkconv_fused_smem + fsm::offsets_at(S));
+  float2* taps = reinterpret_cast<float2*>(talkconv_fused_smem + fsm::taps_at(S, P));
+  const T* x_seq = oa.x + b * oa.g.xb;  // row 0 of sequence b, channel 0
+
+  // 1. the projection of rows [t0, t0 + rows_in) (none below the length: z stays unread, the offsets are 0)
+  const bool any = t0 < n;  // block-uniform
+  if (any) tile::run_rows(oa, sm, x_seq + t0 * oa.g.xt, oa.g.xt, rows_in, 0, tid);
+  __syncthreads();
+  {
+    const float* sz = reinterpret_cast<const float*>(sm.buf);
+    constexpr int G = BN / 4;
+    const bool vec = P % 4 == 0 && aligned16(oa.o_pre);
+    for (int e = tid; e < BM * G; e += threads) {
+      const int m = e / G, j = (e % G) * 4;
+      if (m < rows_in && j < P) {
+        const index_t t = t0 + m;
+        const index_t r = oa.g.lay == 0 ? t * oa.g.B + b : b * Tn + t;  // the row of [T * B, P]
+        float z[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) z[k] = any ? sz[m * project_smem<T, BN>::ldz + j + k] : 0.0f;
+        finish_offsets4(oa, r, t, b, t < n, j, P - j < 4 ? static_cast<int>(P - j) : 4, z, vec, o_s + m * P + j);
+      }
+    }
+  }
+  __syncthreads();  // o_s written; the projection's tiles free for the stage
+
+  // 2. every head's row taps
+  if (any) band_forward_taps<Idx>(taps, o_s, Idx(P), wa.w, d.causal, t0, n, 0, static_cast<int>(wa.w.H), tid);
+
+  // 3. the window, one channel block after the other
+  unsigned char* stage = talkconv_fused_smem;
+  const unsigned stage_base = static_cast<unsigned>(__cvta_generic_to_shared(stage));
+  for (int cb = 0; cb < static_cast<int>(wa.w.blocks); ++cb) {
+    const band_block k = make_band_block_at(wa, b, it, cb);
+    const float2* tk = taps + k.h_first * 128;
+    const T* __restrict__ x = wa.x + Idx(b) * static_cast<Idx>(wa.g.xb) + Idx(k.c0);
+    __syncthreads();  // the table written (cb 0); the previous block's span read, its stage and marks done
+    if (tid == 0) span_rel[0] = INT_MAX, span_rel[1] = INT_MIN;
+    __syncthreads();
+    band_forward_tile<T, Idx>(
+        wa, d, k, t0, tk, [&] { return band_forward_span(tk, span_rel, t0, k); },
+        [&](float(&acc)[8][4], index_t seg, index_t m0, const band_fwd_span& sp) {
+          band_forward_segment16<T, Idx>(acc, stage, stage_base, x, wa.g.xt, tk, seg, m0, sp, S, k);
+        });
+  }
+}
+
+}  // namespace detail
+}  // namespace cuda
+}  // namespace talkconv
