@@ -5,13 +5,14 @@
 //      apart), its epilogue (finish_offsets4: bias, sigmoid, dropout, o_pre stored when the caller saves it) keeping
 //      the offsets the window reads (o) in shared memory; one barrier;
 //   2. the rows' taps of every head from them (band_forward_taps), into a table of H x 128;
-//   3. per channel block of 64 channels: the warps' token ranges and the span (band_forward_span), the span's
-//      segments (band_forward_segment16: x rows staged again, from L2 when the tile's own rows are still there, the
-//      k steps on tensor cores) and the stores (band_forward_tile): the banded forward kernel's arithmetic.
+//   3. per channel block of 64 channels, the last first: the warps' token ranges and the span
+//      (band_forward_span), the span's segments (band_forward_segment16: x rows staged again, from L2 when the
+//      tile's own rows are still there, the k steps on tensor cores) and the stores (band_forward_tile): the
+//      banded forward kernel's arithmetic.
 // The same sums as the projection kernel followed by the banded forward (the same K loop and epilogue; the same
 // k steps per segment), deterministic. Shared memory: the projection's tiles, then (aliasing them) the stage;
 // the offsets tile (128 x P floats) and the taps table (H x 128 x 8 bytes). Applies where both halves do: 16-bit
-// x, P <= 32 (one offset tile), the banded forward's conditions (device_window.cuh: forward_fused_applies).
+// x, P <= 32 (one offset tile), the banded forward's conditions (device_window.cuh: launch_forward_fused).
 #pragma once
 
 #include "talkconv/cuda/agent_project.cuh"
@@ -94,14 +95,15 @@ __device__ void forward_fused_tile(const offsets_args<T>& oa, const window_args<
   // 2. every head's row taps
   if (any) band_forward_taps<Idx>(taps, o_s, Idx(P), wa.w, d.causal, t0, n, 0, static_cast<int>(wa.w.H), tid);
 
-  // 3. the window, one channel block after the other
+  // 3. the window, one channel block after the other, the last first: the projection read x's channels in
+  //    ascending k tiles, so the most recently read lines (likeliest still in L2) are re-read first
   unsigned char* stage = talkconv_fused_smem;
   const unsigned stage_base = static_cast<unsigned>(__cvta_generic_to_shared(stage));
-  for (int cb = 0; cb < static_cast<int>(wa.w.blocks); ++cb) {
+  for (int cb = static_cast<int>(wa.w.blocks) - 1; cb >= 0; --cb) {
     const band_block k = make_band_block_at(wa, b, it, cb);
     const float2* tk = taps + k.h_first * 128;
     const T* __restrict__ x = wa.x + Idx(b) * static_cast<Idx>(wa.g.xb) + Idx(k.c0);
-    __syncthreads();  // the table written (cb 0); the previous block's span read, its stage and marks done
+    __syncthreads();  // the table written (first pass); the previous block's span read, its stage and marks done
     if (tid == 0) span_rel[0] = INT_MAX, span_rel[1] = INT_MIN;
     __syncthreads();
     band_forward_tile<T, Idx>(
