@@ -298,22 +298,29 @@ __device__ __forceinline__ band_fwd_span band_forward_prologue(float2* taps, int
 }
 
 // Two adjacent outputs of a row (channels ch, ch + 1) in T: one 4-byte store for 16-bit T, 8 bytes for float.
-template <class T>
+template <class T, bool Streaming = false>
 __device__ __forceinline__ void band_store_pair(T* p, float v0, float v1) {
   if constexpr (std::is_same<T, float>::value) {
-    *reinterpret_cast<float2*>(p) = make_float2(v0, v1);
+    if constexpr (Streaming)
+      __stcs(reinterpret_cast<float2*>(p), make_float2(v0, v1));
+    else
+      *reinterpret_cast<float2*>(p) = make_float2(v0, v1);
   } else {
     T e2[2] = {from_acc<T>(v0), from_acc<T>(v1)};
     unsigned raw;
     memcpy(&raw, e2, sizeof(raw));
-    *reinterpret_cast<unsigned*>(p) = raw;
+    if constexpr (Streaming)
+      __stcs(reinterpret_cast<unsigned*>(p), raw);
+    else
+      *reinterpret_cast<unsigned*>(p) = raw;
   }
 }
 
 // The stores of a lane's 2 rows (row0, row0 + 8) x 16 channels of a tile (8-channel tiles of the block's `pairs`
 // pairs): value(nt, hr, v0, v1) gives row row0 + 8 hr's channels 8 nt + 2 q, + 1; rows past the length n are
-// written 0 (value not called), rows past T not at all.
-template <class T, class Idx, class Value>
+// written 0 (value not called), rows past T not at all. Streaming: evict-first stores (st.global.cs), kept out of
+// the way of lines the block still reads from L2 (the fused forward's x).
+template <class T, class Idx, bool Streaming = false, class Value>
 __device__ __forceinline__ void band_store_tile(T* __restrict__ out, Idx xt, int pairs, int q, index_t row0, index_t Tn,
                                                 index_t n, Value&& value) {
 #pragma unroll
@@ -326,7 +333,7 @@ __device__ __forceinline__ void band_store_tile(T* __restrict__ out, Idx xt, int
         if (row < Tn) {
           float v0 = 0.0f, v1 = 0.0f;
           if (row < n) value(nt, hr, v0, v1);
-          band_store_pair<T>(out + Idx(row) * xt + ch, v0, v1);
+          band_store_pair<T, Streaming>(out + Idx(row) * xt + ch, v0, v1);
         }
       }
     }
@@ -360,8 +367,8 @@ __device__ __forceinline__ void band_mma_pair16(float (&acc)[8][4], int p, const
 // ranges: band_forward_prologue or the fused forward's band_forward_span; it ends at a barrier) and its segments of
 // d.stage_rows tokens (segment(acc, seg, m0, span) stages them, a barrier, and multiplies; a barrier after each);
 // then 1/K (NaN for a NaN offset of the row's head) and the stores of the lane's 2 rows x 16 channels (rows past
-// the length: 0; a tile past the length is all zeros).
-template <class T, class Idx, class Prologue, class Segment>
+// the length: 0; a tile past the length is all zeros); Streaming: evict-first stores of y (band_store_tile).
+template <class T, class Idx, bool Streaming = false, class Prologue, class Segment>
 __device__ __forceinline__ void band_forward_tile(const window_args<T>& a, const dx_band_args& d, const band_block& k,
                                                   index_t r0, const float2* taps, Prologue&& prologue,
                                                   Segment&& segment) {
@@ -386,7 +393,7 @@ __device__ __forceinline__ void band_forward_tile(const window_args<T>& a, const
     }
   }
 
-  band_store_tile<T, Idx>(y, xt, pairs, q, m0 + g, Tn, n, [&](int nt, int hr, float& v0, float& v1) {
+  band_store_tile<T, Idx, Streaming>(y, xt, pairs, q, m0 + g, Tn, n, [&](int nt, int hr, float& v0, float& v1) {
     // a NaN offset of this row's head: NaN (the table is intact: the next tile rewrites it after a barrier)
     const float mark = taps[k.pair_head[nt / 2] * 128 + 16 * warp + g + 8 * hr].x;
     const float s = td::is_nan(mark) ? mark : inv_k;
