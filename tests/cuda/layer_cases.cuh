@@ -233,6 +233,9 @@ void fused_forward_cases() {
     lengths_on_device len(c);
     dbuf<T> x(to_layout(h.x, pb.T, pb.B, pb.C, c.lay)), W(h.W), b(h.bias), y(pb.x_size()), y2(pb.x_size());
     dbuf<A> pre(pb.o_size()), pre2(pb.o_size()), o2(pb.o_size());
+    dbuf<T> y3(pb.x_size());
+    for (auto* buf : {&y, &y2, &y3}) buf->fill_bytes(0xff);  // NaN: a value left unwritten cannot match
+    for (auto* buf : {&pre, &pre2}) buf->fill_bytes(0xff);
     const tcu::talk_conv<T> layer(c.config());
     const double max_offset = d.active() ? 1.0 / (1.0 - double(d.p)) : 1.0;
 
@@ -257,6 +260,9 @@ void fused_forward_cases() {
     f.lengths = len.d();
     f.dropout = d;
     layer.forward(f, nullptr);
+    f.y = y3.p;
+    f.saved_offsets = nullptr;  // o_pre not stored: the same y
+    layer.forward(f, nullptr);
 
     // the two kernels
     oa.o_pre = pre2.p;
@@ -270,11 +276,27 @@ void fused_forward_cases() {
     const std::vector<T> yf = y.download(), yu = y2.download();
     const std::vector<A> pf = pre.download(), pu = pre2.download();
     CHECK(std::memcmp(yf.data(), yu.data(), yf.size() * sizeof(T)) == 0);
+    // every element written (the 0xff fill is NaN): o_pre is finite everywhere, 0 past the lengths
+    CHECK(std::all_of(pf.begin(), pf.end(), [](A v) { return std::isfinite(double(v)); }));
+    const std::vector<T> yn = y3.download();
+    CHECK(std::memcmp(yf.data(), yn.data(), yf.size() * sizeof(T)) == 0);
     CHECK(std::memcmp(pf.data(), pu.data(), pf.size() * sizeof(A)) == 0);
 
     const ref::dropout rd{d.active(), d.p, d.seed};
     const ref::vec y_ref = ref::layer_forward(pb, to_double(h.x), to_double(h.W), to_double(h.bias), rd, nullptr);
     check_close(to_double(from_layout(yf, pb.T, pb.B, pb.C, c.lay)), y_ref, tol<T>::value, "fused y vs reference");
+  }
+  // Short sequences in a large batch: the projection alone takes its dot-product form (other sums), so the fused
+  // kernel must not take the layer, whatever the SM count.
+  {
+    const test_case c = shaped_case(9450, 8, 2 * sms + 1, 128, 8, 4, 4, false, layout::tbc);
+    const tcu::talk_conv<T> layer(c.config());
+    dbuf<T> x(c.pb.x_size()), y(c.pb.x_size());
+    td::window_args<T> wa = td::make_window_args<T>(c.shape(), layer.window(), nullptr);
+    wa.x = x.p;
+    wa.y = y.p;
+    const td::offsets_args<T> oa = td::make_offsets_args<T>(c.shape(), layer.window(), nullptr, {});
+    CHECK_FALSE(td::launch_forward_fused(oa, wa, c.shape(), layer.window(), 1.0, nullptr, false));
   }
 }
 

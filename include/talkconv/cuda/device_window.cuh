@@ -140,8 +140,9 @@ forward_fused_launch plan_forward_fused(const seq_shape& s, const window_params&
 }
 
 // The layer forward in one kernel (agent_forward_fused.cuh) where it applies: 16-bit x on tensor cores for both
-// halves (sm_80+ code), P <= 32 (one offset tile), the banded forward's conditions (band_applies), at least two
-// blocks (time tiles of 128 rows) per SM (fewer: the two kernels spread the window over channel blocks too, which
+// halves (sm_80+ code), P <= 32 (one offset tile), the banded forward's conditions (band_applies), the projection's
+// tiled form (project_dot_form: else its sums, hence the bits, would differ), at least two blocks (time tiles of 128
+// rows) per SM (fewer: the two kernels spread the window over channel blocks too, which
 // the fused block walks one after the other) and shared memory within the opt-in; TALKCONV_CUDA_FUSED_FORWARD=0
 // turns it off. oa: the projection's arguments (oa.o is not written: the offsets stay in shared memory; oa.o_pre is,
 // when set), wa: the window's (wa.offsets unused). Returns false (nothing launched) where it does not apply: the
@@ -163,7 +164,10 @@ bool launch_forward_fused(offsets_args<T> oa, const window_args<T>& wa, const se
       constexpr int PC = decltype(pc)::value;
       constexpr int BN = PC < 16 ? 16 : PC;  // as launch_project's: ldmatrix pairs of 8-column tiles
       const forward_fused_launch p = plan_forward_fused<T, BN>(s, w, max_offset);
-      const index_t blocks = s.B * p.tiles;
+      const index_t blocks = s.B * p.tiles, N = s.T * s.B;
+      constexpr index_t BM = project_policy<T>::rows;
+      // where the projection alone would take its dot-product form (T * B <= ~4k rows), its sums differ: not here
+      if (project_dot_form(N, (N + BM - 1) / BM, (P + BN - 1) / BN)) return;
       if (blocks < 2 * index_t(sm_count()) || blocks > std::numeric_limits<std::int32_t>::max() ||
           p.smem + 128u + smem_reserved_per_block > smem_optin())  // + the static span pair (aligned)
         return;

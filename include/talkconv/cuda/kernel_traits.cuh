@@ -214,6 +214,10 @@ struct project_policy<__nv_bfloat16> : project_policy<__half> {};
 // over N * P / 8 blocks): the decoder's single token (N = B rows) and other tiny problems. A function of
 // the shape only, so a given shape always sums in the same order.
 constexpr long long project_min_tiles = 32;
+// Whether the projection of N rows in tiles_n offset tiles (of the policy's rows) takes the dot-product form.
+inline bool project_dot_form(index_t N, index_t tiles_m, index_t tiles_n) {
+  return tiles_m * tiles_n < project_min_tiles && N <= 65535;
+}
 
 // The two GEMMs that read dz [N, P] (float or double): dW = dz^T x (row-chunk partials) and the offset
 // path dx += dz W. A thread owns `pair` = 2 adjacent channels and up to proj_chunk offsets: 2 * P
