@@ -7,7 +7,8 @@
 #
 #   scripts/gpu-lease.sh [out_dir]      (default $OUT, else ./gpu-lease-out)
 #
-# Environment: STEPS (default "check ncu decode ncu-wide bench sanitize"; ksweep-f32: the f32 window sweep over
+# Environment: STEPS (default "check ncu decode ncu-wide bench sanitize"; ksweep-bf16: ncu's bf16 table at
+# L = M = 31 .. 255 with and without the banded kernels, T_KSWEEP_BF16 (240 s), KSWEEP_LS; ksweep-f32: the f32 window sweep over
 # K = 16 .. 127 for the banded float kernels' crossover, T_KSWEEP (120 s); ncu-noband: ncu's table with the banded
 # kernels, the fused 16-bit layer forward and the cp.async pipelines of bfloat16 dW and the 16-bit projection off
 # (-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0 -DTALKCONV_CUDA_FUSED_FORWARD=0, its own build,
@@ -45,6 +46,7 @@ pack() {
   [ -f "$work/ncu-noband/ncu.md" ] && cp "$work/ncu-noband/ncu.md" "$out/ncu-noband.md"
   [ -f "$work/decode/bench_cuda.json" ] && cp "$work/decode/bench_cuda.json" "$out/decode_cuda.json"
   [ -f "$work/ksweep-f32/bench_cuda.json" ] && cp "$work/ksweep-f32/bench_cuda.json" "$out/ksweep_f32.json"
+  [ -f "$work/ksweep-bf16/ksweep.md" ] && cp "$work/ksweep-bf16/ksweep.md" "$out/ksweep_bf16.md"
   tar -czf "$out/all.tgz" -C "$work" . 2>/dev/null
 }
 step() {  # name, seconds, command...
@@ -97,6 +99,27 @@ for s in ${STEPS:-check ncu decode ncu-wide bench sanitize}; do
       TALKCONV_BENCH_MIN_TIME="${TALKCONV_BENCH_MIN_TIME:-0.03}" \
       BENCH_FILTER='(copy|window_fwd|layer_bwd)/dtype:f32/T:4096/B:16/C:1024/(min_time|H:16/L:(15|31|63)/)' \
       scripts/gpu-check.sh "$work/ksweep-f32" >/dev/null
+    ;;
+  # ncu's bf16 table over K (L = M = 31, 63, 127, 255) with the banded kernels (the default build) and without them
+  # (build/gpu-noband, -DTALKCONV_CUDA_BAND=0: the vector-tile forward and the event dx): where each banded kernel
+  # stops paying, i.e. dx_band_max_k (255) for 16-bit x (BUDGET.md's model puts the dx crossover near K = 127).
+  # Eight ncu runs of ~20 s once both builds exist (ncu and ncu-noband before it); T_KSWEEP_BF16 (default 240).
+  ksweep-bf16)
+    kswp() {
+      for l in ${KSWEEP_LS:-31 63 127 255}; do
+        env SHAPE="4096 16 1024 16 $l $l 0" DTYPES=bf16 STALLS=0 scripts/gpu-ncu.sh "$work/ksweep-bf16/band-L$l" \
+          >/dev/null 2>&1
+        env CUDA_DEFINES="-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0 -DTALKCONV_CUDA_FUSED_FORWARD=0" \
+          BUILD_DIR="$root/build/gpu-noband" SHAPE="4096 16 1024 16 $l $l 0" DTYPES=bf16 STALLS=0 \
+          scripts/gpu-ncu.sh "$work/ksweep-bf16/noband-L$l" >/dev/null 2>&1
+        for v in band noband; do
+          { echo "### $v, L = M = $l"; sed -n '/^| kernel/,/^$/p' "$work/ksweep-bf16/$v-L$l/ncu.md"; } \
+            >>"$work/ksweep-bf16/ksweep.md" 2>/dev/null
+        done
+      done
+    }
+    mkdir -p "$work/ksweep-bf16"
+    step ksweep-bf16 "${T_KSWEEP_BF16:-240}" bash -c "$(declare -f kswp); work='$work' root='$root' kswp"
     ;;
   sanitize)
     step sanitize "${T_SANITIZE:-150}" env SKIP_TESTS=1 SKIP_BENCH=1 SANITIZERS="${SANITIZERS:-memcheck racecheck}" \

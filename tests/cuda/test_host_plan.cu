@@ -400,7 +400,7 @@ TEST_CASE("float banded dx's and forward's plans: the stage capped to keep 2 blo
           }
 }
 
-TEST_CASE("fused layer forward's plan: the banded forward's segments, its parts carved in order, 2 blocks per SM on every opt-in at the benchmark's windows") {
+TEST_CASE("fused layer forward's plan: the banded forward's segments, its parts carved in order, 2 blocks per SM at the benchmark's windows (A100, H100 / H200), P = 64 on an H100 / H200 only") {
   for (const talkconv::window_params& w :
        {talkconv::window_params{16, 16, 16, false}, talkconv::window_params{16, 63, 0, true},
         talkconv::window_params{8, 5, 7, false}, talkconv::window_params{16, 127, 127, false},
@@ -434,4 +434,10 @@ TEST_CASE("fused layer forward's plan: the banded forward's segments, its parts 
       if (w.num_offsets() <= 16) check_plan(std::integral_constant<int, 16>{});
       if (w.num_offsets() <= 32) check_plan(std::integral_constant<int, 32>{});
     }
+  // P = 64 (two offset tiles of 32): two blocks fit an H100 / H200's SM, not an A100's (the two kernels run there)
+  const talkconv::window_params w{32, 9, 12, false};
+  const d::forward_fused_launch p = d::plan_forward_fused<__nv_bfloat16, 32>(talkconv::seq_shape{4096, 16, 1024, layout::tbc}, w, 1.0);
+  const std::size_t block = p.smem + 128 + d::smem_reserved_per_block;
+  CHECK(2 * block <= optins[2] + 1024);
+  CHECK(2 * block > optins[0] + 1024);
 }

@@ -11,8 +11,8 @@
 //      banded forward kernel's arithmetic.
 // The same sums as the projection kernel followed by the banded forward (the same K loop and epilogue; the same
 // k steps per segment), deterministic. Shared memory: the projection's tiles, then (aliasing them) the stage;
-// the offsets tile (128 x P floats) and the taps table (H x 128 x 8 bytes). Applies where both halves do: 16-bit
-// x, P <= 32 (one offset tile), the banded forward's conditions (device_window.cuh: launch_forward_fused).
+// the offsets tile (128 x P floats) and the taps table (H x 128 x 8 bytes). Applies where both halves do and two
+// blocks fit an SM: 16-bit x, the banded forward's conditions (device_window.cuh: launch_forward_fused).
 #pragma once
 
 #include "talkconv/cuda/agent_project.cuh"
@@ -70,22 +70,25 @@ __device__ void forward_fused_tile(const offsets_args<T>& oa, const window_args<
   float2* taps = reinterpret_cast<float2*>(talkconv_fused_smem + fsm::taps_at(S, P));
   const T* x_seq = oa.x + b * oa.g.xb;  // row 0 of sequence b, channel 0
 
-  // 1. the projection of rows [t0, t0 + rows_in) (none below the length: z stays unread, the offsets are 0)
+  // 1. the projection of rows [t0, t0 + rows_in), one offset tile of BN after the other (past the first, x again from
+  //    L2; the projection kernel's blocks take one each: the same sums). None below the length: z stays unread.
   const bool any = t0 < n;  // block-uniform
-  if (any) tile::run_rows(oa, sm, x_seq + t0 * oa.g.xt, oa.g.xt, rows_in, 0, tid);
-  __syncthreads();
-  {
+  for (index_t n0 = 0; n0 < P; n0 += BN) {
+    if (n0 > 0) __syncthreads();  // the previous offset tile's epilogue has read z
+    if (any) tile::run_rows(oa, sm, x_seq + t0 * oa.g.xt, oa.g.xt, rows_in, static_cast<int>(n0), tid);
+    __syncthreads();
     const float* sz = reinterpret_cast<const float*>(sm.buf);
     constexpr int G = BN / 4;
     const bool vec = P % 4 == 0 && aligned16(oa.o_pre);
     for (int e = tid; e < BM * G; e += threads) {
-      const int m = e / G, j = (e % G) * 4;
+      const int m = e / G, jl = (e % G) * 4;
+      const index_t j = n0 + jl;
       if (m < rows_in && j < P) {
         const index_t t = t0 + m;
         const index_t r = oa.g.lay == 0 ? t * oa.g.B + b : b * Tn + t;  // the row of [T * B, P]
         float z[4];
 #pragma unroll
-        for (int k = 0; k < 4; ++k) z[k] = any ? sz[m * project_smem<T, BN>::ldz + j + k] : 0.0f;
+        for (int k = 0; k < 4; ++k) z[k] = any ? sz[m * project_smem<T, BN>::ldz + jl + k] : 0.0f;
         finish_offsets4(oa, r, t, b, t < n, j, P - j < 4 ? static_cast<int>(P - j) : 4, z, vec, o_s + m * P + j);
       }
     }

@@ -140,11 +140,11 @@ forward_fused_launch plan_forward_fused(const seq_shape& s, const window_params&
 }
 
 // The layer forward in one kernel (agent_forward_fused.cuh) where it applies: 16-bit x on tensor cores for both
-// halves (sm_80+ code), P <= 32 (one offset tile), the banded forward's conditions (band_applies), the projection's
-// tiled form (project_dot_form: else its sums, hence the bits, would differ), at least two blocks (time tiles of 128
-// rows) per SM (fewer: the two kernels spread the window over channel blocks too, which
-// the fused block walks one after the other) and shared memory within the opt-in; TALKCONV_CUDA_FUSED_FORWARD=0
-// turns it off. oa: the projection's arguments (oa.o is not written: the offsets stay in shared memory; oa.o_pre is,
+// halves (sm_80+ code), the banded forward's conditions (band_applies), the projection's tiled form
+// (project_dot_form: else its sums, hence the bits, would differ), at least two blocks (time tiles of 128 rows) per
+// SM (fewer: the two kernels spread the window over channel blocks too, which the fused block walks one after the
+// other) and two blocks' shared memory per SM (the offsets tile and the taps table grow with P and H: P = 32 takes
+// 75 KB a block, P = 64 107 KB: an H100 / H200 only); TALKCONV_CUDA_FUSED_FORWARD=0 turns it off. oa: the projection's arguments (oa.o is not written: the offsets stay in shared memory; oa.o_pre is,
 // when set), wa: the window's (wa.offsets unused). Returns false (nothing launched) where it does not apply: the
 // caller runs launch_project and launch_window_forward then. With launch = false, only whether it applies (tests).
 // A speed choice only: y and o_pre are the two kernels' bits. Asynchronous on `stream`.
@@ -157,7 +157,7 @@ bool launch_forward_fused(offsets_args<T> oa, const window_args<T>& wa, const se
     return false;
   } else {
     const index_t P = w.num_offsets();
-    if (P > proj_chunk || !band_applies<T, true>(wa.w, s, w, wa.x, wa.y) || !band_kernels_built<T>()) return false;
+    if (!band_applies<T, true>(wa.w, s, w, wa.x, wa.y) || !band_kernels_built<T>()) return false;
     oa.o = nullptr;
     bool done = false;
     dispatch_heads(P, [&](auto pc) {
@@ -168,8 +168,11 @@ bool launch_forward_fused(offsets_args<T> oa, const window_args<T>& wa, const se
       constexpr index_t BM = project_policy<T>::rows;
       // where the projection alone would take its dot-product form (T * B <= ~4k rows), its sums differ: not here
       if (project_dot_form(N, (N + BM - 1) / BM, (P + BN - 1) / BN)) return;
+      // two blocks per SM (the static span pair, aligned, and the runtime's reserve included): one block's
+      // projection overlaps the other's window
+      const std::size_t block = p.smem + 128u + smem_reserved_per_block;
       if (blocks < 2 * index_t(sm_count()) || blocks > std::numeric_limits<std::int32_t>::max() ||
-          p.smem + 128u + smem_reserved_per_block > smem_optin())  // + the static span pair (aligned)
+          block > smem_optin() || 2 * block > smem_per_sm())
         return;
       done = true;
       if (!launch) return;
