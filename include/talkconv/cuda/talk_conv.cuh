@@ -40,8 +40,11 @@ class talk_conv : public basic_talk_conv<Heads> {
   using base::window;
 
   // y = TaLK(x): the projection kernel (offsets after dropout into the workspace, o_pre into
-  // saved_offsets when given), then the fused window kernel. Workspace: T * B * P accumulators, or 256
-  // bytes when saved_offsets is given and dropout is off (the window then reads saved_offsets).
+  // saved_offsets when given), then the window kernel; for 16-bit x where it applies, both in one kernel
+  // (detail::launch_forward_fused: the offsets stay in shared memory, o_pre still goes to saved_offsets; the same
+  // bits). Workspace: T * B * P accumulators, or 256 bytes when saved_offsets is given and dropout is off (the
+  // window then reads saved_offsets); the one-kernel path leaves it untouched (its size does not depend on the
+  // path, which the pointers' alignment decides).
   void forward(void* workspace, std::size_t& workspace_bytes, const forward_args<T>& a, cudaStream_t stream) const {
     forward_at(workspace, workspace_bytes, a, stream, 0);
   }
