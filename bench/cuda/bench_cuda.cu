@@ -5,7 +5,8 @@
 // Names carry every parameter, so bench/peer_torch.py and bench/report.py read them without guessing:
 //   <family>/dtype:<f32|f16|bf16>/T:<T>/B:<B>/C:<C>/H:<H>/L:<L>/M:<M>/causal:<0|1>
 //   copy/dtype:<..>/T:<T>/B:<B>/C:<C>            (a device-to-device copy of x: the bandwidth roof)
-// families: copy, window_fwd (offsets given), layer_fwd, layer_bwd (saved offsets), orig_fwd, orig_bwd
+// families: copy, window_fwd (offsets given), layer_fwd, layer_fwd_2k (16-bit: the two-kernel forward beside the one-
+// kernel one), layer_bwd (saved offsets), orig_fwd, orig_bwd
 // (Google Benchmark appends /min_time:../manual_time). Counters, per call: bytes (the least a call must
 // move), tokens (T * B); rates: bytes_per_second, tokens_per_second, copy_fraction (bytes_per_second
 // over the rate of a device copy of the same number of bytes, timed in this process), copy_GBps.

@@ -18,6 +18,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace talkconv_bench {
@@ -284,6 +285,36 @@ void BM_layer_forward(benchmark::State& st, const problem& pb) {
   set_counters(st, secs, double(2 * pb.n() * sizeof(T)), pb.tokens());
 }
 
+// The layer forward as two kernels (the projection, then the window), as talk_conv::forward runs it where the
+// one-kernel forward of 16-bit x (forward_fused_kernel) does not apply: beside layer_fwd, the same-run A/B of that
+// kernel. The same inputs, dropout, saved offsets, bytes and counters as BM_layer_forward; 16-bit x only.
+template <class T>
+void BM_layer_forward_two_kernels(benchmark::State& st, const problem& pb) {
+  namespace td = talkconv::cuda::detail;
+  const talkconv::window_params w = pb.window();
+  const index_t P = w.num_offsets();
+  dev<T> x(pb.n(), 1, -1.0f, 3.0f), y(pb.n()), W(std::size_t(P * pb.C), 3, -0.05f, 0.05f),
+      b(std::size_t(P), 4, -0.5f, 0.5f);
+  dev<float> saved(pb.np()), o(pb.np());
+  const talkconv::dropout_params d{0.1f, 7, true};
+  td::offsets_args<T> oa = td::make_offsets_args<T>(pb.shape(), w, nullptr, d);
+  oa.x = x.p;
+  oa.weight = W.p;
+  oa.bias = b.p;
+  oa.o = o.p;
+  oa.o_pre = saved.p;
+  td::window_args<T> wa = td::make_window_args<T>(pb.shape(), w, nullptr);
+  wa.x = x.p;
+  wa.offsets = o.p;
+  wa.y = y.p;
+  const double max_offset = 1.0 / (1.0 - double(d.p));
+  const double secs = time_loop(st, nullptr, [&] {
+    td::launch_project(oa, pb.shape(), nullptr);
+    td::launch_window_forward(wa, pb.shape(), w, max_offset, nullptr);
+  });
+  set_counters(st, secs, double(2 * pb.n() * sizeof(T)), pb.tokens());
+}
+
 template <class T>
 void BM_layer_backward(benchmark::State& st, const problem& pb) {
   const index_t P = pb.window().num_offsets();
@@ -371,9 +402,10 @@ template <>
 inline const char* dtype_name<__nv_bfloat16>() { return "bf16"; }
 
 enum family : unsigned {
-  copy = 1, window_fwd = 2, layer_fwd = 4, layer_bwd = 8, orig_fwd = 16, orig_bwd = 32, offsets_fwd = 64, offsets_bwd = 128
+  copy = 1, window_fwd = 2, layer_fwd = 4, layer_bwd = 8, orig_fwd = 16, orig_bwd = 32, offsets_fwd = 64, offsets_bwd = 128,
+  layer_fwd_2k = 256  // the layer forward as two kernels (16-bit x: the fused forward's baseline)
 };
-constexpr unsigned layer_families = copy | window_fwd | layer_fwd | layer_bwd;
+constexpr unsigned layer_families = copy | window_fwd | layer_fwd | layer_fwd_2k | layer_bwd;
 constexpr unsigned all_families = layer_families | orig_fwd | orig_bwd;
 
 struct registry {
@@ -402,6 +434,8 @@ void registry::add(unsigned fams, const problem& pb) {
   if (fams & copy) add_one("copy" + d + pb.tbc(), &BM_copy<T>, pb);
   if (fams & window_fwd) add_one("window_fwd" + s, &BM_window_forward<T>, pb);
   if (fams & layer_fwd) add_one("layer_fwd" + s, &BM_layer_forward<T>, pb);
+  if constexpr (!std::is_same<T, float>::value)
+    if (fams & layer_fwd_2k) add_one("layer_fwd_2k" + s, &BM_layer_forward_two_kernels<T>, pb);
   if (fams & layer_bwd) add_one("layer_bwd" + s, &BM_layer_backward<T>, pb);
   if (fams & orig_fwd) add_one("orig_fwd" + s, &BM_original_forward<T>, pb);
   if (fams & orig_bwd) add_one("orig_bwd" + s, &BM_original_backward<T>, pb);
