@@ -269,10 +269,10 @@ struct project_tile {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   // 16-bit x, a full tile (every row and offset inside x and W, C a multiple of 64, 16-byte aligned rows): the K
   // loop as a cp.async ring (no register staging, one barrier per k tile of 32). x_blk, w_blk: the block's first
-  // row of x and of W; ldr: elements between x's rows (W's are C apart). Stage s holds x rows [0, BM) then W rows [0, BN), 64 bytes each at swizzle64_byte. Per
-  // k tile: wait for its copies, one barrier (every thread's copies landed, every warp done with the stage the
-  // next copies overwrite), the copies of k tile kt + stages - 1, then its two k steps: all six fragments loaded
-  // before the first mma. The same k steps of 16 in the same order as the register path: the same sums.
+  // row of x and of W; ldr: elements between x's rows (W's are C apart). Stage s holds x rows [0, BM) then W rows
+  // [0, BN), 64 bytes each at swizzle64_byte. Per k tile: wait for its copies, one barrier (every thread's copies
+  // landed, every warp done with the stage the next copies overwrite), the copies of k tile kt + stages - 1, then
+  // its two k steps: all six fragments loaded before the first mma. The same k steps of 16 in the same order as the register path: the same sums.
   template <class Ld>
   __device__ __forceinline__ static void run_async(smem& sm, const T* __restrict__ x_blk, const T* __restrict__ w_blk,
                                                    int C, Ld ldr, int tid) {

@@ -40,9 +40,9 @@ void launch_project(const offsets_args<T>& a, const seq_shape& s, cudaStream_t s
   const index_t N = s.T * s.B, P = a.g.P;
   dispatch_heads(P, [&](auto pc) {
     constexpr int PC = decltype(pc)::value;
-    constexpr int BN = pol::tensor_cores && PC < 16 ? 16 : PC;  // 16-bit: ldmatrix pairs of 8-column tiles
+    constexpr int BN = project_bn<T, PC>();
     const index_t tiles_m = (N + pol::rows - 1) / pol::rows, tiles_n = (P + BN - 1) / BN;
-    if (project_dot_form(N, tiles_m, tiles_n)) {
+    if (project_dot_form(N, P, pol::rows, BN)) {
       const index_t gx = (P + row_threads / 32 - 1) / (row_threads / 32);
       project_dot_kernel<T><<<dim3(static_cast<unsigned>(gx), static_cast<unsigned>(N)), row_threads, 0, stream>>>(a);
       check_launch("project_dot_kernel");

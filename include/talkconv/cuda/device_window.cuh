@@ -144,8 +144,9 @@ forward_fused_launch plan_forward_fused(const seq_shape& s, const window_params&
 // (project_dot_form: else its sums, hence the bits, would differ), at least two blocks (time tiles of 128 rows) per
 // SM (fewer: the two kernels spread the window over channel blocks too, which the fused block walks one after the
 // other) and two blocks' shared memory per SM (the offsets tile and the taps table grow with P and H: P = 32 takes
-// 75 KB a block, P = 64 107 KB: an H100 / H200 only); TALKCONV_CUDA_FUSED_FORWARD=0 turns it off. oa: the projection's arguments (oa.o is not written: the offsets stay in shared memory; oa.o_pre is,
-// when set), wa: the window's (wa.offsets unused). Returns false (nothing launched) where it does not apply: the
+// 75 KB a block, P = 64 107 KB: an H100 / H200 only); TALKCONV_CUDA_FUSED_FORWARD=0 turns it off. oa: the
+// projection's arguments (oa.o is not written: the offsets stay in shared memory; oa.o_pre is, when set), wa: the
+// window's (wa.offsets unused). Returns false (nothing launched) where it does not apply: the
 // caller runs launch_project and launch_window_forward then. With launch = false, only whether it applies (tests).
 // A speed choice only: y and o_pre are the two kernels' bits. Asynchronous on `stream`.
 template <class T>
@@ -162,12 +163,11 @@ bool launch_forward_fused(offsets_args<T> oa, const window_args<T>& wa, const se
     bool done = false;
     dispatch_heads(P, [&](auto pc) {
       constexpr int PC = decltype(pc)::value;
-      constexpr int BN = PC < 16 ? 16 : PC;  // as launch_project's: ldmatrix pairs of 8-column tiles
+      constexpr int BN = project_bn<T, PC>();  // launch_project's tiles
       const forward_fused_launch p = plan_forward_fused<T, BN>(s, w, max_offset);
-      const index_t blocks = s.B * p.tiles, N = s.T * s.B;
-      constexpr index_t BM = project_policy<T>::rows;
+      const index_t blocks = s.B * p.tiles;
       // where the projection alone would take its dot-product form (T * B <= ~4k rows), its sums differ: not here
-      if (project_dot_form(N, (N + BM - 1) / BM, (P + BN - 1) / BN)) return;
+      if (project_dot_form(s.T * s.B, P, project_policy<T>::rows, BN)) return;
       // two blocks per SM (the static span pair, aligned, and the runtime's reserve included): one block's
       // projection overlaps the other's window
       const std::size_t block = p.smem + 128u + smem_reserved_per_block;

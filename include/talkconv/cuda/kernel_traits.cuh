@@ -214,9 +214,14 @@ struct project_policy<__nv_bfloat16> : project_policy<__half> {};
 // over N * P / 8 blocks): the decoder's single token (N = B rows) and other tiny problems. A function of
 // the shape only, so a given shape always sums in the same order.
 constexpr long long project_min_tiles = 32;
-// Whether the projection of N rows in tiles_n offset tiles (of the policy's rows) takes the dot-product form.
-inline bool project_dot_form(index_t N, index_t tiles_m, index_t tiles_n) {
-  return tiles_m * tiles_n < project_min_tiles && N <= 65535;
+// Offsets per projection tile for dispatch_heads' bound PC (16-bit: ldmatrix pairs of 8-column tiles, at least 16).
+template <class T, int PC>
+constexpr int project_bn() {
+  return project_policy<T>::tensor_cores && PC < 16 ? 16 : PC;
+}
+// Whether the projection of N rows and P offsets in tiles of BN offsets takes the dot-product form.
+inline bool project_dot_form(index_t N, index_t P, index_t rows, int BN) {
+  return ((N + rows - 1) / rows) * ((P + BN - 1) / BN) < project_min_tiles && N <= 65535;
 }
 
 // The two GEMMs that read dz [N, P] (float or double): dW = dz^T x (row-chunk partials) and the offset
