@@ -109,10 +109,12 @@ __device__ void forward_fused_tile(const offsets_args<T>& oa, const window_args<
     __syncthreads();  // the table written (first pass); the previous block's span read, its stage and marks done
     if (tid == 0) span_rel[0] = INT_MAX, span_rel[1] = INT_MIN;
     __syncthreads();
-    band_forward_tile<T, Idx, true>(  // y with evict-first stores: L2 keeps the x lines still to be re-read
+    // y stored and x re-read evict-first: L2 keeps the x lines still to be re-read (the tile's channel blocks not
+    // yet reached, its neighbours' rows)
+    band_forward_tile<T, Idx, true>(
         wa, d, k, t0, tk, [&] { return band_forward_span(tk, span_rel, t0, k); },
         [&](float(&acc)[8][4], index_t seg, index_t m0, const band_fwd_span& sp) {
-          band_forward_segment16<T, Idx>(acc, stage, stage_base, x, wa.g.xt, tk, seg, m0, sp, S, k);
+          band_forward_segment16<T, Idx, true>(acc, stage, stage_base, x, wa.g.xt, tk, seg, m0, sp, S, k);
         });
   }
 }

@@ -143,7 +143,8 @@ __device__ __forceinline__ band_block make_band_block(const window_args<T>& a, c
 // stage at detail::band_stage_byte, zero past the length, in the 16 padding rows and past cn: thread (row
 // tid / 8 + 32 i, vector tid % 8), its byte advancing by 32 rows (the swizzle repeats every 8). Asynchronous:
 // cp_async_wait_all and a barrier before the stage is read.
-template <class T>
+// EvictFirst: the copies read under l2_evict_first_policy (the fused forward's re-read of x: its last read).
+template <class T, bool EvictFirst = false>
 __device__ __forceinline__ void stage_band_rows(unsigned char* stage, const T* src, index_t xt, index_t seg, int S,
                                                 const band_block& k) {
   const int v = k.tid % 8, jmax = static_cast<int>(k.n - seg < S ? k.n - seg : S);
@@ -152,9 +153,13 @@ __device__ __forceinline__ void stage_band_rows(unsigned char* stage, const T* s
   const T* p = src + (seg + j) * xt + 8 * v;  // 64-bit steps: rows past T are formed, never read
   const index_t step = 32 * xt;
   unsigned char* dst = stage + talkconv::detail::band_stage_byte(j, v);
+  const unsigned long long policy = EvictFirst ? l2_evict_first_policy() : 0ull;
   for (; j < S + 16; j += 32, p += step, dst += 32 * 128) {
     const bool valid = vec_ok && j < jmax;
-    cp_async_16_or_zero(dst, valid ? p : src, valid);
+    if constexpr (EvictFirst)
+      cp_async_16_or_zero_hint(dst, valid ? p : src, valid, policy);
+    else
+      cp_async_16_or_zero(dst, valid ? p : src, valid);
   }
 }
 

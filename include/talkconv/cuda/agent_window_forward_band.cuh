@@ -27,8 +27,9 @@ namespace detail {
 
 // One segment of a tile (16-bit x): x rows [seg, seg + S) of the block's sequence and channels (x: its row 0,
 // channel c0) staged, a barrier, then the warp's k steps over its range [sp.wlo, sp.whi) within the segment and the
-// length, with the rows' taps from `taps` (heads x 128, the block's heads).
-template <class T, class Idx>
+// length, with the rows' taps from `taps` (heads x 128, the block's heads). EvictFirst: x read under the L2
+// evict-first policy (the fused forward: this is x's last read, its first left it in L2).
+template <class T, class Idx, bool EvictFirst = false>
 __device__ __forceinline__ void band_forward_segment16(float (&acc)[8][4], unsigned char* stage, unsigned stage_base,
                                                        const T* x, index_t xt, const float2* taps, index_t seg,
                                                        index_t m0, const band_fwd_span& sp, int S, const band_block& k) {
@@ -36,7 +37,7 @@ __device__ __forceinline__ void band_forward_segment16(float (&acc)[8][4], unsig
   constexpr bool Bf16 = std::is_same<T, __nv_bfloat16>::value;
   const int warp = k.warp, lane = k.lane, g = k.g, q = k.q;
   const index_t n = k.n;
-  stage_band_rows(stage, x, xt, seg, S, k);
+  stage_band_rows<T, EvictFirst>(stage, x, xt, seg, S, k);
   cp_async_wait_all();
   __syncthreads();
   if (m0 < n && sp.wlo < sp.whi) {

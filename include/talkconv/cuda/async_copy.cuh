@@ -30,6 +30,32 @@ __device__ __forceinline__ void cp_async_16_or_zero(void* dst, const void* src, 
 #endif
 }
 
+// An L2 eviction policy for hinted copies: evict-first (sm_80 and later; 0 and unused before). A line read under it
+// is among the first L2 replaces, a hint only (the data read is the same): for a last read of data whose earlier read
+// left it in L2, so that the lines still to be re-read stay.
+__device__ __forceinline__ unsigned long long l2_evict_first_policy() {
+  unsigned long long p = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
+#endif
+  return p;
+}
+
+// cp_async_16_or_zero with an L2 policy (l2_evict_first_policy).
+__device__ __forceinline__ void cp_async_16_or_zero_hint(void* dst, const void* src, bool valid,
+                                                         unsigned long long policy) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  const int bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(d), "l"(src), "r"(bytes),
+               "l"(policy)
+               : "memory");
+#else
+  (void)policy;
+  cp_async_16_or_zero(dst, src, valid);
+#endif
+}
+
 // The copies issued since the last commit form one group (cp.async.commit_group); the groups complete in
 // order. cp_async_wait_group<N>() waits until at most N of this thread's groups are pending: a pipeline
 // that keeps one step in flight commits every step (an empty group included) and waits with N = 1.
