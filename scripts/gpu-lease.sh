@@ -11,7 +11,7 @@
 # L = M = 31 .. 255 with and without the banded kernels, T_KSWEEP_BF16 (240 s), KSWEEP_LS; ksweep-f32: the f32 window sweep over
 # K = 16 .. 127 for the banded float kernels' crossover, T_KSWEEP (120 s); ncu-noband: ncu's table with the banded
 # kernels, the fused 16-bit layer forward and the cp.async pipelines of bfloat16 dW and the 16-bit projection off
-# (-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0 -DTALKCONV_CUDA_FUSED_FORWARD=0, its own build,
+# (-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0 -DTALKCONV_CUDA_FUSED_FORWARD=0 -DTALKCONV_CUDA_FUSED_BACKWARD=0, its own build,
 # bf16 and f32, ~150 s, T_NCU_NOBAND default 180), for an A/B in one call; ncu-wide: ncu's table at
 # L = M = 511 bf16, NCU_WIDE_SHAPE to change it, T_NCU_WIDE (60 s); decode: the decoder-step benchmarks alone,
 # about 10 s once the benchmark is built, so a bench step cut short still leaves them; it builds the
@@ -75,11 +75,11 @@ for s in ${STEPS:-check ncu decode ncu-wide bench sanitize}; do
       scripts/gpu-ncu.sh "$work/ncu-wide" >/dev/null 2>"$work/ncu-wide-stderr.txt"
     ;;
   # The same table with the banded kernels off (-DTALKCONV_CUDA_BAND=0: the vector-tile forward and the event
-  # dx kernel for 16-bit x and float; with it the fused 16-bit layer forward, -DTALKCONV_CUDA_FUSED_FORWARD=0), bfloat16 dW and the 16-bit projection register-staged (-DTALKCONV_CUDA_DW_ASYNC=0
+  # dx kernel for 16-bit x and float; with it the fused 16-bit layer forward, -DTALKCONV_CUDA_FUSED_FORWARD=0; the fused 16-bit window backward, -DTALKCONV_CUDA_FUSED_BACKWARD=0), bfloat16 dW and the 16-bit projection register-staged (-DTALKCONV_CUDA_DW_ASYNC=0
   # -DTALKCONV_CUDA_PROJECT_ASYNC=0): an A/B of the 2026-12-01 kernel changes in one call. Its own build directory. (The passes removed from the backward the
   # same day, dropout copy and offset-gradient combine, have no switch: they show as absent kernels.)
   ncu-noband)
-    step ncu-noband "${T_NCU_NOBAND:-180}" env CUDA_DEFINES="-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0 -DTALKCONV_CUDA_FUSED_FORWARD=0" BUILD_DIR="$root/build/gpu-noband" \
+    step ncu-noband "${T_NCU_NOBAND:-180}" env CUDA_DEFINES="-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0 -DTALKCONV_CUDA_FUSED_FORWARD=0 -DTALKCONV_CUDA_FUSED_BACKWARD=0" BUILD_DIR="$root/build/gpu-noband" \
       DTYPES="bf16 f32" STALLS=0 scripts/gpu-ncu.sh "$work/ncu-noband" >/dev/null 2>"$work/ncu-noband-stderr.txt"
     ;;
   decode)
@@ -109,7 +109,7 @@ for s in ${STEPS:-check ncu decode ncu-wide bench sanitize}; do
       for l in ${KSWEEP_LS:-31 63 127 255}; do
         env SHAPE="4096 16 1024 16 $l $l 0" DTYPES=bf16 STALLS=0 scripts/gpu-ncu.sh "$work/ksweep-bf16/band-L$l" \
           >/dev/null 2>&1
-        env CUDA_DEFINES="-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0 -DTALKCONV_CUDA_FUSED_FORWARD=0" \
+        env CUDA_DEFINES="-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0 -DTALKCONV_CUDA_FUSED_FORWARD=0 -DTALKCONV_CUDA_FUSED_BACKWARD=0" \
           BUILD_DIR="$root/build/gpu-noband" SHAPE="4096 16 1024 16 $l $l 0" DTYPES=bf16 STALLS=0 \
           scripts/gpu-ncu.sh "$work/ksweep-bf16/noband-L$l" >/dev/null 2>&1
         for v in band noband; do
@@ -123,7 +123,7 @@ for s in ${STEPS:-check ncu decode ncu-wide bench sanitize}; do
     ;;
   sanitize)
     step sanitize "${T_SANITIZE:-150}" env SKIP_TESTS=1 SKIP_BENCH=1 SANITIZERS="${SANITIZERS:-memcheck racecheck}" \
-      SANITIZE_CASES="${SANITIZE_CASES:-*fused dx path*: float,*fused dx path*: bfloat16,*rows past the lengths*: float,*banded dx*: bfloat16,*banded dx*: float,*layer forward in one kernel*: bfloat16}" \
+      SANITIZE_CASES="${SANITIZE_CASES:-*fused dx path*: float,*fused dx path*: bfloat16,*rows past the lengths*: float,*banded dx*: bfloat16,*banded dx*: float,*layer forward in one kernel*: bfloat16,*dx in one kernel*: bfloat16}" \
       scripts/gpu-check.sh "$work/sanitize" >/dev/null
     ;;
   *) echo "gpu-lease: unknown step $s" >>"$work/steps.txt" ;;
@@ -133,5 +133,5 @@ pack
 cat "$out/summary.txt"
 [ -f "$work/ncu/ncu.md" ] && cat "$work/ncu/ncu.md"
 [ -f "$work/ncu-wide/ncu.md" ] && sed -n '/^## /,/^$/p' "$work/ncu-wide/ncu.md"
-[ -f "$work/ncu-noband/ncu.md" ] && { echo "== banded kernels, fused forward and cp.async pipelines off (TALKCONV_CUDA_BAND=0, TALKCONV_CUDA_DW_ASYNC=0, TALKCONV_CUDA_PROJECT_ASYNC=0, TALKCONV_CUDA_FUSED_FORWARD=0)"; sed -n '/^## /,/^$/p' "$work/ncu-noband/ncu.md"; }
+[ -f "$work/ncu-noband/ncu.md" ] && { echo "== banded kernels, fused forward and backward and cp.async pipelines off (TALKCONV_CUDA_BAND=0, TALKCONV_CUDA_DW_ASYNC=0, TALKCONV_CUDA_PROJECT_ASYNC=0, TALKCONV_CUDA_FUSED_FORWARD=0, TALKCONV_CUDA_FUSED_BACKWARD=0)"; sed -n '/^## /,/^$/p' "$work/ncu-noband/ncu.md"; }
 grep -hE "FAILED|ERROR|error:" "$work"/check/tests.txt 2>/dev/null | head -n 40

@@ -310,6 +310,121 @@ void fused_forward_cases() {
   }
 }
 
+// The window backward in one kernel (16-bit x, agent_backward_fused.cuh): where it applies the fused path is taken
+// (asserted), dz and dx are bitwise the two kernels' (gather with its finish, then the banded dx with W^T dz: the same
+// call with fuse = false), every output element written (NaN-filled first), and the layer's backward, which takes the
+// fused path at these shapes, is within the dtype's bar of the float64 reference. Heads of 16, 32 and 64 channels,
+// a partial channel block, causal, ragged lengths, dropout, P = 64; heads of 128 (two channel blocks each) are not
+// fused (the finish needs whole heads).
+template <class T>
+void fused_backward_cases() {
+  namespace td = talkconv::cuda::detail;
+  using A = acc_t<T>;
+  struct shape {
+    long t, c, h, l, m;
+    bool causal;
+    layout lay;
+    int lengths;  // 0: all T; 1: ragged
+    float p;      // dropout
+  };
+  const shape shapes[] = {
+      {1100, 128, 8, 16, 16, false, layout::tbc, 1, 0.0f},  // the benchmark's window, heads of 16
+      {700, 256, 16, 30, 5, false, layout::btc, 0, 0.1f},   // dropout
+      {520, 192, 6, 40, 0, true, layout::tbc, 1, 0.0f},     // causal, heads of 32
+      {640, 96, 6, 100, 100, false, layout::tbc, 0, 0.0f},  // K = 201, a partial channel block (64 + 32)
+      {400, 512, 32, 9, 12, false, layout::tbc, 1, 0.1f},   // P = 64
+      {330, 320, 5, 6, 3, false, layout::btc, 1, 0.0f},     // heads of 64, P = 10
+      {300, 256, 2, 7, 7, false, layout::btc, 1, 0.0f},     // heads of 128: not fused
+  };
+  int sms = 0;
+  CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  std::uint64_t seed = 9500;
+  for (const shape& sh : shapes) {
+    const long tiles = (sh.t + 127) / 128, B = (2 * sms + tiles - 1) / tiles + 1;
+    std::vector<long> lengths;
+    if (sh.lengths)
+      for (long b = 0; b < B; ++b) {
+        const long pick[] = {sh.t, 0, 128, 129, sh.t - 1, sh.t / 3, 1};
+        lengths.push_back(pick[b % 7]);
+      }
+    const test_case c = shaped_case(++seed, sh.t, B, sh.c, sh.h, sh.l, sh.m, sh.causal, sh.lay, lengths);
+    const talkconv::dropout_params d{sh.p, seed, sh.p > 0};
+    INFO(c.str(), " dtype=", tol<T>::name, " dropout p=", d.p);
+    const ref::problem& pb = c.pb;
+    const layer_data<T> h = make_layer_data<T>(c);
+    lengths_on_device len(c);
+    const tcu::talk_conv<T> layer(c.config());
+    const talkconv::window_params w = layer.window();
+    const td::window_geom wg = td::window_geom::make(w, c.shape().C);
+    const double max_offset = d.active() ? 1.0 / (1.0 - double(d.p)) : 1.0;
+    dbuf<T> x(to_layout(h.x, pb.T, pb.B, pb.C, c.lay)), W(h.W), b(h.bias), dy(to_layout(h.dy, pb.T, pb.B, pb.C, c.lay)),
+        y(pb.x_size()), dx(pb.x_size()), dx2(pb.x_size());
+    dbuf<A> pre(pb.o_size()), o(pb.o_size()), dz(pb.o_size()), dz2(pb.o_size());
+    dbuf<unsigned long long> reach(2);
+    layer.forward(forward_of<T>(c.shape(), x.p, W.p, b.p, y.p, pre.p, len.d(), d), nullptr);
+
+    // the window backward's arguments as the layer's backward sets them (talk_conv::backward_at)
+    td::offsets_args<T> oa = td::make_offsets_args<T>(c.shape(), w, len.d(), d);
+    oa.o_pre = pre.p;
+    oa.o = o.p;
+    if (d.active()) td::launch_apply_dropout(oa, nullptr);
+    td::window_args<T> wa = td::make_window_args<T>(c.shape(), w, len.d());
+    wa.x = x.p;
+    wa.offsets = d.active() ? o.p : pre.p;
+    wa.dy = dy.p;
+    wa.weight = W.p;
+    wa.finish.on = true;
+    wa.finish.o_pre = pre.p;
+    wa.finish.dropout = oa.dropout;
+    wa.finish.p = oa.p;
+    wa.finish.seed = oa.seed;
+    wa.finish.t_base = 0;
+    auto run = [&](T* dxp, A* dzp, bool fuse) {
+      td::window_args<T> a = wa;
+      a.dx = dxp;
+      a.partial = dzp;
+      a.dz = dzp;
+      bool finished = false;
+      const bool wtdz = td::launch_window_backward(
+          a, c.shape(), w, max_offset, reach.p, nullptr, [&](bool f) { finished = f; }, fuse);
+      CHECK(finished);  // dz finished in the kernel (whole heads per channel block)
+      CHECK(wtdz);      // W^T dz added by the banded dx
+    };
+    td::window_args<T> q = wa;
+    q.partial = dz.p;
+    q.dz = dz.p;
+    q.dx = dx.p;
+    const bool fused = td::launch_backward_fused(q, c.shape(), w, max_offset, reach.p, true, nullptr, false);
+    if (wg.subs > 1) {
+      CHECK_FALSE(fused);
+      continue;
+    }
+    REQUIRE(fused);  // every condition holds by the shape's choice
+    for (auto* buf : {&dx, &dx2}) buf->fill_bytes(0xff);  // NaN: a value left unwritten cannot match
+    for (auto* buf : {&dz, &dz2}) buf->fill_bytes(0xff);
+    run(dx.p, dz.p, true);
+    run(dx2.p, dz2.p, false);
+    CUDA_OK(cudaDeviceSynchronize());
+    const std::vector<T> xf = dx.download(), xu = dx2.download();
+    const std::vector<A> zf = dz.download(), zu = dz2.download();
+    CHECK(std::memcmp(xf.data(), xu.data(), xf.size() * sizeof(T)) == 0);
+    CHECK(std::memcmp(zf.data(), zu.data(), zf.size() * sizeof(A)) == 0);
+    CHECK(std::all_of(zf.begin(), zf.end(), [](A v) { return std::isfinite(double(v)); }));
+
+    // the layer's backward (the fused path at this shape), recomputed and saved offsets, against float64
+    const ref::dropout rd{d.active(), d.p, d.seed};
+    ref::vec dx_ref, dW_ref, db_ref;
+    ref::layer_backward(pb, to_double(h.x), to_double(h.W), to_double(h.bias), rd, to_double(h.dy), dx_ref, dW_ref,
+                        db_ref);
+    for (const bool saved : {true, false}) {
+      const layer_out<T> g = run_gpu<T>(c, h, d, saved);
+      check_close(to_double(g.dx), dx_ref, tol<T>::value, "fused dx vs reference");
+      check_close(to_double(g.dW), dW_ref, 4 * tol<T>::value, "fused dW vs reference");
+      check_close(to_double(g.db), db_ref, 4 * tol<T>::value, "fused dbias vs reference");
+    }
+  }
+}
+
 // Rows past the lengths get dx exactly 0, whatever x and dy hold there (NaN) and even with an Inf in W: the
 // fused dx path multiplies W^T by the zero dz of those rows (Inf * 0 = NaN) and must still write zeros.
 template <class T>

@@ -47,3 +47,7 @@ TALKCONV_GPU_CASE("window handles integer bounds and a NaN offset like the CPU, 
 TALKCONV_GPU_CASE("layer forward in one kernel (projection + banded window): the fused path taken, bitwise the two kernels', within the bar of the reference: bfloat16") {
   fused_forward_cases<__nv_bfloat16>();
 }
+
+TALKCONV_GPU_CASE("layer backward: the window's offset gradients and dx in one kernel, the fused path taken, bitwise the two kernels', within the bar of the reference: bfloat16") {
+  fused_backward_cases<__nv_bfloat16>();
+}

@@ -185,3 +185,7 @@ TALKCONV_GPU_CASE("window handles integer bounds and a NaN offset like the CPU, 
 TALKCONV_GPU_CASE("layer forward in one kernel (projection + banded window): the fused path taken, bitwise the two kernels', within the bar of the reference: half") {
   fused_forward_cases<__half>();
 }
+
+TALKCONV_GPU_CASE("layer backward: the window's offset gradients and dx in one kernel, the fused path taken, bitwise the two kernels', within the bar of the reference: half") {
+  fused_backward_cases<__half>();
+}

@@ -49,8 +49,10 @@ __device__ __forceinline__ void band_a_fragment(const float2* __restrict__ taps,
   for (int i = 0; i < 4; ++i) band_pieces<T>(td::band_reg_weight(w, i, 0), td::band_reg_weight(w, i, 1), hi[i], lo[i]);
 }
 
-template <class T, class Idx, bool Fused>
-__device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args& d) {
+// The block k (a block's own: make_band_block; the fused backward's: make_band_block_at). EvictFirst: dy read
+// under the L2 evict-first policy (the fused backward: its last read of dy, the first left it in L2).
+template <class T, class Idx, bool Fused, bool EvictFirst = false>
+__device__ void input_grad_band_block(const window_args<T>& a, const dx_band_args& d, const band_block& k) {
   namespace td = talkconv::detail;
   using pol = dx_band_policy<T>;
   constexpr bool Bf16 = std::is_same<T, __nv_bfloat16>::value;
@@ -61,7 +63,6 @@ __device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args
   float* wfrag = reinterpret_cast<float*>(talkconv_smem + d.w_at);
   const unsigned stage_base = static_cast<unsigned>(__cvta_generic_to_shared(stage));
 
-  const band_block k = make_band_block(a, d);
   const int tid = k.tid, lane = k.lane, g = k.g, q = k.q, cn = k.cn, nh = k.nh;
   const index_t b = k.b, c0 = k.c0, h_first = k.h_first, n = k.n;
   const int S = d.stage_rows, PR = S + 16;
@@ -96,7 +97,7 @@ __device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args
       a, d, k,
       [&](float(&acc)[8][4], index_t seg, index_t, index_t m0) {
         // 1. stage dy rows [seg, seg + S), the taps of every (token, head)
-        stage_band_rows(stage, dy, a.g.xt, seg, S, k);
+        stage_band_rows<T, EvictFirst>(stage, dy, a.g.xt, seg, S, k);
         for (int hh = 0; hh < nh; ++hh)
           for (int j = tid; j < PR; j += pol::threads) {
             const index_t u = seg + j;
@@ -136,6 +137,11 @@ __device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args
           mma_tf32(acc[nt], zlo, bw);
         }
       });
+}
+
+template <class T, class Idx, bool Fused>
+__device__ void input_grad_band_tile(const window_args<T>& a, const dx_band_args& d) {
+  input_grad_band_block<T, Idx, Fused>(a, d, make_band_block(a, d));
 }
 
 }  // namespace detail

@@ -98,13 +98,14 @@ __device__ __forceinline__ acc_t<T> finish_offset_grad(const window_args<T>& a, 
   return talkconv::detail::offset_pre_grad<A>(d, keep, f.o_pre[b * a.g.ob + t * a.g.ot + j]);
 }
 
-template <bool Causal, class Idx, class T>
-__device__ void window_offsets_grad_gather(const window_args<T>& a) {
+// The tile of c (a block's own: make_ctx; the fused backward's: make_ctx_at). EvictX: x's rows read under the L2
+// evict-first policy (the fused backward, whose L2 should keep the dy it re-reads).
+template <bool Causal, class Idx, bool EvictX = false, class T>
+__device__ void window_offsets_grad_gather(const window_args<T>& a, const tile_ctx& c) {
   using A = acc_t<T>;
   using P = window_tile_policy<T>;
   using G = offsets_grad_policy<T>;
   constexpr int V = P::vec, KT = G::per_thread;
-  const tile_ctx c = make_ctx(a);
   const int nval = static_cast<int>(c.tv1 - c.t0), ntok = static_cast<int>(c.t1 - c.t0);
   unsigned char* bytes = reinterpret_cast<unsigned char*>(dynamic_smem<A>());
   grad_rows* table = reinterpret_cast<grad_rows*>(bytes);
@@ -154,14 +155,16 @@ __device__ void window_offsets_grad_gather(const window_args<T>& a) {
     const Idx xt = static_cast<Idx>(a.g.xt);
     uint4 rd[KT] = {}, rx[KT] = {}, ry[KT] = {};  // dy, x at the left row, x at the right row
     unsigned nonzero = 0u;                         // bit 2k: token k's left slope, bit 2k + 1: its right one
+    const unsigned long long policy = EvictX ? l2_evict_first_policy() : 0ull;
+    auto load_x = [&](const T* p) { return EvictX ? load_raw16_hint<T>(p, policy) : load_raw16<T>(p); };
 #pragma unroll
     for (int k = 0; k < KT; ++k) {
       const int tok = tok0 + k * G::step;
       if (tok < nval) {
         const grad_rows e = table[tok * c.nh + hh];
         rd[k] = load_raw16<T>(dyb + Idx(tok) * xt);
-        rx[k] = load_raw16<T>(xb + static_cast<Idx>(talkconv::detail::slope_offset(e.left)));
-        if (!Causal) ry[k] = load_raw16<T>(xb + static_cast<Idx>(talkconv::detail::slope_offset(e.right)));
+        rx[k] = load_x(xb + static_cast<Idx>(talkconv::detail::slope_offset(e.left)));
+        if (!Causal) ry[k] = load_x(xb + static_cast<Idx>(talkconv::detail::slope_offset(e.right)));
         nonzero |= (talkconv::detail::slope_nonzero(e.left) ? 1u : 0u) << (2 * k);
         nonzero |= (talkconv::detail::slope_nonzero(e.right) ? 2u : 0u) << (2 * k);
       }
@@ -207,6 +210,11 @@ __device__ void window_offsets_grad_gather(const window_args<T>& a) {
     }
     part[Idx(tok) * ot + static_cast<Idx>(side == 0 ? hd : a.w.H + hd)] = sum;
   }
+}
+
+template <bool Causal, class Idx, class T>
+__device__ void window_offsets_grad_gather(const window_args<T>& a) {
+  window_offsets_grad_gather<Causal, Idx>(a, make_ctx(a));
 }
 
 }  // namespace detail

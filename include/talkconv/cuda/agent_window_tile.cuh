@@ -4,6 +4,7 @@
 // (16-byte channel vectors, halo from the plan, prefix sums by segment threads joined by a warp scan).
 #pragma once
 
+#include "talkconv/cuda/async_copy.cuh"
 #include "talkconv/cuda/kernel_traits.cuh"
 #include "talkconv/detail/math.hpp"
 #include "talkconv/detail/window_tile.hpp"
@@ -82,22 +83,27 @@ struct tile_ctx {
   int lane, seg;  // this thread: channel c0 + lane, row segment seg
 };
 
+// Tokens [t0, t0 + a.tile) of sequence b, channel block cb (the fused backward walks its tiles and channel blocks).
 template <class T>
-__device__ __forceinline__ tile_ctx make_ctx(const window_args<T>& a) {
+__device__ __forceinline__ tile_ctx make_ctx_at(const window_args<T>& a, index_t b, index_t t0, int cb) {
   tile_ctx c;
-  // blockIdx.x = b * tiles + tile < 2^31: a 32-bit division (tiles <= gridDim.x).
-  const unsigned blk = blockIdx.x, tiles = static_cast<unsigned>(a.tiles), bq = blk / tiles;
-  c.b = bq;
-  c.t0 = index_t(blk - bq * tiles) * a.tile;
+  c.b = b;
+  c.t0 = t0;
   c.t1 = c.t0 + a.tile < a.g.T ? c.t0 + a.tile : a.g.T;
   c.n = a.g.length(c.b);
   c.tv1 = c.t1 < c.n ? c.t1 : c.n;
   if (c.tv1 < c.t0) c.tv1 = c.t0;
-  a.w.block_channels(static_cast<int>(blockIdx.y), c.c0, c.cn, c.sub);
-  a.w.block_heads(static_cast<int>(blockIdx.y), c.h_first, c.nh);
+  a.w.block_channels(cb, c.c0, c.cn, c.sub);
+  a.w.block_heads(cb, c.h_first, c.nh);
   c.lane = static_cast<int>(threadIdx.x) % window_traits::lanes;
   c.seg = static_cast<int>(threadIdx.x) / window_traits::lanes;
   return c;
+}
+// This block's: blockIdx.x = b * tiles + tile < 2^31 (a 32-bit division: tiles <= gridDim.x), channel block blockIdx.y.
+template <class T>
+__device__ __forceinline__ tile_ctx make_ctx(const window_args<T>& a) {
+  const unsigned blk = blockIdx.x, tiles = static_cast<unsigned>(a.tiles), bq = blk / tiles;
+  return make_ctx_at(a, index_t(bq), index_t(blk - bq * tiles) * a.tile, static_cast<int>(blockIdx.y));
 }
 
 // Offsets (after dropout) of token (t, b).
@@ -281,6 +287,21 @@ using talkconv::detail::tile_tap;
 template <class T>
 __device__ __forceinline__ uint4 load_raw16(const T* __restrict__ p) {
   return __ldg(reinterpret_cast<const uint4*>(p));
+}
+// The same load under an L2 policy (l2_evict_first_policy: data this kernel reads once, so that it does not push out
+// lines still to be re-read); a plain load before sm_80.
+template <class T>
+__device__ __forceinline__ uint4 load_raw16_hint(const T* __restrict__ p, unsigned long long policy) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint4 v;
+  asm volatile("ld.global.nc.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p), "l"(policy));
+  return v;
+#else
+  (void)policy;
+  return load_raw16<T>(p);
+#endif
 }
 template <class T>
 __device__ __forceinline__ void unpack_vec(const uint4& raw, acc_t<T> (&v)[16 / sizeof(T)]) {

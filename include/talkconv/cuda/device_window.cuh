@@ -250,6 +250,73 @@ void launch_window_forward(window_args<T> a, const seq_shape& s, const window_pa
   });
 }
 
+// The fused window backward's plan (host-testable): the banded dx's plan (its segments: the same k steps) for one
+// tile of 128 rows per block, the grid's tiles per sequence, and the shared memory: the larger of the gather's
+// (offsets_grad_layout) and the banded dx's.
+struct backward_fused_launch {
+  dx_band_args args;
+  index_t tiles = 0;
+  std::size_t smem = 0;
+};
+template <class T>
+backward_fused_launch plan_backward_fused(const seq_shape& s, const window_params& w, double max_offset, int nh,
+                                          std::size_t per_sm = 0) {
+  const dx_band_launch band = plan_input_grad_band<T>(s, w, max_offset, nh, true, per_sm);
+  backward_fused_launch p;
+  p.args = band.args;
+  p.args.tiles_per_block = 1;
+  p.tiles = (s.T + 127) / 128;
+  p.args.blocks_per_seq = p.tiles;
+  const std::size_t gather = offsets_grad_layout<T>::bytes(offsets_grad_policy<T>::tile, nh);
+  p.smem = band.smem > gather ? band.smem : gather;
+  return p;
+}
+
+// The window backward of 16-bit x in one kernel (agent_backward_fused.cuh) where it applies: the gather kernel's
+// conditions (a.partial set, vector tiles), its finish (finish_asked, whole heads per channel block: a.partial is
+// dz then), the banded dx with W^T dz (a.dz, a.weight, P <= 8 max_steps), its plan within the opt-in, and at least
+// two tiles per SM (fewer: the two kernels spread over channel blocks too). Launches the reach pass (reach zeroed by
+// the caller) and the kernel; returns false (nothing launched) where it does not apply. With launch = false, only
+// whether it applies (tests). A speed choice only: dz and dx are the two kernels' bits. Asynchronous on `stream`.
+template <class T>
+bool launch_backward_fused(window_args<T> a, const seq_shape& s, const window_params& w, double max_offset,
+                           unsigned long long* reach, bool finish_asked, cudaStream_t stream, bool launch = true) {
+  if constexpr (!(TALKCONV_CUDA_FUSED_BACKWARD != 0 && dx_band_policy<T>::sixteen && dx_band_policy<T>::supported)) {
+    (void)a, (void)s, (void)w, (void)max_offset, (void)reach, (void)finish_asked, (void)stream, (void)launch;
+    return false;
+  } else {
+    const index_t P = w.num_offsets();
+    if (!finish_asked || a.w.subs != 1 || a.partial == nullptr || a.dz != a.partial || a.weight == nullptr ||
+        P > 8 * dx_band_policy<T>::max_steps || !vector_tiles(a, a.dy) || !use_input_grad_band(a, s, w))
+      return false;
+    const int nh = heads_per_block(a.w);
+    const backward_fused_launch p = plan_backward_fused<T>(s, w, max_offset, nh, smem_per_sm());
+    const index_t blocks = s.B * p.tiles;
+    if (p.smem + smem_reserved_per_block > smem_optin() || blocks < 2 * index_t(sm_count()) ||
+        blocks > std::numeric_limits<std::int32_t>::max())
+      return false;
+    if (!launch) return true;
+    window_args<T> g = a;  // the gather's: whole tiles of its own size, dz finished, no reach folded
+    g.tile = offsets_grad_policy<T>::tile;
+    g.tiles = (s.T + g.tile - 1) / g.tile;
+    g.tap_heads = nh;
+    g.finish.on = true;
+    g.reach = nullptr;
+    a.reach = reach;
+    dispatch_window(fits_int32(s, P), w.causal, [&](auto I, auto causal) {
+      using Idx = typename decltype(I)::type;
+      constexpr bool Causal = decltype(causal)::value;
+      window_reach_kernel<T, Idx, Causal><<<grid_for(s.T * s.B, row_threads), row_threads, 0, stream>>>(a, reach);
+      check_launch("window_reach_kernel");
+      auto* kernel = &backward_fused_kernel<T, Idx, Causal>;
+      allow_smem(kernel, p.smem, "cudaFuncSetAttribute(backward_fused_kernel)");
+      kernel<<<static_cast<unsigned>(blocks), dx_band_policy<T>::threads, p.smem, stream>>>(g, a, p.args, p.tiles);
+      check_launch("backward_fused_kernel");
+    });
+    return true;
+  }
+}
+
 // Reach of all windows into reach[0..1] (zeroed here), then, when a.partial is set, the offsets'
 // partial head sums, then dx: the window part, plus W^T dz when a.dz is set and the fused path applies
 // (launch_input_grad; returns whether it did, else the caller adds W^T dz). `between(finished)` runs
@@ -257,14 +324,20 @@ void launch_window_forward(window_args<T> a, const seq_shape& s, const window_pa
 // finished: the offset-gradient kernel already applied a.finish (its formula is the combine's; it does
 // where a.finish.on is asked, the gather kernel runs and a block holds its heads whole), so a.partial
 // holds the result and no combine is needed.
+// Where it applies (launch_backward_fused; fuse = false keeps the kernels apart: tests), the offset gradients and dx
+// run as one kernel; between(true) runs after it, and it returns true (W^T dz added).
 template <class T, class Between>
 bool launch_window_backward(window_args<T> a, const seq_shape& s, const window_params& w, double max_offset,
-                            unsigned long long* reach, cudaStream_t stream, Between&& between) {
+                            unsigned long long* reach, cudaStream_t stream, Between&& between, bool fuse = true) {
   using A = acc_t<T>;
   const bool use32 = fits_int32(s, w.num_offsets());
   check(cudaMemsetAsync(reach, 0, 2 * sizeof(unsigned long long), stream), "cudaMemsetAsync(reach)");
   a.reach = reach;
   const bool finish_asked = a.finish.on;
+  if (fuse && launch_backward_fused(a, s, w, max_offset, reach, finish_asked, stream)) {
+    between(true);
+    return true;
+  }
   a.finish.on = false;
   bool finished = false;
   dispatch_window(use32, w.causal, [&](auto I, auto causal) {

@@ -1,6 +1,7 @@
 // The window kernels: thin __global__ entry points (internal linkage) over agent_window.cuh.
 #pragma once
 
+#include "talkconv/cuda/agent_backward_fused.cuh"
 #include "talkconv/cuda/agent_forward_fused.cuh"
 #include "talkconv/cuda/agent_window.cuh"
 #include "talkconv/cuda/agent_window_forward_band.cuh"
@@ -47,6 +48,20 @@ static __global__ void __launch_bounds__(dx_band_policy<T>::threads, 2)
 #else
   if constexpr (dx_band_policy<T>::forward && !dx_band_policy<T>::tf32 && project_policy<T>::tensor_cores)
     forward_fused_tile<T, BN, Idx>(oa, wa, d, tiles);
+#endif
+}
+
+// The window backward of 16-bit x in one pass over dy (offset gradients finished into dz + banded dx with W^T dz,
+// agent_backward_fused.cuh): grid B * tiles (tiles = ceil(T / 128)), dx_band_policy::threads threads, dynamic smem
+// backward_fused_launch::smem. The banded dx kernel's register bound (its part dominates).
+template <class T, class Idx, bool Causal>
+static __global__ void __launch_bounds__(dx_band_policy<T>::threads, dx_band_policy<T>::min_blocks)
+    backward_fused_kernel(window_args<T> g, window_args<T> a, dx_band_args d, index_t tiles) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // no mma.sync on 16-bit types, no cp.async: never launched (band_kernels_built)
+#else
+  if constexpr (dx_band_policy<T>::sixteen && dx_band_policy<T>::supported)
+    backward_fused_tile<T, Idx, Causal>(g, a, d, tiles);
 #endif
 }
 
