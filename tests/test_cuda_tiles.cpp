@@ -1165,19 +1165,22 @@ vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const s
   return emulate_band_dx_walk(
       pb, o, S, dz != nullptr,
       [&](const dx_band_block& db) {
-        // W's b fragments, as the kernel's staging loop writes them
+        // W's b fragments, as the kernel's staging loop writes them for an aligned W (16 bytes of two rows per item;
+        // a fragment no item writes stays NaN and fails the comparison)
         wfrag.assign(size_t(steps) * 8 * 32 * 2, std::numeric_limits<float>::quiet_NaN());
-        for (int i = 0; i < steps * 256; ++i) {
-          const td::band_w_item it = td::band_w_item_of(i);
-          const int s = it.s, nt = it.n, l = it.lane, ch = td::band_w_channel(it);
-          const long k = td::band_w_offset(it);
-          float w0 = 0.0f, w1 = 0.0f;
-          if (ch < db.cb.cn) {
-            if (k < P) w0 = (*W)[size_t(k * pb.C + db.cb.c0 + ch)];
-            if (k + 1 < P) w1 = (*W)[size_t((k + 1) * pb.C + db.cb.c0 + ch)];
+        for (int i = 0; i < steps * 32; ++i) {
+          const td::band_w_vec_item v = td::band_w_vec_item_of(i);
+          const long k = 8 * v.s + 2 * v.q;
+          for (int g = 0; g < 8; ++g) {
+            const int ch = 8 * v.n + g;
+            float w0 = 0.0f, w1 = 0.0f;
+            if (8 * v.n < db.cb.cn) {
+              if (k < P) w0 = (*W)[size_t(k * pb.C + db.cb.c0 + ch)];
+              if (k + 1 < P) w1 = (*W)[size_t((k + 1) * pb.C + db.cb.c0 + ch)];
+            }
+            wfrag[size_t(td::band_w_index(v.s, v.n, 4 * g + v.q))] = w0;
+            wfrag[size_t(td::band_w_index(v.s, v.n, 4 * g + v.q)) + 1] = w1;
           }
-          wfrag[size_t(td::band_w_index(s, nt, l))] = w0;
-          wfrag[size_t(td::band_w_index(s, nt, l)) + 1] = w1;
         }
       },
       [&](const dx_band_block& db, long r0, long seg, long, band_acc& acc) {
@@ -1737,6 +1740,23 @@ TEST_CASE("banded dx: the weight formula is the SPEC's window coefficient at eve
   td::band_row_tokens(er, lo, hi);
   CHECK(lo > hi);
   CHECK(td::sat01<float>(std::numeric_limits<float>::quiet_NaN()) == 0.0f);
+}
+
+TEST_CASE("banded dx: W's fragments staged by 16-byte rows write each (step, tile, lane) once, with the channel and offsets of the 2-byte staging's item") {
+  for (int steps = 1; steps <= 16; ++steps) {
+    std::vector<int> hits(size_t(steps) * 256, 0);
+    for (int i = 0; i < steps * 32; ++i) {
+      const td::band_w_vec_item v = td::band_w_vec_item_of(i);
+      REQUIRE(v.s < steps);
+      for (int g = 0; g < 8; ++g) {
+        const td::band_w_item it{v.s, v.n, 4 * g + v.q};
+        CHECK(td::band_w_channel(it) == 8 * v.n + g);
+        CHECK(td::band_w_offset(it) == 8 * v.s + 2 * v.q);
+        ++hits[size_t(td::band_w_index(v.s, v.n, 4 * g + v.q) / 2)];
+      }
+    }
+    CHECK(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }));
+  }
 }
 
 TEST_CASE("banded dx: every stage byte is distinct, and an ldmatrix matrix's 8 rows lie in distinct bank groups") {

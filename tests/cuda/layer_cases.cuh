@@ -320,6 +320,14 @@ template <class T>
 void fused_backward_cases() {
   namespace td = talkconv::cuda::detail;
   using A = acc_t<T>;
+#if TALKCONV_CUDA_FUSED_BACKWARD == 0 || TALKCONV_CUDA_BAND == 0
+  MESSAGE("the fused backward is built out (TALKCONV_CUDA_FUSED_BACKWARD=0 or TALKCONV_CUDA_BAND=0): nothing to compare");
+  return;
+#endif
+  if (!td::band_kernels_built<T>()) {
+    MESSAGE("the banded kernels are not built for this GPU (sm_80 or later): the fused backward never runs");
+    return;
+  }
   struct shape {
     long t, c, h, l, m;
     bool causal;
@@ -379,37 +387,39 @@ void fused_backward_cases() {
     wa.finish.p = oa.p;
     wa.finish.seed = oa.seed;
     wa.finish.t_base = 0;
-    auto run = [&](T* dxp, A* dzp, bool fuse) {
+    auto args = [&](T* dxp, A* dzp) {
       td::window_args<T> a = wa;
       a.dx = dxp;
       a.partial = dzp;
       a.dz = dzp;
-      bool finished = false;
-      const bool wtdz = td::launch_window_backward(
-          a, c.shape(), w, max_offset, reach.p, nullptr, [&](bool f) { finished = f; }, fuse);
-      CHECK(finished);  // dz finished in the kernel (whole heads per channel block)
-      CHECK(wtdz);      // W^T dz added by the banded dx
+      return a;
     };
-    td::window_args<T> q = wa;
-    q.partial = dz.p;
-    q.dz = dz.p;
-    q.dx = dx.p;
-    const bool fused = td::launch_backward_fused(q, c.shape(), w, max_offset, reach.p, true, nullptr, false);
+    const bool fused = td::launch_backward_fused(args(dx.p, dz.p), c.shape(), w, max_offset, reach.p, true, nullptr, false);
     if (wg.subs > 1) {
       CHECK_FALSE(fused);
       continue;
     }
     REQUIRE(fused);  // every condition holds by the shape's choice
-    for (auto* buf : {&dx, &dx2}) buf->fill_bytes(0xff);  // NaN: a value left unwritten cannot match
-    for (auto* buf : {&dz, &dz2}) buf->fill_bytes(0xff);
-    run(dx.p, dz.p, true);
-    run(dx2.p, dz2.p, false);
-    CUDA_OK(cudaDeviceSynchronize());
-    const std::vector<T> xf = dx.download(), xu = dx2.download();
-    const std::vector<A> zf = dz.download(), zu = dz2.download();
-    CHECK(std::memcmp(xf.data(), xu.data(), xf.size() * sizeof(T)) == 0);
-    CHECK(std::memcmp(zf.data(), zu.data(), zf.size() * sizeof(A)) == 0);
-    CHECK(std::all_of(zf.begin(), zf.end(), [](A v) { return std::isfinite(double(v)); }));
+    // the planned max_offset, and a third of it: spans past the plan, several segments per tile
+    for (const double plan_offset : {max_offset, max_offset / 3}) {
+      INFO("planned max_offset=", plan_offset);
+      for (auto* buf : {&dx, &dx2}) buf->fill_bytes(0xff);  // NaN: a value left unwritten cannot match
+      for (auto* buf : {&dz, &dz2}) buf->fill_bytes(0xff);
+      // the fused kernel itself (reach zeroed as launch_window_backward does), then the two kernels
+      CUDA_OK(cudaMemset(reach.p, 0, 2 * sizeof(unsigned long long)));
+      REQUIRE(td::launch_backward_fused(args(dx.p, dz.p), c.shape(), w, plan_offset, reach.p, true, nullptr));
+      bool finished = false;
+      const bool wtdz = td::launch_window_backward(
+          args(dx2.p, dz2.p), c.shape(), w, plan_offset, reach.p, nullptr, [&](bool f) { finished = f; }, false);
+      CHECK(finished);  // dz finished in the gather (whole heads per channel block)
+      CHECK(wtdz);      // W^T dz added by the banded dx
+      CUDA_OK(cudaDeviceSynchronize());
+      const std::vector<T> xf = dx.download(), xu = dx2.download();
+      const std::vector<A> zf = dz.download(), zu = dz2.download();
+      CHECK(std::memcmp(xf.data(), xu.data(), xf.size() * sizeof(T)) == 0);
+      CHECK(std::memcmp(zf.data(), zu.data(), zf.size() * sizeof(A)) == 0);
+      CHECK(std::all_of(zf.begin(), zf.end(), [](A v) { return std::isfinite(double(v)); }));
+    }
 
     // the layer's backward (the fused path at this shape), recomputed and saved offsets, against float64
     const ref::dropout rd{d.active(), d.p, d.seed};

@@ -9,7 +9,7 @@
 //   2. per channel block, the last first, the banded dx kernel's work for the tile (input_grad_band_block at
 //      make_band_block_at): dy of the tile's span re-read (from L2 when the first read left it there; evict-first:
 //      its last read), the k steps on tensor cores, 1/K, W^T dz from the dz rows the block stored in step 1 (one
-//      barrier makes them visible to the block), the stores.
+//      barrier makes them visible to the block), dx stored evict-first (not read again).
 // The same sums as the gather kernel followed by the banded dx kernel (the same tiles, column orders, segments and
 // k steps), deterministic, when the reach the dx steps use is theirs: the launch computes it first
 // (window_reach_kernel, the same definition the gather folds in). Shared memory: the larger of the gather's table

@@ -440,8 +440,8 @@ __device__ __forceinline__ band_reach band_reach_of(const window_args<T>& a, ind
 // reach the tile ([r0 - right, r0 + 128 + left) within [0, n)) in segments of d.stage_rows tokens
 // (segment(acc, seg, span_hi, m0) stages them and the taps, a barrier, and multiplies; a barrier after each),
 // then 1/K, with Fused W^T dz (band_offset_path; w_step(acc, s, zhi, zlo) adds step s's products), and the stores
-// of the lane's 2 rows x 16 channels (rows past the length: 0).
-template <class T, class Idx, bool Fused, class Segment, class WStep>
+// of the lane's 2 rows x 16 channels (rows past the length: 0); Streaming: stored evict-first (band_store_pair).
+template <class T, class Idx, bool Fused, bool Streaming = false, class Segment, class WStep>
 __device__ __forceinline__ void band_dx_walk(const window_args<T>& a, const dx_band_args& d, const band_block& k,
                                              Segment&& segment, WStep&& w_step) {
   const int warp = k.warp, g = k.g, q = k.q, pairs = k.pairs;
@@ -478,7 +478,7 @@ __device__ __forceinline__ void band_dx_walk(const window_args<T>& a, const dx_b
         band_offset_path<Idx>(a.dz + Idx(b) * static_cast<Idx>(a.g.ob), ot, row0, n, q, static_cast<int>(a.g.P), d.steps,
                               [&](int s, const unsigned(&zhi)[4], const unsigned(&zlo)[4]) { w_step(acc, s, zhi, zlo); });
     }
-    band_store_tile<T, Idx>(dx, xt, pairs, q, row0, Tn, n, [&](int nt, int hr, float& v0, float& v1) {
+    band_store_tile<T, Idx, Streaming>(dx, xt, pairs, q, row0, Tn, n, [&](int nt, int hr, float& v0, float& v1) {
       v0 = acc[nt][2 * hr];
       v1 = acc[nt][2 * hr + 1];
     });

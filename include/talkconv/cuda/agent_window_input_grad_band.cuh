@@ -50,7 +50,8 @@ __device__ __forceinline__ void band_a_fragment(const float2* __restrict__ taps,
 }
 
 // The block k (a block's own: make_band_block; the fused backward's: make_band_block_at). EvictFirst: dy read
-// under the L2 evict-first policy (the fused backward: its last read of dy, the first left it in L2).
+// under the L2 evict-first policy and dx stored evict-first (the fused backward: dy's last read, the first left it
+// in L2; dx is not read again), so that L2 keeps the dy lines still to be re-read.
 template <class T, class Idx, bool Fused, bool EvictFirst = false>
 __device__ void input_grad_band_block(const window_args<T>& a, const dx_band_args& d, const band_block& k) {
   namespace td = talkconv::detail;
@@ -75,25 +76,43 @@ __device__ void input_grad_band_block(const window_args<T>& a, const dx_band_arg
   if constexpr (Fused) {
     // W's b fragments: step s, tile n, lane l -> W[8 s + 2 q'][c0 + 8 n + g'], W[8 s + 2 q' + 1][...]
     const index_t P = a.g.P;
-    const int items = d.steps * 8 * 32;
-    for (int i = tid; i < items; i += pol::threads) {
-      const td::band_w_item w_it = td::band_w_item_of(i);
-      const int s = w_it.s, nt = w_it.n, l = w_it.lane;
-      const int ch = td::band_w_channel(w_it);
-      const index_t kw = td::band_w_offset(w_it);
-      float w0 = 0.0f, w1 = 0.0f;
-      if (ch < cn) {
-        if (kw < P) w0 = to_acc<T>(a.weight[Idx(kw) * Idx(a.g.C) + Idx(c0 + ch)]);
-        if (kw + 1 < P) w1 = to_acc<T>(a.weight[Idx(kw + 1) * Idx(a.g.C) + Idx(c0 + ch)]);
+    if (reinterpret_cast<std::uintptr_t>(a.weight) % 16 == 0) {
+      // 16 bytes of two W rows per item (band_w_vec_item_of: C % 8 == 0 and c0 % 8 == 0, so aligned), 8 lanes' pairs
+      const int items = d.steps * 32;
+      for (int i = tid; i < items; i += pol::threads) {
+        const td::band_w_vec_item v = td::band_w_vec_item_of(i);
+        const index_t kw = 8 * v.s + 2 * v.q;
+        float w0[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        float w1[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        if (8 * v.n < cn) {  // cn % 8 == 0: the tile's 8 channels all in, or all out (zero)
+          const T* row = a.weight + Idx(kw) * Idx(a.g.C) + Idx(c0 + 8 * v.n);
+          if (kw < P) unpack_vec<T>(load_raw16<T>(row), w0);
+          if (kw + 1 < P) unpack_vec<T>(load_raw16<T>(row + Idx(a.g.C)), w1);
+        }
+#pragma unroll
+        for (int g8 = 0; g8 < 8; ++g8)
+          *reinterpret_cast<float2*>(wfrag + td::band_w_index(v.s, v.n, 4 * g8 + v.q)) = make_float2(w0[g8], w1[g8]);
       }
-      float* f = wfrag + td::band_w_index(s, nt, l);
-      f[0] = w0;
-      f[1] = w1;
+    } else {
+      for (int i = tid; i < d.steps * 8 * 32; i += pol::threads) {  // 2 bytes at a time
+        const td::band_w_item w_it = td::band_w_item_of(i);
+        const int s = w_it.s, nt = w_it.n, l = w_it.lane;
+        const int ch = td::band_w_channel(w_it);
+        const index_t kw = td::band_w_offset(w_it);
+        float w0 = 0.0f, w1 = 0.0f;
+        if (ch < cn) {
+          if (kw < P) w0 = to_acc<T>(a.weight[Idx(kw) * Idx(a.g.C) + Idx(c0 + ch)]);
+          if (kw + 1 < P) w1 = to_acc<T>(a.weight[Idx(kw + 1) * Idx(a.g.C) + Idx(c0 + ch)]);
+        }
+        float* f = wfrag + td::band_w_index(s, nt, l);
+        f[0] = w0;
+        f[1] = w1;
+      }
     }
   }
   __syncthreads();
 
-  band_dx_walk<T, Idx, Fused>(
+  band_dx_walk<T, Idx, Fused, EvictFirst>(
       a, d, k,
       [&](float(&acc)[8][4], index_t seg, index_t, index_t m0) {
         // 1. stage dy rows [seg, seg + S), the taps of every (token, head)

@@ -325,7 +325,8 @@ bool launch_backward_fused(window_args<T> a, const seq_shape& s, const window_pa
 // where a.finish.on is asked, the gather kernel runs and a block holds its heads whole), so a.partial
 // holds the result and no combine is needed.
 // Where it applies (launch_backward_fused; fuse = false keeps the kernels apart: tests), the offset gradients and dx
-// run as one kernel; between(true) runs after it, and it returns true (W^T dz added).
+// run as one kernel, which finishes dz itself (a.partial is dz there) before its dx reads it; between(true) runs after
+// it (finished: a caller has nothing left to do before dx), and it returns true (W^T dz added).
 template <class T, class Between>
 bool launch_window_backward(window_args<T> a, const seq_shape& s, const window_params& w, double max_offset,
                             unsigned long long* reach, cudaStream_t stream, Between&& between, bool fuse = true) {

@@ -180,6 +180,15 @@ struct band_w_item {
 TALKCONV_HOST_DEVICE constexpr band_w_item band_w_item_of(int i) { return band_w_item{i / 256, (i / 32) % 8, i % 32}; }
 TALKCONV_HOST_DEVICE constexpr int band_w_channel(const band_w_item& it) { return 8 * it.n + it.lane / 4; }
 TALKCONV_HOST_DEVICE constexpr int band_w_offset(const band_w_item& it) { return 8 * it.s + 2 * (it.lane % 4); }
+// The 16-bit kernel's W staging by 16-byte rows (W 16-byte aligned): item i = (step s, offset pair q, tile n) reads
+// channels 8 n .. 8 n + 7 of the offsets 8 s + 2 q and 8 s + 2 q + 1 (16 bytes of each) and writes the 8 lanes
+// l = 4 g + q of fragment (s, n): the same floats as items (s, n, 4 g + q) of band_w_item_of, 32 per step.
+struct band_w_vec_item {
+  int s, q, n;
+};
+TALKCONV_HOST_DEVICE constexpr band_w_vec_item band_w_vec_item_of(int i) {
+  return band_w_vec_item{i / 32, i % 4, (i / 4) % 8};
+}
 // The a element e (mma_m16n8k8) of lane q's dz fragment in step s: row g + 8 (e % 2), offset band_dz_offset.
 TALKCONV_HOST_DEVICE constexpr int band_dz_offset(int s, int q, int e) { return 8 * s + 2 * q + e / 2; }
 
