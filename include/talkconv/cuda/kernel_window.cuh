@@ -53,9 +53,11 @@ static __global__ void __launch_bounds__(dx_band_policy<T>::threads, 2)
 
 // The window backward of 16-bit x in one pass over dy (offset gradients finished into dz + banded dx with W^T dz,
 // agent_backward_fused.cuh): grid B * tiles (tiles = ceil(T / 128)), dx_band_policy::threads threads, dynamic smem
-// backward_fused_launch::smem. The banded dx kernel's register bound (its part dominates).
+// backward_fused_launch::smem. Two blocks per SM, not the banded dx's three: 119 registers without spills (80 with
+// 152 / 196 bytes of spills at three), the dy still to be re-read (~half a tile a block) ~34 MB of L2 for 264 blocks
+// on an H200 instead of ~50, and 512 tiles at the benchmark shape in 1.94 waves instead of 1.29.
 template <class T, class Idx, bool Causal>
-static __global__ void __launch_bounds__(dx_band_policy<T>::threads, dx_band_policy<T>::min_blocks)
+static __global__ void __launch_bounds__(dx_band_policy<T>::threads, 2)
     backward_fused_kernel(window_args<T> g, window_args<T> a, dx_band_args d, index_t tiles) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // no mma.sync on 16-bit types, no cp.async: never launched (band_kernels_built)
