@@ -6,7 +6,8 @@
 //   <family>/dtype:<f32|f16|bf16>/T:<T>/B:<B>/C:<C>/H:<H>/L:<L>/M:<M>/causal:<0|1>
 //   copy/dtype:<..>/T:<T>/B:<B>/C:<C>            (a device-to-device copy of x: the bandwidth roof)
 // families: copy, window_fwd (offsets given), layer_fwd, layer_fwd_2k (16-bit: the two-kernel forward beside the one-
-// kernel one), layer_bwd (saved offsets), orig_fwd, orig_bwd
+// kernel one), layer_bwd (saved offsets), window_bwd and window_bwd_2k (the window's share of the backward, fused
+// where it applies / as two kernels: base shape and heads only), orig_fwd, orig_bwd
 // (Google Benchmark appends /min_time:../manual_time). Counters, per call: bytes (the least a call must
 // move), tokens (T * B); rates: bytes_per_second, tokens_per_second, copy_fraction (bytes_per_second
 // over the rate of a device copy of the same number of bytes, timed in this process), copy_GBps.
@@ -55,15 +56,17 @@ void channel_sweeps(registry& r, unsigned fams) {
 void register_all(registry& r, bool full) {
   // The base shape (GPU-PROFILE.md's), every family, every dtype, bidirectional and causal.
   for (bool causal : {false, true}) {
-    r.add<bf16>(all_families | offsets_fwd | offsets_bwd, make_problem(4096, 16, 1024, 16, 16, causal));
-    r.add<float>(all_families | offsets_fwd | offsets_bwd, make_problem(4096, 16, 1024, 16, 16, causal));
-    r.add<f16>(all_families, make_problem(4096, 16, 1024, 16, 16, causal));
+    r.add<bf16>(all_families | offsets_fwd | offsets_bwd | window_bwd | window_bwd_2k,
+                make_problem(4096, 16, 1024, 16, 16, causal));
+    r.add<float>(all_families | offsets_fwd | offsets_bwd | window_bwd, make_problem(4096, 16, 1024, 16, 16, causal));
+    r.add<f16>(all_families | window_bwd | window_bwd_2k, make_problem(4096, 16, 1024, 16, 16, causal));
   }
   t_sweeps<bf16>(r, all_families);
   window_sweeps<bf16>(r, layer_families | orig_fwd);
   channel_sweeps<bf16>(r, layer_families);
   // Heads: R = C / H channels share a window (C = 1024).
-  for (index_t H : {1, 4, 16, 64}) r.add<bf16>(layer_families, make_problem(4096, 16, 1024, H, 16, false));
+  for (index_t H : {1, 4, 16, 64})
+    r.add<bf16>(layer_families | window_bwd | window_bwd_2k, make_problem(4096, 16, 1024, H, 16, false));
   // Decoding: decoder_step/dtype:<bf16|f32>/B:<1|8|64>/C:1024/L:63/H:16 (one step() per token on a stream)
   // and the same name + /graph:1 (CUDA graph replay), as bench/benchlib.py's expected_decoder_names.
   register_decoders();

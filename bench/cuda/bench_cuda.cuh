@@ -341,6 +341,52 @@ void BM_layer_backward(benchmark::State& st, const problem& pb) {
   set_counters(st, secs, double(4 * pb.n() * sizeof(T)), pb.tokens());
 }
 
+// The window's share of the layer backward, as talk_conv::backward runs it (saved offsets, no dropout): the offset
+// gradients finished into dz, dx with W^T dz, and whatever the path leaves to its caller (the combine where a head
+// spans channel blocks, W^T dz as its own pass). Fuse: where it applies, in one kernel (backward_fused_kernel, 16-bit
+// x); else the two kernels (gather, banded dx): window_bwd and window_bwd_2k, the fused kernel's same-run A/B. At
+// least dy and x read, dx written.
+template <class T, bool Fuse>
+void BM_window_backward(benchmark::State& st, const problem& pb) {
+  namespace td = talkconv::cuda::detail;
+  const talkconv::window_params w = pb.window();
+  const index_t P = w.num_offsets();
+  const td::window_geom wg = td::window_geom::make(w, pb.C);
+  dev<T> x(pb.n(), 1, -1.0f, 3.0f), dy(pb.n(), 5, -1.0f, 1.0f), dx(pb.n()), W(std::size_t(P * pb.C), 3, -0.05f, 0.05f);
+  dev<float> saved(pb.np(), 6, 0.05f, 0.95f), dz(pb.np()), part(wg.subs > 1 ? pb.np() * std::size_t(wg.subs) : 1);
+  dev<double> reach_buf(2);  // the reach's two 64-bit counters (launch_window_backward zeroes them)
+  auto* reach = reinterpret_cast<unsigned long long*>(reach_buf.p);
+  td::window_args<T> wa = td::make_window_args<T>(pb.shape(), w, nullptr);
+  wa.x = x.p;
+  wa.offsets = saved.p;
+  wa.dy = dy.p;
+  wa.dx = dx.p;
+  wa.partial = wg.subs > 1 ? part.p : dz.p;
+  wa.dz = dz.p;
+  wa.weight = W.p;
+  wa.finish.on = true;
+  wa.finish.o_pre = saved.p;
+  td::offsets_args<T> c = td::make_offsets_args<T>(pb.shape(), w, nullptr, {});
+  c.x = x.p;
+  c.weight = W.p;
+  c.o_pre = saved.p;
+  c.partial = wa.partial;
+  c.subs = wg.subs;
+  c.dz = dz.p;
+  c.dx = dx.p;
+  const double max_offset = 1.0;
+  const double secs = time_loop(st, nullptr, [&] {
+    const bool wtdz = td::launch_window_backward(
+        wa, pb.shape(), w, max_offset, reach, nullptr,
+        [&](bool finished) {
+          if (!finished) td::launch_combine_offsets_grad(c, dz.p, nullptr);
+        },
+        Fuse);
+    if (!wtdz) td::launch_offset_path(c, nullptr);
+  });
+  set_counters(st, secs, double(3 * pb.n() * sizeof(T)), pb.tokens());
+}
+
 template <class T>
 void BM_original_backward(benchmark::State& st, const problem& pb) {
   dev<T> x(pb.n(), 1, -1.0f, 3.0f), dy(pb.n(), 5, -1.0f, 1.0f), dx(pb.n());
@@ -403,7 +449,9 @@ inline const char* dtype_name<__nv_bfloat16>() { return "bf16"; }
 
 enum family : unsigned {
   copy = 1, window_fwd = 2, layer_fwd = 4, layer_bwd = 8, orig_fwd = 16, orig_bwd = 32, offsets_fwd = 64, offsets_bwd = 128,
-  layer_fwd_2k = 256  // the layer forward as two kernels (16-bit x: the fused forward's baseline)
+  layer_fwd_2k = 256,  // the layer forward as two kernels (16-bit x: the fused forward's baseline)
+  window_bwd = 512,    // the window's share of the layer backward (fused where it applies)
+  window_bwd_2k = 1024  // the same as two kernels (16-bit x: the fused backward's baseline)
 };
 constexpr unsigned layer_families = copy | window_fwd | layer_fwd | layer_fwd_2k | layer_bwd;
 constexpr unsigned all_families = layer_families | orig_fwd | orig_bwd;
@@ -437,6 +485,9 @@ void registry::add(unsigned fams, const problem& pb) {
   if constexpr (!std::is_same<T, float>::value)
     if (fams & layer_fwd_2k) add_one("layer_fwd_2k" + s, &BM_layer_forward_two_kernels<T>, pb);
   if (fams & layer_bwd) add_one("layer_bwd" + s, &BM_layer_backward<T>, pb);
+  if (fams & window_bwd) add_one("window_bwd" + s, &BM_window_backward<T, true>, pb);
+  if constexpr (!std::is_same<T, float>::value)
+    if (fams & window_bwd_2k) add_one("window_bwd_2k" + s, &BM_window_backward<T, false>, pb);
   if (fams & orig_fwd) add_one("orig_fwd" + s, &BM_original_forward<T>, pb);
   if (fams & orig_bwd) add_one("orig_bwd" + s, &BM_original_backward<T>, pb);
   if (fams & offsets_fwd) add_one("offsets_fwd" + s, &BM_offsets_forward<T>, pb);
