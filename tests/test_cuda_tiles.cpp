@@ -1169,9 +1169,9 @@ vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const s
         // a fragment no item writes stays NaN and fails the comparison)
         wfrag.assign(size_t(steps) * 8 * 32 * 2, std::numeric_limits<float>::quiet_NaN());
         for (int i = 0; i < steps * 32; ++i) {
-          const td::band_w_vec_item v = td::band_w_vec_item_of(i);
+          const td::band_w_vec_item v = td::band_w_vec_item_of<8>(i);
           const long k = 8 * v.s + 2 * v.q;
-          for (int g = 0; g < 8; ++g) {
+          for (int g = v.g0; g < v.g0 + 8; ++g) {
             const int ch = 8 * v.n + g;
             float w0 = 0.0f, w1 = 0.0f;
             if (8 * v.n < db.cb.cn) {
@@ -1501,19 +1501,22 @@ vec emulate_dx_band_tf32(const ref::problem& pb, const std::vector<float>& o, co
   const vec dx = emulate_band_dx_walk(
       pb, o, S, dz != nullptr,
       [&](const dx_band_block& db) {
+        // as the kernel stages an aligned W: 4 channels of two rows per item (a fragment no item writes stays NaN)
         wfrag.assign(size_t(steps) * 256 * 4, nan);
-        for (int i = 0; i < steps * 256; ++i) {
-          const td::band_w_item it = td::band_w_item_of(i);
-          const int ch = td::band_w_channel(it);
-          const long k = td::band_w_offset(it);
-          float w0 = 0.0f, w1 = 0.0f;
-          if (ch < db.cb.cn) {
-            if (k < P) w0 = (*W)[size_t(k * pb.C + db.cb.c0 + ch)];
-            if (k + 1 < P) w1 = (*W)[size_t((k + 1) * pb.C + db.cb.c0 + ch)];
+        for (int i = 0; i < steps * 64; ++i) {
+          const td::band_w_vec_item v = td::band_w_vec_item_of<4>(i);
+          const long k = 8 * v.s + 2 * v.q;
+          for (int g = v.g0; g < v.g0 + 4; ++g) {
+            const int ch = 8 * v.n + g;
+            float w0 = 0.0f, w1 = 0.0f;
+            if (8 * v.n < db.cb.cn) {
+              if (k < P) w0 = (*W)[size_t(k * pb.C + db.cb.c0 + ch)];
+              if (k + 1 < P) w1 = (*W)[size_t((k + 1) * pb.C + db.cb.c0 + ch)];
+            }
+            const tf32_pieces a = tf32_split_host(w0), c = tf32_split_host(w1);
+            float* f = &wfrag[size_t(td::band_tf32_w_index(v.s, v.n, 4 * g + v.q))];
+            f[0] = a.hi, f[1] = c.hi, f[2] = std::isinf(a.hi) ? 0.0f : a.lo, f[3] = std::isinf(c.hi) ? 0.0f : c.lo;
           }
-          const tf32_pieces a = tf32_split_host(w0), c = tf32_split_host(w1);
-          float* f = &wfrag[size_t(td::band_tf32_w_index(it.s, it.n, it.lane))];
-          f[0] = a.hi, f[1] = c.hi, f[2] = std::isinf(a.hi) ? 0.0f : a.lo, f[3] = std::isinf(c.hi) ? 0.0f : c.lo;
         }
       },
       [&](const dx_band_block& db, long r0, long seg, long span_hi, band_acc& acc) {
@@ -1742,13 +1745,17 @@ TEST_CASE("banded dx: the weight formula is the SPEC's window coefficient at eve
   CHECK(td::sat01<float>(std::numeric_limits<float>::quiet_NaN()) == 0.0f);
 }
 
-TEST_CASE("banded dx: W's fragments staged by 16-byte rows write each (step, tile, lane) once, with the channel and offsets of the 2-byte staging's item") {
+template <int V>
+void check_w_vec_items() {
+  INFO("channels per item V=", V);
   for (int steps = 1; steps <= 16; ++steps) {
     std::vector<int> hits(size_t(steps) * 256, 0);
-    for (int i = 0; i < steps * 32; ++i) {
-      const td::band_w_vec_item v = td::band_w_vec_item_of(i);
+    for (int i = 0; i < steps * 32 * 8 / V; ++i) {
+      const td::band_w_vec_item v = td::band_w_vec_item_of<V>(i);
       REQUIRE(v.s < steps);
-      for (int g = 0; g < 8; ++g) {
+      REQUIRE(v.g0 % V == 0);
+      REQUIRE(v.g0 + V <= 8);
+      for (int g = v.g0; g < v.g0 + V; ++g) {
         const td::band_w_item it{v.s, v.n, 4 * g + v.q};
         CHECK(td::band_w_channel(it) == 8 * v.n + g);
         CHECK(td::band_w_offset(it) == 8 * v.s + 2 * v.q);
@@ -1757,6 +1764,11 @@ TEST_CASE("banded dx: W's fragments staged by 16-byte rows write each (step, til
     }
     CHECK(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }));
   }
+}
+
+TEST_CASE("banded dx: W's fragments staged by 16-byte rows (8 channels of 16-bit W, 4 of float) write each (step, tile, lane) once, with the channel and offsets of the one-value staging's item") {
+  check_w_vec_items<8>();
+  check_w_vec_items<4>();
 }
 
 TEST_CASE("banded dx: every stage byte is distinct, and an ldmatrix matrix's 8 rows lie in distinct bank groups") {

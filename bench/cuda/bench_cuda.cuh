@@ -344,8 +344,9 @@ void BM_layer_backward(benchmark::State& st, const problem& pb) {
 // The window's share of the layer backward, as talk_conv::backward runs it (saved offsets, no dropout): the offset
 // gradients finished into dz, dx with W^T dz, and whatever the path leaves to its caller (the combine where a head
 // spans channel blocks, W^T dz as its own pass). Fuse: where it applies, in one kernel (backward_fused_kernel, 16-bit
-// x); else the two kernels (gather, banded dx): window_bwd and window_bwd_2k, the fused kernel's same-run A/B. At
-// least dy and x read, dx written.
+// x); else the two kernels (gather, banded dx): window_bwd and window_bwd_2k, the fused kernel's same-run A/B (where
+// it does not apply, e.g. heads wider than 64 channels, both run the two kernels). At least dy and x read, dx
+// written (the offsets, o_pre and dz, ~6% more at the benchmark shape in bf16, are not counted).
 template <class T, bool Fuse>
 void BM_window_backward(benchmark::State& st, const problem& pb) {
   namespace td = talkconv::cuda::detail;

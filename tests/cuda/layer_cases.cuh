@@ -320,10 +320,10 @@ template <class T>
 void fused_backward_cases() {
   namespace td = talkconv::cuda::detail;
   using A = acc_t<T>;
-#if TALKCONV_CUDA_FUSED_BACKWARD == 0 || TALKCONV_CUDA_BAND == 0
-  MESSAGE("the fused backward is built out (TALKCONV_CUDA_FUSED_BACKWARD=0 or TALKCONV_CUDA_BAND=0): nothing to compare");
-  return;
-#endif
+  if (TALKCONV_CUDA_FUSED_BACKWARD == 0 || TALKCONV_CUDA_BAND == 0) {
+    MESSAGE("the fused backward is built out (TALKCONV_CUDA_FUSED_BACKWARD=0 or TALKCONV_CUDA_BAND=0): nothing to compare");
+    return;
+  }
   if (!td::band_kernels_built<T>()) {
     MESSAGE("the banded kernels are not built for this GPU (sm_80 or later): the fused backward never runs");
     return;
@@ -369,6 +369,9 @@ void fused_backward_cases() {
         y(pb.x_size()), dx(pb.x_size()), dx2(pb.x_size());
     dbuf<A> pre(pb.o_size()), o(pb.o_size()), dz(pb.o_size()), dz2(pb.o_size());
     dbuf<unsigned long long> reach(2);
+    std::vector<T> w_off(h.W.size() + 1);  // W one element in: not 16-byte aligned (the 2-byte W staging)
+    std::copy(h.W.begin(), h.W.end(), w_off.begin() + 1);
+    dbuf<T> W_off(w_off), dx3(pb.x_size());
     layer.forward(forward_of<T>(c.shape(), x.p, W.p, b.p, y.p, pre.p, len.d(), d), nullptr);
 
     // the window backward's arguments as the layer's backward sets them (talk_conv::backward_at)
@@ -419,6 +422,15 @@ void fused_backward_cases() {
       CHECK(std::memcmp(xf.data(), xu.data(), xf.size() * sizeof(T)) == 0);
       CHECK(std::memcmp(zf.data(), zu.data(), zf.size() * sizeof(A)) == 0);
       CHECK(std::all_of(zf.begin(), zf.end(), [](A v) { return std::isfinite(double(v)); }));
+      // W not 16-byte aligned: its fragments staged 2 bytes at a time, the same floats
+      dx3.fill_bytes(0xff);
+      td::window_args<T> m = args(dx3.p, dz2.p);
+      m.weight = W_off.p + 1;
+      CUDA_OK(cudaMemset(reach.p, 0, 2 * sizeof(unsigned long long)));
+      REQUIRE(td::launch_backward_fused(m, c.shape(), w, plan_offset, reach.p, true, nullptr));
+      CUDA_OK(cudaDeviceSynchronize());
+      const std::vector<T> xm = dx3.download();
+      CHECK(std::memcmp(xf.data(), xm.data(), xf.size() * sizeof(T)) == 0);
     }
 
     // the layer's backward (the fused path at this shape), recomputed and saved offsets, against float64

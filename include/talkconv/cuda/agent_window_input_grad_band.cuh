@@ -80,7 +80,7 @@ __device__ void input_grad_band_block(const window_args<T>& a, const dx_band_arg
       // 16 bytes of two W rows per item (band_w_vec_item_of: C % 8 == 0 and c0 % 8 == 0, so aligned), 8 lanes' pairs
       const int items = d.steps * 32;
       for (int i = tid; i < items; i += pol::threads) {
-        const td::band_w_vec_item v = td::band_w_vec_item_of(i);
+        const td::band_w_vec_item v = td::band_w_vec_item_of<8>(i);
         const index_t kw = 8 * v.s + 2 * v.q;
         float w0[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
         float w1[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};

@@ -53,22 +53,44 @@ __device__ void input_grad_band_tile_tf32(const window_args<float>& a, const dx_
   if constexpr (Fused) {
     // W's b fragments split once: step s, tile n, lane l -> hi, lo of W[8 s + 2 q'][c0 + 8 n + g'] and of + 1
     const index_t P = a.g.P;
-    const int items = d.steps * 8 * 32;
-    for (int i = tid; i < items; i += pol::threads) {
-      const td::band_w_item w_it = td::band_w_item_of(i);
-      const int ch = td::band_w_channel(w_it);
-      const index_t kw = td::band_w_offset(w_it);
-      float w0 = 0.0f, w1 = 0.0f;
-      if (ch < cn) {
-        if (kw < P) w0 = a.weight[Idx(kw) * Idx(a.g.C) + Idx(c0 + ch)];
-        if (kw + 1 < P) w1 = a.weight[Idx(kw + 1) * Idx(a.g.C) + Idx(c0 + ch)];
-      }
+    // one lane's fragment from its two weights: hi of both, then lo (0 for an Inf hi: an Inf weight stays Inf in
+    // W^T dz), once per block
+    auto put = [&](int s, int nt, int l, float w0, float w1) {
       float h0, l0, h1, l1;
       tf32_split(w0, h0, l0);
       tf32_split(w1, h1, l1);
-      l0 = isinf(h0) ? 0.0f : l0;  // once per block: an Inf weight stays Inf in W^T dz
+      l0 = isinf(h0) ? 0.0f : l0;
       l1 = isinf(h1) ? 0.0f : l1;
-      *reinterpret_cast<float4*>(wfrag + td::band_tf32_w_index(w_it.s, w_it.n, w_it.lane)) = make_float4(h0, h1, l0, l1);
+      *reinterpret_cast<float4*>(wfrag + td::band_tf32_w_index(s, nt, l)) = make_float4(h0, h1, l0, l1);
+    };
+    if (reinterpret_cast<std::uintptr_t>(a.weight) % 16 == 0) {
+      // 16 bytes (4 channels) of two W rows per item (band_w_vec_item_of<4>: C % 8 == 0 and c0 % 8 == 0, so
+      // aligned), 4 lanes' fragments
+      for (int i = tid; i < d.steps * 64; i += pol::threads) {
+        const td::band_w_vec_item v = td::band_w_vec_item_of<4>(i);
+        const index_t kw = 8 * v.s + 2 * v.q;
+        float4 r0 = make_float4(0.0f, 0.0f, 0.0f, 0.0f), r1 = r0;
+        if (8 * v.n < cn) {  // cn % 8 == 0: the tile's channels all in, or all out (zero)
+          const float* row = a.weight + Idx(kw) * Idx(a.g.C) + Idx(c0 + 8 * v.n + v.g0);
+          if (kw < P) r0 = __ldg(reinterpret_cast<const float4*>(row));
+          if (kw + 1 < P) r1 = __ldg(reinterpret_cast<const float4*>(row + Idx(a.g.C)));
+        }
+        const float w0[4] = {r0.x, r0.y, r0.z, r0.w}, w1[4] = {r1.x, r1.y, r1.z, r1.w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) put(v.s, v.n, 4 * (v.g0 + j) + v.q, w0[j], w1[j]);
+      }
+    } else {
+      for (int i = tid; i < d.steps * 8 * 32; i += pol::threads) {  // 4 bytes at a time
+        const td::band_w_item w_it = td::band_w_item_of(i);
+        const int ch = td::band_w_channel(w_it);
+        const index_t kw = td::band_w_offset(w_it);
+        float w0 = 0.0f, w1 = 0.0f;
+        if (ch < cn) {
+          if (kw < P) w0 = a.weight[Idx(kw) * Idx(a.g.C) + Idx(c0 + ch)];
+          if (kw + 1 < P) w1 = a.weight[Idx(kw + 1) * Idx(a.g.C) + Idx(c0 + ch)];
+        }
+        put(w_it.s, w_it.n, w_it.lane, w0, w1);
+      }
     }
   }
   __syncthreads();

@@ -292,7 +292,7 @@ __device__ __forceinline__ uint4 load_raw16(const T* __restrict__ p) {
 // lines still to be re-read); a plain load before sm_80.
 template <class T>
 __device__ __forceinline__ uint4 load_raw16_hint(const T* __restrict__ p, unsigned long long policy) {
-#if TALKCONV_CUDA_L2_HINTS
+#if TALKCONV_CUDA_L2_HINTS_ON
   uint4 v;
   asm volatile("ld.global.nc.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;\n"
                : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)

@@ -5,11 +5,15 @@
 #include <cstdint>
 
 // L2 cache hints (createpolicy, .L2::cache_hint): PTX ISA 7.4 (CUDA 11.4) on sm_80 and later; plain accesses otherwise.
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && \
-    (__CUDACC_VER_MAJOR__ > 11 || (__CUDACC_VER_MAJOR__ == 11 && __CUDACC_VER_MINOR__ >= 4))
+// -DTALKCONV_CUDA_L2_HINTS=0 turns them off everywhere (an A/B switch: the results are the same).
+#ifndef TALKCONV_CUDA_L2_HINTS
 #define TALKCONV_CUDA_L2_HINTS 1
+#endif
+#if TALKCONV_CUDA_L2_HINTS && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && \
+    (__CUDACC_VER_MAJOR__ > 11 || (__CUDACC_VER_MAJOR__ == 11 && __CUDACC_VER_MINOR__ >= 4))
+#define TALKCONV_CUDA_L2_HINTS_ON 1
 #else
-#define TALKCONV_CUDA_L2_HINTS 0
+#define TALKCONV_CUDA_L2_HINTS_ON 0
 #endif
 
 namespace talkconv {
@@ -43,7 +47,7 @@ __device__ __forceinline__ void cp_async_16_or_zero(void* dst, const void* src, 
 // left it in L2, so that the lines still to be re-read stay.
 __device__ __forceinline__ unsigned long long l2_evict_first_policy() {
   unsigned long long p = 0;
-#if TALKCONV_CUDA_L2_HINTS
+#if TALKCONV_CUDA_L2_HINTS_ON
   asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(p));
 #endif
   return p;
@@ -52,7 +56,7 @@ __device__ __forceinline__ unsigned long long l2_evict_first_policy() {
 // cp_async_16_or_zero with an L2 policy (l2_evict_first_policy).
 __device__ __forceinline__ void cp_async_16_or_zero_hint(void* dst, const void* src, bool valid,
                                                          unsigned long long policy) {
-#if TALKCONV_CUDA_L2_HINTS
+#if TALKCONV_CUDA_L2_HINTS_ON
   const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   const int bytes = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(d), "l"(src), "r"(bytes),

@@ -274,8 +274,8 @@ backward_fused_launch plan_backward_fused(const seq_shape& s, const window_param
 
 // The window backward of 16-bit x in one kernel (agent_backward_fused.cuh) where it applies: the gather kernel's
 // conditions (a.partial set, vector tiles), its finish (finish_asked, whole heads per channel block: a.partial is
-// dz then), the banded dx with W^T dz (a.dz, a.weight, P <= 8 max_steps), its plan within the opt-in, and at least
-// two tiles per SM (fewer: the two kernels spread over channel blocks too). Launches the reach pass (reach zeroed by
+// dz then), the banded dx with W^T dz (a.dz, a.weight, P <= 8 max_steps), two blocks' shared memory within an SM,
+// and at least two tiles per SM (fewer: the two kernels spread over channel blocks too). Launches the reach pass (reach zeroed by
 // the caller) and the kernel; returns false (nothing launched) where it does not apply. With launch = false, only
 // whether it applies (tests). A speed choice only: dz and dx are the two kernels' bits. Asynchronous on `stream`.
 template <class T>
@@ -292,7 +292,9 @@ bool launch_backward_fused(window_args<T> a, const seq_shape& s, const window_pa
     const int nh = heads_per_block(a.w);
     const backward_fused_launch p = plan_backward_fused<T>(s, w, max_offset, nh, smem_per_sm());
     const index_t blocks = s.B * p.tiles;
-    if (p.smem + smem_reserved_per_block > smem_optin() || blocks < 2 * index_t(sm_count()) ||
+    // two blocks per SM (the kernel's bound; fewer: the two kernels keep more in flight), >= 2 tiles per SM
+    const std::size_t block = p.smem + smem_reserved_per_block;
+    if (block > smem_optin() || 2 * block > smem_per_sm() || blocks < 2 * index_t(sm_count()) ||
         blocks > std::numeric_limits<std::int32_t>::max())
       return false;
     if (!launch) return true;

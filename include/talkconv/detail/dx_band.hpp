@@ -180,14 +180,18 @@ struct band_w_item {
 TALKCONV_HOST_DEVICE constexpr band_w_item band_w_item_of(int i) { return band_w_item{i / 256, (i / 32) % 8, i % 32}; }
 TALKCONV_HOST_DEVICE constexpr int band_w_channel(const band_w_item& it) { return 8 * it.n + it.lane / 4; }
 TALKCONV_HOST_DEVICE constexpr int band_w_offset(const band_w_item& it) { return 8 * it.s + 2 * (it.lane % 4); }
-// The 16-bit kernel's W staging by 16-byte rows (W 16-byte aligned): item i = (step s, offset pair q, tile n) reads
-// channels 8 n .. 8 n + 7 of the offsets 8 s + 2 q and 8 s + 2 q + 1 (16 bytes of each) and writes the 8 lanes
-// l = 4 g + q of fragment (s, n): the same floats as items (s, n, 4 g + q) of band_w_item_of, 32 per step.
+// The W staging by 16-byte rows (W 16-byte aligned; V = 16 / sizeof(W's type) channels: 8 for 16-bit W, 4 for
+// float): item i = (step s, offset pair q, tile n, first channel g0 of the tile's 8) reads channels 8 n + g0 ..
+// 8 n + g0 + V - 1 of the offsets 8 s + 2 q and 8 s + 2 q + 1 (16 bytes of each) and writes the V lanes l = 4 g + q,
+// g = g0 .. g0 + V - 1, of fragment (s, n): the same floats as items (s, n, 4 g + q) of band_w_item_of, 32 * 8 / V
+// per step.
 struct band_w_vec_item {
-  int s, q, n;
+  int s, q, n, g0;
 };
+template <int V>
 TALKCONV_HOST_DEVICE constexpr band_w_vec_item band_w_vec_item_of(int i) {
-  return band_w_vec_item{i / 32, i % 4, (i / 4) % 8};
+  static_assert(V == 4 || V == 8, "16 bytes of 16-bit or float W");
+  return band_w_vec_item{i / (32 * 8 / V), i % 4, (i / (4 * 8 / V)) % 8, V * ((i / 4) % (8 / V))};
 }
 // The a element e (mma_m16n8k8) of lane q's dz fragment in step s: row g + 8 (e % 2), offset band_dz_offset.
 TALKCONV_HOST_DEVICE constexpr int band_dz_offset(int s, int q, int e) { return 8 * s + 2 * q + e / 2; }
