@@ -190,6 +190,29 @@ void fused_dx_sweep() {
   }
 }
 
+// A shape of the fused-kernel cases and its test case: B sequences of t tokens so that the grid has >= 2 tiles of
+// 128 rows per SM (the fused launches' rule), ragged lengths (every 7th pattern: full, 0, 128, 129, t - 1, t / 3, 1)
+// when asked.
+struct fused_shape {
+  long t, c, h, l, m;
+  bool causal;
+  layout lay;
+  int lengths;  // 0: all T; 1: ragged
+  float p;      // dropout
+};
+inline test_case fused_shape_case(const fused_shape& sh, std::uint64_t seed) {
+  int sms = 0;
+  CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const long tiles = (sh.t + 127) / 128, B = (2 * sms + tiles - 1) / tiles + 1;
+  std::vector<long> lengths;
+  if (sh.lengths)
+    for (long b = 0; b < B; ++b) {
+      const long pick[] = {sh.t, 0, 128, 129, sh.t - 1, sh.t / 3, 1};
+      lengths.push_back(pick[b % 7]);
+    }
+  return shaped_case(seed, sh.t, B, sh.c, sh.h, sh.l, sh.m, sh.causal, sh.lay, lengths);
+}
+
 // The fused layer forward (16-bit x: projection and banded window in one kernel, agent_forward_fused.cuh) on the
 // shapes it takes: enough time tiles for two blocks per SM (B scaled to the device), a partial last tile, ragged
 // lengths (0, inside a tile, a tile's edge), both layouts, causal, dropout, P from 4 to 64 (BN 16 and 32; two
@@ -202,14 +225,7 @@ template <class T>
 void fused_forward_cases() {
   namespace td = talkconv::cuda::detail;
   using A = acc_t<T>;
-  struct shape {
-    long t, c, h, l, m;
-    bool causal;
-    layout lay;
-    int lengths;  // 0: all T; 1: ragged
-    float p;      // dropout
-  };
-  const shape shapes[] = {
+  const fused_shape shapes[] = {
       {1100, 128, 8, 16, 16, false, layout::tbc, 1, 0.0f},   // P = 16, the benchmark's window
       {700, 256, 16, 30, 5, false, layout::btc, 0, 0.1f},    // P = 32 (BN = 32), dropout
       {520, 192, 6, 40, 0, true, layout::tbc, 1, 0.0f},      // causal, P = 6, heads of 32
@@ -227,18 +243,9 @@ void fused_forward_cases() {
                                                    : td::plan_forward_fused<T, 32>(c.shape(), w, max_offset).smem;
     return 2 * (smem + 128 + td::smem_reserved_per_block) <= std::size_t(smem_sm);
   };
-  int sms = 0;
-  CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   std::uint64_t seed = 9400;
-  for (const shape& sh : shapes) {
-    const long tiles = (sh.t + 127) / 128, B = (2 * sms + tiles - 1) / tiles + 1;
-    std::vector<long> lengths;
-    if (sh.lengths)
-      for (long b = 0; b < B; ++b) {
-        const long pick[] = {sh.t, 0, 128, 129, sh.t - 1, sh.t / 3, 1};
-        lengths.push_back(pick[b % 7]);
-      }
-    const test_case c = shaped_case(++seed, sh.t, B, sh.c, sh.h, sh.l, sh.m, sh.causal, sh.lay, lengths);
+  for (const fused_shape& sh : shapes) {
+    const test_case c = fused_shape_case(sh, ++seed);
     const talkconv::dropout_params d{sh.p, seed, sh.p > 0};
     INFO(c.str(), " dtype=", tol<T>::name, " dropout p=", d.p);
     const ref::problem& pb = c.pb;
@@ -299,6 +306,8 @@ void fused_forward_cases() {
   // Short sequences in a large batch: the projection alone takes its dot-product form (other sums), so the fused
   // kernel must not take the layer, whatever the SM count.
   {
+    int sms = 0;
+    CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
     const test_case c = shaped_case(9450, 8, 2 * sms + 1, 128, 8, 4, 4, false, layout::tbc);
     const tcu::talk_conv<T> layer(c.config());
     dbuf<T> x(c.pb.x_size()), y(c.pb.x_size());
@@ -328,14 +337,7 @@ void fused_backward_cases() {
     MESSAGE("the banded kernels are not built for this GPU (sm_80 or later): the fused backward never runs");
     return;
   }
-  struct shape {
-    long t, c, h, l, m;
-    bool causal;
-    layout lay;
-    int lengths;  // 0: all T; 1: ragged
-    float p;      // dropout
-  };
-  const shape shapes[] = {
+  const fused_shape shapes[] = {
       {1100, 128, 8, 16, 16, false, layout::tbc, 1, 0.0f},  // the benchmark's window, heads of 16
       {700, 256, 16, 30, 5, false, layout::btc, 0, 0.1f},   // dropout
       {520, 192, 6, 40, 0, true, layout::tbc, 1, 0.0f},     // causal, heads of 32
@@ -344,18 +346,9 @@ void fused_backward_cases() {
       {330, 320, 5, 6, 3, false, layout::btc, 1, 0.0f},     // heads of 64, P = 10
       {300, 256, 2, 7, 7, false, layout::btc, 1, 0.0f},     // heads of 128: not fused
   };
-  int sms = 0;
-  CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   std::uint64_t seed = 9500;
-  for (const shape& sh : shapes) {
-    const long tiles = (sh.t + 127) / 128, B = (2 * sms + tiles - 1) / tiles + 1;
-    std::vector<long> lengths;
-    if (sh.lengths)
-      for (long b = 0; b < B; ++b) {
-        const long pick[] = {sh.t, 0, 128, 129, sh.t - 1, sh.t / 3, 1};
-        lengths.push_back(pick[b % 7]);
-      }
-    const test_case c = shaped_case(++seed, sh.t, B, sh.c, sh.h, sh.l, sh.m, sh.causal, sh.lay, lengths);
+  for (const fused_shape& sh : shapes) {
+    const test_case c = fused_shape_case(sh, ++seed);
     const talkconv::dropout_params d{sh.p, seed, sh.p > 0};
     INFO(c.str(), " dtype=", tol<T>::name, " dropout p=", d.p);
     const ref::problem& pb = c.pb;
