@@ -1151,10 +1151,10 @@ td::band_tap<float> band_token_tap(const ref::problem& pb, const std::vector<flo
 }
 
 // The banded dx kernels' W staging for an aligned W (band_w_vec_item_of<V>: 16 bytes of two rows per item, V
-// channels): put(s, n, lane, w0, w1) for each fragment an item writes, in item order, with the kernel's zeros (channels
-// past cn, offsets past P).
+// channels; W is read only when steps > 0, null otherwise): put(s, n, lane, w0, w1) for each fragment an item
+// writes, in item order, with the kernel's zeros (channels past cn, offsets past P).
 template <int V, class Put>
-void stage_w_vec_items(int steps, long P, long C, long c0, long cn, const std::vector<float>& W, Put&& put) {
+void stage_w_vec_items(int steps, long P, long C, long c0, long cn, const std::vector<float>* W, Put&& put) {
   for (int i = 0; i < steps * 32 * 8 / V; ++i) {
     const td::band_w_vec_item v = td::band_w_vec_item_of<V>(i);
     const long k = 8 * v.s + 2 * v.q;
@@ -1162,8 +1162,8 @@ void stage_w_vec_items(int steps, long P, long C, long c0, long cn, const std::v
       const long ch = 8 * v.n + g;
       float w0 = 0.0f, w1 = 0.0f;
       if (8 * v.n < cn) {
-        if (k < P) w0 = W[size_t(k * C + c0 + ch)];
-        if (k + 1 < P) w1 = W[size_t((k + 1) * C + c0 + ch)];
+        if (k < P) w0 = (*W)[size_t(k * C + c0 + ch)];
+        if (k + 1 < P) w1 = (*W)[size_t((k + 1) * C + c0 + ch)];
       }
       put(v.s, v.n, 4 * g + v.q, w0, w1);
     }
@@ -1188,7 +1188,7 @@ vec emulate_dx_band(const ref::problem& pb, const std::vector<float>& o, const s
         // W's b fragments, as the kernel's staging loop writes them for an aligned W (16 bytes of two rows per item;
         // a fragment no item writes stays NaN and fails the comparison)
         wfrag.assign(size_t(steps) * 8 * 32 * 2, std::numeric_limits<float>::quiet_NaN());
-        stage_w_vec_items<8>(steps, P, pb.C, db.cb.c0, db.cb.cn, *W, [&](int s, int nt, int l, float w0, float w1) {
+        stage_w_vec_items<8>(steps, P, pb.C, db.cb.c0, db.cb.cn, W, [&](int s, int nt, int l, float w0, float w1) {
           wfrag[size_t(td::band_w_index(s, nt, l))] = w0;
           wfrag[size_t(td::band_w_index(s, nt, l)) + 1] = w1;
         });
@@ -1513,7 +1513,7 @@ vec emulate_dx_band_tf32(const ref::problem& pb, const std::vector<float>& o, co
       [&](const dx_band_block& db) {
         // as the kernel stages an aligned W: 4 channels of two rows per item (a fragment no item writes stays NaN)
         wfrag.assign(size_t(steps) * 256 * 4, nan);
-        stage_w_vec_items<4>(steps, P, pb.C, db.cb.c0, db.cb.cn, *W, [&](int s, int nt, int l, float w0, float w1) {
+        stage_w_vec_items<4>(steps, P, pb.C, db.cb.c0, db.cb.cn, W, [&](int s, int nt, int l, float w0, float w1) {
           const tf32_pieces a = tf32_split_host(w0), c = tf32_split_host(w1);
           float* f = &wfrag[size_t(td::band_tf32_w_index(s, nt, l))];
           f[0] = a.hi, f[1] = c.hi, f[2] = std::isinf(a.hi) ? 0.0f : a.lo, f[3] = std::isinf(c.hi) ? 0.0f : c.lo;
