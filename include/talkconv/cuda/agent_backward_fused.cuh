@@ -1,7 +1,7 @@
 // The window backward of 16-bit x in one pass over dy: the offset gradients (finished into dz) and the banded input
 // gradient with W^T dz of a time tile in one block, so that dy is read from DRAM once (the two kernels read it
-// twice: the gather, then the banded dx) and dz is not read back from DRAM. A block owns 128 rows [t0, t0 + 128) of
-// sequence b and every channel:
+// twice: the gather, then the banded dx) and dz is not read back from DRAM. A block owns 128 rows [t0, t0 + 128)
+// (band_tile_rows) of sequence b and every channel:
 //   1. per channel block, the first first, the gather kernel's work for its two tiles of offsets_grad_policy::tile
 //      tokens (window_offsets_grad_gather at make_ctx_at): the slope rows of x (read evict-first: this kernel does
 //      not read them again), dy, the head sums in column order and their finish (finish_offset_grad): dz of the
@@ -37,19 +37,20 @@ namespace detail {
 template <class T, class Idx, bool Causal>
 __device__ void backward_fused_tile(const window_args<T>& g, const window_args<T>& a, const dx_band_args& d,
                                     index_t tiles) {
-  constexpr int GT = offsets_grad_policy<T>::tile;
-  static_assert(128 % GT == 0, "whole gather tiles in a time tile");
+  constexpr int GT = offsets_grad_policy<T>::tile, BM = talkconv::detail::band_tile_rows;
+  static_assert(BM % GT == 0, "whole gather tiles in a time tile");
   static_assert(offsets_grad_policy<T>::threads == dx_band_policy<T>::threads, "one block shape");
-  const index_t blk = blockIdx.x, b = blk / tiles, it = blk - b * tiles, t0 = it * 128;
-  const index_t t_end = t0 + 128 < g.g.T ? t0 + 128 : g.g.T;
+  const index_t blk = blockIdx.x, b = blk / tiles, it = blk - b * tiles, t0 = it * BM;
+  const index_t t_end = t0 + BM < g.g.T ? t0 + BM : g.g.T;
   const int blocks = static_cast<int>(a.w.blocks);
 
-  // 1. dz of rows [t0, t_end): the gather kernel's blocks of this tile, channel block by channel block
+  // 1. dz of rows [t0, t_end): the gather kernel's blocks of this tile, channel block by channel block. No barrier
+  // between the calls: a call writes its table (read by the previous call before that call's second barrier) and
+  // then, after its first barrier, its products (read by the previous call's last step, done by every thread
+  // before it reaches that barrier); the two regions do not overlap (offsets_grad_layout).
   for (int cb = 0; cb < blocks; ++cb)
-    for (index_t s0 = t0; s0 < t_end; s0 += GT) {
-      if (cb > 0 || s0 > t0) __syncthreads();  // the previous tile's products read before the table is rewritten
+    for (index_t s0 = t0; s0 < t_end; s0 += GT)
       window_offsets_grad_gather<Causal, Idx, true>(g, make_ctx_at(g, b, s0, cb));
-    }
   __syncthreads();  // the block's dz rows (global) visible to all its threads; the shared memory free for the stage
 
   // 2. dx, channel block by channel block, the last first: step 1 read the last one's dy most recently

@@ -35,6 +35,7 @@ namespace detail {
 template <class T, int BN>
 struct forward_fused_smem {
   static constexpr std::size_t project_bytes = sizeof(project_smem<T, BN>);
+  static constexpr int rows = talkconv::detail::band_tile_rows;  // the time tile
   TALKCONV_HOST_DEVICE static std::size_t front(int stage_rows) {
     const std::size_t stage = std::size_t(stage_rows + dx_band_policy<T>::pad_rows) * dx_band_policy<T>::row_bytes;
     const std::size_t f = project_bytes > stage ? project_bytes : stage;
@@ -42,10 +43,10 @@ struct forward_fused_smem {
   }
   TALKCONV_HOST_DEVICE static std::size_t offsets_at(int stage_rows) { return front(stage_rows); }
   TALKCONV_HOST_DEVICE static std::size_t taps_at(int stage_rows, index_t P) {
-    return (offsets_at(stage_rows) + std::size_t(128) * std::size_t(P) * 4u + 15u) / 16u * 16u;
+    return (offsets_at(stage_rows) + std::size_t(rows) * std::size_t(P) * 4u + 15u) / 16u * 16u;
   }
   TALKCONV_HOST_DEVICE static std::size_t bytes(int stage_rows, index_t P, index_t H) {
-    return taps_at(stage_rows, P) + std::size_t(H) * 128u * 8u;
+    return taps_at(stage_rows, P) + std::size_t(H) * std::size_t(rows) * 8u;
   }
 };
 
@@ -57,13 +58,14 @@ __device__ void forward_fused_tile(const offsets_args<T>& oa, const window_args<
   using tile = project_tile<T, BN>;
   using fsm = forward_fused_smem<T, BN>;
   constexpr int BM = tile::BM, threads = tile::threads;
-  static_assert(BM == 128 && threads == dx_band_policy<T>::threads, "a time tile of 128 rows, one block shape");
+  static_assert(BM == talkconv::detail::band_tile_rows && threads == dx_band_policy<T>::threads,
+                "a time tile of the band's rows, one block shape");
   extern __shared__ __align__(128) unsigned char talkconv_fused_smem[];
   __shared__ int span_rel[2];
   const int tid = static_cast<int>(threadIdx.x);
-  const index_t blk = blockIdx.x, b = blk / tiles, it = blk - b * tiles, t0 = it * 128;
+  const index_t blk = blockIdx.x, b = blk / tiles, it = blk - b * tiles, t0 = it * BM;
   const index_t Tn = oa.g.T, n = oa.g.length(b), P = oa.g.P;
-  const index_t rows_in = Tn - t0 < 128 ? Tn - t0 : 128;
+  const index_t rows_in = Tn - t0 < BM ? Tn - t0 : BM;
   const int S = d.stage_rows;
   auto& sm = *reinterpret_cast<project_smem<T, BN>*>(talkconv_fused_smem);
   float* o_s = reinterpret_cast<float*>(talkconv_fused_smem + fsm::offsets_at(S));
@@ -104,7 +106,7 @@ __device__ void forward_fused_tile(const offsets_args<T>& oa, const window_args<
   const unsigned stage_base = static_cast<unsigned>(__cvta_generic_to_shared(stage));
   for (int cb = static_cast<int>(wa.w.blocks) - 1; cb >= 0; --cb) {
     const band_block k = make_band_block_at(wa, b, it, cb);
-    const float2* tk = taps + k.h_first * 128;
+    const float2* tk = taps + k.h_first * BM;
     const T* __restrict__ x = wa.x + Idx(b) * static_cast<Idx>(wa.g.xb) + Idx(k.c0);
     __syncthreads();  // the table written (first pass); the previous block's span read, its stage and marks done
     if (tid == 0) span_rel[0] = INT_MAX, span_rel[1] = INT_MIN;

@@ -134,7 +134,7 @@ forward_fused_launch plan_forward_fused(const seq_shape& s, const window_params&
   const dx_band_launch b = plan_band<T>(s, w, max_offset, 1);
   forward_fused_launch p;
   p.args = b.args;
-  p.tiles = (s.T + 127) / 128;
+  p.tiles = (s.T + talkconv::detail::band_tile_rows - 1) / talkconv::detail::band_tile_rows;
   p.smem = forward_fused_smem<T, BN>::bytes(p.args.stage_rows, w.num_offsets(), w.heads);
   return p;
 }
@@ -250,6 +250,14 @@ void launch_window_forward(window_args<T> a, const seq_shape& s, const window_pa
   });
 }
 
+// The reach of every window of a (window_reach_kernel: the definition the gather kernel folds in) into reach[0..1],
+// which the caller zeroed. Asynchronous on `stream`.
+template <class T, class Idx, bool Causal>
+void launch_reach(const window_args<T>& a, const seq_shape& s, unsigned long long* reach, cudaStream_t stream) {
+  window_reach_kernel<T, Idx, Causal><<<grid_for(s.T * s.B, row_threads), row_threads, 0, stream>>>(a, reach);
+  check_launch("window_reach_kernel");
+}
+
 // The fused window backward's plan (host-testable): the banded dx's plan (its segments: the same k steps) for one
 // tile of 128 rows per block, the grid's tiles per sequence, and the shared memory: the larger of the gather's
 // (offsets_grad_layout) and the banded dx's.
@@ -265,7 +273,7 @@ backward_fused_launch plan_backward_fused(const seq_shape& s, const window_param
   backward_fused_launch p;
   p.args = band.args;
   p.args.tiles_per_block = 1;
-  p.tiles = (s.T + 127) / 128;
+  p.tiles = (s.T + talkconv::detail::band_tile_rows - 1) / talkconv::detail::band_tile_rows;
   p.args.blocks_per_seq = p.tiles;
   const std::size_t gather = offsets_grad_layout<T>::bytes(offsets_grad_policy<T>::tile, nh);
   p.smem = band.smem > gather ? band.smem : gather;
@@ -308,8 +316,7 @@ bool launch_backward_fused(window_args<T> a, const seq_shape& s, const window_pa
     dispatch_window(fits_int32(s, P), w.causal, [&](auto I, auto causal) {
       using Idx = typename decltype(I)::type;
       constexpr bool Causal = decltype(causal)::value;
-      window_reach_kernel<T, Idx, Causal><<<grid_for(s.T * s.B, row_threads), row_threads, 0, stream>>>(a, reach);
-      check_launch("window_reach_kernel");
+      launch_reach<T, Idx, Causal>(a, s, reach, stream);
       auto* kernel = &backward_fused_kernel<T, Idx, Causal>;
       allow_smem(kernel, p.smem, "cudaFuncSetAttribute(backward_fused_kernel)");
       kernel<<<static_cast<unsigned>(blocks), dx_band_policy<T>::threads, p.smem, stream>>>(g, a, p.args, p.tiles);
@@ -350,8 +357,7 @@ bool launch_window_backward(window_args<T> a, const seq_shape& s, const window_p
     // other path takes the reach pass first.
     const bool vtile_grad = a.partial != nullptr && vector_tiles(a, a.dy);
     if (!vtile_grad) {
-      window_reach_kernel<T, Idx, Causal><<<grid_for(s.T * s.B, row_threads), row_threads, 0, stream>>>(a, reach);
-      check_launch("window_reach_kernel");
+      launch_reach<T, Idx, Causal>(a, s, reach, stream);
     }
     if (vtile_grad) {
       // Two x rows per (token, head): no prefix rows, no halo, the same tile whatever the window.

@@ -40,13 +40,17 @@ namespace detail {
 // 8 + 2.3 ceil((16 + K) / 16) instructions per element, the event kernel 55-60 measured at K = 33.
 constexpr index_t dx_band_max_k = 255;
 
+// Rows of a banded tile: 8 warps of 16 rows (the m16 of the mma). The fused kernels' time tile too (one tile per
+// block: agent_forward_fused.cuh, agent_backward_fused.cuh).
+constexpr int band_tile_rows = 128;
+
 // The block's plan: `warps` warps of 16 rows each (tile = 16 warps rows), a stage of `stage_rows` tokens
 // (a segment of the block's token span) plus 16 padding rows (zero dy, zero weights) that a warp's last
 // k step may overrun. The stage holds a tile's whole span for offsets up to max_offset (1 for sigmoid
 // offsets, 1 / (1 - p) after dropout); a span beyond it (larger offsets) takes more segments: the same
 // sums, more passes. Host only.
 struct dx_band_plan {
-  int warps = 8, tile = 128, stage_rows = 0;
+  int warps = 8, tile = band_tile_rows, stage_rows = 0;
   TALKCONV_HOST_DEVICE int padded_rows(int pad = 16) const { return stage_rows + pad; }  // float: band_tf32_pad
 };
 // max_rows (a multiple of 16; 0: none) caps the stage where shared memory is short (float's 512-byte tokens).
