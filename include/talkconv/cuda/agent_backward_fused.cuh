@@ -21,12 +21,6 @@
 #include "talkconv/cuda/agent_window_input_grad_band.cuh"
 #include "talkconv/cuda/agent_window_offsets_grad.cuh"
 
-// TALKCONV_CUDA_FUSED_BACKWARD=0 keeps the window backward on its two kernels (gather, then banded dx): an A/B
-// switch for the profiler (scripts/gpu-lease.sh's ncu-noband step builds with it).
-#ifndef TALKCONV_CUDA_FUSED_BACKWARD
-#define TALKCONV_CUDA_FUSED_BACKWARD 1
-#endif
-
 namespace talkconv {
 namespace cuda {
 namespace detail {

@@ -21,23 +21,6 @@ namespace talkconv {
 namespace cuda {
 namespace detail {
 
-// Block tile: offsets [p0, p0 + PT) x channels [c0, c0 + channels); rows in steps of k_rows. Warp w
-// owns channels [32 w, 32 w + 32) (four 8-column mma tiles) and every offset tile: each A fragment
-// (dz hi / lo) loaded once serves the four.
-template <int PT>
-struct dw_tc_policy {
-  static constexpr int threads = 256;
-  static constexpr int warps = threads / 32;
-  static constexpr int n_tiles = 4;                      // 8-channel mma tiles per warp
-  static constexpr int channels = 8 * n_tiles * warps;  // 256
-  static constexpr int k_rows = 32;
-  static constexpr int ldx = channels + 8;  // floats: fragment reads (q * ldx + g) hit 32 distinct banks
-  static constexpr int ldd = PT + 8;        // likewise (q * ldd + g)
-  static constexpr int dz_cols = PT / 4;    // dz staging: one float4 of a row per thread
-  static_assert(PT == 16 || PT == 32, "whole 16-offset fragments");
-  static_assert(k_rows * dz_cols <= threads, "one dz float4 per thread");
-};
-
 template <int PT>
 struct dw_tc_smem {
   using pol = dw_tc_policy<PT>;

@@ -20,12 +20,6 @@
 
 #include <climits>
 
-// TALKCONV_CUDA_FUSED_FORWARD=0 keeps the layer forward on its two kernels (projection, then window): an A/B switch
-// for the profiler (scripts/gpu-lease.sh's ncu-noband step builds with it).
-#ifndef TALKCONV_CUDA_FUSED_FORWARD
-#define TALKCONV_CUDA_FUSED_FORWARD 1
-#endif
-
 namespace talkconv {
 namespace cuda {
 namespace detail {

@@ -18,23 +18,7 @@ namespace detail {
 // per row: W's columns are stored in an order that gives each thread 8 consecutive channels of a row in
 // the mma accumulator layout), adds dz (split hi + lo as for dW, hi first) times W, rounds once to T and
 // writes 16 bytes per row back, for rows of valid tokens only.
-template <int PT>
-struct dx_tc_policy {
-  static constexpr int threads = 256;
-  static constexpr int warps = threads / 32;
-  static constexpr int col_warps = 4;                    // warps across the channels, 32 channels each
-  static constexpr int row_warps = warps / col_warps;    // 2
-  static constexpr int channels = 32 * col_warps;        // 128
-  static constexpr int m_tiles = 2;                      // 16-row mma tiles per warp per step
-  static constexpr int rows = 16 * m_tiles * row_warps;  // 64 rows per step
-  static constexpr int steps = 4;                        // row steps per block (W staged once for 256 rows)
-  static constexpr int ldw = channels + 8;  // W [PT][ldw]: B reads (q * ldw + g) hit 32 distinct banks
-  static constexpr int ldd = PT + 4;        // dz [rows][ldd]: A reads (g * ldd + q) hit 32 distinct banks
-  static constexpr int dz_cols = PT / 4;    // dz staging: float4s per row
-  static constexpr int dz_loads = rows * dz_cols / threads;
-  static_assert(PT == 16 || PT == 32, "whole 8-offset k steps");
-  static_assert(rows * dz_cols % threads == 0, "whole dz float4s per thread");
-};
+// Block shape: dx_tc_policy (policy.cuh).
 
 template <int PT>
 struct dx_tc_smem {

@@ -3,7 +3,7 @@
 // The GEMMs themselves: agent_project.cuh (z = x W^T), agent_dz_gemm.cuh (dW = dz^T x, dx += dz W).
 #pragma once
 
-#include "talkconv/cuda/kernel_traits.cuh"
+#include "talkconv/cuda/smem_layout.cuh"
 #include "talkconv/detail/dropout.hpp"
 #include "talkconv/detail/math.hpp"
 

@@ -15,12 +15,6 @@
 #include <cstdint>
 #include <type_traits>
 
-// TALKCONV_CUDA_PROJECT_ASYNC=0 keeps 16-bit x on the register-staged K loop for full tiles too (an A/B switch
-// for the profiler: scripts/gpu-lease.sh's ncu-noband step builds with it).
-#ifndef TALKCONV_CUDA_PROJECT_ASYNC
-#define TALKCONV_CUDA_PROJECT_ASYNC 1
-#endif
-
 namespace talkconv {
 namespace cuda {
 namespace detail {

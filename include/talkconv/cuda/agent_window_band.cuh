@@ -22,37 +22,6 @@ namespace talkconv {
 namespace cuda {
 namespace detail {
 
-// TALKCONV_CUDA_BAND=0 turns the banded kernels off (16-bit x then takes the vector-tile forward and the event
-// dx kernel, as before 2026-12-01): an A/B switch for the benchmarks, the same sums either way.
-#ifndef TALKCONV_CUDA_BAND
-#define TALKCONV_CUDA_BAND 1
-#endif
-
-// Per-dtype policy of the banded kernels: for 16-bit x on m16n8k16 (x / dy is the mma's b operand), for float on
-// TF32 m16n8k8 (3xTF32: agent_window_input_grad_band_tf32.cuh, agent_window_forward_band_tf32.cuh), each up to
-// its widest window (max_k: dx, fwd_max_k: forward).
-template <class T>
-struct dx_band_policy {
-  static constexpr bool sixteen = std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value;
-  static constexpr bool tf32 = std::is_same<T, float>::value;
-  static constexpr bool supported = TALKCONV_CUDA_BAND != 0 && (sixteen || tf32);  // the dx kernel
-  static constexpr bool forward = supported;                                    // the forward kernel
-  static constexpr int threads = 256;  // 8 warps x 16 rows: detail::dx_band_plan
-  // float: a staged token is 512 bytes (hi and lo of 64 channels), so a tile's span at K = 33 (a stage of
-  // 176 + 8 rows, 92 KB, and W's split fragments, 16 KB at P = 32) leaves room for 2 blocks per SM; 16-bit:
-  // 128 bytes, 3 blocks.
-  static constexpr int min_blocks = tf32 ? 2 : 3;
-  static constexpr int tiles_per_block = 4;  // the W stage and the block's setup paid once per 4 tiles
-  static constexpr int fwd_tiles_per_block = 2;
-  // Fused offset path: P <= 128 (steps of 8 offsets; float's W fragments, 4 KB a step, shorten its stage).
-  static constexpr int max_steps = 16;
-  static constexpr index_t max_k = tf32 ? talkconv::detail::dx_band_max_k_tf32 : talkconv::detail::dx_band_max_k;
-  static constexpr index_t fwd_max_k = tf32 ? talkconv::detail::fwd_band_max_k_tf32 : talkconv::detail::dx_band_max_k;
-  static constexpr int pad_rows = tf32 ? talkconv::detail::band_tf32_pad : 16;          // past a segment's rows
-  static constexpr unsigned row_bytes = tf32 ? talkconv::detail::band_tf32_row_bytes : 128u;  // per staged token
-  static constexpr unsigned w_frag_bytes = tf32 ? 16u : 8u;  // per (step, tile, lane): W hi (+ lo) of 2 offsets
-};
-
 // The banded kernels' arguments (the forward uses stage_rows, tiles_per_block, blocks_per_seq, causal, taps_at).
 struct dx_band_args {
   int stage_rows = 0;          // tokens per segment (detail::dx_band_plan), padded by dx_band_policy::pad_rows

@@ -134,21 +134,7 @@ __device__ void window_forward_vtile(const window_args<T>& a) {
 // x rows are read once per tile (from L2 mostly: neighbouring tiles share them), never once per token and
 // channel as the direct path does. Tokens whose taps leave the span (offsets past the halo's max_offset)
 // take the direct path. Thread (tok, col): tokens tok, tok + step, ... of the tile, per_thread of them.
-// The tile is long because every tile stages and scans its whole span: the span's rows per token,
-// (tile + L + M) / tile, is the kernel's cost. A 32-token tile at L = M = 511 staged 33 rows per token
-// (1.88 ms on an H200, 2026-11-30, slower than the original algorithm's global prefix tensor); 256 tokens
-// stage 5. The price is 64 accumulators per thread (tile * 64 channels / 256 threads), so 2 blocks per SM
-// (128 registers) instead of the vector tile's 4; double keeps 128 tokens (64 registers of accumulators).
-template <class T>
-struct segment_policy {
-  using P = window_tile_policy<T>;
-  static constexpr int tile = sizeof(acc_t<T>) > 4 ? 4 * P::unit : 8 * P::unit;  // tokens per block
-  static constexpr int step = P::threads / P::cols;                             // tokens per pass of the block
-  static constexpr int per_thread = tile / step;  // 8 (16-bit), 16 (float, double)
-  static constexpr int min_blocks = 2;
-  static_assert(tile % step == 0, "whole passes");
-  static_assert(per_thread * P::vec * sizeof(acc_t<T>) <= 256, "64 accumulator registers per thread");
-};
+// Its tile and block shape: segment_policy (policy.cuh).
 
 template <bool Causal, class Idx, class T>
 __device__ void window_forward_segments(const window_args<T>& a) {

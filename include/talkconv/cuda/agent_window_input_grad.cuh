@@ -50,43 +50,6 @@ namespace talkconv {
 namespace cuda {
 namespace detail {
 
-// Per-dtype policy of the dx kernel, in one place: 16-byte vectors, the block shape of dx_plan.hpp.
-template <class T>
-struct dx_policy {
-  using A = acc_t<T>;
-  static constexpr int vec = sizeof(T) >= 16 ? 1 : int(16 / sizeof(T));
-  TALKCONV_HOST_DEVICE static constexpr talkconv::detail::dx_block_shape shape(int v) {
-    return talkconv::detail::make_dx_block_shape(int(sizeof(A)), v);
-  }
-  static constexpr int threads = shape(1).threads;
-  static constexpr int warps = shape(1).warps;
-  static constexpr int lanes = shape(1).lanes;
-  static constexpr int tile = shape(1).tile;
-  static constexpr int max_bins = talkconv::detail::dx_max_bins(tile);
-  // Resident blocks per SM the registers must allow: 4 (32 warps, 64 registers: half the SM's warps, for the
-  // gather's dependent event -> dy loads; the spills this costs lie outside the row-gather loops: bench/cuda/
-  // BUDGET.md, thirteenth session); 2 for 8-byte accumulators.
-  static constexpr int min_blocks = sizeof(A) > 4 ? 2 : 4;
-  // consecutive tiles per block, walked last to first: setup and divisions amortized, the carry chained
-  static constexpr int tiles_per_block = talkconv::detail::dx_tiles_per_block;
-  // The fused offset path (add_fused_offset_path): 16-bit types and float with 16-byte vectors (8 channels x
-  // 4 rows, 4 x 8 per thread), W^T of at most fused_chunks chunks of 32 offsets staged (8 KiB each, twice
-  // for float: W is split hi + lo, 3xTF32).
-  static constexpr bool fusable = (sizeof(T) == 2 && vec == 8) || (std::is_same<T, float>::value && vec == 4);
-  static constexpr bool split_w = std::is_same<T, float>::value;  // W not exact in TF32
-  static constexpr int fused_chunks = 4;
-  static constexpr int fused_min_blocks = 4;  // 64 registers, as unfused
-  // 16-bit vectors stage each batch's dy rows in shared memory (cp.async, issued before the pair phase and
-  // waited for before the gather, so the loads' latency hides behind the ranking): the gather's dependent
-  // event -> dy loads are then shared-memory loads. Rows (one per distinct token of a batch): as many as keep
-  // min_blocks blocks per SM, at most threads, at least min_stage_rows (detail::dx_stage_key gives the layout).
-  static constexpr bool stage_dy = sizeof(T) == 2;
-  static constexpr int stage_row_bytes = 128;  // the block's 64 channels
-  static constexpr int min_stage_rows = 64;
-  static_assert(lanes == window_traits::lanes, "dx blocks use the window kernels' channel plan");
-  static_assert(threads == warps * 32, "whole warps");
-};
-
 // One event in shared memory: element offset of the token's dy row from the row of the tile's first
 // candidate token (never negative: one IMAD.WIDE.U32 makes the address), and its weight.
 template <class A, class Idx>

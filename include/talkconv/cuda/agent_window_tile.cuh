@@ -5,7 +5,7 @@
 #pragma once
 
 #include "talkconv/cuda/async_copy.cuh"
-#include "talkconv/cuda/kernel_traits.cuh"
+#include "talkconv/cuda/smem_layout.cuh"
 #include "talkconv/detail/math.hpp"
 #include "talkconv/detail/window_tile.hpp"
 
@@ -400,7 +400,7 @@ __device__ __forceinline__ void sts_chunks(acc_t<T>* p, const acc_t<T> (&v)[wind
   }
 }
 
-// A token's tile taps as the table keeps them (kernel_traits.cuh: vtap).
+// A token's tile taps as the table keeps them (smem_layout.cuh: vtap).
 template <class T>
 __device__ __forceinline__ vtap<acc_t<T>> to_vtap(const tile_tap<acc_t<T>>& e) {
   constexpr int row = window_tile_policy<T>::stride * static_cast<int>(sizeof(acc_t<T>));

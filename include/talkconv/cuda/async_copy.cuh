@@ -2,13 +2,12 @@
 // latency hides behind whatever the block does before cp_async_wait_all), a plain load and store before.
 #pragma once
 
+#include "talkconv/cuda/policy.cuh"
+
 #include <cstdint>
 
-// L2 cache hints (createpolicy, .L2::cache_hint): PTX ISA 7.4 (CUDA 11.4) on sm_80 and later; plain accesses otherwise.
-// -DTALKCONV_CUDA_L2_HINTS=0 turns them off everywhere (an A/B switch: the results are the same).
-#ifndef TALKCONV_CUDA_L2_HINTS
-#define TALKCONV_CUDA_L2_HINTS 1
-#endif
+// L2 cache hints (createpolicy, .L2::cache_hint): PTX ISA 7.4 (CUDA 11.4) on sm_80 and later; plain accesses otherwise
+// (TALKCONV_CUDA_L2_HINTS: policy.cuh).
 #if TALKCONV_CUDA_L2_HINTS && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && \
     (__CUDACC_VER_MAJOR__ > 11 || (__CUDACC_VER_MAJOR__ == 11 && __CUDACC_VER_MINOR__ >= 4))
 #define TALKCONV_CUDA_L2_HINTS_ON 1

@@ -8,12 +8,6 @@
 #include <cstdint>
 #include <type_traits>
 
-// TALKCONV_CUDA_DW_ASYNC=0 keeps bfloat16 dW on its register-staged path (an A/B switch for the profiler:
-// scripts/gpu-lease.sh's ncu-noband step builds with it and TALKCONV_CUDA_BAND=0).
-#ifndef TALKCONV_CUDA_DW_ASYNC
-#define TALKCONV_CUDA_DW_ASYNC 1
-#endif
-
 namespace talkconv {
 namespace cuda {
 namespace detail {

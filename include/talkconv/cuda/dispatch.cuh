@@ -2,7 +2,7 @@
 #pragma once
 
 #include "talkconv/cuda/error.hpp"
-#include "talkconv/cuda/kernel_traits.cuh"
+#include "talkconv/cuda/smem_layout.cuh"
 
 #include <cuda_runtime.h>
 

@@ -1,7 +1,7 @@
 // Kernels of building blocks 1 and 3: segmented prefix sums along time, per-head channel sums.
 #pragma once
 
-#include "talkconv/cuda/kernel_traits.cuh"
+#include "talkconv/cuda/smem_layout.cuh"
 
 #include <cub/warp/warp_reduce.cuh>
 

@@ -11,6 +11,18 @@
 // cudaMallocAsync on the caller's stream) and never synchronizes. Calls that need scratch memory follow
 // CUB's two-phase protocol. Host-side validation throws the CPU path's named talkconv::error.
 //
+// The tree, CUB's way (one job per file):
+//   device_*.cuh   host launchers: plans, dispatch on dtype / index type / causality, the two-phase workspace
+//   kernel_*.cuh   the __global__ entry points, thin: each calls its agent
+//   agent_*.cuh    one kernel's per-block work (tiles, stages, mma steps); the per-element formulas are in
+//                  talkconv/detail/ (host+device, run by the CPU tests too)
+//   policy.cuh     every per-dtype, per-architecture tuning choice and the A/B switches
+//   smem_layout.cuh, geometry.cuh, workspace.cuh, dispatch.cuh   shared-memory layouts, problem descriptors and
+//                  channel plans, workspace carving, the dispatchers
+//   async_copy.cuh, mma_tf32.cuh   device primitives: cp.async and L2 hints, the 3xTF32 products
+//   error.hpp, cuda_traits.hpp     errors, dtype traits
+//   talk_conv.cuh (the layer), decoder.cuh (incremental decoding), shard_rows.cuh (time shards)
+
 // Spell the namespace out (talkconv::cuda, or an alias): after `using namespace talkconv;` a bare
 // `cuda::` is ambiguous with libcu++'s ::cuda.
 #pragma once

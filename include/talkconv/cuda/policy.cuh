@@ -1,26 +1,62 @@
-// Block shapes and shared-memory sizing of the window and row kernels.
+// Every per-dtype, per-architecture tuning choice of the CUDA kernels in one place (CUB-style policies): block
+// shapes, tiles, vector widths, resident blocks per SM, pipeline depths, the widest windows the banded kernels take,
+// and the compile-time A/B switches of the profiler runs (scripts/gpu-lease.sh). The kernels (kernel_*.cuh), their
+// per-block work (agent_*.cuh) and the host launchers (device_*.cuh) read these; nothing here launches or computes.
+// bench/cuda/BUDGET.md says why each number is what it is (instructions and bytes per element, measured or estimated).
 #pragma once
 
 #include "talkconv/cuda/cuda_traits.hpp"
-#include "talkconv/cuda/geometry.cuh"
-#include "talkconv/cuda/workspace.cuh"
-#include "talkconv/detail/math.hpp"
-#include "talkconv/detail/window_tile.hpp"
-#include "talkconv/params.hpp"
+#include "talkconv/detail/dx_band.hpp"
+#include "talkconv/detail/dx_plan.hpp"
 #include "talkconv/traits.hpp"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <cuda_runtime.h>
 
-#include <climits>
-#include <cstdint>
-#include <limits>
+#include <type_traits>
+
+// ---- A/B switches (each 1 by default; 0 takes the path before the change: the same results, for the profiler) ----
+// TALKCONV_CUDA_BAND=0 turns the banded kernels off (16-bit x then takes the vector-tile forward and the event
+// dx kernel, as before 2026-12-01): an A/B switch for the benchmarks, the same sums either way.
+#ifndef TALKCONV_CUDA_BAND
+#define TALKCONV_CUDA_BAND 1
+#endif
+
+// TALKCONV_CUDA_PROJECT_ASYNC=0 keeps 16-bit x on the register-staged K loop for full tiles too (an A/B switch
+// for the profiler: scripts/gpu-lease.sh's ncu-noband step builds with it).
+#ifndef TALKCONV_CUDA_PROJECT_ASYNC
+#define TALKCONV_CUDA_PROJECT_ASYNC 1
+#endif
+
+// TALKCONV_CUDA_DW_ASYNC=0 keeps bfloat16 dW on its register-staged path (an A/B switch for the profiler:
+// scripts/gpu-lease.sh's ncu-noband step builds with it and TALKCONV_CUDA_BAND=0).
+#ifndef TALKCONV_CUDA_DW_ASYNC
+#define TALKCONV_CUDA_DW_ASYNC 1
+#endif
+
+// TALKCONV_CUDA_FUSED_FORWARD=0 keeps the layer forward on its two kernels (projection, then window): an A/B switch
+// for the profiler (scripts/gpu-lease.sh's ncu-noband step builds with it).
+#ifndef TALKCONV_CUDA_FUSED_FORWARD
+#define TALKCONV_CUDA_FUSED_FORWARD 1
+#endif
+
+// TALKCONV_CUDA_FUSED_BACKWARD=0 keeps the window backward on its two kernels (gather, then banded dx): an A/B
+// switch for the profiler (scripts/gpu-lease.sh's ncu-noband step builds with it).
+#ifndef TALKCONV_CUDA_FUSED_BACKWARD
+#define TALKCONV_CUDA_FUSED_BACKWARD 1
+#endif
+
+// -DTALKCONV_CUDA_L2_HINTS=0 turns the L2 cache hints (async_copy.cuh) off everywhere (an A/B switch: the results
+// are the same).
+#ifndef TALKCONV_CUDA_L2_HINTS
+#define TALKCONV_CUDA_L2_HINTS 1
+#endif
 
 namespace talkconv {
 namespace cuda {
 namespace detail {
 
+// ---- the window kernels (vector tiles: forward, offset gradients; segments; the event dx) ----
 // Window kernels: a block owns `lanes` channels of one sequence and one time tile. `segs` threads per
 // channel split the tile's rows; each runs its prefix (or suffix) sum serially, then one carry pass joins
 // them. Consecutive threads own consecutive channels, so every global access is coalesced.
@@ -71,31 +107,6 @@ struct window_tile_policy {
   static_assert((stride * sizeof(A)) % 16 == 0, "rows keep 16-byte alignment");
 };
 
-// Shared memory of a vector tile: S rows [rows][stride], then the tap table [tile][nh], then (offset
-// gradients) the per-vector products [2][tile][cols]. Host and device agree through these offsets.
-// A token's taps for one head as a vector tile's table keeps them: byte offsets of the four S rows from
-// the tile's row 0 (detail::tile_tap's rows times the row stride, so the inner loop adds instead of
-// multiplying), or o0 = -1 for the direct path; the two fractions. 32 bytes with alignment (float and double).
-template <class A>
-struct alignas(16) vtap {
-  int o0, o1, o2, o3;
-  A fr, fl;
-};
-
-template <class T>
-struct vtile_layout {
-  using A = acc_t<T>;
-  using P = window_tile_policy<T>;
-  TALKCONV_HOST_DEVICE static std::size_t row_bytes() { return sizeof(A) * P::stride; }
-  TALKCONV_HOST_DEVICE static std::size_t token_bytes(int nh, bool grad) {
-    return sizeof(vtap<A>) * std::size_t(nh) + (grad ? 2 * sizeof(A) * P::cols : 0);
-  }
-  TALKCONV_HOST_DEVICE static std::size_t taps_at(int rows) { return row_bytes() * std::size_t(rows); }
-  TALKCONV_HOST_DEVICE static std::size_t products_at(int rows, int tile, int nh) {
-    return taps_at(rows) + sizeof(vtap<A>) * std::size_t(tile) * std::size_t(nh);
-  }
-};
-
 // The offset gradients (window_offsets_grad_gather): dy/do needs x at two rows per (token, head) only
 // (detail::left_slope_row / right_slope_row), so a block keeps no prefix rows: a table of the rows of its
 // tile's (token, head) pairs, then per (token, 16-byte column) one dy vector and two x vectors, loaded
@@ -109,46 +120,87 @@ struct offsets_grad_policy {
   static constexpr int tile = per_thread * step;       // 64 (16-bit), 32 (float), 16 (double)
   static constexpr int min_blocks = 4;                 // 64 registers: 6 loads of 16 bytes in flight
 };
-// The two x rows of a (token, head) as detail::slope_code keeps them: row * xt, or -1 - t * xt where the
-// slope is zero (the token's own row, complemented: a load that stays in bounds).
-struct grad_rows {
-  long long left, right;
-};
+
+// The tile is long because every tile stages and scans its whole span: the span's rows per token,
+// (tile + L + M) / tile, is the kernel's cost. A 32-token tile at L = M = 511 staged 33 rows per token
+// (1.88 ms on an H200, 2026-11-30, slower than the original algorithm's global prefix tensor); 256 tokens
+// stage 5. The price is 64 accumulators per thread (tile * 64 channels / 256 threads), so 2 blocks per SM
+// (128 registers) instead of the vector tile's 4; double keeps 128 tokens (64 registers of accumulators).
 template <class T>
-struct offsets_grad_layout {
+struct segment_policy {
+  using P = window_tile_policy<T>;
+  static constexpr int tile = sizeof(acc_t<T>) > 4 ? 4 * P::unit : 8 * P::unit;  // tokens per block
+  static constexpr int step = P::threads / P::cols;                             // tokens per pass of the block
+  static constexpr int per_thread = tile / step;  // 8 (16-bit), 16 (float, double)
+  static constexpr int min_blocks = 2;
+  static_assert(tile % step == 0, "whole passes");
+  static_assert(per_thread * P::vec * sizeof(acc_t<T>) <= 256, "64 accumulator registers per thread");
+};
+
+// Per-dtype policy of the dx kernel, in one place: 16-byte vectors, the block shape of dx_plan.hpp.
+template <class T>
+struct dx_policy {
   using A = acc_t<T>;
-  TALKCONV_HOST_DEVICE static std::size_t products_at(int tile, int nh) {
-    return sizeof(grad_rows) * std::size_t(tile) * std::size_t(nh);
+  static constexpr int vec = sizeof(T) >= 16 ? 1 : int(16 / sizeof(T));
+  TALKCONV_HOST_DEVICE static constexpr talkconv::detail::dx_block_shape shape(int v) {
+    return talkconv::detail::make_dx_block_shape(int(sizeof(A)), v);
   }
-  TALKCONV_HOST_DEVICE static std::size_t bytes(int tile, int nh) {
-    return products_at(tile, nh) + 2 * sizeof(A) * std::size_t(tile) * window_tile_policy<T>::cols;
-  }
+  static constexpr int threads = shape(1).threads;
+  static constexpr int warps = shape(1).warps;
+  static constexpr int lanes = shape(1).lanes;
+  static constexpr int tile = shape(1).tile;
+  static constexpr int max_bins = talkconv::detail::dx_max_bins(tile);
+  // Resident blocks per SM the registers must allow: 4 (32 warps, 64 registers: half the SM's warps, for the
+  // gather's dependent event -> dy loads; the spills this costs lie outside the row-gather loops: bench/cuda/
+  // BUDGET.md, thirteenth session); 2 for 8-byte accumulators.
+  static constexpr int min_blocks = sizeof(A) > 4 ? 2 : 4;
+  // consecutive tiles per block, walked last to first: setup and divisions amortized, the carry chained
+  static constexpr int tiles_per_block = talkconv::detail::dx_tiles_per_block;
+  // The fused offset path (add_fused_offset_path): 16-bit types and float with 16-byte vectors (8 channels x
+  // 4 rows, 4 x 8 per thread), W^T of at most fused_chunks chunks of 32 offsets staged (8 KiB each, twice
+  // for float: W is split hi + lo, 3xTF32).
+  static constexpr bool fusable = (sizeof(T) == 2 && vec == 8) || (std::is_same<T, float>::value && vec == 4);
+  static constexpr bool split_w = std::is_same<T, float>::value;  // W not exact in TF32
+  static constexpr int fused_chunks = 4;
+  static constexpr int fused_min_blocks = 4;  // 64 registers, as unfused
+  // 16-bit vectors stage each batch's dy rows in shared memory (cp.async, issued before the pair phase and
+  // waited for before the gather, so the loads' latency hides behind the ranking): the gather's dependent
+  // event -> dy loads are then shared-memory loads. Rows (one per distinct token of a batch): as many as keep
+  // min_blocks blocks per SM, at most threads, at least min_stage_rows (detail::dx_stage_key gives the layout).
+  static constexpr bool stage_dy = sizeof(T) == 2;
+  static constexpr int stage_row_bytes = 128;  // the block's 64 channels
+  static constexpr int min_stage_rows = 64;
+  static_assert(lanes == window_traits::lanes, "dx blocks use the window kernels' channel plan");
+  static_assert(threads == warps * 32, "whole warps");
 };
 
-// A token's taps for one head, cached in shared memory by the forward and offset-gradient tiles
-// (indices relative to the tile's first token): computed once per (token, head) instead of once per
-// channel. Used when at most tap_cache_heads heads meet a block (R >= 16 channels per head).
-template <class A>
-struct tap_entry {
-  int d0, d1, d2, d3;
-  A fr, fl;
+// ---- the banded window kernels (tensor cores: dx = W dY, y = W X) ----
+// Per-dtype policy of the banded kernels: for 16-bit x on m16n8k16 (x / dy is the mma's b operand), for float on
+// TF32 m16n8k8 (3xTF32: agent_window_input_grad_band_tf32.cuh, agent_window_forward_band_tf32.cuh), each up to
+// its widest window (max_k: dx, fwd_max_k: forward).
+template <class T>
+struct dx_band_policy {
+  static constexpr bool sixteen = std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value;
+  static constexpr bool tf32 = std::is_same<T, float>::value;
+  static constexpr bool supported = TALKCONV_CUDA_BAND != 0 && (sixteen || tf32);  // the dx kernel
+  static constexpr bool forward = supported;                                    // the forward kernel
+  static constexpr int threads = 256;  // 8 warps x 16 rows: detail::dx_band_plan
+  // float: a staged token is 512 bytes (hi and lo of 64 channels), so a tile's span at K = 33 (a stage of
+  // 176 + 8 rows, 92 KB, and W's split fragments, 16 KB at P = 32) leaves room for 2 blocks per SM; 16-bit:
+  // 128 bytes, 3 blocks.
+  static constexpr int min_blocks = tf32 ? 2 : 3;
+  static constexpr int tiles_per_block = 4;  // the W stage and the block's setup paid once per 4 tiles
+  static constexpr int fwd_tiles_per_block = 2;
+  // Fused offset path: P <= 128 (steps of 8 offsets; float's W fragments, 4 KB a step, shorten its stage).
+  static constexpr int max_steps = 16;
+  static constexpr index_t max_k = tf32 ? talkconv::detail::dx_band_max_k_tf32 : talkconv::detail::dx_band_max_k;
+  static constexpr index_t fwd_max_k = tf32 ? talkconv::detail::fwd_band_max_k_tf32 : talkconv::detail::dx_band_max_k;
+  static constexpr int pad_rows = tf32 ? talkconv::detail::band_tf32_pad : 16;          // past a segment's rows
+  static constexpr unsigned row_bytes = tf32 ? talkconv::detail::band_tf32_row_bytes : 128u;  // per staged token
+  static constexpr unsigned w_frag_bytes = tf32 ? 16u : 8u;  // per (step, tile, lane): W hi (+ lo) of 2 offsets
 };
-constexpr int tap_cache_heads = 4;
 
-// Dynamic shared memory of the window kernels: prefix rows [cap_rows][lanes], segment totals
-// [segs][lanes], (offset gradients) per-batch products [2][lanes][grad_batch + 1], then the tap cache.
-template <class A>
-struct window_smem {
-  static constexpr int lanes = window_traits::lanes;
-  static constexpr int pad_batch = window_traits::grad_batch + 1;  // odd stride: no bank conflicts
-  static constexpr std::size_t taps_bytes = sizeof(tap_entry<A>) * window_traits::fwd_tile * tap_cache_heads;
-  TALKCONV_HOST_DEVICE static std::size_t accumulators(int cap_rows, bool offsets_grad) {
-    return std::size_t(cap_rows) * lanes + window_traits::segs * lanes + (offsets_grad ? 2 * lanes * pad_batch : 0);
-  }
-  static std::size_t forward(int cap_rows) { return sizeof(A) * accumulators(cap_rows, false) + taps_bytes; }
-  static std::size_t offsets_grad(int cap_rows) { return sizeof(A) * accumulators(cap_rows, true) + taps_bytes; }
-};
-
+// ---- the offset GEMMs (projection, dW, the offset path of dx) and the row kernels ----
 // Threads of the elementwise row kernels (dropout, offset-gradient combine, dW combine, scans).
 constexpr int row_threads = 256;
 // Offsets one block of the projection / dW / offset-path GEMMs holds at once (the widest offset tile:
@@ -245,68 +297,40 @@ struct dz_gemm_policy {
   static_assert(proj_chunk <= dz_rows && dz_rows <= threads, "the bias and validity threads exist");
 };
 
-// The window and the channel plan of the window kernels. A block's channels never straddle a head
-// boundary in a way that needs a cross-block sum, except when a head is wider than a block: then the
-// head is split into `subs` blocks and their partial head sums are combined in a fixed order.
-struct window_geom {
-  index_t H = 1, R = 1, L = 0, M = 0;
-  int heads_per_block = 1;  // R <= lanes: whole heads per block
-  int subs = 1;             // R > lanes: blocks per head
-  int blocks = 1;           // channel blocks (grid y)
+// Block tile: offsets [p0, p0 + PT) x channels [c0, c0 + channels); rows in steps of k_rows. Warp w
+// owns channels [32 w, 32 w + 32) (four 8-column mma tiles) and every offset tile: each A fragment
+// (dz hi / lo) loaded once serves the four.
+template <int PT>
+struct dw_tc_policy {
+  static constexpr int threads = 256;
+  static constexpr int warps = threads / 32;
+  static constexpr int n_tiles = 4;                      // 8-channel mma tiles per warp
+  static constexpr int channels = 8 * n_tiles * warps;  // 256
+  static constexpr int k_rows = 32;
+  static constexpr int ldx = channels + 8;  // floats: fragment reads (q * ldx + g) hit 32 distinct banks
+  static constexpr int ldd = PT + 8;        // likewise (q * ldd + g)
+  static constexpr int dz_cols = PT / 4;    // dz staging: one float4 of a row per thread
+  static_assert(PT == 16 || PT == 32, "whole 16-offset fragments");
+  static_assert(k_rows * dz_cols <= threads, "one dz float4 per thread");
+};
 
-  static window_geom make(const window_params& w, index_t C) {
-    window_geom g;
-    g.H = w.heads;
-    g.R = C / w.heads;
-    g.L = w.max_left;
-    g.M = w.max_right;
-    constexpr index_t lanes = window_traits::lanes;
-    // Counts are computed in 64 bits and saturated to INT_MAX (never truncated), so window_grid's
-    // limit check sees a huge channel plan as huge. subs * H <= C cannot overflow.
-    auto sat = [](index_t v) { return static_cast<int>(v < INT_MAX ? v : INT_MAX); };
-    if (g.R <= lanes) {
-      g.heads_per_block = static_cast<int>(lanes / g.R);
-      g.subs = 1;
-      g.blocks = sat((g.H + g.heads_per_block - 1) / g.heads_per_block);
-    } else {
-      g.heads_per_block = 1;
-      const index_t subs = (g.R + lanes - 1) / lanes;
-      g.subs = sat(subs);
-      g.blocks = sat(g.H * subs);
-    }
-    return g;
-  }
-
-  // The heads [h_first, h_first + nh) that channel block k meets, without a division by R (the same
-  // plan as block_channels: whole heads per block, or one head split over `subs` blocks).
-  TALKCONV_HOST_DEVICE void block_heads(int k, index_t& h_first, int& nh) const {
-    if (subs == 1) {
-      h_first = index_t(k) * heads_per_block;
-      nh = static_cast<int>(H - h_first < heads_per_block ? H - h_first : heads_per_block);
-    } else {
-      h_first = k / subs;
-      nh = 1;
-    }
-  }
-  // Head of channel c0 + x of block k (0 <= x < the block's channels), relative to its h_first.
-  TALKCONV_HOST_DEVICE int head_in_block(int x) const { return subs == 1 ? x / static_cast<int>(R) : 0; }
-
-  // Channels [c0, c0 + cn) of channel block k, and which split of its head it is (0 unless subs > 1).
-  TALKCONV_HOST_DEVICE void block_channels(int k, index_t& c0, int& cn, int& sub) const {
-    if (subs == 1) {
-      const index_t width = heads_per_block * R;
-      c0 = k * width;
-      const index_t end = c0 + width < H * R ? c0 + width : H * R;
-      cn = static_cast<int>(end - c0);
-      sub = 0;
-    } else {
-      const index_t h = k / subs;
-      sub = k - static_cast<int>(h * subs);
-      c0 = h * R + index_t(sub) * window_traits::lanes;
-      const index_t rest = R - index_t(sub) * window_traits::lanes;
-      cn = static_cast<int>(rest < window_traits::lanes ? rest : window_traits::lanes);
-    }
-  }
+// The offset path dx += dz W on tensor cores for 16-bit dx (agent_offset_path_tc.cuh): block shape.
+template <int PT>
+struct dx_tc_policy {
+  static constexpr int threads = 256;
+  static constexpr int warps = threads / 32;
+  static constexpr int col_warps = 4;                    // warps across the channels, 32 channels each
+  static constexpr int row_warps = warps / col_warps;    // 2
+  static constexpr int channels = 32 * col_warps;        // 128
+  static constexpr int m_tiles = 2;                      // 16-row mma tiles per warp per step
+  static constexpr int rows = 16 * m_tiles * row_warps;  // 64 rows per step
+  static constexpr int steps = 4;                        // row steps per block (W staged once for 256 rows)
+  static constexpr int ldw = channels + 8;  // W [PT][ldw]: B reads (q * ldw + g) hit 32 distinct banks
+  static constexpr int ldd = PT + 4;        // dz [rows][ldd]: A reads (g * ldd + q) hit 32 distinct banks
+  static constexpr int dz_cols = PT / 4;    // dz staging: float4s per row
+  static constexpr int dz_loads = rows * dz_cols / threads;
+  static_assert(PT == 16 || PT == 32, "whole 8-offset k steps");
+  static_assert(rows * dz_cols % threads == 0, "whole dz float4s per thread");
 };
 
 }  // namespace detail
