@@ -30,3 +30,27 @@ if ((${#missing[@]} + ${#torch_missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${torch_missing[@]}" >/dev/null
   fi
 fi
+# cuobjdump, for the talkconv.cuda.resources test (bench/cuda/resources.py: every kernel's registers, spills and
+# static shared memory against bench/cuda/resources.txt), where nvcc is present without it (CUDA 13 here ships
+# none): NVIDIA's wheel of the same major version from PyPI (~0.3 MB), unpacked into build/tools (no pip install).
+# Without it the test reports itself skipped. TALKCONV_SKIP_CUOBJDUMP=1 skips this step.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+tools="$root/build/tools"
+if [ "${TALKCONV_SKIP_CUOBJDUMP:-0}" != 1 ] && command -v nvcc >/dev/null 2>&1 && ! command -v cuobjdump >/dev/null 2>&1 &&
+  [ ! -x "$(dirname "$(readlink -f "$(command -v nvcc)")")/cuobjdump" ] && [ ! -x "$tools/bin/cuobjdump" ]; then
+  major=$(nvcc --version | sed -n 's/.*release \([0-9][0-9]*\)\..*/\1/p')
+  tmp=$(mktemp -d)
+  if [ -n "$major" ] && python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" \
+    "nvidia-cuda-cuobjdump>=${major},<$((major + 1))" >/dev/null 2>&1; then
+    rm -rf "$tools/cuobjdump" && mkdir -p "$tools/bin"
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$tmp"/*.whl "$tools/cuobjdump"
+    bin=$(find "$tools/cuobjdump" -type f -name cuobjdump | head -n 1)
+    if [ -n "$bin" ]; then
+      chmod +x "$bin" && ln -sf "$bin" "$tools/bin/cuobjdump"
+      echo "talkconv: cuobjdump $("$tools/bin/cuobjdump" --version | sed -n 's/.*release //p') in $tools/bin"
+    fi
+  else
+    echo "talkconv: could not fetch cuobjdump from PyPI: the talkconv.cuda.resources test will be skipped" >&2
+  fi
+  rm -rf "$tmp"
+fi
