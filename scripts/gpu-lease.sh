@@ -9,7 +9,9 @@
 #
 # Environment: STEPS (default "check ncu decode ncu-wide bench sanitize"; ksweep-bf16: ncu's bf16 table at
 # L = M = 31 .. 255 with and without the banded kernels, T_KSWEEP_BF16 (240 s), KSWEEP_LS; ksweep-f32: the f32 window sweep over
-# K = 16 .. 127 for the banded float kernels' crossover, T_KSWEEP (120 s); ncu-noband: ncu's table with the banded
+# K = 16 .. 127 for the banded float kernels' crossover, T_KSWEEP (120 s); ksweep-wide: ncu's bf16 table at L = M = 255
+# and 511 with the event dx (default) and with the banded kernels (-DTALKCONV_CUDA_BAND_MAX_K=1023), T_KSWEEP_WIDE
+# (300 s); ncu-noband: ncu's table with the banded
 # kernels, the fused 16-bit layer forward and the cp.async pipelines of bfloat16 dW and the 16-bit projection off
 # (-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0 -DTALKCONV_CUDA_FUSED_FORWARD=0 -DTALKCONV_CUDA_FUSED_BACKWARD=0, its own build,
 # bf16 and f32, ~150 s, T_NCU_NOBAND default 180), for an A/B in one call; ncu-wide: ncu's table at
@@ -121,6 +123,26 @@ for s in ${STEPS:-check ncu decode ncu-wide bench sanitize}; do
     mkdir -p "$work/ksweep-bf16"
     step ksweep-bf16 "${T_KSWEEP_BF16:-240}" bash -c "$(declare -f kswp); work='$work' root='$root' kswp"
     ;;
+  # ncu's bf16 table at L = M = 255 and 511 (K = 511, 1023) from the default build (the event dx, the segments
+  # forward) and from one that sends those windows to the banded kernels (-DTALKCONV_CUDA_BAND_MAX_K=1023,
+  # build/gpu-bandwide): whether the band's cost, linear in K, still beats the event kernel past K = 255
+  # (BUDGET.md, sixteenth session). One build (~2 min) and four ncu runs; T_KSWEEP_WIDE (default 300), KSWEEP_WIDE_LS.
+  ksweep-wide)
+    kswide() {
+      for l in ${KSWEEP_WIDE_LS:-255 511}; do
+        env SHAPE="4096 16 1024 16 $l $l 0" DTYPES=bf16 STALLS=0 scripts/gpu-ncu.sh "$work/ksweep-wide/default-L$l" \
+          >/dev/null 2>&1
+        env CUDA_DEFINES="-DTALKCONV_CUDA_BAND_MAX_K=1023" BUILD_DIR="$root/build/gpu-bandwide" \
+          SHAPE="4096 16 1024 16 $l $l 0" DTYPES=bf16 STALLS=0 scripts/gpu-ncu.sh "$work/ksweep-wide/band-L$l" >/dev/null 2>&1
+        for v in default band; do
+          { echo "### $v, L = M = $l"; sed -n '/^| kernel/,/^$/p' "$work/ksweep-wide/$v-L$l/ncu.md"; } \
+            >>"$work/ksweep-wide/ksweep.md" 2>/dev/null
+        done
+      done
+    }
+    mkdir -p "$work/ksweep-wide"
+    step ksweep-wide "${T_KSWEEP_WIDE:-300}" bash -c "$(declare -f kswide); work='$work' root='$root' kswide"
+    ;;
   sanitize)
     step sanitize "${T_SANITIZE:-150}" env SKIP_TESTS=1 SKIP_BENCH=1 SANITIZERS="${SANITIZERS:-memcheck racecheck}" \
       SANITIZE_CASES="${SANITIZE_CASES:-*fused dx path*: float,*fused dx path*: bfloat16,*rows past the lengths*: float,*banded dx*: bfloat16,*banded dx*: float,*layer forward in one kernel*: bfloat16,*dx in one kernel*: bfloat16}" \
@@ -133,5 +155,6 @@ pack
 cat "$out/summary.txt"
 [ -f "$work/ncu/ncu.md" ] && cat "$work/ncu/ncu.md"
 [ -f "$work/ncu-wide/ncu.md" ] && sed -n '/^## /,/^$/p' "$work/ncu-wide/ncu.md"
+[ -f "$work/ksweep-wide/ksweep.md" ] && { echo "== ksweep-wide (all.tgz: ksweep-wide/)"; cat "$work/ksweep-wide/ksweep.md"; }
 [ -f "$work/ncu-noband/ncu.md" ] && { echo "== banded kernels, fused forward and backward and cp.async pipelines off (TALKCONV_CUDA_BAND=0, TALKCONV_CUDA_DW_ASYNC=0, TALKCONV_CUDA_PROJECT_ASYNC=0, TALKCONV_CUDA_FUSED_FORWARD=0, TALKCONV_CUDA_FUSED_BACKWARD=0)"; sed -n '/^## /,/^$/p' "$work/ncu-noband/ncu.md"; }
 grep -hE "FAILED|ERROR|error:" "$work"/check/tests.txt 2>/dev/null | head -n 40

@@ -1835,6 +1835,20 @@ TEST_CASE("banded dx emulated: offsets past the planned max_offset take more seg
   check_fwd_band_emulation<Eigen::half>(pb, 4.0, 17, 4.0);
 }
 
+TEST_CASE("banded dx and forward emulated at K = 511 and 1023 (what -DTALKCONV_CUDA_BAND_MAX_K=1023 sends them)") {
+  // Planned with this build's dx_band_max_k: by default (255) the stage holds 128 + 257 rows and these spans take
+  // 2-4 segments; with the knob raised, one. Either way the reference's sums.
+  ref::problem pb;
+  pb.T = 900, pb.B = 1, pb.C = 64, pb.H = 2, pb.L = 255, pb.M = 255, pb.lengths = {850};
+  check_band_emulation<Eigen::bfloat16>(pb, 1.0, 21, true);
+  check_fwd_band_emulation<Eigen::bfloat16>(pb, 1.0, 22);
+  pb.T = 1300, pb.H = 1, pb.L = 511, pb.M = 511, pb.lengths = {1300};
+  check_band_emulation<Eigen::half>(pb, 1.0, 23, false);
+  check_fwd_band_emulation<Eigen::half>(pb, 1.0, 24);
+  pb.causal = true, pb.L = 1022, pb.M = 0;
+  check_band_emulation<Eigen::bfloat16>(pb, 1.0, 25, true);
+}
+
 TEST_CASE("banded dx and forward emulated: partial channel blocks holding several heads (the CUDA band cases 208-210)") {
   struct shape {
     long T, B, C, H, L, M;
