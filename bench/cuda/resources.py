@@ -72,6 +72,9 @@ def parse(text):
             vals = dict((k, int(v)) for k, v in re.findall(r'(REG|STACK|SHARED|LOCAL):(\d+)', line))
             out.append((name, vals))
             name = None
+    functions = sum(1 for line in text.splitlines() if line.strip().startswith('Function '))
+    if functions != len(out):  # a format this script does not know: fail, never check nothing
+        sys.exit(f'resources.py: {functions} "Function" lines but {len(out)} resource lines parsed')
     return out
 
 
