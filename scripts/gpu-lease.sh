@@ -66,6 +66,23 @@ export SKIP_TORCH=1 SKIP_PEERS=1
 # B = 64, wide windows (L = 255 and 511, bf16) and the decoder steps. BENCH_FILTER= (empty) runs the whole
 # quick set.
 headline='(T:4096/B:16/C:1024/(min_time|H:16/L:(16|255|511)/M:(16|0|255|511)/))|(T:1024/B:64/C:1024/(min_time|H:16/L:16/M:16/))|decoder_step'
+# The builds the A/B steps compare against: the 2026-12-01 kernel changes off (ncu-noband, ksweep-bf16).
+noband_defs="-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0 -DTALKCONV_CUDA_FUSED_FORWARD=0 -DTALKCONV_CUDA_FUSED_BACKWARD=0"
+# ncu's bf16 table at L = M = each of $1 from two builds, labelled $2 and $5 (CUDA_DEFINES $3 / $6, BUILD_DIR $4 /
+# $7, empty: gpu-ncu.sh's default build), into $work/$8/<label>-L<l>/ and one table file $work/$8/ksweep.md.
+ncu_ab() {
+  local l i lab defs dir
+  for l in $1; do
+    for i in 0 1; do
+      if [ $i = 0 ]; then lab=$2 defs=$3 dir=$4; else lab=$5 defs=$6 dir=$7; fi
+      env CUDA_DEFINES="$defs" ${dir:+BUILD_DIR="$dir"} SHAPE="4096 16 1024 16 $l $l 0" DTYPES=bf16 STALLS=0 \
+        scripts/gpu-ncu.sh "$work/$8/$lab-L$l" >/dev/null 2>&1
+    done
+    for lab in "$2" "$5"; do
+      { echo "### $lab, L = M = $l"; sed -n '/^| kernel/,/^$/p' "$work/$8/$lab-L$l/ncu.md"; } >>"$work/$8/ksweep.md" 2>/dev/null
+    done
+  done
+}
 for s in ${STEPS:-check ncu decode ncu-wide bench sanitize}; do
   case $s in
   check) step check "${T_CHECK:-200}" env SKIP_SANITIZE=1 SKIP_BENCH=1 scripts/gpu-check.sh "$work/check" >/dev/null ;;
@@ -81,7 +98,7 @@ for s in ${STEPS:-check ncu decode ncu-wide bench sanitize}; do
   # -DTALKCONV_CUDA_PROJECT_ASYNC=0): an A/B of the 2026-12-01 kernel changes in one call. Its own build directory. (The passes removed from the backward the
   # same day, dropout copy and offset-gradient combine, have no switch: they show as absent kernels.)
   ncu-noband)
-    step ncu-noband "${T_NCU_NOBAND:-180}" env CUDA_DEFINES="-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0 -DTALKCONV_CUDA_FUSED_FORWARD=0 -DTALKCONV_CUDA_FUSED_BACKWARD=0" BUILD_DIR="$root/build/gpu-noband" \
+    step ncu-noband "${T_NCU_NOBAND:-180}" env CUDA_DEFINES="$noband_defs" BUILD_DIR="$root/build/gpu-noband" \
       DTYPES="bf16 f32" STALLS=0 scripts/gpu-ncu.sh "$work/ncu-noband" >/dev/null 2>"$work/ncu-noband-stderr.txt"
     ;;
   decode)
@@ -107,41 +124,18 @@ for s in ${STEPS:-check ncu decode ncu-wide bench sanitize}; do
   # stops paying, i.e. dx_band_max_k (255) for 16-bit x (BUDGET.md's model puts the dx crossover near K = 127).
   # Eight ncu runs of ~20 s once both builds exist (ncu and ncu-noband before it); T_KSWEEP_BF16 (default 240).
   ksweep-bf16)
-    kswp() {
-      for l in ${KSWEEP_LS:-31 63 127 255}; do
-        env SHAPE="4096 16 1024 16 $l $l 0" DTYPES=bf16 STALLS=0 scripts/gpu-ncu.sh "$work/ksweep-bf16/band-L$l" \
-          >/dev/null 2>&1
-        env CUDA_DEFINES="-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0 -DTALKCONV_CUDA_FUSED_FORWARD=0 -DTALKCONV_CUDA_FUSED_BACKWARD=0" \
-          BUILD_DIR="$root/build/gpu-noband" SHAPE="4096 16 1024 16 $l $l 0" DTYPES=bf16 STALLS=0 \
-          scripts/gpu-ncu.sh "$work/ksweep-bf16/noband-L$l" >/dev/null 2>&1
-        for v in band noband; do
-          { echo "### $v, L = M = $l"; sed -n '/^| kernel/,/^$/p' "$work/ksweep-bf16/$v-L$l/ncu.md"; } \
-            >>"$work/ksweep-bf16/ksweep.md" 2>/dev/null
-        done
-      done
-    }
     mkdir -p "$work/ksweep-bf16"
-    step ksweep-bf16 "${T_KSWEEP_BF16:-240}" bash -c "$(declare -f kswp); work='$work' root='$root' kswp"
+    step ksweep-bf16 "${T_KSWEEP_BF16:-240}" bash -c "$(declare -f ncu_ab); work='$work' ncu_ab '${KSWEEP_LS:-31 63 127 255}' \
+      band '' '' noband '$noband_defs' '$root/build/gpu-noband' ksweep-bf16"
     ;;
   # ncu's bf16 table at L = M = 255 and 511 (K = 511, 1023) from the default build (the event dx, the segments
   # forward) and from one that sends those windows to the banded kernels (-DTALKCONV_CUDA_BAND_MAX_K=1023,
   # build/gpu-bandwide): whether the band's cost, linear in K, still beats the event kernel past K = 255
   # (BUDGET.md, sixteenth session). One build (~2 min) and four ncu runs; T_KSWEEP_WIDE (default 300), KSWEEP_WIDE_LS.
   ksweep-wide)
-    kswide() {
-      for l in ${KSWEEP_WIDE_LS:-255 511}; do
-        env SHAPE="4096 16 1024 16 $l $l 0" DTYPES=bf16 STALLS=0 scripts/gpu-ncu.sh "$work/ksweep-wide/default-L$l" \
-          >/dev/null 2>&1
-        env CUDA_DEFINES="-DTALKCONV_CUDA_BAND_MAX_K=1023" BUILD_DIR="$root/build/gpu-bandwide" \
-          SHAPE="4096 16 1024 16 $l $l 0" DTYPES=bf16 STALLS=0 scripts/gpu-ncu.sh "$work/ksweep-wide/band-L$l" >/dev/null 2>&1
-        for v in default band; do
-          { echo "### $v, L = M = $l"; sed -n '/^| kernel/,/^$/p' "$work/ksweep-wide/$v-L$l/ncu.md"; } \
-            >>"$work/ksweep-wide/ksweep.md" 2>/dev/null
-        done
-      done
-    }
     mkdir -p "$work/ksweep-wide"
-    step ksweep-wide "${T_KSWEEP_WIDE:-300}" bash -c "$(declare -f kswide); work='$work' root='$root' kswide"
+    step ksweep-wide "${T_KSWEEP_WIDE:-300}" bash -c "$(declare -f ncu_ab); work='$work' ncu_ab '${KSWEEP_WIDE_LS:-255 511}' \
+      default '' '' band -DTALKCONV_CUDA_BAND_MAX_K=1023 '$root/build/gpu-bandwide' ksweep-wide"
     ;;
   sanitize)
     step sanitize "${T_SANITIZE:-150}" env SKIP_TESTS=1 SKIP_BENCH=1 SANITIZERS="${SANITIZERS:-memcheck racecheck}" \
