@@ -40,10 +40,11 @@ if [ "${TALKCONV_SKIP_CUOBJDUMP:-0}" != 1 ] && command -v nvcc >/dev/null 2>&1 &
   [ ! -x "$(dirname "$(readlink -f "$(command -v nvcc)")")/cuobjdump" ] && [ ! -x "$tools/bin/cuobjdump" ]; then
   major=$(nvcc --version | sed -n 's/.*release \([0-9][0-9]*\)\..*/\1/p')
   tmp=$(mktemp -d)
-  if [ -n "$major" ] && python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp" \
-    "nvidia-cuda-cuobjdump>=${major},<$((major + 1))" >/dev/null 2>&1; then
-    rm -rf "$tools/cuobjdump" && mkdir -p "$tools/bin"
-    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$tmp"/*.whl "$tools/cuobjdump"
+  # A bounded wait where the network is away (no retries, 10 s), and nothing here may stop the script.
+  if [ -n "$major" ] && python3 -m pip download -q --no-deps --only-binary=:all: --timeout 10 --retries 0 -d "$tmp" \
+    "nvidia-cuda-cuobjdump>=${major},<$((major + 1))" >/dev/null 2>&1 &&
+    rm -rf "$tools/cuobjdump" && mkdir -p "$tools/bin" &&
+    python3 -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' "$tmp"/*.whl "$tools/cuobjdump"; then
     bin=$(find "$tools/cuobjdump" -type f -name cuobjdump | head -n 1)
     if [ -n "$bin" ]; then
       chmod +x "$bin" && ln -sf "$bin" "$tools/bin/cuobjdump"

@@ -9,10 +9,11 @@ BUDGET (bench/cuda/resources.txt): one line per kernel and storage type, `name<T
 max_static_shared` (the name without namespace, with its first template argument only; # starts a comment). The numbers come from
 `cuobjdump -res-usage` (CUDA's own report of what ptxas allocated: REG, STACK = spill slots + call frame,
 SHARED = static shared memory including the 1 KiB the runtime reserves on sm_90), taken as the most over a
-kernel's instantiations of one storage type (index types, causality, fusion) in the given binaries. Registers set occupancy and
+kernel's instantiations of one storage type (index types, causality, fusion) in the given binaries: a ceiling
+for the group (a variant below it may grow up to it unnoticed), not a check of each variant. Registers set occupancy and
 stack bytes are local-memory traffic: a change that raises either changes a kernel's speed, so it must raise the
 budget too, in the same commit, with the reason in bench/cuda/BUDGET.md. The tool is found as $CUOBJDUMP, on
-PATH, or next to nvcc; without it, or without sm_90 code in the binaries, the check exits 77 (ctest: skipped,
+PATH, next to nvcc, or in build/tools/bin (scripts/setup-deps.sh); without it, or without sm_90 code in the binaries, the check exits 77 (ctest: skipped,
 never passed).
 """
 import os
@@ -23,7 +24,9 @@ import sys
 
 
 def find_cuobjdump():
-    for c in (os.environ.get('CUOBJDUMP'), shutil.which('cuobjdump')):
+    here = os.path.dirname(os.path.abspath(__file__))
+    fetched = os.path.join(here, '..', '..', 'build', 'tools', 'bin', 'cuobjdump')  # scripts/setup-deps.sh's
+    for c in (os.environ.get('CUOBJDUMP'), shutil.which('cuobjdump'), fetched):
         if c and os.path.isfile(c):
             return c
     nvcc = shutil.which('nvcc')
@@ -93,7 +96,7 @@ def usage(binaries, tool):
     mangled = [m for m, _ in rows]
     dem = subprocess.run(['c++filt'], input='\n'.join(mangled), capture_output=True, text=True).stdout.splitlines()
     if len(dem) != len(mangled):
-        dem = mangled
+        sys.exit(f'resources.py: c++filt gave {len(dem)} names for {len(mangled)} kernels')
     most = {}
     for (m, v), d in zip(rows, dem):
         if 'talkconv::' not in d:  # the library's kernels only (not a test's or a benchmark's helpers)
@@ -103,6 +106,8 @@ def usage(binaries, tool):
         for f in ('REG', 'STACK', 'SHARED'):
             cur[f] = max(cur[f], v.get(f, 0))
         cur['n'] += 1
+    if not most:
+        sys.exit('resources.py: no talkconv kernel among ' + str(len(rows)) + ' in ' + ' '.join(binaries))
     return most
 
 

@@ -4,6 +4,7 @@ bench_resources_parse. The check itself (talkconv.cuda.resources) runs on the bu
 import io
 import os
 import sys
+import tempfile
 import unittest
 from contextlib import redirect_stdout
 from unittest import mock
@@ -59,7 +60,9 @@ class Resources(unittest.TestCase):
     def test_check_fails_over_budget_and_on_missing_lines(self):
         most = {'a<float>': {'REG': 64, 'STACK': 8, 'SHARED': 1024, 'n': 2},
                 'b<float>': {'REG': 32, 'STACK': 0, 'SHARED': 1024, 'n': 1}}
-        budget = os.path.join(os.environ.get('TMPDIR', '/tmp'), 'talkconv_resources_budget.txt')
+        fd, budget = tempfile.mkstemp(suffix='.txt')
+        os.close(fd)
+        self.addCleanup(os.remove, budget)
 
         def check(lines):
             with open(budget, 'w') as f:
@@ -75,7 +78,6 @@ class Resources(unittest.TestCase):
         self.assertIn('STACK 8 > 0', out)
         self.assertEqual(check('a<float> 64 8 1024\n')[0], 1)  # b has no line
         self.assertEqual(check('a<float> 64 8 1024\nb<float> 32 0 1024\ngone<float> 1 1 1\n')[0], 1)
-        os.remove(budget)
 
 
 if __name__ == '__main__':

@@ -1,6 +1,6 @@
 // What the banded window kernels share (agent_window_input_grad_band.cuh: dx = W dY; agent_window_forward_band.cuh:
-// y = W^T-shaped X, the same weights read by rows): the per-dtype policy, the arguments, the shared-memory
-// layout, the stage's 16-byte copies and the split of the weights into two 16-bit pieces. The formula, plan and
+// y = W^T-shaped X, the same weights read by rows): the arguments (their per-dtype policy, dx_band_policy, is in
+// policy.cuh), the shared-memory layout, the stage's 16-byte copies and the split of the weights into two 16-bit pieces. The formula, plan and
 // coordinates are detail/dx_band.hpp (host+device, emulated by the CPU tests).
 #pragma once
 
@@ -21,6 +21,9 @@
 namespace talkconv {
 namespace cuda {
 namespace detail {
+
+// The banded kernels write the tile's 128 rows (8 warps x 16) as literals: the tile that band_tile_rows names.
+static_assert(talkconv::detail::band_tile_rows == 128, "the banded kernels' tile is 128 rows (8 warps x 16)");
 
 // The banded kernels' arguments (the forward uses stage_rows, tiles_per_block, blocks_per_seq, causal, taps_at).
 struct dx_band_args {

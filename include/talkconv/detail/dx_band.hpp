@@ -39,13 +39,15 @@ namespace detail {
 // compute the same sums). By the instruction count (bench/cuda/BUDGET.md) the banded product costs about
 // 8 + 2.3 ceil((16 + K) / 16) instructions per element, the event kernel 55-60 measured at K = 33.
 // -DTALKCONV_CUDA_BAND_MAX_K=N moves the crossover (an A/B knob for the device's K sweep, scripts/gpu-lease.sh's
-// ksweep-wide step: 1023). Any N is correct (spans past the stage take more segments); past 255 the stage of a
-// tile's span, (128 + K) x 128 bytes, leaves 2 blocks per SM up to K ~ 700 and 1 past it (H100 / H200).
+// ksweep-wide step: 1023). Up to 2047: spans past the stage take more segments, and the fractions keep at least
+// 24 - log2(2048) = 13 bits (above half's 11-bit significand; the emulation is checked at K = 1023 by hand, in a
+// build with the knob at 1023). Past 255 the stage of a tile's span, (128 + K) x 128 bytes, leaves 2 blocks per SM
+// up to K ~ 700 and 1 past it (H100 / H200).
 #ifndef TALKCONV_CUDA_BAND_MAX_K
 #define TALKCONV_CUDA_BAND_MAX_K 255
 #endif
 constexpr index_t dx_band_max_k = TALKCONV_CUDA_BAND_MAX_K;
-static_assert(dx_band_max_k >= 1 && dx_band_max_k <= (index_t(1) << 20), "TALKCONV_CUDA_BAND_MAX_K: a window length");
+static_assert(dx_band_max_k >= 1 && dx_band_max_k <= 2047, "TALKCONV_CUDA_BAND_MAX_K: a window length up to 2047");
 
 // Rows of a banded tile: 8 warps of 16 rows (the m16 of the mma). The fused kernels' time tile too (one tile per
 // block: agent_forward_fused.cuh, agent_backward_fused.cuh).
