@@ -1842,6 +1842,7 @@ TEST_CASE("banded dx and forward emulated at K = 511 and 1023 (what -DTALKCONV_C
   pb.T = 900, pb.B = 1, pb.C = 64, pb.H = 2, pb.L = 255, pb.M = 255, pb.lengths = {850};
   check_band_emulation<Eigen::bfloat16>(pb, 1.0, 21, true);
   check_fwd_band_emulation<Eigen::bfloat16>(pb, 1.0, 22);
+  if (small) return;  // under the sanitizers K = 511 only (the emulation at K = 1023 is ~1 s a case unsanitized)
   pb.T = 1300, pb.H = 1, pb.L = 511, pb.M = 511, pb.lengths = {1300};
   check_band_emulation<Eigen::half>(pb, 1.0, 23, false);
   check_fwd_band_emulation<Eigen::half>(pb, 1.0, 24);

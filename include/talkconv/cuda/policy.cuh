@@ -18,6 +18,7 @@
 // ---- A/B switches (each 1 by default; 0 takes the path before the change: the same results, for the profiler) ----
 // (And one knob, in detail/dx_band.hpp because the CPU emulation plans with it too: TALKCONV_CUDA_BAND_MAX_K, the
 // widest window of 16-bit x the banded kernels take, 255.)
+
 // TALKCONV_CUDA_BAND=0 turns the banded kernels off (16-bit x then takes the vector-tile forward and the event
 // dx kernel, as before 2026-12-01): an A/B switch for the benchmarks, the same sums either way.
 #ifndef TALKCONV_CUDA_BAND
