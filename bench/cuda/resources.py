@@ -41,11 +41,7 @@ def kernel_key(demangled):
     """'void talkconv::cuda::detail::k<float, int, true>(args)' -> 'k<float>': the name and its first template
     argument (the storage type, for every templated kernel of the library but the block-shape ones)."""
     s = demangled.replace('(anonymous namespace)', 'anonymous')
-    depth, cut = 0, len(s)
-    for i, ch in enumerate(s):  # the name ends at the first '<' or '('
-        if ch in '<(':
-            cut = i
-            break
+    cut = next((i for i, ch in enumerate(s) if ch in '<('), len(s))  # the name ends at the first '<' or '('
     name = s[:cut].split(' ')[-1].split('::')[-1]
     if cut < len(s) and s[cut] == '<':
         first, depth = '', 0
@@ -136,8 +132,8 @@ def main(argv):
         sys.exit(__doc__)
     tool = find_cuobjdump()
     if tool is None:
-        print('resources.py: no cuobjdump ($CUOBJDUMP, PATH, next to nvcc): not checked (scripts/setup-deps.sh '
-              'fetches one into build/tools)')
+        print('resources.py: no cuobjdump ($CUOBJDUMP, PATH, next to nvcc, build/tools/bin): not checked '
+              '(scripts/setup-deps.sh fetches one into build/tools)')
         return 77
     most = usage(binaries, tool)
     if most is None:
@@ -157,11 +153,10 @@ def main(argv):
                 bad.append(f'{k}: no line in {budget_path}')
             else:
                 note = f'   {b[0]:3d} {b[1]:5d} {b[2]:6d}'
-                over = [f for f, lim in zip(('REG', 'STACK', 'SHARED'), b) if v[f] > lim]
+                over = [f'{f} {v[f]} > {lim}' for f, lim in zip(('REG', 'STACK', 'SHARED'), b) if v[f] > lim]
                 if over:
                     note += '   OVER: ' + ', '.join(over)
-                    bad.append(f'{k}: ' + ', '.join(f'{f} {v[f]} > {lim}' for f, lim in zip(('REG', 'STACK', 'SHARED'), b)
-                                                     if v[f] > lim))
+                    bad.append(f'{k}: ' + ', '.join(over))
         print(f'{k.ljust(width)}  {v["n"]:5d}  {v["REG"]:3d}  {v["STACK"]:5d}  {v["SHARED"]:6d}{note}')
     if not table_only:
         for k in sorted(set(budget) - set(most)):

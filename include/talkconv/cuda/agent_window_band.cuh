@@ -1,7 +1,7 @@
 // What the banded window kernels share (agent_window_input_grad_band.cuh: dx = W dY; agent_window_forward_band.cuh:
 // y = W^T-shaped X, the same weights read by rows): the arguments (their per-dtype policy, dx_band_policy, is in
-// policy.cuh), the shared-memory layout, the stage's 16-byte copies and the split of the weights into two 16-bit pieces. The formula, plan and
-// coordinates are detail/dx_band.hpp (host+device, emulated by the CPU tests).
+// policy.cuh), the shared-memory layout, the stage's 16-byte copies and the split of the weights into two 16-bit
+// pieces. The formula, plan and coordinates are detail/dx_band.hpp (host+device, emulated by the CPU tests).
 #pragma once
 
 #include "talkconv/cuda/agent_window_tile.cuh"

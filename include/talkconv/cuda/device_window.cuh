@@ -122,6 +122,11 @@ dx_band_launch plan_window_forward_band(const seq_shape& s, const window_params&
   return p;
 }
 
+// Time tiles per sequence of the fused kernels (one tile of band_tile_rows rows per block).
+inline index_t fused_time_tiles(const seq_shape& s) {
+  return (s.T + talkconv::detail::band_tile_rows - 1) / talkconv::detail::band_tile_rows;
+}
+
 // The fused layer forward's plan (host-testable): the banded forward's segments for one tile of 128 rows per block,
 // the grid's tiles per sequence and the shared memory (forward_fused_smem).
 struct forward_fused_launch {
@@ -134,7 +139,7 @@ forward_fused_launch plan_forward_fused(const seq_shape& s, const window_params&
   const dx_band_launch b = plan_band<T>(s, w, max_offset, 1);
   forward_fused_launch p;
   p.args = b.args;
-  p.tiles = (s.T + talkconv::detail::band_tile_rows - 1) / talkconv::detail::band_tile_rows;
+  p.tiles = fused_time_tiles(s);
   p.smem = forward_fused_smem<T, BN>::bytes(p.args.stage_rows, w.num_offsets(), w.heads);
   return p;
 }
@@ -273,7 +278,7 @@ backward_fused_launch plan_backward_fused(const seq_shape& s, const window_param
   backward_fused_launch p;
   p.args = band.args;
   p.args.tiles_per_block = 1;
-  p.tiles = (s.T + talkconv::detail::band_tile_rows - 1) / talkconv::detail::band_tile_rows;
+  p.tiles = fused_time_tiles(s);
   p.args.blocks_per_seq = p.tiles;
   const std::size_t gather = offsets_grad_layout<T>::bytes(offsets_grad_policy<T>::tile, nh);
   p.smem = band.smem > gather ? band.smem : gather;

@@ -41,8 +41,8 @@ namespace detail {
 // -DTALKCONV_CUDA_BAND_MAX_K=N moves the crossover (an A/B knob for the device's K sweep, scripts/gpu-lease.sh's
 // ksweep-wide step: 1023). Up to 2047: spans past the stage take more segments, and the fractions keep at least
 // 24 - log2(2048) = 13 bits (above half's 11-bit significand; the band emulation runs with the knob at 1023 too:
-// ctest talkconv.cpu.band_tiles_wide). Past 255 the stage of a tile's span, (128 + K) x 128 bytes, leaves 2 blocks per SM
-// up to K ~ 700 and 1 past it (H100 / H200).
+// ctest talkconv.cpu.band_tiles_wide). Past 255 the stage of a tile's span, (128 + K) x 128 bytes, leaves 2 blocks
+// per SM up to K ~ 700 and 1 past it (H100 / H200).
 #ifndef TALKCONV_CUDA_BAND_MAX_K
 #define TALKCONV_CUDA_BAND_MAX_K 255
 #endif
