@@ -7,6 +7,7 @@
 #include "util.hpp"
 
 #include "talkconv/detail/dx_plan.hpp"
+#include "talkconv/detail/dx_sorted.hpp"
 #include "talkconv/detail/mma_layout.hpp"
 #include "talkconv/detail/window_tile.hpp"
 
@@ -53,6 +54,36 @@ void device_reach(const ref::problem& pb, const std::vector<A>& o, long& left, l
         left = std::max(left, t - td::taps_min(k));
         right = std::max(right, td::taps_max(k) - t);
       }
+}
+
+// The end of a dx tile as both dx kernels finish it (detail::dx_tile_finish): each thread's rows suffix-summed,
+// the raking over row groups with the carry (the block's last tile: the chain, 0, plus its row groups' carry sums
+// in group order; a lower tile: the chain), the output, and the chain for the tile below.
+template <class A>
+void finish_dx_tile(const ref::problem& pb, const td::dx_block_shape& S, const channel_block& cb, long b, long t0,
+                    long t1, bool last, std::vector<A>& acc, const std::vector<A>& car, std::vector<A>& chain, vec& dx) {
+  // Suffix within each thread's rows, raking over groups (carry first), then the output.
+  for (int c = 0; c < cb.cn; ++c) {
+    for (int g = 0; g < S.groups; ++g)
+      for (int r = S.rows - 2; r >= 0; --r)
+        acc[size_t(g * S.rows + r) * 64 + size_t(c)] += acc[size_t(g * S.rows + r + 1) * 64 + size_t(c)];
+    std::vector<A> above(size_t(S.groups));
+    A x = chain[size_t(c)];
+    if (last)
+      for (int g = 0; g < S.groups; ++g) x += car[size_t(g) * 64 + size_t(c)];
+    else
+      for (int g = 0; g < S.groups; ++g) REQUIRE(car[size_t(g) * 64 + size_t(c)] == A(0));  // no carry events
+    for (int g = S.groups - 1; g >= 0; --g) {
+      above[size_t(g)] = x;
+      x += acc[size_t(g * S.rows) * 64 + size_t(c)];
+    }
+    chain[size_t(c)] = x;
+    for (long t = t0; t < t1; ++t) {
+      const int row = static_cast<int>(t - t0);
+      dx[pb.xi(t, b, cb.c0 + c)] =
+          double(acc[size_t(row) * 64 + size_t(c)] + above[size_t(row / S.rows)]);
+    }
+  }
 }
 
 // dx (window part) as input_grad_tile computes it, for accumulator A (dy given in A) and vector width vec.
@@ -184,36 +215,110 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
           }
           r0 += size_t(np);
         }
-        // Suffix within each thread's rows, raking over groups (carry first), then the output.
-        for (int c = 0; c < cb.cn; ++c) {
-          for (int g = 0; g < S.groups; ++g)
-            for (int r = S.rows - 2; r >= 0; --r)
-              acc[size_t(g * S.rows + r) * 64 + size_t(c)] += acc[size_t(g * S.rows + r + 1) * 64 + size_t(c)];
-          std::vector<A> above(size_t(S.groups));
-          A x = chain[size_t(c)];
-          if (last)
-            for (int g = 0; g < S.groups; ++g) x += car[size_t(g) * 64 + size_t(c)];
-          else
-            for (int g = 0; g < S.groups; ++g) REQUIRE(car[size_t(g) * 64 + size_t(c)] == A(0));  // no carry events
-          for (int g = S.groups - 1; g >= 0; --g) {
-            above[size_t(g)] = x;
-            x += acc[size_t(g * S.rows) * 64 + size_t(c)];
-          }
-          chain[size_t(c)] = x;
-          for (long t = t0; t < t1; ++t) {
-            const int row = static_cast<int>(t - t0);
-            dx[pb.xi(t, b, cb.c0 + c)] =
-                double(acc[size_t(row) * 64 + size_t(c)] + above[size_t(row / S.rows)]);
-          }
-        }
+        finish_dx_tile(pb, S, cb, b, t0, t1, last, acc, car, chain, dx);
       }
       }
   return dx;
 }
 
+// dx (window part) as the sorted-events path computes it (agent_window_input_grad_sorted.cuh): every (token, head)
+// writes its four tap events keyed by (sequence, head, row) in (sequence, token, head, tap) order, a stable sort
+// (CUB's radix sort is stable; std::stable_sort here), then per block and tile, last to first, thread (g, v) sums its
+// rows' events in sorted order; the block's last tile adds the carry of the tokens straddling its end, in rounds of
+// `threads` (token, head) pairs, pair p of a round summed by row group p % groups. 1/K is folded into the weights.
 template <class A>
-void check_emulation(const ref::problem& pb, double offset_hi, std::uint64_t seed, int vec_width, int stage_rows = 0) {
-  INFO(pb.str(), " offsets in [0, ", offset_hi, "] vec=", vec_width, " acc bytes=", sizeof(A), " stage rows=", stage_rows);
+vec emulate_dx_sorted(const ref::problem& pb, const std::vector<A>& o, const std::vector<A>& dy, int vec_width) {
+  const td::dx_block_shape S = td::make_dx_block_shape(int(sizeof(A)), vec_width);
+  const long R = pb.R(), T = pb.T, H = pb.H;
+  long reach_l, reach_r;
+  device_reach(pb, o, reach_l, reach_r);
+  const A inv_k = A(1) / A(pb.L + pb.M + 1);
+  const long N = pb.B * T * H * td::dx_sorted_taps;
+  const int bits = td::dx_sorted_key_bits(std::uint64_t(pb.B * H * T));
+  const std::uint64_t sentinel = td::dx_sorted_sentinel(bits);
+  auto taps_of = [&](long b, long u, long h) {
+    return td::make_taps<A, long>(u, o[pb.oi(u, b, h)], pb.causal ? A(0) : o[pb.oi(u, b, pb.H + h)], pb.L, pb.M,
+                                  pb.n(b), pb.causal);
+  };
+  // The event pass.
+  std::vector<std::uint64_t> key(size_t(N), sentinel);
+  std::vector<td::dx_sorted_value<A, long>> val(size_t(N), {0, A(0)});
+  for (long b = 0; b < pb.B; ++b)
+    for (long u = 0; u < pb.n(b); ++u)
+      for (long h = 0; h < H; ++h) {
+        long row[4];
+        A w[4];
+        td::dx_sorted_events<A, long>(taps_of(b, u, h), row, w);
+        for (int j = 0; j < 4; ++j) {
+          const long e = td::dx_sorted_event_index<long>(b, u, h, j, T, H);
+          if (row[j] < 0) continue;
+          REQUIRE(row[j] < pb.n(b));
+          key[size_t(e)] = td::dx_sorted_key<std::uint64_t, long>(b, h, row[j], T, H);
+          REQUIRE(key[size_t(e)] < sentinel);
+          val[size_t(e)] = {u, w[j] * inv_k};
+        }
+      }
+  // The sort.
+  std::vector<size_t> order(static_cast<size_t>(N));
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) { return key[x] < key[y]; });
+  std::vector<std::uint64_t> ks(static_cast<size_t>(N));
+  std::vector<td::dx_sorted_value<A, long>> vs(static_cast<size_t>(N));
+  for (size_t i = 0; i < order.size(); ++i) ks[i] = key[order[i]], vs[i] = val[order[i]];
+  auto first_at = [&](std::uint64_t k) { return static_cast<long>(std::lower_bound(ks.begin(), ks.end(), k) - ks.begin()); };
+  // The tiles.
+  vec dx(pb.x_size(), 0.0);
+  const long tiles = (T + S.tile - 1) / S.tile;
+  for (long b = 0; b < pb.B; ++b)
+    for (const channel_block& cb : channel_blocks(pb.C, pb.H))
+      for (long k0 = 0; k0 < tiles; k0 += td::dx_tiles_per_block) {
+        const long kend = std::min(k0 + td::dx_tiles_per_block, tiles);
+        std::vector<A> chain(64, A(0));
+        for (long kt = kend - 1; kt >= k0; --kt) {
+          const bool last = kt == kend - 1;
+          const long t0 = kt * S.tile, t1 = std::min(t0 + S.tile, T), n = pb.n(b);
+          const long h_first = cb.c0 / R;
+          const int nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - h_first + 1);
+          std::vector<A> acc(size_t(S.tile) * 64, A(0)), car(size_t(S.groups) * 64, A(0));
+          for (int c = 0; c < cb.cn; ++c) {
+            const long h = (cb.c0 + c) / R;
+            const std::uint64_t k0h = td::dx_sorted_key<std::uint64_t, long>(b, h, t0, T, H);
+            const long hi = first_at(td::dx_sorted_key<std::uint64_t, long>(b, h, t1, T, H));
+            for (long e = first_at(k0h); e < hi; ++e) {
+              A& a = acc[size_t(ks[size_t(e)] - k0h) * 64 + size_t(c)];
+              a = std::fma(vs[size_t(e)].w, dy[pb.xi(vs[size_t(e)].u, b, cb.c0 + c)], a);
+            }
+          }
+          if (last && t1 < n) {  // the carry at t1: tokens whose taps lie on both sides of it
+            long u0, u1;
+            td::dx_candidates<long>(t1, t1, n, std::min(reach_l, T), std::min(reach_r, T), u0, u1);
+            const int per_round = td::dx_tokens_per_round(S.threads, nh);
+            for (long ur = u0; ur < u1; ur += per_round)
+              for (int p = 0; p < S.threads; ++p) {
+                const int pu = p / nh, ph = p - pu * nh;
+                const long u = ur + pu;
+                A w;
+                if (pu >= per_round || u >= u1 || !td::dx_sorted_carry<A, long>(taps_of(b, u, h_first + ph), t1, w))
+                  continue;
+                const A cw = w * inv_k;
+                for (int c = 0; c < cb.cn; ++c)
+                  if ((cb.c0 + c) / R == h_first + ph) {
+                    A& a = car[size_t(p % S.groups) * 64 + size_t(c)];
+                    a = std::fma(cw, dy[pb.xi(u, b, cb.c0 + c)], a);
+                  }
+              }
+          }
+          finish_dx_tile(pb, S, cb, b, t0, t1, last, acc, car, chain, dx);
+        }
+      }
+  return dx;
+}
+
+template <class A>
+void check_emulation(const ref::problem& pb, double offset_hi, std::uint64_t seed, int vec_width, int stage_rows = 0,
+                     bool sorted = false) {
+  INFO(pb.str(), " offsets in [0, ", offset_hi, "] vec=", vec_width, " acc bytes=", sizeof(A), " stage rows=", stage_rows,
+       sorted ? " sorted events" : "");
   std::mt19937_64 rng(seed);
   const vec od = uniform_vec(rng, pb.o_size(), 0.0, offset_hi);
   const vec dyd = normal_vec(rng, pb.x_size());
@@ -221,7 +326,7 @@ void check_emulation(const ref::problem& pb, double offset_hi, std::uint64_t see
   const vec ov(o.begin(), o.end()), dyv(dy.begin(), dy.end());
   vec dx_ref, do_ref;
   ref::window_backward(pb, vec(pb.x_size(), 0.0), ov, dyv, dx_ref, do_ref);
-  const vec dx = emulate_dx<A>(pb, o, dy, vec_width, stage_rows);
+  const vec dx = sorted ? emulate_dx_sorted<A>(pb, o, dy, vec_width) : emulate_dx<A>(pb, o, dy, vec_width, stage_rows);
   const double tol = sizeof(A) > 4 ? 1e-12 : 2e-5;
   TT_CHECK_CLOSE("emulated CUDA dx vs reference", dx, dx_ref, tol, dx_scale(dx_ref, dyv));
 }
@@ -387,7 +492,9 @@ TEST_CASE("emulated CUDA dx: a NaN offset gives NaN in its head's rows at or bel
   std::vector<float> o(od.begin(), od.end());
   const std::vector<float> dy(dyd.begin(), dyd.end());
   o[pb.oi(700, 0, 0)] = std::numeric_limits<float>::quiet_NaN();
-  const vec dx = emulate_dx<float>(pb, o, dy, 4);
+  for (bool sorted : {false, true}) {
+  INFO("sorted events: ", sorted);
+  const vec dx = sorted ? emulate_dx_sorted<float>(pb, o, dy, 4) : emulate_dx<float>(pb, o, dy, 4);
   vec dx_ref, do_ref;  // head 1 does not depend on head 0's offsets: the reference (finite offsets only) has 0.5 there
   vec o_ref(o.begin(), o.end());
   o_ref[size_t(pb.oi(700, 0, 0))] = 0.5;
@@ -407,6 +514,120 @@ TEST_CASE("emulated CUDA dx: a NaN offset gives NaN in its head's rows at or bel
   CHECK(bad_head1 == 0);
   CHECK(bad_head0 == 0);
   CHECK(nan_head0 == (699 - 512 + 1) * 64);
+  }
+}
+
+TEST_CASE("sorted dx events: a token's row events and its carry at e are dx_events' for a tile ending at e") {
+  // For a tile [t0, e) taking the carry, dx_events gives each tap in the tile its own event and merges the taps at or past e
+  // into one carry event; the sorted path's events are the rows of all four taps (a row in the tile is then the same event)
+  // and dx_sorted_carry the merged weight, for the tokens whose taps lie on both sides of e.
+  using A = double;
+  std::mt19937_64 rng(78);
+  long carries = 0, rows_seen = 0;
+  for (int i = 0; i < 20000; ++i) {
+    const long L = uniform_int(rng, 0, 300), M = uniform_int(rng, 0, 300), n = uniform_int(rng, 1, 900);
+    const bool causal = uniform_int(rng, 0, 3) == 0;
+    const long u = uniform_int(rng, 0, n - 1);
+    std::uniform_real_distribution<double> off(0.0, 1.0);
+    const A ol = uniform_int(rng, 0, 4) == 0 ? 0.5 : off(rng), orr = uniform_int(rng, 0, 4) == 0 ? 0.0 : off(rng);
+    const auto k = td::make_taps<A, long>(u, ol, orr, L, M, n, causal);
+    const long t0 = uniform_int(rng, 0, n - 1), e = std::min(n, t0 + uniform_int(rng, 1, 128));
+    int key[4];
+    A w[4];
+    const bool used = td::dx_events<A, long>(k, t0, e, int(e - t0), key, w, true);
+    long row[4];
+    A sw[4];
+    td::dx_sorted_events<A, long>(k, row, sw);
+    for (int j = 0; j < 4; ++j) {
+      CHECK(row[j] < n);
+      const bool in = row[j] >= t0 && row[j] < e;
+      if (key[j] >= 0 && key[j] < e - t0) {  // a row event of the tile: the same row and weight
+        CHECK(in);
+        CHECK(row[j] - t0 == key[j]);
+        CHECK(sw[j] == w[j]);
+        ++rows_seen;
+      } else if (in) {
+        CHECK(false);  // a sorted row event in the tile that dx_events drops
+      }
+    }
+    A cw = 0;
+    const bool has = td::dx_sorted_carry<A, long>(k, e, cw);
+    int carry_slot = -1;
+    for (int j = 0; j < 4; ++j)
+      if (key[j] == e - t0) carry_slot = j;
+    if (has) {
+      ++carries;
+      // dx_events keeps the carry of tokens meeting the tile; a token whose taps straddle e always does
+      CHECK(used);
+      REQUIRE(carry_slot >= 0);
+      CHECK(cw == doctest::Approx(w[carry_slot]).epsilon(1e-15));
+    } else if (carry_slot >= 0) {
+      CHECK(td::taps_min(k) >= t0);  // dx_events' carry from a token whose taps all lie at or past e: none here
+      CHECK(td::taps_min(k) < e);
+    }
+  }
+  CHECK(carries > 1000);
+  CHECK(rows_seen > 5000);
+  CHECK(td::dx_sorted_key_bits(1) == 1);
+  CHECK(td::dx_sorted_key_bits(2) == 2);
+  CHECK(td::dx_sorted_key_bits(3) == 2);
+  CHECK(td::dx_sorted_key_bits(4) == 3);
+  CHECK(td::dx_sorted_key_bits(std::uint64_t(16) * 16 * 4096) == 21);
+  CHECK(td::dx_sorted_sentinel(21) == (std::uint64_t(1) << 21) - 1);
+}
+
+TEST_CASE("emulated sorted-events dx matches the reference: random shapes, both vector widths, float and double") {
+  std::mt19937_64 rng(2025);
+  for (int i = 0; i < draws(24); ++i) {
+    ref::problem pb;
+    const long Hs[] = {1, 2, 3, 4, 8};
+    const long Rs[] = {1, 3, 8, 16, 24, 64, 80, 130};
+    pb.H = Hs[uniform_int(rng, 0, 4)];
+    pb.C = pb.H * Rs[uniform_int(rng, 0, 7)];
+    if (pb.C > 300) pb.H = 1, pb.C = Rs[uniform_int(rng, 0, 7)];
+    pb.causal = i % 3 == 2;
+    pb.T = uniform_int(rng, 1, 1200);
+    pb.B = uniform_int(rng, 1, 2);
+    pb.L = uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, 600);
+    pb.M = pb.causal ? 0 : (uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, 600));
+    if (uniform_int(rng, 0, 1))
+      for (long b = 0; b < pb.B; ++b) pb.lengths.push_back(uniform_int(rng, 0, pb.T));
+    const int fvec = pb.R() % 4 == 0 ? 4 : 1, dvec = pb.R() % 2 == 0 ? 2 : 1;
+    check_emulation<float>(pb, 1.0, 400 + i, fvec, 0, true);
+    check_emulation<double>(pb, 1.0, 500 + i, dvec, 0, true);
+    if (pb.R() % 8 == 0) check_emulation<float>(pb, 1.0, 600 + i, 8, 0, true);
+  }
+}
+
+TEST_CASE("emulated sorted-events dx: windows far beyond max_offset, huge L and M, clamped edges, integer bounds") {
+  ref::problem pb;
+  pb.T = 600, pb.B = 1, pb.C = 16, pb.H = 1, pb.L = 40, pb.M = 30;
+  check_emulation<float>(pb, 6.0, 7, 4, 0, true);  // windows reach 240 tokens
+  pb.causal = true, pb.M = 0;
+  check_emulation<float>(pb, 6.0, 8, 4, 0, true);
+  ref::problem big;
+  big.T = 3000, big.B = 1, big.C = 70, big.H = 1, big.L = 1200, big.M = 900, big.lengths = {2900};
+  check_emulation<float>(big, 1.0, 99, 1, 0, true);
+  check_emulation<double>(big, 1.0, 99, 2, 0, true);
+  ref::problem edge;  // most windows clamped at both ends: rows 0 and n - 1 hold hundreds of events each
+  edge.T = 700, edge.B = 2, edge.C = 128, edge.H = 2, edge.L = 2000, edge.M = 2000, edge.lengths = {700, 333};
+  check_emulation<float>(edge, 1.0, 97, 8, 0, true);
+  check_emulation<double>(edge, 1.0, 96, 2, 0, true);
+  ref::problem narrow;  // 64 heads in a block
+  narrow.T = 300, narrow.B = 2, narrow.C = 64, narrow.H = 64, narrow.L = 5, narrow.M = 7;
+  check_emulation<float>(narrow, 1.0, 3, 1, 0, true);
+  ref::problem q;
+  q.T = 200, q.B = 1, q.C = 32, q.H = 2, q.L = 6, q.M = 6;
+  std::mt19937_64 rng(3);
+  const vec od = uniform_vec(rng, q.o_size(), 0.0, 1.0);
+  std::vector<float> o(od.begin(), od.end());
+  for (size_t i = 0; i < o.size(); i += 3) o[i] = (i % 2) ? 1.0f : 0.0f;
+  const vec dyd = normal_vec(rng, q.x_size());
+  const std::vector<float> dy(dyd.begin(), dyd.end());
+  vec dx_ref, do_ref;
+  ref::window_backward(q, vec(q.x_size(), 0.0), vec(o.begin(), o.end()), vec(dy.begin(), dy.end()), dx_ref, do_ref);
+  const vec dx = emulate_dx_sorted<float>(q, o, dy, 4);
+  TT_CHECK_CLOSE("integer bounds, sorted events", dx, dx_ref, 2e-5, dx_scale(dx_ref, vec(dy.begin(), dy.end())));
 }
 
 TEST_CASE("emulated CUDA dx: integer bounds (offsets 0 and 1) and many narrow heads") {
