@@ -10,10 +10,11 @@
 # Environment: STEPS (default "check ncu decode ncu-wide bench sanitize"; ksweep-bf16: ncu's bf16 table at
 # L = M = 31 .. 255 with and without the banded kernels, T_KSWEEP_BF16 (240 s), KSWEEP_LS; ksweep-f32: the f32 window sweep over
 # K = 16 .. 127 for the banded float kernels' crossover, T_KSWEEP (120 s); ksweep-wide: ncu's bf16 table at L = M = 255
-# and 511 with the event dx (default) and with the banded kernels (-DTALKCONV_CUDA_BAND_MAX_K=1023), T_KSWEEP_WIDE
-# (300 s); ncu-noband: ncu's table with the banded
+# and 511 with the sorted-events dx (default), the event dx (-DTALKCONV_CUDA_DX_SORTED=0) and the banded kernels
+# (-DTALKCONV_CUDA_BAND_MAX_K=1023), T_KSWEEP_WIDE (420 s); ncu-noband: ncu's table with the banded
 # kernels, the fused 16-bit layer forward and the cp.async pipelines of bfloat16 dW and the 16-bit projection off
-# (-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0 -DTALKCONV_CUDA_FUSED_FORWARD=0 -DTALKCONV_CUDA_FUSED_BACKWARD=0, its own build,
+# and the event dx for the sorted one (-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0
+# -DTALKCONV_CUDA_FUSED_FORWARD=0 -DTALKCONV_CUDA_FUSED_BACKWARD=0 -DTALKCONV_CUDA_DX_SORTED=0, its own build,
 # bf16 and f32, ~150 s, T_NCU_NOBAND default 180), for an A/B in one call; ncu-wide: ncu's table at
 # L = M = 511 bf16, NCU_WIDE_SHAPE to change it, T_NCU_WIDE (60 s); decode: the decoder-step benchmarks alone,
 # about 10 s once the benchmark is built, so a bench step cut short still leaves them; it builds the
@@ -66,20 +67,24 @@ export SKIP_TORCH=1 SKIP_PEERS=1
 # B = 64, wide windows (L = 255 and 511, bf16) and the decoder steps. BENCH_FILTER= (empty) runs the whole
 # quick set.
 headline='(T:4096/B:16/C:1024/(min_time|H:16/L:(16|255|511)/M:(16|0|255|511)/))|(T:1024/B:64/C:1024/(min_time|H:16/L:16/M:16/))|decoder_step'
-# The builds the A/B steps compare against: the 2026-12-01 kernel changes off (ncu-noband, ksweep-bf16).
-noband_defs="-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0 -DTALKCONV_CUDA_FUSED_FORWARD=0 -DTALKCONV_CUDA_FUSED_BACKWARD=0"
-# ncu's bf16 table at L = M = each of $1 from two builds, labelled $2 and $5 (CUDA_DEFINES $3 / $6, BUILD_DIR $4 /
-# $7, empty: gpu-ncu.sh's default build), into $work/$8/<label>-L<l>/ and one table file $work/$8/ksweep.md.
+# The builds the A/B steps compare against: the 2026-12-01 kernel changes off (ncu-noband, ksweep-bf16), and the
+# event dx kernel where the sorted-events dx (2026-12-02) would run.
+noband_defs="-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0 -DTALKCONV_CUDA_FUSED_FORWARD=0 -DTALKCONV_CUDA_FUSED_BACKWARD=0 -DTALKCONV_CUDA_DX_SORTED=0"
+# ncu's bf16 table at L = M = each of $1 from several builds, into $work/$2/<label>-L<l>/ and one table file
+# $work/$2/ksweep.md; each build is three more arguments: label, CUDA_DEFINES, BUILD_DIR (empty: gpu-ncu.sh's default).
 ncu_ab() {
-  local l i lab defs dir
-  for l in $1; do
-    for i in 0 1; do
-      if [ $i = 0 ]; then lab=$2 defs=$3 dir=$4; else lab=$5 defs=$6 dir=$7; fi
+  local ls=$1 dest=$2 l i lab defs dir
+  shift 2
+  local b=("$@")
+  for l in $ls; do
+    for ((i = 0; i < ${#b[@]}; i += 3)); do
+      lab=${b[i]} defs=${b[i + 1]} dir=${b[i + 2]}
       env CUDA_DEFINES="$defs" ${dir:+BUILD_DIR="$dir"} SHAPE="4096 16 1024 16 $l $l 0" DTYPES=bf16 STALLS=0 \
-        scripts/gpu-ncu.sh "$work/$8/$lab-L$l" >/dev/null 2>&1
+        scripts/gpu-ncu.sh "$work/$dest/$lab-L$l" >/dev/null 2>&1
     done
-    for lab in "$2" "$5"; do
-      { echo "### $lab, L = M = $l"; sed -n '/^| kernel/,/^$/p' "$work/$8/$lab-L$l/ncu.md"; } >>"$work/$8/ksweep.md" 2>/dev/null
+    for ((i = 0; i < ${#b[@]}; i += 3)); do
+      lab=${b[i]}
+      { echo "### $lab, L = M = $l"; sed -n '/^| kernel/,/^$/p' "$work/$dest/$lab-L$l/ncu.md"; } >>"$work/$dest/ksweep.md" 2>/dev/null
     done
   done
 }
@@ -126,16 +131,17 @@ for s in ${STEPS:-check ncu decode ncu-wide bench sanitize}; do
   ksweep-bf16)
     mkdir -p "$work/ksweep-bf16"
     step ksweep-bf16 "${T_KSWEEP_BF16:-240}" bash -c "$(declare -f ncu_ab); work='$work' ncu_ab '${KSWEEP_LS:-31 63 127 255}' \
-      band '' '' noband '$noband_defs' '$root/build/gpu-noband' ksweep-bf16"
+      ksweep-bf16 band '' '' noband '$noband_defs' '$root/build/gpu-noband'"
     ;;
-  # ncu's bf16 table at L = M = 255 and 511 (K = 511, 1023) from the default build (the event dx, the segments
-  # forward) and from one that sends those windows to the banded kernels (-DTALKCONV_CUDA_BAND_MAX_K=1023,
-  # build/gpu-bandwide): whether the band's cost, linear in K, still beats the event kernel past K = 255
-  # (BUDGET.md, sixteenth session). One build (~2 min) and four ncu runs; T_KSWEEP_WIDE (default 300), KSWEEP_WIDE_LS.
+  # ncu's bf16 table at L = M = 255 and 511 (K = 511, 1023) from three builds: the default (the sorted-events dx,
+  # the segments forward), the event dx (-DTALKCONV_CUDA_DX_SORTED=0, build/gpu-event) and the banded kernels
+  # (-DTALKCONV_CUDA_BAND_MAX_K=1023, build/gpu-bandwide): which dx costs least past K = 255 (BUDGET.md, sixteenth and
+  # seventeenth sessions). Two builds (~2 min each) and six ncu runs; T_KSWEEP_WIDE (default 420), KSWEEP_WIDE_LS.
   ksweep-wide)
     mkdir -p "$work/ksweep-wide"
-    step ksweep-wide "${T_KSWEEP_WIDE:-300}" bash -c "$(declare -f ncu_ab); work='$work' ncu_ab '${KSWEEP_WIDE_LS:-255 511}' \
-      default '' '' band -DTALKCONV_CUDA_BAND_MAX_K=1023 '$root/build/gpu-bandwide' ksweep-wide"
+    step ksweep-wide "${T_KSWEEP_WIDE:-420}" bash -c "$(declare -f ncu_ab); work='$work' ncu_ab '${KSWEEP_WIDE_LS:-255 511}' \
+      ksweep-wide default '' '' event -DTALKCONV_CUDA_DX_SORTED=0 '$root/build/gpu-event' \
+      band -DTALKCONV_CUDA_BAND_MAX_K=1023 '$root/build/gpu-bandwide'"
     ;;
   sanitize)
     step sanitize "${T_SANITIZE:-150}" env SKIP_TESTS=1 SKIP_BENCH=1 SANITIZERS="${SANITIZERS:-memcheck racecheck}" \
@@ -150,5 +156,5 @@ cat "$out/summary.txt"
 [ -f "$work/ncu/ncu.md" ] && cat "$work/ncu/ncu.md"
 [ -f "$work/ncu-wide/ncu.md" ] && sed -n '/^## /,/^$/p' "$work/ncu-wide/ncu.md"
 [ -f "$work/ksweep-wide/ksweep.md" ] && { echo "== ksweep-wide (all.tgz: ksweep-wide/)"; cat "$work/ksweep-wide/ksweep.md"; }
-[ -f "$work/ncu-noband/ncu.md" ] && { echo "== banded kernels, fused forward and backward and cp.async pipelines off (TALKCONV_CUDA_BAND=0, TALKCONV_CUDA_DW_ASYNC=0, TALKCONV_CUDA_PROJECT_ASYNC=0, TALKCONV_CUDA_FUSED_FORWARD=0, TALKCONV_CUDA_FUSED_BACKWARD=0)"; sed -n '/^## /,/^$/p' "$work/ncu-noband/ncu.md"; }
+[ -f "$work/ncu-noband/ncu.md" ] && { echo "== banded kernels, fused forward and backward, cp.async pipelines and the sorted-events dx off (TALKCONV_CUDA_BAND=0, TALKCONV_CUDA_DW_ASYNC=0, TALKCONV_CUDA_PROJECT_ASYNC=0, TALKCONV_CUDA_FUSED_FORWARD=0, TALKCONV_CUDA_FUSED_BACKWARD=0, TALKCONV_CUDA_DX_SORTED=0)"; sed -n '/^## /,/^$/p' "$work/ncu-noband/ncu.md"; }
 grep -hE "FAILED|ERROR|error:" "$work"/check/tests.txt 2>/dev/null | head -n 40

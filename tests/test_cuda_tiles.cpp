@@ -301,6 +301,7 @@ vec emulate_dx_sorted(const ref::problem& pb, const std::vector<A>& o, const std
                 if (pu >= per_round || u >= u1 || !td::dx_sorted_carry<A, long>(taps_of(b, u, h_first + ph), t1, w))
                   continue;
                 const A cw = w * inv_k;
+                if (cw == A(0)) continue;  // underflowed: the kernel skips it too
                 for (int c = 0; c < cb.cn; ++c)
                   if ((cb.c0 + c) / R == h_first + ph) {
                     A& a = car[size_t(p % S.groups) * 64 + size_t(c)];

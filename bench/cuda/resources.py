@@ -95,7 +95,8 @@ def usage(binaries, tool):
         sys.exit(f'resources.py: c++filt gave {len(dem)} names for {len(mangled)} kernels')
     most = {}
     for (m, v), d in zip(rows, dem):
-        if 'talkconv::' not in d:  # the library's kernels only (not a test's or a benchmark's helpers)
+        cut = next((i for i, ch in enumerate(d) if ch in '<('), len(d))
+        if 'talkconv::' not in d[:cut]:  # the library's kernels only (not CUB's it instantiates, a test's or a benchmark's helpers)
             continue
         k = kernel_key(d)
         cur = most.setdefault(k, {'REG': 0, 'STACK': 0, 'SHARED': 0, 'n': 0})
@@ -113,9 +114,9 @@ def read_budget(path):
         line = line.split('#', 1)[0].split()
         if not line:
             continue
-        if len(line) != 4:
+        if len(line) < 4 or not all(x.isdigit() for x in line[-3:]):  # a name may hold spaces: k<unsigned int>
             sys.exit(f'{path}:{i}: want "name max_registers max_stack_bytes max_static_shared"')
-        budget[line[0]] = tuple(int(x) for x in line[1:])
+        budget[' '.join(line[:-3])] = tuple(int(x) for x in line[-3:])
     return budget
 
 

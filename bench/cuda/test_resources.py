@@ -27,6 +27,8 @@ Resource usage:
   REG:9 STACK:0 SHARED:1024 LOCAL:0 CONSTANT[0]:400 TEXTURE:0 SURFACE:0 SAMPLER:0
  Function _ZN12_GLOBAL__N_111fill_hashedIfEEvPT_mmdd:
   REG:18 STACK:0 SHARED:1024 LOCAL:0 CONSTANT[0]:400 TEXTURE:0 SURFACE:0 SAMPLER:0
+ Function _ZN3cub6detail10radix_sort6kernelIjN8talkconv6detail5valueEEEvv:
+  REG:40 STACK:0 SHARED:1024 LOCAL:0 CONSTANT[0]:400 TEXTURE:0 SURFACE:0 SAMPLER:0
 """
 
 
@@ -40,16 +42,18 @@ class Resources(unittest.TestCase):
 
     def test_parse_and_most(self):
         rows = resources.parse(FIXTURE)
-        self.assertEqual(len(rows), 4)
+        self.assertEqual(len(rows), 5)
         with mock.patch('subprocess.run') as run:
             run.side_effect = [mock.Mock(returncode=0, stdout=FIXTURE, stderr=''),
                                mock.Mock(stdout='\n'.join([
                                    'void talkconv::cuda::detail::backward_fused_kernel<__half, int, false>(a)',
                                    'void talkconv::cuda::detail::backward_fused_kernel<__half, long, true>(a)',
                                    'void talkconv::cuda::detail::shard_lengths_kernel(long const*)',
-                                   'void (anonymous namespace)::fill_hashed<float>(float*)']))]
+                                   'void (anonymous namespace)::fill_hashed<float>(float*)',
+                                   'void cub::detail::radix_sort::kernel<unsigned int, talkconv::detail::value>()']))]
             most = resources.usage(['bin'], 'cuobjdump')
-        self.assertEqual(set(most), {'backward_fused_kernel<__half>', 'shard_lengths_kernel'})  # no test helpers
+        # no test helpers, no CUB kernel instantiated with the library's types
+        self.assertEqual(set(most), {'backward_fused_kernel<__half>', 'shard_lengths_kernel'})
         self.assertEqual((most['backward_fused_kernel<__half>']['REG'], most['backward_fused_kernel<__half>']['STACK']),
                          (127, 8))  # the most over the instantiations
 
@@ -73,6 +77,10 @@ class Resources(unittest.TestCase):
             return rc, out.getvalue()
 
         self.assertEqual(check('a<float> 64 8 1024\nb<float> 32 0 1024\n')[0], 0)
+        most['c<unsigned int>'] = {'REG': 12, 'STACK': 0, 'SHARED': 1024, 'n': 1}  # a name with a space
+        self.assertEqual(check('a<float> 64 8 1024\nb<float> 32 0 1024\nc<unsigned int>   12  0 1024\n')[0], 0)
+        self.assertEqual(check('a<float> 64 8 1024\nb<float> 32 0 1024\nc<unsigned int> 11 0 1024\n')[0], 1)
+        del most['c<unsigned int>']
         rc, out = check('a<float> 64 0 1024\nb<float> 32 0 1024\n')  # 8 stack bytes over
         self.assertEqual(rc, 1)
         self.assertIn('STACK 8 > 0', out)

@@ -21,6 +21,10 @@ TALKCONV_GPU_CASE("window tokens beyond the shared-memory halo take the exact di
   window_long_halo_cases<double>();
 }
 
+TALKCONV_GPU_CASE("dx by sorted events and by the event kernel, ragged, btc: double") {
+  dx_paths_case<double>(shaped_case(311, 600, 2, 64, 2, 40, 30, false, layout::btc, {600, 321}), 1.0, false);
+}
+
 TALKCONV_GPU_CASE("offsets backward matches the CPU (dx += W^T dz, dW, dbias)") {
   const test_case c = random_case(404, false, layout::btc, 150);
   INFO(c.str());

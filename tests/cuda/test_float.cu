@@ -38,6 +38,12 @@ TALKCONV_GPU_CASE("banded dx and forward on TF32 tensor cores: segments past max
 }
 
 // Offsets that put bounds exactly on integers (0 and 1, dropout zeros) and NaN offsets.
+TALKCONV_GPU_CASE("dx by sorted events and by the event kernel: K past the banded limit, heads of R % 16 != 0, several heads per block, W^T dz fused, ragged, both layouts: float") {
+  dx_paths_case<float>(shaped_case(301, 900, 2, 128, 2, 120, 80, false, layout::btc, {900, 611}), 1.0, true);
+  dx_paths_case<float>(shaped_case(302, 700, 2, 72, 3, 9, 6, false, layout::tbc, {700, 555}), 1.0, true);
+  dx_paths_case<float>(shaped_case(303, 1300, 1, 64, 4, 300, 0, true, layout::tbc, {1250}), 1.5, true);
+}
+
 TALKCONV_GPU_CASE("window handles integer bounds and NaN offsets like the CPU") {
   window_nan_offset_case<float>(5, 2, 8);   // heads of 4 channels
   window_nan_offset_case<float>(6, 4, 64);  // heads of 16: the banded forward

@@ -23,6 +23,11 @@ status code_of(F&& f) {
   return status::success;
 }
 
+template <class X>
+struct type_tag {
+  using type = X;
+};
+
 // Opt-in shared memory per block of the GPUs talkconv is built for (sm_80 A100, sm_86 / sm_89, sm_90 H100).
 constexpr std::size_t optins[] = {166912, 101376, 232448};
 
@@ -469,4 +474,91 @@ TEST_CASE("fused window backward's plan: the banded dx's segments and W steps fo
           CHECK(p.smem >= dx.smem);
           CHECK((p.smem == gather || p.smem == dx.smem));
         }
+}
+
+TEST_CASE("sorted-events dx: taken exactly where the banded dx is not by shape; its plan carves disjoint parts within every opt-in") {
+  // Where the banded kernels take a problem by shape the sorted path never does (its workspace is not asked for),
+  // and the other way round; double always takes it.
+  const talkconv::seq_shape s{4096, 16, 1024, layout::tbc};
+  for (const long K : {3L, 33L, 127L, 129L, 255L, 257L, 513L}) {
+    const talkconv::window_params w{16, (K - 1) / 2, (K - 1) / 2, false};
+    const d::window_geom wg = d::window_geom::make(w, s.C);
+    CHECK(d::sorted_dx_applies<float>(s, w) == (TALKCONV_CUDA_DX_SORTED != 0 && !d::band_shape_applies<float>(wg, s, w)));
+    CHECK(d::sorted_dx_applies<__nv_bfloat16>(s, w) ==
+          (TALKCONV_CUDA_DX_SORTED != 0 && !d::band_shape_applies<__nv_bfloat16>(wg, s, w)));
+    CHECK(d::sorted_dx_applies<double>(s, w) == (TALKCONV_CUDA_DX_SORTED != 0));
+  }
+  CHECK_FALSE(d::sorted_dx_applies<float>(talkconv::seq_shape{0, 16, 1024, layout::tbc}, talkconv::window_params{16, 200, 200, false}));
+  // The gather's shared memory: every head count a block can meet, fused or not, both index widths.
+  auto check_plan = [](auto tag, auto idx, auto vec, auto fuse, int H, index_t P) {
+    using T = typename decltype(tag)::type;
+    using Idx = typename decltype(idx)::type;
+    using A = talkconv::acc_t<T>;
+    using U = std::make_unsigned_t<Idx>;
+    constexpr int VEC = decltype(vec)::value;
+    constexpr bool Fused = decltype(fuse)::value;
+    using pol = d::dx_policy<T>;
+    const talkconv::seq_shape s{1000, 2, 64, layout::btc};
+    const talkconv::window_params w{H, 300, 200, false};
+    std::size_t smem = 0;
+    const auto a = d::plan_sorted_dx<T, Idx, VEC, Fused>(s, w, P, smem);
+    INFO("H=", H, " VEC=", VEC, " fused=", Fused, " idx bytes=", sizeof(Idx), " smem=", smem);
+    CHECK(a.nh_max == H);  // 64 channels: every head in one block
+    CHECK(a.cap * sizeof(typename decltype(a)::value) == std::size_t(pol::sorted_stage_bytes));
+    const std::size_t scan = sizeof(A) * 2 * std::size_t(pol::shape(VEC).groups) * pol::lanes;
+    CHECK(a.rs_at >= std::max<std::size_t>(scan, std::size_t(pol::sorted_stage_bytes)));
+    CHECK(a.hb_at >= a.rs_at + sizeof(U) * std::size_t(H) * (pol::tile + 1));
+    CHECK(a.car_at >= a.hb_at + sizeof(U) * (2 * std::size_t(H) + 1));
+    CHECK(a.rs_at % 16 == 0);
+    CHECK(a.hb_at % 16 == 0);
+    CHECK(a.car_at % 16 == 0);
+    const std::size_t car_end = a.car_at + (sizeof(U) + sizeof(A) + 1) * std::size_t(pol::threads);
+    if (Fused) {
+      CHECK(a.chunks == static_cast<int>((P + 31) / 32));
+      CHECK(a.w_at >= car_end);
+      CHECK(a.w_at % 16 == 0);
+      CHECK(smem == a.w_at + sizeof(float) * std::size_t(talkconv::detail::dxf_chunk_floats) * std::size_t(a.chunks) *
+                                 (pol::split_w ? 2 : 1) +
+                         sizeof(float) * std::size_t(pol::tile) * 32);
+    } else {
+      CHECK(a.chunks == 0);
+      CHECK(smem >= car_end);
+    }
+    // Within every GPU's opt-in, but float's fused plan of 4 W^T chunks (P > 96: 64 KiB of W hi + lo) on sm_86 / sm_89,
+    // where the launcher takes the unfused kernel (as the event kernel's).
+    CHECK(smem + 1024 <= optins[0]);
+    CHECK(smem + 1024 <= optins[2]);
+    if (!(Fused && pol::split_w && a.chunks == 4)) CHECK(smem + 1024 <= optins[1]);
+    CHECK(a.blocks_per_seq == (a.tiles + a.tiles_per_block - 1) / a.tiles_per_block);
+    CHECK(a.tiles == (1000 + pol::tile - 1) / pol::tile);
+  };
+  for (const int H : {1, 2, 4, 16, 64}) {
+    check_plan(type_tag<float>{}, type_tag<int>{}, std::integral_constant<int, 1>{}, std::false_type{}, H, 2 * H);
+    check_plan(type_tag<float>{}, type_tag<std::int64_t>{}, std::integral_constant<int, 4>{}, std::false_type{}, H, 2 * H);
+    check_plan(type_tag<double>{}, type_tag<int>{}, std::integral_constant<int, 2>{}, std::false_type{}, H, 2 * H);
+    check_plan(type_tag<double>{}, type_tag<std::int64_t>{}, std::integral_constant<int, 1>{}, std::false_type{}, H, 2 * H);
+    check_plan(type_tag<__nv_bfloat16>{}, type_tag<int>{}, std::integral_constant<int, 8>{}, std::false_type{}, H, 2 * H);
+  }
+  for (const index_t P : {1, 32, 33, 128}) {
+    check_plan(type_tag<float>{}, type_tag<int>{}, std::integral_constant<int, 4>{}, std::true_type{}, 4, P);
+    check_plan(type_tag<__nv_bfloat16>{}, type_tag<int>{}, std::integral_constant<int, 8>{}, std::true_type{}, 4, P);
+    check_plan(type_tag<__half>{}, type_tag<std::int64_t>{}, std::integral_constant<int, 8>{}, std::true_type{}, 4, P);
+  }
+  // The workspace carve (on a machine without a GPU the query reports the path off: nothing can run there).
+  const talkconv::window_params w{16, 300, 200, false};
+  const d::sorted_dx_workspace p = d::plan_sorted_dx_workspace<__nv_bfloat16>(s, w);
+  if (p.on) {
+    CHECK(p.idx32);
+    CHECK(p.rows == 16 * 16 * 4096);
+    CHECK(p.items == 4 * p.rows);
+    CHECK(p.bits == 21);
+    CHECK(p.keys1 >= p.keys0 + 4 * std::size_t(p.items));
+    CHECK(p.vals0 >= p.keys1 + 4 * std::size_t(p.items));
+    CHECK(p.vals1 >= p.vals0 + 8 * std::size_t(p.items));
+    CHECK(p.starts >= p.vals1 + 8 * std::size_t(p.items));
+    CHECK(p.temp >= p.starts + 4 * std::size_t(p.rows + 1));
+    CHECK(p.bytes >= p.temp + p.temp_bytes);
+  } else {
+    CHECK(p.bytes == 0);
+  }
 }

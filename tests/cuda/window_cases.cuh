@@ -169,6 +169,84 @@ void window_nan_offset_case(std::uint64_t seed, long H, long C) {
       for (long ch = 0; ch < pb.C; ++ch) CHECK(std::isnan(y_gpu[pb.xi(t, b, ch)]) == (t == 50 && b == 1 && ch < R));
 }
 
+// dx by the sorted-events path (window_backward's where the banded kernels do not take the problem: its workspace
+// given) and by the event kernel (the same call without that workspace: misaligned tensors take it), on one problem,
+// without and with the layer's W^T dz (fused into either kernel where its vectors allow: `fused`): each against the
+// CPU and the float64 reference, each bitwise the same when run twice (NaN-filled dx first, so a row left unwritten
+// cannot pass).
+template <class T>
+void dx_paths_case(const test_case& c, double offset_hi, bool fused) {
+  using A = acc_t<T>;
+  namespace td = tcu::detail;
+  INFO(c.str(), " dtype=", tol<T>::name, " offsets in [0, ", offset_hi, "]");
+  const ref::problem& pb = c.pb;
+  const talkconv::window_params w = c.window();
+  REQUIRE(td::sorted_dx_applies<T>(c.shape(), w));
+  const td::sorted_dx_workspace sw = td::plan_sorted_dx_workspace<T>(c.shape(), w);
+  REQUIRE(sw.on);
+  const long P = pb.P();
+  const std::vector<T> x = to_type<T>(random_vec(pb.x_size(), c.seed + 1, 1.0, 1.0));
+  std::vector<A> o = to_type<A>(random_uniform(pb.o_size(), c.seed + 2, 0.0, offset_hi));
+  const std::vector<T> dy = to_type<T>(random_vec(pb.x_size(), c.seed + 3, 0.0, 1.0));
+  const std::vector<T> W = to_type<T>(random_vec(size_t(P * pb.C), c.seed + 4, 0.0, 0.5));
+  std::vector<A> dz = to_type<A>(random_vec(pb.o_size(), c.seed + 5, 0.0, 1.0));
+  for (long b = 0; b < pb.B; ++b)  // zero past the lengths, as the layer's dz
+    for (long t = pb.n(b); t < pb.T; ++t)
+      for (long j = 0; j < P; ++j) dz[pb.oi(t, b, j)] = A(0);
+  lengths_on_device len(c);
+  dbuf<T> d_x(to_layout(x, pb.T, pb.B, pb.C, c.lay)), d_dy(to_layout(dy, pb.T, pb.B, pb.C, c.lay)), d_dx(pb.x_size()),
+      d_W(W);
+  dbuf<A> d_o(to_layout(o, pb.T, pb.B, P, c.lay)), d_dz(to_layout(dz, pb.T, pb.B, P, c.lay));
+  dbuf<char> ws(sw.bytes);
+  dbuf<unsigned long long> reach(2);
+  td::window_args<T> a = td::make_window_args<T>(c.shape(), w, len.d());
+  a.x = d_x.p;
+  a.offsets = d_o.p;
+  a.dy = d_dy.p;
+  a.dx = d_dx.p;
+  std::vector<T> dx_cpu(pb.x_size());
+  std::vector<A> do_cpu(pb.o_size());
+  cpu_side::window_backward<T>(c.canonical(), w, x.data(), o.data(), dy.data(), dx_cpu.data(), do_cpu.data(), len.h());
+  ref::vec dx_ref, do_ref;
+  ref::window_backward(pb, to_double(x), to_double(o), to_double(dy), dx_ref, do_ref);
+  ref::vec dx_ref_dz = dx_ref, dx_cpu_dz = to_double(dx_cpu);  // + W^T dz
+  for (long t = 0; t < pb.T; ++t)
+    for (long b = 0; b < pb.B; ++b)
+      for (long ch = 0; ch < pb.C; ++ch) {
+        double s = 0;
+        for (long j = 0; j < P; ++j) s += double(W[size_t(j * pb.C + ch)]) * double(dz[pb.oi(t, b, j)]);
+        dx_ref_dz[pb.xi(t, b, ch)] += s;
+        dx_cpu_dz[pb.xi(t, b, ch)] += s;
+      }
+  for (const bool with_dz : {false, true})
+    for (const bool sorted : {true, false}) {
+      const std::string path = std::string(sorted ? "sorted events" : "event kernel") + (with_dz ? ", W^T dz" : "");
+      INFO(path);
+      std::vector<T> first;
+      for (int rep = 0; rep < 2; ++rep) {
+        d_dx.fill_bytes(0xff);
+        td::window_args<T> b = a;
+        b.sort_ws = sorted ? reinterpret_cast<unsigned char*>(ws.p) : nullptr;
+        if (with_dz) {
+          b.dz = d_dz.p;
+          b.weight = d_W.p;
+        }
+        const bool wtdz = td::launch_window_backward(b, c.shape(), w, 1.0, reach.p, nullptr, [](bool) {});
+        CHECK(wtdz == (with_dz && fused));
+        CUDA_OK(cudaDeviceSynchronize());
+        const std::vector<T> got = d_dx.download();
+        if (rep == 0) {
+          first = got;
+          const ref::vec dx_gpu = to_double(from_layout(got, pb.T, pb.B, pb.C, c.lay));
+          check_close(dx_gpu, wtdz ? dx_cpu_dz : to_double(dx_cpu), tol<T>::value, "dx vs CPU");
+          check_close(dx_gpu, wtdz ? dx_ref_dz : dx_ref, tol<T>::value, "dx vs reference");
+        } else {
+          CHECK(std::memcmp(first.data(), got.data(), got.size() * sizeof(T)) == 0);
+        }
+      }
+    }
+}
+
 template <class T>
 void window_sweep(int cases, long max_T) {
   for (int i = 0; i < cases; ++i)

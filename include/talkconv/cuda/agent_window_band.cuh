@@ -54,21 +54,25 @@ struct dx_band_smem {
   }
 };
 
-// Whether a banded kernel takes a problem (Forward: the forward's, else the dx's): a supported x type, heads of a
-// multiple of 16 channels (pairs of 8-channel mma tiles share a head), C % 8 == 0 and 16-byte aligned tensors
-// (the stage's vector copies), K <= max_k / fwd_max_k (past it the event / prefix-sum kernels cost less). A
-// speed choice only.
+// Whether a banded kernel takes a problem by its shape (Forward: the forward's, else the dx's): a supported x type,
+// heads of a multiple of 16 channels (pairs of 8-channel mma tiles share a head), C % 8 == 0, K <= max_k / fwd_max_k
+// (past it the event / sorted-events / prefix-sum kernels cost less). Pointers play no part: the workspace queries
+// decide with it (the sorted-events dx's workspace is asked for where this is false).
 template <class T, bool Forward = false>
-bool band_applies(const window_geom& wg, const seq_shape& s, const window_params& w, const void* in, const void* out) {
+bool band_shape_applies(const window_geom& wg, const seq_shape& s, const window_params& w) {
   if constexpr (!(Forward ? dx_band_policy<T>::forward : dx_band_policy<T>::supported)) {
-    (void)wg, (void)s, (void)w, (void)in, (void)out;
+    (void)wg, (void)s, (void)w;
     return false;
   } else {
-    auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
     return wg.R % 16 == 0 && s.C % 8 == 0 &&
-           w.window_len() <= (Forward ? dx_band_policy<T>::fwd_max_k : dx_band_policy<T>::max_k) && aligned(in) &&
-           aligned(out);
+           w.window_len() <= (Forward ? dx_band_policy<T>::fwd_max_k : dx_band_policy<T>::max_k);
   }
+}
+// ... and its tensors 16-byte aligned (the stage's vector copies). A speed choice only.
+template <class T, bool Forward = false>
+bool band_applies(const window_geom& wg, const seq_shape& s, const window_params& w, const void* in, const void* out) {
+  auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  return band_shape_applies<T, Forward>(wg, s, w) && aligned(in) && aligned(out);
 }
 
 // What a block of either banded kernel owns and who this thread is: sequence b (valid length n), tiles

@@ -49,6 +49,7 @@ struct window_args {
   const A* dz = nullptr;                      // dx: the offset path W^T dz is added when dz is not null
   const T* weight = nullptr;                  // [P, C], with dz
   const unsigned long long* reach = nullptr;  // dx: {left, right} reach of every valid window (device)
+  unsigned char* sort_ws = nullptr;           // dx: the sorted-events path's workspace (plan_sorted_dx_workspace), or null
   seq_geom g;
   window_geom w;
   int tile = 0;       // tokens per tile

@@ -452,6 +452,10 @@ void window_backward(void* workspace, std::size_t& workspace_bytes, const seq_sh
       d_offsets && wg.subs > 1
           ? detail::checked_bytes(talkconv::detail::checked_mul(NP, wg.subs, "T*B*P*splits"), sizeof(A), "T*B*P*splits")
           : 0);
+  // dx by sorted events where the banded kernels do not take the problem (kernel_window_input_grad.cuh).
+  const detail::sorted_dx_workspace sorted =
+      empty ? detail::sorted_dx_workspace{} : detail::plan_sorted_dx_workspace<T>(shape, w);
+  const std::size_t at_sort = plan.add(sorted.bytes);
   if (detail::workspace_query(workspace, workspace_bytes, empty ? 0 : plan.bytes) || empty) return;
   talkconv::detail::require_pointer(x, "x");
   talkconv::detail::require_pointer(offsets, "offsets");
@@ -464,6 +468,7 @@ void window_backward(void* workspace, std::size_t& workspace_bytes, const seq_sh
   a.dy = dy;
   a.dx = dx;
   if (d_offsets) a.partial = wg.subs > 1 ? reinterpret_cast<A*>(ws + at_partial) : d_offsets;
+  if (sorted.on) a.sort_ws = reinterpret_cast<unsigned char*>(ws + at_sort);
   a.finish.on = true;  // dL/do = head sum * L or M in the offset-gradient kernel where it can (o_pre null)
   detail::launch_window_backward(a, shape, w, max_offset, reinterpret_cast<unsigned long long*>(ws + at_reach), stream,
                                  [&](bool finished) {

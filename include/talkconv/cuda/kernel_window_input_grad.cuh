@@ -1,14 +1,19 @@
 // The window's input gradient on CUDA: the thin __global__ entry points over agent_window_input_grad_band.cuh
 // and agent_window_input_grad_band_tf32.cuh (16-bit x up to K = detail::dx_band_max_k, float up to
 // detail::dx_band_max_k_tf32: a banded product on tensor cores) and
-// agent_window_input_grad.cuh (every other case: tap events bucketed per tile), and their launch (which path,
-// tile plan, vector width, index width, shared memory).
+// agent_window_input_grad_sorted.cuh (every other case where the caller's workspace holds the sorted path's
+// arrays: tap events sorted once by (sequence, head, row)) or agent_window_input_grad.cuh (the rest: tap events
+// bucketed per tile), and their launch (which path, tile plan, vector width, index width, shared memory).
 #pragma once
 
 #include "talkconv/cuda/agent_window_input_grad.cuh"
 #include "talkconv/cuda/agent_window_input_grad_band.cuh"
 #include "talkconv/cuda/agent_window_input_grad_band_tf32.cuh"
+#include "talkconv/cuda/agent_window_input_grad_sorted.cuh"
 #include "talkconv/cuda/dispatch.cuh"
+#include "talkconv/cuda/workspace.cuh"
+
+#include <cub/device/device_radix_sort.cuh>
 
 namespace talkconv {
 namespace cuda {
@@ -19,6 +24,26 @@ namespace detail {
 template <class T, class Idx, int VEC, bool Fused>
 static __global__ void __launch_bounds__(dx_policy<T>::threads, Fused ? dx_policy<T>::fused_min_blocks : dx_policy<T>::min_blocks) input_grad_kernel(window_args<T> a, dx_args d) {
   input_grad_tile<Idx, VEC, Fused>(a, d);
+}
+
+// The sorted-events dx (agent_window_input_grad_sorted.cuh): the events pass, the starts pass (grid-stride,
+// row_threads threads) and the gather (grid (B * blocks_per_seq, channel blocks), dx_policy::threads threads, dynamic
+// smem plan_sorted_dx's). Fused: W^T dz added too.
+template <class T, class Idx>
+static __global__ void __launch_bounds__(row_threads)
+    dx_sorted_events_kernel(window_args<T> a, std::make_unsigned_t<Idx>* keys,
+                            talkconv::detail::dx_sorted_value<acc_t<T>, std::make_unsigned_t<Idx>>* vals,
+                            std::make_unsigned_t<Idx> sentinel, bool causal) {
+  dx_sorted_events_rows<Idx>(a, keys, vals, sentinel, causal);
+}
+template <class U>
+static __global__ void __launch_bounds__(row_threads) dx_sorted_starts_kernel(const U* keys, U items, U rows, U* starts) {
+  dx_sorted_starts_rows<U>(keys, items, rows, starts);
+}
+template <class T, class Idx, int VEC, bool Fused>
+static __global__ void __launch_bounds__(dx_policy<T>::threads, Fused ? dx_policy<T>::fused_min_blocks : dx_policy<T>::min_blocks)
+    input_grad_sorted_kernel(window_args<T> a, dx_sorted_args<acc_t<T>, Idx> d) {
+  input_grad_sorted_tile<Idx, VEC, Fused>(a, d);
 }
 
 // The banded dx (16-bit x and float, windows up to dx_band_policy::max_k): grid (B * blocks_per_seq, channel blocks),
@@ -178,12 +203,185 @@ dx_smem_plan plan_input_grad_smem(const dx_launch& p, index_t np, std::size_t pe
   return q;
 }
 
+// ---- the sorted-events dx: its workspace, its plan and its launch ----
+
+// Whether the sorted-events dx takes a problem: every one the banded dx does not take by shape (double; float past
+// K = 127; 16-bit x past TALKCONV_CUDA_BAND_MAX_K; R % 16 != 0 or C % 8 != 0). By shape alone, so that a workspace
+// query and its call agree; a problem the banded dx refuses for its pointers only (misaligned tensors) takes the
+// event kernel.
+template <class T>
+bool sorted_dx_applies(const seq_shape& s, const window_params& w) {
+  return TALKCONV_CUDA_DX_SORTED != 0 && s.T > 0 && s.B > 0 && !band_shape_applies<T>(window_geom::make(w, s.C), s, w);
+}
+
+// The sorted path's workspace (inside the window backward's and the layer backward's): the keys and the events twice
+// (the sort's double buffer), the row starts, CUB's temporary storage. on = false and 0 bytes where the path does not
+// apply, or where no CUDA device answers the sort's size query (then nothing runs at all).
+struct sorted_dx_workspace {
+  bool on = false;
+  bool idx32 = true;  // 32-bit keys, positions and index arithmetic
+  int bits = 0;       // key bits the sort compares (the sentinel: all of them set)
+  index_t rows = 0;   // B * H * T keys (sequence, head, row)
+  index_t items = 0;  // 4 events per (token, head)
+  std::size_t temp_bytes = 0;
+  std::size_t keys0 = 0, keys1 = 0, vals0 = 0, vals1 = 0, starts = 0, temp = 0, bytes = 0;
+};
+
+// The stable radix sort of the events (size query when temp is null), one call shape for the query and the run.
+template <class U, class V>
+cudaError_t sort_dx_events(void* temp, std::size_t& temp_bytes, cub::DoubleBuffer<U>& keys, cub::DoubleBuffer<V>& vals,
+                           const sorted_dx_workspace& p, cudaStream_t stream) {
+  if constexpr (sizeof(U) == 4)  // p.idx32: fewer than 2^30 events
+    return cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys, vals, static_cast<int>(p.items), 0, p.bits, stream);
+  else
+    return cub::DeviceRadixSort::SortPairs(temp, temp_bytes, keys, vals, p.items, 0, p.bits, stream);
+}
+
+template <class T>
+sorted_dx_workspace plan_sorted_dx_workspace(const seq_shape& s, const window_params& w) {
+  using A = acc_t<T>;
+  namespace td = talkconv::detail;
+  sorted_dx_workspace p;
+  if (!sorted_dx_applies<T>(s, w)) return p;
+  p.rows = td::checked_mul(td::checked_mul(s.B, w.heads, "B*H"), s.T, "B*H*T");
+  p.items = td::checked_mul(p.rows, td::dx_sorted_taps, "B*H*T*4");
+  p.idx32 = fits_int32(s, w.num_offsets()) && p.items < (index_t(1) << 30);
+  p.bits = td::dx_sorted_key_bits(static_cast<std::uint64_t>(p.rows));
+  // CUB sizes its temporary storage for the current device: without one, the path is off (nothing can run).
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) return sorted_dx_workspace{};
+  dispatch_index(p.idx32, [&](auto I) {
+    using U = std::make_unsigned_t<typename decltype(I)::type>;
+    using V = td::dx_sorted_value<A, U>;
+    cub::DoubleBuffer<U> kb(nullptr, nullptr);
+    cub::DoubleBuffer<V> vb(nullptr, nullptr);
+    check(sort_dx_events(nullptr, p.temp_bytes, kb, vb, p, nullptr), "cub::DeviceRadixSort::SortPairs (size query)");
+    workspace_plan wp;
+    p.keys0 = wp.add(checked_bytes(p.items, sizeof(U), "B*H*T*4 event keys"));
+    p.keys1 = wp.add(checked_bytes(p.items, sizeof(U), "B*H*T*4 event keys"));
+    p.vals0 = wp.add(checked_bytes(p.items, sizeof(V), "B*H*T*4 events"));
+    p.vals1 = wp.add(checked_bytes(p.items, sizeof(V), "B*H*T*4 events"));
+    p.starts = wp.add(checked_bytes(p.rows + 1, sizeof(U), "B*H*T row starts"));
+    p.temp = wp.add(p.temp_bytes);
+    p.bytes = wp.bytes;
+  });
+  p.on = true;
+  return p;
+}
+
+// The gather kernel's plan and shared memory (host-testable): the tile of dx_policy::tile rows, the staged chunk (the
+// raking pass aliases it), the row starts of nh_max heads, the heads' bases, the carry round, and for the fused offset
+// path W^T and the dz buffer (as the event kernel stages them).
+template <class T, class Idx, int VEC, bool Fused>
+dx_sorted_args<acc_t<T>, Idx> plan_sorted_dx(const seq_shape& s, const window_params& w, index_t np, std::size_t& smem) {
+  using A = acc_t<T>;
+  using P = dx_policy<T>;
+  using D = dx_sorted_args<A, Idx>;
+  using U = typename D::U;
+  const window_geom wg = window_geom::make(w, s.C);
+  D d;
+  d.nh_max = wg.subs > 1 ? 1 : wg.heads_per_block;
+  d.tile = P::tile;
+  d.tiles = (s.T + P::tile - 1) / P::tile;
+  d.tiles_per_block = P::tiles_per_block;
+  d.blocks_per_seq = (d.tiles + d.tiles_per_block - 1) / d.tiles_per_block;
+  d.causal = w.causal;
+  d.cap = P::sorted_stage_bytes / static_cast<int>(sizeof(typename D::value));
+  auto up16 = [](std::size_t x) { return (x + 15) / 16 * 16; };
+  const std::size_t scan = sizeof(A) * 2 * std::size_t(P::shape(VEC).groups) * P::lanes;
+  const std::size_t stage = sizeof(typename D::value) * std::size_t(d.cap);
+  std::size_t at = up16(stage > scan ? stage : scan);
+  d.rs_at = static_cast<unsigned>(at);
+  at = up16(at + sizeof(U) * std::size_t(d.nh_max) * (P::tile + 1));
+  d.hb_at = static_cast<unsigned>(at);
+  at = up16(at + sizeof(U) * (2 * std::size_t(d.nh_max) + 1));
+  d.car_at = static_cast<unsigned>(at);
+  at = up16(at + (sizeof(U) + sizeof(A) + 1) * std::size_t(P::threads));
+  if (Fused) {
+    d.chunks = static_cast<int>((np + 31) / 32);
+    d.w_at = at;
+    at += sizeof(float) * std::size_t(talkconv::detail::dxf_chunk_floats) * std::size_t(d.chunks) * (P::split_w ? 2 : 1) +
+          sizeof(float) * std::size_t(P::tile) * 32;
+  }
+  smem = at;
+  return d;
+}
+
+// dx by sorted events where a.sort_ws holds plan_sorted_dx_workspace's bytes (window_backward and the layer's backward
+// ask for them where sorted_dx_applies): the events pass, the sort, the starts pass, the gather kernel, with W^T dz
+// fused where the event kernel would fuse it (returns whether it did). Asynchronous on `stream`; no allocation.
+template <class T>
+bool launch_input_grad_sorted(const window_args<T>& a, const seq_shape& s, const window_params& w, cudaStream_t stream) {
+  using A = acc_t<T>;
+  using P = dx_policy<T>;
+  namespace td = talkconv::detail;
+  const sorted_dx_workspace ws = plan_sorted_dx_workspace<T>(s, w);
+  if (!ws.on) td::fail(status::cuda_error, "dx", "the sorted-events dx was launched where it does not apply");
+  constexpr int V = P::vec;
+  const bool vectors = V > 1 && a.w.R % V == 0 && s.C % V == 0 && reinterpret_cast<std::uintptr_t>(a.dy) % 16 == 0 &&
+                       reinterpret_cast<std::uintptr_t>(a.dx) % 16 == 0;
+  const index_t np = w.num_offsets();
+  const bool fused = P::fusable && vectors && a.dz != nullptr && a.weight != nullptr && np <= 32 * P::fused_chunks;
+  bool done = false;
+  dispatch_index(ws.idx32, [&](auto I) {
+    using Idx = typename decltype(I)::type;
+    using U = std::make_unsigned_t<Idx>;
+    using Val = td::dx_sorted_value<A, U>;
+    U* keys0 = reinterpret_cast<U*>(a.sort_ws + ws.keys0);
+    U* keys1 = reinterpret_cast<U*>(a.sort_ws + ws.keys1);
+    Val* vals0 = reinterpret_cast<Val*>(a.sort_ws + ws.vals0);
+    Val* vals1 = reinterpret_cast<Val*>(a.sort_ws + ws.vals1);
+    U* starts = reinterpret_cast<U*>(a.sort_ws + ws.starts);
+    dx_sorted_events_kernel<T, Idx><<<grid_for(s.T * s.B, row_threads), row_threads, 0, stream>>>(
+        a, keys0, vals0, static_cast<U>(td::dx_sorted_sentinel(ws.bits)), w.causal);
+    check_launch("dx_sorted_events_kernel");
+    cub::DoubleBuffer<U> kb(keys0, keys1);
+    cub::DoubleBuffer<Val> vb(vals0, vals1);
+    std::size_t temp_bytes = ws.temp_bytes;
+    check(sort_dx_events(a.sort_ws + ws.temp, temp_bytes, kb, vb, ws, stream), "cub::DeviceRadixSort::SortPairs");
+    dx_sorted_starts_kernel<U><<<grid_for(ws.rows + 1, row_threads), row_threads, 0, stream>>>(
+        kb.Current(), static_cast<U>(ws.items), static_cast<U>(ws.rows), starts);
+    check_launch("dx_sorted_starts_kernel");
+    // The gather; false (nothing launched) for a fused plan beyond the opt-in: the unfused kernel runs then.
+    auto run = [&](auto vec, auto fuse) {
+      constexpr int VEC = decltype(vec)::value;
+      constexpr bool Fused = decltype(fuse)::value;
+      std::size_t smem = 0;
+      dx_sorted_args<A, Idx> d = plan_sorted_dx<T, Idx, VEC, Fused>(s, w, np, smem);
+      if (Fused && smem > smem_optin()) return false;
+      d.keys = kb.Current();
+      d.vals = vb.Current();
+      d.starts = starts;
+      d.items = static_cast<U>(ws.items);
+      d.sentinel = static_cast<U>(td::dx_sorted_sentinel(ws.bits));
+      auto* kernel = &input_grad_sorted_kernel<T, Idx, VEC, Fused>;
+      allow_smem(kernel, smem, "cudaFuncSetAttribute(input_grad_sorted_kernel)");
+      kernel<<<window_grid(s, d.blocks_per_seq, a.w), P::threads, smem, stream>>>(a, d);
+      check_launch("input_grad_sorted_kernel");
+      done = Fused;
+      return true;
+    };
+    if constexpr (V > 1) {
+      if (vectors) {
+        if constexpr (P::fusable) {
+          if (fused && run(std::integral_constant<int, V>{}, std::true_type{})) return;
+        }
+        run(std::integral_constant<int, V>{}, std::false_type{});
+        return;
+      }
+    }
+    run(std::integral_constant<int, 1>{}, std::false_type{});
+  });
+  return done;
+}
+
 // dx = the window part of the input gradient (overwritten). a.reach: the windows' reach on the device
 // (window_reach_kernel), a.dy, a.dx, a.offsets set. When a.dz is set (with a.weight: the layer's dz after
 // the sigmoid and dropout, zero past the lengths), W^T dz is added in the same pass where the fused path
 // applies (dx_policy::fusable: 16-bit types and float; 16-byte vectors; P <= 32 * fused_chunks): returns
 // true then; false means
-// the caller adds W^T dz itself. Asynchronous on `stream`.
+// the caller adds W^T dz itself. The banded kernels where they apply; else the sorted-events path where a.sort_ws
+// holds its workspace; else the event kernel. Asynchronous on `stream`.
 // max_offset: the largest offset expected (sizes the banded path's segments; any offsets give the same sums).
 template <class T>
 bool launch_input_grad(const window_args<T>& a, const seq_shape& s, const window_params& w, cudaStream_t stream,
@@ -211,6 +409,7 @@ bool launch_input_grad(const window_args<T>& a, const seq_shape& s, const window
     });
     return fused;
   }
+  if (a.sort_ws != nullptr && sorted_dx_applies<T>(s, w)) return launch_input_grad_sorted(a, s, w, stream);
   dx_launch p = plan_input_grad<T>(s, w);
   const dim3 grid = window_grid(s, p.args.blocks_per_seq, a.w);
   constexpr int V = P::vec;

@@ -55,6 +55,13 @@
 #define TALKCONV_CUDA_L2_HINTS 1
 #endif
 
+// TALKCONV_CUDA_DX_SORTED=0 keeps dx on the event kernel where the banded kernels do not take it (double, float past
+// K = 127, 16-bit x past TALKCONV_CUDA_BAND_MAX_K, heads of R % 16 != 0): an A/B switch for the profiler; the sorted
+// path's workspace (bench/cuda/BUDGET.md, seventeenth session) is then not asked for.
+#ifndef TALKCONV_CUDA_DX_SORTED
+#define TALKCONV_CUDA_DX_SORTED 1
+#endif
+
 namespace talkconv {
 namespace cuda {
 namespace detail {
@@ -175,6 +182,9 @@ struct dx_policy {
   static constexpr int min_stage_rows = 64;
   static_assert(lanes == window_traits::lanes, "dx blocks use the window kernels' channel plan");
   static_assert(threads == warps * 32, "whole warps");
+  // The sorted-events kernel (agent_window_input_grad_sorted.cuh): a tile's events staged in chunks of this many
+  // bytes (2048 events of 8 bytes for 16-bit x and float, 1024 of 16 for double; the raking pass aliases them).
+  static constexpr int sorted_stage_bytes = 16384;
 };
 
 // ---- the banded window kernels (tensor cores: dx = W dY, y = W X) ----

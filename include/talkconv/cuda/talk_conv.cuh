@@ -190,6 +190,10 @@ class talk_conv : public basic_talk_conv<Heads> {
     const std::size_t at_dz = plan.add(bytes_np);
     const std::size_t at_dw = plan.add(pp.dw_bytes(P, this->cfg_.channels, sizeof(acc_type)));
     const std::size_t at_db = plan.add(pp.db_bytes(P, sizeof(acc_type)));
+    // dx by sorted events where the banded kernels do not take the problem (kernel_window_input_grad.cuh).
+    const detail::sorted_dx_workspace sorted =
+        empty ? detail::sorted_dx_workspace{} : detail::plan_sorted_dx_workspace<T>(a.shape, w);
+    const std::size_t at_sort = plan.add(sorted.bytes);
     if (detail::workspace_query(workspace, workspace_bytes, empty ? 0 : plan.bytes) || empty) return;
     talkconv::detail::require_pointer(a.x, "x");
     talkconv::detail::require_pointer(a.weight, "weight");
@@ -226,6 +230,7 @@ class talk_conv : public basic_talk_conv<Heads> {
     c.o_pre = const_cast<acc_type*>(o_pre);
     c.partial = wa.partial;
     c.subs = wg.subs;
+    if (sorted.on) wa.sort_ws = reinterpret_cast<unsigned char*>(ws + at_sort);
     wa.dz = dz;  // written before dx (the offset-gradient kernel's finish or the combine): the fused dx reads it
     wa.weight = a.weight;
     // dz finished in the offset-gradient kernel where a block holds whole heads (then no combine pass).
