@@ -33,11 +33,8 @@ template <class A, class Idx>
 struct dx_sorted_args {
   using U = std::make_unsigned_t<Idx>;
   using value = talkconv::detail::dx_sorted_value<A, U>;
-  const U* keys = nullptr;     // sorted keys (binary-searched by the starts pass)
   const value* vals = nullptr;  // sorted events
   const U* starts = nullptr;    // [B * H * T + 1]: the first event of (sequence, head, row)
-  U items = 0;                  // events (4 per (token, head), sentinels included)
-  U sentinel = 0;
   int tile = 0;                 // rows per tile (dx_policy::tile)
   index_t tiles = 0;            // tiles per sequence
   int tiles_per_block = 1;
@@ -52,7 +49,8 @@ struct dx_sorted_args {
   std::size_t w_at = 0;         // fused: staged W^T, then the dz buffer
 };
 
-// 1. Grid-stride over the rows of x's layout (token t of sequence b): four events per head.
+// 1. Grid-stride over (sequence b, token t), t fastest (consecutive threads write consecutive events): four events per
+//    head.
 template <class Idx, class T>
 __device__ void dx_sorted_events_rows(const window_args<T>& a, std::make_unsigned_t<Idx>* __restrict__ keys,
                                       talkconv::detail::dx_sorted_value<acc_t<T>, std::make_unsigned_t<Idx>>* __restrict__ vals,
@@ -64,10 +62,8 @@ __device__ void dx_sorted_events_rows(const window_args<T>& a, std::make_unsigne
   const A inv_k = A(1) / A(a.w.L + a.w.M + 1);
   for (Idx r = static_cast<Idx>(blockIdx.x) * static_cast<Idx>(blockDim.x) + static_cast<Idx>(threadIdx.x); r < N;
        r += static_cast<Idx>(gridDim.x) * static_cast<Idx>(blockDim.x)) {
-    index_t tl, bl;
-    a.g.token_of(index_t(r), tl, bl);
-    const Idx t = static_cast<Idx>(tl), b = static_cast<Idx>(bl), n = static_cast<Idx>(a.g.length(bl));
-    const A* o = a.offsets + r * static_cast<Idx>(a.g.P);
+    const Idx b = r / Tn, t = r - b * Tn, n = static_cast<Idx>(a.g.length(index_t(b)));
+    const A* o = a.offsets + (index_t(b) * a.g.ob + index_t(t) * a.g.ot);
     for (Idx h = 0; h < H; ++h) {
       const Idx e0 = td::dx_sorted_event_index<Idx>(b, t, h, 0, Tn, H);
       Idx row[4] = {-1, -1, -1, -1};
@@ -276,10 +272,10 @@ __device__ void input_grad_sorted_tile(const window_args<T>& a, const dx_sorted_
 
     // b. The events in chunks of d.cap: staged, then each thread's rows.
     const U total = hb[nh];
+    int h = 0;  // the head of this thread's staged event: its positions q only grow, within and across chunks
     for (U c_lo = 0; c_lo < total; c_lo += static_cast<U>(d.cap)) {
       const U c_hi = total - c_lo < static_cast<U>(d.cap) ? total : c_lo + static_cast<U>(d.cap);
       for (U q = c_lo + static_cast<U>(tid); q < c_hi; q += static_cast<U>(threads)) {
-        int h = 0;
         while (h + 1 < nh && hb[h + 1] <= q) ++h;
         ev[q - c_lo] = d.vals[hlo[h] + (q - hb[h])];
       }

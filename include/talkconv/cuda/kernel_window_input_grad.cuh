@@ -249,7 +249,10 @@ sorted_dx_workspace plan_sorted_dx_workspace(const seq_shape& s, const window_pa
   p.bits = td::dx_sorted_key_bits(static_cast<std::uint64_t>(p.rows));
   // CUB sizes its temporary storage for the current device: without one, the path is off (nothing can run).
   int devices = 0;
-  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) return sorted_dx_workspace{};
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    (void)cudaGetLastError();  // this query's own error (no device: there is no caller's launch to report)
+    return sorted_dx_workspace{};
+  }
   dispatch_index(p.idx32, [&](auto I) {
     using U = std::make_unsigned_t<typename decltype(I)::type>;
     using V = td::dx_sorted_value<A, U>;
@@ -349,11 +352,8 @@ bool launch_input_grad_sorted(const window_args<T>& a, const seq_shape& s, const
       std::size_t smem = 0;
       dx_sorted_args<A, Idx> d = plan_sorted_dx<T, Idx, VEC, Fused>(s, w, np, smem);
       if (Fused && smem > smem_optin()) return false;
-      d.keys = kb.Current();
       d.vals = vb.Current();
       d.starts = starts;
-      d.items = static_cast<U>(ws.items);
-      d.sentinel = static_cast<U>(td::dx_sorted_sentinel(ws.bits));
       auto* kernel = &input_grad_sorted_kernel<T, Idx, VEC, Fused>;
       allow_smem(kernel, smem, "cudaFuncSetAttribute(input_grad_sorted_kernel)");
       kernel<<<window_grid(s, d.blocks_per_seq, a.w), P::threads, smem, stream>>>(a, d);

@@ -79,13 +79,5 @@ TALKCONV_HOST_DEVICE inline bool dx_sorted_carry(const window_taps<A, I>& k, I e
   return !(c == A(0));  // NaN kept
 }
 
-// Row starts of one head's events in a tile [t0, t0 + rows): given the row of the event at position q of the
-// head's sorted range and of the one before it (prev = -1 for the first), the rows whose first event is q:
-// (prev, row]. Rows after the last event start at the range's end (the caller's initial value).
-TALKCONV_HOST_DEVICE inline void dx_sorted_row_span(int prev, int row, int& first, int& last) {
-  first = prev + 1;
-  last = row;
-}
-
 }  // namespace detail
 }  // namespace talkconv
