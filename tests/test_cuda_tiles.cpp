@@ -86,6 +86,21 @@ void finish_dx_tile(const ref::problem& pb, const td::dx_block_shape& S, const c
   }
 }
 
+// The dx kernels' walk: per sequence b and channel block, blocks of dx_tiles_per_block tiles of `tile` rows, each block's
+// tiles from the last to the first (last: the block's last tile, which gathers the carry; the lower tiles take the chain,
+// 64 accumulators per block, from the tile above). f(b, cb, last, t0, t1, chain) does one tile.
+template <class A, class F>
+void walk_dx_tiles(const ref::problem& pb, long tile, F&& f) {
+  const long tiles = (pb.T + tile - 1) / tile;
+  for (long b = 0; b < pb.B; ++b)
+    for (const channel_block& cb : channel_blocks(pb.C, pb.H))
+      for (long k0 = 0; k0 < tiles; k0 += td::dx_tiles_per_block) {
+        const long kend = std::min(k0 + td::dx_tiles_per_block, tiles);
+        std::vector<A> chain(64, A(0));
+        for (long kt = kend - 1; kt >= k0; --kt) f(b, cb, kt == kend - 1, kt * tile, std::min(kt * tile + tile, pb.T), chain);
+      }
+}
+
 // dx (window part) as input_grad_tile computes it, for accumulator A (dy given in A) and vector width vec.
 // stage_rows > 0: the 16-bit path's staged dy (vec 8): at most 256 records and stage_rows distinct tokens per batch,
 // one row per token, copied to a stage at detail::dx_stage_key / dx_stage_byte, the gather reading its vector
@@ -108,116 +123,106 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
     unsigned key;  // staged: the row's key
   };
   const unsigned stage_at = 384;  // any multiple of 128 (the kernel's is after its other buffers)
-  const long tiles = (pb.T + tile - 1) / tile;
-  for (long b = 0; b < pb.B; ++b)
-    for (const channel_block& cb : channel_blocks(pb.C, pb.H))
-      for (long k0 = 0; k0 < tiles; k0 += td::dx_tiles_per_block) {
-      // A block's tiles from the last to the first; the lower tiles' carry chained from the tile above.
-      const long kend = std::min(k0 + td::dx_tiles_per_block, tiles);
-      std::vector<A> chain(64, A(0));
-      for (long kt = kend - 1; kt >= k0; --kt) {
-        const bool last = kt == kend - 1;
-        const long t0 = kt * tile;
-        const long t1 = std::min(t0 + tile, pb.T), n = pb.n(b);
-        const long h_first = cb.c0 / R;
-        const int nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - h_first + 1);
-        REQUIRE(nh <= nh_max);
-        const int rows1 = tile + 1;
-        long u0, u1;
-        td::dx_candidates<long>(t0, t1, n, std::min(reach_l, pb.T), std::min(reach_r, pb.T), u0, u1);
-        std::vector<A> acc(size_t(S.tile) * 64, A(0)), car(size_t(S.groups) * 64, A(0));
-        // The pairs' events in this tile (bucket keys, -1: none; weights), as the kernel's pair_events.
-        auto pair_events = [&](long u, int ph, std::array<int, 4>& key, std::array<A, 4>& w) {
-          const long h = h_first + ph;
-          const auto k = td::make_taps<A, long>(u, o[pb.oi(u, b, h)], pb.causal ? A(0) : o[pb.oi(u, b, pb.H + h)], pb.L,
-                                                pb.M, n, pb.causal);
-          int kk[4];
-          A ww[4];
-          td::dx_events<A, long>(k, t0, t1, tile, kk, ww, last);
-          for (int j = 0; j < 4; ++j) {
-            key[size_t(j)] = kk[j] >= 0 ? ph * rows1 + kk[j] : -1;
-            w[size_t(j)] = ww[j];
+  walk_dx_tiles<A>(pb, tile, [&](long b, const channel_block& cb, bool last, long t0, long t1, std::vector<A>& chain) {
+    const long n = pb.n(b);
+    const long h_first = cb.c0 / R;
+    const int nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - h_first + 1);
+    REQUIRE(nh <= nh_max);
+    const int rows1 = tile + 1;
+    long u0, u1;
+    td::dx_candidates<long>(t0, t1, n, std::min(reach_l, pb.T), std::min(reach_r, pb.T), u0, u1);
+    std::vector<A> acc(size_t(S.tile) * 64, A(0)), car(size_t(S.groups) * 64, A(0));
+    // The pairs' events in this tile (bucket keys, -1: none; weights), as the kernel's pair_events.
+    auto pair_events = [&](long u, int ph, std::array<int, 4>& key, std::array<A, 4>& w) {
+      const long h = h_first + ph;
+      const auto k = td::make_taps<A, long>(u, o[pb.oi(u, b, h)], pb.causal ? A(0) : o[pb.oi(u, b, pb.H + h)], pb.L,
+                                            pb.M, n, pb.causal);
+      int kk[4];
+      A ww[4];
+      td::dx_events<A, long>(k, t0, t1, tile, kk, ww, last);
+      for (int j = 0; j < 4; ++j) {
+        key[size_t(j)] = kk[j] >= 0 ? ph * rows1 + kk[j] : -1;
+        w[size_t(j)] = ww[j];
+      }
+    };
+    // Rounds of per_round tokens x nh heads queue the pairs with an event, in pair order; batches take up to
+    // 256 queued records (the kernel interleaves rounds and batches; the queue is first in, first out, so the
+    // batches are these), staged: and at most stage_rows distinct tokens, one stage row each.
+    const int per_round = td::dx_tokens_per_round(S.threads, nh);
+    std::vector<std::pair<long, int>> records;
+    for (long ur = u0; ur < u1; ur += per_round)
+      for (int p = 0; p < S.threads; ++p) {
+        const int pu = p / nh, ph = p - pu * nh;
+        const long u = ur + pu;
+        if (pu >= per_round || u >= u1) continue;
+        const long h = h_first + ph;
+        const auto k = td::make_taps<A, long>(u, o[pb.oi(u, b, h)], pb.causal ? A(0) : o[pb.oi(u, b, pb.H + h)],
+                                              pb.L, pb.M, n, pb.causal);
+        if (td::dx_pair_queued<A, long>(k, t0, t1, last)) records.push_back({u, ph});
+      }
+    for (size_t r0 = 0; r0 < records.size();) {
+      // the batch: records [r0, r0 + np), srow[p] = the stage row of record r0 + p (its token's)
+      std::vector<int> srow;
+      int rows = 0;
+      for (size_t r = r0; r < records.size() && srow.size() < size_t(S.threads); ++r) {
+        const bool opens = r == r0 || records[r].first != records[r - 1].first;
+        if (stage_rows > 0 && opens && rows == stage_rows) break;
+        rows += opens;
+        srow.push_back(rows - 1);
+      }
+      const int np = static_cast<int>(srow.size());
+      // Staged: stage row i holds the dy of the batch's i-th token (the block's 64 channels, 8 vectors of 8
+      // per row), by byte.
+      std::vector<A> stage;
+      if (stage_rows > 0) {
+        REQUIRE(rows <= stage_rows);
+        stage.assign(size_t(stage_at + 128u * unsigned(stage_rows)) / 2, std::numeric_limits<A>::quiet_NaN());
+        for (int p = 0; p < np; ++p)
+          for (int sv = 0; sv < 8; ++sv)
+            for (int i = 0; i < 8 && sv * 8 + i < cb.cn; ++i)
+              stage[td::dx_stage_byte(td::dx_stage_key(stage_at, srow[size_t(p)]), sv) / 2 + size_t(i)] =
+                  dy[pb.xi(records[r0 + size_t(p)].first, b, cb.c0 + sv * 8 + i)];
+      }
+      auto dy_of = [&](const event& e, int c) {
+        if (stage_rows == 0) return dy[pb.xi(e.u, b, cb.c0 + c)];
+        return stage[td::dx_stage_byte(e.key, c / 8) / 2 + size_t(c % 8)];
+      };
+      // Events of each thread's record, then buckets in (warp, tap, lane) order.
+      std::vector<std::array<int, 4>> key(size_t(S.threads));
+      std::vector<std::array<A, 4>> w(size_t(S.threads));
+      for (int p = 0; p < S.threads; ++p) {
+        key[size_t(p)] = {-1, -1, -1, -1};
+        if (p < np) pair_events(records[r0 + size_t(p)].first, records[r0 + size_t(p)].second, key[size_t(p)], w[size_t(p)]);
+      }
+      std::vector<std::vector<event>> bucket(size_t(nh * rows1));
+      for (int wp = 0; wp < S.warps; ++wp)
+        for (int j = 0; j < 4; ++j)
+          for (int lane = 0; lane < 32; ++lane) {
+            const int p = wp * 32 + lane;
+            const int bin = key[size_t(p)][size_t(j)];
+            if (bin >= 0)
+              bucket[size_t(bin)].push_back(
+                  {records[r0 + size_t(p)].first, w[size_t(p)][size_t(j)] * inv_k,
+                   td::dx_stage_key(stage_at, srow[size_t(p)])});
           }
-        };
-        // Rounds of per_round tokens x nh heads queue the pairs with an event, in pair order; batches take up to
-        // 256 queued records (the kernel interleaves rounds and batches; the queue is first in, first out, so the
-        // batches are these), staged: and at most stage_rows distinct tokens, one stage row each.
-        const int per_round = td::dx_tokens_per_round(S.threads, nh);
-        std::vector<std::pair<long, int>> records;
-        for (long ur = u0; ur < u1; ur += per_round)
-          for (int p = 0; p < S.threads; ++p) {
-            const int pu = p / nh, ph = p - pu * nh;
-            const long u = ur + pu;
-            if (pu >= per_round || u >= u1) continue;
-            const long h = h_first + ph;
-            const auto k = td::make_taps<A, long>(u, o[pb.oi(u, b, h)], pb.causal ? A(0) : o[pb.oi(u, b, pb.H + h)],
-                                                  pb.L, pb.M, n, pb.causal);
-            if (td::dx_pair_queued<A, long>(k, t0, t1, last)) records.push_back({u, ph});
+      // Gather: thread (g, v) sums its rows' buckets, and carry events e with e % groups == g.
+      for (int c = 0; c < cb.cn; ++c) {
+        const int hv = static_cast<int>((cb.c0 + c) / R - h_first);
+        for (int row = 0; row < tile; ++row)
+          for (const event& e : bucket[size_t(hv * rows1 + row)]) {
+            A& a = acc[size_t(row) * 64 + size_t(c)];
+            a = std::fma(e.w, dy_of(e, c), a);
           }
-        for (size_t r0 = 0; r0 < records.size();) {
-          // the batch: records [r0, r0 + np), srow[p] = the stage row of record r0 + p (its token's)
-          std::vector<int> srow;
-          int rows = 0;
-          for (size_t r = r0; r < records.size() && srow.size() < size_t(S.threads); ++r) {
-            const bool opens = r == r0 || records[r].first != records[r - 1].first;
-            if (stage_rows > 0 && opens && rows == stage_rows) break;
-            rows += opens;
-            srow.push_back(rows - 1);
-          }
-          const int np = static_cast<int>(srow.size());
-          // Staged: stage row i holds the dy of the batch's i-th token (the block's 64 channels, 8 vectors of 8
-          // per row), by byte.
-          std::vector<A> stage;
-          if (stage_rows > 0) {
-            REQUIRE(rows <= stage_rows);
-            stage.assign(size_t(stage_at + 128u * unsigned(stage_rows)) / 2, std::numeric_limits<A>::quiet_NaN());
-            for (int p = 0; p < np; ++p)
-              for (int sv = 0; sv < 8; ++sv)
-                for (int i = 0; i < 8 && sv * 8 + i < cb.cn; ++i)
-                  stage[td::dx_stage_byte(td::dx_stage_key(stage_at, srow[size_t(p)]), sv) / 2 + size_t(i)] =
-                      dy[pb.xi(records[r0 + size_t(p)].first, b, cb.c0 + sv * 8 + i)];
-          }
-          auto dy_of = [&](const event& e, int c) {
-            if (stage_rows == 0) return dy[pb.xi(e.u, b, cb.c0 + c)];
-            return stage[td::dx_stage_byte(e.key, c / 8) / 2 + size_t(c % 8)];
-          };
-          // Events of each thread's record, then buckets in (warp, tap, lane) order.
-          std::vector<std::array<int, 4>> key(size_t(S.threads));
-          std::vector<std::array<A, 4>> w(size_t(S.threads));
-          for (int p = 0; p < S.threads; ++p) {
-            key[size_t(p)] = {-1, -1, -1, -1};
-            if (p < np) pair_events(records[r0 + size_t(p)].first, records[r0 + size_t(p)].second, key[size_t(p)], w[size_t(p)]);
-          }
-          std::vector<std::vector<event>> bucket(size_t(nh * rows1));
-          for (int wp = 0; wp < S.warps; ++wp)
-            for (int j = 0; j < 4; ++j)
-              for (int lane = 0; lane < 32; ++lane) {
-                const int p = wp * 32 + lane;
-                const int bin = key[size_t(p)][size_t(j)];
-                if (bin >= 0)
-                  bucket[size_t(bin)].push_back(
-                      {records[r0 + size_t(p)].first, w[size_t(p)][size_t(j)] * inv_k,
-                       td::dx_stage_key(stage_at, srow[size_t(p)])});
-              }
-          // Gather: thread (g, v) sums its rows' buckets, and carry events e with e % groups == g.
-          for (int c = 0; c < cb.cn; ++c) {
-            const int hv = static_cast<int>((cb.c0 + c) / R - h_first);
-            for (int row = 0; row < tile; ++row)
-              for (const event& e : bucket[size_t(hv * rows1 + row)]) {
-                A& a = acc[size_t(row) * 64 + size_t(c)];
-                a = std::fma(e.w, dy_of(e, c), a);
-              }
-            const auto& cv = bucket[size_t(hv * rows1 + tile)];
-            for (size_t e = 0; e < cv.size(); ++e) {
-              A& a = car[(e % size_t(S.groups)) * 64 + size_t(c)];
-              a = std::fma(cv[e].w, dy_of(cv[e], c), a);
-            }
-          }
-          r0 += size_t(np);
+        const auto& cv = bucket[size_t(hv * rows1 + tile)];
+        for (size_t e = 0; e < cv.size(); ++e) {
+          A& a = car[(e % size_t(S.groups)) * 64 + size_t(c)];
+          a = std::fma(cv[e].w, dy_of(cv[e], c), a);
         }
-        finish_dx_tile(pb, S, cb, b, t0, t1, last, acc, car, chain, dx);
       }
-      }
+      r0 += size_t(np);
+    }
+    finish_dx_tile(pb, S, cb, b, t0, t1, last, acc, car, chain, dx);
+  });
   return dx;
 }
 
@@ -268,51 +273,79 @@ vec emulate_dx_sorted(const ref::problem& pb, const std::vector<A>& o, const std
   auto first_at = [&](std::uint64_t k) { return static_cast<long>(std::lower_bound(ks.begin(), ks.end(), k) - ks.begin()); };
   // The tiles.
   vec dx(pb.x_size(), 0.0);
-  const long tiles = (T + S.tile - 1) / S.tile;
-  for (long b = 0; b < pb.B; ++b)
-    for (const channel_block& cb : channel_blocks(pb.C, pb.H))
-      for (long k0 = 0; k0 < tiles; k0 += td::dx_tiles_per_block) {
-        const long kend = std::min(k0 + td::dx_tiles_per_block, tiles);
-        std::vector<A> chain(64, A(0));
-        for (long kt = kend - 1; kt >= k0; --kt) {
-          const bool last = kt == kend - 1;
-          const long t0 = kt * S.tile, t1 = std::min(t0 + S.tile, T), n = pb.n(b);
-          const long h_first = cb.c0 / R;
-          const int nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - h_first + 1);
-          std::vector<A> acc(size_t(S.tile) * 64, A(0)), car(size_t(S.groups) * 64, A(0));
-          for (int c = 0; c < cb.cn; ++c) {
-            const long h = (cb.c0 + c) / R;
-            const std::uint64_t k0h = td::dx_sorted_key<std::uint64_t, long>(b, h, t0, T, H);
-            const long hi = first_at(td::dx_sorted_key<std::uint64_t, long>(b, h, t1, T, H));
-            for (long e = first_at(k0h); e < hi; ++e) {
-              A& a = acc[size_t(ks[size_t(e)] - k0h) * 64 + size_t(c)];
-              a = std::fma(vs[size_t(e)].w, dy[pb.xi(vs[size_t(e)].u, b, cb.c0 + c)], a);
-            }
-          }
-          if (last && t1 < n) {  // the carry at t1: tokens whose taps lie on both sides of it
-            long u0, u1;
-            td::dx_candidates<long>(t1, t1, n, std::min(reach_l, T), std::min(reach_r, T), u0, u1);
-            const int per_round = td::dx_tokens_per_round(S.threads, nh);
-            for (long ur = u0; ur < u1; ur += per_round)
-              for (int p = 0; p < S.threads; ++p) {
-                const int pu = p / nh, ph = p - pu * nh;
-                const long u = ur + pu;
-                A w;
-                if (pu >= per_round || u >= u1 || !td::dx_sorted_carry<A, long>(taps_of(b, u, h_first + ph), t1, w))
-                  continue;
-                const A cw = w * inv_k;
-                if (cw == A(0)) continue;  // underflowed: the kernel skips it too
-                for (int c = 0; c < cb.cn; ++c)
-                  if ((cb.c0 + c) / R == h_first + ph) {
-                    A& a = car[size_t(p % S.groups) * 64 + size_t(c)];
-                    a = std::fma(cw, dy[pb.xi(u, b, cb.c0 + c)], a);
-                  }
-              }
-          }
-          finish_dx_tile(pb, S, cb, b, t0, t1, last, acc, car, chain, dx);
-        }
+  walk_dx_tiles<A>(pb, S.tile, [&](long b, const channel_block& cb, bool last, long t0, long t1, std::vector<A>& chain) {
+    const long n = pb.n(b);
+    const long h_first = cb.c0 / R;
+    const int nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - h_first + 1);
+    std::vector<A> acc(size_t(S.tile) * 64, A(0)), car(size_t(S.groups) * 64, A(0));
+    for (int c = 0; c < cb.cn; ++c) {
+      const long h = (cb.c0 + c) / R;
+      const std::uint64_t k0h = td::dx_sorted_key<std::uint64_t, long>(b, h, t0, T, H);
+      const long hi = first_at(td::dx_sorted_key<std::uint64_t, long>(b, h, t1, T, H));
+      for (long e = first_at(k0h); e < hi; ++e) {
+        A& a = acc[size_t(ks[size_t(e)] - k0h) * 64 + size_t(c)];
+        a = std::fma(vs[size_t(e)].w, dy[pb.xi(vs[size_t(e)].u, b, cb.c0 + c)], a);
       }
+    }
+    if (last && t1 < n) {  // the carry at t1: tokens whose taps lie on both sides of it
+      long u0, u1;
+      td::dx_candidates<long>(t1, t1, n, std::min(reach_l, T), std::min(reach_r, T), u0, u1);
+      const int per_round = td::dx_tokens_per_round(S.threads, nh);
+      for (long ur = u0; ur < u1; ur += per_round)
+        for (int p = 0; p < S.threads; ++p) {
+          const int pu = p / nh, ph = p - pu * nh;
+          const long u = ur + pu;
+          A w;
+          if (pu >= per_round || u >= u1 || !td::dx_sorted_carry<A, long>(taps_of(b, u, h_first + ph), t1, w))
+            continue;
+          const A cw = w * inv_k;
+          if (cw == A(0)) continue;  // underflowed: the kernel skips it too
+          for (int c = 0; c < cb.cn; ++c)
+            if ((cb.c0 + c) / R == h_first + ph) {
+              A& a = car[size_t(p % S.groups) * 64 + size_t(c)];
+              a = std::fma(cw, dy[pb.xi(u, b, cb.c0 + c)], a);
+            }
+        }
+    }
+    finish_dx_tile(pb, S, cb, b, t0, t1, last, acc, car, chain, dx);
+  });
   return dx;
+}
+
+// One token's taps (double) in a sequence of length n up to 900, L and M up to 300, a quarter causal, offsets in [0, 1]
+// with exact integers now and then (zero-weight taps), and a tile [t0, t1) of up to 128 rows: the event tests' draw.
+struct tap_draw {
+  td::window_taps<double, long> k;
+  long n, t0, t1;
+};
+tap_draw random_tap_draw(std::mt19937_64& rng) {
+  const long L = uniform_int(rng, 0, 300), M = uniform_int(rng, 0, 300), n = uniform_int(rng, 1, 900);
+  const bool causal = uniform_int(rng, 0, 3) == 0;
+  const long u = uniform_int(rng, 0, n - 1);
+  std::uniform_real_distribution<double> off(0.0, 1.0);
+  const double ol = uniform_int(rng, 0, 4) == 0 ? 0.5 : off(rng), orr = uniform_int(rng, 0, 4) == 0 ? 0.0 : off(rng);
+  const auto k = td::make_taps<double, long>(u, ol, orr, L, M, n, causal);
+  const long t0 = uniform_int(rng, 0, n - 1), t1 = std::min(n, t0 + uniform_int(rng, 1, 128));
+  return tap_draw{k, n, t0, t1};
+}
+
+// A random problem of the dx emulation tests: 1-8 heads of 1-130 channels, every third causal, T up to max_T, L and M up
+// to max_window (a quarter of them 0-2), ragged lengths half the time.
+ref::problem random_dx_problem(std::mt19937_64& rng, int i, long max_T, long max_window) {
+  ref::problem pb;
+  const long Hs[] = {1, 2, 3, 4, 8};
+  const long Rs[] = {1, 3, 8, 16, 24, 64, 80, 130};
+  pb.H = Hs[uniform_int(rng, 0, 4)];
+  pb.C = pb.H * Rs[uniform_int(rng, 0, 7)];
+  if (pb.C > 300) pb.H = 1, pb.C = Rs[uniform_int(rng, 0, 7)];
+  pb.causal = i % 3 == 2;
+  pb.T = uniform_int(rng, 1, max_T);
+  pb.B = uniform_int(rng, 1, 2);
+  pb.L = uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, max_window);
+  pb.M = pb.causal ? 0 : (uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, max_window));
+  if (uniform_int(rng, 0, 1))
+    for (long b = 0; b < pb.B; ++b) pb.lengths.push_back(uniform_int(rng, 0, pb.T));
+  return pb;
 }
 
 template <class A>
@@ -411,14 +444,9 @@ TEST_CASE("dx rounds queue every pair with an event, and without the carry none 
   std::mt19937_64 rng(77);
   long queued = 0, with_event = 0, covering = 0;
   for (int i = 0; i < 20000; ++i) {
-    const long L = uniform_int(rng, 0, 300), M = uniform_int(rng, 0, 300), n = uniform_int(rng, 1, 900);
-    const bool causal = uniform_int(rng, 0, 3) == 0;
-    const long u = uniform_int(rng, 0, n - 1);
-    std::uniform_real_distribution<double> off(0.0, 1.0);
-    // exact integers now and then (zero-weight taps)
-    const A ol = uniform_int(rng, 0, 4) == 0 ? 0.5 : off(rng), orr = uniform_int(rng, 0, 4) == 0 ? 0.0 : off(rng);
-    const auto k = td::make_taps<A, long>(u, ol, orr, L, M, n, causal);
-    const long t0 = uniform_int(rng, 0, n - 1), t1 = std::min(n, t0 + uniform_int(rng, 1, 128));
+    const tap_draw r = random_tap_draw(rng);
+    const auto& k = r.k;
+    const long t0 = r.t0, t1 = r.t1;
     for (bool carry : {true, false}) {
       int key[4];
       A w[4];
@@ -442,19 +470,7 @@ TEST_CASE("dx rounds queue every pair with an event, and without the carry none 
 TEST_CASE("emulated CUDA dx matches the reference: random shapes, both vector widths, float and double") {
   std::mt19937_64 rng(2024);
   for (int i = 0; i < draws(24); ++i) {
-    ref::problem pb;
-    const long Hs[] = {1, 2, 3, 4, 8};
-    const long Rs[] = {1, 3, 8, 16, 24, 64, 80, 130};
-    pb.H = Hs[uniform_int(rng, 0, 4)];
-    pb.C = pb.H * Rs[uniform_int(rng, 0, 7)];
-    if (pb.C > 300) pb.H = 1, pb.C = Rs[uniform_int(rng, 0, 7)];
-    pb.causal = i % 3 == 2;
-    pb.T = uniform_int(rng, 1, 400);
-    pb.B = uniform_int(rng, 1, 2);
-    pb.L = uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, 60);
-    pb.M = pb.causal ? 0 : (uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, 60));
-    if (uniform_int(rng, 0, 1))
-      for (long b = 0; b < pb.B; ++b) pb.lengths.push_back(uniform_int(rng, 0, pb.T));
+    const ref::problem pb = random_dx_problem(rng, i, 400, 60);
     const int fvec = pb.R() % 4 == 0 ? 4 : 1, dvec = pb.R() % 2 == 0 ? 2 : 1;
     check_emulation<float>(pb, 1.0, 100 + i, fvec);
     check_emulation<float>(pb, 1.0, 100 + i, 1);
@@ -526,13 +542,9 @@ TEST_CASE("sorted dx events: a token's row events and its carry at e are dx_even
   std::mt19937_64 rng(78);
   long carries = 0, rows_seen = 0;
   for (int i = 0; i < 20000; ++i) {
-    const long L = uniform_int(rng, 0, 300), M = uniform_int(rng, 0, 300), n = uniform_int(rng, 1, 900);
-    const bool causal = uniform_int(rng, 0, 3) == 0;
-    const long u = uniform_int(rng, 0, n - 1);
-    std::uniform_real_distribution<double> off(0.0, 1.0);
-    const A ol = uniform_int(rng, 0, 4) == 0 ? 0.5 : off(rng), orr = uniform_int(rng, 0, 4) == 0 ? 0.0 : off(rng);
-    const auto k = td::make_taps<A, long>(u, ol, orr, L, M, n, causal);
-    const long t0 = uniform_int(rng, 0, n - 1), e = std::min(n, t0 + uniform_int(rng, 1, 128));
+    const tap_draw r = random_tap_draw(rng);
+    const auto& k = r.k;
+    const long n = r.n, t0 = r.t0, e = r.t1;
     int key[4];
     A w[4];
     const bool used = td::dx_events<A, long>(k, t0, e, int(e - t0), key, w, true);
@@ -580,19 +592,7 @@ TEST_CASE("sorted dx events: a token's row events and its carry at e are dx_even
 TEST_CASE("emulated sorted-events dx matches the reference: random shapes, both vector widths, float and double") {
   std::mt19937_64 rng(2025);
   for (int i = 0; i < draws(24); ++i) {
-    ref::problem pb;
-    const long Hs[] = {1, 2, 3, 4, 8};
-    const long Rs[] = {1, 3, 8, 16, 24, 64, 80, 130};
-    pb.H = Hs[uniform_int(rng, 0, 4)];
-    pb.C = pb.H * Rs[uniform_int(rng, 0, 7)];
-    if (pb.C > 300) pb.H = 1, pb.C = Rs[uniform_int(rng, 0, 7)];
-    pb.causal = i % 3 == 2;
-    pb.T = uniform_int(rng, 1, 1200);
-    pb.B = uniform_int(rng, 1, 2);
-    pb.L = uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, 600);
-    pb.M = pb.causal ? 0 : (uniform_int(rng, 0, 3) == 0 ? uniform_int(rng, 0, 2) : uniform_int(rng, 0, 600));
-    if (uniform_int(rng, 0, 1))
-      for (long b = 0; b < pb.B; ++b) pb.lengths.push_back(uniform_int(rng, 0, pb.T));
+    const ref::problem pb = random_dx_problem(rng, i, 1200, 600);
     const int fvec = pb.R() % 4 == 0 ? 4 : 1, dvec = pb.R() % 2 == 0 ? 2 : 1;
     check_emulation<float>(pb, 1.0, 400 + i, fvec, 0, true);
     check_emulation<double>(pb, 1.0, 500 + i, dvec, 0, true);
@@ -600,7 +600,7 @@ TEST_CASE("emulated sorted-events dx matches the reference: random shapes, both 
   }
 }
 
-TEST_CASE("emulated sorted-events dx: windows far beyond max_offset, huge L and M, clamped edges, integer bounds") {
+TEST_CASE("emulated sorted-events dx: windows far beyond max_offset, huge L and M, clamped edges") {
   ref::problem pb;
   pb.T = 600, pb.B = 1, pb.C = 16, pb.H = 1, pb.L = 40, pb.M = 30;
   check_emulation<float>(pb, 6.0, 7, 4, 0, true);  // windows reach 240 tokens
@@ -614,28 +614,14 @@ TEST_CASE("emulated sorted-events dx: windows far beyond max_offset, huge L and 
   edge.T = 700, edge.B = 2, edge.C = 128, edge.H = 2, edge.L = 2000, edge.M = 2000, edge.lengths = {700, 333};
   check_emulation<float>(edge, 1.0, 97, 8, 0, true);
   check_emulation<double>(edge, 1.0, 96, 2, 0, true);
-  ref::problem narrow;  // 64 heads in a block
-  narrow.T = 300, narrow.B = 2, narrow.C = 64, narrow.H = 64, narrow.L = 5, narrow.M = 7;
-  check_emulation<float>(narrow, 1.0, 3, 1, 0, true);
-  ref::problem q;
-  q.T = 200, q.B = 1, q.C = 32, q.H = 2, q.L = 6, q.M = 6;
-  std::mt19937_64 rng(3);
-  const vec od = uniform_vec(rng, q.o_size(), 0.0, 1.0);
-  std::vector<float> o(od.begin(), od.end());
-  for (size_t i = 0; i < o.size(); i += 3) o[i] = (i % 2) ? 1.0f : 0.0f;
-  const vec dyd = normal_vec(rng, q.x_size());
-  const std::vector<float> dy(dyd.begin(), dyd.end());
-  vec dx_ref, do_ref;
-  ref::window_backward(q, vec(q.x_size(), 0.0), vec(o.begin(), o.end()), vec(dy.begin(), dy.end()), dx_ref, do_ref);
-  const vec dx = emulate_dx_sorted<float>(q, o, dy, 4);
-  TT_CHECK_CLOSE("integer bounds, sorted events", dx, dx_ref, 2e-5, dx_scale(dx_ref, vec(dy.begin(), dy.end())));
 }
 
-TEST_CASE("emulated CUDA dx: integer bounds (offsets 0 and 1) and many narrow heads") {
+TEST_CASE("emulated CUDA dx, event and sorted-events paths: integer bounds (offsets 0 and 1) and many narrow heads") {
   ref::problem pb;
   pb.T = 300, pb.B = 2, pb.C = 64, pb.H = 64, pb.L = 5, pb.M = 7;  // 64 heads in one block: short tiles
   std::mt19937_64 rng(3);
   check_emulation<float>(pb, 1.0, 3, 1);
+  check_emulation<float>(pb, 1.0, 3, 1, 0, true);
   ref::problem q;
   q.T = 200, q.B = 1, q.C = 32, q.H = 2, q.L = 6, q.M = 6;
   const vec od = uniform_vec(rng, q.o_size(), 0.0, 1.0);
@@ -645,8 +631,11 @@ TEST_CASE("emulated CUDA dx: integer bounds (offsets 0 and 1) and many narrow he
   const std::vector<float> dy(dyd.begin(), dyd.end());
   vec dx_ref, do_ref;
   ref::window_backward(q, vec(q.x_size(), 0.0), vec(o.begin(), o.end()), vec(dy.begin(), dy.end()), dx_ref, do_ref);
-  const vec dx = emulate_dx<float>(q, o, dy, 4);
-  TT_CHECK_CLOSE("integer bounds", dx, dx_ref, 2e-5, dx_scale(dx_ref, vec(dy.begin(), dy.end())));
+  for (bool sorted : {false, true}) {
+    const vec dx = sorted ? emulate_dx_sorted<float>(q, o, dy, 4) : emulate_dx<float>(q, o, dy, 4);
+    const char* what = sorted ? "integer bounds, sorted events" : "integer bounds";
+    TT_CHECK_CLOSE(what, dx, dx_ref, 2e-5, dx_scale(dx_ref, vec(dy.begin(), dy.end())));
+  }
 }
 
 }

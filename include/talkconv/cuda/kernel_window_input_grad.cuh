@@ -203,6 +203,22 @@ dx_smem_plan plan_input_grad_smem(const dx_launch& p, index_t np, std::size_t pe
   return q;
 }
 
+// The dx kernels' variants: fused with 16-byte vectors where asked (run returns false when that plan does not fit: the
+// unfused one then), unfused with 16-byte vectors, or element by element. run(vec, fuse) launches one.
+template <int V, bool Fusable, class Run>
+void dispatch_dx_variant(bool vectors, bool fused, Run&& run) {
+  if constexpr (V > 1) {
+    if (vectors) {
+      if constexpr (Fusable) {
+        if (fused && run(std::integral_constant<int, V>{}, std::true_type{})) return;
+      }
+      run(std::integral_constant<int, V>{}, std::false_type{});
+      return;
+    }
+  }
+  run(std::integral_constant<int, 1>{}, std::false_type{});
+}
+
 // ---- the sorted-events dx: its workspace, its plan and its launch ----
 
 // Whether the sorted-events dx takes a problem: every one the banded dx does not take by shape (double; float past
@@ -361,16 +377,7 @@ bool launch_input_grad_sorted(const window_args<T>& a, const seq_shape& s, const
       done = Fused;
       return true;
     };
-    if constexpr (V > 1) {
-      if (vectors) {
-        if constexpr (P::fusable) {
-          if (fused && run(std::integral_constant<int, V>{}, std::true_type{})) return;
-        }
-        run(std::integral_constant<int, V>{}, std::false_type{});
-        return;
-      }
-    }
-    run(std::integral_constant<int, 1>{}, std::false_type{});
+    dispatch_dx_variant<V, P::fusable>(vectors, fused, run);
   });
   return done;
 }
@@ -437,16 +444,7 @@ bool launch_input_grad(const window_args<T>& a, const seq_shape& s, const window
       done = Fused;
       return true;
     };
-    if constexpr (V > 1) {
-      if (vectors) {
-        if constexpr (P::fusable) {
-          if (fused && run(std::integral_constant<int, V>{}, std::true_type{})) return;
-        }
-        run(std::integral_constant<int, V>{}, std::false_type{});
-        return;
-      }
-    }
-    run(std::integral_constant<int, 1>{}, std::false_type{});
+    dispatch_dx_variant<V, P::fusable>(vectors, fused, run);
   });
   return done;
 }
