@@ -213,34 +213,52 @@ inline test_case fused_shape_case(const fused_shape& sh, std::uint64_t seed) {
   return shaped_case(seed, sh.t, B, sh.c, sh.h, sh.l, sh.m, sh.causal, sh.lay, lengths);
 }
 
-// The fused layer forward (16-bit x: projection and banded window in one kernel, agent_forward_fused.cuh) on the
-// shapes it takes: enough time tiles for two blocks per SM (B scaled to the device), a partial last tile, ragged
-// lengths (0, inside a tile, a tile's edge), both layouts, causal, dropout, P from 4 to 64 (BN 16 and 32; two
-// offset tiles, the second partial at P = 40), heads of 16 to 128 channels (a head across two channel blocks), a
-// partial channel block, K up to 201. Each: the layer forward takes the fused path wherever two blocks fit an SM
-// (checked, so that the test cannot pass on the two kernels alone; a 100 KB SM skips the larger ones), y and o_pre are
-// bitwise the two-kernel path's (launch_project then launch_window_forward: the same K loop, epilogue and k steps),
-// and y is within the dtype's bar of the float64 reference.
+// The fused layer forward (projection and banded window in one kernel, agent_forward_fused.cuh; 16-bit x on 16-bit
+// tensor cores, float on 3xTF32) on the shapes it takes: enough time tiles for two blocks per SM (B scaled to the
+// device), a partial last tile, ragged lengths (0, inside a tile, a tile's edge), both layouts, causal, dropout, P
+// from 4 to 64 (BN 8 to 32; two offset tiles, the second partial at P = 40), heads of 16 to 128 channels (a head
+// across two channel blocks), a partial channel block, K up to 201 (16-bit x) and 41 (float: its stage, 512 bytes a
+// token, keeps two blocks an SM up to K of about 40). Each: the layer forward takes the fused path wherever two blocks
+// fit an SM (checked, so that the test cannot pass on the two kernels alone; a 100 KB SM, and float on a 164 KB one,
+// skip those that do not fit), y and o_pre are bitwise the two-kernel path's (launch_project then
+// launch_window_forward: the same K loop, epilogue, segments and k steps), and y is within the dtype's bar of the
+// float64 reference.
 template <class T>
 void fused_forward_cases() {
   namespace td = talkconv::cuda::detail;
   using A = acc_t<T>;
-  const fused_shape shapes[] = {
-      {1100, 128, 8, 16, 16, false, layout::tbc, 1, 0.0f},   // P = 16, the benchmark's window
-      {700, 256, 16, 30, 5, false, layout::btc, 0, 0.1f},    // P = 32 (BN = 32), dropout
-      {520, 192, 6, 40, 0, true, layout::tbc, 1, 0.0f},      // causal, P = 6, heads of 32
-      {300, 256, 2, 7, 7, false, layout::btc, 1, 0.2f},      // P = 4, heads of 128 (two channel blocks each)
-      {640, 96, 6, 100, 100, false, layout::tbc, 0, 0.0f},   // K = 201, a partial channel block (64 + 32)
-      {400, 512, 32, 9, 12, false, layout::tbc, 1, 0.1f},    // P = 64: two offset tiles in the block
-      {330, 320, 20, 6, 3, false, layout::btc, 1, 0.0f},     // P = 40: the second tile partial (register path)
-  };
+  const std::vector<fused_shape> shapes =
+      std::is_same<T, float>::value
+          ? std::vector<fused_shape>{
+                {1100, 128, 8, 16, 16, false, layout::tbc, 1, 0.0f},  // P = 16, the benchmark's window
+                {700, 256, 16, 10, 5, false, layout::btc, 0, 0.1f},   // P = 32 (BN = 32), dropout
+                {520, 192, 6, 30, 0, true, layout::tbc, 1, 0.0f},     // causal, P = 6 (BN = 8), heads of 32
+                {300, 256, 2, 7, 7, false, layout::btc, 1, 0.2f},     // P = 4, heads of 128 (two channel blocks each)
+                {640, 96, 6, 12, 12, false, layout::tbc, 0, 0.0f},    // a partial channel block (64 + 32)
+                {400, 512, 32, 3, 4, false, layout::tbc, 1, 0.1f},    // P = 64: two offset tiles in the block
+                {330, 320, 20, 6, 3, false, layout::btc, 1, 0.0f},    // P = 40: the second tile partial
+                {900, 128, 8, 20, 20, false, layout::btc, 1, 0.0f},   // K = 41: the widest stage that fits twice
+            }
+          : std::vector<fused_shape>{
+                {1100, 128, 8, 16, 16, false, layout::tbc, 1, 0.0f},  // P = 16, the benchmark's window
+                {700, 256, 16, 30, 5, false, layout::btc, 0, 0.1f},   // P = 32 (BN = 32), dropout
+                {520, 192, 6, 40, 0, true, layout::tbc, 1, 0.0f},     // causal, P = 6, heads of 32
+                {300, 256, 2, 7, 7, false, layout::btc, 1, 0.2f},     // P = 4, heads of 128 (two channel blocks each)
+                {640, 96, 6, 100, 100, false, layout::tbc, 0, 0.0f},  // K = 201, a partial channel block (64 + 32)
+                {400, 512, 32, 9, 12, false, layout::tbc, 1, 0.1f},   // P = 64: two offset tiles in the block
+                {330, 320, 20, 6, 3, false, layout::btc, 1, 0.0f},    // P = 40: the second tile partial (register path)
+            };
   // Whether two blocks' shared memory fit an SM (the launcher's rule; on a 100 KB SM only the smaller plans do)
   int smem_sm = 0;
   CUDA_OK(cudaDeviceGetAttribute(&smem_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, 0));
-  auto fits = [&](const test_case& c, double max_offset) {
+  auto fits = [&](const test_case& c, const talkconv::cuda::talk_conv<T>& layer, double max_offset) {
     const talkconv::window_params w = c.window();
-    const std::size_t smem = w.num_offsets() <= 16 ? td::plan_forward_fused<T, 16>(c.shape(), w, max_offset).smem
-                                                   : td::plan_forward_fused<T, 32>(c.shape(), w, max_offset).smem;
+    const int nh = td::heads_per_block(td::make_window_args<T>(c.shape(), layer.window(), nullptr).w);
+    std::size_t smem = 0;
+    td::dispatch_heads(w.num_offsets(), [&](auto pc) {  // the launcher's offset tile
+      constexpr int BN = td::project_bn<T, decltype(pc)::value>();
+      smem = td::plan_forward_fused<T, BN>(c.shape(), w, max_offset, nh, std::size_t(smem_sm)).smem;
+    });
     return 2 * (smem + 128 + td::smem_reserved_per_block) <= std::size_t(smem_sm);
   };
   std::uint64_t seed = 9400;
@@ -269,7 +287,7 @@ void fused_forward_cases() {
     oa.bias = b.p;
     oa.o_pre = pre.p;
     const bool fused = td::launch_forward_fused(oa, wa, c.shape(), layer.window(), max_offset, nullptr, false);
-    REQUIRE(fused == fits(c, max_offset));  // every other condition holds by the shape's choice
+    REQUIRE(fused == fits(c, layer, max_offset));  // every other condition holds by the shape's choice
     if (!fused) {
       MESSAGE("not fused on this GPU (two blocks' shared memory exceed an SM's ", smem_sm, " bytes): ", c.str());
       continue;

@@ -46,6 +46,10 @@ TALKCONV_GPU_CASE("dx by sorted events and by the event kernel: K past the bande
   dx_paths_case<float>(shaped_case(305, 600, 2, 160, 2, 100, 60, false, layout::tbc, {600, 599}), 1.0, true);  // heads split
 }
 
+TALKCONV_GPU_CASE("layer forward in one kernel (projection + banded window on 3xTF32): the fused path taken, bitwise the two kernels', within the bar of the reference: float") {
+  fused_forward_cases<float>();
+}
+
 TALKCONV_GPU_CASE("window handles integer bounds and NaN offsets like the CPU") {
   window_nan_offset_case<float>(5, 2, 8);   // heads of 4 channels
   window_nan_offset_case<float>(6, 4, 64);  // heads of 16: the banded forward

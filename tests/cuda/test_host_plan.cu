@@ -405,43 +405,70 @@ TEST_CASE("float banded dx's and forward's plans: the stage capped to keep 2 blo
           }
 }
 
-TEST_CASE("fused layer forward's plan: the banded forward's segments, its parts carved in order, 2 blocks per SM at the benchmark's windows (A100, H100 / H200), P = 64 on an H100 / H200 only") {
-  for (const talkconv::window_params& w :
-       {talkconv::window_params{16, 16, 16, false}, talkconv::window_params{16, 63, 0, true},
-        talkconv::window_params{8, 5, 7, false}, talkconv::window_params{16, 127, 127, false},
-        talkconv::window_params{32, 254, 0, true}, talkconv::window_params{2, 0, 0, false}})
-    for (double mo : {1.0, 1.0 / (1.0 - 0.3)}) {
-      const talkconv::seq_shape s{4100, 16, 1024, layout::tbc};
-      INFO("H=", w.heads, " L=", w.max_left, " M=", w.max_right, " causal=", w.causal, " max_offset=", mo);
-      auto check_plan = [&](auto bn) {
-        constexpr int BN = decltype(bn)::value;
-        using fsm = d::forward_fused_smem<__nv_bfloat16, BN>;
-        const d::forward_fused_launch p = d::plan_forward_fused<__nv_bfloat16, BN>(s, w, mo);
-        const d::dx_band_launch fw = d::plan_window_forward_band<__nv_bfloat16>(s, w, mo, 1);
-        CHECK(p.tiles == (4100 + 127) / 128);
-        CHECK(p.args.stage_rows == fw.args.stage_rows);  // the banded forward's segments: its bits
-        CHECK(p.args.causal == w.causal);
-        // the projection's tiles or the stage, then the offsets tile, then the taps table
-        CHECK(fsm::front(p.args.stage_rows) >= sizeof(d::project_smem<__nv_bfloat16, BN>));
-        CHECK(fsm::front(p.args.stage_rows) >= std::size_t(p.args.stage_rows + 16) * 128u);
-        CHECK(fsm::offsets_at(p.args.stage_rows) % 128 == 0);
-        CHECK(fsm::taps_at(p.args.stage_rows, w.num_offsets()) % 16 == 0);
-        CHECK(fsm::taps_at(p.args.stage_rows, w.num_offsets()) >=
-              fsm::offsets_at(p.args.stage_rows) + 128u * std::size_t(w.num_offsets()) * 4u);
-        CHECK(p.smem == fsm::taps_at(p.args.stage_rows, w.num_offsets()) + std::size_t(w.heads) * 1024u);
-        if (w.window_len() <= 33)  // the benchmark's windows: 2 blocks per SM on an A100 and an H100 / H200
-          for (std::size_t optin : {optins[0], optins[2]}) {
-            INFO("optin=", optin);
-            CHECK(2 * (p.smem + 128 + d::smem_reserved_per_block) <= optin + 1024);
-          }
-        CHECK(p.smem + 128 + d::smem_reserved_per_block <= optins[0]);  // one block on an A100 at any K <= 255
-      };
-      if (w.num_offsets() <= 16) check_plan(std::integral_constant<int, 16>{});
-      if (w.num_offsets() <= 32) check_plan(std::integral_constant<int, 32>{});
-    }
+TEST_CASE("fused layer forward's plan: the banded forward's segments, its parts carved in order, 2 blocks per SM at the benchmark's windows (16-bit x: A100, H100 / H200; float: H100 / H200), P = 64 on an H100 / H200 only") {
+  auto check_type = [](auto tag) {
+    using T = typename decltype(tag)::type;
+    constexpr bool f32 = std::is_same<T, float>::value;
+    using pol = d::dx_band_policy<T>;
+    for (const talkconv::window_params& w :
+         {talkconv::window_params{16, 16, 16, false}, talkconv::window_params{16, 63, 0, true},
+          talkconv::window_params{8, 5, 7, false}, talkconv::window_params{16, 127, 127, false},
+          talkconv::window_params{16, 20, 20, false}, talkconv::window_params{32, 254, 0, true},
+          talkconv::window_params{2, 0, 0, false}})
+      for (double mo : {1.0, 1.0 / (1.0 - 0.3)})
+        for (std::size_t per_sm : {std::size_t(0), optins[0] + 1024, optins[2] + 1024}) {
+          if (w.window_len() > pol::fwd_max_k) continue;  // the banded forward's limit: not fused
+          const talkconv::seq_shape s{4100, 16, 1024, layout::tbc};
+          INFO("float=", f32, " H=", w.heads, " L=", w.max_left, " M=", w.max_right, " causal=", w.causal,
+               " max_offset=", mo, " per_sm=", per_sm);
+          const int nh = 1;  // 16 heads of 64 channels
+          auto check_plan = [&](auto bn) {
+            constexpr int BN = decltype(bn)::value;
+            using fsm = d::forward_fused_smem<T, BN>;
+            const index_t P = w.num_offsets();
+            const d::forward_fused_launch p = d::plan_forward_fused<T, BN>(s, w, mo, nh, per_sm);
+            const d::dx_band_launch fw = d::plan_window_forward_band<T>(s, w, mo, nh, per_sm);
+            CHECK(p.tiles == (4100 + 127) / 128);
+            CHECK(p.args.stage_rows == fw.args.stage_rows);  // the banded forward's segments: its bits
+            CHECK(p.args.causal == w.causal);
+            // the projection's tiles, then the offsets tile; the stage over both; the taps table past the larger
+            CHECK(fsm::offsets_at() >= sizeof(d::project_smem<T, BN>));
+            CHECK(fsm::offsets_at() % 128 == 0);
+            CHECK(fsm::stage_bytes(p.args.stage_rows) == std::size_t(p.args.stage_rows + pol::pad_rows) * pol::row_bytes);
+            const std::size_t taps = fsm::taps_at(p.args.stage_rows, P);
+            CHECK(taps % 128 == 0);
+            CHECK(taps >= fsm::offsets_at() + 128u * std::size_t(P) * 4u);
+            CHECK(taps >= fsm::stage_bytes(p.args.stage_rows));
+            CHECK(taps < (fsm::offsets_at() + 128u * std::size_t(P) * 4u > fsm::stage_bytes(p.args.stage_rows)
+                              ? fsm::offsets_at() + 128u * std::size_t(P) * 4u
+                              : fsm::stage_bytes(p.args.stage_rows)) + 128u);
+            CHECK(p.smem == taps + std::size_t(w.heads) * 1024u);
+            const std::size_t block = p.smem + 128 + d::smem_reserved_per_block;
+            if (w.window_len() <= 33 && P <= 32) {  // the benchmark's windows: 2 blocks per SM
+              CHECK(2 * block <= optins[2] + 1024);   // an H100 / H200
+              if (!f32) CHECK(2 * block <= optins[0] + 1024);  // 16-bit x: an A100 too
+            }
+            if (!f32) CHECK(block <= optins[0]);  // 16-bit x: one block on an A100 at any K <= 255
+          };
+          if (w.num_offsets() <= 8) check_plan(std::integral_constant<int, d::project_bn<T, 8>()>{});
+          if (w.num_offsets() <= 16) check_plan(std::integral_constant<int, 16>{});
+          if (w.num_offsets() <= 32) check_plan(std::integral_constant<int, 32>{});
+        }
+  };
+  check_type(type_tag<__nv_bfloat16>{});
+  check_type(type_tag<float>{});
+  // float at the benchmark's shape on an H200 (233472 bytes an SM): the stage of 176 + 8 rows, 110 KB a block
+  {
+    const talkconv::window_params w{16, 16, 16, false};
+    const d::forward_fused_launch p =
+        d::plan_forward_fused<float, 32>(talkconv::seq_shape{4096, 16, 1024, layout::tbc}, w, 1.0, 1, 233472);
+    CHECK(p.args.stage_rows == 176);
+    CHECK(p.smem == 110592);
+  }
   // P = 64 (two offset tiles of 32): two blocks fit an H100 / H200's SM, not an A100's (the two kernels run there)
   const talkconv::window_params w{32, 9, 12, false};
-  const d::forward_fused_launch p = d::plan_forward_fused<__nv_bfloat16, 32>(talkconv::seq_shape{4096, 16, 1024, layout::tbc}, w, 1.0);
+  const d::forward_fused_launch p =
+      d::plan_forward_fused<__nv_bfloat16, 32>(talkconv::seq_shape{4096, 16, 1024, layout::tbc}, w, 1.0, 1);
   const std::size_t block = p.smem + 128 + d::smem_reserved_per_block;
   CHECK(2 * block <= optins[2] + 1024);
   CHECK(2 * block > optins[0] + 1024);

@@ -1,22 +1,24 @@
-// The layer forward of 16-bit x in one pass over x: the offset projection and the banded window of a time tile in
-// one block, so that x is read from DRAM once (the two-kernel forward reads it twice: the projection, then the
-// window). A block owns 128 rows [t0, t0 + 128) of sequence b and every channel:
+// The layer forward in one pass over x: the offset projection and the banded window of a time tile in one block,
+// so that x is read from DRAM once (the two-kernel forward reads it twice: the projection, then the window). 16-bit
+// x (projection on 16-bit tensor cores, window on 16-bit tensor cores) and float x (both on 3xTF32). A block owns
+// 128 rows [t0, t0 + 128) of sequence b and every channel:
 //   1. the projection of its rows (project_tile::run_rows: the projection kernel's K loop, rows x's time stride
 //      apart), its epilogue (finish_offsets4: bias, sigmoid, dropout, o_pre stored when the caller saves it) keeping
 //      the offsets the window reads (o) in shared memory; one barrier;
 //   2. the rows' taps of every head from them (band_forward_taps), into a table of H x 128;
 //   3. per channel block of 64 channels, the last first: the warps' token ranges and the span
-//      (band_forward_span), the span's segments (band_forward_segment16: x rows staged again, from L2 when the
-//      tile's own rows are still there, the k steps on tensor cores) and the stores (band_forward_tile): the
-//      banded forward kernel's arithmetic.
+//      (band_forward_span), the span's segments (band_forward_segment16 / band_forward_segment_tf32: x rows staged
+//      again, from L2 when the tile's own rows are still there, the k steps on tensor cores) and the stores
+//      (band_forward_tile): the banded forward kernel's arithmetic.
 // The same sums as the projection kernel followed by the banded forward (the same K loop and epilogue; the same
-// k steps per segment), deterministic. Shared memory: the projection's tiles, then (aliasing them) the stage;
-// the offsets tile (128 x P floats) and the taps table (H x 128 x 8 bytes). Applies where both halves do and two
-// blocks fit an SM: 16-bit x, the banded forward's conditions (device_window.cuh: launch_forward_fused).
+// k steps per segment), deterministic. Shared memory: the projection's tiles and the offsets tile, then (aliasing
+// both once the taps table is made) the stage; the taps table (H x 128 x 8 bytes) after the larger. Applies where
+// both halves do and two blocks fit an SM (device_window.cuh: launch_forward_fused).
 #pragma once
 
 #include "talkconv/cuda/agent_project.cuh"
 #include "talkconv/cuda/agent_window_forward_band.cuh"
+#include "talkconv/cuda/agent_window_forward_band_tf32.cuh"
 
 #include <climits>
 
@@ -24,20 +26,20 @@ namespace talkconv {
 namespace cuda {
 namespace detail {
 
-// Where the fused forward's parts lie in dynamic shared memory (host-testable): [0, front) the projection's tiles
-// or the window's stage, then the offsets tile [128][P] (floats), then the taps table [H][128] (float2).
+// Where the fused forward's parts lie in dynamic shared memory (host-testable): [0, offsets_at) the projection's
+// tiles, then the offsets tile [128][P] (floats), both dead once the taps table is made, when the window's stage
+// takes [0, stage_bytes); the taps table [H][128] (float2) at taps_at, after the larger of the two.
 template <class T, int BN>
 struct forward_fused_smem {
   static constexpr std::size_t project_bytes = sizeof(project_smem<T, BN>);
   static constexpr int rows = talkconv::detail::band_tile_rows;  // the time tile
-  TALKCONV_HOST_DEVICE static std::size_t front(int stage_rows) {
-    const std::size_t stage = std::size_t(stage_rows + dx_band_policy<T>::pad_rows) * dx_band_policy<T>::row_bytes;
-    const std::size_t f = project_bytes > stage ? project_bytes : stage;
-    return (f + 127) / 128 * 128;
+  TALKCONV_HOST_DEVICE static constexpr std::size_t offsets_at() { return (project_bytes + 127) / 128 * 128; }
+  TALKCONV_HOST_DEVICE static std::size_t stage_bytes(int stage_rows) {
+    return std::size_t(stage_rows + dx_band_policy<T>::pad_rows) * dx_band_policy<T>::row_bytes;
   }
-  TALKCONV_HOST_DEVICE static std::size_t offsets_at(int stage_rows) { return front(stage_rows); }
   TALKCONV_HOST_DEVICE static std::size_t taps_at(int stage_rows, index_t P) {
-    return (offsets_at(stage_rows) + std::size_t(rows) * std::size_t(P) * 4u + 15u) / 16u * 16u;
+    const std::size_t front = offsets_at() + std::size_t(rows) * std::size_t(P) * 4u, stage = stage_bytes(stage_rows);
+    return ((front > stage ? front : stage) + 127) / 128 * 128;
   }
   TALKCONV_HOST_DEVICE static std::size_t bytes(int stage_rows, index_t P, index_t H) {
     return taps_at(stage_rows, P) + std::size_t(H) * std::size_t(rows) * 8u;
@@ -62,7 +64,7 @@ __device__ void forward_fused_tile(const offsets_args<T>& oa, const window_args<
   const index_t rows_in = Tn - t0 < BM ? Tn - t0 : BM;
   const int S = d.stage_rows;
   auto& sm = *reinterpret_cast<project_smem<T, BN>*>(talkconv_fused_smem);
-  float* o_s = reinterpret_cast<float*>(talkconv_fused_smem + fsm::offsets_at(S));
+  float* o_s = reinterpret_cast<float*>(talkconv_fused_smem + fsm::offsets_at());
   float2* taps = reinterpret_cast<float2*>(talkconv_fused_smem + fsm::taps_at(S, P));
   const T* x_seq = oa.x + b * oa.g.xb;  // row 0 of sequence b, channel 0
 
@@ -89,9 +91,9 @@ __device__ void forward_fused_tile(const offsets_args<T>& oa, const window_args<
       }
     }
   }
-  __syncthreads();  // o_s written; the projection's tiles free for the stage
+  __syncthreads();  // o_s written
 
-  // 2. every head's row taps
+  // 2. every head's row taps (the last read of o_s: the stage overwrites it and the projection's tiles, past a barrier)
   if (any) band_forward_taps<Idx>(taps, o_s, Idx(P), wa.w, d.causal, t0, n, 0, static_cast<int>(wa.w.H), tid);
 
   // 3. the window, one channel block after the other, the last first: the projection read x's channels in
@@ -110,7 +112,10 @@ __device__ void forward_fused_tile(const offsets_args<T>& oa, const window_args<
     band_forward_tile<T, Idx, true>(
         wa, d, k, t0, tk, [&] { return band_forward_span(tk, span_rel, t0, k); },
         [&](float(&acc)[8][4], index_t seg, index_t m0, const band_fwd_span& sp) {
-          band_forward_segment16<T, Idx, true>(acc, stage, stage_base, x, wa.g.xt, tk, seg, m0, sp, S, k);
+          if constexpr (dx_band_policy<T>::tf32)
+            band_forward_segment_tf32<true>(acc, reinterpret_cast<float*>(stage), x, wa.g.xt, tk, seg, m0, sp, S, k);
+          else
+            band_forward_segment16<T, Idx, true>(acc, stage, stage_base, x, wa.g.xt, tk, seg, m0, sp, S, k);
         });
   }
 }

@@ -127,16 +127,19 @@ inline index_t fused_time_tiles(const seq_shape& s) {
   return (s.T + talkconv::detail::band_tile_rows - 1) / talkconv::detail::band_tile_rows;
 }
 
-// The fused layer forward's plan (host-testable): the banded forward's segments for one tile of 128 rows per block,
-// the grid's tiles per sequence and the shared memory (forward_fused_smem).
+// The fused layer forward's plan (host-testable): the banded forward's segments for one tile of 128 rows per block
+// (its stage rows, float's capped as the banded forward kernel's are for nh heads a block and per_sm bytes an SM:
+// the same segments, the same sums), the grid's tiles per sequence and the shared memory (forward_fused_smem).
 struct forward_fused_launch {
   dx_band_args args;
   index_t tiles = 0;
   std::size_t smem = 0;
 };
 template <class T, int BN>
-forward_fused_launch plan_forward_fused(const seq_shape& s, const window_params& w, double max_offset) {
-  const dx_band_launch b = plan_band<T>(s, w, max_offset, 1);
+forward_fused_launch plan_forward_fused(const seq_shape& s, const window_params& w, double max_offset, int nh,
+                                        std::size_t per_sm = 0) {
+  const int max_rows = band_stage_cap<T>(per_sm, std::size_t(nh) * 128u * dx_band_smem<T>::tap_bytes, 0);
+  const dx_band_launch b = plan_band<T>(s, w, max_offset, 1, max_rows);
   forward_fused_launch p;
   p.args = b.args;
   p.tiles = fused_time_tiles(s);
@@ -144,12 +147,13 @@ forward_fused_launch plan_forward_fused(const seq_shape& s, const window_params&
   return p;
 }
 
-// The layer forward in one kernel (agent_forward_fused.cuh) where it applies: 16-bit x on tensor cores for both
-// halves (sm_80+ code), the banded forward's conditions (band_applies), the projection's tiled form
-// (project_dot_form: else its sums, hence the bits, would differ), at least two blocks (time tiles of 128 rows) per
-// SM (fewer: the two kernels spread the window over channel blocks too, which the fused block walks one after the
-// other) and two blocks' shared memory per SM (the offsets tile and the taps table grow with P and H: P = 32 takes
-// 75 KB a block, P = 64 107 KB: an H100 / H200 only); TALKCONV_CUDA_FUSED_FORWARD=0 turns it off. oa: the
+// The layer forward in one kernel (agent_forward_fused.cuh) where it applies: 16-bit or float x on tensor cores for
+// both halves (forward_fused_types; sm_80+ code), the banded forward's conditions (band_applies), the projection's
+// tiled form (project_dot_form: else its sums, hence the bits, would differ), at least two blocks (time tiles of 128
+// rows) per SM (fewer: the two kernels spread the window over channel blocks too, which the fused block walks one
+// after the other) and two blocks' shared memory per SM (the offsets tile and the taps table grow with P and H: 16-bit
+// x at P = 32 takes 75 KB a block, P = 64 107 KB: an H100 / H200 only; float's stage, 512 bytes a token, takes 110 KB
+// at K = 33, H = 16, P = 32: an H100 / H200 up to K of about 40); TALKCONV_CUDA_FUSED_FORWARD=0 turns it off. oa: the
 // projection's arguments (oa.o is not written: the offsets stay in shared memory; oa.o_pre is, when set), wa: the
 // window's (wa.offsets unused). Returns false (nothing launched) where it does not apply: the
 // caller runs launch_project and launch_window_forward then. With launch = false, only whether it applies (tests).
@@ -157,8 +161,7 @@ forward_fused_launch plan_forward_fused(const seq_shape& s, const window_params&
 template <class T>
 bool launch_forward_fused(offsets_args<T> oa, const window_args<T>& wa, const seq_shape& s, const window_params& w,
                           double max_offset, cudaStream_t stream, bool launch = true) {
-  if constexpr (!(TALKCONV_CUDA_FUSED_FORWARD != 0 && dx_band_policy<T>::forward && !dx_band_policy<T>::tf32 &&
-                  project_policy<T>::tensor_cores)) {
+  if constexpr (!(TALKCONV_CUDA_FUSED_FORWARD != 0 && forward_fused_types<T>)) {
     (void)oa, (void)wa, (void)s, (void)w, (void)max_offset, (void)stream, (void)launch;
     return false;
   } else {
@@ -169,7 +172,7 @@ bool launch_forward_fused(offsets_args<T> oa, const window_args<T>& wa, const se
     dispatch_heads(P, [&](auto pc) {
       constexpr int PC = decltype(pc)::value;
       constexpr int BN = project_bn<T, PC>();  // launch_project's tiles
-      const forward_fused_launch p = plan_forward_fused<T, BN>(s, w, max_offset);
+      const forward_fused_launch p = plan_forward_fused<T, BN>(s, w, max_offset, heads_per_block(wa.w), smem_per_sm());
       const index_t blocks = s.B * p.tiles;
       // where the projection alone would take its dot-product form (T * B <= ~4k rows), its sums differ: not here
       if (project_dot_form(s.T * s.B, P, project_policy<T>::rows, BN)) return;

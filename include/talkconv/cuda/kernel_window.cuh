@@ -38,16 +38,15 @@ static __global__ void __launch_bounds__(dx_band_policy<T>::threads, dx_band_pol
 #endif
 }
 
-// The layer forward of 16-bit x in one pass (projection + banded window, agent_forward_fused.cuh): grid B * tiles
-// (tiles = ceil(T / 128)), dx_band_policy::threads threads, dynamic smem forward_fused_smem::bytes.
+// The layer forward of 16-bit or float x in one pass (projection + banded window, agent_forward_fused.cuh): grid
+// B * tiles (tiles = ceil(T / 128)), dx_band_policy::threads threads, dynamic smem forward_fused_smem::bytes.
 template <class T, int BN, class Idx>
 static __global__ void __launch_bounds__(dx_band_policy<T>::threads, 2)
     forward_fused_kernel(offsets_args<T> oa, window_args<T> wa, dx_band_args d, index_t tiles) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  __trap();  // no mma.sync on 16-bit types, no cp.async: never launched (band_kernels_built)
+  __trap();  // no mma.sync on 16-bit types or TF32, no cp.async: never launched (band_kernels_built)
 #else
-  if constexpr (dx_band_policy<T>::forward && !dx_band_policy<T>::tf32 && project_policy<T>::tensor_cores)
-    forward_fused_tile<T, BN, Idx>(oa, wa, d, tiles);
+  if constexpr (forward_fused_types<T>) forward_fused_tile<T, BN, Idx>(oa, wa, d, tiles);
 #endif
 }
 

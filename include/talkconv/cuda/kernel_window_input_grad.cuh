@@ -107,7 +107,9 @@ template <class T>
 int band_stage_cap(std::size_t per_sm, std::size_t fixed, std::size_t per_row) {
   using pol = dx_band_policy<T>;
   if (!pol::tf32 || per_sm == 0) return 0;
-  const std::size_t share = per_sm / pol::min_blocks, reserved = smem_reserved_per_block + 16u;
+  // the runtime's reserve and the kernels' static shared memory (the span pair, 8 bytes, padded to 128 where a kernel
+  // with a 128-byte-aligned dynamic array, the fused forward, is in the same module: bench/cuda/resources.txt)
+  const std::size_t share = per_sm / pol::min_blocks, reserved = smem_reserved_per_block + 128u;
   const std::size_t room = share > reserved + fixed ? share - reserved - fixed : 0;
   const long long rows = static_cast<long long>(room / (pol::row_bytes + per_row)) - pol::pad_rows;
   const int cap = static_cast<int>(rows / 16 * 16);

@@ -275,6 +275,12 @@ struct project_policy<__half> {
 template <>
 struct project_policy<__nv_bfloat16> : project_policy<__half> {};
 
+// The fused layer forward (agent_forward_fused.cuh) exists for T where both of its halves run on tensor cores: the
+// banded forward and the tiled projection (16-bit x on 16-bit mma; float x, both on 3xTF32).
+template <class T>
+constexpr bool forward_fused_types =
+    dx_band_policy<T>::forward && (project_policy<T>::tensor_cores || project_policy<T>::tf32x3);
+
 // Below this many tiles the projection is a dot product per (row, offset) instead (one warp each, spread
 // over N * P / 8 blocks): the decoder's single token (N = B rows) and other tiny problems. A function of
 // the shape only, so a given shape always sums in the same order.
