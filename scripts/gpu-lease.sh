@@ -99,7 +99,7 @@ for s in ${STEPS:-check ncu decode ncu-wide bench sanitize}; do
       scripts/gpu-ncu.sh "$work/ncu-wide" >/dev/null 2>"$work/ncu-wide-stderr.txt"
     ;;
   # The same table with the banded kernels off (-DTALKCONV_CUDA_BAND=0: the vector-tile forward and the event
-  # dx kernel for 16-bit x and float; with it the fused 16-bit layer forward, -DTALKCONV_CUDA_FUSED_FORWARD=0; the fused 16-bit window backward, -DTALKCONV_CUDA_FUSED_BACKWARD=0), bfloat16 dW and the 16-bit projection register-staged (-DTALKCONV_CUDA_DW_ASYNC=0
+  # dx kernel for 16-bit x and float; with it the fused 16-bit and float layer forward, -DTALKCONV_CUDA_FUSED_FORWARD=0; the fused 16-bit window backward, -DTALKCONV_CUDA_FUSED_BACKWARD=0), bfloat16 dW and the 16-bit projection register-staged (-DTALKCONV_CUDA_DW_ASYNC=0
   # -DTALKCONV_CUDA_PROJECT_ASYNC=0): an A/B of the 2026-12-01 kernel changes in one call. Its own build directory. (The passes removed from the backward the
   # same day, dropout copy and offset-gradient combine, have no switch: they show as absent kernels.)
   ncu-noband)

@@ -5,7 +5,7 @@
 // Names carry every parameter, so bench/peer_torch.py and bench/report.py read them without guessing:
 //   <family>/dtype:<f32|f16|bf16>/T:<T>/B:<B>/C:<C>/H:<H>/L:<L>/M:<M>/causal:<0|1>
 //   copy/dtype:<..>/T:<T>/B:<B>/C:<C>            (a device-to-device copy of x: the bandwidth roof)
-// families: copy, window_fwd (offsets given), layer_fwd, layer_fwd_2k (16-bit: the two-kernel forward beside the one-
+// families: copy, window_fwd (offsets given), layer_fwd, layer_fwd_2k (the two-kernel forward beside the one-
 // kernel one), layer_bwd (saved offsets), window_bwd and window_bwd_2k (the window's share of the backward, fused
 // where it applies / as two kernels: base shape and heads only), orig_fwd, orig_bwd
 // (Google Benchmark appends /min_time:../manual_time). Counters, per call: bytes (the least a call must

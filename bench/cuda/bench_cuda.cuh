@@ -286,8 +286,8 @@ void BM_layer_forward(benchmark::State& st, const problem& pb) {
 }
 
 // The layer forward as two kernels (the projection, then the window), as talk_conv::forward runs it where the
-// one-kernel forward of 16-bit x (forward_fused_kernel) does not apply: beside layer_fwd, the same-run A/B of that
-// kernel. The same inputs, dropout, saved offsets, bytes and counters as BM_layer_forward; 16-bit x only.
+// one-kernel forward of 16-bit or float x (forward_fused_kernel) does not apply: beside layer_fwd, the same-run A/B of
+// that kernel. The same inputs, dropout, saved offsets, bytes and counters as BM_layer_forward.
 template <class T>
 void BM_layer_forward_two_kernels(benchmark::State& st, const problem& pb) {
   namespace td = talkconv::cuda::detail;
@@ -450,7 +450,7 @@ inline const char* dtype_name<__nv_bfloat16>() { return "bf16"; }
 
 enum family : unsigned {
   copy = 1, window_fwd = 2, layer_fwd = 4, layer_bwd = 8, orig_fwd = 16, orig_bwd = 32, offsets_fwd = 64, offsets_bwd = 128,
-  layer_fwd_2k = 256,  // the layer forward as two kernels (16-bit x: the fused forward's baseline)
+  layer_fwd_2k = 256,  // the layer forward as two kernels (16-bit and float x: the fused forward's baseline)
   window_bwd = 512,    // the window's share of the layer backward (fused where it applies)
   window_bwd_2k = 1024  // the same as two kernels (16-bit x: the fused backward's baseline)
 };
@@ -483,8 +483,7 @@ void registry::add(unsigned fams, const problem& pb) {
   if (fams & copy) add_one("copy" + d + pb.tbc(), &BM_copy<T>, pb);
   if (fams & window_fwd) add_one("window_fwd" + s, &BM_window_forward<T>, pb);
   if (fams & layer_fwd) add_one("layer_fwd" + s, &BM_layer_forward<T>, pb);
-  if constexpr (!std::is_same<T, float>::value)
-    if (fams & layer_fwd_2k) add_one("layer_fwd_2k" + s, &BM_layer_forward_two_kernels<T>, pb);
+  if (fams & layer_fwd_2k) add_one("layer_fwd_2k" + s, &BM_layer_forward_two_kernels<T>, pb);
   if (fams & layer_bwd) add_one("layer_bwd" + s, &BM_layer_backward<T>, pb);
   if (fams & window_bwd) add_one("window_bwd" + s, &BM_window_backward<T, true>, pb);
   if constexpr (!std::is_same<T, float>::value)

@@ -217,8 +217,8 @@ inline test_case fused_shape_case(const fused_shape& sh, std::uint64_t seed) {
 // tensor cores, float on 3xTF32) on the shapes it takes: enough time tiles for two blocks per SM (B scaled to the
 // device), a partial last tile, ragged lengths (0, inside a tile, a tile's edge), both layouts, causal, dropout, P
 // from 4 to 64 (BN 8 to 32; two offset tiles, the second partial at P = 40), heads of 16 to 128 channels (a head
-// across two channel blocks), a partial channel block, K up to 201 (16-bit x) and 41 (float: its stage, 512 bytes a
-// token, keeps two blocks an SM up to K of about 40). Each: the layer forward takes the fused path wherever two blocks
+// across two channel blocks), a partial channel block, K up to 201 (16-bit x) and 63 (float, with 8 heads: its stage,
+// 512 bytes a token, keeps two blocks on an H100 / H200 SM up to K = 47 with 16 heads, 63 with 8). Each: the layer forward takes the fused path wherever two blocks
 // fit an SM (checked, so that the test cannot pass on the two kernels alone; a 100 KB SM, and float on a 164 KB one,
 // skip those that do not fit), y and o_pre are bitwise the two-kernel path's (launch_project then
 // launch_window_forward: the same K loop, epilogue, segments and k steps), and y is within the dtype's bar of the
@@ -237,7 +237,7 @@ void fused_forward_cases() {
                 {640, 96, 6, 12, 12, false, layout::tbc, 0, 0.0f},    // a partial channel block (64 + 32)
                 {400, 512, 32, 3, 4, false, layout::tbc, 1, 0.1f},    // P = 64: two offset tiles in the block
                 {330, 320, 20, 6, 3, false, layout::btc, 1, 0.0f},    // P = 40: the second tile partial
-                {900, 128, 8, 20, 20, false, layout::btc, 1, 0.0f},   // K = 41: the widest stage that fits twice
+                {900, 128, 8, 31, 31, false, layout::btc, 1, 0.0f},   // K = 63, the banded forward's widest: 192 stage rows
             }
           : std::vector<fused_shape>{
                 {1100, 128, 8, 16, 16, false, layout::tbc, 1, 0.0f},  // P = 16, the benchmark's window

@@ -144,7 +144,8 @@ __device__ __forceinline__ void stage_band_rows(unsigned char* stage, const T* s
 // (detail::band_tf32_stage_item), 16 bytes of each token (zero past `valid_rows` and past cn), and writes each
 // channel's 4 words (hi, lo of both tokens) with one 16-byte store, through 4 pointers (the pair's XOR permutes
 // the quad's channels; pr % 8, hence the permutation, stays): a quarter-warp's stores hit 8 distinct bank groups.
-// EvictFirst: the loads under l2_evict_first_policy (the fused float forward's re-read of x: its last read).
+// EvictFirst: streaming loads (ld.global.cs, evict-first in L1 and L2: the fused float forward's re-read of x, its last
+// read; plain loads with TALKCONV_CUDA_L2_HINTS=0).
 template <bool EvictFirst = false>
 __device__ __forceinline__ void stage_band_rows_tf32(float* stage, const float* src, index_t xt, index_t seg, int rows,
                                                      int valid_rows, const band_block& k) {
@@ -158,12 +159,11 @@ __device__ __forceinline__ void stage_band_rows_tf32(float* stage, const float* 
   float* w[4];
 #pragma unroll
   for (int c = 0; c < 4; ++c) w[c] = stage + td::band_tf32_stage_word(j, 4 * item.quad + c, 0);
-  const unsigned long long policy = EvictFirst ? l2_evict_first_policy() : 0ull;
   for (; j < rows; j += 32, p0 += step, p1 += step) {
     float4 v0 = make_float4(0.0f, 0.0f, 0.0f, 0.0f), v1 = v0;
-    if constexpr (EvictFirst) {
-      if (ch_ok && j < valid_rows) v0 = ldg_f4_hint(p0, policy);
-      if (ch_ok && j + 1 < valid_rows) v1 = ldg_f4_hint(p1, policy);
+    if constexpr (EvictFirst && TALKCONV_CUDA_L2_HINTS != 0) {  // ld.global.cs: evict-first in L1 and L2
+      if (ch_ok && j < valid_rows) v0 = __ldcs(reinterpret_cast<const float4*>(p0));
+      if (ch_ok && j + 1 < valid_rows) v1 = __ldcs(reinterpret_cast<const float4*>(p1));
     } else {
       if (ch_ok && j < valid_rows) v0 = __ldg(reinterpret_cast<const float4*>(p0));
       if (ch_ok && j + 1 < valid_rows) v1 = __ldg(reinterpret_cast<const float4*>(p1));

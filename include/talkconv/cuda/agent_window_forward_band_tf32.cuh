@@ -29,8 +29,8 @@ namespace detail {
 // One segment of a tile (float x): x rows [seg, seg + used) of the block's sequence and channels (x: its row 0,
 // channel c0; used = the span's rows from seg, at most S) staged split hi + lo, a barrier, then the warp's k steps
 // over its range [sp.wlo, sp.whi) within the segment, with the rows' taps from `taps` (heads x 128, the block's
-// heads). EvictFirst: x read under the L2 evict-first policy (the fused forward: x's last read, its first left it
-// in L2).
+// heads). EvictFirst: x read by streaming loads (ld.global.cs, evict-first in L1 and L2; plain with
+// TALKCONV_CUDA_L2_HINTS=0): the fused forward's, x's last read (its first left it in L2).
 template <bool EvictFirst = false>
 __device__ __forceinline__ void band_forward_segment_tf32(float (&acc)[8][4], float* stage, const float* x, index_t xt,
                                                           const float2* taps, index_t seg, index_t m0,

@@ -67,21 +67,6 @@ __device__ __forceinline__ void cp_async_16_or_zero_hint(void* dst, const void* 
 #endif
 }
 
-// A 16-byte read-only load from global memory (16-byte aligned) under an L2 policy (l2_evict_first_policy): a
-// register-staged read that is the data's last (the fused float forward's re-read of x); a plain __ldg without hints.
-__device__ __forceinline__ float4 ldg_f4_hint(const float* src, unsigned long long policy) {
-#if TALKCONV_CUDA_L2_HINTS_ON
-  float4 v;
-  asm("ld.global.nc.L2::cache_hint.v4.f32 {%0, %1, %2, %3}, [%4], %5;\n"
-      : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
-      : "l"(src), "l"(policy));
-  return v;
-#else
-  (void)policy;
-  return __ldg(reinterpret_cast<const float4*>(src));
-#endif
-}
-
 // The copies issued since the last commit form one group (cp.async.commit_group); the groups complete in
 // order. cp_async_wait_group<N>() waits until at most N of this thread's groups are pending: a pipeline
 // that keeps one step in flight commits every step (an empty group included) and waits with N = 1.

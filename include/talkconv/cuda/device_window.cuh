@@ -153,7 +153,8 @@ forward_fused_launch plan_forward_fused(const seq_shape& s, const window_params&
 // rows) per SM (fewer: the two kernels spread the window over channel blocks too, which the fused block walks one
 // after the other) and two blocks' shared memory per SM (the offsets tile and the taps table grow with P and H: 16-bit
 // x at P = 32 takes 75 KB a block, P = 64 107 KB: an H100 / H200 only; float's stage, 512 bytes a token, takes 110 KB
-// at K = 33, H = 16, P = 32: an H100 / H200 up to K of about 40); TALKCONV_CUDA_FUSED_FORWARD=0 turns it off. oa: the
+// at K = 33, H = 16, P = 32: an H100 / H200 up to K = 47 there, K = 63 with 8 heads; an A100 only with a few heads
+// and narrow windows); TALKCONV_CUDA_FUSED_FORWARD=0 turns it off. oa: the
 // projection's arguments (oa.o is not written: the offsets stay in shared memory; oa.o_pre is, when set), wa: the
 // window's (wa.offsets unused). Returns false (nothing launched) where it does not apply: the
 // caller runs launch_project and launch_window_forward then. With launch = false, only whether it applies (tests).

@@ -40,7 +40,7 @@ class talk_conv : public basic_talk_conv<Heads> {
   using base::window;
 
   // y = TaLK(x): the projection kernel (offsets after dropout into the workspace, o_pre into
-  // saved_offsets when given), then the window kernel; for 16-bit x where it applies, both in one kernel
+  // saved_offsets when given), then the window kernel; for 16-bit and float x where it applies, both in one kernel
   // (detail::launch_forward_fused: the offsets stay in shared memory, o_pre still goes to saved_offsets; the same
   // bits). Workspace: T * B * P accumulators, or 256 bytes when saved_offsets is given and dropout is off (the
   // window then reads saved_offsets); the one-kernel path leaves it untouched (its size does not depend on the
@@ -163,7 +163,7 @@ class talk_conv : public basic_talk_conv<Heads> {
     w.x = a.x;
     w.offsets = o;
     w.y = a.y;
-    // 16-bit x where both halves take it: one kernel, x read once (o then stays in shared memory).
+    // 16-bit or float x where both halves take it: one kernel, x read once (o then stays in shared memory).
     if (detail::launch_forward_fused(p, w, a.shape, window(), max_offset(a.dropout), stream)) return;
     detail::launch_project(p, a.shape, stream);
     detail::launch_window_forward(w, a.shape, window(), max_offset(a.dropout), stream);
