@@ -86,16 +86,17 @@ void finish_dx_tile(const ref::problem& pb, const td::dx_block_shape& S, const c
   }
 }
 
-// The dx kernels' walk: per sequence b and channel block, blocks of dx_tiles_per_block tiles of `tile` rows, each block's
+// The dx kernels' walk: per sequence b and channel block, blocks of `per_block` tiles of `tile` rows (the event kernel's
+// dx_tiles_per_block, the sorted-events kernel's dx_sorted_tiles_per_block), each block's
 // tiles from the last to the first (last: the block's last tile, which gathers the carry; the lower tiles take the chain,
 // 64 accumulators per block, from the tile above). f(b, cb, last, t0, t1, chain) does one tile.
 template <class A, class F>
-void walk_dx_tiles(const ref::problem& pb, long tile, F&& f) {
+void walk_dx_tiles(const ref::problem& pb, long tile, long per_block, F&& f) {
   const long tiles = (pb.T + tile - 1) / tile;
   for (long b = 0; b < pb.B; ++b)
     for (const channel_block& cb : channel_blocks(pb.C, pb.H))
-      for (long k0 = 0; k0 < tiles; k0 += td::dx_tiles_per_block) {
-        const long kend = std::min(k0 + td::dx_tiles_per_block, tiles);
+      for (long k0 = 0; k0 < tiles; k0 += per_block) {
+        const long kend = std::min(k0 + per_block, tiles);
         std::vector<A> chain(64, A(0));
         for (long kt = kend - 1; kt >= k0; --kt) f(b, cb, kt == kend - 1, kt * tile, std::min(kt * tile + tile, pb.T), chain);
       }
@@ -123,7 +124,7 @@ vec emulate_dx(const ref::problem& pb, const std::vector<A>& o, const std::vecto
     unsigned key;  // staged: the row's key
   };
   const unsigned stage_at = 384;  // any multiple of 128 (the kernel's is after its other buffers)
-  walk_dx_tiles<A>(pb, tile, [&](long b, const channel_block& cb, bool last, long t0, long t1, std::vector<A>& chain) {
+  walk_dx_tiles<A>(pb, tile, td::dx_tiles_per_block, [&](long b, const channel_block& cb, bool last, long t0, long t1, std::vector<A>& chain) {
     const long n = pb.n(b);
     const long h_first = cb.c0 / R;
     const int nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - h_first + 1);
@@ -273,7 +274,7 @@ vec emulate_dx_sorted(const ref::problem& pb, const std::vector<A>& o, const std
   auto first_at = [&](std::uint64_t k) { return static_cast<long>(std::lower_bound(ks.begin(), ks.end(), k) - ks.begin()); };
   // The tiles.
   vec dx(pb.x_size(), 0.0);
-  walk_dx_tiles<A>(pb, S.tile, [&](long b, const channel_block& cb, bool last, long t0, long t1, std::vector<A>& chain) {
+  walk_dx_tiles<A>(pb, S.tile, td::dx_sorted_tiles_per_block, [&](long b, const channel_block& cb, bool last, long t0, long t1, std::vector<A>& chain) {
     const long n = pb.n(b);
     const long h_first = cb.c0 / R;
     const int nh = static_cast<int>((cb.c0 + cb.cn - 1) / R - h_first + 1);
@@ -499,8 +500,9 @@ TEST_CASE("emulated CUDA dx: windows far beyond max_offset, huge L and M on a lo
 }
 
 TEST_CASE("emulated CUDA dx: a NaN offset gives NaN in its head's rows at or below it within its block, never another head") {
-  // Token 700 (block 1: rows 512 .. 1023, tiles of 128) with a NaN left offset in head 0: its left taps sit at row
-  // 699 with NaN weights, the suffix sums carry the NaN down to the block's first row through the chained carry.
+  // Token 700 with a NaN left offset in head 0: its left taps sit at row 699 with NaN weights, the suffix sums carry the
+  // NaN down to its block's first row through the chained carry (tiles of 128: the event kernel's block 1, rows 512 ..
+  // 1023, of dx_tiles_per_block = 4 tiles; the sorted-events kernel's block 0, rows 0 .. 1023, of 8).
   ref::problem pb;
   pb.T = 1100, pb.B = 1, pb.C = 128, pb.H = 2, pb.L = 20, pb.M = 20;
   std::mt19937_64 rng(31);
@@ -517,12 +519,14 @@ TEST_CASE("emulated CUDA dx: a NaN offset gives NaN in its head's rows at or bel
   o_ref[size_t(pb.oi(700, 0, 0))] = 0.5;
   ref::window_backward(pb, vec(pb.x_size(), 0.0), o_ref, vec(dy.begin(), dy.end()), dx_ref, do_ref);
   long bad_head1 = 0, nan_head0 = 0, bad_head0 = 0;
+  const long block_rows = 128L * (sorted ? td::dx_sorted_tiles_per_block : td::dx_tiles_per_block);
+  const long first = 700 / block_rows * block_rows;  // the NaN's block's first row
   for (long t = 0; t < pb.T; ++t)
     for (long c = 0; c < pb.C; ++c) {
       const double v = dx[pb.xi(t, 0, c)];
       if (c >= 64) {
         bad_head1 += !(std::abs(v - dx_ref[pb.xi(t, 0, c)]) <= 1e-4);
-      } else if (t >= 512 && t <= 699) {
+      } else if (t >= first && t <= 699) {
         nan_head0 += std::isnan(v);
       } else {
         bad_head0 += !std::isfinite(v);
@@ -530,7 +534,7 @@ TEST_CASE("emulated CUDA dx: a NaN offset gives NaN in its head's rows at or bel
     }
   CHECK(bad_head1 == 0);
   CHECK(bad_head0 == 0);
-  CHECK(nan_head0 == (699 - 512 + 1) * 64);
+  CHECK(nan_head0 == (699 - first + 1) * 64);
   }
 }
 
@@ -592,7 +596,9 @@ TEST_CASE("sorted dx events: a token's row events and its carry at e are dx_even
 TEST_CASE("emulated sorted-events dx matches the reference: random shapes, both vector widths, float and double") {
   std::mt19937_64 rng(2025);
   for (int i = 0; i < draws(24); ++i) {
-    const ref::problem pb = random_dx_problem(rng, i, 1200, 600);
+    // T to 2400: blocks of dx_sorted_tiles_per_block tiles span 1024 rows (512 for double), so the carry at a
+    // block's end needs T past them
+    const ref::problem pb = random_dx_problem(rng, i, 2400, 600);
     const int fvec = pb.R() % 4 == 0 ? 4 : 1, dvec = pb.R() % 2 == 0 ? 2 : 1;
     check_emulation<float>(pb, 1.0, 400 + i, fvec, 0, true);
     check_emulation<double>(pb, 1.0, 500 + i, dvec, 0, true);
@@ -611,7 +617,7 @@ TEST_CASE("emulated sorted-events dx: windows far beyond max_offset, huge L and 
   check_emulation<float>(big, 1.0, 99, 1, 0, true);
   check_emulation<double>(big, 1.0, 99, 2, 0, true);
   ref::problem edge;  // most windows clamped at both ends: rows 0 and n - 1 hold hundreds of events each
-  edge.T = 700, edge.B = 2, edge.C = 128, edge.H = 2, edge.L = 2000, edge.M = 2000, edge.lengths = {700, 333};
+  edge.T = 1300, edge.B = 2, edge.C = 128, edge.H = 2, edge.L = 2000, edge.M = 2000, edge.lengths = {1300, 333};
   check_emulation<float>(edge, 1.0, 97, 8, 0, true);
   check_emulation<double>(edge, 1.0, 96, 2, 0, true);
 }

@@ -39,11 +39,11 @@ TALKCONV_GPU_CASE("banded dx and forward on TF32 tensor cores: segments past max
 
 // Offsets that put bounds exactly on integers (0 and 1, dropout zeros) and NaN offsets.
 TALKCONV_GPU_CASE("dx by sorted events and by the event kernel: K past the banded limit, heads of R % 16 != 0, several heads per block, heads split over blocks, W^T dz fused, ragged, both layouts: float") {
-  dx_paths_case<float>(shaped_case(301, 900, 2, 128, 2, 120, 80, false, layout::btc, {900, 611}), 1.0, true);
+  dx_paths_case<float>(shaped_case(301, 1400, 2, 128, 2, 120, 80, false, layout::btc, {1400, 1111}), 1.0, true);
   dx_paths_case<float>(shaped_case(302, 700, 2, 72, 3, 9, 6, false, layout::tbc, {700, 555}), 1.0, true);
   dx_paths_case<float>(shaped_case(303, 1300, 1, 64, 4, 300, 0, true, layout::tbc, {1250}), 1.5, true);
   dx_paths_case<float>(shaped_case(304, 500, 2, 64, 16, 40, 30, false, layout::btc, {500, 77}), 1.0, true);  // 16 heads a block
-  dx_paths_case<float>(shaped_case(305, 600, 2, 160, 2, 100, 60, false, layout::tbc, {600, 599}), 1.0, true);  // heads split
+  dx_paths_case<float>(shaped_case(305, 1300, 2, 160, 2, 100, 60, false, layout::tbc, {1300, 1299}), 1.0, true);  // heads split
 }
 
 TALKCONV_GPU_CASE("layer forward in one kernel (projection + banded window on 3xTF32): the fused path taken, bitwise the two kernels', within the bar of the reference: float") {

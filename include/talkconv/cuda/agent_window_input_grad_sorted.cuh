@@ -4,7 +4,7 @@
 //      (token, w / K), at ((sequence, token, head), tap); an event that adds nothing gets the sentinel key;
 //   2. cub::DeviceRadixSort::SortPairs (stable): each row's events contiguous, in (token, tap) order;
 //   3. dx_sorted_starts_rows: the first event of every (sequence, head, row), by binary search of the sorted keys;
-//   4. input_grad_sorted_tile: a block per (sequence, dx_tiles_per_block tiles, channel block) walks its tiles from
+//   4. input_grad_sorted_tile: a block per (sequence, dx_sorted_tiles_per_block tiles, channel block) walks its tiles from
 //      the last to the first:
 //      a. the tile's row starts for the block's heads into shared memory, the heads' ranges concatenated;
 //      b. the events in chunks of dx_policy::sorted_stage_bytes into shared memory (coalesced), then each thread

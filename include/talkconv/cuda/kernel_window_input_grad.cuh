@@ -304,7 +304,7 @@ dx_sorted_args<acc_t<T>, Idx> plan_sorted_dx(const seq_shape& s, const window_pa
   d.nh_max = wg.subs > 1 ? 1 : wg.heads_per_block;
   d.tile = P::tile;
   d.tiles = (s.T + P::tile - 1) / P::tile;
-  d.tiles_per_block = P::tiles_per_block;
+  d.tiles_per_block = P::sorted_tiles_per_block;
   d.blocks_per_seq = (d.tiles + d.tiles_per_block - 1) / d.tiles_per_block;
   d.causal = w.causal;
   d.cap = P::sorted_stage_bytes / static_cast<int>(sizeof(typename D::value));

@@ -8,6 +8,7 @@
 #include "talkconv/cuda/cuda_traits.hpp"
 #include "talkconv/detail/dx_band.hpp"
 #include "talkconv/detail/dx_plan.hpp"
+#include "talkconv/detail/dx_sorted.hpp"
 #include "talkconv/traits.hpp"
 
 #include <cuda_bf16.h>
@@ -166,6 +167,7 @@ struct dx_policy {
   static constexpr int min_blocks = sizeof(A) > 4 ? 2 : 4;
   // consecutive tiles per block, walked last to first: setup and divisions amortized, the carry chained
   static constexpr int tiles_per_block = talkconv::detail::dx_tiles_per_block;
+  static constexpr int sorted_tiles_per_block = talkconv::detail::dx_sorted_tiles_per_block;  // the sorted-events dx's
   // The fused offset path (add_fused_offset_path): 16-bit types and float with 16-byte vectors (8 channels x
   // 4 rows, 4 x 8 per thread), W^T of at most fused_chunks chunks of 32 offsets staged (8 KiB each, twice
   // for float: W is split hi + lo, 3xTF32).

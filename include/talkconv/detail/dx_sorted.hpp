@@ -7,7 +7,7 @@
 // once, keyed by (sequence, head, row), and one stable radix sort (CUB) lists each row's events contiguously,
 // in (token, tap) order. A tile then reads its rows' events, sums them per row, suffix-sums the rows; the
 // carry of a block's last tile (the taps past its end) comes from the tokens straddling that end, found
-// as before (~K per block of dx_tiles_per_block tiles); the lower tiles' carry is chained. Work per element:
+// as before (~K per block of dx_sorted_tiles_per_block tiles); the lower tiles' carry is chained. Work per element:
 // the events of its row (4 per token on average), whatever K; per block, the straddling tokens' carry.
 #pragma once
 
@@ -18,6 +18,12 @@
 
 namespace talkconv {
 namespace detail {
+
+// Tiles per block of the sorted-events dx (the event kernel's dx_tiles_per_block is 4): only a block's last tile
+// gathers a carry (the taps of ~K tokens straddling its end; make_taps per (token, head), ~1.8 / 5.5 / 9 instructions
+// per element at K = 33 / 513 / 1023 over 4 tiles), so 8 halve it; at the benchmark shape 1024 blocks, ~1.9 waves of
+// an H200's 528 slots.
+constexpr int dx_sorted_tiles_per_block = 8;
 
 // An event after the sort: the token's row within its sequence (the dy row to read) and w_j / K.
 template <class A, class U>
