@@ -331,6 +331,40 @@ __device__ __forceinline__ void add_fused_offset_path(float (&out)[RV][CV], cons
   }
 }
 
+// The end of a dx tile, both dx kernels' (the event kernel's input_grad_tile, the sorted-events kernel's
+// dx_tile_finish): the fused offset path (W^T dz from the staged W^T at d.w_at and the dz buffer after it; every
+// lane: inactive ones hold zeros and multiply zero columns of W^T), then the store of the thread's rows [t0, t1) below
+// d.tile; with W^T dz, rows past the length n are stored 0 whatever W holds (an Inf in W times their zero dz would be
+// NaN). acc: the thread's RP rows x VEC channels (row group g, vector v), dxt: dx at (sequence b, row t0, channel c0).
+template <class Idx, int VEC, bool Fused, bool SplitW, int RP, class T, class A, class D>
+__device__ __forceinline__ void dx_tile_store(const window_args<T>& a, const D& d, A (&acc)[RP][VEC], bool active,
+                                              int g, int v, int warp, int lane, Idx b, Idx t0, Idx t1, Idx n, Idx xt,
+                                              Idx ot, T* __restrict__ dxt) {
+  extern __shared__ __align__(16) unsigned char talkconv_smem[];
+  if constexpr (Fused) {
+    const Idx end = t1 < n ? t1 : n;  // rows past the length add nothing (their dz is 0 anyway)
+    const int rows = end > t0 ? static_cast<int>(end - t0) : 0;
+    float* wf = reinterpret_cast<float*>(talkconv_smem + d.w_at);
+    add_fused_offset_path<Idx, VEC, RP, SplitW>(acc, wf, wf + d.chunks * talkconv::detail::dxf_chunk_floats * (SplitW ? 2 : 1),
+                               a.dz + (index_t(b) * a.g.ob + index_t(t0) * a.g.ot), ot, rows, a.g.P,
+                               a.g.P % 4 == 0 && reinterpret_cast<std::uintptr_t>(a.dz) % 16 == 0, d.chunks, warp, lane);
+  }
+  if (active) {
+    T* __restrict__ dxv = dxt + v * VEC;
+#pragma unroll
+    for (int r = 0; r < RP; ++r) {
+      const int row = g * RP + r;
+      if (t0 + row >= t1 || row >= d.tile) break;
+      if constexpr (Fused) {
+        if (t0 + row >= n)
+#pragma unroll
+          for (int i = 0; i < VEC; ++i) acc[r][i] = A(0);
+      }
+      dx_vector<T, VEC>::store(dxv + row * xt, acc[r]);
+    }
+  }
+}
+
 // A flag counted over the block in thread order (whole warps, one barrier): x = the flags set in the threads
 // before this one, y = the block's total. counts: one int per warp in shared memory, not read by anyone else
 // between the caller's previous barrier and this call's.
@@ -690,29 +724,7 @@ __device__ void input_grad_tile(const window_args<T>& a, const dx_args& d) {
 #pragma unroll
       for (int i = 0; i < VEC; ++i) acc[r][i] += above[i];
   }
-  if constexpr (Fused) {  // every lane: inactive ones hold zeros and multiply zero columns of W^T
-    const Idx end = t1 < n ? t1 : n;  // rows past the length add nothing (their dz is 0 anyway)
-    const int rows = end > t0 ? static_cast<int>(end - t0) : 0;
-    float* wf = reinterpret_cast<float*>(talkconv_smem + d.w_at);
-    add_fused_offset_path<Idx, VEC, RP, P::split_w>(acc, wf, wf + d.chunks * talkconv::detail::dxf_chunk_floats * (P::split_w ? 2 : 1),
-                               a.dz + (index_t(b) * a.g.ob + index_t(t0) * a.g.ot), ot, rows, a.g.P,
-                               a.g.P % 4 == 0 && reinterpret_cast<std::uintptr_t>(a.dz) % 16 == 0, d.chunks, warp, lane);
-  }
-  if (active) {
-    T* __restrict__ dxv = dxt + v * VEC;
-#pragma unroll
-    for (int r = 0; r < RP; ++r) {
-      const int row = g * RP + r;
-      if (t0 + row >= t1 || row >= d.tile) break;
-      if constexpr (Fused) {
-        // Rows past the length are zero whatever W holds (an Inf in W times their zero dz would be NaN).
-        if (t0 + row >= n)
-#pragma unroll
-          for (int i = 0; i < VEC; ++i) acc[r][i] = A(0);
-      }
-      dx_vector<T, VEC>::store(dxv + row * xt, acc[r]);
-    }
-  }
+  dx_tile_store<Idx, VEC, Fused, P::split_w>(a, d, acc, active, g, v, warp, lane, b, t0, t1, n, xt, ot, dxt);
   __syncthreads();  // the next tile reuses the shared memory
   }
 }

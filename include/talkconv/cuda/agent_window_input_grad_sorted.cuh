@@ -100,9 +100,10 @@ __device__ void dx_sorted_starts_rows(const U* __restrict__ keys, U items, U row
   }
 }
 
-// The end of a dx tile (the event kernel, input_grad_tile, writes the same steps out inline: calling this function there,
-// inlined, changes its register allocation, which then spills in its 16-bit fused gather loop, 2 local loads and 2 stores
-// per 2 events, nvcc 13.0, sm_90; the CPU emulations share one finish, tests/test_cuda_tiles.cpp): each thread's RP rows
+// The end of a dx tile (the event kernel, input_grad_tile, writes its raking steps out inline: calling this function
+// there, inlined, changes its register allocation, which then spills in its 16-bit fused gather loop, 2 local loads and
+// 2 stores per 2 events, nvcc 13.0, sm_90; both share the last step, dx_tile_store, which leaves the event kernel's SASS
+// as it was; the CPU emulations share one finish, tests/test_cuda_tiles.cpp): each thread's RP rows
 // suffix-summed, the raking pass over row groups in a fixed order with the carry (`last`: the chain, then the row groups'
 // carry sums in group order; a lower tile: the chain), the chain for the tile below (thread tid < cn: the window part
 // of dx at this tile's first row), the fused offset path (W^T dz: the staged W^T at d.w_at, the dz buffer after it), the
@@ -149,29 +150,7 @@ __device__ __forceinline__ void dx_tile_finish(const window_args<T>& a, const D&
 #pragma unroll
       for (int i = 0; i < VEC; ++i) acc[r][i] += above[i];
   }
-  if constexpr (Fused) {  // every lane: inactive ones hold zeros and multiply zero columns of W^T
-    const Idx end = t1 < n ? t1 : n;  // rows past the length add nothing (their dz is 0 anyway)
-    const int rows = end > t0 ? static_cast<int>(end - t0) : 0;
-    float* wf = reinterpret_cast<float*>(talkconv_smem + d.w_at);
-    add_fused_offset_path<Idx, VEC, RP, SplitW>(acc, wf, wf + d.chunks * talkconv::detail::dxf_chunk_floats * (SplitW ? 2 : 1),
-                               a.dz + (index_t(b) * a.g.ob + index_t(t0) * a.g.ot), ot, rows, a.g.P,
-                               a.g.P % 4 == 0 && reinterpret_cast<std::uintptr_t>(a.dz) % 16 == 0, d.chunks, warp, lane);
-  }
-  if (active) {
-    T* __restrict__ dxv = dxt + v * VEC;
-#pragma unroll
-    for (int r = 0; r < RP; ++r) {
-      const int row = g * RP + r;
-      if (t0 + row >= t1 || row >= d.tile) break;
-      if constexpr (Fused) {
-        // Rows past the length are zero whatever W holds (an Inf in W times their zero dz would be NaN).
-        if (t0 + row >= n)
-#pragma unroll
-          for (int i = 0; i < VEC; ++i) acc[r][i] = A(0);
-      }
-      dx_vector<T, VEC>::store(dxv + row * xt, acc[r]);
-    }
-  }
+  dx_tile_store<Idx, VEC, Fused, SplitW>(a, d, acc, active, g, v, warp, lane, b, t0, t1, n, xt, ot, dxt);
 }
 
 // 4. The tiles of one block (grid: B * blocks_per_seq, channel blocks; dx_policy::threads threads).
