@@ -99,10 +99,14 @@ void launch_param_grads(offsets_args<T> a, const seq_shape& s, const param_plan&
       using pol = dw_tc_policy<PT>;
       const dim3 grid(static_cast<unsigned>((a.g.C + pol::channels - 1) / pol::channels),
                       static_cast<unsigned>(pp.chunks), static_cast<unsigned>((a.g.P + PT - 1) / PT));
-      constexpr bool async = TALKCONV_CUDA_DW_ASYNC != 0 && std::is_same<T, __nv_bfloat16>::value;
-      if (async && a.g.C % 8 == 0 && reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0)
-        param_grads_partial_tc_kernel<T, PT, async><<<grid, pol::threads, 0, stream>>>(a);
-      else
+      // x by cp.async (16-byte vectors of whole rows) where it is aligned; float and half need the dynamic shared
+      // memory of dw_tc_async_smem (bfloat16's is static)
+      constexpr bool async = TALKCONV_CUDA_DW_ASYNC != 0;
+      if (async && a.g.C % (16 / sizeof(T)) == 0 && reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0) {
+        constexpr std::size_t smem = std::is_same<T, __nv_bfloat16>::value ? 0 : sizeof(dw_tc_async_smem<T, PT>);
+        allow_smem(param_grads_partial_tc_kernel<T, PT, async>, smem, "param_grads_partial_tc_kernel");
+        param_grads_partial_tc_kernel<T, PT, async><<<grid, pol::threads, smem, stream>>>(a);
+      } else
         param_grads_partial_tc_kernel<T, PT><<<grid, pol::threads, 0, stream>>>(a);
       check_launch("param_grads_partial_tc_kernel");
     } else {

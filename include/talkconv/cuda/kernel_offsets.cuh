@@ -81,13 +81,17 @@ static __global__ void __launch_bounds__(dz_gemm_policy::threads, dz_gemm_policy
 // Residency: the benchmark shape's grid is 4 x 128 = 512 blocks. bfloat16 asks for 4 per SM (64 registers,
 // about 40 spilled words per row step to L1) so 512 fit one wave of 132 x 4; with 3 (80 registers, no
 // spill) the H200 ran 396 and then 116 (90 us, 2026-11-30). TF32's 2 per SM fill 2 waves to 97%.
-// Async (bfloat16 only): x staged by cp.async, two steps in flight (16-byte aligned x, C % 8 == 0).
+// Async: x staged by cp.async, two steps in flight (16-byte aligned x, C a multiple of 16 bytes); for half and float
+// its shared memory is dynamic (sizeof(dw_tc_async_smem<T, PT>): 79 KB for float), the launch's to allow.
 template <class T, int PT, bool Async = false>
 static __global__ void __launch_bounds__(dw_tc_policy<PT>::threads, std::is_same<T, __nv_bfloat16>::value ? 4 : 2)
     param_grads_partial_tc_kernel(offsets_args<T> a) {
   if constexpr (std::is_same<T, __nv_bfloat16>::value) {
     __shared__ dw_bf16_smem<PT> sm;
     param_grads_partial_bf16_block<PT, Async>(a, sm);
+  } else if constexpr (Async) {
+    extern __shared__ __align__(16) unsigned char talkconv_smem[];
+    param_grads_partial_tc_async_block<T, PT>(a, *reinterpret_cast<dw_tc_async_smem<T, PT>*>(talkconv_smem));
   } else {
     __shared__ dw_tc_smem<PT> sm;
     param_grads_partial_tc_block<T, PT>(a, sm);

@@ -32,7 +32,7 @@
 #define TALKCONV_CUDA_PROJECT_ASYNC 1
 #endif
 
-// TALKCONV_CUDA_DW_ASYNC=0 keeps bfloat16 dW on its register-staged path (an A/B switch for the profiler:
+// TALKCONV_CUDA_DW_ASYNC=0 keeps dW on its register-staged path, every dtype (an A/B switch for the profiler:
 // scripts/gpu-lease.sh's ncu-noband step builds with it and TALKCONV_CUDA_BAND=0).
 #ifndef TALKCONV_CUDA_DW_ASYNC
 #define TALKCONV_CUDA_DW_ASYNC 1
