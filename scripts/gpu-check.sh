@@ -14,6 +14,8 @@
 # python/ through scripts/test-torch.sh; TALKCONV_PYTHON picks the interpreter), DIRECT_BUILD=1 (nvcc without cmake). The build
 # directory (build/gpu-check) is reused, so the steps can run as separate calls (each call rewrites
 # summary.txt with its own steps): SKIP_SANITIZE=1 SKIP_BENCH=1, then SKIP_TESTS=1 SKIP_BENCH=1 ...
+# Programs in build/prebuilt/gpu-check (scripts/gpu-prebuild.sh, on another machine) replace the build when their
+# stamp matches this tree (scripts/prebuilt.sh); PREBUILT=0 builds regardless.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -107,7 +109,22 @@ status=0
 bench_built=1
 mkdir -p "$build"
 t0=$SECONDS
-if command -v cmake >/dev/null && [ "${DIRECT_BUILD:-0}" != 1 ]; then
+# Programs built on another machine for this tree (scripts/gpu-prebuild.sh; carry build/prebuilt), when their
+# stamp matches the tree, this GPU's architecture and no extra -D flags, and their libraries load here.
+. "$root/scripts/prebuilt.sh"
+prebuilt_libs
+pre_tests=$(prebuilt_path gpu-check talkconv_cuda_tests "" "$arch") || pre_tests=
+pre_bench=$(prebuilt_path gpu-check talkconv_cuda_bench "" "$arch") || pre_bench=
+if [ -n "$pre_tests" ] && { [ "${SKIP_BENCH:-0}" = 1 ] || [ -n "$pre_bench" ]; }; then
+  say "prebuilt: $(tail -n 1 "$root/build/prebuilt/gpu-check/stamp")"
+  note build OK "prebuilt (build/prebuilt/gpu-check, $(head -n 1 "$root/build/prebuilt/gpu-check/stamp"))"
+  tests=$pre_tests
+  bench=${pre_bench:-none}
+  [ -n "$pre_bench" ] || bench_built=0
+elif command -v cmake >/dev/null && [ "${DIRECT_BUILD:-0}" != 1 ]; then
+  [ -d "$root/build/prebuilt/gpu-check" ] && say "prebuilt programs not used: their stamp does not match this tree," \
+    "sm_$arch and no -D flags, or a library does not load (build/prebuilt/gpu-check/stamp: $(head -n 1 \
+    "$root/build/prebuilt/gpu-check/stamp" 2>/dev/null); this tree: $(prebuilt_stamp gpu-check "$arch"))"
   # A build directory carried from another machine (another source path or compiler) cannot be reused.
   if [ -f "$build/CMakeCache.txt" ] && ! grep -q "^CMAKE_HOME_DIRECTORY:INTERNAL=$root\$" "$build/CMakeCache.txt"; then
     rm -rf "$build"

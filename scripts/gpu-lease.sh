@@ -3,7 +3,8 @@
 # Nsight Compute's per-kernel table, the quick GPU benchmark set and compute-sanitizer on a case set, each
 # step under its own time limit, in that order of priority. After every step everything so far is packed
 # into $OUT/all.tgz, and summary.txt, ncu.md and bench_cuda.json are copied beside it, so a call stopped at
-# its limit still returns what it measured. Carry build/deps (scripts/gpu-deps-bundle.sh).
+# its limit still returns what it measured. Carry build/deps (scripts/gpu-deps-bundle.sh) and build/prebuilt
+# (scripts/gpu-prebuild.sh: the programs built on the calling machine, so the device runs rather than compiles).
 #
 #   scripts/gpu-lease.sh [out_dir]      (default $OUT, else ./gpu-lease-out)
 #
@@ -69,7 +70,9 @@ export SKIP_TORCH=1 SKIP_PEERS=1
 headline='(T:4096/B:16/C:1024/(min_time|H:16/L:(16|255|511)/M:(16|0|255|511)/))|(T:1024/B:64/C:1024/(min_time|H:16/L:16/M:16/))|decoder_step'
 # The builds the A/B steps compare against: the 2026-12-01 kernel changes off (ncu-noband, ksweep-bf16), and the
 # event dx kernel where the sorted-events dx (2026-12-02) would run.
-noband_defs="-DTALKCONV_CUDA_BAND=0 -DTALKCONV_CUDA_DW_ASYNC=0 -DTALKCONV_CUDA_PROJECT_ASYNC=0 -DTALKCONV_CUDA_FUSED_FORWARD=0 -DTALKCONV_CUDA_FUSED_BACKWARD=0 -DTALKCONV_CUDA_DX_SORTED=0"
+# (scripts/prebuilt.sh names each build's flags once; scripts/gpu-prebuild.sh builds them all on another machine.)
+. scripts/prebuilt.sh
+noband_defs=$(prebuilt_defines gpu-noband)
 # ncu's bf16 table at L = M = each of $1 from several builds, into $work/$2/<label>-L<l>/ and one table file
 # $work/$2/ksweep.md; each build is three more arguments: label, CUDA_DEFINES, BUILD_DIR (empty: gpu-ncu.sh's default).
 ncu_ab() {
@@ -140,8 +143,8 @@ for s in ${STEPS:-check ncu decode ncu-wide bench sanitize}; do
   ksweep-wide)
     mkdir -p "$work/ksweep-wide"
     step ksweep-wide "${T_KSWEEP_WIDE:-420}" bash -c "$(declare -f ncu_ab); work='$work' ncu_ab '${KSWEEP_WIDE_LS:-255 511}' \
-      ksweep-wide default '' '' event -DTALKCONV_CUDA_DX_SORTED=0 '$root/build/gpu-event' \
-      band -DTALKCONV_CUDA_BAND_MAX_K=1023 '$root/build/gpu-bandwide'"
+      ksweep-wide default '' '' event '$(prebuilt_defines gpu-event)' '$root/build/gpu-event' \
+      band '$(prebuilt_defines gpu-bandwide)' '$root/build/gpu-bandwide'"
     ;;
   sanitize)
     step sanitize "${T_SANITIZE:-150}" env SKIP_TESTS=1 SKIP_BENCH=1 SANITIZERS="${SANITIZERS:-memcheck racecheck}" \

@@ -9,7 +9,9 @@
 # Environment: STALLS=1 (also stall reasons, bank conflicts, L2 hit rate: more replay passes), DTYPES (default "bf16 f32"), SHAPE (default "4096 16 1024 16 16 16 0": T B C H L M causal),
 # CUDA_ARCH (default: the GPU's compute capability), BUILD_DIR (default build/gpu-check, shared with
 # scripts/gpu-check.sh), NCU (default ncu), CUDA_DEFINES (extra -D flags for nvcc, e.g. "-DTALKCONV_CUDA_BAND=0":
-# the kernels before the banded ones; give it its own BUILD_DIR). About a minute per dtype on an H200.
+# the kernels before the banded ones; give it its own BUILD_DIR), PREBUILT=0 (build even where build/prebuilt/<the
+# BUILD_DIR's name> holds a profiler program stamped for this tree and these flags: scripts/gpu-prebuild.sh). About a
+# minute per dtype on an H200.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -22,10 +24,18 @@ arch=${CUDA_ARCH:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/
 arch=${arch:-90}
 deps=${DEPS_PREFIX:-$root/build/deps/usr}
 [ -d "$deps" ] && export CMAKE_PREFIX_PATH="$deps${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$arch" \
-  -DTALKCONV_BUILD_EXAMPLES=OFF -DCMAKE_CUDA_FLAGS="${CUDA_DEFINES:-}" >"$out/ncu-configure.txt" 2>&1
-cmake --build "$build" --target talkconv_cuda_profile -j "${JOBS:-$(nproc)}" >"$out/ncu-build.txt" 2>&1
-prog=$build/bench/cuda/talkconv_cuda_profile
+# The profiler program built on another machine for this tree and these -D flags (scripts/gpu-prebuild.sh, carried in
+# build/prebuilt/<the build directory's name>), else built here.
+. scripts/prebuilt.sh
+prebuilt_libs
+if prog=$(prebuilt_path "$(basename "$build")" talkconv_cuda_profile "${CUDA_DEFINES:-}" "$arch"); then
+  echo "prebuilt: $(head -n 1 "$(dirname "$prog")/stamp")" >"$out/ncu-build.txt"
+else
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES="$arch" \
+    -DTALKCONV_BUILD_EXAMPLES=OFF -DCMAKE_CUDA_FLAGS="${CUDA_DEFINES:-}" >"$out/ncu-configure.txt" 2>&1
+  cmake --build "$build" --target talkconv_cuda_profile -j "${JOBS:-$(nproc)}" >"$out/ncu-build.txt" 2>&1
+  prog=$build/bench/cuda/talkconv_cuda_profile
+fi
 metrics=gpu__time_duration.sum,smsp__inst_executed.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed
 metrics+=,sm__inst_executed.avg.per_cycle_active,launch__registers_per_thread
 metrics+=,launch__shared_mem_per_block_dynamic,launch__shared_mem_per_block_static
