@@ -54,7 +54,9 @@ prebuilt_unpack() {
   [ -f "$1.xz" ] || return 1
   { xz -dc "$1.xz" >"$1.part" 2>/dev/null ||
     python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-      "$1.xz" "$1.part"; } && chmod +x "$1.part" && mv "$1.part" "$1"
+      "$1.xz" "$1.part" 2>/dev/null; } && chmod +x "$1.part" && mv "$1.part" "$1" && return 0
+  rm -f "$1.part"
+  return 1
 }
 
 # prebuilt_path <config> <binary> <defines> <arch>: prints the carried binary's path and returns 0 when it may stand
