@@ -268,7 +268,7 @@ TEST_CASE("offset gradients from two rows of x per token: the emulated gather bl
   for (int draw = 0; draw < draws(60); ++draw) {
     const int V = uniform_int(rng, 0, 1) ? 8 : 4, cols = 64 / V;
     const int R = std::min(64, V << uniform_int(rng, 0, 3)), nh = 64 / R;  // one block of 64 channels
-    const int tile = 2 * (256 / cols);  // offsets_grad_policy: 2 tokens per thread, 256 threads
+    const int tile = 2 * 2 * (256 / cols);  // offsets_grad_policy: 2 passes of 2 tokens per thread, 256 threads
     const long T = uniform_int(rng, 1, 700), n = uniform_int(rng, 0, 1) ? T : uniform_int(rng, 0, T);
     const bool causal = uniform_int(rng, 0, 3) == 0;
     const long L = uniform_int(rng, 0, 1) ? uniform_int(rng, 0, 20) : uniform_int(rng, 0, 600);

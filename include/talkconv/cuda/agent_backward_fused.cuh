@@ -2,8 +2,8 @@
 // gradient with W^T dz of a time tile in one block, so that dy is read from DRAM once (the two kernels read it
 // twice: the gather, then the banded dx) and dz is not read back from DRAM. A block owns 128 rows [t0, t0 + 128)
 // (band_tile_rows) of sequence b and every channel:
-//   1. per channel block, the first first, the gather kernel's work for its two tiles of offsets_grad_policy::tile
-//      tokens (window_offsets_grad_gather at make_ctx_at): the slope rows of x (read evict-first: this kernel does
+//   1. per channel block, the first first, the gather kernel's work for its tiles of offsets_grad_policy::tile tokens
+//      (one of 128 for 16-bit x; window_offsets_grad_gather at make_ctx_at): the slope rows of x (read evict-first: this kernel does
 //      not read them again), dy, the head sums in column order and their finish (finish_offset_grad): dz of the
 //      tile's rows for every head, stored to global memory (dW reads it next);
 //   2. per channel block, the last first, the banded dx kernel's work for the tile (input_grad_band_block at

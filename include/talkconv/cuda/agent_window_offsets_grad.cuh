@@ -76,8 +76,8 @@ __device__ void window_offsets_grad_tile(const window_args<T>& a) {
 // offsets_grad_policy::tile tokens x the block's channels.
 //  1. The rows of every valid (token, head) pair into a table (make_taps once per pair), and the dx
 //     kernel's reach folded in (warp_reach; launch_window_backward zeroed it and launches no reach pass).
-//  2. Thread (tok, col), per_thread tokens: the 16 bytes of dy and of the two x rows, all loads issued
-//     before the first use; left = sum_j dy_j x_left_j and right = sum_j dy_j x_right_j in channel order,
+//  2. Thread (tok, col), passes x per_thread tokens: the 16 bytes of dy and of the two x rows, a pass's loads all
+//     issued before their first use; left = sum_j dy_j x_left_j and right = sum_j dy_j x_right_j in channel order,
 //     times 1/K, into the products buffer (0 where the slope is, whatever dy holds: the table keeps the
 //     token's own row there, complemented, so every load is in bounds and none is predicated).
 //  3. After one barrier, one thread per (token, head, side) adds the head's vectors in column order
@@ -153,41 +153,48 @@ __device__ void window_offsets_grad_gather(const window_args<T>& a, const tile_c
     const T* __restrict__ dyb = a.dy + (base + c.t0 * a.g.xt);
     const A inv_k = A(1) / A(a.w.L + a.w.M + 1);
     const Idx xt = static_cast<Idx>(a.g.xt);
-    uint4 rd[KT] = {}, rx[KT] = {}, ry[KT] = {};  // dy, x at the left row, x at the right row
-    unsigned nonzero = 0u;                         // bit 2k: token k's left slope, bit 2k + 1: its right one
     const unsigned long long policy = EvictX ? l2_evict_first_policy() : 0ull;
     auto load_x = [&](const T* p) { return EvictX ? load_raw16_hint<T>(p, policy) : load_raw16<T>(p); };
+    // G::passes passes of KT tokens (tok0 + pass * KT * step + k * step), one at a time: a pass's loads all issued
+    // before its first use, the registers of one pass's loads live at once.
+#pragma unroll 1
+    for (int pass = 0; pass < G::passes; ++pass) {
+      const int tokp = tok0 + pass * KT * G::step;
+      if (tokp >= nval) break;  // the pass's first token past the valid ones: so are the rest
+      uint4 rd[KT] = {}, rx[KT] = {}, ry[KT] = {};  // dy, x at the left row, x at the right row
+      unsigned nonzero = 0u;                         // bit 2k: token k's left slope, bit 2k + 1: its right one
 #pragma unroll
-    for (int k = 0; k < KT; ++k) {
-      const int tok = tok0 + k * G::step;
-      if (tok < nval) {
-        const grad_rows e = table[tok * c.nh + hh];
-        rd[k] = load_raw16<T>(dyb + Idx(tok) * xt);
-        rx[k] = load_x(xb + static_cast<Idx>(talkconv::detail::slope_offset(e.left)));
-        if (!Causal) ry[k] = load_x(xb + static_cast<Idx>(talkconv::detail::slope_offset(e.right)));
-        nonzero |= (talkconv::detail::slope_nonzero(e.left) ? 1u : 0u) << (2 * k);
-        nonzero |= (talkconv::detail::slope_nonzero(e.right) ? 2u : 0u) << (2 * k);
+      for (int k = 0; k < KT; ++k) {
+        const int tok = tokp + k * G::step;
+        if (tok < nval) {
+          const grad_rows e = table[tok * c.nh + hh];
+          rd[k] = load_raw16<T>(dyb + Idx(tok) * xt);
+          rx[k] = load_x(xb + static_cast<Idx>(talkconv::detail::slope_offset(e.left)));
+          if (!Causal) ry[k] = load_x(xb + static_cast<Idx>(talkconv::detail::slope_offset(e.right)));
+          nonzero |= (talkconv::detail::slope_nonzero(e.left) ? 1u : 0u) << (2 * k);
+          nonzero |= (talkconv::detail::slope_nonzero(e.right) ? 2u : 0u) << (2 * k);
+        }
       }
-    }
 #pragma unroll
-    for (int k = 0; k < KT; ++k) {
-      const int tok = tok0 + k * G::step;
-      if (tok >= nval) continue;
-      A d[V], xl[V], xr[V];
-      unpack_vec<T>(rd[k], d);
-      unpack_vec<T>(rx[k], xl);
-      A gl = A(0), gr = A(0);
+      for (int k = 0; k < KT; ++k) {
+        const int tok = tokp + k * G::step;
+        if (tok >= nval) continue;
+        A d[V], xl[V], xr[V];
+        unpack_vec<T>(rd[k], d);
+        unpack_vec<T>(rx[k], xl);
+        A gl = A(0), gr = A(0);
 #pragma unroll
-      for (int j = 0; j < V; ++j) gl += d[j] * xl[j];
-      if (!Causal) {
-        unpack_vec<T>(ry[k], xr);
+        for (int j = 0; j < V; ++j) gl += d[j] * xl[j];
+        if (!Causal) {
+          unpack_vec<T>(ry[k], xr);
 #pragma unroll
-        for (int j = 0; j < V; ++j) gr += d[j] * xr[j];
+          for (int j = 0; j < V; ++j) gr += d[j] * xr[j];
+        }
+        // Exactly 0 where the slope is (whatever dy holds, NaN included).
+        const int slot = talkconv::detail::products_slot(tok, col, P::cols);
+        prod[tok * P::cols + slot] = (nonzero >> (2 * k)) & 1u ? inv_k * gl : A(0);
+        prod[(a.tile + tok) * P::cols + slot] = (nonzero >> (2 * k)) & 2u ? inv_k * gr : A(0);
       }
-      // Exactly 0 where the slope is (whatever dy holds, NaN included).
-      const int slot = talkconv::detail::products_slot(tok, col, P::cols);
-      prod[tok * P::cols + slot] = (nonzero >> (2 * k)) & 1u ? inv_k * gl : A(0);
-      prod[(a.tile + tok) * P::cols + slot] = (nonzero >> (2 * k)) & 2u ? inv_k * gr : A(0);
     }
   }
   __syncthreads();

@@ -128,7 +128,11 @@ struct offsets_grad_policy {
   static constexpr int threads = P::threads;
   static constexpr int step = threads / P::cols;       // tokens per pass of the block
   static constexpr int per_thread = 2;                 // tokens whose loads a thread issues together
-  static constexpr int tile = per_thread * step;       // 64 (16-bit), 32 (float), 16 (double)
+  // passes of per_thread tokens a thread makes over the tile: the thread's setup (head, 1/K, bases: about as many
+  // instructions as one pass's products) paid once per 2 passes (sm_90 SASS, bf16: the products section 286
+  // instructions for 16 elements with one pass)
+  static constexpr int passes = 2;
+  static constexpr int tile = per_thread * step * passes;  // 128 (16-bit), 64 (float), 32 (double)
   static constexpr int min_blocks = 4;                 // 64 registers: 6 loads of 16 bytes in flight
 };
 
