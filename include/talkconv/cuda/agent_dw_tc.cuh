@@ -32,6 +32,38 @@ struct dw_tc_smem {
   bool valid[pol::k_rows];
 };
 
+// A dW block's place (grid: channel blocks x row chunks x offset tiles): channels [c0, c0 + cw), row chunk k = rows
+// [r0, r1), offsets [p0, p0 + PT); the blocks of channel block 0 also sum dbias (bias: uniform over the block).
+template <int PT>
+struct dw_block {
+  index_t c0, k, p0, r0, r1;
+  int cw;
+  bool bias;
+  template <class T>
+  __device__ __forceinline__ explicit dw_block(const offsets_args<T>& a) {
+    using pol = dw_tc_policy<PT>;
+    const index_t C = a.g.C, N = a.g.T * a.g.B;
+    c0 = index_t(blockIdx.x) * pol::channels;
+    k = blockIdx.y;
+    p0 = index_t(blockIdx.z) * PT;
+    r0 = k * a.rows_per_chunk;
+    r1 = r0 + a.rows_per_chunk < N ? r0 + a.rows_per_chunk : N;
+    cw = static_cast<int>(C - c0 < pol::channels ? C - c0 : pol::channels);
+    bias = blockIdx.x == 0;
+  }
+};
+
+// Zeroed mma accumulators: offset tile m (16 offsets) x channel tile n (8 channels), d layout.
+template <int PT, int NT>
+__device__ __forceinline__ void dw_zero(float (&acc)[PT / 16][NT][4]) {
+#pragma unroll
+  for (int m = 0; m < PT / 16; ++m)
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[m][n][e] = 0.0f;
+}
+
 // The block's dW tile straight from the accumulators (m16n8 d layout): offsets p0 + 16 m + g (+ 8), channels
 // 8 NT warp + 8 n + 2 q (+ 1) of the block's; partial chunk k.
 template <int PT, int NT, class T>
@@ -155,12 +187,11 @@ __device__ __forceinline__ void param_grads_partial_tc_block(const offsets_args<
   using stage = tile_stage<T, pol::k_rows, pol::channels, pol::threads>;
   constexpr int V = stage::V;
   const int tid = static_cast<int>(threadIdx.x);
-  const index_t C = a.g.C, P = a.g.P, N = a.g.T * a.g.B;
-  const index_t c0 = index_t(blockIdx.x) * pol::channels;
-  const index_t k = blockIdx.y, p0 = index_t(blockIdx.z) * PT;
-  const index_t r0 = k * a.rows_per_chunk, r1 = r0 + a.rows_per_chunk < N ? r0 + a.rows_per_chunk : N;
-  const bool bias_block = blockIdx.x == 0;  // uniform: this block also sums dbias
-  const int cw = static_cast<int>(C - c0 < pol::channels ? C - c0 : pol::channels);  // channels in this block
+  const index_t C = a.g.C, P = a.g.P;
+  const dw_block<PT> blk(a);
+  const index_t c0 = blk.c0, k = blk.k, p0 = blk.p0, r0 = blk.r0, r1 = blk.r1;
+  const bool bias_block = blk.bias;  // uniform: this block also sums dbias
+  const int cw = blk.cw;             // channels in this block
   const bool vec = C % V == 0 && reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0;
   constexpr bool split_x = std::is_same<T, float>::value;  // x not exact in TF32
   float bacc = 0.0f;
@@ -176,12 +207,7 @@ __device__ __forceinline__ void param_grads_partial_tc_block(const offsets_args<
   constexpr int NT = pol::n_tiles;
   const int g = lane / 4, q = lane % 4;
   float acc[PT / 16][NT][4];
-#pragma unroll
-  for (int m = 0; m < PT / 16; ++m)
-#pragma unroll
-    for (int n = 0; n < NT; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[m][n][e] = 0.0f;
+  dw_zero<PT, NT>(acc);
   const int row = stage::row0(tid), cc = stage::col0(tid);
   const bool full_cols = vec && cw == pol::channels;
   for (index_t rb = r0; rb < r1; rb += pol::k_rows) {
@@ -315,6 +341,41 @@ __device__ __forceinline__ void dw_bf16_step_mma(float (&acc)[PT / 16][NT][4], u
 }
 #endif
 
+// A dW block's rows, step by step: a step's row count (k_rows, fewer at the chunk's end r1), their validity (warp 0
+// walks them in order: row < nb and within its length) and this thread's dz role (row dr, offsets [dc, dc + 4) of the
+// offset tile p0; threads past k_rows * dz_cols have none).
+template <class T, int PT>
+struct dw_rows {
+  using pol = dw_tc_policy<PT>;
+  int tid, dr, dc;
+  bool dz_thread, dz_vec;
+  index_t r1, p0;
+  row_walk walk;
+  __device__ __forceinline__ dw_rows(const offsets_args<T>& a, index_t r0, index_t r1_)
+      : tid(static_cast<int>(threadIdx.x)), dr(tid / pol::dz_cols), dc((tid % pol::dz_cols) * 4),
+        dz_thread(tid < pol::k_rows * pol::dz_cols),
+        dz_vec(a.g.P % 4 == 0 && reinterpret_cast<std::uintptr_t>(a.dz) % 16 == 0), r1(r1_),
+        p0(index_t(blockIdx.z) * PT) {
+    if (tid < pol::k_rows) walk.start(a.g, r0 + tid, pol::k_rows);
+  }
+  __device__ __forceinline__ int rows_at(index_t rb) const {
+    return static_cast<int>(r1 - rb < pol::k_rows ? r1 - rb : pol::k_rows);
+  }
+  // this thread's dz of the step at rb with nb rows (zero without a role or past nb)
+  __device__ __forceinline__ float4 dz_at(const offsets_args<T>& a, index_t rb, int nb) const {
+    const index_t P = a.g.P;
+    return dz_thread && dr < nb ? load_dz4(a.dz + ((rb + dr) * P + p0 + dc), p0 + dc, P, dz_vec)
+                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
+  // the next step's validity into valid[0 .. k_rows) (nb rows)
+  __device__ __forceinline__ void set_valid(const offsets_args<T>& a, bool* valid, int nb) {
+    if (tid < pol::k_rows) {
+      valid[tid] = tid < nb && walk.valid(a.g);
+      walk.advance();
+    }
+  }
+};
+
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 // The row steps of a dW block whose x is staged by cp.async (16-byte aligned x, C a multiple of a 16-byte vector: the
 // launch checks both), two steps in flight: sm.x[2] (Sm::ldx elements a row) and sm.valid[2] in shared memory. The
@@ -324,32 +385,17 @@ __device__ __forceinline__ void dw_bf16_step_mma(float (&acc)[PT / 16][NT][4], u
 // to shared memory, and in channel block 0 its warp's column sums (dbias), by the threads with a dz role;
 // step(cur): the step's products on x[cur]. Between them one barrier, then dbias's warp sums are added to bacc.
 template <class T, int PT, class Sm, class StageDz, class Step>
-__device__ __forceinline__ void dw_async_steps(const offsets_args<T>& a, Sm& sm, index_t r0, index_t r1, index_t c0,
-                                               int cw, bool bias_block, float& bacc, StageDz&& stage_dz, Step&& step) {
+__device__ __forceinline__ void dw_async_steps(const offsets_args<T>& a, Sm& sm, const dw_block<PT>& b, float& bacc,
+                                               StageDz&& stage_dz, Step&& step) {
+  const index_t r0 = b.r0, r1 = b.r1, c0 = b.c0;
+  const int cw = b.cw;
+  const bool bias_block = b.bias;
   using pol = dw_tc_policy<PT>;
   using stage = tile_stage<T, pol::k_rows, pol::channels, pol::threads>;
   const int tid = static_cast<int>(threadIdx.x);
-  const index_t C = a.g.C, P = a.g.P;
-  const index_t p0 = index_t(blockIdx.z) * PT;
-  const int dr = tid / pol::dz_cols, dc = (tid % pol::dz_cols) * 4;
-  const bool dz_thread = tid < pol::k_rows * pol::dz_cols;
-  const bool dz_vec = P % 4 == 0 && reinterpret_cast<std::uintptr_t>(a.dz) % 16 == 0;
-  row_walk walk;
-  if (tid < pol::k_rows) walk.start(a.g, r0 + tid, pol::k_rows);
+  const index_t C = a.g.C;
+  dw_rows<T, PT> rows(a, r0, r1);
   const int row = stage::row0(tid), cc = stage::col0(tid);
-  auto rows_at = [&](index_t rb) { return static_cast<int>(r1 - rb < pol::k_rows ? r1 - rb : pol::k_rows); };
-  auto dz_at = [&](index_t rb, int nb) {
-    return dz_thread && dr < nb ? load_dz4(a.dz + ((rb + dr) * P + p0 + dc), p0 + dc, P, dz_vec)
-                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  };
-  // The validity of a step's rows (warp 0, walking them in order): row < nb and within its length. valid[buf] of a
-  // step is set before the barrier that precedes its copies.
-  auto set_valid = [&](int buf, int nb) {
-    if (tid < pol::k_rows) {
-      sm.valid[buf][tid] = tid < nb && walk.valid(a.g);
-      walk.advance();
-    }
-  };
   // xq: this thread's first x vector of the next step to issue, one add per step.
   const index_t x_step = index_t(pol::k_rows) * C, x_rows = index_t(stage::row_step) * C;
   const T* xq = a.x + ((r0 + row) * C + c0 + cc);
@@ -368,8 +414,8 @@ __device__ __forceinline__ void dw_async_steps(const offsets_args<T>& a, Sm& sm,
   const int steps = r1 > r0 ? static_cast<int>((r1 - r0 + pol::k_rows - 1) / pol::k_rows) : 0;
   float4 dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   if (steps > 0) {
-    set_valid(0, rows_at(r0));
-    dz4 = dz_at(r0, rows_at(r0));
+    rows.set_valid(a, sm.valid[0], rows.rows_at(r0));
+    dz4 = rows.dz_at(a, r0, rows.rows_at(r0));
     __syncthreads();
     issue(0);
   }
@@ -377,18 +423,18 @@ __device__ __forceinline__ void dw_async_steps(const offsets_args<T>& a, Sm& sm,
     const int cur = st & 1;
     const index_t rn = r0 + index_t(st + 1) * pol::k_rows;
     const bool more = st + 1 < steps;
-    const int nb_next = more ? rows_at(rn) : 0;
-    if (more) set_valid(cur ^ 1, nb_next);
+    const int nb_next = more ? rows.rows_at(rn) : 0;
+    if (more) rows.set_valid(a, sm.valid[cur ^ 1], nb_next);
     __syncthreads();  // valid[cur ^ 1] is set; every warp is done with step st - 1 (x[cur ^ 1], dz, bias)
     if (more)
       issue(cur ^ 1);
     else
       cp_async_commit();  // an empty group: the wait below still means "step st's copies"
-    if (dz_thread) {
-      if (!sm.valid[cur][dr]) dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      stage_dz(dz4, dr, dc);
+    if (rows.dz_thread) {
+      if (!sm.valid[cur][rows.dr]) dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      stage_dz(dz4, rows.dr, rows.dc);
     }
-    const float4 dz_next = dz_at(rn, nb_next);  // zero past the last step (nb_next = 0)
+    const float4 dz_next = rows.dz_at(a, rn, nb_next);  // zero past the last step (nb_next = 0)
     cp_async_wait_group<1>();  // this thread's copies of step st
     __syncthreads();           // everyone's: x[cur], dz and the bias sums are in place
     if (bias_block && tid < PT) dw_bias_add<PT>(sm.bias, tid, bacc);
@@ -407,12 +453,11 @@ __device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_arg
   using sm_t = dw_bf16_smem<PT>;
   using stage = tile_stage<T, pol::k_rows, pol::channels, pol::threads>;
   const int tid = static_cast<int>(threadIdx.x);
-  const index_t C = a.g.C, P = a.g.P, N = a.g.T * a.g.B;
-  const index_t c0 = index_t(blockIdx.x) * pol::channels;
-  const index_t k = blockIdx.y, p0 = index_t(blockIdx.z) * PT;
-  const index_t r0 = k * a.rows_per_chunk, r1 = r0 + a.rows_per_chunk < N ? r0 + a.rows_per_chunk : N;
-  const bool bias_block = blockIdx.x == 0;
-  const int cw = static_cast<int>(C - c0 < pol::channels ? C - c0 : pol::channels);
+  const index_t C = a.g.C, P = a.g.P;
+  const dw_block<PT> blk(a);
+  const index_t c0 = blk.c0, k = blk.k, p0 = blk.p0, r0 = blk.r0, r1 = blk.r1;
+  const bool bias_block = blk.bias;  // uniform: this block also sums dbias
+  const int cw = blk.cw;             // channels in this block
   const bool vec = C % stage::V == 0 && reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0;
   float bacc = 0.0f;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -420,12 +465,7 @@ __device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_arg
   const int warp = tid / 32, lane = tid % 32;
   constexpr int NT = pol::n_tiles;
   float acc[PT / 16][NT][4];
-#pragma unroll
-  for (int m = 0; m < PT / 16; ++m)
-#pragma unroll
-    for (int n = 0; n < NT; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[m][n][e] = 0.0f;
+  dw_zero<PT, NT>(acc);
   // ldmatrix row addresses (32-bit shared): dz pieces at (k row, offset column), x at (k row, channel).
   const unsigned a_at = static_cast<unsigned>(
       __cvta_generic_to_shared(&sm.d[0][td::ldsm_t_a_k(lane) * sm_t::ldd + td::ldsm_t_a_m(lane)]));
@@ -434,31 +474,15 @@ __device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_arg
   constexpr unsigned stage_bytes = unsigned(sizeof(T)) * pol::k_rows * sm_t::ldx;
   if constexpr (Async) {
     dw_async_steps<T, PT>(
-        a, sm, r0, r1, c0, cw, bias_block, bacc,
+        a, sm, blk, bacc,
         [&](float4 z, int zr, int zc) { dw_bf16_stage_dz<PT>(sm, z, zr, zc, bias_block, warp, lane); },
         [&](int cur) { dw_bf16_step_mma<PT, NT>(acc, a_at, b_at + unsigned(cur) * stage_bytes); });
   } else {
-    const int dr = tid / pol::dz_cols, dc = (tid % pol::dz_cols) * 4;
-    const bool dz_thread = tid < pol::k_rows * pol::dz_cols;
-    const bool dz_vec = P % 4 == 0 && reinterpret_cast<std::uintptr_t>(a.dz) % 16 == 0;
-    row_walk walk;
-    if (tid < pol::k_rows) walk.start(a.g, r0 + tid, pol::k_rows);
+    dw_rows<T, PT> rows(a, r0, r1);
     const int row = stage::row0(tid), cc = stage::col0(tid);
-    auto rows_at = [&](index_t rb) { return static_cast<int>(r1 - rb < pol::k_rows ? r1 - rb : pol::k_rows); };
-    auto dz_at = [&](index_t rb, int nb) {
-      return dz_thread && dr < nb ? load_dz4(a.dz + ((rb + dr) * P + p0 + dc), p0 + dc, P, dz_vec)
-                                  : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    };
-    // The validity of a step's rows (warp 0, walking them in order): row < nb and within its length.
-    auto set_valid = [&](int buf, int nb) {
-      if (tid < pol::k_rows) {
-        sm.valid[buf][tid] = tid < nb && walk.valid(a.g);
-        walk.advance();
-      }
-    };
     const bool full_cols = vec && cw == pol::channels;
     for (index_t rb = r0; rb < r1; rb += pol::k_rows) {
-      const int nb = rows_at(rb);
+      const int nb = rows.rows_at(rb);
       stage xs;
       const T* xp = a.x + ((rb + row) * C + c0);
       if (full_cols && nb == pol::k_rows) {
@@ -468,8 +492,8 @@ __device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_arg
       } else {
         xs.load(xp, index_t(stage::row_step) * C, nb - row, cc, cw, vec, tid);
       }
-      float4 dz4 = dz_at(rb, nb);
-      set_valid(0, nb);
+      float4 dz4 = rows.dz_at(a, rb, nb);
+      rows.set_valid(a, sm.valid[0], nb);
       __syncthreads();  // valid is set; the previous step's fragments are loaded
       // x as staged, zero past nb or past the length (NaN there cannot leak in).
 #pragma unroll
@@ -479,9 +503,9 @@ __device__ __forceinline__ void param_grads_partial_bf16_block(const offsets_arg
           const bool ok = r < nb && sm.valid[0][r];
           *reinterpret_cast<uint4*>(&sm.x[0][r * sm_t::ldx + cc]) = ok ? xs.raw[i] : make_uint4(0u, 0u, 0u, 0u);
         }
-      if (dz_thread) {
-        if (!(dr < nb && sm.valid[0][dr])) dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        dw_bf16_stage_dz<PT>(sm, dz4, dr, dc, bias_block, warp, lane);
+      if (rows.dz_thread) {
+        if (!(rows.dr < nb && sm.valid[0][rows.dr])) dz4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        dw_bf16_stage_dz<PT>(sm, dz4, rows.dr, rows.dc, bias_block, warp, lane);
       }
       __syncthreads();
       if (bias_block && tid < PT) dw_bias_add<PT>(sm.bias, tid, bacc);
@@ -521,40 +545,30 @@ __device__ __forceinline__ void param_grads_partial_tc_async_block(const offsets
   using pol = dw_tc_policy<PT>;
   using sm_t = dw_tc_async_smem<T, PT>;
   const int tid = static_cast<int>(threadIdx.x);
-  const index_t C = a.g.C, P = a.g.P, N = a.g.T * a.g.B;
-  const index_t c0 = index_t(blockIdx.x) * pol::channels;
-  const index_t k = blockIdx.y, p0 = index_t(blockIdx.z) * PT;
-  const index_t r0 = k * a.rows_per_chunk, r1 = r0 + a.rows_per_chunk < N ? r0 + a.rows_per_chunk : N;
-  const bool bias_block = blockIdx.x == 0;
-  const int cw = static_cast<int>(C - c0 < pol::channels ? C - c0 : pol::channels);
+  const dw_block<PT> b(a);
   float bacc = 0.0f;
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const int warp = tid / 32, lane = tid % 32, g = lane / 4, q = lane % 4;
   constexpr int NT = pol::n_tiles;
   float acc[PT / 16][NT][4];
-#pragma unroll
-  for (int m = 0; m < PT / 16; ++m)
-#pragma unroll
-    for (int n = 0; n < NT; ++n)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[m][n][e] = 0.0f;
+  dw_zero<PT, NT>(acc);
   const int xo = q * sm_t::ldx + warp * (NT * 8) + g;
   dw_async_steps<T, PT>(
-      a, sm, r0, r1, c0, cw, bias_block, bacc,
+      a, sm, b, bacc,
       [&](float4 z, int zr, int zc) {
         store_tf32_split(sm.hi + zr * pol::ldd + zc, sm.lo + zr * pol::ldd + zc, z);
-        if (bias_block) dw_bias_warp_sums<PT>(sm.bias, z, zc, warp, lane);
+        if (b.bias) dw_bias_warp_sums<PT>(sm.bias, z, zc, warp, lane);
       },
       [&](int cur) {
         dw_tf32_step_mma<PT, NT, sm_t::ldx, std::is_same<T, float>::value>(acc, sm.x[cur] + xo, sm.hi + q * pol::ldd + g,
                                                                          sm.lo + q * pol::ldd + g);
       });
-  store_dw_tile<PT, NT>(a, acc, k, p0, c0, cw, warp, lane);
+  store_dw_tile<PT, NT>(a, acc, b.k, b.p0, b.c0, b.cw, warp, lane);
 #else
   (void)sm;
-  bacc = dw_tile_plain<T, PT>(a, k, p0, c0, cw, r0, r1, bias_block, tid);
+  bacc = dw_tile_plain<T, PT>(a, b.k, b.p0, b.c0, b.cw, b.r0, b.r1, b.bias, tid);
 #endif
-  if (bias_block && tid < PT && p0 + tid < P) a.db_part[k * P + p0 + tid] = bacc;
+  if (b.bias && tid < PT && b.p0 + tid < a.g.P) a.db_part[b.k * a.g.P + b.p0 + tid] = bacc;
 }
 
 }  // namespace detail
