@@ -99,13 +99,18 @@ void launch_param_grads(offsets_args<T> a, const seq_shape& s, const param_plan&
       using pol = dw_tc_policy<PT>;
       const dim3 grid(static_cast<unsigned>((a.g.C + pol::channels - 1) / pol::channels),
                       static_cast<unsigned>(pp.chunks), static_cast<unsigned>((a.g.P + PT - 1) / PT));
-      // x by cp.async (16-byte vectors of whole rows) where it is aligned; float and half need the dynamic shared
-      // memory of dw_tc_async_smem (bfloat16's is static)
+      // x by cp.async (16-byte vectors of whole rows) where it is aligned. float and half need the dynamic shared
+      // memory of dw_tc_async_smem (79 KB for float; bfloat16's is static): only where the code run is sm_80's or
+      // later (before it the block sums without it, and the size may pass the opt-in) and two blocks fit an SM (an
+      // sm_86 / 89's 100 KB hold one: the register path keeps two there)
       constexpr bool async = TALKCONV_CUDA_DW_ASYNC != 0;
-      if (async && a.g.C % (16 / sizeof(T)) == 0 && reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0) {
-        constexpr std::size_t smem = std::is_same<T, __nv_bfloat16>::value ? 0 : sizeof(dw_tc_async_smem<T, PT>);
-        allow_smem(param_grads_partial_tc_kernel<T, PT, async>, smem, "param_grads_partial_tc_kernel");
-        param_grads_partial_tc_kernel<T, PT, async><<<grid, pol::threads, smem, stream>>>(a);
+      constexpr bool bf16 = std::is_same<T, __nv_bfloat16>::value;
+      constexpr std::size_t smem = bf16 ? 0 : sizeof(dw_tc_async_smem<T, PT>);
+      auto* async_kernel = &param_grads_partial_tc_kernel<T, PT, async>;
+      if (async && a.g.C % index_t(16 / sizeof(T)) == 0 && reinterpret_cast<std::uintptr_t>(a.x) % 16 == 0 &&
+          (bf16 || (built_for_sm80(async_kernel) && 2 * (smem + smem_reserved_per_block) <= smem_per_sm()))) {
+        allow_smem(async_kernel, smem, "param_grads_partial_tc_kernel");
+        async_kernel<<<grid, pol::threads, smem, stream>>>(a);
       } else
         param_grads_partial_tc_kernel<T, PT><<<grid, pol::threads, 0, stream>>>(a);
       check_launch("param_grads_partial_tc_kernel");
