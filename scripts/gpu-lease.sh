@@ -148,7 +148,7 @@ for s in ${STEPS:-check ncu decode ncu-wide bench sanitize}; do
     ;;
   sanitize)
     step sanitize "${T_SANITIZE:-150}" env SKIP_TESTS=1 SKIP_BENCH=1 SANITIZERS="${SANITIZERS:-memcheck racecheck}" \
-      SANITIZE_CASES="${SANITIZE_CASES:-*fused dx path*: float,*fused dx path*: bfloat16,*rows past the lengths*: float,*banded dx*: bfloat16,*banded dx*: float,*layer forward in one kernel*: bfloat16,*dx in one kernel*: bfloat16}" \
+      SANITIZE_CASES="${SANITIZE_CASES:-*fused dx path*: float,*fused dx path*: bfloat16,*rows past the lengths*: float,*banded dx*: bfloat16,*banded dx*: float,*layer forward in one kernel*: bfloat16,*dx in one kernel*: bfloat16,*dx in one kernel*: float}" \
       scripts/gpu-check.sh "$work/sanitize" >/dev/null
     ;;
   *) echo "gpu-lease: unknown step $s" >>"$work/steps.txt" ;;

@@ -50,6 +50,10 @@ TALKCONV_GPU_CASE("layer forward in one kernel (projection + banded window on 3x
   fused_forward_cases<float>();
 }
 
+TALKCONV_GPU_CASE("layer backward: the window's offset gradients and dx in one kernel, the fused path taken, bitwise the two kernels', within the bar of the reference: float") {
+  fused_backward_cases<float>();
+}
+
 TALKCONV_GPU_CASE("window handles integer bounds and NaN offsets like the CPU") {
   window_nan_offset_case<float>(5, 2, 8);   // heads of 4 channels
   window_nan_offset_case<float>(6, 4, 64);  // heads of 16: the banded forward

@@ -475,32 +475,49 @@ TEST_CASE("fused layer forward's plan: the banded forward's segments, its parts 
 }
 
 TEST_CASE("fused window backward's plan: the banded dx's segments and W steps for one tile per block, shared memory the larger of the gather's and the banded dx's") {
-  for (const talkconv::window_params& w :
-       {talkconv::window_params{16, 16, 16, false}, talkconv::window_params{16, 63, 0, true},
-        talkconv::window_params{8, 5, 7, false}, talkconv::window_params{16, 127, 127, false},
-        talkconv::window_params{64, 9, 12, false}, talkconv::window_params{2, 0, 0, false}})
-    for (double mo : {1.0, 1.0 / (1.0 - 0.3)})
-      for (int nh : {1, 2, 4})
-        for (std::size_t per_sm : {std::size_t(0), std::size_t(233472), std::size_t(167936)}) {
-          const talkconv::seq_shape s{4100, 16, 1024, layout::tbc};
-          INFO("H=", w.heads, " L=", w.max_left, " M=", w.max_right, " max_offset=", mo, " nh=", nh, " per_sm=", per_sm);
-          const d::backward_fused_launch p = d::plan_backward_fused<__nv_bfloat16>(s, w, mo, nh, per_sm);
-          const d::dx_band_launch dx = d::plan_input_grad_band<__nv_bfloat16>(s, w, mo, nh, true, per_sm);
-          CHECK(p.tiles == (4100 + 127) / 128);
-          CHECK(p.args.tiles_per_block == 1);
-          CHECK(p.args.blocks_per_seq == p.tiles);
-          // the banded dx kernel's segments and W steps and layout: its bits
-          CHECK(p.args.stage_rows == dx.args.stage_rows);
-          CHECK(p.args.steps == dx.args.steps);
-          CHECK(p.args.steps == static_cast<int>((w.num_offsets() + 7) / 8));
-          CHECK(p.args.taps_at == dx.args.taps_at);
-          CHECK(p.args.w_at == dx.args.w_at);
-          CHECK(p.args.causal == w.causal);
-          const std::size_t gather = d::offsets_grad_layout<__nv_bfloat16>::bytes(d::offsets_grad_policy<__nv_bfloat16>::tile, nh);
-          CHECK(p.smem >= gather);
-          CHECK(p.smem >= dx.smem);
-          CHECK((p.smem == gather || p.smem == dx.smem));
-        }
+  auto check_type = [](auto tag) {
+    using T = typename decltype(tag)::type;
+    INFO("T=", sizeof(T) == 2 ? "bfloat16" : "float");
+    for (const talkconv::window_params& w :
+         {talkconv::window_params{16, 16, 16, false}, talkconv::window_params{16, 63, 0, true},
+          talkconv::window_params{8, 5, 7, false}, talkconv::window_params{16, 127, 127, false},
+          talkconv::window_params{16, 60, 60, false}, talkconv::window_params{64, 9, 12, false},
+          talkconv::window_params{2, 0, 0, false}})
+      for (double mo : {1.0, 1.0 / (1.0 - 0.3)})
+        for (int nh : {1, 2, 4})
+          for (std::size_t per_sm : {std::size_t(0), std::size_t(233472), std::size_t(167936)}) {
+            const talkconv::seq_shape s{4100, 16, 1024, layout::tbc};
+            INFO("H=", w.heads, " L=", w.max_left, " M=", w.max_right, " max_offset=", mo, " nh=", nh, " per_sm=", per_sm);
+            const d::backward_fused_launch p = d::plan_backward_fused<T>(s, w, mo, nh, per_sm);
+            const d::dx_band_launch dx = d::plan_input_grad_band<T>(s, w, mo, nh, true, per_sm);
+            CHECK(p.tiles == (4100 + 127) / 128);
+            CHECK(p.args.tiles_per_block == 1);
+            CHECK(p.args.blocks_per_seq == p.tiles);
+            // the banded dx kernel's segments and W steps and layout: its bits
+            CHECK(p.args.stage_rows == dx.args.stage_rows);
+            CHECK(p.args.steps == dx.args.steps);
+            CHECK(p.args.steps == static_cast<int>((w.num_offsets() + 7) / 8));
+            CHECK(p.args.taps_at == dx.args.taps_at);
+            CHECK(p.args.w_at == dx.args.w_at);
+            CHECK(p.args.causal == w.causal);
+            const std::size_t gather = d::offsets_grad_layout<T>::bytes(d::offsets_grad_policy<T>::tile, nh);
+            CHECK(p.smem >= gather);
+            CHECK(p.smem >= dx.smem);
+            CHECK((p.smem == gather || p.smem == dx.smem));
+          }
+  };
+  check_type(type_tag<__nv_bfloat16>{});
+  check_type(type_tag<float>{});
+  // Float at the benchmark shape on an H100 / H200 (228 KB an SM): two blocks fit (stage 176 rows, 112,064 bytes),
+  // so the layer backward takes the fused kernel there; the gather's tile holds whole passes of the block's tile.
+  const d::backward_fused_launch f = d::plan_backward_fused<float>(talkconv::seq_shape{4096, 16, 1024, layout::tbc},
+                                                                     talkconv::window_params{16, 16, 16, false}, 1.0, 1,
+                                                                     233472);
+  CHECK(f.args.stage_rows == 176);
+  CHECK(f.smem == 112064);
+  CHECK(2 * (f.smem + d::smem_reserved_per_block) <= 233472);
+  CHECK(talkconv::detail::band_tile_rows % d::offsets_grad_policy<float>::tile == 0);
+  CHECK(talkconv::detail::band_tile_rows % d::offsets_grad_policy<__nv_bfloat16>::tile == 0);
 }
 
 TEST_CASE("sorted-events dx: taken exactly where the banded dx is not by shape; its plan carves disjoint parts within every opt-in") {

@@ -30,8 +30,10 @@ namespace talkconv {
 namespace cuda {
 namespace detail {
 
-template <class Idx, bool Fused>
-__device__ void input_grad_band_tile_tf32(const window_args<float>& a, const dx_band_args& d) {
+// The block k (a block's own: make_band_block; the fused float backward's: make_band_block_at). EvictFirst: dy read
+// as streaming loads (ld.global.cs) and dx stored evict-first, as the 16-bit block does in the fused backward.
+template <class Idx, bool Fused, bool EvictFirst = false>
+__device__ void input_grad_band_block_tf32(const window_args<float>& a, const dx_band_args& d, const band_block& k) {
   namespace td = talkconv::detail;
   using pol = dx_band_policy<float>;
   extern __shared__ __align__(16) unsigned char talkconv_smem[];
@@ -40,7 +42,6 @@ __device__ void input_grad_band_tile_tf32(const window_args<float>& a, const dx_
   float2* taps_w = reinterpret_cast<float2*>(talkconv_smem + d.taps_at);
   float* wfrag = reinterpret_cast<float*>(talkconv_smem + d.w_at);
 
-  const band_block k = make_band_block(a, d);
   const int tid = k.tid, lane = k.lane, g = k.g, q = k.q, cn = k.cn, nh = k.nh;
   const index_t b = k.b, c0 = k.c0, h_first = k.h_first, n = k.n;
   const int S = d.stage_rows, PR = S + pol::pad_rows;  // PR even: a head's table rows stay 16-byte aligned
@@ -95,13 +96,13 @@ __device__ void input_grad_band_tile_tf32(const window_args<float>& a, const dx_
   }
   __syncthreads();
 
-  band_dx_walk<float, Idx, Fused>(
+  band_dx_walk<float, Idx, Fused, EvictFirst>(
       a, d, k,
       [&](float(&acc)[8][4], index_t seg, index_t span_hi, index_t m0) {
         // 1. the rows the warps' k steps read: the segment's part of the span and up to 7 past it (even)
         const int used = static_cast<int>(span_hi - seg < S ? span_hi - seg : S);
         const int rows = (used + pol::pad_rows + 1) / 2 * 2;
-        stage_band_rows_tf32(stage, dy, a.g.xt, seg, rows, used, k);
+        stage_band_rows_tf32<EvictFirst>(stage, dy, a.g.xt, seg, rows, used, k);
         for (int hh = 0; hh < nh; ++hh)
           for (int j = tid; j < rows; j += pol::threads) {
             const index_t u = seg + j;
@@ -149,6 +150,11 @@ __device__ void input_grad_band_tile_tf32(const window_args<float>& a, const dx_
         for (int nt = 0; nt < 8; ++nt)  // tiles past cn: zero W (not stored)
           mma_tf32x3(acc[nt], zhi, zlo, *reinterpret_cast<const float4*>(wfrag + td::band_tf32_w_index(s, nt, lane)));
       });
+}
+
+template <class Idx, bool Fused>
+__device__ void input_grad_band_tile_tf32(const window_args<float>& a, const dx_band_args& d) {
+  input_grad_band_block_tf32<Idx, Fused>(a, d, make_band_block(a, d));
 }
 
 }  // namespace detail

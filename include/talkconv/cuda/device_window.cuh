@@ -289,7 +289,7 @@ backward_fused_launch plan_backward_fused(const seq_shape& s, const window_param
   return p;
 }
 
-// The window backward of 16-bit x in one kernel (agent_backward_fused.cuh) where it applies: the gather kernel's
+// The window backward of 16-bit and float x in one kernel (agent_backward_fused.cuh) where it applies: the gather kernel's
 // conditions (a.partial set, vector tiles), its finish (finish_asked, whole heads per channel block: a.partial is
 // dz then), the banded dx with W^T dz (a.dz, a.weight, P <= 8 max_steps), two blocks' shared memory within an SM,
 // and at least two tiles per SM (fewer: the two kernels spread over channel blocks too). Launches the reach pass (reach zeroed by
@@ -298,7 +298,7 @@ backward_fused_launch plan_backward_fused(const seq_shape& s, const window_param
 template <class T>
 bool launch_backward_fused(window_args<T> a, const seq_shape& s, const window_params& w, double max_offset,
                            unsigned long long* reach, bool finish_asked, cudaStream_t stream, bool launch = true) {
-  if constexpr (!(TALKCONV_CUDA_FUSED_BACKWARD != 0 && dx_band_policy<T>::sixteen && dx_band_policy<T>::supported)) {
+  if constexpr (!(TALKCONV_CUDA_FUSED_BACKWARD != 0 && backward_fused_types<T> && dx_band_policy<T>::supported)) {
     (void)a, (void)s, (void)w, (void)max_offset, (void)reach, (void)finish_asked, (void)stream, (void)launch;
     return false;
   } else {

@@ -50,7 +50,7 @@ static __global__ void __launch_bounds__(dx_band_policy<T>::threads, 2)
 #endif
 }
 
-// The window backward of 16-bit x in one pass over dy (offset gradients finished into dz + banded dx with W^T dz,
+// The window backward of 16-bit and float x in one pass over dy (offset gradients finished into dz + banded dx with W^T dz,
 // agent_backward_fused.cuh): grid B * tiles (tiles = ceil(T / 128)), dx_band_policy::threads threads, dynamic smem
 // backward_fused_launch::smem. Two blocks per SM, not the banded dx's three: 119 registers without spills (80 with
 // 152 / 196 bytes of spills at three), the dy still to be re-read (~half a tile a block) ~34 MB of L2 for 264 blocks
@@ -61,7 +61,7 @@ static __global__ void __launch_bounds__(dx_band_policy<T>::threads, 2)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // no mma.sync on 16-bit types, no cp.async: never launched (band_kernels_built)
 #else
-  if constexpr (dx_band_policy<T>::sixteen && dx_band_policy<T>::supported)
+  if constexpr (backward_fused_types<T> && dx_band_policy<T>::supported)
     backward_fused_tile<T, Idx, Causal>(g, a, d, tiles);
 #endif
 }

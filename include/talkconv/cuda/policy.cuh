@@ -287,6 +287,11 @@ template <class T>
 constexpr bool forward_fused_types =
     dx_band_policy<T>::forward && (project_policy<T>::tensor_cores || project_policy<T>::tf32x3);
 
+// The fused window backward (agent_backward_fused.cuh) exists for T whose banded dx runs on tensor cores: 16-bit x
+// (16-bit mma) and float (3xTF32).
+template <class T>
+constexpr bool backward_fused_types = dx_band_policy<T>::sixteen || std::is_same<T, float>::value;
+
 // Below this many tiles the projection is a dot product per (row, offset) instead (one warp each, spread
 // over N * P / 8 blocks): the decoder's single token (N = B rows) and other tiny problems. A function of
 // the shape only, so a given shape always sums in the same order.
