@@ -1,7 +1,7 @@
 // The body of talkconv_cuda_profile (profile_layer.cu): one layer forward + backward of one dtype through the
-// public CUDA API, each kernel once inside a cudaProfilerStart/Stop region. run<T> is compiled once per dtype in
-// its own translation unit (profile_layer_<dtype>.cu), as the benchmarks' registry::add is: the three dtypes'
-// kernels compile in parallel instead of in one file (the longest of the CI build, 2-3 minutes on 2 cores).
+// public CUDA API, each kernel once inside a cudaProfilerStart/Stop region. run<T> is compiled once per dtype, in
+// the benchmarks' translation unit of that dtype (bench_cuda_<dtype>.cu, beside registry::add<T>): the kernels both
+// programs instantiate compile once, and the three dtypes in parallel.
 #pragma once
 
 #include <talkconv/cuda/talkconv.cuh>
