@@ -915,6 +915,10 @@ void run_offsets_backward(problem& pb, reader& r, rng& g) {
   // Magnitudes: dz and its rounding error per token.
   const double uA = dt<A>::unit, uT = dt<V>::unit;
   vec dzmag(static_cast<size_t>(T * B * P), 0.0);
+  // dz = (do * m / (1 - p)) * o_pre (1 - o_pre): a subnormal first product is off by up to a subnormal ulp
+  // (absolute), which |o_pre (1 - o_pre)| (large for an o_pre far outside [0, 1]) then scales, and the last
+  // product adds one more: dz's absolute subnormal error is within tiny * sub, sub = 1 + |o_pre| (1 + |o_pre|).
+  vec sub(static_cast<size_t>(T * B * P), 1.0);
   bool all_clean = all_finite(d.cW);
   for (index_t b = 0; b < B; ++b)
     for (index_t t = 0; t < pb.n(b); ++t) {
@@ -922,6 +926,7 @@ void run_offsets_backward(problem& pb, reader& r, rng& g) {
         const size_t i = cidx(B, P, t, b, j);
         const double op = d.co_pre[i];
         dzmag[i] = std::fabs(d.cd_o[i]) * rd.scale(t, b, j) * std::fabs(op) * (1.0 + std::fabs(op));
+        sub[i] = 1.0 + std::fabs(op) * (1.0 + std::fabs(op));
         // dz (and d_o * m / (1 - p), formed first) must fit the accumulator, else it may overflow to Inf.
         const double guard_dz = dt<A>::max / 16.0;
         // o_pre (1 - o_pre) too: o_pre far outside [0, 1] (not a sigmoid) overflows it, and 0 * Inf is NaN.
@@ -941,21 +946,24 @@ void run_offsets_backward(problem& pb, reader& r, rng& g) {
       for (index_t b = 0; b < B; ++b)
         for (index_t t = 0; t < pb.n(b); ++t) {
           mag += dzmag[cidx(B, P, t, b, j)] * std::fabs(d.cx[cidx(B, C, t, b, c)]);
-          xsum += std::fabs(d.cx[cidx(B, C, t, b, c)]);
+          xsum += sub[cidx(B, P, t, b, j)] * std::fabs(d.cx[cidx(B, C, t, b, c)]);
         }
       const size_t i = static_cast<size_t>(j * C + c);
-      // A subnormal dz is off by up to a subnormal ulp (absolute), which x then scales.
+      // A subnormal dz is off by up to tiny * sub (absolute, above), which x then scales.
       double bound = (8.0 * uA + 2.0 * uA * (nrows + 4.0)) * mag + 2.0 * uT * std::fabs(want_dW[i]) + 4.0 * dt<V>::tiny +
                      nrows * 8.0 * dt<A>::tiny + 8.0 * dt<A>::tiny * xsum;
       if (!all_clean || !(mag < guard)) bound = kInf;
       expect_close("offsets_backward dweight", i, dbl<V>(dW[i]), want_dW[i], bound);
     }
     if (pb.with_bias) {
-      double mag = 0.0;
+      double mag = 0.0, subsum = 0.0;
       for (index_t b = 0; b < B; ++b)
-        for (index_t t = 0; t < pb.n(b); ++t) mag += dzmag[cidx(B, P, t, b, j)];
+        for (index_t t = 0; t < pb.n(b); ++t) {
+          mag += dzmag[cidx(B, P, t, b, j)];
+          subsum += sub[cidx(B, P, t, b, j)];
+        }
       double bound = (8.0 * uA + 2.0 * uA * (nrows + 4.0)) * mag + 2.0 * uT * std::fabs(want_db[static_cast<size_t>(j)]) +
-                     4.0 * dt<V>::tiny + nrows * 8.0 * dt<A>::tiny;
+                     4.0 * dt<V>::tiny + 8.0 * dt<A>::tiny * subsum;
       if (!all_clean || !(mag < guard)) bound = kInf;
       expect_close("offsets_backward dbias", static_cast<size_t>(j), dbl<V>(db[static_cast<size_t>(j)]),
                    want_db[static_cast<size_t>(j)], bound);
@@ -978,7 +986,7 @@ void run_offsets_backward(problem& pb, reader& r, rng& g) {
           const double wjc = d.cW[static_cast<size_t>(j * C + c)];
           const double dm = dzmag[cidx(B, P, t, b, j)];
           mag += std::fabs(wjc) * dm;
-          wsum += std::fabs(wjc);
+          wsum += std::fabs(wjc) * sub[cidx(B, P, t, b, j)];
           clean = clean && std::isfinite(wjc) && std::isfinite(dm);  // an Inf dz times W = 0 is NaN
         }
         double bound = (2.0 * uA * static_cast<double>(P + 6)) * mag + 2.0 * uT * std::fabs(want_dx[i]) + 4.0 * dt<V>::tiny +
