@@ -924,14 +924,14 @@ void run_offsets_backward(problem& pb, reader& r, rng& g) {
     for (index_t t = 0; t < pb.n(b); ++t) {
       for (index_t j = 0; j < P; ++j) {
         const size_t i = cidx(B, P, t, b, j);
-        const double op = d.co_pre[i];
-        dzmag[i] = std::fabs(d.cd_o[i]) * rd.scale(t, b, j) * std::fabs(op) * (1.0 + std::fabs(op));
-        sub[i] = 1.0 + std::fabs(op) * (1.0 + std::fabs(op));
+        const double op = d.co_pre[i], gmag = std::fabs(op) * (1.0 + std::fabs(op));  // >= |o_pre (1 - o_pre)|
+        dzmag[i] = std::fabs(d.cd_o[i]) * rd.scale(t, b, j) * gmag;
+        sub[i] = 1.0 + gmag;
         // dz (and d_o * m / (1 - p), formed first) must fit the accumulator, else it may overflow to Inf.
         const double guard_dz = dt<A>::max / 16.0;
         // o_pre (1 - o_pre) too: o_pre far outside [0, 1] (not a sigmoid) overflows it, and 0 * Inf is NaN.
         if (!(dzmag[i] < guard_dz) || !(std::fabs(d.cd_o[i]) * rd.scale(t, b, j) < guard_dz) ||
-            !(std::fabs(op) * (1.0 + std::fabs(op)) < guard_dz))
+            !(gmag < guard_dz))
           dzmag[i] = kInf;
         if (!std::isfinite(dzmag[i])) all_clean = false;
       }
